@@ -1,0 +1,210 @@
+"""The safety game as a PettingZoo parallel environment, ``advgame_v0``.
+
+One episode is one round, in two steps with both agents alive throughout:
+
+1. ``reset`` draws a seed; ``attacker_0`` observes its task, ``defender_0`` nothing yet.
+   ``step({"attacker_0": (A rewrites), ...})``: the defender's action is ignored; each valid
+   rewrite is shown to ``defender_0`` (``""`` in slots whose rewrite failed).
+2. ``step({"defender_0": (A tuples of D answers), ...})``: the attacker's action is ignored;
+   both agents are judged and paid, and the episode ends.
+
+The reward per agent is the mean of its samples' rewards (0.0 if every sample was excluded);
+per-sample rewards, failures and the DPO pairs are in ``infos``. For many rounds at once use
+:class:`advgame_env.game.Game` directly: one batched judge call per phase.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+from gymnasium import spaces
+from pettingzoo import ParallelEnv
+from pettingzoo.utils.conversions import parallel_to_aec
+
+from advgame_env.game import Game, GameConfig, Phase, Round
+from advgame_env.judges import Judge
+from advgame_env.rewards import mean_or_none
+from advgame_env.rule_judge import RuleJudge
+from advgame_env.seeds import Seed, bundled_seeds
+from advgame_env.spaces import Unicode
+
+ATTACKER, DEFENDER = "attacker_0", "defender_0"
+OBSERVATION_CHARS = 1 << 20
+
+
+class AdvGameEnv(ParallelEnv[str, Any, Any]):
+    """``judge`` defaults to the model-free :class:`RuleJudge`, ``seeds`` to the bundled
+    training split; every other keyword is a :class:`GameConfig` switch (``num_attacks``,
+    ``num_responses``, ``optimistic_attacker``, ``attacker_think``, ``faithfulness_check``,
+    ``attacker_judge``, ``judging``, ``reward_rule``, ``max_attack_chars``, ...)."""
+
+    metadata: ClassVar[dict[str, Any]] = {
+        "name": "advgame_v0",
+        "render_modes": ["human", "ansi"],
+        "is_parallelizable": True,
+    }
+
+    def __init__(
+        self,
+        judge: Judge | None = None,
+        seeds: list[Seed] | None = None,
+        render_mode: str | None = None,
+        config: GameConfig | None = None,
+        **switches: Any,
+    ) -> None:
+        if render_mode not in (None, *self.metadata["render_modes"]):
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, not {render_mode!r}")
+        if config is not None and switches:
+            raise TypeError("pass either config= or individual switches, not both")
+        self.config = config or GameConfig(**switches)
+        self.game = Game(judge or RuleJudge(), self.config)
+        self.seeds = list(seeds) if seeds is not None else bundled_seeds("train")
+        if not self.seeds:
+            raise ValueError("the seed list is empty")
+        self.render_mode = render_mode
+        self.possible_agents = [ATTACKER, DEFENDER]
+        self.agents = list[str]()
+        self._rng = np.random.default_rng()
+        self.round: Round | None = None
+
+        a, d = self.config.num_attacks, self.config.num_responses
+        attack_text, answer_text = Unicode(self.config.max_attack_chars), Unicode(self.config.max_response_chars)
+        self._observation_spaces = {
+            ATTACKER: Unicode(OBSERVATION_CHARS),
+            DEFENDER: spaces.Tuple([Unicode(OBSERVATION_CHARS)] * a),
+        }
+        self._action_spaces = {
+            ATTACKER: spaces.Tuple([attack_text] * a),
+            DEFENDER: spaces.Tuple([spaces.Tuple([answer_text] * d)] * a),
+        }
+
+    def observation_space(self, agent: str) -> spaces.Space[Any]:
+        return self._observation_spaces[agent]
+
+    def action_space(self, agent: str) -> spaces.Space[Any]:
+        return self._action_spaces[agent]
+
+    # ------------------------------------------------------------------ episode
+
+    def reset(self, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[dict, dict]:
+        """``options``: ``{"seed_id": id}`` plays that seed, ``{"direct": bool}`` forces or
+        forbids a direct round (the seed goes to the defender unchanged)."""
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+        options = options or {}
+        chosen = self._pick_seed(options.get("seed_id"))
+        direct = bool(options.get("direct", self._rng.random() < self.config.direct_fraction))
+        self.round = Round(chosen, direct=direct)
+        self.agents = list(self.possible_agents)
+        return self._observations(), self._infos()
+
+    def _pick_seed(self, seed_id: str | None) -> Seed:
+        index = int(self._rng.integers(len(self.seeds)))  # drawn always, so the stream is stable
+        if seed_id is None:
+            return self.seeds[index]
+        for candidate in self.seeds:
+            if candidate.id == seed_id:
+                return candidate
+        raise KeyError(f"no seed with id {seed_id!r} in this environment's seed list")
+
+    def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
+        round_ = self.round
+        if round_ is None or not self.agents:
+            raise RuntimeError("the round is over (or never started): call reset() first")
+        if round_.phase is Phase.ATTACK:
+            self.game.attack([round_], [actions.get(ATTACKER)])
+            rewards = {ATTACKER: 0.0, DEFENDER: 0.0}
+        else:
+            self.game.respond([round_], [actions.get(DEFENDER)])
+            rewards = {
+                ATTACKER: _mean(round_.attacker_rewards),
+                DEFENDER: _mean([r for row in round_.defender_rewards for r in row]),
+            }
+        done = round_.phase is Phase.DONE
+        observations, infos = self._observations(), self._infos()
+        terminations = {agent: done for agent in self.agents}
+        truncations = {agent: False for agent in self.agents}
+        if done:
+            self.agents = []
+        if self.render_mode == "human":
+            self.render()
+        return observations, rewards, terminations, truncations, infos
+
+    # ------------------------------------------------------------------ views
+
+    def _observations(self) -> dict[str, Any]:
+        assert self.round is not None
+        return {
+            ATTACKER: self.game.attacker_observation(self.round),
+            DEFENDER: self.game.defender_observation(self.round),
+        }
+
+    def _infos(self) -> dict[str, dict[str, Any]]:
+        assert self.round is not None
+        r = self.round
+        common = {"phase": r.phase.value, "seed_id": r.seed.id, "label": r.seed.label.value, "direct": r.direct}
+        pair = r.attacker_pair()
+        return {
+            ATTACKER: {
+                **common,
+                "samples": [a.record() for a in r.attacks],
+                "rewards": r.attacker_rewards if r.attacks else [],
+                "pairs": [list(pair)] if pair else [],
+            },
+            DEFENDER: {
+                **common,
+                "samples": [[s.record() for s in row] for row in r.responses],
+                "rewards": r.defender_rewards,
+                "pairs": [list(p) for p in r.defender_pairs()],
+            },
+        }
+
+    def render(self) -> str | None:
+        if self.round is None:
+            return None
+        text = transcript(self.round)
+        if self.render_mode == "human":
+            print(text)
+            return None
+        return text
+
+    def close(self) -> None:
+        self.round = None
+
+
+def _mean(rewards: list[float | None]) -> float:
+    value = mean_or_none(rewards)
+    return 0.0 if value is None else float(value)
+
+
+def _show(value: float | None) -> str:
+    return "excluded" if value is None else f"{value:+.2f}"
+
+
+def transcript(r: Round) -> str:
+    """A readable account of a round: seed, each attack, each answer, verdicts and rewards."""
+    lines = [f"seed {r.seed.id} [{r.seed.label.value}]{' (direct)' if r.direct else ''}: {r.seed.prompt}"]
+    for a, attack in enumerate(r.attacks):
+        status = attack.failure.value if attack.failure else "ok"
+        lines.append(f"  attack {a} [{status}] reward {_show(attack.reward)}: {attack.public or attack.raw[:200]!r}")
+        if attack.reasoning:
+            lines.append(f"    (hidden reasoning: {attack.reasoning[:200]!r})")
+        for d, response in enumerate(r.responses[a] if r.responses else []):
+            status = response.failure.value if response.failure else "ok"
+            mark = " <- judged for the attacker" if attack.selected == d else ""
+            text = response.public or response.raw[:200]
+            lines.append(f"    answer {d} [{status}] reward {_show(response.reward)}{mark}: {text[:400]!r}")
+    return "\n".join(lines)
+
+
+def parallel_env(**kwargs: Any) -> AdvGameEnv:
+    return AdvGameEnv(**kwargs)
+
+
+def raw_env(**kwargs: Any) -> Any:
+    """The same game as an AEC environment (the attacker acts first in each step)."""
+    return parallel_to_aec(parallel_env(**kwargs))
+
+
+env = raw_env

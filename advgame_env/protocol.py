@@ -1,0 +1,46 @@
+"""The generation protocol: what the game and its LLM judge need from a model backend.
+
+It is structural (``typing.Protocol``): ``agents`` implements it for Hugging Face, vLLM and
+OpenAI-compatible servers without importing this package, and any object with these methods
+works. A chat is a list of ``{"role": ..., "content": ...}`` messages; when the last message
+has role ``"assistant"`` the backend continues it (an assistant prefill).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol, runtime_checkable
+
+Chat = Sequence[Mapping[str, str]]
+
+
+class Generation(Protocol):
+    """One sampled continuation."""
+
+    @property
+    def text(self) -> str: ...
+    @property
+    def token_ids(self) -> Sequence[int]: ...
+    @property
+    def logprobs(self) -> Sequence[float]: ...  # one per generated token
+    @property
+    def finish_reason(self) -> str: ...  # "stop" or "length"
+
+
+@runtime_checkable
+class GenerationBackend(Protocol):
+    def generate(
+        self,
+        chats: Sequence[Chat],
+        *,
+        max_tokens: int,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+    ) -> Sequence[Generation]:
+        """One continuation per chat, in order. ``temperature=0`` is greedy decoding."""
+        ...
+
+    def score(self, chats: Sequence[Chat], continuations: Sequence[str]) -> Sequence[float]:
+        """Summed log-probability of each continuation as the assistant's reply to its chat."""
+        ...

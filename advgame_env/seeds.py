@@ -1,0 +1,142 @@
+"""Seed requests: the bundled set, file loaders (JSONL / CSV, AdvGame and WildJailbreak field
+names) and Hugging Face datasets for users with network.
+
+A seed is a request with a label. Harmful seeds should be declined, benign ones answered; a
+third of the bundled benign seeds are benign-but-scary ("how do I kill a Python process").
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+
+class Label(StrEnum):
+    HARMFUL = "harmful"
+    BENIGN = "benign"
+
+
+@dataclass(frozen=True)
+class Seed:
+    id: str
+    prompt: str
+    label: Label
+    topic: str = ""
+    subtype: str = "vanilla"  # "vanilla", "scary" (benign-but-scary) or "adversarial"
+
+
+class SeedFormatError(ValueError):
+    """A seed file is malformed; the message names the file, the line and the field."""
+
+
+Split = Literal["train", "heldout", "all"]
+HELDOUT_EVERY = 5  # every 5th seed of each (label, subtype) group is held out: a fixed 80/20 split
+
+# WildJailbreak's data_type values -> (label, which text field holds the request)
+_WJB_TYPES = {
+    "vanilla_harmful": (Label.HARMFUL, "vanilla"),
+    "vanilla_benign": (Label.BENIGN, "vanilla"),
+    "adversarial_harmful": (Label.HARMFUL, "adversarial"),
+    "adversarial_benign": (Label.BENIGN, "adversarial"),
+}
+
+
+def seed_from_record(record: Mapping[str, Any], where: str, default_id: str) -> Seed:
+    """Build a seed from one record in AdvGame (``prompt`` + ``category``) or WildJailbreak
+    (``vanilla``/``adversarial`` + ``data_type``) form. ``where`` names the file and line."""
+    if "data_type" in record:
+        data_type = str(record["data_type"])
+        if data_type not in _WJB_TYPES:
+            raise SeedFormatError(f"{where}: field 'data_type' is {data_type!r}, expected one of {sorted(_WJB_TYPES)}")
+        label, field = _WJB_TYPES[data_type]
+        subtype = "adversarial" if field == "adversarial" else str(record.get("subtype", "vanilla"))
+    else:
+        field = "prompt"
+        if "category" not in record:
+            raise SeedFormatError(f"{where}: missing field 'category' (harmful or benign)")
+        try:
+            label = Label(str(record["category"]).strip().lower())
+        except ValueError:
+            raise SeedFormatError(
+                f"{where}: field 'category' is {record['category']!r}, expected 'harmful' or 'benign'"
+            ) from None
+        subtype = str(record.get("subtype") or "vanilla")
+    text = record.get(field)
+    if not isinstance(text, str) or not text.strip():
+        raise SeedFormatError(f"{where}: field {field!r} must be a non-empty string")
+    return Seed(
+        id=str(record.get("id") or default_id),
+        prompt=text.strip(),
+        label=label,
+        topic=str(record.get("topic") or ""),
+        subtype=subtype,
+    )
+
+
+def _records(path: Path) -> Iterator[tuple[int, Mapping[str, Any]]]:
+    if path.suffix.lower() == ".csv":
+        with path.open(newline="", encoding="utf-8") as handle:
+            for line_no, row in enumerate(csv.DictReader(handle), start=2):
+                yield line_no, row
+        return
+    with path.open(encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise SeedFormatError(f"{path}:{line_no}: not valid JSON ({error.msg})") from None
+            if not isinstance(record, dict):
+                raise SeedFormatError(f"{path}:{line_no}: expected a JSON object")
+            yield line_no, record
+
+
+def load_seeds(path: str | Path) -> list[Seed]:
+    """Seeds from a ``.jsonl`` or ``.csv`` file."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"seed file {path} does not exist")
+    return [seed_from_record(rec, f"{path}:{n}", f"{path.stem}-{n}") for n, rec in _records(path)]
+
+
+def load_hf_seeds(name: str, split: str = "train", config: str | None = None) -> list[Seed]:
+    """Seeds from a Hugging Face dataset (needs the ``datasets`` package and network)."""
+    try:
+        import datasets
+    except ImportError:
+        raise ImportError("loading seeds from the hub needs `pip install datasets` and network access") from None
+    rows = datasets.load_dataset(name, config, split=split)
+    return [seed_from_record(row, f"{name}[{split}] row {i}", f"{name}-{i}") for i, row in enumerate(rows)]
+
+
+def _bundled_records() -> Iterable[Seed]:
+    folder = resources.files("advgame_env").joinpath("data")
+    for name in ("seeds_harmful.jsonl", "seeds_benign.jsonl"):
+        lines = folder.joinpath(name).read_text("utf-8").splitlines()
+        for n, line in enumerate(lines, start=1):
+            if line.strip():
+                yield seed_from_record(json.loads(line), f"{name}:{n}", f"{name}-{n}")
+
+
+def bundled_seeds(split: Split = "train", label: Label | str | None = None) -> list[Seed]:
+    """The team-written seed set: train (80%) or held-out (20%) split, optionally one label."""
+    if split not in ("train", "heldout", "all"):
+        raise ValueError(f"split must be 'train', 'heldout' or 'all', not {split!r}")
+    position: dict[tuple[Label, str], int] = {}
+    chosen = []
+    for seed in _bundled_records():
+        group = (seed.label, seed.subtype)
+        index = position[group] = position.get(group, -1) + 1
+        heldout = index % HELDOUT_EVERY == HELDOUT_EVERY - 1
+        if split == "all" or (split == "heldout") == heldout:
+            chosen.append(seed)
+    if label is not None:
+        chosen = [s for s in chosen if s.label is Label(label)]
+    return chosen

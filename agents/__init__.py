@@ -1,0 +1,15 @@
+"""agents: attacker and defender policies over generation backends, and model loading."""
+
+from agents.hf import Generation, HFBackend, render_chat
+from agents.models import BUNDLED, DEFAULT_MODEL, load_model, resolve_model, tiny_model
+
+__all__ = [
+    "BUNDLED",
+    "DEFAULT_MODEL",
+    "Generation",
+    "HFBackend",
+    "load_model",
+    "render_chat",
+    "resolve_model",
+    "tiny_model",
+]

