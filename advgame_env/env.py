@@ -192,7 +192,7 @@ def transcript(r: Round) -> str:
             lines.append(f"    (hidden reasoning: {attack.reasoning[:200]!r})")
         for d, response in enumerate(r.responses[a] if r.responses else []):
             status = response.failure.value if response.failure else "ok"
-            mark = " <- judged for the attacker" if attack.selected == d else ""
+            mark = " <- judged for the attacker" if attack.selected == d and not r.direct else ""
             text = response.public or response.raw[:200]
             lines.append(f"    answer {d} [{status}] reward {_show(response.reward)}{mark}: {text[:400]!r}")
     return "\n".join(lines)

@@ -92,9 +92,9 @@ def _records(path: Path) -> Iterator[tuple[int, Mapping[str, Any]]]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as error:
-                raise SeedFormatError(f"{path}:{line_no}: not valid JSON ({error.msg})") from None
+                raise SeedFormatError(f"{path}, line {line_no}: not valid JSON ({error.msg})") from None
             if not isinstance(record, dict):
-                raise SeedFormatError(f"{path}:{line_no}: expected a JSON object")
+                raise SeedFormatError(f"{path}, line {line_no}: expected a JSON object")
             yield line_no, record
 
 
@@ -103,7 +103,7 @@ def load_seeds(path: str | Path) -> list[Seed]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"seed file {path} does not exist")
-    return [seed_from_record(rec, f"{path}:{n}", f"{path.stem}-{n}") for n, rec in _records(path)]
+    return [seed_from_record(rec, f"{path}, line {n}", f"{path.stem}-{n}") for n, rec in _records(path)]
 
 
 def load_hf_seeds(name: str, split: str = "train", config: str | None = None) -> list[Seed]:
@@ -122,7 +122,7 @@ def _bundled_records() -> Iterable[Seed]:
         lines = folder.joinpath(name).read_text("utf-8").splitlines()
         for n, line in enumerate(lines, start=1):
             if line.strip():
-                yield seed_from_record(json.loads(line), f"{name}:{n}", f"{name}-{n}")
+                yield seed_from_record(json.loads(line), f"{name}, line {n}", f"{name}-{n}")
 
 
 def bundled_seeds(split: Split = "train", label: Label | str | None = None) -> list[Seed]:

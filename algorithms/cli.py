@@ -19,11 +19,15 @@ def _demo(args: argparse.Namespace) -> int:
     model, tokenizer = load_model(args.model)
     backend = HFBackend(model, tokenizer)
     attacker = Policy(backend, max_tokens=args.max_tokens, temperature=0.7, seed=args.seed)
-    defender = Policy(backend, max_tokens=args.max_tokens, temperature=0.7, seed=args.seed + 1)
+    defender = Policy(backend, max_tokens=2 * args.max_tokens, temperature=0.7, seed=args.seed + 1)
 
     game = advgame_env.Game(advgame_env.RuleJudge(), advgame_env.GameConfig(attacker_think=not args.no_think))
     seeds = advgame_env.bundled_seeds("heldout")
-    rounds = [advgame_env.Round(seeds[(args.seed + 37 * i) % len(seeds)]) for i in range(args.rounds)]
+    # Every other round is direct (the seed goes straight to the defender): the untrained
+    # attacker rarely keeps its strict format, and the demo should show the defender judged too.
+    rounds = [
+        advgame_env.Round(seeds[(args.seed + 37 * i) % len(seeds)], direct=i % 2 == 1) for i in range(args.rounds)
+    ]
     # All rounds advance together: one batched generation per player, one judge call per phase.
     game.attack(rounds, attacker.attack([game.attacker_observation(r) for r in rounds], game.config.num_attacks))
     game.respond(rounds, defender.respond([game.defender_observation(r) for r in rounds], game.config.num_responses))
@@ -37,8 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="play a few rounds with a model as attacker and defender, print them")
     demo.add_argument("--model", default="smollm2-135m-instruct", help="bundled name, local folder or hub id")
-    demo.add_argument("--rounds", type=int, default=4)
-    demo.add_argument("--max-tokens", type=int, default=160)
+    demo.add_argument("--rounds", type=int, default=2)
+    demo.add_argument("--max-tokens", type=int, default=160, help="attacker budget; the defender gets twice this")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--no-think", action="store_true", help="attacker answers with <prompt> only")
     demo.set_defaults(run=_demo)

@@ -1,0 +1,90 @@
+"""The Hugging Face backend and model loading (tiny random models fast; the bundled one slow)."""
+
+import pytest
+import torch
+
+from agents import HFBackend, load_model, render_chat, resolve_model, tiny_model
+from agents.policy import Policy
+
+CHAT = [{"role": "user", "content": "Name a fruit."}]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    model, tokenizer = tiny_model(seed=0)
+    return HFBackend(model, tokenizer, batch_size=4)
+
+
+def test_greedy_generation_is_deterministic_and_batch_invariant(tiny):
+    chats = [CHAT, [{"role": "user", "content": "A much longer question, padded on the left in a batch?"}], CHAT]
+    batch = tiny.generate(chats, max_tokens=8, temperature=0)
+    alone = [tiny.generate([c], max_tokens=8, temperature=0)[0] for c in chats]
+    assert [g.token_ids for g in batch] == [g.token_ids for g in alone]
+    assert batch[0] == batch[2]
+    for g in batch:
+        assert g.finish_reason in ("stop", "length") and len(g.logprobs) == len(g.token_ids)
+
+
+def test_sequence_scores_match_the_generation_logprobs(tiny):
+    longer = [{"role": "user", "content": "Longer, so the batch pads."}]
+    generations = tiny.generate(
+        [CHAT, longer],
+        max_tokens=6,
+        temperature=0.8,
+        seed=1,
+    )
+    prompts = [
+        tiny._encode(render_chat(tiny.tokenizer, c))
+        for c in (CHAT, [{"role": "user", "content": "Longer, so the batch pads."}])
+    ]
+    with torch.no_grad():
+        scores = tiny.sequence_logprobs([(p, g.token_ids) for p, g in zip(prompts, generations, strict=True)])
+    assert scores.tolist() == pytest.approx([sum(g.logprobs) for g in generations], abs=1e-4)
+
+
+def test_sampling_with_a_seed_is_reproducible(tiny):
+    first = tiny.generate([CHAT] * 2, max_tokens=6, temperature=1.0, seed=5)
+    again = tiny.generate([CHAT] * 2, max_tokens=6, temperature=1.0, seed=5)
+    assert first == again
+
+
+def test_bad_input_is_a_clear_error_or_defined(tiny):
+    assert tiny.generate([], max_tokens=4) == [] and tiny.score([], []) == []
+    for bad in ({"max_tokens": 0}, {"max_tokens": 4, "temperature": -1}, {"max_tokens": 4, "top_p": 0}):
+        with pytest.raises(ValueError):
+            tiny.generate([CHAT], **bad)
+    with pytest.raises(ValueError, match="no room"):
+        tiny.generate([CHAT], max_tokens=10_000)
+    with pytest.raises(ValueError, match="at least one message"):
+        tiny.generate([[]], max_tokens=4)
+    # a prompt longer than the context is cut from the left, never an error
+    long_chat = [{"role": "user", "content": "word " * 3000}]
+    (g,) = tiny.generate([long_chat], max_tokens=4, temperature=0)
+    assert len(g.token_ids) <= 4
+
+
+def test_policies_batch_rounds_and_skip_empty_slots(tiny):
+    policy = Policy(tiny, max_tokens=4, temperature=0)
+    attacks = policy.attack(["task one", "task two"], num_attacks=2)
+    assert len(attacks) == 2 and all(len(a) == 2 for a in attacks)
+    answers = policy.respond([("prompt", ""), ("", "")], num_responses=3)
+    assert [len(row) for row in answers[0]] == [3, 3]
+    assert all(g.text == "" for g in answers[0][1]) and all(g.text == "" for row in answers[1] for g in row)
+
+
+def test_unknown_models_are_named_clearly():
+    with pytest.raises(FileNotFoundError, match="neither a bundled model"):
+        resolve_model("./no/such/folder")
+
+
+@pytest.mark.slow
+def test_bundled_model_loads_offline_and_answers():
+    model, tokenizer = load_model("smollm2-135m-instruct")
+    assert sum(p.numel() for p in model.parameters()) == 134_515_008
+    backend = HFBackend(model, tokenizer)
+    (g,) = backend.generate([CHAT], max_tokens=12, temperature=0)
+    assert g.text.strip() and all(lp <= 0 for lp in g.logprobs)
+    assert not hasattr(model.config, "quantization_config")  # a plain checkpoint vLLM can load too
+    with torch.no_grad():
+        (score,) = backend.score([CHAT], [g.text])
+    assert score == pytest.approx(sum(g.logprobs), abs=1e-2)
