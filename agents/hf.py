@@ -88,8 +88,10 @@ class HFBackend:
         temperature: float = 1.0,
         top_p: float = 1.0,
         seed: int | None = None,
+        adapter: str | None = None,
     ) -> list[Generation]:
         check_sampling(max_tokens, temperature, top_p)
+        self.use_adapter(adapter)
         budget = self.max_context - max_tokens
         if budget < 1:
             raise ValueError(
@@ -136,8 +138,17 @@ class HFBackend:
             )
         return out
 
+    def use_adapter(self, adapter: str | None) -> None:
+        """Activate a LoRA adapter of a PEFT model (``None``: leave the model as it is)."""
+        if adapter is None:
+            return
+        if adapter not in getattr(self.model, "peft_config", {}):
+            raise KeyError(f"the model has no adapter named {adapter!r}")
+        self.model.set_adapter(adapter)
+
     @torch.no_grad()
-    def score(self, chats: Sequence[Chat], continuations: Sequence[str]) -> list[float]:
+    def score(self, chats: Sequence[Chat], continuations: Sequence[str], *, adapter: str | None = None) -> list[float]:
+        self.use_adapter(adapter)
         if len(chats) != len(continuations):
             raise ValueError(f"{len(chats)} chats but {len(continuations)} continuations")
         pairs = [

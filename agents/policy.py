@@ -22,18 +22,20 @@ class Policy:
     temperature: float = 0.7
     top_p: float = 1.0
     seed: int | None = None
+    adapter: str | None = None  # the LoRA adapter that plays this role, on a shared-base backend
 
     def sample(self, observations: Sequence[str], n: int) -> list[list[Generation]]:
         """``n`` generations for each observation, in one batched backend call."""
         asked = [i for i, o in enumerate(observations) if o]
         chats = [[{"role": "user", "content": observations[i]}] for i in asked for _ in range(n)]
-        outputs = list(
-            self.backend.generate(
-                chats, max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p, seed=self.seed
-            )
-            if chats
-            else []
-        )
+        extra = {} if self.adapter is None else {"adapter": self.adapter}
+        sampling = {
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "seed": self.seed,
+        }
+        outputs = list(self.backend.generate(chats, **sampling, **extra)) if chats else []
         result = [[Generation("") for _ in range(n)] for _ in observations]
         for k, i in enumerate(asked):
             result[i] = outputs[k * n : (k + 1) * n]

@@ -1,0 +1,57 @@
+"""Attacker and defender as two policies: separate models, or LoRA adapters on one shared base.
+
+With adapters, one frozen base carries an ``attacker`` and a ``defender`` adapter (and, for
+the MD recipes, snapshot adapters such as ``attacker_ema``); a backend call picks one with
+``adapter=NAME``. One vLLM engine serves all of them at once (``VLLMBackend.push_adapter``),
+so the two-player setup costs one base model plus a few MB per adapter instead of one full
+model per role and per copy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+ROLES = ("attacker", "defender")
+DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def shared_base_players(
+    base: Any,
+    *,
+    rank: int = 16,
+    alpha: int = 32,
+    targets: Sequence[str] = DEFAULT_TARGETS,
+    adapters: Sequence[str] = ROLES,
+) -> Any:
+    """Wrap ``base`` (modified in place: its weights are frozen) with one LoRA adapter per name.
+
+    Every adapter starts as the identity (LoRA's B matrices are zero), so all roles begin as
+    the base model and diverge only through their own training.
+    """
+    from peft import LoraConfig, get_peft_model
+
+    def config() -> LoraConfig:
+        return LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(targets), lora_dropout=0.0)
+
+    model = get_peft_model(base, config(), adapter_name=adapters[0])
+    for name in adapters[1:]:
+        model.add_adapter(name, config())
+    return model
+
+
+def copy_adapter(model: Any, source: str, target: str) -> None:
+    """Make adapter ``target`` an exact copy of ``source`` (created if missing)."""
+    if target not in model.peft_config:
+        model.add_adapter(target, model.peft_config[source])
+    with torch.no_grad():
+        for name, param in adapter_parameters(model, target).items():
+            param.copy_(adapter_parameters(model, source)[name])
+
+
+def adapter_parameters(model: Any, adapter: str) -> dict[str, torch.Tensor]:
+    """The LoRA tensors of one adapter, keyed by their name with the adapter part removed."""
+    marker = f".{adapter}."
+    return {name.replace(marker, "."): p for name, p in model.named_parameters() if marker in name and "lora_" in name}
