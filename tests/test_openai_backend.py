@@ -1,0 +1,362 @@
+"""The OpenAI-compatible HTTP backend: retries and errors against tiny real HTTP servers on
+loopback (fast), and generation and scoring against a real ``vllm serve`` (slow)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+import pytest
+
+from agents import Generation, OpenAIBackend
+from agents.openai_backend import BackendError
+
+CHAT = [{"role": "user", "content": "Name a fruit."}]
+
+# ---------------------------------------------------------------------------------------------
+# tiny loopback servers: each answers at most `max_requests` requests within `lifetime` seconds
+
+Reply = tuple[int, Any]  # (HTTP status, JSON body)
+
+
+class FakeServer:
+    def __init__(self, reply: Callable[[int, str, dict[str, Any], threading.Event], Reply], max_requests: int):
+        self.reply, self.max_requests = reply, max_requests
+        self.requests: list[tuple[str, dict[str, Any]]] = []
+        self.stopping = threading.Event()  # sleeping handlers wake up when the test ends
+        self.lock = threading.Lock()
+
+    def handle(self, path: str, body: dict[str, Any]) -> Reply:
+        with self.lock:
+            self.requests.append((path, body))
+            n = len(self.requests)
+        if n > self.max_requests:
+            return 410, {"error": {"message": "fake server: request budget spent"}}
+        return self.reply(n, path, body, self.stopping)
+
+
+@contextmanager
+def fake_server(
+    reply: Callable[[int, str, dict[str, Any], threading.Event], Reply], max_requests: int = 8, lifetime: float = 30.0
+) -> Iterator[tuple[str, FakeServer]]:
+    state = FakeServer(reply, max_requests)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            status, payload = state.handle(self.path, json.loads(raw or b"{}"))
+            data = json.dumps(payload).encode()
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            except OSError:
+                pass  # the client gave up (a timeout test)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    server.timeout = 0.05
+    deadline = time.monotonic() + lifetime
+
+    def serve() -> None:
+        while not state.stopping.is_set() and time.monotonic() < deadline:
+            server.handle_request()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", state
+    finally:
+        state.stopping.set()
+        thread.join(timeout=5)
+        server.server_close()
+
+
+def completion(text: str, *, token_ids: list[int] | None = None, finish: str = "stop") -> dict[str, Any]:
+    """A vLLM-shaped chat completion; vLLM lists the end-of-turn token (id 2) among the generated."""
+    ids = [*(token_ids or []), *([2] if finish == "stop" else [])]
+    return {
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": {"content": [{"token": "t", "logprob": -0.5, "top_logprobs": []} for _ in ids]},
+                "finish_reason": finish,
+                "stop_reason": None,
+                "token_ids": ids,
+            }
+        ]
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# ---------------------------------------------------------------------------------------------
+# fast tests
+
+
+def test_a_server_that_is_down_fails_quickly_after_bounded_retries():
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    start = time.monotonic()
+    backend = OpenAIBackend(url, "m", max_retries=2, backoff=0.01, timeout=2)
+    with backend, pytest.raises(BackendError, match="after 3 attempts") as caught:
+        backend.generate([CHAT], max_tokens=4)
+    assert url + "/v1/chat/completions" in str(caught.value) and "ConnectError" in str(caught.value)
+    assert caught.value.status is None and time.monotonic() - start < 5
+
+
+def test_a_slow_server_times_out_then_fails():
+    def slow(n, path, body, stopping):
+        stopping.wait(3.0)  # longer than the client's timeout, bounded
+        return 200, completion("late")
+
+    with fake_server(slow, max_requests=4) as (url, server):
+        start = time.monotonic()
+        backend = OpenAIBackend(url, "m", timeout=0.3, max_retries=1, backoff=0.01)
+        with backend, pytest.raises(BackendError, match=r"after 2 attempts.*ReadTimeout"):
+            backend.generate([CHAT], max_tokens=4)
+        assert len(server.requests) == 2 and time.monotonic() - start < 2.5
+
+
+def test_a_server_error_is_retried_and_the_second_answer_used():
+    def flaky(n, path, body, stopping):
+        return (500, {"error": {"message": "boom"}}) if n == 1 else (200, completion("A pear.", token_ids=[7, 8, 9]))
+
+    with fake_server(flaky) as (url, server), OpenAIBackend(url + "/v1/", "m", max_retries=2, backoff=0.01) as backend:
+        (g,) = backend.generate([CHAT], max_tokens=4, temperature=0)
+    # the end-of-turn token vLLM reports is dropped: ids and log-probs cover the text only
+    assert g == Generation("A pear.", [7, 8, 9], [-0.5] * 3, "stop")
+    assert [path for path, _ in server.requests] == ["/v1/chat/completions"] * 2
+    body = server.requests[0][1]
+    assert body["logprobs"] is True and body["top_logprobs"] == 0 and body["temperature"] == 0
+    assert "continue_final_message" not in body and "seed" not in body
+
+
+def test_rate_limits_are_retried_but_other_refusals_are_not():
+    def limited(n, path, body, stopping):
+        return (429, {"error": {"message": "slow down"}}) if n == 1 else (200, completion("ok", finish="length"))
+
+    with fake_server(limited) as (url, server), OpenAIBackend(url, "m", backoff=0.01) as backend:
+        (g,) = backend.generate([CHAT], max_tokens=1)
+        assert g.finish_reason == "length" and g.token_ids == [] and len(server.requests) == 2
+
+    def refusing(n, path, body, stopping):
+        return 400, {"error": {"message": "max_tokens is too large", "code": 400}}
+
+    with fake_server(refusing) as (url, server), OpenAIBackend(url, "m", backoff=0.01) as backend:
+        with pytest.raises(BackendError, match="HTTP 400: max_tokens is too large") as caught:
+            backend.generate([CHAT], max_tokens=4)
+        assert caught.value.status == 400 and len(server.requests) == 1
+
+
+def test_a_server_without_logprobs_is_asked_once_more_and_remembered():
+    def plain(n, path, body, stopping):
+        if "logprobs" in body:
+            return 400, {"error": {"message": "logprobs are not supported"}}
+        if "return_token_ids" in body:
+            return 400, {"error": {"message": "Unrecognized request argument supplied: return_token_ids"}}
+        return 200, {"choices": [{"message": {"content": "Plum."}, "finish_reason": "stop"}]}
+
+    with fake_server(plain) as (url, server), OpenAIBackend(url, "m") as backend:
+        first = backend.generate([CHAT], max_tokens=4)
+        assert len(server.requests) == 3
+        again = backend.generate([CHAT], max_tokens=4)
+        assert len(server.requests) == 4
+    assert first == again == [Generation("Plum.", [], [], "stop")]
+
+
+def test_batches_keep_their_order_and_prefills_and_seeds_are_sent():
+    def echo(n, path, body, stopping):
+        content = body["messages"][-1]["content"]
+        stopping.wait(0.02 * (len(content) % 4))  # answers arrive out of order
+        return 200, completion(content.upper())
+
+    chats = [[{"role": "user", "content": f"chat {i}" + "!" * i}] for i in range(6)]
+    prefill = [*CHAT, {"role": "assistant", "content": "My answer is"}]
+    with fake_server(echo) as (url, server), OpenAIBackend(url, "m", concurrency=3) as backend:
+        out = backend.generate([*chats, prefill], max_tokens=4, seed=10)
+    assert [g.text for g in out] == [c[0]["content"].upper() for c in chats] + ["MY ANSWER IS"]
+    bodies = {b["messages"][-1]["content"]: b for _, b in server.requests}
+    assert sorted(b["seed"] for b in bodies.values()) == list(range(10, 17))
+    assert bodies["My answer is"]["continue_final_message"] is True
+    assert bodies["My answer is"]["add_generation_prompt"] is False
+
+
+def test_bad_input_fails_before_any_request():
+    backend = OpenAIBackend(f"http://127.0.0.1:{free_port()}", "m", max_retries=0)
+    assert backend.generate([], max_tokens=4) == [] and backend.score([], []) == []
+    for bad in ({"max_tokens": 0}, {"max_tokens": 4, "temperature": -1}, {"max_tokens": 4, "top_p": 0}):
+        with pytest.raises(ValueError):  # a request would raise BackendError instead
+            backend.generate([CHAT], **bad)
+    with pytest.raises(ValueError, match="at least one message"):
+        backend.generate([[]], max_tokens=4)
+    with pytest.raises(ValueError, match="2 chats but 1 continuations"):
+        backend.score([CHAT, CHAT], ["x"])
+    with pytest.raises(ValueError, match="http"):
+        OpenAIBackend("127.0.0.1:8000", "m")
+    backend.close()
+
+
+def test_scoring_needs_vllm_endpoints():
+    def openai_like(n, path, body, stopping):
+        return 404, {"detail": "Not Found"}
+
+    with fake_server(openai_like) as (url, server), OpenAIBackend(url, "m") as backend:
+        with pytest.raises(NotImplementedError, match="/tokenize and prompt_logprobs"):
+            backend.score([CHAT], ["A pear."])
+        assert [path for path, _ in server.requests] == ["/tokenize"]
+
+
+def test_scoring_sums_the_continuations_prompt_logprobs():
+    def vllm_like(n, path, body, stopping):
+        if path == "/tokenize":
+            return 200, {"tokens": [1, 2, 3] if "messages" in body else [40, 41]}
+        ids = body["prompt"]
+        entries = [None] + [{str(t): {"logprob": -t / 100, "rank": 1}} for t in ids[1:]]
+        return 200, {"choices": [{"text": "", "prompt_logprobs": entries}]}
+
+    with fake_server(vllm_like) as (url, server), OpenAIBackend(url, "m") as backend:
+        assert backend.score([CHAT, CHAT], ["A pear.", ""]) == [pytest.approx(-0.81), 0.0]
+    completions = [b for path, b in server.requests if path == "/v1/completions"]
+    assert completions == [
+        {"model": "m", "prompt": [1, 2, 3, 40, 41], "max_tokens": 1, "temperature": 0.0, "prompt_logprobs": 0}
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# slow tests: a real `vllm serve` of the bundled model on loopback
+
+SERVER_START_TIMEOUT = 240.0
+
+
+@pytest.fixture(scope="session")
+def vllm_server() -> Iterator[str]:
+    pytest.importorskip("vllm")
+    port = free_port()
+    log = tempfile.NamedTemporaryFile(prefix="advgame-vllm-serve-", suffix=".log", delete=False)  # noqa: SIM115
+    command = [
+        *(sys.executable, "-m", "agents.vllm_serve", "smollm2-135m-instruct"),
+        *("--host", "127.0.0.1", "--port", str(port), "--served-model-name", "smollm2"),
+        *("--dtype", "float32", "--max-model-len", "2048", "--seed", "0"),
+        # measured here (2 busy cores): healthy after ~45 s eager, ~165-210 s with torch.compile,
+        # whose cache vLLM 0.32 CPU fails to reload ("no attribute 'finalize_loading'")
+        "--enforce-eager",
+    ]
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+
+    def tail() -> str:
+        with open(log.name, errors="replace") as f:
+            return "".join(f.readlines()[-40:])
+
+    try:
+        start = time.monotonic()
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"vllm serve exited with {process.returncode}; its log ends:\n{tail()}")
+            if time.monotonic() - start > SERVER_START_TIMEOUT:
+                pytest.fail(f"vllm serve was not healthy after {SERVER_START_TIMEOUT:.0f} s; its log ends:\n{tail()}")
+            try:
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(1)
+        print(f"\nvllm serve healthy after {time.monotonic() - start:.1f} s")
+        yield url
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)  # the server and the engine process it started
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+        log.close()
+        os.unlink(log.name)
+
+
+@pytest.fixture(scope="session")
+def served(vllm_server: str) -> Iterator[OpenAIBackend]:
+    with OpenAIBackend(vllm_server, "smollm2", timeout=120, concurrency=4) as backend:
+        yield backend
+
+
+@pytest.mark.slow
+def test_served_greedy_generation_returns_text_and_logprobs(served):
+    (g,) = served.generate([CHAT], max_tokens=16, temperature=0)
+    assert g.text.strip() and g.finish_reason in ("stop", "length")
+    assert len(g.logprobs) == len(g.token_ids) > 0 and all(lp <= 0 for lp in g.logprobs)
+    assert served.generate([CHAT], max_tokens=16, temperature=0) == [g]
+
+
+@pytest.mark.slow
+def test_served_batches_run_concurrently_in_order(served):
+    chats = [
+        [{"role": "user", "content": q}] for q in ("Name a colour.", "Say hi.", "Count to three.", "Name a fruit.")
+    ]
+    batch = served.generate(chats, max_tokens=12, temperature=0)
+    alone = [served.generate([c], max_tokens=12, temperature=0)[0] for c in chats]
+    assert [g.token_ids for g in batch] == [g.token_ids for g in alone]
+    sampled = served.generate(chats, max_tokens=8, temperature=1.0, seed=3)
+    assert served.generate(chats, max_tokens=8, temperature=1.0, seed=3) == sampled
+
+
+@pytest.mark.slow
+def test_served_score_matches_the_generation_logprobs(served, vllm_server):
+    chats = [CHAT, [{"role": "user", "content": "Say something kind."}]]
+    generations = served.generate(chats, max_tokens=16, temperature=0)
+    expected = [sum(g.logprobs) for g in generations]
+    scores = served.score(chats, [g.text for g in generations])
+    # measured: identical to the last digit in float32 (|difference| 0.0); 1e-3 leaves room for
+    # other builds and dtypes
+    assert scores == pytest.approx(expected, abs=1e-3)
+    with OpenAIBackend(vllm_server, "smollm2", use_completions_for_score=False) as by_chat:
+        assert by_chat.score(chats, [g.text for g in generations]) == pytest.approx(expected, abs=1e-3)
+
+
+@pytest.mark.slow
+def test_served_assistant_prefill_is_continued(served):
+    prefill = [*CHAT, {"role": "assistant", "content": "My favourite fruit is"}]
+    (g,) = served.generate([prefill], max_tokens=12, temperature=0)
+    assert g.text and not g.text.startswith("My favourite") and len(g.logprobs) == len(g.token_ids) > 0
+    (score,) = served.score([prefill], [g.text])
+    assert score == pytest.approx(sum(g.logprobs), abs=1e-3)
+
+
+@pytest.mark.slow
+def test_served_errors_are_clear(served, vllm_server, monkeypatch):
+    calls = []
+    monkeypatch.setattr(served._client, "post", lambda *a, **k: calls.append(a))
+    for bad in ({"max_tokens": 0}, {"max_tokens": 4, "temperature": -0.5}, {"max_tokens": 4, "top_p": 1.5}):
+        with pytest.raises(ValueError):
+            served.generate([CHAT], **bad)
+    assert calls == []
+    monkeypatch.undo()
+    with OpenAIBackend(vllm_server, "no-such-model") as wrong:
+        with pytest.raises(BackendError, match=r"HTTP 404.*does not exist"):
+            wrong.generate([CHAT], max_tokens=4)
+        with pytest.raises(BackendError, match="HTTP 404"):
+            wrong.score([CHAT], ["x"])

@@ -1,0 +1,160 @@
+"""The vLLM offline backend against the Hugging Face backend on the same weights (slow: one
+engine of the bundled model for the whole module, float32 so both sides compute alike)."""
+
+import copy
+
+import pytest
+import torch
+
+from agents import HFBackend, load_model, render_chat
+
+pytestmark = pytest.mark.slow
+
+CHATS = [
+    [{"role": "user", "content": "Name a fruit."}],
+    [{"role": "user", "content": "How do I kill a Python process that hangs?"}],
+    [{"role": "user", "content": "Write one sentence about the sea."}],
+    [{"role": "user", "content": "What is 12 times 7?"}],
+    [{"role": "user", "content": "Give me a tip for a job interview."}],
+    [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello! The weather today is"}],
+]
+# Measured here (float32 both sides): greedy token ids identical for all 6 chats; per-token
+# log-probs within 2e-4 nats; sequence scores within 1e-3 nats.
+LOGPROB_TOL = 2e-3
+
+
+@pytest.fixture(scope="module")
+def engine():
+    from agents.vllm_backend import VLLMBackend
+
+    backend = VLLMBackend("smollm2-135m-instruct", dtype="float32", enable_lora=True, max_lora_rank=8, max_loras=4)
+    yield backend
+    backend.close()
+
+
+@pytest.fixture(scope="module")
+def hf():
+    model, tokenizer = load_model()
+    return HFBackend(model, tokenizer)
+
+
+def _probe(backend, chats=CHATS[:3], continuation=" I can't help with that, sorry."):
+    return backend.score(chats, [continuation] * len(chats))
+
+
+def test_greedy_generations_and_logprobs_agree_with_hugging_face(engine, hf):
+    ours = engine.generate(CHATS, max_tokens=24, temperature=0)
+    theirs = hf.generate(CHATS, max_tokens=24, temperature=0)
+    assert [g.token_ids for g in ours] == [g.token_ids for g in theirs]
+    for a, b in zip(ours, theirs, strict=True):
+        assert a.finish_reason == b.finish_reason and a.text == b.text
+        assert a.logprobs == pytest.approx(b.logprobs, abs=LOGPROB_TOL)
+
+
+def test_sequence_scores_agree_with_hugging_face(engine, hf):
+    continuations = ["Apple.", " I can't help with that.", "The sea is calm.", "84", "Be on time.", " sunny and warm."]
+    assert engine.score(CHATS, continuations) == pytest.approx(hf.score(CHATS, continuations), abs=LOGPROB_TOL)
+
+
+def test_seeded_sampling_is_reproducible_and_independent_of_batch_neighbours(engine):
+    together = engine.generate(CHATS[:2], max_tokens=12, temperature=1.0, seed=3)
+    again = engine.generate(CHATS[:2], max_tokens=12, temperature=1.0, seed=3)
+    assert together == again
+
+
+def _train_step(model, tokenizer, lr):
+    """One real optimiser step raising the log-prob of a refusal after the first chat."""
+    prompt = tokenizer(render_chat(tokenizer, CHATS[0]), add_special_tokens=False)["input_ids"]
+    target = tokenizer(" I can't help with that, sorry.", add_special_tokens=False)["input_ids"]
+    backend = HFBackend(model, tokenizer)
+    model.train()
+    loss = -backend.sequence_logprobs([(prompt, target)]).sum()
+    loss.backward()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.grad is not None:
+                p -= lr * p.grad
+                p.grad = None
+    model.eval()
+
+
+def test_a_full_weight_push_makes_the_engine_match_the_trained_model(engine, hf):
+    from agents.vllm_backend import StaleWeightsError
+
+    before = _probe(engine)
+    trained = copy.deepcopy(hf.model)
+    _train_step(trained, hf.tokenizer, lr=1e-3)
+    updated = HFBackend(trained, hf.tokenizer)
+    want = _probe(updated)
+    assert abs(want[0] - before[0]) > 50 * LOGPROB_TOL  # the step really moved the model
+    version = engine.weights_version
+    engine.push_weights(trained)
+    assert engine.weights_version == version + 1
+    assert _probe(engine) == pytest.approx(want, abs=LOGPROB_TOL)
+    with pytest.raises(StaleWeightsError):
+        engine.check_weights(hf.model)  # the engine no longer holds the old weights
+    engine.push_weights(hf.model)  # back to the original for the other tests
+    assert _probe(engine) == pytest.approx(before, abs=LOGPROB_TOL)
+
+
+def _lora_model(base, seed):
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    model = get_peft_model(
+        copy.deepcopy(base), LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], lora_dropout=0.0)
+    )
+    with torch.no_grad():  # a trained adapter: B is no longer zero
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.02)
+    model.eval()
+    return model
+
+
+def test_lora_adapters_are_served_side_by_side_and_new_versions_replace_old_ones(engine, hf):
+    attacker, defender = _lora_model(hf.model, 1), _lora_model(hf.model, 2)
+    engine.push_adapter("attacker", attacker)
+    engine.push_adapter("defender", defender)
+    for name, model in (("attacker", attacker), ("defender", defender)):
+        want = _probe(HFBackend(model, hf.tokenizer))
+        assert engine.score(CHATS[:3], [" I can't help with that, sorry."] * 3, adapter=name) == pytest.approx(
+            want, abs=LOGPROB_TOL
+        )
+    assert _probe(engine) == pytest.approx(_probe(hf), abs=LOGPROB_TOL)  # the base is untouched
+    # a trained new version must be served, not the cached old one
+    _train_step(defender, hf.tokenizer, lr=1e-2)
+    old = engine.adapters["defender"]
+    engine.push_adapter("defender", defender)
+    assert engine.adapters["defender"].lora_int_id != old.lora_int_id
+    want = _probe(HFBackend(defender, hf.tokenizer))
+    assert engine.score(CHATS[:3], [" I can't help with that, sorry."] * 3, adapter="defender") == pytest.approx(
+        want, abs=LOGPROB_TOL
+    )
+    generated = engine.generate(CHATS[:2], max_tokens=8, temperature=0, adapter="attacker")
+    assert generated == engine.generate(CHATS[:2], max_tokens=8, temperature=0, adapter="attacker")
+
+
+def test_a_merged_lora_push_equals_serving_the_adapter(engine, hf):
+    model = _lora_model(hf.model, 3)
+    engine.push_adapter("merged-check", model)
+    served = _probe(engine, continuation=" Sure.")
+    adapter = engine.score(CHATS[:3], [" Sure."] * 3, adapter="merged-check")
+    engine.push_weights(model)  # merged into full weights
+    try:
+        assert _probe(engine, continuation=" Sure.") == pytest.approx(adapter, abs=LOGPROB_TOL)
+        assert _probe(engine, continuation=" Sure.") != pytest.approx(served, abs=LOGPROB_TOL)
+    finally:
+        engine.push_weights(hf.model)
+
+
+def test_bad_input(engine):
+    assert engine.generate([], max_tokens=4) == [] and engine.score([], []) == []
+    with pytest.raises(ValueError):
+        engine.generate(CHATS[:1], max_tokens=0)
+    with pytest.raises(ValueError, match="no room"):
+        engine.generate(CHATS[:1], max_tokens=5000)
+    with pytest.raises(KeyError, match="no adapter named"):
+        engine.generate(CHATS[:1], max_tokens=4, adapter="nobody")
+    (g,) = engine.generate([[{"role": "user", "content": "word " * 4000}]], max_tokens=4, temperature=0)
+    assert len(g.token_ids) <= 4  # an over-long prompt is cut from the left, as in the HF backend
