@@ -37,6 +37,18 @@ def render_chat(tokenizer: Any, chat: Chat) -> str:
     )
 
 
+def encode(tokenizer: Any, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def prompt_ids(tokenizer: Any, chats: Sequence[Chat], max_context: int, max_tokens: int) -> list[list[int]]:
+    """Each chat's prompt tokens, cut from the left so ``max_tokens`` still fit the context."""
+    budget = max_context - max_tokens
+    if budget < 1:
+        raise ValueError(f"max_tokens={max_tokens} leaves no room for a prompt in a {max_context}-token context")
+    return [encode(tokenizer, render_chat(tokenizer, c))[-budget:] for c in chats]
+
+
 def check_sampling(max_tokens: int, temperature: float, top_p: float) -> None:
     if max_tokens < 1:
         raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
@@ -65,9 +77,6 @@ class HFBackend:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def _encode(self, text: str) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
     def _pad(self, rows: Sequence[list[int]], left: bool) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(len(r) for r in rows)
         pad = self.tokenizer.pad_token_id
@@ -92,12 +101,7 @@ class HFBackend:
     ) -> list[Generation]:
         check_sampling(max_tokens, temperature, top_p)
         self.use_adapter(adapter)
-        budget = self.max_context - max_tokens
-        if budget < 1:
-            raise ValueError(
-                f"max_tokens={max_tokens} leaves no room for a prompt in a {self.max_context}-token context"
-            )
-        prompts = [self._encode(render_chat(self.tokenizer, c))[-budget:] for c in chats]
+        prompts = prompt_ids(self.tokenizer, chats, self.max_context, max_tokens)
         if seed is not None:
             torch.manual_seed(seed)
         out: list[Generation] = []
@@ -152,7 +156,7 @@ class HFBackend:
         if len(chats) != len(continuations):
             raise ValueError(f"{len(chats)} chats but {len(continuations)} continuations")
         pairs = [
-            (self._encode(render_chat(self.tokenizer, c)), self._encode(t))
+            (encode(self.tokenizer, render_chat(self.tokenizer, c)), encode(self.tokenizer, t))
             for c, t in zip(chats, continuations, strict=True)
         ]
         out: list[float] = []

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from agents.hf import Chat, Generation, HFBackend, check_sampling, render_chat
+from agents.hf import Chat, Generation, HFBackend, check_sampling, encode, prompt_ids, render_chat
 from agents.models import resolve_model
 
 PROBE_CHAT = [{"role": "user", "content": "Write one sentence about the sea."}]
@@ -108,9 +108,6 @@ class VLLMBackend:
 
     # ------------------------------------------------------------------ generation protocol
 
-    def _encode(self, text: str) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
     def _lora(self, adapter: str | None) -> Any:
         if adapter is None:
             return None
@@ -133,13 +130,8 @@ class VLLMBackend:
         check_sampling(max_tokens, temperature, top_p)
         if not chats:
             return []
-        budget = self.max_context - max_tokens
-        if budget < 1:
-            raise ValueError(
-                f"max_tokens={max_tokens} leaves no room for a prompt in a {self.max_context}-token context"
-            )
         prompts: list[Any] = [
-            {"prompt_token_ids": self._encode(render_chat(self.tokenizer, c))[-budget:]} for c in chats
+            {"prompt_token_ids": row} for row in prompt_ids(self.tokenizer, chats, self.max_context, max_tokens)
         ]
         # one seed per prompt, so a prompt's sample does not depend on its batch neighbours
         params = [
@@ -175,7 +167,7 @@ class VLLMBackend:
         if len(chats) != len(continuations):
             raise ValueError(f"{len(chats)} chats but {len(continuations)} continuations")
         pairs = [
-            (self._encode(render_chat(self.tokenizer, c)), self._encode(t))
+            (encode(self.tokenizer, render_chat(self.tokenizer, c)), encode(self.tokenizer, t))
             for c, t in zip(chats, continuations, strict=True)
         ]
         return self.sequence_logprobs(pairs, adapter=adapter)
@@ -229,7 +221,7 @@ class VLLMBackend:
         """Raise StaleWeightsError unless the engine scores a probe sequence as ``model`` does
         (its active adapter, for a PEFT model). Measured in float32 the two agree to ~1e-4 nats;
         a lower-precision engine is compared loosely."""
-        probe = (self._encode(render_chat(self.tokenizer, PROBE_CHAT)), self._encode(PROBE_REPLY))
+        probe = (encode(self.tokenizer, render_chat(self.tokenizer, PROBE_CHAT)), encode(self.tokenizer, PROBE_REPLY))
         with torch.no_grad():
             want = float(HFBackend(model, self.tokenizer).sequence_logprobs([probe])[0])
         (have,) = self.sequence_logprobs([probe])

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from agents import HFBackend, load_model, render_chat, resolve_model, tiny_model
+from agents.hf import encode
 from agents.policy import Policy
 
 CHAT = [{"role": "user", "content": "Name a fruit."}]
@@ -34,7 +35,7 @@ def test_sequence_scores_match_the_generation_logprobs(tiny):
         seed=1,
     )
     prompts = [
-        tiny._encode(render_chat(tiny.tokenizer, c))
+        encode(tiny.tokenizer, render_chat(tiny.tokenizer, c))
         for c in (CHAT, [{"role": "user", "content": "Longer, so the batch pads."}])
     ]
     with torch.no_grad():
