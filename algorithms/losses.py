@@ -1,0 +1,142 @@
+"""Losses of the game's training algorithms, as small pure functions on tensors.
+
+Preference losses (DPO, IPO) take SUMMED sequence log-probs, one value per pair, of the
+trained policy and of the reference (the initial model on-policy, the EMA policy in the
+"MD" recipe). The GRPO loss takes per-token log-probs. Every loss is returned per pair or
+per rollout: the caller chooses the reduction (the paper sums, then divides by a count).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+# ----------------------------------------------------------------------------- preference losses
+
+
+def margin(
+    policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor, ref_rejected: torch.Tensor
+) -> torch.Tensor:
+    """h = [log π(y_w) − log π_ref(y_w)] − [log π(y_l) − log π_ref(y_l)], per pair.
+
+    Logged as the "DPO margin": how much more the policy prefers the chosen sample than the
+    reference does. The reference is a constant target, so no gradient flows into it.
+    """
+    return (policy_chosen - ref_chosen.detach()) - (policy_rejected - ref_rejected.detach())
+
+
+def dpo_loss(
+    policy_chosen: torch.Tensor,
+    policy_rejected: torch.Tensor,
+    ref_chosen: torch.Tensor,
+    ref_rejected: torch.Tensor,
+    beta: float = 0.1,
+) -> torch.Tensor:
+    """DPO: −log σ(β·h) per pair. logsigmoid keeps it finite for large |h|."""
+    h = margin(policy_chosen, policy_rejected, ref_chosen, ref_rejected)
+    return -F.logsigmoid(beta * h)
+
+
+def ipo_loss(
+    policy_chosen: torch.Tensor,
+    policy_rejected: torch.Tensor,
+    ref_chosen: torch.Tensor,
+    ref_rejected: torch.Tensor,
+    beta: float = 0.1,
+) -> torch.Tensor:
+    """IPO: (h − 1/(2β))² per pair.
+
+    β plays the role of IPO's τ: it only sets the target margin 1/(2β) (5 nats at β = 0.1);
+    unlike DPO there is no β factor inside h. Past the target the loss pushes h back down,
+    which is what bounds IPO's update where DPO keeps pushing the margin up.
+    """
+    h = margin(policy_chosen, policy_rejected, ref_chosen, ref_rejected)
+    return (h - 1.0 / (2.0 * beta)) ** 2
+
+
+# ----------------------------------------------------------------------------- GRPO
+
+
+def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    """Per-token k3 estimate of KL(π || π_ref): exp(r − l) − (r − l) − 1 with r = ref, l = π.
+
+    Non-negative (e^x ≥ 1 + x), zero exactly where the two log-probs agree, unbiased for
+    samples drawn from π, and with a much lower variance than the plain log-ratio.
+    """
+    delta = ref_logp.detach() - logp
+    return torch.exp(delta) - delta - 1.0
+
+
+def grpo_token_loss(
+    logp: torch.Tensor,
+    old_logp_rollout: torch.Tensor | None,
+    ref_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    kl_beta: float = 0.1,
+    tis_cap: float | None = 2.0,
+) -> torch.Tensor:
+    """GRPO loss per rollout, shape [batch], from per-token log-probs of shape [batch, tokens].
+
+    logp: the trained policy's log-probs of the sampled tokens (differentiable).
+    old_logp_rollout: the log-probs the sampler (vLLM) reported; ``None`` or ``tis_cap=None``
+        turns truncated importance sampling off (the off-policy GRPO config runs without it).
+    ref_logp: the fixed initial model's log-probs, for the KL term.
+    advantages: one per rollout (reward minus baseline, see ``group_advantages``).
+    mask: 1 on completion tokens, 0 on padding.
+
+    Aggregation as the paper: summed over tokens, no length normalisation; the caller takes
+    the mean over a group's rollouts and the sum or mean over groups.
+    """
+    keep = mask.bool()
+    # Zero the padding first: garbage there (e.g. -inf) would give NaN through exp, even
+    # behind a later mask, because 0 · ∞ is NaN in the backward pass as well.
+    zero = torch.zeros_like(logp)
+    logp = torch.where(keep, logp, zero)
+    ref_logp = torch.where(keep, ref_logp, zero)
+
+    # exp(l − sg(l)) equals 1 but has gradient ∇l: the REINFORCE term Â·∇log π, written so
+    # that the loss value stays an interpretable "−Â per token".
+    surrogate = torch.exp(logp - logp.detach()) * advantages.unsqueeze(-1)
+    if old_logp_rollout is not None and tis_cap is not None:
+        # Truncated importance ratio π/π_vLLM corrects the sampler/trainer mismatch. It is a
+        # per-token WEIGHT, so it is detached; the reference code forgot the detach, which adds
+        # its own gradient (ratio·∇l) to the surrogate's and doubles the step on unclipped tokens.
+        old = torch.where(keep, old_logp_rollout, zero)
+        ratio = torch.exp(logp.detach() - old).clamp(max=tis_cap)
+        surrogate = surrogate * ratio
+    per_token = -surrogate + kl_beta * k3_kl(logp, ref_logp)
+    return torch.where(keep, per_token, zero).sum(-1)
+
+
+Baseline = Literal["batch_mean", "group_mean"]
+
+
+def group_advantages(
+    rewards: Sequence[float | None],
+    baseline: Baseline = "batch_mean",
+    groups: Sequence[Hashable] | None = None,
+) -> list[float | None]:
+    """Advantage = reward − mean reward, with no std scaling (the paper's ``across_seeds``).
+
+    ``batch_mean`` subtracts the mean over every valid reward of the batch; ``group_mean``
+    the mean within each rollout's group (``groups[i]`` is rollout i's group key). Excluded
+    rewards (None) take no part in any mean and get advantage None: the caller drops them.
+    """
+    if baseline == "batch_mean":
+        keys: Sequence[Hashable] = [None] * len(rewards)  # one group: the whole batch
+    elif baseline == "group_mean":
+        if groups is None or len(groups) != len(rewards):
+            raise ValueError("the group_mean baseline needs one group key per reward")
+        keys = groups
+    else:
+        raise ValueError(f"baseline must be 'batch_mean' or 'group_mean', not {baseline!r}")
+    totals: dict[Hashable, list[float]] = {}
+    for key, reward in zip(keys, rewards, strict=True):
+        if reward is not None:
+            totals.setdefault(key, []).append(reward)
+    means = {key: sum(values) / len(values) for key, values in totals.items()}
+    return [None if r is None else r - means[k] for k, r in zip(keys, rewards, strict=True)]
