@@ -114,7 +114,7 @@ def main() -> None:
         "",
         "| weight push | seconds | share of full |",
         "|---|---:|---:|",
-        f"| full (134.5M parameters, with fingerprint check) | {full:.2f} | 1.00 |",
+        f"| full (134.5M parameters, with the probe check) | {full:.2f} | 1.00 |",
         f"| LoRA adapter (rank 16, all projections), incl. first use | {lora:.2f} | {lora / full:.2f} |",
     ]
     report = "\n".join(lines)
