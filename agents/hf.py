@@ -49,6 +49,18 @@ def prompt_ids(tokenizer: Any, chats: Sequence[Chat], max_context: int, max_toke
     return [encode(tokenizer, render_chat(tokenizer, c))[-budget:] for c in chats]
 
 
+def continuation_pairs(
+    tokenizer: Any, chats: Sequence[Chat], continuations: Sequence[str]
+) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, continuation ids) per chat, tokenised separately as at generation time."""
+    if len(chats) != len(continuations):
+        raise ValueError(f"{len(chats)} chats but {len(continuations)} continuations")
+    return [
+        (encode(tokenizer, render_chat(tokenizer, c)), encode(tokenizer, t))
+        for c, t in zip(chats, continuations, strict=True)
+    ]
+
+
 def check_sampling(max_tokens: int, temperature: float, top_p: float) -> None:
     if max_tokens < 1:
         raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
@@ -153,12 +165,7 @@ class HFBackend:
     @torch.no_grad()
     def score(self, chats: Sequence[Chat], continuations: Sequence[str], *, adapter: str | None = None) -> list[float]:
         self.use_adapter(adapter)
-        if len(chats) != len(continuations):
-            raise ValueError(f"{len(chats)} chats but {len(continuations)} continuations")
-        pairs = [
-            (encode(self.tokenizer, render_chat(self.tokenizer, c)), encode(self.tokenizer, t))
-            for c, t in zip(chats, continuations, strict=True)
-        ]
+        pairs = continuation_pairs(self.tokenizer, chats, continuations)
         out: list[float] = []
         for start in range(0, len(pairs), self.batch_size):
             out += self.sequence_logprobs(pairs[start : start + self.batch_size]).tolist()

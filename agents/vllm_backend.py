@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from agents.hf import Chat, Generation, HFBackend, check_sampling, encode, prompt_ids, render_chat
+from agents.hf import Chat, Generation, HFBackend, check_sampling, continuation_pairs, prompt_ids
 from agents.models import resolve_model
 
 PROBE_CHAT = [{"role": "user", "content": "Write one sentence about the sea."}]
@@ -171,13 +171,7 @@ class VLLMBackend:
         return result
 
     def score(self, chats: Sequence[Chat], continuations: Sequence[str], *, adapter: str | None = None) -> list[float]:
-        if len(chats) != len(continuations):
-            raise ValueError(f"{len(chats)} chats but {len(continuations)} continuations")
-        pairs = [
-            (encode(self.tokenizer, render_chat(self.tokenizer, c)), encode(self.tokenizer, t))
-            for c, t in zip(chats, continuations, strict=True)
-        ]
-        return self.sequence_logprobs(pairs, adapter=adapter)
+        return self.sequence_logprobs(continuation_pairs(self.tokenizer, chats, continuations), adapter=adapter)
 
     def sequence_logprobs(
         self, pairs: Sequence[tuple[list[int], list[int]]], *, adapter: str | None = None
@@ -228,10 +222,10 @@ class VLLMBackend:
         """Raise StaleWeightsError unless the engine scores a probe sequence as ``model`` does
         (its active adapter, for a PEFT model). Measured in float32 the two agree to ~1e-4 nats;
         a lower-precision engine is compared loosely."""
-        probe = (encode(self.tokenizer, render_chat(self.tokenizer, PROBE_CHAT)), encode(self.tokenizer, PROBE_REPLY))
+        probe = continuation_pairs(self.tokenizer, [PROBE_CHAT], [PROBE_REPLY])
         with torch.no_grad():
-            want = float(HFBackend(model, self.tokenizer).sequence_logprobs([probe])[0])
-        (have,) = self.sequence_logprobs([probe])
+            want = float(HFBackend(model, self.tokenizer).sequence_logprobs(probe)[0])
+        (have,) = self.sequence_logprobs(probe)
         tolerance = 5e-3 if self.llm.llm_engine.model_config.dtype == torch.float32 else 0.5
         if abs(have - want) > tolerance:
             raise StaleWeightsError(
