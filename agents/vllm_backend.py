@@ -238,18 +238,17 @@ class VLLMBackend:
         from vllm.lora.request import LoRARequest
 
         self._lora_ids += 1
-        version_dir = self._scratch / f"{name}-v{self._lora_ids}"
-        peft_model.save_pretrained(str(version_dir), selected_adapters=[adapter_name])
-        saved = version_dir if adapter_name == "default" else version_dir / adapter_name
-        request = LoRARequest(f"{name}-v{self._lora_ids}", self._lora_ids, str(saved))
+        version = f"{name}-v{self._lora_ids}"  # each version lives in its own folder, named like it
+        peft_model.save_pretrained(str(self._scratch / version), selected_adapters=[adapter_name])
+        # PEFT saves a non-default adapter in a sub-folder of its name
+        saved = self._scratch / version if adapter_name == "default" else self._scratch / version / adapter_name
+        request = LoRARequest(version, self._lora_ids, str(saved))
         old = self.adapters.get(name)
         self.adapters[name] = request
         self.llm.llm_engine.add_lora(request)
         if old is not None:
             self.llm.llm_engine.remove_lora(old.lora_int_id)
-            shutil.rmtree(
-                Path(old.lora_path).parent if adapter_name != "default" else old.lora_path, ignore_errors=True
-            )
+            shutil.rmtree(self._scratch / old.lora_name, ignore_errors=True)
         self.llm.reset_prefix_cache()
         return request
 

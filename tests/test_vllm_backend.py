@@ -2,6 +2,7 @@
 engine of the bundled model for the whole module, float32 so both sides compute alike)."""
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -140,6 +141,17 @@ def test_lora_adapters_are_served_side_by_side_and_new_versions_replace_old_ones
     )
     generated = engine.generate(CHATS[:2], max_tokens=8, temperature=0, adapter="attacker")
     assert generated == engine.generate(CHATS[:2], max_tokens=8, temperature=0, adapter="attacker")
+    # a new version saved from a named adapter replaces one saved as "default": only the old
+    # version's folder goes, the new one and the other role's stay
+    from agents.roles import shared_base_players
+
+    players = shared_base_players(copy.deepcopy(hf.model), rank=8, alpha=16)
+    engine.push_adapter("attacker", players, adapter_name="attacker")
+    for name in ("attacker", "defender"):
+        assert Path(engine.adapters[name].lora_path).is_dir()
+    assert engine.score(CHATS[:1], [" Sure."], adapter="attacker") == pytest.approx(
+        engine.score(CHATS[:1], [" Sure."]), abs=LOGPROB_TOL
+    )
 
 
 def test_a_merged_lora_push_equals_serving_the_adapter(engine, hf):
