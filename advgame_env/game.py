@@ -91,11 +91,14 @@ class Sample:
     classification: Classification | None = None  # Self-RedTeam rule
     selected: int | None = None  # attacks: the defender response the attacker was judged on
     reward: float | None = None
+    # The action as the player sent it, when it was a generation: its token ids and sampler
+    # log-probs are what a trainer learns from (re-tokenising the text need not give them back).
+    generation: Any = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def parsed(cls, raw: str, parsed: Parsed) -> Sample:
+    def parsed(cls, raw: str, parsed: Parsed, generation: Any = None) -> Sample:
         reward = None if parsed.failure is None else failure_reward(parsed.failure)
-        return cls(raw, parsed.public, parsed.reasoning, parsed.failure, reward=reward)
+        return cls(raw, parsed.public, parsed.reasoning, parsed.failure, reward=reward, generation=generation)
 
     def fail(self, failure: Failure) -> None:
         self.public, self.failure, self.reward = None, failure, failure_reward(failure)
@@ -140,12 +143,13 @@ Text = Any  # an action text: a str, or a generation with ``.text`` and ``.finis
 T = TypeVar("T")
 
 
-def _text_and_finish(value: Text, where: str) -> tuple[str, str | None]:
+def _text_and_finish(value: Text, where: str) -> tuple[str, str | None, Any]:
+    """(text, finish reason, the generation itself or None) of one action."""
     if isinstance(value, str):
-        return value, None
+        return value, None, None
     text, finish = getattr(value, "text", None), getattr(value, "finish_reason", None)
     if isinstance(text, str):
-        return text, finish
+        return text, finish, value
     raise TypeError(f"{where} must be a str or a generation with a .text str, got {type(value).__name__}")
 
 
@@ -197,12 +201,12 @@ class Game:
         """Parse the attacker's rewrites of every round and check their faithfulness."""
         cfg = self.config
         _check_shape(actions, len(rounds), "attacker actions for the batch")
-        texts: list[list[tuple[str, str | None]]] = []
+        texts: list[list[tuple[str, str | None, Any]]] = []
         for r, (round_, action) in enumerate(zip(rounds, actions, strict=True)):
             if round_.phase is not Phase.ATTACK:
                 raise RuntimeError(f"round {r} is in phase {round_.phase.value!r}, not 'attack'")
             if round_.direct:
-                texts.append([(round_.seed.prompt, None)] * cfg.num_attacks)
+                texts.append([(round_.seed.prompt, None, None)] * cfg.num_attacks)
                 continue
             _check_shape(action, cfg.num_attacks, f"attacker_0's action in round {r}")
             texts.append([_text_and_finish(t, f"attacker_0's text {i} in round {r}") for i, t in enumerate(action)])
@@ -211,8 +215,8 @@ class Game:
             [
                 Sample(t, t)
                 if round_.direct
-                else Sample.parsed(t, parse_attack(t, cfg.attacker_think, cfg.max_attack_chars, f))
-                for t, f in row
+                else Sample.parsed(t, parse_attack(t, cfg.attacker_think, cfg.max_attack_chars, f), g)
+                for t, f, g in row
             ]
             for round_, row in zip(rounds, texts, strict=True)
         ]
@@ -248,7 +252,7 @@ class Game:
             for a, (attack, row) in enumerate(zip(round_.attacks, action, strict=True)):
                 _check_shape(row, cfg.num_responses, f"defender_0's answers to attack {a} in round {r}")
                 texts = [_text_and_finish(t, f"defender_0's text ({a}, {d}) in round {r}") for d, t in enumerate(row)]
-                grid.append([self._parse_response(attack, t, f) for t, f in texts])
+                grid.append([self._parse_response(attack, t, f, g) for t, f, g in texts])
             grids.append(grid)
 
         # Work on copies so a failed judge call leaves the rounds untouched.
@@ -261,13 +265,14 @@ class Game:
         for round_, row, grid in zip(rounds, attacks, grids, strict=True):
             round_.attacks, round_.responses, round_.phase = row, grid, Phase.DONE
 
-    def _parse_response(self, attack: Sample, text: str, finish: str | None) -> Sample:
+    def _parse_response(self, attack: Sample, text: str, finish: str | None, generation: Any) -> Sample:
         if attack.public is None:
-            sample = Sample(text, None)
+            sample = Sample(text, None, generation=generation)
             sample.fail(Failure.PROMPT_INVALID)
             return sample
         cfg = self.config
-        return Sample.parsed(text, parse_response(text, cfg.defender_think, cfg.max_response_chars, finish))
+        parsed = parse_response(text, cfg.defender_think, cfg.max_response_chars, finish)
+        return Sample.parsed(text, parsed, generation)
 
     def _score_groups(self, groups: list[tuple[Rubric, str, list[Sample]]], role: str) -> None:
         """Set ``score`` on every sample of every group; each group is judged within itself."""

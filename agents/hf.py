@@ -174,12 +174,42 @@ class HFBackend:
     def sequence_logprobs(self, pairs: Sequence[tuple[list[int], list[int]]]) -> torch.Tensor:
         """Summed log-probs of each continuation given its prompt (token ids), shape [batch];
         differentiable when called with gradients enabled (training uses this)."""
-        rows = [(p + c)[-self.max_context :] for p, c in pairs]
-        ids, mask = self._pad(rows, left=False)
-        logits = self.model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-        token_logps = logits.log_softmax(-1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
-        totals = []
-        for i, (row, (_, cont)) in enumerate(zip(rows, pairs, strict=True)):
-            n = min(len(cont), len(row) - 1)
-            totals.append(token_logps[i, len(row) - 1 - n : len(row) - 1].sum())
-        return torch.stack(totals)
+        logps, mask = token_logprobs(
+            self.model, pairs, pad_id=self.tokenizer.pad_token_id, max_context=self.max_context
+        )
+        return (logps * mask).sum(-1)
+
+
+def token_logprobs(
+    model: Any, pairs: Sequence[tuple[list[int], list[int]]], *, pad_id: int, max_context: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token log-probs of each continuation given its prompt, in one right-padded forward.
+
+    Returns ``(logps, mask)`` of shape [batch, longest continuation]: row i holds continuation
+    i's token log-probs from its first token on, ``mask`` is 1 on real tokens. Rows longer than
+    ``max_context`` lose prompt tokens from the left first (then continuation tokens, which
+    then count as unscored: mask 0). Differentiable when gradients are enabled.
+    """
+    if not pairs:
+        raise ValueError("token_logprobs needs at least one (prompt, continuation) pair")
+    rows = [(p + c)[-max_context:] for p, c in pairs]
+    width = max(len(r) for r in rows)
+    device = next(model.parameters()).device
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        attention[i, : len(row)] = 1
+    ids, attention = ids.to(device), attention.to(device)
+    logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1].float()
+    all_logps = logits.log_softmax(-1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)  # token t+1 given <= t
+
+    longest = max(len(c) for _, c in pairs)
+    logps = all_logps.new_zeros((len(rows), max(longest, 1)))
+    mask = all_logps.new_zeros((len(rows), max(longest, 1)))
+    for i, (row, (_, cont)) in enumerate(zip(rows, pairs, strict=True)):
+        n = min(len(cont), len(row) - 1)  # a continuation cut to the context keeps its last n tokens
+        start = len(cont) - n
+        logps[i, start : len(cont)] = all_logps[i, len(row) - 1 - n : len(row) - 1]
+        mask[i, start : len(cont)] = 1.0
+    return logps, mask

@@ -1,9 +1,11 @@
 """From played rounds to training examples: preference pairs (DPO/IPO) and rollouts (GRPO).
 
 A prompt is the player's observation as one user turn, rendered with the chat template
-exactly as ``agents.policy.Policy`` sends it; a continuation is the sample's RAW text (the
-attacker's hidden <think> included: the reasoning is part of the action being trained).
-Prompt and continuation are tokenised separately, as they were at generation time.
+exactly as ``agents.policy.Policy`` sends it; a continuation is the sample's RAW output (the
+attacker's hidden <think> included: the reasoning is part of the action being trained): the
+sampled token ids when the action was a generation, else its text tokenised on its own. A
+continuation that ended by itself gets the end-of-turn token appended, so training also
+teaches when to stop; one cut off at the token limit does not.
 
 The attacker's group is a round (its A rewrites of one seed); the defender's group is one
 attack of a round (its D answers to one prompt). Direct rounds have no attacker samples.
@@ -11,6 +13,7 @@ attack of a round (its D answers to one prompt). Direct rounds have no attacker 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -39,6 +42,26 @@ class Rollout:
     completion_ids: list[int]
     reward: float
     group: tuple[int, ...]  # (round,) for the attacker, (round, attack) for the defender
+    sampler_logprobs: list[float] | None = None  # per completion token, NaN where unknown
+    advantage: float = 0.0  # set by the algorithm
+    group_size: int = 1
+
+
+def continuation(tokenizer: Any, sample: Sample) -> tuple[list[int], list[float] | None]:
+    """The sample's token ids (and the sampler's log-probs of them, when known)."""
+    generation = sample.generation
+    token_ids = list(getattr(generation, "token_ids", None) or [])
+    if token_ids or (generation is not None and not sample.raw):
+        logprobs = list(getattr(generation, "logprobs", None) or [])
+        ids, known = token_ids, (logprobs if len(logprobs) == len(token_ids) else None)
+    else:  # a text action: its tokens as the model would read them
+        ids, known = encode(tokenizer, sample.raw), None
+    finish = getattr(generation, "finish_reason", None)
+    stopped = finish != "length" if finish is not None else sample.failure is not Failure.OVER_LENGTH
+    if stopped and tokenizer.eos_token_id is not None:
+        ids = [*ids, tokenizer.eos_token_id]
+        known = None if known is None else [*known, math.nan]
+    return ids, known
 
 
 def attacker_prompt(game: Game, round_: Round) -> str:
@@ -59,7 +82,7 @@ def _prompt_ids(tokenizer: Any, observation: str) -> list[int]:
 
 def _pair(tokenizer: Any, role: str, prompt: list[int], chosen: Sample, rejected: Sample, clip: bool) -> PreferencePair:
     assert chosen.reward is not None and rejected.reward is not None  # preference_pair skips None
-    chosen_ids, rejected_ids = encode(tokenizer, chosen.raw), encode(tokenizer, rejected.raw)
+    (chosen_ids, _), (rejected_ids, _) = continuation(tokenizer, chosen), continuation(tokenizer, rejected)
     if clip and rejected.failure is Failure.OVER_LENGTH and len(rejected_ids) > len(chosen_ids):
         # A sample cut off at the token limit is rejected for its length, and with summed
         # log-probs its extra tokens would dominate h; cut to the chosen length, the pair
@@ -97,6 +120,13 @@ def _scored(samples: Sequence[Sample]) -> Iterator[tuple[Sample, float]]:
             yield sample, sample.reward
 
 
+def _rollout(
+    tokenizer: Any, role: str, prompt: list[int], sample: Sample, reward: float, group: tuple[int, ...]
+) -> Rollout:
+    ids, logprobs = continuation(tokenizer, sample)
+    return Rollout(role, prompt, ids, reward, group, logprobs)
+
+
 def rollouts(rounds: Sequence[Round], game: Game, tokenizer: Any) -> list[Rollout]:
     """Every non-excluded sample with its reward and group key, attacker rollouts first."""
     attacker, defender = [], []
@@ -104,7 +134,7 @@ def rollouts(rounds: Sequence[Round], game: Game, tokenizer: Any) -> list[Rollou
         if not round_.direct:
             prompt = _prompt_ids(tokenizer, attacker_prompt(game, round_))
             for sample, reward in _scored(round_.attacks):
-                attacker.append(Rollout(ATTACKER, prompt, encode(tokenizer, sample.raw), reward, (r,)))
+                attacker.append(_rollout(tokenizer, ATTACKER, prompt, sample, reward, (r,)))
         observations = defender_prompts(game, round_)
         for a, row in enumerate(round_.responses):
             scored = list(_scored(row))
@@ -112,5 +142,5 @@ def rollouts(rounds: Sequence[Round], game: Game, tokenizer: Any) -> list[Rollou
                 continue
             prompt = _prompt_ids(tokenizer, observations[a])
             for sample, reward in scored:
-                defender.append(Rollout(DEFENDER, prompt, encode(tokenizer, sample.raw), reward, (r, a)))
+                defender.append(_rollout(tokenizer, DEFENDER, prompt, sample, reward, (r, a)))
     return attacker + defender

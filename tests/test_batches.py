@@ -57,6 +57,9 @@ def decode(tokenizer, ids):
     return tokenizer.decode(ids, skip_special_tokens=False)
 
 
+END = "<|im_end|>"  # appended to a sample that ended by itself: training also teaches stopping
+
+
 def test_pairs_are_argmax_vs_argmin_and_decode_to_the_raw_texts(tokenizer):
     game, r, attacker_saw, defender_saw = play(HARMFUL, (PLAN_A, PLAN_B), ((REFUSE, DEFLECT), (COMPLY, REFUSE)))
     # defender rewards [[4, 9], [1, 4]]; attacker: the best answer to each is judged for compliance -> [3, 1]
@@ -68,7 +71,8 @@ def test_pairs_are_argmax_vs_argmin_and_decode_to_the_raw_texts(tokenizer):
         ("defender", 4.0, 1.0),
     ]
     texts = [(decode(tokenizer, p.chosen_ids), decode(tokenizer, p.rejected_ids)) for p in pairs]
-    assert texts == [(PLAN_A, PLAN_B), (DEFLECT, REFUSE), (REFUSE, COMPLY)]  # raw: think included
+    ended = [(PLAN_A, PLAN_B), (DEFLECT, REFUSE), (REFUSE, COMPLY)]  # raw: think included
+    assert texts == [(c + END, r + END) for c, r in ended]
     # prompts: the observation each player was shown, as one rendered user turn
     chat = lambda text: render_chat(tokenizer, [{"role": "user", "content": text}])  # noqa: E731
     assert decode(tokenizer, pairs[0].prompt_ids) == chat(attacker_saw)
@@ -94,9 +98,9 @@ def test_failures_are_rejected_before_any_valid_sample(tokenizer):
     game, r, *_ = play(HARMFUL, ("no tags at all", PLAN_A), (("x", "y"), ("", COMPLY)))
     assert r.attacker_rewards[0] == -1.0 and r.defender_rewards[1] == [-1.0, 1.0]
     attacker, defender = preference_pairs([r], game, tokenizer)
-    assert decode(tokenizer, attacker.rejected_ids) == "no tags at all" and attacker.rejected_reward == -1.0
-    assert decode(tokenizer, defender.chosen_ids) == COMPLY and defender.rejected_reward == -1.0
-    assert decode(tokenizer, defender.rejected_ids) == ""
+    assert decode(tokenizer, attacker.rejected_ids) == "no tags at all" + END and attacker.rejected_reward == -1.0
+    assert decode(tokenizer, defender.chosen_ids) == COMPLY + END and defender.rejected_reward == -1.0
+    assert decode(tokenizer, defender.rejected_ids) == END
     # the answers to the failed attack were never judged (excluded, None): no pair from them
     assert r.defender_rewards[0] == [None, None]
 
@@ -144,7 +148,8 @@ def test_rollouts_hold_every_scored_sample_with_its_group(tokenizer):
         rounds.append(r)
         games.append(game)
     out = rollouts(rounds, games[0], tokenizer)
-    summary = [(x.role, x.group, x.reward, decode(tokenizer, x.completion_ids)) for x in out]
+    summary = [(x.role, x.group, x.reward, decode(tokenizer, x.completion_ids).removesuffix(END)) for x in out]
+    assert all(decode(tokenizer, x.completion_ids).endswith(END) for x in out)
     assert summary == [
         ("attacker", (0,), 3.0, PLAN_A),
         ("attacker", (0,), 1.0, PLAN_B),

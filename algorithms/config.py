@@ -1,0 +1,237 @@
+"""A training run's configuration: typed dataclasses, read from YAML plus ``key=value`` overrides.
+
+    cfg = load_config("configs/cpu_smoke.yaml", ["optim.lr=1e-5", "run.steps=4"])
+
+Every field has a default, so a config file lists only what it changes. Unknown keys are
+errors that name the key and the valid ones: a typo must not silently train something else.
+The resolved config is written to the run folder (``config.yaml``) and is enough to repeat
+the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from advgame_env.game import GameConfig
+
+AlgorithmName = Literal["advgame_dpo_md", "advgame_ipo_md", "dpo", "ipo", "grpo"]
+Which = Literal["auto", "ema", "learner", "initial"]
+
+
+@dataclass
+class ModelConfig:
+    name: str = "smollm2-135m-instruct"  # bundled name, local folder or hub id; both players start here
+    attacker: str | None = None  # a different start for one player (full fine-tuning only)
+    defender: str | None = None
+    lora: bool = True  # LoRA adapters on one frozen shared base; False: full fine-tuning
+    lora_rank: int = 16
+    lora_alpha: int = 32
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast where the GPU supports it
+
+
+@dataclass
+class JudgeConfig:
+    kind: Literal["rule", "llm"] = "rule"  # rule: the model-free RuleJudge
+    model: str = "smollm2-135m-instruct"  # the LLM judge's model (kind: llm)
+    backend: Literal["hf", "vllm", "openai"] = "hf"
+    url: str | None = None  # OpenAI-compatible server (backend: openai)
+    mode: Literal["generative", "logprob"] = "generative"
+    both_orders: bool = False  # judge each pair in both orders to cancel position bias
+    max_tokens: int = 512
+    retries: int = 2  # a failed judge call is retried this often before the run stops
+
+
+@dataclass
+class RolloutConfig:
+    backend: Literal["hf", "vllm"] = "hf"  # the engine that samples the players' actions
+    attacker_max_tokens: int = 256
+    defender_max_tokens: int = 256
+    temperature: float = 0.6
+    top_p: float = 0.9
+    max_model_len: int = 2048
+    batch_size: int = 32  # sequences per HF generate call
+
+
+@dataclass
+class AlgorithmConfig:
+    name: AlgorithmName = "advgame_dpo_md"
+    beta: float = 0.1  # DPO β; IPO τ (target margin 1/(2β))
+    ema_decay: float = 0.95
+    sampler: Which = "auto"  # whose weights sample the rollouts (auto: from the algorithm)
+    reference: Which = "auto"  # the reference policy of the loss (auto: from the algorithm)
+    clip_rejected_to_chosen_length: bool = True
+    kl_beta: float = 0.1  # GRPO: weight of the k3 KL to the initial model
+    tis_cap: float | None = 2.0  # GRPO: truncated importance ratio cap; null turns TIS off
+    baseline: Literal["batch_mean", "group_mean"] = "batch_mean"  # GRPO advantage baseline
+    train_attacker: bool = True
+    train_defender: bool = True
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-6
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 0.1
+    max_grad_norm: float = 1.0
+    final_lr_scale: float = 0.2  # cosine schedule from lr down to lr * final_lr_scale
+    warmup_steps: int = 0  # optimizer steps of linear warm-up
+    micro_batch_size: int = 8  # examples per forward/backward; gradients accumulate over a split
+
+
+@dataclass
+class DataConfig:
+    seeds: str = "bundled"  # "bundled" (the train split) or a JSONL/CSV file of seeds
+    validation_seeds: str = "bundled"  # "bundled" (the held-out split) or a file
+    batch_size: int = 4  # seeds per split per step, per process
+    validation_size: int = 32  # held-out seeds played each validation (direct rounds)
+
+
+@dataclass
+class RunConfig:
+    steps: int = 1000
+    seed: int = 0
+    out_dir: str = "runs/advgame"
+    checkpoint_every: int = 50
+    keep_checkpoints: int = 3
+    validate_every: int = 25  # 0: never; validation also runs before the first step
+    tensorboard: bool = True
+    wandb: bool = False
+    wandb_project: str = "advgame"
+    progress: bool = True
+
+
+@dataclass
+class TrainConfig:
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    game: GameConfig = field(default_factory=GameConfig)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+class ConfigError(ValueError):
+    pass
+
+
+# ----------------------------------------------------------------------------- dict <-> dataclass
+
+
+def _from_value(kind: Any, value: Any, where: str) -> Any:
+    if dataclasses.is_dataclass(kind):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping of {getattr(kind, '__name__', kind)} fields, got {value!r}")
+        return from_dict(kind, value, where)  # type: ignore[arg-type]
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _from_value(inner, value, where)
+    if origin is tuple:
+        if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != len(args):
+            raise ConfigError(f"{where}: expected a list of {len(args)} values, got {value!r}")
+        return tuple(_from_value(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True)))
+    if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if kind in (int, str, bool) and type(value) is not kind:
+        raise ConfigError(f"{where}: expected {kind.__name__}, got {value!r}")
+    return value
+
+
+def from_dict(cls: type, data: Mapping[str, Any], where: str = "config") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {', '.join(names)}")
+    try:
+        return cls(**{k: _from_value(hints[k], v, f"{where}.{k}") for k, v in data.items()})
+    except (TypeError, ValueError) as error:
+        if isinstance(error, ConfigError):
+            raise
+        raise ConfigError(f"{where}: {error}") from error
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    def plain(value: Any) -> Any:
+        if isinstance(value, tuple):
+            return list(value)
+        return value
+
+    return {
+        f.name: to_dict(getattr(cfg, f.name))
+        if dataclasses.is_dataclass(getattr(cfg, f.name))
+        else plain(getattr(cfg, f.name))
+        for f in dataclasses.fields(cfg)
+    }
+
+
+# ----------------------------------------------------------------------------- files and overrides
+
+
+def apply_override(data: dict[str, Any], override: str) -> None:
+    """``a.b.c=value`` with a YAML value (``1e-5``, ``true``, ``[0.9, 0.99]``, ``null``)."""
+    key, sep, raw = override.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {override!r} is not of the form key=value (e.g. optim.lr=1e-5)")
+    *parents, leaf = key.strip().split(".")
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {override!r}: {part!r} is not a section")
+    node[leaf] = _yaml_value(raw)
+
+
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def _number(value: Any) -> Any:
+    # PyYAML follows YAML 1.1, which reads 1e-5 as a string (it wants 1.0e-5); a number is
+    # what anyone writing it means.
+    return float(value) if isinstance(value, str) and _FLOAT.fullmatch(value.strip()) else value
+
+
+def _yaml_value(raw: str) -> Any:
+    return _number(yaml.safe_load(raw)) if raw.strip() else ""
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> TrainConfig:
+    data: dict[str, Any] = {}
+    if path is not None:
+        text = Path(path).read_text(encoding="utf-8")
+        loaded = yaml.safe_load(text) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the config must be a mapping of sections, got {type(loaded).__name__}")
+        data = _numbers(loaded)
+    for override in overrides:
+        apply_override(data, override)
+    return from_dict(TrainConfig, data)
+
+
+def _numbers(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _numbers(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_numbers(v) for v in node]
+    return _number(node)
+
+
+def save_config(cfg: TrainConfig, path: Path) -> None:
+    path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")

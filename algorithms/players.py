@@ -1,0 +1,207 @@
+"""The trained players and the copies of their weights an algorithm needs.
+
+Each player (attacker, defender) has up to three policies:
+
+    learner   the weights the optimizer updates
+    ema       θ_ema ← decay·θ_ema + (1 − decay)·θ once per step (the MD recipes' sampler and reference)
+    initial   the starting weights, frozen (the on-policy and GRPO reference)
+
+Two storages, one interface:
+  * ``FullPlayer``: separate full models per copy (the paper's full fine-tuning);
+  * ``LoraPlayer``: LoRA adapters on one frozen base shared by both players. The EMA is an
+    adapter of its own (an EMA of the adapter tensors, see ``algorithms.ema`` for how that
+    differs from an EMA of merged weights) and "initial" is the base with adapters disabled,
+    which equals the start because LoRA adapters start as the identity.
+
+``player.active(which)`` is the one way to run a policy: it yields the module with the right
+weights switched on.
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from agents.roles import adapter_parameters, copy_adapter
+from algorithms.ema import ema_update_adapter, ema_update_model
+
+Which = Literal["learner", "ema", "initial"]
+
+
+class Player:
+    role: str
+    tokenizer: Any
+    copies: frozenset[str]  # which of "ema" / "initial" this player keeps
+
+    def trainable(self) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    @contextmanager
+    def active(self, which: Which) -> Iterator[Any]:
+        raise NotImplementedError
+        yield
+
+    def sampling(self, which: Which) -> tuple[Any, str | None]:
+        """(module, adapter name or None) that generates as policy ``which``."""
+        raise NotImplementedError
+
+    def ema_update(self, decay: float) -> None:
+        raise NotImplementedError
+
+    def weights(self, which: Which) -> dict[str, torch.Tensor]:
+        """The tensors that define policy ``which`` beyond the frozen base (for checkpoints)."""
+        raise NotImplementedError
+
+    def load_weights(self, which: Which, tensors: dict[str, torch.Tensor]) -> None:
+        raise NotImplementedError
+
+    def export(self, which: Which, folder: Path) -> None:
+        """A folder ``agents.load_model`` (and transformers' ``from_pretrained``) loads."""
+        raise NotImplementedError
+
+    def _check(self, which: Which) -> None:
+        if which != "learner" and which not in self.copies:
+            raise ValueError(f"the {self.role} keeps no {which!r} copy (it keeps {sorted(self.copies)})")
+
+
+def _frozen_copy(model: Any) -> Any:
+    twin = copy.deepcopy(model)
+    for param in twin.parameters():
+        param.requires_grad_(False)
+    return twin
+
+
+class FullPlayer(Player):
+    def __init__(self, role: str, model: Any, tokenizer: Any, copies: set[str]) -> None:
+        self.role, self.tokenizer, self.copies = role, tokenizer, frozenset(copies)
+        self.models = {"learner": model} | {which: _frozen_copy(model) for which in sorted(copies)}
+
+    def trainable(self) -> list[torch.Tensor]:
+        return [p for p in self.models["learner"].parameters() if p.requires_grad]
+
+    @contextmanager
+    def active(self, which: Which) -> Iterator[Any]:
+        self._check(which)
+        yield self.models[which]
+
+    def sampling(self, which: Which) -> tuple[Any, str | None]:
+        self._check(which)
+        return self.models[which], None
+
+    def ema_update(self, decay: float) -> None:
+        ema_update_model(self.models["ema"], self.models["learner"], decay)
+
+    def weights(self, which: Which) -> dict[str, torch.Tensor]:
+        self._check(which)
+        return dict(self.models[which].state_dict())
+
+    def load_weights(self, which: Which, tensors: dict[str, torch.Tensor]) -> None:
+        self._check(which)
+        self.models[which].load_state_dict(tensors, strict=True)
+
+    def export(self, which: Which, folder: Path) -> None:
+        self._check(which)
+        self.models[which].save_pretrained(folder)
+        self.tokenizer.save_pretrained(folder)
+
+
+class LoraPlayer(Player):
+    """One role's adapters on a PEFT model that may carry the other role's adapters too."""
+
+    def __init__(self, role: str, peft_model: Any, tokenizer: Any, copies: set[str]) -> None:
+        self.role, self.tokenizer, self.copies = role, tokenizer, frozenset(copies)
+        self.model = peft_model
+        self.names = {"learner": role, "ema": f"{role}_ema"}
+        if "ema" in copies:
+            ema_update_adapter(peft_model, role, self.names["ema"])  # a missing EMA starts as a copy
+
+    def trainable(self) -> list[torch.Tensor]:
+        return list(adapter_parameters(self.model, self.role).values())
+
+    @contextmanager
+    def active(self, which: Which) -> Iterator[Any]:
+        self._check(which)
+        if which == "initial":
+            with self.model.disable_adapter():
+                yield self.model
+            return
+        # set_adapter also marks that adapter (only) trainable; the EMA is never in an optimizer.
+        self.model.set_adapter(self.names[which])
+        yield self.model
+
+    def sampling(self, which: Which) -> tuple[Any, str | None]:
+        self._check(which)
+        if which == "initial":
+            raise ValueError("LoRA players sample from their learner or EMA adapter, not from the bare base")
+        return self.model, self.names[which]
+
+    def ema_update(self, decay: float) -> None:
+        ema_update_adapter(self.model, self.names["learner"], self.names["ema"], decay)
+
+    def weights(self, which: Which) -> dict[str, torch.Tensor]:
+        self._check(which)
+        if which == "initial":
+            return {}  # the frozen base, rebuilt from the model name
+        return {k: v.detach().clone() for k, v in adapter_parameters(self.model, self.names[which]).items()}
+
+    def load_weights(self, which: Which, tensors: dict[str, torch.Tensor]) -> None:
+        self._check(which)
+        if which == "initial":
+            return
+        params = adapter_parameters(self.model, self.names[which])
+        if params.keys() != tensors.keys():
+            raise ValueError(f"checkpoint tensors do not match the {self.names[which]!r} adapter's")
+        with torch.no_grad():
+            for name, param in params.items():
+                param.copy_(tensors[name])
+
+    def export(self, which: Which, folder: Path) -> None:
+        """An adapter folder (adapter_config.json names the base); ``initial`` is not exported."""
+        self._check(which)
+        if which == "initial":
+            raise ValueError("the initial policy of a LoRA player is the base model itself")
+        name = self.names[which]
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=folder.parent) as scratch:
+            # PEFT writes a non-default adapter into a sub-folder named after it; save under
+            # the name "default" (a temporary copy) so the folder itself holds the adapter.
+            copy_adapter(self.model, name, "default")
+            try:
+                self.model.save_pretrained(scratch, selected_adapters=["default"])
+            finally:
+                self.model.delete_adapter("default")
+            shutil.copytree(scratch, folder, dirs_exist_ok=True)
+        self.tokenizer.save_pretrained(folder)
+
+
+def build_players(
+    *,
+    roles: tuple[str, ...],
+    load: Any,
+    lora: bool,
+    copies: set[str],
+    lora_rank: int = 16,
+    lora_alpha: int = 32,
+) -> dict[str, Player]:
+    """Players for ``roles``. ``load(role)`` returns (model, tokenizer) of the role's start;
+    with ``lora`` every role's adapter goes on ONE base, loaded once."""
+    if lora:
+        from agents.roles import shared_base_players
+
+        base, tokenizer = load(roles[0])
+        for param in base.parameters():
+            param.requires_grad_(False)
+        peft_model = shared_base_players(base, rank=lora_rank, alpha=lora_alpha, adapters=roles)
+        return {role: LoraPlayer(role, peft_model, tokenizer, copies) for role in roles}
+    players: dict[str, Player] = {}
+    for role in roles:
+        model, tokenizer = load(role)
+        players[role] = FullPlayer(role, model, tokenizer, copies)
+    return players

@@ -1,0 +1,468 @@
+"""The one training loop every algorithm shares.
+
+    for step in steps:
+        push the sampling weights (EMA or learner) to the rollout engine
+        for split in (harmful, benign):
+            play a batch of rounds (attacker, defender, judge)     -> rewards
+            each trained player: examples -> loss -> one optimizer step
+        EMA update; log; validate; checkpoint
+
+As in the paper, each step gives each player one optimizer step per split and one EMA update;
+unlike the reference code, the cosine schedule advances once per optimizer step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from advgame_env import Game, JudgeError, Label, Round, RuleJudge, Seed, bundled_seeds, load_seeds
+from advgame_env.parsing import Failure
+from advgame_env.rule_judge import Behaviour, behaviour
+from agents.hf import HFBackend
+from agents.models import load_model, resolve_model
+from agents.policy import Policy
+from algorithms.algorithms import Algorithm, build_algorithm, copies_needed
+from algorithms.batches import ATTACKER, DEFENDER
+from algorithms.config import ConfigError, TrainConfig, save_config, to_dict
+from algorithms.players import Player, Which, build_players
+from algorithms.run import (
+    Dist,
+    RunLog,
+    SeedStream,
+    checkpoints,
+    derived_seed,
+    load_checkpoint,
+    restore_rng,
+    rng_state,
+    save_checkpoint,
+)
+
+SPLITS = (Label.HARMFUL, Label.BENIGN)
+ROLES = (ATTACKER, DEFENDER)
+
+
+# ----------------------------------------------------------------------------- rollouts
+
+
+class Sampler:
+    """The players' rollout engine: the HF models themselves, or vLLM engines fed by weight pushes."""
+
+    def __init__(self, cfg: TrainConfig, players: dict[str, Player], lora: bool) -> None:
+        self.cfg, self.players, self.lora = cfg, players, lora
+        self.engines: dict[str, Any] = {}
+        if cfg.rollout.backend == "vllm":
+            from agents.vllm_backend import VLLMBackend
+
+            if lora:  # one engine serves both players' adapters
+                engine = VLLMBackend(
+                    resolve_model(cfg.model.name),
+                    dtype="float32",
+                    max_model_len=cfg.rollout.max_model_len,
+                    enable_lora=True,
+                    max_lora_rank=cfg.model.lora_rank,
+                )
+                self.engines = dict.fromkeys(ROLES, engine)
+            else:
+                self.engines = {
+                    role: VLLMBackend(_start(cfg, role), dtype="float32", max_model_len=cfg.rollout.max_model_len)
+                    for role in ROLES
+                }
+
+    def sync(self, which: Which) -> None:
+        """Make the engine sample from policy ``which`` of both players (no-op for HF)."""
+        for role, engine in self.engines.items():
+            module, adapter = self.players[role].sampling(which)
+            if adapter is not None:
+                engine.push_adapter(role, module, adapter_name=adapter)
+            else:
+                engine.push_weights(module)
+
+    def policy(self, role: str, which: Which, seed: int, *, greedy: bool = False, hf: bool = False) -> Policy:
+        """Policy ``which`` of a player; ``hf`` runs the player's own module even when engines sample."""
+        rollout = self.cfg.rollout
+        if role in self.engines and not hf:
+            backend, adapter = self.engines[role], (role if self.lora else None)
+        else:
+            module, adapter = self.players[role].sampling(which)
+            backend = HFBackend(
+                module, self.players[role].tokenizer, batch_size=rollout.batch_size, max_context=rollout.max_model_len
+            )
+        max_tokens = rollout.attacker_max_tokens if role == ATTACKER else rollout.defender_max_tokens
+        temperature = 0.0 if greedy else rollout.temperature
+        return Policy(backend, max_tokens, temperature, rollout.top_p, seed, adapter)
+
+    def close(self) -> None:
+        for engine in {id(e): e for e in self.engines.values()}.values():
+            engine.close()
+
+
+def play(game: Game, attacker: Policy, defender: Policy, rounds: list[Round], retries: int = 0) -> list[Round]:
+    """Both phases of a batch of rounds, each as one batched generation and judge call."""
+    attacks = attacker.attack([game.attacker_observation(r) for r in rounds], game.config.num_attacks)
+    _judged(lambda: game.attack(rounds, attacks), retries)
+    answers = defender.respond([game.defender_observation(r) for r in rounds], game.config.num_responses)
+    _judged(lambda: game.respond(rounds, answers), retries)
+    return rounds
+
+
+def _judged(call: Any, retries: int) -> None:
+    # A failed judge call leaves the rounds untouched, so it can simply be made again.
+    for attempt in range(retries + 1):
+        try:
+            return call()
+        except JudgeError:
+            if attempt == retries:
+                raise
+
+
+# ----------------------------------------------------------------------------- the update
+
+
+class Optimizer:
+    """AdamW + cosine schedule (with optional warm-up) + clipping for one player."""
+
+    def __init__(self, player: Player, cfg: TrainConfig, total_steps: int) -> None:
+        o = cfg.optim
+        self.params = player.trainable()
+        self.max_grad_norm = o.max_grad_norm
+        self.optimizer = torch.optim.AdamW(self.params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda k: cosine_scale(k, total_steps, o.warmup_steps, o.final_lr_scale)
+        )
+
+    def step(self, dist: Dist) -> dict[str, float]:
+        dist.sum_grads(self.params)
+        norm = torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
+        lr = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        return {"grad_norm": float(norm), "lr": float(lr)}
+
+    def skip(self) -> None:
+        """No example anywhere: the weights stay, but the schedule counts the step."""
+        self.optimizer.step()  # every grad is None: AdamW leaves each parameter alone
+        self.scheduler.step()
+
+
+def cosine_scale(k: int, total: int, warmup: int, final_scale: float) -> float:
+    """LR multiplier at optimizer step k: linear warm-up, then cosine from 1 to ``final_scale``."""
+    if k < warmup:
+        return (k + 1) / warmup
+    progress = min(1.0, (k - warmup) / max(1, total - warmup))
+    return final_scale + (1.0 - final_scale) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def update(
+    player: Player,
+    optimizer: Optimizer,
+    algorithm: Algorithm,
+    examples: Sequence[Any],
+    micro_batch_size: int,
+    dist: Dist,
+    precision: contextlib.AbstractContextManager[Any],
+) -> dict[str, float]:
+    """One optimizer step on Σ weight·loss / Σ weight, the sums over every process's examples."""
+    weights = [algorithm.weight(e) for e in examples]
+    total, count = dist.sum([sum(weights), len(examples)])
+    if total == 0:
+        optimizer.skip()
+        return {"examples": 0.0}
+    sums: dict[str, float] = {"loss": 0.0}
+    for start in range(0, len(examples), micro_batch_size):
+        chunk = examples[start : start + micro_batch_size]
+        w = torch.tensor(weights[start : start + micro_batch_size])
+        with precision:
+            losses, metrics = algorithm.loss(player, chunk)
+        (losses * w.to(losses.device)).sum().div(total).backward()
+        sums["loss"] += float((losses.detach().cpu() * w).sum())
+        for key, value in metrics.items():
+            sums[key] = sums.get(key, 0.0) + value
+    keys = sorted(sums)
+    reduced = dict(zip(keys, dist.sum([sums[k] for k in keys]), strict=True))
+    out = {"loss": reduced.pop("loss") / total, "examples": count}
+    out |= {key: value / count for key, value in reduced.items()}  # per-example means
+    return out | optimizer.step(dist)
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def game_metrics(rounds: Sequence[Round]) -> dict[str, float]:
+    attacks = [a for r in rounds if not r.direct for a in r.attacks]
+    answers = [s for r in rounds for row in r.responses for s in row if s.failure is not Failure.PROMPT_INVALID]
+    out: dict[str, float] = {}
+    for role, samples in ((ATTACKER, attacks), (DEFENDER, answers)):
+        if not samples:
+            continue
+        rewards = [s.reward for s in samples if s.reward is not None]
+        if rewards:
+            out[f"{role}_reward"] = sum(rewards) / len(rewards)
+        out[f"{role}_valid"] = sum(s.failure is None for s in samples) / len(samples)
+    if attacks:
+        for failure in (Failure.BAD_FORMAT, Failure.UNFAITHFUL, Failure.OVER_LENGTH):
+            out[f"attacker_{failure.value}"] = sum(a.failure is failure for a in attacks) / len(attacks)
+    if answers:
+        out["defender_over_length"] = sum(s.failure is Failure.OVER_LENGTH for s in answers) / len(answers)
+    return out
+
+
+def refusal_rates(rounds: Sequence[Round]) -> dict[str, float]:
+    """Share of answers that refuse or deflect, per seed label (model-free, keyword based)."""
+    out = {}
+    for label in SPLITS:
+        texts = [s.public or "" for r in rounds if r.seed.label is label for row in r.responses for s in row]
+        if texts:
+            out[f"refusal_{label.value}"] = sum(behaviour(t) is not Behaviour.COMPLIANCE for t in texts) / len(texts)
+    return out
+
+
+# ----------------------------------------------------------------------------- the trainer
+
+
+def build_judge(cfg: TrainConfig) -> Any:
+    j = cfg.judge
+    if j.kind == "rule":
+        return RuleJudge()
+    from advgame_env import LLMJudge
+
+    backend: Any
+    if j.backend == "openai":
+        from agents.openai_backend import OpenAIBackend
+
+        if not j.url:
+            raise ConfigError("judge.backend: openai needs judge.url (e.g. http://127.0.0.1:8000/v1)")
+        backend = OpenAIBackend(j.url, j.model)
+    elif j.backend == "vllm":
+        from agents.vllm_backend import VLLMBackend
+
+        backend = VLLMBackend(j.model)
+    else:
+        backend = HFBackend(*load_model(j.model))
+    return LLMJudge(backend, mode=j.mode, both_orders=j.both_orders, max_tokens=j.max_tokens, seed=cfg.run.seed)
+
+
+def _start(cfg: TrainConfig, role: str) -> str:
+    chosen = cfg.model.attacker if role == ATTACKER else cfg.model.defender
+    return resolve_model(chosen or cfg.model.name)
+
+
+def _seeds(spec: str, split: str) -> list[Seed]:
+    return bundled_seeds(split) if spec == "bundled" else load_seeds(spec)  # type: ignore[arg-type]
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, *, resume: bool = False) -> None:
+        self.cfg, self.dist = cfg, Dist()
+        self.run_dir = Path(cfg.run.out_dir)
+        if cfg.model.lora and (cfg.model.attacker or cfg.model.defender):
+            raise ConfigError("model.attacker / model.defender need full fine-tuning (model.lora: false)")
+        found = checkpoints(self.run_dir)
+        if not resume and (found or (self.run_dir / "metrics.jsonl").exists()):
+            raise FileExistsError(
+                f"{self.run_dir} already holds a run; pass --resume to continue it, or set run.out_dir"
+            )
+        self.algorithm = build_algorithm(cfg.algorithm, cfg.rollout.max_model_len)
+        self.trained = [
+            r for r, on in ((ATTACKER, cfg.algorithm.train_attacker), (DEFENDER, cfg.algorithm.train_defender)) if on
+        ]
+        device = self.dist.device
+        torch.manual_seed(cfg.run.seed)  # LoRA initialisation, identical on every process
+        self.players = build_players(
+            roles=ROLES,
+            load=lambda role: load_model(_start(cfg, role), device=str(device)),
+            lora=cfg.model.lora,
+            copies=copies_needed(self.algorithm),
+            lora_rank=cfg.model.lora_rank,
+            lora_alpha=cfg.model.lora_alpha,
+        )
+        total = cfg.run.steps * len(SPLITS)
+        self.optimizers = {role: Optimizer(self.players[role], cfg, total) for role in self.trained}
+        self.game = Game(build_judge(cfg), cfg.game)
+        seeds = _seeds(cfg.data.seeds, "train")
+        self.streams = {
+            label: SeedStream([s for s in seeds if s.label is label], cfg.run.seed + i)
+            for i, label in enumerate(SPLITS)
+        }
+        self.validation = self._validation_seeds()
+        self.step = 0
+        if resume and found:
+            self._restore(found[-1])
+        self.sampler = Sampler(cfg, self.players, cfg.model.lora)
+
+    # ------------------------------------------------------------------ the loop
+
+    def train(self) -> Path:
+        cfg = self.cfg
+        if self.dist.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.run_dir / "config.yaml")
+        log = self._log() if self.dist.main else None
+        try:
+            if self.step == 0 and cfg.run.validate_every:
+                self._validate(log)
+            while self.step < cfg.run.steps:
+                metrics = self.train_step()
+                if log is not None:
+                    log.log(self.step, metrics)
+                if cfg.run.validate_every and self.step % cfg.run.validate_every == 0:
+                    self._validate(log)
+                if self.step % cfg.run.checkpoint_every == 0 or self.step == cfg.run.steps:
+                    self.save()
+            if self.dist.main:
+                self.export(self.run_dir / "final")
+        finally:
+            if log is not None:
+                log.close()
+            self.sampler.close()
+        return self.run_dir
+
+    def train_step(self) -> dict[str, float]:
+        """One trainer step: sync, then per split play + update, then EMA."""
+        cfg, step = self.cfg, self.step
+        torch.manual_seed(derived_seed(cfg.run.seed, step, self.dist.rank))
+        self.sampler.sync(self.algorithm.sampler)
+        metrics: dict[str, float] = {}
+        for s, label in enumerate(SPLITS):
+            rounds = self._play_split(label, s)
+            prefix = label.value
+            metrics |= {f"game_{prefix}/{k}": v for k, v in game_metrics(rounds).items()}
+            examples = self.algorithm.examples(rounds, self.game, self.players[DEFENDER].tokenizer)
+            for role in self.trained:
+                mine = [e for e in examples if e.role == role]
+                result = update(
+                    self.players[role],
+                    self.optimizers[role],
+                    self.algorithm,
+                    mine,
+                    cfg.optim.micro_batch_size,
+                    self.dist,
+                    self._precision(),
+                )
+                metrics |= {f"train_{prefix}/{role}_{k}": v for k, v in result.items()}
+        if "ema" in copies_needed(self.algorithm):
+            for role in self.trained:
+                self.players[role].ema_update(cfg.algorithm.ema_decay)
+        self.step += 1
+        return _with_means(metrics)
+
+    def _play_split(self, label: Label, split: int) -> list[Round]:
+        cfg, dist = self.cfg, self.dist
+        # every process draws the same global batch and plays its own share of it
+        batch = self.streams[label].take(cfg.data.batch_size * dist.world)
+        mine = batch[dist.rank :: dist.world]
+        pick = random.Random(derived_seed(cfg.run.seed, self.step, split, dist.rank, 7))
+        rounds = [Round(seed, direct=pick.random() < cfg.game.direct_fraction) for seed in mine]
+        which = self.algorithm.sampler
+        seed = derived_seed(cfg.run.seed, self.step, split, dist.rank)
+        attacker = self.sampler.policy(ATTACKER, which, seed)
+        defender = self.sampler.policy(DEFENDER, which, seed + 1)
+        with self._precision(), torch.no_grad():
+            return play(self.game, attacker, defender, rounds, cfg.judge.retries)
+
+    def _precision(self) -> contextlib.AbstractContextManager[Any]:
+        p = self.cfg.model.precision
+        on_gpu = self.dist.device.type == "cuda"
+        if p == "bf16" or (p == "auto" and on_gpu and torch.cuda.is_bf16_supported()):
+            return torch.autocast(self.dist.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    # ------------------------------------------------------------------ validation
+
+    def _validation_seeds(self) -> list[Seed]:
+        seeds = _seeds(self.cfg.data.validation_seeds, "heldout")
+        half = self.cfg.data.validation_size // 2
+        harmful = [s for s in seeds if s.label is Label.HARMFUL][:half]
+        benign = [s for s in seeds if s.label is Label.BENIGN][: self.cfg.data.validation_size - len(harmful)]
+        return harmful + benign
+
+    def _validate(self, log: RunLog | None) -> dict[str, float]:
+        """The learner defender answers held-out seeds directly (greedy); judged and keyword-classified."""
+        metrics: dict[str, float] = {}
+        if self.dist.main and self.validation:
+            rounds = [Round(seed, direct=True) for seed in self.validation]
+            # the learner itself, not what an engine holds (the EMA, in the MD recipes)
+            defender = self.sampler.policy(DEFENDER, "learner", self.cfg.run.seed, greedy=True, hf=True)
+            nobody = Policy(defender.backend)  # direct rounds: the attacker sits out
+            with self._precision(), torch.no_grad():
+                play(self.game, nobody, defender, rounds, self.cfg.judge.retries)
+            metrics = {f"val/{k}": v for k, v in (game_metrics(rounds) | refusal_rates(rounds)).items()}
+            if log is not None:
+                log.log(self.step, metrics, advance=False)
+        self.dist.barrier()
+        return metrics
+
+    # ------------------------------------------------------------------ logs and checkpoints
+
+    def _log(self) -> RunLog:
+        run = self.cfg.run
+        return RunLog(
+            self.run_dir,
+            start_step=self.step,
+            total_steps=run.steps,
+            tensorboard=run.tensorboard,
+            wandb_project=run.wandb_project if run.wandb else None,
+            progress=run.progress,
+            config=to_dict(self.cfg),
+        )
+
+    def state(self) -> dict[str, Any]:
+        keep: tuple[Which, ...] = ("learner", "ema") if "ema" in copies_needed(self.algorithm) else ("learner",)
+        return {
+            "step": self.step,
+            "weights": {f"{role}/{which}": self.players[role].weights(which) for role in ROLES for which in keep},
+            "optimizers": {role: o.optimizer.state_dict() for role, o in self.optimizers.items()},
+            "schedulers": {role: o.scheduler.state_dict() for role, o in self.optimizers.items()},
+            "data": {label.value: stream.state() for label, stream in self.streams.items()},
+            "rng": rng_state(),
+        }
+
+    def save(self) -> Path | None:
+        path = None
+        if self.dist.main:
+            path = save_checkpoint(self.run_dir, self.step, self.state(), self.cfg.run.keep_checkpoints)
+        self.dist.barrier()
+        return path
+
+    def _restore(self, path: Path) -> None:
+        state = load_checkpoint(path)
+        for key, tensors in state["weights"].items():
+            role, which = key.split("/")
+            self.players[role].load_weights(which, tensors)
+        for role, optimizer in self.optimizers.items():
+            optimizer.optimizer.load_state_dict(state["optimizers"][role])
+            optimizer.scheduler.load_state_dict(state["schedulers"][role])
+        for label, stream in self.streams.items():
+            stream.restore(state["data"][label.value])
+        restore_rng(state["rng"])
+        self.step = int(state["step"])
+
+    def export(self, folder: Path) -> None:
+        """Loadable folders of every player's learner (and EMA) policy: ``folder/defender`` etc."""
+        for role in ROLES:
+            self.players[role].export("learner", folder / role)
+            if "ema" in copies_needed(self.algorithm):
+                self.players[role].export("ema", folder / f"{role}_ema")
+
+
+def _with_means(metrics: dict[str, float]) -> dict[str, float]:
+    """Adds ``game/x`` and ``train/x``: the mean of ``game_<split>/x`` (``train_<split>/x``) over
+    the splits that have it, for the progress bar and the plots."""
+    grouped: dict[str, list[float]] = {}
+    for key, value in metrics.items():
+        section, _, name = key.partition("/")
+        family = section.split("_", 1)[0]
+        if family in ("game", "train") and section != family:
+            grouped.setdefault(f"{family}/{name}", []).append(value)
+    return metrics | {key: sum(values) / len(values) for key, values in grouped.items()}
+
+
+def train(cfg: TrainConfig, *, resume: bool = False) -> Path:
+    return Trainer(cfg, resume=resume).train()
