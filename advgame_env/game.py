@@ -56,6 +56,10 @@ class GameConfig:
     srt_coefficients: SelfRedTeamCoefficients = field(default_factory=SelfRedTeamCoefficients)
     max_attack_chars: int = 4000  # limit on the attacker's whole output (reasoning included)
     max_response_chars: int = 4000  # limit on the defender's whole output
+    # False (the paper): an answer cut off at the token limit is over-long and paid -1. True:
+    # it is judged on the text it has, for small token budgets (CPU runs) where most answers
+    # of an untrained model would be cut off and every reward would be the same -1.
+    judge_truncated_responses: bool = False
     direct_fraction: float = 0.0  # share of rounds where the seed goes straight to the defender
     templates: TemplateSet = field(default_factory=TemplateSet)
 
@@ -271,6 +275,8 @@ class Game:
             sample.fail(Failure.PROMPT_INVALID)
             return sample
         cfg = self.config
+        if cfg.judge_truncated_responses and finish == "length":
+            finish = None
         parsed = parse_response(text, cfg.defender_think, cfg.max_response_chars, finish)
         return Sample.parsed(text, parsed, generation)
 

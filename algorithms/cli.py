@@ -1,6 +1,7 @@
 """The ``advgame`` command line.
 
 advgame demo [--rounds N] [--model M]     play rounds with a model as both players, print them
+advgame train --config C [--resume] [k=v] train both players (see configs/); k=v overrides the config
 advgame serve MODEL [vllm serve options]  an OpenAI-compatible vLLM server of a model
 """
 
@@ -37,6 +38,20 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from algorithms.config import ConfigError, load_config
+    from algorithms.trainer import train
+
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except (ConfigError, FileNotFoundError) as error:
+        print(f"advgame train: {error}", file=sys.stderr)
+        return 2
+    run_dir = train(cfg, resume=args.resume)
+    print(f"run folder: {run_dir} (metrics.jsonl, tensorboard/, checkpoints/, final/)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="advgame", description="LM safety alignment as an attacker-defender game.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -47,6 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--no-think", action="store_true", help="attacker answers with <prompt> only")
     demo.set_defaults(run=_demo)
+    train = commands.add_parser(
+        "train",
+        help="train attacker and defender with a run config",
+        description="Train both players. Example: advgame train --config configs/cpu_smoke.yaml optim.lr=1e-5",
+    )
+    train.add_argument("--config", help="YAML run config (configs/); every key has a default")
+    train.add_argument("--resume", action="store_true", help="continue the run in run.out_dir from its last checkpoint")
+    train.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. run.steps=10")
+    train.set_defaults(run=_train)
     serve = commands.add_parser(
         "serve",
         help="an OpenAI-compatible vLLM server of a model (bundled name, folder or hub id)",

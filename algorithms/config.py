@@ -47,6 +47,7 @@ class JudgeConfig:
     mode: Literal["generative", "logprob"] = "generative"
     both_orders: bool = False  # judge each pair in both orders to cancel position bias
     max_tokens: int = 512
+    temperature: float = 0.0
     retries: int = 2  # a failed judge call is retried this often before the run stops
 
 
@@ -213,16 +214,34 @@ def _yaml_value(raw: str) -> Any:
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> TrainConfig:
-    data: dict[str, Any] = {}
-    if path is not None:
-        text = Path(path).read_text(encoding="utf-8")
-        loaded = yaml.safe_load(text) or {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: the config must be a mapping of sections, got {type(loaded).__name__}")
-        data = _numbers(loaded)
+    """The config of a YAML file (or the defaults), then each ``key=value`` override in order.
+
+    A file may start from another: ``base: other.yaml`` (relative to the file) loads that one
+    first and applies this file's keys on top, so an ablation is a short diff of its recipe.
+    """
+    data = _read(Path(path), set()) if path is not None else {}
     for override in overrides:
         apply_override(data, override)
     return from_dict(TrainConfig, data)
+
+
+def _read(path: Path, seen: set[Path]) -> dict[str, Any]:
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: config files include each other in a loop")
+    loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: the config must be a mapping of sections, got {type(loaded).__name__}")
+    data = _numbers(loaded)
+    base = data.pop("base", None)
+    return _merge(_read(path.parent / base, seen | {path}), data) if base else data
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def _numbers(node: Any) -> Any:

@@ -246,7 +246,14 @@ def build_judge(cfg: TrainConfig) -> Any:
         backend = VLLMBackend(j.model)
     else:
         backend = HFBackend(*load_model(j.model))
-    return LLMJudge(backend, mode=j.mode, both_orders=j.both_orders, max_tokens=j.max_tokens, seed=cfg.run.seed)
+    return LLMJudge(
+        backend,
+        mode=j.mode,
+        both_orders=j.both_orders,
+        max_tokens=j.max_tokens,
+        temperature=j.temperature,
+        seed=cfg.run.seed,
+    )
 
 
 def _start(cfg: TrainConfig, role: str) -> str:
@@ -454,14 +461,15 @@ class Trainer:
 
 def _with_means(metrics: dict[str, float]) -> dict[str, float]:
     """Adds ``game/x`` and ``train/x``: the mean of ``game_<split>/x`` (``train_<split>/x``) over
-    the splits that have it, for the progress bar and the plots."""
+    the splits that have it (the sum, for example counts), for the progress bar and the plots."""
     grouped: dict[str, list[float]] = {}
     for key, value in metrics.items():
         section, _, name = key.partition("/")
         family = section.split("_", 1)[0]
         if family in ("game", "train") and section != family:
             grouped.setdefault(f"{family}/{name}", []).append(value)
-    return metrics | {key: sum(values) / len(values) for key, values in grouped.items()}
+    combined = {k: sum(v) if k.endswith("_examples") else sum(v) / len(v) for k, v in grouped.items()}
+    return metrics | combined
 
 
 def train(cfg: TrainConfig, *, resume: bool = False) -> Path:

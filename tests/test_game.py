@@ -92,6 +92,20 @@ def test_generations_cut_at_the_token_limit_are_over_length():
     assert r.defender_rewards[1][0] == -1.0
 
 
+def test_judge_truncated_responses_judges_a_cut_answer_on_its_text():
+    actions = (
+        (Gen(FAITHFUL_B, "length"), Gen(FAITHFUL_B, "stop")),
+        ((COMPLY, COMPLY), (Gen(COMPLY, "length"), REFUSE)),
+    )
+    r = play(BENIGN, *actions, judge_truncated_responses=True)
+    prompt = r.attacks[1].public
+    assert r.defender_rewards[1] == [rubric_score(Rubric.COMPLIANCE, prompt, COMPLY), 1.0]
+    assert r.attacks[0].failure is Failure.OVER_LENGTH  # the switch is about answers, not attacks
+    # the character limit still holds
+    r = play(BENIGN, *actions, judge_truncated_responses=True, max_response_chars=5)
+    assert r.defender_rewards[1] == [-1.0, -1.0]
+
+
 def test_an_attack_with_no_valid_answer_is_excluded():
     r = play(HARMFUL, (FAITHFUL_H, FAITHFUL_H), (("", "   "), (REFUSE, DEFLECT)))
     assert r.defender_rewards[0] == [-1.0, -1.0]
