@@ -49,6 +49,8 @@ class PreferenceOptimization:
     clip_rejected_to_chosen_length: bool = True
     max_context: int = 2048
 
+    metric_names = ("margin", "accuracy")  # per-example sums returned by loss()
+
     def examples(self, rounds: Sequence[Round], game: Game, tokenizer: Any) -> list[PreferencePair]:
         return preference_pairs(
             rounds, game, tokenizer, clip_rejected_to_chosen_length=self.clip_rejected_to_chosen_length
@@ -81,6 +83,8 @@ class GRPO:
     baseline: str = "batch_mean"
     max_context: int = 2048
     reference: Which = "initial"
+
+    metric_names = ("kl", "advantage")
 
     def examples(self, rounds: Sequence[Round], game: Game, tokenizer: Any) -> list[Rollout]:
         out = []

@@ -66,6 +66,14 @@ class Dist:
                 param.grad = torch.zeros_like(param)
             torch.distributed.all_reduce(param.grad)
 
+    def gather(self, items: Sequence[Any]) -> list[Any]:
+        """Every process's items, concatenated in rank order (picklable objects)."""
+        if self.world == 1:
+            return list(items)
+        parts: list[Any] = [None] * self.world
+        torch.distributed.all_gather_object(parts, list(items))
+        return [item for part in parts for item in part]
+
     def barrier(self) -> None:
         if self.world > 1:
             torch.distributed.barrier()

@@ -54,14 +54,16 @@ ROLES = (ATTACKER, DEFENDER)
 class Sampler:
     """The players' rollout engine: the HF models themselves, or vLLM engines fed by weight pushes."""
 
-    def __init__(self, cfg: TrainConfig, players: dict[str, Player], lora: bool) -> None:
+    def __init__(self, cfg: TrainConfig, players: dict[str, Player], lora: bool, engine: Any = None) -> None:
+        """``engine``: a running LoRA-enabled VLLMBackend of the base model to use instead of
+        starting one (notebooks, tests); it then serves both players' adapters."""
         self.cfg, self.players, self.lora = cfg, players, lora
         self.engines: dict[str, Any] = {}
         if cfg.rollout.backend == "vllm":
             from agents.vllm_backend import VLLMBackend
 
             if lora:  # one engine serves both players' adapters
-                engine = VLLMBackend(
+                engine = engine or VLLMBackend(
                     resolve_model(cfg.model.name),
                     dtype="float32",
                     max_model_len=cfg.rollout.max_model_len,
@@ -175,7 +177,8 @@ def update(
     if total == 0:
         optimizer.skip()
         return {"examples": 0.0}
-    sums: dict[str, float] = {"loss": 0.0}
+    # every process sums the same keys, in the same order, even with no example of its own
+    sums = dict.fromkeys(("loss", *algorithm.metric_names), 0.0)
     for start in range(0, len(examples), micro_batch_size):
         chunk = examples[start : start + micro_batch_size]
         w = torch.tensor(weights[start : start + micro_batch_size])
@@ -184,9 +187,8 @@ def update(
         (losses * w.to(losses.device)).sum().div(total).backward()
         sums["loss"] += float((losses.detach().cpu() * w).sum())
         for key, value in metrics.items():
-            sums[key] = sums.get(key, 0.0) + value
-    keys = sorted(sums)
-    reduced = dict(zip(keys, dist.sum([sums[k] for k in keys]), strict=True))
+            sums[key] += value
+    reduced = dict(zip(sums, dist.sum(list(sums.values())), strict=True))
     out = {"loss": reduced.pop("loss") / total, "examples": count}
     out |= {key: value / count for key, value in reduced.items()}  # per-example means
     return out | optimizer.step(dist)
@@ -198,7 +200,7 @@ def update(
 def game_metrics(rounds: Sequence[Round]) -> dict[str, float]:
     attacks = [a for r in rounds if not r.direct for a in r.attacks]
     answers = [s for r in rounds for row in r.responses for s in row if s.failure is not Failure.PROMPT_INVALID]
-    out: dict[str, float] = {}
+    out: dict[str, float] = {"rounds": len(rounds)}
     for role, samples in ((ATTACKER, attacks), (DEFENDER, answers)):
         if not samples:
             continue
@@ -340,7 +342,8 @@ class Trainer:
         for s, label in enumerate(SPLITS):
             rounds = self._play_split(label, s)
             prefix = label.value
-            metrics |= {f"game_{prefix}/{k}": v for k, v in game_metrics(rounds).items()}
+            played = self.dist.gather(rounds)  # the game figures of the global batch
+            metrics |= {f"game_{prefix}/{k}": v for k, v in game_metrics(played).items()}
             examples = self.algorithm.examples(rounds, self.game, self.players[DEFENDER].tokenizer)
             for role in self.trained:
                 mine = [e for e in examples if e.role == role]

@@ -283,3 +283,30 @@ def test_two_processes_make_the_same_update_as_one(tiny_chat, tmp_path):
         # summation order differs between one and two processes: float32 rounding only
         torch.testing.assert_close(b["weights"][name], tensor, rtol=0, atol=1e-6)
     assert any(not torch.equal(t, torch.zeros_like(t)) for n, t in a["weights"].items() if "lora_B" in n)
+
+
+def test_the_whole_loop_runs_in_two_processes(tiny_chat, tmp_path):
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    launch += [
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        "29518",
+    ]
+    args = [f"model.name={tiny_chat}", f"run.out_dir={tmp_path / 'run'}", "run.steps=2", "run.progress=false"]
+    args += ["data.batch_size=2", "data.validation_size=4", "rollout.attacker_max_tokens=12"]
+    args += ["rollout.defender_max_tokens=24", "game.direct_fraction=0.5"]
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [*launch, "-m", "algorithms.cli", "train", *args], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = _train_lines(tmp_path / "run")
+    assert sorted(lines) == [1, 2]
+    # the figures cover the global batch: 2 seeds per split per process, A x D = 4 answers per seed
+    assert all(lines[s]["game_harmful/rounds"] == lines[s]["game_benign/rounds"] == 4 for s in lines)
+    assert (tmp_path / "run" / "final" / "defender" / "adapter_model.safetensors").exists()

@@ -177,3 +177,36 @@ def test_bad_input(engine):
         engine.generate(CHATS[:1], max_tokens=4, adapter="nobody")
     (g,) = engine.generate([[{"role": "user", "content": "word " * 4000}]], max_tokens=4, temperature=0)
     assert len(g.token_ids) <= 4  # an over-long prompt is cut from the left, as in the HF backend
+
+
+def test_the_trainer_pushes_the_ema_adapter_in_md_and_the_learner_on_policy(engine, tmp_path):
+    """After a trainer step the engine scores as the EMA adapter (MD sampling), and after a
+    learner push as the learner: the rollouts come from the weights the algorithm names."""
+    from dataclasses import replace
+
+    from algorithms.config import load_config
+    from algorithms.trainer import Sampler, Trainer
+
+    overrides = [f"run.out_dir={tmp_path}", "model.lora_rank=8", "run.validate_every=0", "optim.lr=1e-2"]
+    cfg = load_config("configs/cpu_smoke.yaml", [*overrides, "rollout.backend=vllm"])
+    trainer = Trainer(replace(cfg, rollout=replace(cfg.rollout, backend="hf")))  # players only, no engine
+    trainer.sampler = Sampler(cfg, trainer.players, lora=True, engine=engine)
+    assert trainer.sampler.policy("defender", "ema", 0).backend is engine
+    for _ in range(6):
+        if trainer.train_step().get("train/defender_examples", 0) > 0:
+            break
+    defender, tokenizer = trainer.players["defender"], trainer.players["defender"].tokenizer
+    pairs = [(tokenizer.encode(render_chat(tokenizer, c)), tokenizer.encode(" I can't help with that.")) for c in CHATS]
+
+    def hf_scores(which):
+        with torch.no_grad(), defender.active(which) as model:
+            return HFBackend(model, tokenizer).sequence_logprobs(pairs)
+
+    ema, learner = hf_scores("ema"), hf_scores("learner")
+    assert (ema - learner).abs().max() > 20 * LOGPROB_TOL  # the two policies differ measurably
+    trainer.sampler.sync("ema")
+    on_engine = torch.tensor(engine.sequence_logprobs(pairs, adapter="defender"))
+    torch.testing.assert_close(on_engine, ema, rtol=0, atol=LOGPROB_TOL)
+    trainer.sampler.sync("learner")
+    on_engine = torch.tensor(engine.sequence_logprobs(pairs, adapter="defender"))
+    torch.testing.assert_close(on_engine, learner, rtol=0, atol=LOGPROB_TOL)
