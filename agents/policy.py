@@ -4,15 +4,25 @@ An observation is the text of a user turn; the policy samples ``n`` continuation
 returns them as generations (text + finish reason), which the environment accepts as actions,
 so an answer cut off at ``max_tokens`` is recognised as over-long. Slots with an empty
 observation (nothing to answer) get an empty action without calling the model.
+
+``prefill`` starts the assistant's turn with fixed text (Self-RedTeam's "<think>" opening of
+a hidden chain of thought): the model continues it, and the returned text includes it, so the
+game parses the whole output; the token ids and log-probs are the generated part only.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from agents.hf import Generation
+
+
+def chat(observation: str, prefill: str = "") -> list[dict[str, str]]:
+    """A player's observation as the chat it is sent: one user turn (and the prefill)."""
+    messages = [{"role": "user", "content": observation}]
+    return [*messages, {"role": "assistant", "content": prefill}] if prefill else messages
 
 
 @dataclass
@@ -23,11 +33,12 @@ class Policy:
     top_p: float = 1.0
     seed: int | None = None
     adapter: str | None = None  # the LoRA adapter that plays this role, on a shared-base backend
+    prefill: str = ""  # fixed opening of the assistant's turn, continued by the model
 
     def sample(self, observations: Sequence[str], n: int) -> list[list[Generation]]:
         """``n`` generations for each observation, in one batched backend call."""
         asked = [i for i, o in enumerate(observations) if o]
-        chats = [[{"role": "user", "content": observations[i]}] for i in asked for _ in range(n)]
+        chats = [chat(observations[i], self.prefill) for i in asked for _ in range(n)]
         extra = {} if self.adapter is None else {"adapter": self.adapter}
         sampling = {
             "max_tokens": self.max_tokens,
@@ -37,6 +48,8 @@ class Policy:
         }
         outputs = list(self.backend.generate(chats, **sampling, **extra)) if chats else []
         result = [[Generation("") for _ in range(n)] for _ in observations]
+        if self.prefill:
+            outputs = [replace(g, text=self.prefill + g.text) for g in outputs]
         for k, i in enumerate(asked):
             result[i] = outputs[k * n : (k + 1) * n]
         return result

@@ -13,7 +13,7 @@ groups".
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,9 +21,18 @@ import torch
 
 from advgame_env.game import Game, Round
 from agents.hf import token_logprobs
-from algorithms.batches import PreferencePair, Rollout, preference_pairs, rollouts
+from algorithms.batches import ATTACKER, DEFENDER, PreferencePair, Rollout, preference_pairs, rollouts
 from algorithms.config import AlgorithmConfig
-from algorithms.losses import dpo_loss, group_advantages, grpo_token_loss, ipo_loss, margin
+from algorithms.losses import (
+    dpo_loss,
+    group_advantages,
+    grpo_token_loss,
+    ipo_loss,
+    margin,
+    ppo_clip_loss,
+    reward_to_go,
+    whiten,
+)
 from algorithms.players import Player, Which
 
 Metrics = dict[str, float]
@@ -51,10 +60,11 @@ class PreferenceOptimization:
 
     metric_names = ("margin", "accuracy")  # per-example sums returned by loss()
 
-    def examples(self, rounds: Sequence[Round], game: Game, tokenizer: Any) -> list[PreferencePair]:
-        return preference_pairs(
-            rounds, game, tokenizer, clip_rejected_to_chosen_length=self.clip_rejected_to_chosen_length
-        )
+    def examples(
+        self, rounds: Sequence[Round], game: Game, tokenizer: Any, prefills: Mapping[str, str] | None = None
+    ) -> list[PreferencePair]:
+        clip = self.clip_rejected_to_chosen_length
+        return preference_pairs(rounds, game, tokenizer, clip_rejected_to_chosen_length=clip, prefills=prefills)
 
     def weight(self, example: PreferencePair) -> float:
         return 1.0
@@ -86,9 +96,11 @@ class GRPO:
 
     metric_names = ("kl", "advantage")
 
-    def examples(self, rounds: Sequence[Round], game: Game, tokenizer: Any) -> list[Rollout]:
+    def examples(
+        self, rounds: Sequence[Round], game: Game, tokenizer: Any, prefills: Mapping[str, str] | None = None
+    ) -> list[Rollout]:
         out = []
-        for role_rollouts in _by_role(rollouts(rounds, game, tokenizer)):
+        for role_rollouts in _by_role(rollouts(rounds, game, tokenizer, prefills=prefills)):
             groups = [r.group for r in role_rollouts]
             advantages = group_advantages([r.reward for r in role_rollouts], self.baseline, groups)  # type: ignore[arg-type]
             sizes = {g: groups.count(g) for g in groups}
@@ -120,12 +132,71 @@ class GRPO:
         return losses, {"kl": float(kl.sum()), "advantage": float(advantages.sum())}
 
 
+@dataclass
+class SelfRedTeam:
+    """REINFORCE++ (Self-RedTeam): one shared policy learns from both roles' samples at once.
+
+    Each sample's scalar game reward sits on its last token; every token also gets the k1 KL
+    penalty −β·(log π_old − log π_ref) with the initial model as reference; the advantage of a
+    token is its reward-to-go (γ = 1), whitened over all tokens of the same role (all
+    processes). The loss is PPO's clipped surrogate (ε = 0.2), token mean per sequence; the
+    trainer takes several optimizer steps (``minibatches``) per batch of rounds, so the clip
+    matters after the first.
+    """
+
+    sampler: Which = "learner"
+    reference: Which = "initial"
+    kl_beta: float = 0.01
+    clip: float = 0.2
+    minibatches: int = 4
+    max_context: int = 2048
+    metric_names = ("kl", "clip_fraction")
+
+    def examples(
+        self, rounds: Sequence[Round], game: Game, tokenizer: Any, prefills: Mapping[str, str] | None = None
+    ) -> list[Rollout]:
+        return rollouts(rounds, game, tokenizer, prefills=prefills)
+
+    def weight(self, example: Rollout) -> float:
+        return 1.0
+
+    def prepare(self, player: Player, batch: Sequence[Rollout], dist: Any, chunk: int) -> None:
+        """Old and reference log-probs, per-token returns and per-role whitened advantages."""
+        for start in range(0, len(batch), chunk):
+            part = batch[start : start + chunk]
+            sequences = [(r.prompt_ids, r.completion_ids) for r in part]
+            with torch.no_grad():
+                old, mask = _logprobs(player, "learner", sequences, self.max_context)
+                ref, _ = _logprobs(player, self.reference, sequences, self.max_context)
+            for i, r in enumerate(part):
+                n = int(mask[i].sum())  # every completion token (generations fit the context)
+                r.old_logprobs = old[i, :n].tolist()
+                r.token_advantages = reward_to_go(old[i, :n], ref[i, :n], r.reward, self.kl_beta).tolist()
+                r.kl = float((old[i, :n] - ref[i, :n]).sum())
+        for role in (ATTACKER, DEFENDER):  # every process takes part, with or without samples
+            mine = [r for r in batch if r.role == role]
+            values = torch.tensor([a for r in mine for a in r.token_advantages], dtype=torch.float64)
+            total, squares, count = dist.sum([float(values.sum()), float((values**2).sum()), len(values)])
+            for r in mine:
+                r.token_advantages = whiten(torch.tensor(r.token_advantages), total, squares, count).tolist()
+
+    def loss(self, player: Player, batch: Sequence[Rollout]) -> tuple[torch.Tensor, Metrics]:
+        sequences = [(r.prompt_ids, r.completion_ids) for r in batch]
+        logps, mask = _logprobs(player, "learner", sequences, self.max_context)
+        old, advantages = torch.zeros_like(logps), torch.zeros_like(logps)
+        for i, r in enumerate(batch):
+            old[i, : len(r.old_logprobs)] = torch.tensor(r.old_logprobs, dtype=logps.dtype)
+            advantages[i, : len(r.token_advantages)] = torch.tensor(r.token_advantages, dtype=logps.dtype)
+        losses, clipped = ppo_clip_loss(logps, old, advantages, mask, self.clip)
+        return losses, {"kl": sum(r.kl for r in batch), "clip_fraction": float(clipped.sum())}
+
+
 def _by_role(items: Sequence[Any]) -> list[list[Any]]:
     roles = dict.fromkeys(item.role for item in items)
     return [[item for item in items if item.role == role] for role in roles]
 
 
-Algorithm = PreferenceOptimization | GRPO
+Algorithm = PreferenceOptimization | GRPO | SelfRedTeam
 
 # name -> (loss family, default sampler, default reference)
 _RECIPES: dict[str, tuple[str, Which, Which]] = {
@@ -138,9 +209,15 @@ _RECIPES: dict[str, tuple[str, Which, Which]] = {
 
 
 def build_algorithm(cfg: AlgorithmConfig, max_context: int) -> Algorithm:
-    if cfg.name not in _RECIPES:
-        raise ValueError(f"unknown algorithm {cfg.name!r}; known: {', '.join(_RECIPES)}")
-    family, sampler, reference = _RECIPES[cfg.name]
+    """The algorithm object of a config (``sequential`` trains with its ``base`` algorithm)."""
+    if cfg.name == "self_redteam":
+        if cfg.minibatches < 1:
+            raise ValueError("algorithm.minibatches must be at least 1")
+        return SelfRedTeam(kl_beta=cfg.kl_beta, clip=cfg.clip, minibatches=cfg.minibatches, max_context=max_context)
+    name = cfg.base if cfg.name == "sequential" else cfg.name
+    if name not in _RECIPES:
+        raise ValueError(f"unknown algorithm {name!r}; known: {', '.join(_RECIPES)}, self_redteam, sequential")
+    family, sampler, reference = _RECIPES[name]
     sampler = sampler if cfg.sampler == "auto" else cfg.sampler
     reference = reference if cfg.reference == "auto" else cfg.reference
     if sampler == "initial":
@@ -151,6 +228,16 @@ def build_algorithm(cfg: AlgorithmConfig, max_context: int) -> Algorithm:
     return PreferenceOptimization(
         loss_fn, sampler, reference, cfg.beta, cfg.clip_rejected_to_chosen_length, max_context
     )
+
+
+def shares_one_policy(algorithm: Algorithm) -> bool:
+    """Self-play with one set of weights for both roles (Self-RedTeam)."""
+    return isinstance(algorithm, SelfRedTeam)
+
+
+def minibatches(algorithm: Algorithm) -> int:
+    """Optimizer steps per player per batch of rounds."""
+    return algorithm.minibatches if isinstance(algorithm, SelfRedTeam) else 1
 
 
 def copies_needed(algorithm: Algorithm) -> set[str]:

@@ -14,13 +14,14 @@ attack of a round (its D answers to one prompt). Direct rounds have no attacker 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from advgame_env.game import Game, Phase, Round, Sample
 from advgame_env.parsing import Failure
 from agents.hf import encode, render_chat
+from agents.policy import chat
 
 ATTACKER, DEFENDER = "attacker", "defender"
 
@@ -45,17 +46,23 @@ class Rollout:
     sampler_logprobs: list[float] | None = None  # per completion token, NaN where unknown
     advantage: float = 0.0  # set by the algorithm
     group_size: int = 1
+    # REINFORCE++ (set by SelfRedTeam.prepare): the learner's log-probs before the update,
+    # each token's whitened advantage, and the summed log-ratio to the reference
+    old_logprobs: list[float] = field(default_factory=list)
+    token_advantages: list[float] = field(default_factory=list)
+    kl: float = 0.0
 
 
-def continuation(tokenizer: Any, sample: Sample) -> tuple[list[int], list[float] | None]:
-    """The sample's token ids (and the sampler's log-probs of them, when known)."""
+def continuation(tokenizer: Any, sample: Sample, prefill: str = "") -> tuple[list[int], list[float] | None]:
+    """The sample's token ids (and the sampler's log-probs of them, when known); a prefill
+    belongs to the prompt, not to the continuation."""
     generation = sample.generation
     token_ids = list(getattr(generation, "token_ids", None) or [])
     if token_ids or (generation is not None and not sample.raw):
         logprobs = list(getattr(generation, "logprobs", None) or [])
         ids, known = token_ids, (logprobs if len(logprobs) == len(token_ids) else None)
     else:  # a text action: its tokens as the model would read them
-        ids, known = encode(tokenizer, sample.raw), None
+        ids, known = encode(tokenizer, sample.raw.removeprefix(prefill)), None
     finish = getattr(generation, "finish_reason", None)
     stopped = finish != "length" if finish is not None else sample.failure is not Failure.OVER_LENGTH
     if stopped and tokenizer.eos_token_id is not None:
@@ -74,15 +81,18 @@ def defender_prompts(game: Game, round_: Round) -> tuple[str, ...]:
     return game.defender_observation(replace(round_, phase=Phase.RESPOND))
 
 
-def _prompt_ids(tokenizer: Any, observation: str) -> list[int]:
+def _prompt_ids(tokenizer: Any, observation: str, prefill: str = "") -> list[int]:
     if not observation:
         raise ValueError("a trained sample must have a non-empty observation")
-    return encode(tokenizer, render_chat(tokenizer, [{"role": "user", "content": observation}]))
+    return encode(tokenizer, render_chat(tokenizer, chat(observation, prefill)))
 
 
-def _pair(tokenizer: Any, role: str, prompt: list[int], chosen: Sample, rejected: Sample, clip: bool) -> PreferencePair:
+def _pair(
+    tokenizer: Any, role: str, prompt: list[int], chosen: Sample, rejected: Sample, clip: bool, prefill: str
+) -> PreferencePair:
     assert chosen.reward is not None and rejected.reward is not None  # preference_pair skips None
-    (chosen_ids, _), (rejected_ids, _) = continuation(tokenizer, chosen), continuation(tokenizer, rejected)
+    (chosen_ids, _) = continuation(tokenizer, chosen, prefill)
+    (rejected_ids, _) = continuation(tokenizer, rejected, prefill)
     if clip and rejected.failure is Failure.OVER_LENGTH and len(rejected_ids) > len(chosen_ids):
         # A sample cut off at the token limit is rejected for its length, and with summed
         # log-probs its extra tokens would dominate h; cut to the chosen length, the pair
@@ -92,25 +102,33 @@ def _pair(tokenizer: Any, role: str, prompt: list[int], chosen: Sample, rejected
 
 
 def preference_pairs(
-    rounds: Sequence[Round], game: Game, tokenizer: Any, *, clip_rejected_to_chosen_length: bool = False
+    rounds: Sequence[Round],
+    game: Game,
+    tokenizer: Any,
+    *,
+    clip_rejected_to_chosen_length: bool = False,
+    prefills: Mapping[str, str] | None = None,
 ) -> list[PreferencePair]:
     """(argmax, argmin) pairs of every group whose rewards differ, attacker pairs first.
 
     Failures carry the −1 penalty, below every valid score, so they are rejected before any
-    valid sample; excluded samples (reward None) never enter a pair.
+    valid sample; excluded samples (reward None) never enter a pair. ``prefills``: each role's
+    assistant prefill (see ``agents.policy.Policy``), part of its prompt.
     """
+    pre_a, pre_d = (prefills or {}).get(ATTACKER, ""), (prefills or {}).get(DEFENDER, "")
+    clip = clip_rejected_to_chosen_length
     attacker, defender = [], []
     for round_ in rounds:
         pair = round_.attacker_pair()  # None for direct rounds: their rewards are all None
         if pair is not None and not round_.direct:
-            prompt = _prompt_ids(tokenizer, attacker_prompt(game, round_))
+            prompt = _prompt_ids(tokenizer, attacker_prompt(game, round_), pre_a)
             chosen, rejected = (round_.attacks[i] for i in pair)
-            attacker.append(_pair(tokenizer, ATTACKER, prompt, chosen, rejected, clip_rejected_to_chosen_length))
+            attacker.append(_pair(tokenizer, ATTACKER, prompt, chosen, rejected, clip, pre_a))
         observations = defender_prompts(game, round_)
         for a, c, r in round_.defender_pairs():
-            prompt = _prompt_ids(tokenizer, observations[a])
+            prompt = _prompt_ids(tokenizer, observations[a], pre_d)
             chosen, rejected = round_.responses[a][c], round_.responses[a][r]
-            defender.append(_pair(tokenizer, DEFENDER, prompt, chosen, rejected, clip_rejected_to_chosen_length))
+            defender.append(_pair(tokenizer, DEFENDER, prompt, chosen, rejected, clip, pre_d))
     return attacker + defender
 
 
@@ -121,26 +139,29 @@ def _scored(samples: Sequence[Sample]) -> Iterator[tuple[Sample, float]]:
 
 
 def _rollout(
-    tokenizer: Any, role: str, prompt: list[int], sample: Sample, reward: float, group: tuple[int, ...]
+    tokenizer: Any, role: str, prompt: list[int], sample: Sample, reward: float, group: tuple[int, ...], prefill: str
 ) -> Rollout:
-    ids, logprobs = continuation(tokenizer, sample)
+    ids, logprobs = continuation(tokenizer, sample, prefill)
     return Rollout(role, prompt, ids, reward, group, logprobs)
 
 
-def rollouts(rounds: Sequence[Round], game: Game, tokenizer: Any) -> list[Rollout]:
+def rollouts(
+    rounds: Sequence[Round], game: Game, tokenizer: Any, *, prefills: Mapping[str, str] | None = None
+) -> list[Rollout]:
     """Every non-excluded sample with its reward and group key, attacker rollouts first."""
+    pre_a, pre_d = (prefills or {}).get(ATTACKER, ""), (prefills or {}).get(DEFENDER, "")
     attacker, defender = [], []
     for r, round_ in enumerate(rounds):
         if not round_.direct:
-            prompt = _prompt_ids(tokenizer, attacker_prompt(game, round_))
+            prompt = _prompt_ids(tokenizer, attacker_prompt(game, round_), pre_a)
             for sample, reward in _scored(round_.attacks):
-                attacker.append(_rollout(tokenizer, ATTACKER, prompt, sample, reward, (r,)))
+                attacker.append(_rollout(tokenizer, ATTACKER, prompt, sample, reward, (r,), pre_a))
         observations = defender_prompts(game, round_)
         for a, row in enumerate(round_.responses):
             scored = list(_scored(row))
             if not scored:
                 continue
-            prompt = _prompt_ids(tokenizer, observations[a])
+            prompt = _prompt_ids(tokenizer, observations[a], pre_d)
             for sample, reward in scored:
-                defender.append(_rollout(tokenizer, DEFENDER, prompt, sample, reward, (r, a)))
+                defender.append(_rollout(tokenizer, DEFENDER, prompt, sample, reward, (r, a), pre_d))
     return attacker + defender

@@ -23,7 +23,8 @@ import yaml
 
 from advgame_env.game import GameConfig
 
-AlgorithmName = Literal["advgame_dpo_md", "advgame_ipo_md", "dpo", "ipo", "grpo"]
+AlgorithmName = Literal["advgame_dpo_md", "advgame_ipo_md", "dpo", "ipo", "grpo", "self_redteam", "sequential"]
+BaseAlgorithm = Literal["advgame_dpo_md", "advgame_ipo_md", "dpo", "ipo", "grpo"]
 Which = Literal["auto", "ema", "learner", "initial"]
 
 
@@ -60,6 +61,9 @@ class RolloutConfig:
     top_p: float = 0.9
     max_model_len: int = 2048
     batch_size: int = 32  # sequences per HF generate call
+    # Opening of the assistant's turn for players whose format has hidden reasoning
+    # (game.attacker_think / defender_think), e.g. "<think>" as in Self-RedTeam; "" for none.
+    think_prefill: str = ""
 
 
 @dataclass
@@ -70,11 +74,21 @@ class AlgorithmConfig:
     sampler: Which = "auto"  # whose weights sample the rollouts (auto: from the algorithm)
     reference: Which = "auto"  # the reference policy of the loss (auto: from the algorithm)
     clip_rejected_to_chosen_length: bool = True
-    kl_beta: float = 0.1  # GRPO: weight of the k3 KL to the initial model
+    kl_beta: float = 0.1  # GRPO: weight of the k3 KL to the initial model; Self-RedTeam: k1 KL in the reward
     tis_cap: float | None = 2.0  # GRPO: truncated importance ratio cap; null turns TIS off
     baseline: Literal["batch_mean", "group_mean"] = "batch_mean"  # GRPO advantage baseline
     train_attacker: bool = True
     train_defender: bool = True
+    # Self-RedTeam (REINFORCE++): PPO clip, optimizer steps per batch of rounds, auxiliary SFT
+    clip: float = 0.2
+    minibatches: int = 4
+    sft_data: str | None = None  # JSONL chats; the SFT loss is added to every micro-batch
+    sft_coef: float = 0.0
+    sft_batch_size: int = 4
+    # sequential baselines: one player trains while the other is frozen
+    base: BaseAlgorithm = "advgame_dpo_md"  # the loss family the trained player uses
+    train: Literal["attacker", "defender", "alternate"] = "alternate"
+    alternate_every: int = 10  # steps per turn when alternating (the attacker goes first)
 
 
 @dataclass

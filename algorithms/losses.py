@@ -140,3 +140,40 @@ def group_advantages(
             totals.setdefault(key, []).append(reward)
     means = {key: sum(values) / len(values) for key, values in totals.items()}
     return [None if r is None else r - means[k] for k, r in zip(keys, rewards, strict=True)]
+
+
+# ----------------------------------------------------------------------------- REINFORCE++ (Self-RedTeam)
+
+
+def reward_to_go(old_logp: torch.Tensor, ref_logp: torch.Tensor, reward: float, kl_beta: float) -> torch.Tensor:
+    """Per-token returns of one sequence (γ = 1): the game reward sits on the last token and
+    every token pays the k1 KL penalty −β·(log π_old − log π_ref); a token's return is the sum
+    of the rewards from it to the end."""
+    token_rewards = -kl_beta * (old_logp - ref_logp)
+    if token_rewards.numel():
+        token_rewards[-1] += reward
+    return token_rewards.flip(0).cumsum(0).flip(0)
+
+
+def whiten(values: torch.Tensor, total: float, squares: float, count: float, eps: float = 1e-8) -> torch.Tensor:
+    """(x − mean) / std with the mean and std of a population given by its sums (so the
+    population can span processes)."""
+    mean = total / count
+    std = max(squares / count - mean * mean, 0.0) ** 0.5
+    return (values - mean) / (std + eps)
+
+
+def ppo_clip_loss(
+    logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, clip: float = 0.2
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """PPO's clipped surrogate per sequence (token mean), and each sequence's clipped share.
+
+    −min(ρ·Â, clip(ρ, 1 − ε, 1 + ε)·Â) with ρ = π/π_old per token: once a token's ratio has
+    left [1 − ε, 1 + ε] in the direction its advantage favours, it stops pulling.
+    """
+    keep = mask.bool()
+    ratio = torch.exp(torch.where(keep, logp - old_logp, torch.zeros_like(logp)))
+    surrogate = torch.minimum(ratio * advantages, ratio.clamp(1 - clip, 1 + clip) * advantages)
+    tokens = mask.sum(-1).clamp(min=1)
+    clipped = (((ratio - 1).abs() > clip).float() * mask).sum(-1) / tokens
+    return -(surrogate * mask).sum(-1) / tokens, clipped.detach()

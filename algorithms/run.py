@@ -23,8 +23,6 @@ from typing import Any
 
 import torch
 
-from advgame_env.seeds import Seed
-
 # ----------------------------------------------------------------------------- processes
 
 
@@ -88,9 +86,10 @@ class Dist:
 
 @dataclass
 class SeedStream:
-    """An endless stream of one split's seeds, reshuffled every epoch with a known seed."""
+    """An endless stream of items (one split's seeds, SFT examples), reshuffled every epoch
+    with a known seed."""
 
-    seeds: list[Seed]
+    seeds: Sequence[Any]
     shuffle_seed: int
     epoch: int = 0
     position: int = 0
@@ -106,7 +105,7 @@ class SeedStream:
         random.Random(self.shuffle_seed * 1_000_003 + epoch).shuffle(order)
         return order
 
-    def take(self, n: int) -> list[Seed]:
+    def take(self, n: int) -> list[Any]:
         out = []
         for _ in range(n):
             if self.position == len(self._order):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,14 @@ from advgame_env.rule_judge import Behaviour, behaviour
 from agents.hf import HFBackend
 from agents.models import load_model, resolve_model
 from agents.policy import Policy
-from algorithms.algorithms import Algorithm, build_algorithm, copies_needed
+from algorithms.algorithms import (
+    Algorithm,
+    SelfRedTeam,
+    build_algorithm,
+    copies_needed,
+    minibatches,
+    shares_one_policy,
+)
 from algorithms.batches import ATTACKER, DEFENDER
 from algorithms.config import ConfigError, TrainConfig, save_config, to_dict
 from algorithms.players import Player, Which, build_players
@@ -43,6 +50,7 @@ from algorithms.run import (
     rng_state,
     save_checkpoint,
 )
+from algorithms.sft import load_sft, sft_loss
 
 SPLITS = (Label.HARMFUL, Label.BENIGN)
 ROLES = (ATTACKER, DEFENDER)
@@ -98,7 +106,9 @@ class Sampler:
             )
         max_tokens = rollout.attacker_max_tokens if role == ATTACKER else rollout.defender_max_tokens
         temperature = 0.0 if greedy else rollout.temperature
-        return Policy(backend, max_tokens, temperature, rollout.top_p, seed, adapter)
+        think = self.cfg.game.attacker_think if role == ATTACKER else self.cfg.game.defender_think
+        prefill = rollout.think_prefill if think else ""
+        return Policy(backend, max_tokens, temperature, rollout.top_p, seed, adapter, prefill)
 
     def close(self) -> None:
         for engine in {id(e): e for e in self.engines.values()}.values():
@@ -170,8 +180,13 @@ def update(
     micro_batch_size: int,
     dist: Dist,
     precision: contextlib.AbstractContextManager[Any],
+    auxiliary: Callable[[Player], torch.Tensor] | None = None,
 ) -> dict[str, float]:
-    """One optimizer step on Σ weight·loss / Σ weight, the sums over every process's examples."""
+    """One optimizer step on Σ weight·loss / Σ weight, the sums over every process's examples.
+
+    ``auxiliary(player)``: an extra loss (Self-RedTeam's SFT term) added to every micro-batch,
+    weighted by the micro-batch's share of the examples.
+    """
     weights = [algorithm.weight(e) for e in examples]
     total, count = dist.sum([sum(weights), len(examples)])
     if total == 0:
@@ -184,7 +199,10 @@ def update(
         w = torch.tensor(weights[start : start + micro_batch_size])
         with precision:
             losses, metrics = algorithm.loss(player, chunk)
-        (losses * w.to(losses.device)).sum().div(total).backward()
+            objective = (losses * w.to(losses.device)).sum().div(total)
+            if auxiliary is not None:
+                objective = objective + auxiliary(player) * (float(w.sum()) / total)
+        objective.backward()
         sums["loss"] += float((losses.detach().cpu() * w).sum())
         for key, value in metrics.items():
             sums[key] += value
@@ -279,21 +297,27 @@ class Trainer:
                 f"{self.run_dir} already holds a run; pass --resume to continue it, or set run.out_dir"
             )
         self.algorithm = build_algorithm(cfg.algorithm, cfg.rollout.max_model_len)
-        self.trained = [
-            r for r, on in ((ATTACKER, cfg.algorithm.train_attacker), (DEFENDER, cfg.algorithm.train_defender)) if on
-        ]
         device = self.dist.device
         torch.manual_seed(cfg.run.seed)  # LoRA initialisation, identical on every process
-        self.players = build_players(
-            roles=ROLES,
+        shared = shares_one_policy(self.algorithm)
+        # learners: the distinct sets of weights; players: who plays each role
+        self.learners = build_players(
+            roles=("policy",) if shared else ROLES,
             load=lambda role: load_model(_start(cfg, role), device=str(device)),
             lora=cfg.model.lora,
             copies=copies_needed(self.algorithm),
             lora_rank=cfg.model.lora_rank,
             lora_alpha=cfg.model.lora_alpha,
         )
-        total = cfg.run.steps * len(SPLITS)
-        self.optimizers = {role: Optimizer(self.players[role], cfg, total) for role in self.trained}
+        self.players = {role: self.learners["policy" if shared else role] for role in ROLES}
+        total = cfg.run.steps * len(SPLITS) * minibatches(self.algorithm)
+        ever = {*self.trained_roles(0), *self.trained_roles(cfg.algorithm.alternate_every)}  # alternation too
+        self.optimizers = {
+            name: Optimizer(player, cfg, total)
+            for name, player in self.learners.items()
+            if any(self.players[role] is player for role in ever)
+        }
+        self.sft = self._sft_stream()
         self.game = Game(build_judge(cfg), cfg.game)
         seeds = _seeds(cfg.data.seeds, "train")
         self.streams = {
@@ -338,30 +362,73 @@ class Trainer:
         cfg, step = self.cfg, self.step
         torch.manual_seed(derived_seed(cfg.run.seed, step, self.dist.rank))
         self.sampler.sync(self.algorithm.sampler)
+        trained = self.trained_roles(step)
         metrics: dict[str, float] = {}
         for s, label in enumerate(SPLITS):
             rounds = self._play_split(label, s)
             prefix = label.value
             played = self.dist.gather(rounds)  # the game figures of the global batch
             metrics |= {f"game_{prefix}/{k}": v for k, v in game_metrics(played).items()}
-            examples = self.algorithm.examples(rounds, self.game, self.players[DEFENDER].tokenizer)
-            for role in self.trained:
-                mine = [e for e in examples if e.role == role]
-                result = update(
-                    self.players[role],
-                    self.optimizers[role],
-                    self.algorithm,
-                    mine,
-                    cfg.optim.micro_batch_size,
-                    self.dist,
-                    self._precision(),
-                )
-                metrics |= {f"train_{prefix}/{role}_{k}": v for k, v in result.items()}
+            examples = self.algorithm.examples(rounds, self.game, self.players[DEFENDER].tokenizer, self.prefills)
+            for name, player in self.learners.items():
+                roles = [r for r in trained if self.players[r] is player]
+                if roles:  # a frozen opponent is never updated
+                    result = self._update(player, name, [e for e in examples if e.role in roles], s)
+                    metrics |= {f"train_{prefix}/{name}_{k}": v for k, v in result.items()}
         if "ema" in copies_needed(self.algorithm):
-            for role in self.trained:
-                self.players[role].ema_update(cfg.algorithm.ema_decay)
+            for player in self.learners.values():
+                if any(self.players[r] is player for r in trained):
+                    player.ema_update(cfg.algorithm.ema_decay)
         self.step += 1
         return _with_means(metrics)
+
+    def _update(self, player: Player, name: str, examples: list[Any], split: int) -> dict[str, float]:
+        """The algorithm's optimizer step(s) of one learner on its examples of one split."""
+        cfg, algorithm = self.cfg, self.algorithm
+        micro = cfg.optim.micro_batch_size
+        if isinstance(algorithm, SelfRedTeam):
+            with self._precision():
+                algorithm.prepare(player, examples, self.dist, micro)
+        parts = minibatches(algorithm)
+        if parts > 1:  # PPO-style: several steps on one batch, in a seeded random order
+            random.Random(derived_seed(cfg.run.seed, self.step, split, self.dist.rank, 11)).shuffle(examples)
+        results = []
+        for k in range(parts):
+            part = examples[k::parts]
+            auxiliary = self._sft_loss if self.sft is not None else None
+            results.append(
+                update(player, self.optimizers[name], algorithm, part, micro, self.dist, self._precision(), auxiliary)
+            )
+        return {key: sum(r.get(key, 0.0) for r in results) / len(results) for key in results[-1]}
+
+    def trained_roles(self, step: int) -> list[str]:
+        """The roles whose player learns at ``step`` (sequential baselines freeze the other)."""
+        a = self.cfg.algorithm
+        if a.name == "sequential":
+            if a.train == "alternate":
+                return [ROLES[(step // max(1, a.alternate_every)) % 2]]
+            return [a.train]
+        return [r for r, on in ((ATTACKER, a.train_attacker), (DEFENDER, a.train_defender)) if on]
+
+    @property
+    def prefills(self) -> dict[str, str]:
+        """Each role's assistant prefill: the think opening for players with hidden reasoning."""
+        game, prefill = self.cfg.game, self.cfg.rollout.think_prefill
+        return {ATTACKER: prefill if game.attacker_think else "", DEFENDER: prefill if game.defender_think else ""}
+
+    def _sft_stream(self) -> SeedStream | None:
+        a = self.cfg.algorithm
+        if not a.sft_data or a.sft_coef == 0:
+            return None
+        examples = load_sft(a.sft_data, self.players[DEFENDER].tokenizer, self.prefills[DEFENDER])
+        return SeedStream(examples, self.cfg.run.seed + 17)
+
+    def _sft_loss(self, player: Player) -> torch.Tensor:
+        assert self.sft is not None
+        batch = self.sft.take(self.cfg.algorithm.sft_batch_size)
+        with player.active("learner") as model:
+            loss = sft_loss(model, batch, player.tokenizer.pad_token_id, self.cfg.rollout.max_model_len)
+        return self.cfg.algorithm.sft_coef * loss
 
     def _play_split(self, label: Label, split: int) -> list[Round]:
         cfg, dist = self.cfg, self.dist
@@ -427,10 +494,11 @@ class Trainer:
         keep: tuple[Which, ...] = ("learner", "ema") if "ema" in copies_needed(self.algorithm) else ("learner",)
         return {
             "step": self.step,
-            "weights": {f"{role}/{which}": self.players[role].weights(which) for role in ROLES for which in keep},
-            "optimizers": {role: o.optimizer.state_dict() for role, o in self.optimizers.items()},
-            "schedulers": {role: o.scheduler.state_dict() for role, o in self.optimizers.items()},
-            "data": {label.value: stream.state() for label, stream in self.streams.items()},
+            "weights": {f"{name}/{which}": p.weights(which) for name, p in self.learners.items() for which in keep},
+            "optimizers": {name: o.optimizer.state_dict() for name, o in self.optimizers.items()},
+            "schedulers": {name: o.scheduler.state_dict() for name, o in self.optimizers.items()},
+            "data": {label.value: stream.state() for label, stream in self.streams.items()}
+            | ({"sft": self.sft.state()} if self.sft is not None else {}),
             "rng": rng_state(),
         }
 
@@ -444,22 +512,25 @@ class Trainer:
     def _restore(self, path: Path) -> None:
         state = load_checkpoint(path)
         for key, tensors in state["weights"].items():
-            role, which = key.split("/")
-            self.players[role].load_weights(which, tensors)
-        for role, optimizer in self.optimizers.items():
-            optimizer.optimizer.load_state_dict(state["optimizers"][role])
-            optimizer.scheduler.load_state_dict(state["schedulers"][role])
+            name, which = key.split("/")
+            self.learners[name].load_weights(which, tensors)
+        for name, optimizer in self.optimizers.items():
+            optimizer.optimizer.load_state_dict(state["optimizers"][name])
+            optimizer.scheduler.load_state_dict(state["schedulers"][name])
         for label, stream in self.streams.items():
             stream.restore(state["data"][label.value])
+        if self.sft is not None:
+            self.sft.restore(state["data"]["sft"])
         restore_rng(state["rng"])
         self.step = int(state["step"])
 
     def export(self, folder: Path) -> None:
-        """Loadable folders of every player's learner (and EMA) policy: ``folder/defender`` etc."""
-        for role in ROLES:
-            self.players[role].export("learner", folder / role)
+        """Loadable folders of every learner's policy (and EMA): ``folder/defender`` etc.
+        (``folder/policy`` for a policy shared by both roles)."""
+        for name, player in self.learners.items():
+            player.export("learner", folder / name)
             if "ema" in copies_needed(self.algorithm):
-                self.players[role].export("ema", folder / f"{role}_ema")
+                player.export("ema", folder / f"{name}_ema")
 
 
 def _with_means(metrics: dict[str, float]) -> dict[str, float]:

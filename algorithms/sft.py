@@ -1,0 +1,62 @@
+"""The auxiliary supervised loss of Self-RedTeam: next-token NLL on supplied chat data.
+
+A JSONL file, one conversation per line, either ``{"messages": [{"role", "content"}, ...]}``
+(the last message is the assistant's target) or ``{"prompt": ..., "response": ...}``. Only the
+target's tokens carry loss; the prompt is rendered with the model's chat template (and the
+role's prefill, when the target starts with it, so a hidden-reasoning target is trained the
+way it is sampled).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from agents.hf import encode, render_chat, token_logprobs
+
+
+@dataclass
+class SFTExample:
+    prompt_ids: list[int]
+    target_ids: list[int]
+
+
+def load_sft(path: str | Path, tokenizer: Any, prefill: str = "") -> list[SFTExample]:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"SFT data file {path} does not exist")
+    out = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            messages = record.get("messages") or [
+                {"role": "user", "content": record["prompt"]},
+                {"role": "assistant", "content": record["response"]},
+            ]
+            *context, target = messages
+            if target["role"] != "assistant" or not context or not str(target["content"]).strip():
+                raise ValueError("the last message must be a non-empty assistant turn after at least one other")
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise ValueError(f"{path}, line {n}: not an SFT record ({error})") from error
+        text = str(target["content"])
+        opening = prefill if prefill and text.startswith(prefill) else ""
+        chat = [*context, {"role": "assistant", "content": opening}] if opening else list(context)
+        ids = [*encode(tokenizer, text.removeprefix(opening)), tokenizer.eos_token_id]
+        out.append(SFTExample(encode(tokenizer, render_chat(tokenizer, chat)), ids))
+    if not out:
+        raise ValueError(f"{path}: no SFT records")
+    return out
+
+
+def sft_loss(model: Any, batch: list[SFTExample], pad_id: int, max_context: int) -> torch.Tensor:
+    """Mean over the batch of each target's mean token NLL."""
+    logps, mask = token_logprobs(
+        model, [(e.prompt_ids, e.target_ids) for e in batch], pad_id=pad_id, max_context=max_context
+    )
+    return (-(logps * mask).sum(-1) / mask.sum(-1).clamp(min=1)).mean()

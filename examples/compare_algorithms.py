@@ -1,0 +1,82 @@
+"""Compare AdvGame-DPO-MD, Self-RedTeam and a sequential baseline on the same seeds and budget.
+
+    python examples/compare_algorithms.py                 # bundled model, 3 steps each (~6 min on 2 cores)
+    python examples/compare_algorithms.py --steps 10 --model path/to/model
+
+Each algorithm trains from the same start on the same seed stream (same run seed) for the same
+number of steps, with the same token budgets; then the trained defender answers the same
+held-out seeds greedily. One Markdown table of game figures is printed:
+
+  defender reward  the judge's mean reward of the defender during training (its own scale per
+                   reward rule: AdvGame's 0-10 rubric scores vs Self-RedTeam's ±3 table)
+  refusal          held-out refusal rates (keyword detector) after training, harmful / benign
+  attack valid     share of attacker outputs that were well formed and faithful
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+from algorithms.config import load_config
+from algorithms.run import read_metrics
+from algorithms.trainer import Trainer
+
+ROOT = Path(__file__).resolve().parent.parent
+RECIPES = {
+    "advgame_dpo_md": "configs/cpu_smoke.yaml",
+    "self_redteam": "configs/cpu_self_redteam.yaml",
+    "sequential": "configs/cpu_sequential.yaml",
+}
+
+
+def run(name: str, config: str, args: argparse.Namespace) -> dict[str, float]:
+    out = Path(args.out) / name
+    overrides = [
+        f"model.name={args.model}",
+        f"run.out_dir={out}",
+        f"run.steps={args.steps}",
+        f"run.seed={args.seed}",
+        f"run.validate_every={args.steps}",  # held-out figures before and after training
+        f"run.checkpoint_every={args.steps}",
+        "run.progress=false",
+        "run.tensorboard=false",
+    ]
+    Trainer(load_config(ROOT / config, overrides)).train()
+    metrics = read_metrics(out)
+    training = [m for m in metrics if any(k.startswith("game") for k in m)]
+    final = [m for m in metrics if "val/refusal_harmful" in m][-1]
+
+    def mean(key: str) -> float:
+        values = [m[key] for m in training if key in m]
+        return statistics.fmean(values) if values else float("nan")
+
+    return {
+        "defender reward": mean("game/defender_reward"),
+        "attack valid": mean("game/attacker_valid"),
+        "refusal harmful": final.get("val/refusal_harmful", float("nan")),
+        "refusal benign": final.get("val/refusal_benign", float("nan")),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="runs/compare")
+    args = parser.parse_args()
+    results = {name: run(name, config, args) for name, config in RECIPES.items()}
+    columns = list(next(iter(results.values())))
+    print(f"\n{args.steps} steps each, run seed {args.seed}, model {args.model}\n")
+    print("| algorithm | " + " | ".join(columns) + " |")
+    print("|---" * (len(columns) + 1) + "|")
+    for name, row in results.items():
+        print(f"| {name} | " + " | ".join(f"{row[c]:.3f}" for c in columns) + " |")
+    Path(args.out, "comparison.json").write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,256 @@
+"""Self-RedTeam self-play (REINFORCE++ on one shared policy) and the sequential baselines."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from advgame_env import Label
+from agents import HFBackend, load_model
+from agents.policy import Policy, chat
+from algorithms.algorithms import SelfRedTeam, build_algorithm, shares_one_policy
+from algorithms.batches import Rollout, rollouts
+from algorithms.config import load_config
+from algorithms.losses import ppo_clip_loss, reward_to_go, whiten
+from algorithms.run import Dist
+from algorithms.sft import load_sft
+from algorithms.trainer import Trainer
+from tests.test_trainer import config
+
+ROOT = Path(__file__).parent.parent
+
+
+def checksum(tensors: dict[str, torch.Tensor]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        digest.update(name.encode())
+        digest.update(tensors[name].detach().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+# ----------------------------------------------------------------------------- REINFORCE++ pieces
+
+
+def test_returns_carry_the_reward_on_the_last_token_and_the_kl_on_every_token():
+    old, ref = torch.tensor([-1.0, -2.0, -3.0]), torch.tensor([-1.5, -2.0, -2.0])
+    # token rewards −β(old − ref) with β = 0.5: [−0.25, 0, +0.5], plus 2 on the last token
+    # → [−0.25, 0, 2.5]; reward-to-go (γ = 1): [2.25, 2.5, 2.5]
+    torch.testing.assert_close(reward_to_go(old, ref, 2.0, 0.5), torch.tensor([2.25, 2.5, 2.5]))
+    assert reward_to_go(torch.zeros(0), torch.zeros(0), 1.0, 0.1).numel() == 0
+
+
+def test_advantages_are_whitened_per_role(tiny_chat):
+    """prepare() on real rollouts of both roles: each role's token advantages end with mean 0
+    and std 1, however different the roles' reward scales."""
+    _, tokenizer = load_model(tiny_chat)
+    model, _ = load_model(tiny_chat)
+    from algorithms.players import build_players
+
+    player = build_players(roles=("policy",), load=lambda r: (model, tokenizer), lora=True, copies={"initial"})[
+        "policy"
+    ]
+    batch = [
+        Rollout("attacker", [1, 2], [5, 6], reward=3.0, group=(0,)),
+        Rollout("attacker", [1, 2], [5], reward=-1.0, group=(1,)),
+        Rollout("defender", [1, 2], [5, 6, 7], reward=100.0, group=(0, 0)),
+        Rollout("defender", [1, 2], [8], reward=90.0, group=(0, 1)),
+    ]
+    SelfRedTeam(kl_beta=0.01).prepare(player, batch, Dist(), chunk=3)
+    for role in ("attacker", "defender"):
+        values = torch.tensor([a for r in batch if r.role == role for a in r.token_advantages])
+        assert values.mean().abs() < 1e-5 and (values.std(unbiased=False) - 1).abs() < 1e-4
+    # learner == initial (LoRA starts as the identity): no KL, so old log-probs are the model's
+    assert all(r.kl == 0.0 and len(r.old_logprobs) == len(r.completion_ids) for r in batch)
+    values = torch.tensor([1.0, 2.0, 3.0])
+    torch.testing.assert_close(whiten(values, 6.0, 14.0, 3), (values - 2) / (2 / 3) ** 0.5)
+
+
+def test_the_clipped_surrogate_stops_pushing_past_the_clip():
+    mask, advantages = torch.ones(1, 2), torch.tensor([[1.0, -1.0]])
+    for log_ratio, pulls in ((0.1, [True, True]), (0.5, [False, True]), (-0.5, [True, False])):
+        logp = torch.full((1, 2), log_ratio, requires_grad=True)
+        loss, clipped = ppo_clip_loss(logp, torch.zeros(1, 2), advantages, mask, clip=0.2)
+        loss.sum().backward()
+        assert [bool(g != 0) for g in logp.grad[0]] == pulls
+    loss, clipped = ppo_clip_loss(torch.zeros(1, 2), torch.zeros(1, 2), advantages, mask)
+    assert loss.item() == 0.0 and clipped.item() == 0.0  # ρ = 1: −mean(Â) = 0
+
+
+# ----------------------------------------------------------------------------- hidden reasoning prefill
+
+
+def test_a_prefill_opens_the_turn_and_belongs_to_the_prompt(tiny_chat):
+    model, tokenizer = load_model(tiny_chat)
+    policy = Policy(HFBackend(model, tokenizer), max_tokens=8, temperature=1.0, seed=0, prefill="<think>")
+    (generation,) = policy.sample(["How do I kill a Python process that hangs?"], 1)[0]
+    assert generation.text.startswith("<think>")
+    rendered = tokenizer.decode(
+        tokenizer.encode(
+            tokenizer.apply_chat_template(chat("x", "<think>"), tokenize=False, continue_final_message=True)
+        )
+    )
+    assert rendered.rstrip().endswith("<think>")
+
+
+# ----------------------------------------------------------------------------- the trainer
+
+
+def srt_config(model: Path, out: Path, *extra: str):
+    return config(
+        model,
+        out,
+        "algorithm.name=self_redteam",
+        "algorithm.kl_beta=0.01",
+        "algorithm.minibatches=2",
+        "game.reward_rule=self_redteam",
+        "game.defender_think=false",  # the tiny model answers plainly; its rewards then differ
+        "optim.lr=1e-2",
+        *extra,
+    )
+
+
+def _logprob(player, role_prompt: str, text: str) -> float:
+    tokenizer = player.tokenizer
+    prompt = tokenizer.encode(
+        tokenizer.apply_chat_template(chat(role_prompt), tokenize=False, add_generation_prompt=True)
+    )
+    with torch.no_grad(), player.active("learner") as model:
+        return float(HFBackend(model, tokenizer).sequence_logprobs([(prompt, tokenizer.encode(text))])[0])
+
+
+def test_one_shared_update_changes_the_policy_of_both_roles(tiny_chat, tmp_path):
+    trainer = Trainer(srt_config(tiny_chat, tmp_path / "run"))
+    assert shares_one_policy(trainer.algorithm) and list(trainer.learners) == ["policy"]
+    attacker, defender = trainer.players["attacker"], trainer.players["defender"]
+    assert attacker is defender
+    attack_task = trainer.game.config.templates.attacker_task("How do I kill a Python process?", "benign", True)
+    before = (_logprob(attacker, attack_task, "<think>x</think><prompt>y</prompt>"), _logprob(defender, "Hi", "Sure."))
+    metrics = trainer.train_step()
+    after = (_logprob(attacker, attack_task, "<think>x</think><prompt>y</prompt>"), _logprob(defender, "Hi", "Sure."))
+    assert metrics["train/policy_examples"] > 0 and math.isfinite(metrics["train/policy_loss"])
+    assert before[0] != after[0] and before[1] != after[1]
+    # a batch holds samples of both roles, and the one update takes them together
+    roles: set[str] = set()
+    for split, label in enumerate((Label.HARMFUL, Label.BENIGN, Label.HARMFUL, Label.BENIGN)):
+        played = trainer._play_split(label, split % 2)
+        roles |= {r.role for r in trainer.algorithm.examples(played, trainer.game, attacker.tokenizer)}
+    assert roles == {"attacker", "defender"}
+
+
+def test_more_than_one_sample_per_seed_works(tiny_chat, tmp_path):
+    trainer = Trainer(srt_config(tiny_chat, tmp_path / "run", "game.num_attacks=2", "game.num_responses=3"))
+    rounds = trainer._play_split(Label.HARMFUL, 0)
+    out = rollouts(rounds, trainer.game, trainer.players["defender"].tokenizer)
+    groups = {r.group for r in out if r.role == "defender"}
+    assert out and all(len([r for r in out if r.group == g]) <= 3 for g in groups)
+    assert math.isfinite(trainer.train_step()["train/policy_loss"])
+
+
+@pytest.mark.parametrize("train", ["defender", "alternate"])
+def test_a_frozen_opponent_never_changes(tiny_chat, tmp_path, train):
+    cfg = config(
+        tiny_chat,
+        tmp_path / "run",
+        "algorithm.name=sequential",
+        "algorithm.base=advgame_dpo_md",
+        f"algorithm.train={train}",
+        "algorithm.alternate_every=1",
+        "optim.lr=1e-2",
+    )
+    trainer = Trainer(cfg)
+    sums = {role: checksum(trainer.players[role].weights("learner")) for role in ("attacker", "defender")}
+    for step in range(4):
+        training = trainer.trained_roles(step)
+        assert training == (["defender"] if train == "defender" else [("attacker", "defender")[step % 2]])
+        trainer.train_step()
+        now = {role: checksum(trainer.players[role].weights("learner")) for role in ("attacker", "defender")}
+        for role in ("attacker", "defender"):
+            if role not in training:
+                assert now[role] == sums[role], f"the frozen {role} changed at step {step}"
+        sums = now
+    # the frozen attacker's EMA never moved either, and the defender did learn
+    assert checksum(trainer.players["attacker"].weights("ema")) == checksum(
+        trainer.players["attacker"].weights("learner")
+    )
+    assert checksum(trainer.players["defender"].weights("learner")) != checksum(
+        Trainer(config(tiny_chat, tmp_path / "fresh")).players["defender"].weights("learner")
+    )
+
+
+def test_sft_data_errors_name_file_and_line_and_the_term_trains(tiny_chat, tmp_path):
+    _, tokenizer = load_model(tiny_chat)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "hi", "response": "hello"}\n{"messages": [{"role": "user", "content": "x"}]}\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl, line 2"):
+        load_sft(bad, tokenizer)
+    good = tmp_path / "sft.jsonl"
+    good.write_text(
+        "".join(json.dumps({"prompt": f"Question {i}?", "response": "A short answer."}) + "\n" for i in range(5))
+    )
+    examples = load_sft(good, tokenizer)
+    assert tokenizer.decode(examples[0].target_ids) == "A short answer.<|im_end|>"
+    cfg = srt_config(
+        tiny_chat,
+        tmp_path / "run",
+        f"algorithm.sft_data={good}",
+        "algorithm.sft_coef=1.0",
+        "algorithm.sft_batch_size=2",
+    )
+    trainer = Trainer(cfg)
+    trainer.train_step()
+    assert trainer.sft is not None and trainer.sft.position > 0
+    assert "sft" in trainer.state()["data"]
+
+
+def test_algorithm_switch_builds_each_algorithm():
+    for name, kind in [("self_redteam", "SelfRedTeam"), ("sequential", "PreferenceOptimization"), ("grpo", "GRPO")]:
+        algorithm = build_algorithm(load_config(None, [f"algorithm.name={name}"]).algorithm, 512)
+        assert type(algorithm).__name__ == kind
+
+
+# ----------------------------------------------------------------------------- configs and the comparison
+
+
+CPU_CONFIGS = sorted(p for p in (ROOT / "configs").glob("cpu_*.yaml") if p.stem != "cpu_smoke")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", CPU_CONFIGS, ids=[p.stem for p in CPU_CONFIGS])
+def test_every_cpu_config_trains_end_to_end(path, tmp_path):
+    """Each algorithm's CPU config on the bundled model, shortened to 2 steps."""
+    command = [sys.executable, "-m", "algorithms.cli", "train", "--config", str(path), f"run.out_dir={tmp_path}"]
+    done = subprocess.run(
+        [*command, "run.steps=2", "run.validate_every=0"], cwd=ROOT, capture_output=True, text=True, timeout=900
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in lines] == [1, 2] and (tmp_path / "final").is_dir()
+
+
+def test_the_comparison_example_prints_one_table(tiny_chat, tmp_path):
+    done = subprocess.run(
+        [
+            sys.executable,
+            "examples/compare_algorithms.py",
+            "--model",
+            str(tiny_chat),
+            "--steps",
+            "1",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = [line for line in done.stdout.splitlines() if line.startswith("|")]
+    assert len(table) == 5 and "advgame_dpo_md" in table[2] and "self_redteam" in table[3] and "sequential" in table[4]
