@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import math
 import random
+import statistics
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,12 @@ ROLES = (ATTACKER, DEFENDER)
 
 
 # ----------------------------------------------------------------------------- rollouts
+
+
+def prefills(cfg: TrainConfig) -> dict[str, str]:
+    """Each role's assistant prefill: the think opening for players with hidden reasoning."""
+    game, prefill = cfg.game, cfg.rollout.think_prefill
+    return {ATTACKER: prefill if game.attacker_think else "", DEFENDER: prefill if game.defender_think else ""}
 
 
 class Sampler:
@@ -106,9 +113,7 @@ class Sampler:
             )
         max_tokens = rollout.attacker_max_tokens if role == ATTACKER else rollout.defender_max_tokens
         temperature = 0.0 if greedy else rollout.temperature
-        think = self.cfg.game.attacker_think if role == ATTACKER else self.cfg.game.defender_think
-        prefill = rollout.think_prefill if think else ""
-        return Policy(backend, max_tokens, temperature, rollout.top_p, seed, adapter, prefill)
+        return Policy(backend, max_tokens, temperature, rollout.top_p, seed, adapter, prefills(self.cfg)[role])
 
     def close(self) -> None:
         for engine in {id(e): e for e in self.engines.values()}.values():
@@ -399,7 +404,14 @@ class Trainer:
             results.append(
                 update(player, self.optimizers[name], algorithm, part, micro, self.dist, self._precision(), auxiliary)
             )
-        return {key: sum(r.get(key, 0.0) for r in results) / len(results) for key in results[-1]}
+        keys = dict.fromkeys(key for r in results for key in r)
+        # counts add up over the minibatches; every other figure is the mean of the steps taken
+        return {
+            key: sum(r.get(key, 0.0) for r in results)
+            if key == "examples"
+            else statistics.fmean(r[key] for r in results if key in r)
+            for key in keys
+        }
 
     def trained_roles(self, step: int) -> list[str]:
         """The roles whose player learns at ``step`` (sequential baselines freeze the other)."""
@@ -412,9 +424,7 @@ class Trainer:
 
     @property
     def prefills(self) -> dict[str, str]:
-        """Each role's assistant prefill: the think opening for players with hidden reasoning."""
-        game, prefill = self.cfg.game, self.cfg.rollout.think_prefill
-        return {ATTACKER: prefill if game.attacker_think else "", DEFENDER: prefill if game.defender_think else ""}
+        return prefills(self.cfg)
 
     def _sft_stream(self) -> SeedStream | None:
         a = self.cfg.algorithm
