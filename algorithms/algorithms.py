@@ -7,7 +7,8 @@ Every algorithm runs inside the one trainer loop (``algorithms.trainer``) and di
   * ``loss``: per-example losses of a chunk of examples under the player's policies.
 The trainer minimises Σ weight·loss / Σ weight over a split (all processes together): the
 mean over pairs for DPO/IPO, and for GRPO the paper's "mean over a group's rollouts, mean over
-groups".
+groups". Self-RedTeam adds ``prepare`` (log-probs before the update, whitened advantages) and
+takes ``minibatches`` PPO steps per batch; it is the one algorithm whose two roles share weights.
 """
 
 from __future__ import annotations

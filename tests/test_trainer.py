@@ -254,6 +254,13 @@ def test_a_killed_run_resumes_exactly_where_it_stopped(tiny_chat, tmp_path):
 DP_SCRIPT = ROOT / "tests" / "data_parallel_update.py"
 
 
+def accelerate_launch(port: int) -> list[str]:
+    """`accelerate launch` of two processes; --multi_gpu starts them (gloo on a CPU machine)."""
+    options = ["--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no"]
+    options += ["--dynamo_backend", "no", "--main_process_port", str(port)]
+    return [sys.executable, "-m", "accelerate.commands.launch", *options]
+
+
 def test_two_processes_make_the_same_update_as_one(tiny_chat, tmp_path):
     """accelerate launch with two CPU processes, each with half of the global batch of pairs."""
     env = os.environ | {"OMP_NUM_THREADS": "1"}
@@ -261,19 +268,11 @@ def test_two_processes_make_the_same_update_as_one(tiny_chat, tmp_path):
         [sys.executable, DP_SCRIPT, str(tiny_chat), str(tmp_path / "one.pt")], env=env, capture_output=True, text=True
     )
     assert one.returncode == 0, one.stderr[-3000:]
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
-    launch += [
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        "29517",
-    ]
     two = subprocess.run(
-        [*launch, str(DP_SCRIPT), str(tiny_chat), str(tmp_path / "two.pt")], env=env, capture_output=True, text=True
+        [*accelerate_launch(29517), str(DP_SCRIPT), str(tiny_chat), str(tmp_path / "two.pt")],
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert two.returncode == 0, two.stderr[-3000:]
     a, b = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
@@ -286,17 +285,7 @@ def test_two_processes_make_the_same_update_as_one(tiny_chat, tmp_path):
 
 
 def test_the_whole_loop_runs_in_two_processes(tiny_chat, tmp_path):
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
-    launch += [
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        "29518",
-    ]
+    launch = accelerate_launch(29518)
     args = [f"model.name={tiny_chat}", f"run.out_dir={tmp_path / 'run'}", "run.steps=2", "run.progress=false"]
     args += ["data.batch_size=2", "data.validation_size=4", "rollout.attacker_max_tokens=12"]
     args += ["rollout.defender_max_tokens=24", "game.direct_fraction=0.5"]
