@@ -2,6 +2,7 @@
 
 advgame demo [--rounds N] [--model M]     play rounds with a model as both players, print them
 advgame train --config C [--resume] [k=v] train both players (see configs/); k=v overrides the config
+advgame eval --model M [--suite S]        a defender's harmful compliance and over-refusal, with a report
 advgame serve MODEL [vllm serve options]  an OpenAI-compatible vLLM server of a model
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -52,6 +54,50 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from advgame_env import RuleJudge, SeedFormatError
+    from advgame_env.suites import load_suite
+    from algorithms.evaluate import answer_and_judge, summarise, write_report
+
+    try:
+        seeds = load_suite(args.suite)
+    except (SeedFormatError, FileNotFoundError) as error:
+        print(f"advgame eval: {error}", file=sys.stderr)
+        return 2
+    backend = _backend(args.backend, args.model, args.url)
+    judge = RuleJudge() if args.judge == "rule" else _llm_judge(args)
+    items = answer_and_judge(backend, judge, seeds, max_tokens=args.max_tokens)
+    report = write_report(items, Path(args.out), f"{args.model} on {args.suite} ({len(items)} requests)")
+    for name, value in summarise(items).items():
+        print(f"{name:34s} {value}")
+    print(f"report: {report}")
+    return 0
+
+
+def _backend(kind: str, model: str, url: str | None) -> Any:
+    if kind == "openai":
+        from agents.openai_backend import OpenAIBackend
+
+        if not url:
+            raise SystemExit("advgame eval: --backend openai needs --url (e.g. http://127.0.0.1:8000/v1)")
+        return OpenAIBackend(url, model)
+    if kind == "vllm":
+        from agents.vllm_backend import VLLMBackend
+
+        return VLLMBackend(model)
+    from agents import HFBackend, load_model
+
+    return HFBackend(*load_model(model))
+
+
+def _llm_judge(args: argparse.Namespace) -> Any:
+    from advgame_env import LLMJudge
+
+    return LLMJudge(_backend(args.judge_backend, args.judge, args.judge_url))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="advgame", description="LM safety alignment as an attacker-defender game.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -71,6 +117,21 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue the run in run.out_dir from its last checkpoint")
     train.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. run.steps=10")
     train.set_defaults(run=_train)
+    ev = commands.add_parser(
+        "eval",
+        help="harmful compliance and over-refusal of a model over a suite, with a report",
+        description="Greedy answers over a suite, judged; writes report.md, summary.json, results.jsonl.",
+    )
+    ev.add_argument("--model", required=True, help="bundled name, folder (a training export too) or hub id")
+    ev.add_argument("--suite", default="bundled", help="bundled (held-out seeds), a file, or FORMAT:file")
+    ev.add_argument("--backend", choices=("hf", "vllm", "openai"), default="hf")
+    ev.add_argument("--url", help="OpenAI-compatible server of the model (--backend openai)")
+    ev.add_argument("--judge", default="rule", help="rule (model-free) or a judge model")
+    ev.add_argument("--judge-backend", choices=("hf", "vllm", "openai"), default="hf")
+    ev.add_argument("--judge-url")
+    ev.add_argument("--max-tokens", type=int, default=256)
+    ev.add_argument("--out", default="runs/eval")
+    ev.set_defaults(run=_eval)
     serve = commands.add_parser(
         "serve",
         help="an OpenAI-compatible vLLM server of a model (bundled name, folder or hub id)",
