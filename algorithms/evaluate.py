@@ -27,6 +27,7 @@ from typing import Any
 
 from advgame_env import ClassifyItem, Label, Seed
 from advgame_env.metrics import Rate, rate
+from agents.policy import chat
 
 
 @dataclass
@@ -49,7 +50,7 @@ def answer_and_judge(
     out: list[Judged] = []
     for start in range(0, len(seeds), batch):
         part = seeds[start : start + batch]
-        chats = [[{"role": "user", "content": s.prompt}] for s in part]
+        chats = [chat(s.prompt) for s in part]
         answers = backend.generate(chats, max_tokens=max_tokens, temperature=0.0)
         items = [ClassifyItem(s.prompt, a.text, s.prompt, s.label) for s, a in zip(part, answers, strict=True)]
         labels = judge.classify(items)

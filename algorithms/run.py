@@ -52,7 +52,7 @@ class Dist:
     def sum(self, values: Sequence[float]) -> list[float]:
         if self.world == 1:
             return list(values)
-        tensor = torch.tensor(list(values), dtype=torch.float64, device=self._comm_device)
+        tensor = torch.tensor(list(values), dtype=torch.float64, device=self.device)
         torch.distributed.all_reduce(tensor)
         return tensor.tolist()
 
@@ -75,10 +75,6 @@ class Dist:
     def barrier(self) -> None:
         if self.world > 1:
             torch.distributed.barrier()
-
-    @property
-    def _comm_device(self) -> torch.device:
-        return self.device
 
 
 # ----------------------------------------------------------------------------- data
