@@ -79,11 +79,29 @@ def seed_from_record(record: Mapping[str, Any], where: str, default_id: str) -> 
     )
 
 
-def _records(path: Path) -> Iterator[tuple[int, Mapping[str, Any]]]:
-    if path.suffix.lower() == ".csv":
+def read_records(path: Path) -> Iterator[tuple[int, str, Mapping[str, Any]]]:
+    """(number, where, record) for each record of a CSV/TSV, JSON (a list of objects) or JSONL
+    file; ``where`` names the file and the line (or JSON item) for error messages."""
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv"):
         with path.open(newline="", encoding="utf-8") as handle:
-            for line_no, row in enumerate(csv.DictReader(handle), start=2):
-                yield line_no, row
+            reader = csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ",")
+            for line_no, row in enumerate(reader, start=2):
+                yield line_no, f"{path}, line {line_no}", row
+        return
+    if suffix == ".json":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise SeedFormatError(f"{path}, line {error.lineno}: not valid JSON ({error.msg})") from None
+        if isinstance(data, dict):  # {"data": [...]} and similar wrappers
+            data = next((v for v in data.values() if isinstance(v, list)), None)
+        if not isinstance(data, list):
+            raise SeedFormatError(f"{path}: expected a JSON list of objects")
+        for i, item in enumerate(data):
+            if not isinstance(item, dict):
+                raise SeedFormatError(f"{path}, item {i}: expected a JSON object")
+            yield i, f"{path}, item {i}", item
         return
     with path.open(encoding="utf-8") as handle:
         for line_no, line in enumerate(handle, start=1):
@@ -95,15 +113,15 @@ def _records(path: Path) -> Iterator[tuple[int, Mapping[str, Any]]]:
                 raise SeedFormatError(f"{path}, line {line_no}: not valid JSON ({error.msg})") from None
             if not isinstance(record, dict):
                 raise SeedFormatError(f"{path}, line {line_no}: expected a JSON object")
-            yield line_no, record
+            yield line_no, f"{path}, line {line_no}", record
 
 
 def load_seeds(path: str | Path) -> list[Seed]:
-    """Seeds from a ``.jsonl`` or ``.csv`` file."""
+    """Seeds from a ``.jsonl``, ``.json``, ``.csv`` or ``.tsv`` file."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"seed file {path} does not exist")
-    return [seed_from_record(rec, f"{path}, line {n}", f"{path.stem}-{n}") for n, rec in _records(path)]
+    return [seed_from_record(rec, where, f"{path.stem}-{n}") for n, where, rec in read_records(path)]
 
 
 def load_hf_seeds(name: str, split: str = "train", config: str | None = None) -> list[Seed]:

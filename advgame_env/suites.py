@@ -17,51 +17,13 @@ A malformed file raises ``SeedFormatError`` naming the file, the line and the fi
 
 from __future__ import annotations
 
-import csv
-import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from advgame_env.seeds import Label, Seed, SeedFormatError, bundled_seeds, seed_from_record
+from advgame_env.seeds import Label, Seed, SeedFormatError, bundled_seeds, read_records, seed_from_record
 
 Record = Mapping[str, Any]
-
-
-def _rows(path: Path) -> Iterator[tuple[str, Record]]:
-    """(where, record) for every record of a CSV/TSV, JSON (a list of objects) or JSONL file."""
-    suffix = path.suffix.lower()
-    if suffix in (".csv", ".tsv"):
-        with path.open(newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ",")
-            for line, row in enumerate(reader, start=2):
-                yield f"{path}, line {line}", row
-        return
-    if suffix == ".json":
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise SeedFormatError(f"{path}, line {error.lineno}: not valid JSON ({error.msg})") from None
-        if isinstance(data, dict):  # {"data": [...]} and similar wrappers
-            data = next((v for v in data.values() if isinstance(v, list)), None)
-        if not isinstance(data, list):
-            raise SeedFormatError(f"{path}: expected a JSON list of objects")
-        for i, item in enumerate(data):
-            if not isinstance(item, dict):
-                raise SeedFormatError(f"{path}, item {i}: expected a JSON object")
-            yield f"{path}, item {i}", item
-        return
-    with path.open(encoding="utf-8") as handle:
-        for line, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue
-            try:
-                record = json.loads(text)
-            except json.JSONDecodeError as error:
-                raise SeedFormatError(f"{path}, line {line}: not valid JSON ({error.msg})") from None
-            if not isinstance(record, dict):
-                raise SeedFormatError(f"{path}, line {line}: expected a JSON object")
-            yield f"{path}, line {line}", record
 
 
 def _text(record: Record, field: str, where: str) -> str:
@@ -141,7 +103,7 @@ def load_suite(spec: str = "bundled") -> list[Seed]:
     if not path.exists():
         raise FileNotFoundError(f"suite file {path} does not exist (the project ships no benchmark data)")
     seeds = []
-    for n, (where, record) in enumerate(_rows(path), start=1):
+    for n, (_, where, record) in enumerate(read_records(path), start=1):
         kind = kind or detect_format(record)
         seeds.append(FORMATS[kind](record, where, n, path))
     if not seeds:
