@@ -29,6 +29,7 @@ from algorithms.losses import (
     group_advantages,
     grpo_token_loss,
     ipo_loss,
+    k3_kl,
     margin,
     ppo_clip_loss,
     reward_to_go,
@@ -129,7 +130,7 @@ class GRPO:
             sampler = torch.where(torch.isnan(sampler), logps.detach(), sampler)
         advantages = torch.tensor([r.advantage for r in batch], dtype=logps.dtype, device=logps.device)
         losses = grpo_token_loss(logps, sampler, ref_logps, advantages, mask, self.kl_beta, self.tis_cap)
-        kl = ((torch.exp(ref_logps - logps.detach()) - (ref_logps - logps.detach()) - 1) * mask).sum(-1)
+        kl = (k3_kl(logps.detach(), ref_logps) * mask).sum(-1)
         return losses, {"kl": float(kl.sum()), "advantage": float(advantages.sum())}
 
 
