@@ -12,6 +12,7 @@ game parses the whole output; the token ids and log-probs are the generated part
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -46,7 +47,13 @@ class Policy:
             "top_p": self.top_p,
             "seed": self.seed,
         }
-        outputs = list(self.backend.generate(chats, **sampling, **extra)) if chats else []
+        if self.temperature == 0:  # greedy decoding is deterministic: generate each distinct chat once
+            distinct = list(dict.fromkeys(json.dumps(c) for c in chats))
+            once = self.backend.generate([json.loads(c) for c in distinct], **sampling, **extra) if chats else []
+            by_chat = dict(zip(distinct, once, strict=True))
+            outputs = [by_chat[json.dumps(c)] for c in chats]
+        else:
+            outputs = list(self.backend.generate(chats, **sampling, **extra)) if chats else []
         result = [[Generation("") for _ in range(n)] for _ in observations]
         if self.prefill:
             outputs = [replace(g, text=self.prefill + g.text) for g in outputs]

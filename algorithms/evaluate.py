@@ -19,7 +19,9 @@ A judge failure on an item is recorded as such and left out of every rate, never
 
 from __future__ import annotations
 
+import html
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -106,22 +108,168 @@ def by_topic(items: Sequence[Judged]) -> dict[str, dict[str, Rate]]:
 
 
 def write_report(items: Sequence[Judged], folder: Path, title: str) -> Path:
-    """results.jsonl (every item), summary.json and report.md in ``folder``."""
+    """results.jsonl (every item), summary.json, topics.png, and report.md + report.html."""
+    from algorithms.plots import topic_rates
+
     folder.mkdir(parents=True, exist_ok=True)
     with (folder / "results.jsonl").open("w", encoding="utf-8") as out:
         for item in items:
             out.write(json.dumps(asdict(item)) + "\n")
     summary, topics = summarise(items), by_topic(items)
-    (folder / "summary.json").write_text(
-        json.dumps(
-            {k: {"rate": r.value, "low": r.low, "high": r.high, "n": r.total} for k, r in summary.items()}, indent=2
-        )
-    )
+    (folder / "summary.json").write_text(json.dumps({k: _rate_json(r) for k, r in summary.items()}, indent=2))
     lines = [f"# {title}", "", "| measure | rate [95% CI] |", "|---|---|"]
     lines += [f"| {name} | {r} |" for name, r in summary.items()]
+    groups = {f"{label} requests: {what} by topic": rows for (label, what), rows in _topic_groups(topics).items()}
+    if topic_rates(groups, folder / "topics.png", title):
+        lines += ["", "![rates by topic](topics.png)"]
     for label, rows in topics.items():
         lines += ["", f"## {label} requests by topic", "", "| topic | rate [95% CI] |", "|---|---|"]
         lines += [f"| {name} | {r} |" for name, r in rows.items()]
-    path = folder / "report.md"
+    return write_markdown(folder / "report.md", lines)
+
+
+def _rate_json(r: Rate) -> dict[str, float]:
+    return {"rate": r.value, "low": r.low, "high": r.high, "n": r.total, "successes": r.successes}
+
+
+def _topic_groups(topics: dict[str, dict[str, Rate]]) -> dict[tuple[str, str], dict[str, Rate]]:
+    what = {"harmful": "compliance", "benign": "refusal"}
+    return {(label, what[label]): {k.rsplit(" ", 1)[0]: r for k, r in rows.items()} for label, rows in topics.items()}
+
+
+def read_summary(folder: Path) -> dict[str, Rate]:
+    """The rates a report's summary.json holds (for comparisons and plots without re-judging)."""
+    data = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+    return {k: Rate(int(v["successes"]), int(v["n"]), float(v["low"]), float(v["high"])) for k, v in data.items()}
+
+
+# ----------------------------------------------------------------------------- comparisons
+
+COMPARED = ("harmful compliance", "harmful compliance (adversarial)", "benign refusal", "benign-but-scary refusal")
+
+
+@dataclass
+class Evaluated:
+    """One evaluated model in a comparison: its name, the run it belongs to, its rates."""
+
+    name: str
+    summary: dict[str, Rate]
+    run: str = ""
+
+
+def write_comparison(rows: Sequence[Evaluated], folder: Path, title: str) -> Path:
+    """One table (comparison.md/.html, comparison.json) and the Pareto picture of many evaluations."""
+    from algorithms.plots import Point, pareto
+
+    folder.mkdir(parents=True, exist_ok=True)
+    shown = [m for m in COMPARED if any(m in r.summary for r in rows)]
+    lines = [f"# {title}", "", "| model | " + " | ".join(shown) + " |", "|---" * (len(shown) + 1) + "|"]
+    lines += [f"| {r.name} | " + " | ".join(str(r.summary.get(m, "n/a")) for m in shown) + " |" for r in rows]
+    points = [
+        Point(r.name, r.summary["harmful compliance"], r.summary["benign refusal"], r.run)
+        for r in rows
+        if "harmful compliance" in r.summary and "benign refusal" in r.summary
+    ]
+    if points:
+        pareto(points, folder / "pareto.png", title="Safety vs over-refusal (95% intervals)")
+        lines += ["", "![safety vs over-refusal](pareto.png)"]
+    table = [{"name": r.name, "run": r.run} | {k: _rate_json(v) for k, v in r.summary.items()} for r in rows]
+    (folder / "comparison.json").write_text(json.dumps(table, indent=2))
+    return write_markdown(folder / "comparison.md", lines)
+
+
+def write_markdown(path: Path, lines: Sequence[str]) -> Path:
+    """``path`` (Markdown) and its HTML twin beside it, with the same tables and pictures."""
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    path.with_suffix(".html").write_text(markdown_to_html(lines), encoding="utf-8")
     return path
+
+
+def markdown_to_html(lines: Sequence[str]) -> str:
+    """The small Markdown subset the reports use: headings, tables, pictures, paragraphs."""
+    body: list[str] = []
+    table: list[list[str]] = []
+    for line in [*lines, ""]:
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if not all(set(c) <= set("-: ") for c in cells):
+                table.append(cells)
+            continue
+        if table:
+            head, *rest = table
+            body.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in head) + "</tr>")
+            body += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rest]
+            body.append("</table>")
+            table = []
+        if line.startswith("#"):
+            level = min(len(line) - len(line.lstrip("#")), 4)
+            body.append(f"<h{level}>{html.escape(line.lstrip('#').strip())}</h{level}>")
+        elif picture := re.fullmatch(r"!\[(.*)\]\((.+)\)", line.strip()):
+            alt, src = picture.groups()
+            body.append(f'<p><img src="{html.escape(src)}" alt="{html.escape(alt)}" style="max-width:100%"></p>')
+        elif line.strip():
+            body.append(f"<p>{html.escape(line)}</p>")
+    title = next((html.escape(line.lstrip("# ")) for line in lines if line.startswith("#")), "report")
+    style = "body{font-family:sans-serif;max-width:1100px;margin:2em auto}td,th{border:1px solid #ccc;padding:4px 8px}"
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title><style>{style}</style></head><body>\n"
+        + "\n".join(body)
+        + "\n</body></html>\n"
+    )
+
+
+# ----------------------------------------------------------------------------- a run's checkpoints
+
+
+def checkpoint_models(
+    run_dir: Path, role: str = "defender", which: str = "learner", steps: str = "all"
+) -> list[tuple[str, str]]:
+    """(name, loadable model) of a run's ``role`` at its start ("step 0") and at each checkpoint.
+
+    A checkpoint holds training state only (``state.pt``); each one's policy is exported once
+    into ``run_dir/eval/exports/step_N/ROLE`` (an adapter folder for LoRA runs), which
+    ``agents.load_model`` loads like any model. ``steps``: "all", or step numbers and "last",
+    comma separated (e.g. "0,last").
+    """
+    import torch
+
+    from agents.models import load_model
+    from algorithms.config import load_config
+    from algorithms.players import build_players
+    from algorithms.run import checkpoints, load_checkpoint
+    from algorithms.trainer import start_model
+
+    cfg = load_config(run_dir / "config.yaml")
+    found = {int(p.name.removeprefix("step_")): p for p in checkpoints(run_dir)}
+    if not found:
+        raise FileNotFoundError(f"{run_dir} has no checkpoint (checkpoints/step_N/state.pt)")
+    wanted = (
+        sorted({0, *found})
+        if steps == "all"
+        else sorted({max(found) if s == "last" else int(s) for s in steps.split(",")})
+    )
+    missing = [s for s in wanted if s and s not in found]
+    if missing:
+        raise FileNotFoundError(f"{run_dir} has no checkpoint of step {missing[0]}; it has {sorted(found)}")
+    models: list[tuple[str, str]] = []
+    for step in wanted:
+        if step == 0:
+            models.append(("step 0", start_model(cfg, role)))
+            continue
+        folder = run_dir / "eval" / "exports" / f"step_{step}" / f"{role}_{which}"
+        if not (folder / "config.json").exists() and not (folder / "adapter_config.json").exists():
+            weights = load_checkpoint(found[step])["weights"]
+            learner = role if f"{role}/{which}" in weights else "policy"  # self-play: one shared policy
+            torch.manual_seed(0)  # adapter initialisation, overwritten by the checkpoint
+            player = build_players(
+                roles=(learner,),
+                load=lambda _: load_model(start_model(cfg, role)),
+                lora=cfg.model.lora,
+                copies={"learner", which},
+                lora_rank=cfg.model.lora_rank,
+                lora_alpha=cfg.model.lora_alpha,
+            )[learner]
+            player.load_weights(which, weights[f"{learner}/{which}"])  # type: ignore[arg-type]
+            player.export(which, folder)  # type: ignore[arg-type]
+        models.append((f"step {step}", str(folder)))
+    return models

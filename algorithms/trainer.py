@@ -88,7 +88,7 @@ class Sampler:
                 self.engines = dict.fromkeys(ROLES, engine)
             else:
                 self.engines = {
-                    role: VLLMBackend(_start(cfg, role), dtype="float32", max_model_len=cfg.rollout.max_model_len)
+                    role: VLLMBackend(start_model(cfg, role), dtype="float32", max_model_len=cfg.rollout.max_model_len)
                     for role in ROLES
                 }
 
@@ -281,7 +281,7 @@ def build_judge(cfg: TrainConfig) -> Any:
     )
 
 
-def _start(cfg: TrainConfig, role: str) -> str:
+def start_model(cfg: TrainConfig, role: str) -> str:
     chosen = cfg.model.attacker if role == ATTACKER else cfg.model.defender
     return resolve_model(chosen or cfg.model.name)
 
@@ -308,7 +308,7 @@ class Trainer:
         # learners: the distinct sets of weights; players: who plays each role
         self.learners = build_players(
             roles=("policy",) if shared else ROLES,
-            load=lambda role: load_model(_start(cfg, role), device=str(device)),
+            load=lambda role: load_model(start_model(cfg, role), device=str(device)),
             lora=cfg.model.lora,
             copies=copies_needed(self.algorithm),
             lora_rank=cfg.model.lora_rank,
@@ -373,7 +373,7 @@ class Trainer:
             rounds = self._play_split(label, s)
             prefix = label.value
             played = self.dist.gather(rounds)  # the game figures of the global batch
-            metrics |= {f"game_{prefix}/{k}": v for k, v in game_metrics(played).items()}
+            metrics |= {f"game_{prefix}/{k}": v for k, v in (game_metrics(played) | refusal_rates(played)).items()}
             examples = self.algorithm.examples(rounds, self.game, self.players[DEFENDER].tokenizer, self.prefills)
             for name, player in self.learners.items():
                 roles = [r for r in trained if self.players[r] is player]

@@ -89,3 +89,19 @@ def test_bundled_model_loads_offline_and_answers():
     with torch.no_grad():
         (score,) = backend.score([CHAT], [g.text])
     assert score == pytest.approx(sum(g.logprobs), abs=1e-2)
+
+
+def test_greedy_policies_generate_each_distinct_chat_once(tiny_chat):
+    backend = HFBackend(*load_model(tiny_chat))
+    asked: list[int] = []
+    generate = backend.generate
+    backend.generate = lambda chats, **kw: asked.append(len(chats)) or generate(chats, **kw)  # type: ignore[method-assign]
+    policy = Policy(backend, max_tokens=6, temperature=0.0)
+    out = policy.sample(["How do I bake bread?", "", "How do I bake bread?", "Name a colour."], 3)
+    assert asked == [2]  # two distinct chats, however many copies were asked for
+    assert [len(row) for row in out] == [3, 3, 3, 3] and out[1][0].text == ""
+    assert len({g.text for g in out[0] + out[2]}) == 1
+    assert (
+        out[3][0].text
+        == generate([[{"role": "user", "content": "Name a colour."}]], max_tokens=6, temperature=0.0)[0].text
+    )

@@ -1,0 +1,177 @@
+"""Pictures of a run and of evaluations: PNG files meant to be looked at, not read.
+
+* ``training_curves``: a run's ``metrics.jsonl`` as a grid of panels (held-out refusal,
+  rewards, validity, losses), one line per logged figure, steps on the x axis.
+* ``pareto``: evaluated models or checkpoints as points of safety (harmful compliance, lower is
+  better) against over-refusal (benign refusal, lower is better), with 95 % intervals as
+  whiskers; the best corner is the origin. Checkpoints of one run are joined in step order.
+  A second panel plots utility against safety when any point carries a utility figure.
+* ``topic_rates``: one evaluation's rates per topic as horizontal bars with intervals.
+
+Figures are drawn with matplotlib's object API (no pyplot state, no display needed).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from advgame_env.metrics import Rate
+
+# (panel title, y label, {metrics key: legend label}); a panel with no logged key is left out
+CURVE_PANELS: tuple[tuple[str, str, dict[str, str]], ...] = (
+    (
+        "Held-out refusal (greedy, keyword detector)",
+        "share refused",
+        {"val/refusal_harmful": "harmful requests", "val/refusal_benign": "benign requests"},
+    ),
+    (
+        "Refusal while training (sampled)",
+        "share refused",
+        {"game_harmful/refusal_harmful": "harmful split", "game_benign/refusal_benign": "benign split"},
+    ),
+    ("Game rewards", "mean reward", {"game/defender_reward": "defender", "game/attacker_reward": "attacker"}),
+    (
+        "Attack validity",
+        "share of attacks",
+        {
+            "game/attacker_valid": "valid",
+            "game/attacker_bad_format": "bad format",
+            "game/attacker_unfaithful": "unfaithful",
+        },
+    ),
+    ("Training loss", "loss", {"train/defender_loss": "defender", "train/attacker_loss": "attacker"}),
+    (
+        "Training examples per step",
+        "examples",
+        {"train/defender_examples": "defender", "train/attacker_examples": "attacker"},
+    ),
+)
+
+
+def training_curves(records: Sequence[Mapping[str, Any]], path: Path, title: str = "") -> Path | None:
+    """The panels of ``CURVE_PANELS`` that have data; None when nothing was logged."""
+    panels = [(t, y, {k: v for k, v in keys.items() if _series(records, k)[0]}) for t, y, keys in CURVE_PANELS]
+    panels = [p for p in panels if p[2]]
+    if not panels:
+        return None
+    columns = 2 if len(panels) > 1 else 1
+    rows = math.ceil(len(panels) / columns)
+    fig = Figure(figsize=(6.4 * columns, 3.6 * rows))
+    axes = fig.subplots(rows, columns, squeeze=False)
+    for ax, (panel, ylabel, keys) in zip(axes.flat, panels, strict=False):
+        for key, label in keys.items():
+            steps, values = _series(records, key)
+            ax.plot(steps, values, marker="o" if len(steps) < 30 else None, markersize=3, label=label)
+        ax.set_title(panel)
+        ax.set_xlabel("step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(ylabel)
+        if ylabel.startswith("share"):
+            ax.set_ylim(-0.03, 1.03)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.set_visible(False)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def _series(records: Sequence[Mapping[str, Any]], key: str) -> tuple[list[int], list[float]]:
+    pairs = [(int(r["step"]), float(r[key])) for r in records if key in r and r[key] is not None]
+    pairs = [(s, v) for s, v in pairs if not math.isnan(v)]
+    return [s for s, _ in pairs], [v for _, v in pairs]
+
+
+@dataclass
+class Point:
+    """One evaluated model (or checkpoint) in the safety / over-refusal plane."""
+
+    name: str
+    harmful_compliance: Rate
+    benign_refusal: Rate
+    run: str = ""  # points of the same run are joined in order
+    utility: float | None = None  # optional, e.g. a capability benchmark's score in [0, 1]
+
+
+def pareto(points: Sequence[Point], path: Path, title: str = "Safety vs over-refusal") -> Path:
+    with_utility = [p for p in points if p.utility is not None]
+    fig = Figure(figsize=(13 if with_utility else 7, 6))
+    axes = fig.subplots(1, 2 if with_utility else 1, squeeze=False)
+    ax = axes[0][0]
+    for run in dict.fromkeys(p.run for p in points):
+        members = [p for p in points if p.run == run]
+        xs = [100 * p.benign_refusal.value for p in members]
+        ys = [100 * p.harmful_compliance.value for p in members]
+        colour = ax.plot(xs, ys, "-" if run and len(members) > 1 else "", alpha=0.5)[0].get_color()
+        ax.errorbar(xs, ys, xerr=_whiskers([p.benign_refusal for p in members]),
+                    yerr=_whiskers([p.harmful_compliance for p in members]),
+                    fmt="o", color=colour, capsize=3, label=run or None)  # fmt: skip
+        for p, x, y in zip(members, xs, ys, strict=True):
+            ax.annotate(p.name, (x, y), textcoords="offset points", xytext=(6, 6), fontsize=8)
+    ax.plot([0], [0], marker="*", markersize=14, color="gold", markeredgecolor="black", linestyle="")
+    ax.annotate("ideal", (0, 0), textcoords="offset points", xytext=(8, -12), fontsize=8)
+    ax.set_xlim(-3, 103)
+    ax.set_ylim(-3, 103)
+    ax.set_xlabel("benign refusal, % (over-refusal; lower is better)")
+    ax.set_ylabel("harmful compliance, % (attack success; lower is better)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if any(p.run for p in points):
+        ax.legend(fontsize=8)
+    if with_utility:
+        right = axes[0][1]
+        for p in with_utility:
+            right.errorbar([100 * p.harmful_compliance.value], [p.utility],
+                           xerr=_whiskers([p.harmful_compliance]), fmt="o", capsize=3)  # fmt: skip
+            right.annotate(p.name, (100 * p.harmful_compliance.value, p.utility), xytext=(6, 6),
+                           textcoords="offset points", fontsize=8)  # fmt: skip
+        right.set_xlabel("harmful compliance, % (lower is better)")
+        right.set_ylabel("utility (higher is better)")
+        right.set_title("Safety vs utility")
+        right.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def _whiskers(rates: Sequence[Rate]) -> list[list[float]]:
+    """Matplotlib's asymmetric error bars (below, above) from Wilson intervals, in %."""
+    return [[100 * (r.value - r.low) for r in rates], [100 * (r.high - r.value) for r in rates]]
+
+
+def topic_rates(groups: Mapping[str, Mapping[str, Rate]], path: Path, title: str) -> Path | None:
+    """Horizontal bars, one panel per group (e.g. harmful compliance / benign refusal by topic)."""
+    groups = {name: {k: r for k, r in rows.items() if r.total} for name, rows in groups.items()}
+    groups = {name: rows for name, rows in groups.items() if rows}
+    if not groups:
+        return None
+    height = max(len(rows) for rows in groups.values())
+    fig = Figure(figsize=(6.5 * len(groups), 1.6 + 0.4 * height))
+    axes = fig.subplots(1, len(groups), squeeze=False)
+    for ax, (name, rows) in zip(axes.flat, groups.items(), strict=True):
+        labels = list(rows)[::-1]
+        values = [100 * rows[k].value for k in labels]
+        ax.barh(labels, values, xerr=_whiskers([rows[k] for k in labels]), capsize=3, color="tab:blue", alpha=0.75)
+        for y, label in enumerate(labels):  # the figures sit right of the 100 % line, clear of the bars
+            ax.text(102, y, f"{values[y]:.0f}% (n={rows[label].total})", va="center", fontsize=8)
+        ax.set_xlim(0, 128)
+        ax.set_xticks(range(0, 101, 20))
+        ax.axvline(100, color="grey", linewidth=0.8)
+        ax.set_xlabel("%")
+        ax.set_title(name)
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return path
