@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny chat model that answers in short, varied sentences.
+"""Shared fixtures: a tiny chat model that answers in short, varied sentences, and a real
+``vllm serve`` of the bundled model on loopback (``vllm_server``, one per session).
 
 A randomly initialised model never ends its turn, so every answer would be cut off at the
 token limit and paid the same -1: no pair, no signal. Fine-tuning a tiny model for a few
@@ -9,9 +10,18 @@ judge's rewards differ and the algorithms have something to learn from.
 
 from __future__ import annotations
 
+import os
 import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import torch
 
@@ -61,3 +71,57 @@ def tiny_chat() -> Path:
         folder.parent.mkdir(parents=True, exist_ok=True)
         make_tiny_chat(folder)
     return folder
+
+
+# a real `vllm serve` of the bundled model on loopback, shared by every test module that asks for it
+SERVER_START_TIMEOUT = 240.0
+
+
+@pytest.fixture(scope="session")
+def vllm_server() -> Iterator[str]:
+    pytest.importorskip("vllm")
+    with socket.socket() as s:  # a free port on loopback
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    log = tempfile.NamedTemporaryFile(prefix="advgame-vllm-serve-", suffix=".log", delete=False)  # noqa: SIM115
+    command = [
+        *(sys.executable, "-m", "agents.vllm_serve", "smollm2-135m-instruct"),
+        *("--host", "127.0.0.1", "--port", str(port), "--served-model-name", "smollm2"),
+        *("--dtype", "float32", "--max-model-len", "2048", "--seed", "0"),
+        # measured here (2 busy cores): healthy after ~45 s eager, ~165-210 s with torch.compile,
+        # whose cache vLLM 0.32 CPU fails to reload ("no attribute 'finalize_loading'")
+        "--enforce-eager",
+    ]
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+
+    def tail() -> str:
+        with open(log.name, errors="replace") as f:
+            return "".join(f.readlines()[-40:])
+
+    try:
+        start = time.monotonic()
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"vllm serve exited with {process.returncode}; its log ends:\n{tail()}")
+            if time.monotonic() - start > SERVER_START_TIMEOUT:
+                pytest.fail(f"vllm serve was not healthy after {SERVER_START_TIMEOUT:.0f} s; its log ends:\n{tail()}")
+            try:
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(1)
+        print(f"\nvllm serve healthy after {time.monotonic() - start:.1f} s")
+        yield url
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)  # the server and the engine process it started
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+        log.close()
+        os.unlink(log.name)
