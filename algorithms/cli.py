@@ -3,6 +3,7 @@
 advgame demo [--rounds N] [--model M]     play rounds with a model as both players, print them
 advgame train --config C [--resume] [k=v] train both players (see configs/); k=v overrides the config
 advgame eval --model M [--suite S]        a defender's harmful compliance and over-refusal, with a report
+advgame redteam --attacker A --target T  the attacker against a target: ASR, successful attacks, diversity
 advgame serve MODEL [vllm serve options]  an OpenAI-compatible vLLM server of a model
 """
 
@@ -76,6 +77,63 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _redteam(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from advgame_env import Game, GameConfig, RuleJudge, SeedFormatError
+    from advgame_env.suites import load_suite
+    from agents.policy import Policy
+    from algorithms.redteam import RedTeamConfig, RedTeamError, redteam, summarise, write_report
+
+    try:
+        seeds = load_suite(args.seeds)
+    except (SeedFormatError, FileNotFoundError) as error:
+        print(f"advgame redteam: {error}", file=sys.stderr)
+        return 2
+    for role in ("attacker", "target"):
+        if getattr(args, f"{role}_backend") == "openai" and not getattr(args, f"{role}_url"):
+            print(f"advgame redteam: --{role}-backend openai needs --{role}-url", file=sys.stderr)
+            return 2
+    cfg = RedTeamConfig(
+        samples=args.samples,
+        batch_size=args.batch_size,
+        target_max_tokens=args.max_tokens,
+        retries=args.retries,
+        seed=args.seed,
+        baseline=not args.no_baseline,
+        include_benign=args.include_benign,
+    )
+    # What a resumed run must share with the first one (URLs, batch size and retries may change).
+    kept = ("attacker", "target", "seeds", "judge", "samples", "max_tokens", "temperature", "seed", "no_think")
+    settings = {k: getattr(args, k) for k in (*kept, "prefill", "no_baseline", "include_benign")}
+    attacker_side = (args.attacker_backend, args.attacker, args.attacker_url)
+    attacker_backend = _backend(*attacker_side)
+    target_side = (args.target_backend, args.target, args.target_url)
+    target = attacker_backend if target_side == attacker_side else _backend(*target_side)  # one copy in memory
+    policy = Policy(attacker_backend, args.max_tokens, args.temperature, seed=args.seed, prefill=args.prefill)
+    judge = RuleJudge() if args.judge == "rule" else _llm_judge(args)
+    game = Game(judge, GameConfig(num_attacks=1, attacker_think=not args.no_think))
+    out = Path(args.out)
+    try:
+        records = redteam(policy, target, game, seeds, out, cfg, settings=settings, retry_errors=args.retry_errors)
+    except RedTeamError as error:
+        print(f"advgame redteam: {error}", file=sys.stderr)
+        return 2
+    embedder = None
+    if not args.no_embeddings:
+        try:
+            from agents.embeddings import SentenceEmbedder
+
+            embedder = SentenceEmbedder()
+        except Exception as error:  # optional: the report goes on with self-BLEU only
+            print(f"no SBERT diversity ({error})")
+    report = write_report(records, out, f"{args.attacker} against {args.target} on {args.seeds}", embedder)
+    for name, value in summarise(records).items():
+        print(f"{name:46s} {value}")
+    print(f"report: {report}")
+    return 0
+
+
 def _backend(kind: str, model: str, url: str | None) -> Any:
     if kind == "openai":
         from agents.openai_backend import OpenAIBackend
@@ -132,6 +190,36 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--max-tokens", type=int, default=256)
     ev.add_argument("--out", default="runs/eval")
     ev.set_defaults(run=_eval)
+    red = commands.add_parser(
+        "redteam",
+        help="a trained attacker against a target model: ASR by category, successful attacks, diversity",
+        description="The attacker rewrites each seed several times, the target answers, the judge scores; "
+        "results.jsonl grows batch by batch (a rerun with the same --out resumes), then report.md and summary.json.",
+    )
+    red.add_argument("--attacker", required=True, help="bundled name, folder (a trained attacker too) or hub id")
+    red.add_argument("--attacker-backend", choices=("hf", "vllm", "openai"), default="hf")
+    red.add_argument("--attacker-url", help="OpenAI-compatible server of the attacker")
+    red.add_argument("--target", required=True, help="model to attack (the served model's name with openai)")
+    red.add_argument("--target-backend", choices=("hf", "vllm", "openai"), default="hf")
+    red.add_argument("--target-url", help="OpenAI-compatible server of the target, e.g. http://127.0.0.1:8000")
+    red.add_argument("--seeds", default="bundled", help="bundled (held-out seeds), a file, or FORMAT:file")
+    red.add_argument("--samples", type=int, default=4, help="attacker rewrites per seed")
+    red.add_argument("--judge", default="rule", help="rule (model-free) or a judge model")
+    red.add_argument("--judge-backend", choices=("hf", "vllm", "openai"), default="hf")
+    red.add_argument("--judge-url")
+    red.add_argument("--out", default="runs/redteam")
+    red.add_argument("--batch-size", type=int, default=16, help="items per batch; results are saved after each")
+    red.add_argument("--max-tokens", type=int, default=256, help="budget of each rewrite and each answer")
+    red.add_argument("--temperature", type=float, default=1.0, help="the attacker's sampling temperature")
+    red.add_argument("--retries", type=int, default=2, help="retries of a failing target call, per item")
+    red.add_argument("--seed", type=int, default=0)
+    red.add_argument("--no-think", action="store_true", help="the attacker answers with <prompt> only")
+    red.add_argument("--prefill", default="", help="opening of the attacker's turn (e.g. '<think>')")
+    red.add_argument("--no-baseline", action="store_true", help="do not also send each seed as it is")
+    red.add_argument("--include-benign", action="store_true", help="benign seeds too (success: a refusal)")
+    red.add_argument("--retry-errors", action="store_true", help="play the items recorded with an error again")
+    red.add_argument("--no-embeddings", action="store_true", help="no SBERT diversity in the report")
+    red.set_defaults(run=_redteam)
     serve = commands.add_parser(
         "serve",
         help="an OpenAI-compatible vLLM server of a model (bundled name, folder or hub id)",
