@@ -1,8 +1,11 @@
 """The ``advgame`` command line.
 
-advgame demo [--rounds N] [--model M]     play rounds with a model as both players, print them
+advgame demo [--quick]                    the CPU alignment demo: train, then the defender before/after
+advgame play [--rounds N] [--model M]     play rounds with a model as both players, print them
 advgame train --config C [--resume] [k=v] train both players (see configs/); k=v overrides the config
 advgame eval --model M [--suite S]        a defender's harmful compliance and over-refusal, with a report
+advgame eval --run RUN [--steps 0,last]   the same for a run's start and checkpoints, one table
+advgame plot RUN                          a run's training curves as a PNG
 advgame redteam --attacker A --target T  the attacker against a target: ASR, successful attacks, diversity
 advgame serve MODEL [vllm serve options]  an OpenAI-compatible vLLM server of a model
 """
@@ -15,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 
-def _demo(args: argparse.Namespace) -> int:
+def _play(args: argparse.Namespace) -> int:
     import advgame_env
     from agents import HFBackend, load_model
     from agents.policy import Policy
@@ -41,6 +44,26 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from algorithms.config import ConfigError
+    from algorithms.demo import DEMO, QUICK, print_table, run_demo
+
+    config = Path(args.config) if args.config else QUICK if args.quick else DEMO
+    eval_size = args.eval_size if args.eval_size is not None else 24 if args.quick else None
+    attack_seeds = args.attack_seeds if args.attack_seeds is not None else 4 if args.quick else 24
+    try:
+        evaluated, comparison = run_demo(
+            config, args.overrides, eval_size=eval_size, eval_tokens=args.eval_tokens, attack_seeds=attack_seeds
+        )
+    except (ConfigError, FileNotFoundError) as error:
+        print(f"advgame demo: {error}", file=sys.stderr)
+        return 2
+    print_table(evaluated, comparison)
+    return 0
+
+
 def _train(args: argparse.Namespace) -> int:
     from algorithms.config import ConfigError, load_config
     from algorithms.trainer import train
@@ -60,21 +83,54 @@ def _eval(args: argparse.Namespace) -> int:
 
     from advgame_env import RuleJudge, SeedFormatError
     from advgame_env.suites import load_suite
-    from algorithms.evaluate import answer_and_judge, summarise, write_report
+    from algorithms.evaluate import checkpoint_models, evaluate_models
 
+    if not args.model and not args.run_dir:
+        print("advgame eval: give --model M (repeatable) or --run RUN_DIR", file=sys.stderr)
+        return 2
+    run = Path(args.run_dir) if args.run_dir else None
+    out = Path(args.out or (run / "eval" if run else "runs/eval"))
     try:
         seeds = load_suite(args.suite)
+        models = [(m, m) for m in args.model or []]
+        if run:
+            models += checkpoint_models(run, args.role, args.which, args.steps)
     except (SeedFormatError, FileNotFoundError) as error:
         print(f"advgame eval: {error}", file=sys.stderr)
         return 2
-    backend = _backend(args.backend, args.model, args.url)
     judge = RuleJudge() if args.judge == "rule" else _llm_judge(args)
-    items = answer_and_judge(backend, judge, seeds, max_tokens=args.max_tokens)
-    report = write_report(items, Path(args.out), f"{args.model} on {args.suite} ({len(items)} requests)")
-    for name, value in summarise(items).items():
-        print(f"{name:34s} {value}")
-    print(f"report: {report}")
+    evaluated, comparison = evaluate_models(
+        models,
+        seeds,
+        judge,
+        lambda model: _backend(args.backend, model, args.url),
+        out,
+        args.suite,
+        run=run,
+        max_tokens=args.max_tokens,
+    )
+    for row in evaluated:
+        print(f"\n{row.name}: {row.report}")
+        for measure, value in row.summary.items():
+            print(f"  {measure:34s} {value}")
+    if comparison:
+        print(f"\ncomparison: {comparison}")
     return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from algorithms.plots import training_curves
+    from algorithms.run import read_metrics
+
+    run = Path(args.run_dir)
+    if not (run / "metrics.jsonl").exists():
+        print(f"advgame plot: {run} has no metrics.jsonl (is it a training run folder?)", file=sys.stderr)
+        return 2
+    path = training_curves(read_metrics(run), Path(args.out or run / "training.png"), run.name)
+    print(f"training curves: {path}" if path else "advgame plot: nothing plottable was logged yet")
+    return 0 if path else 1
 
 
 def _redteam(args: argparse.Namespace) -> int:
@@ -159,13 +215,26 @@ def _llm_judge(args: argparse.Namespace) -> Any:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="advgame", description="LM safety alignment as an attacker-defender game.")
     commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="play a few rounds with a model as attacker and defender, print them")
-    demo.add_argument("--model", default="smollm2-135m-instruct", help="bundled name, local folder or hub id")
-    demo.add_argument("--rounds", type=int, default=2)
-    demo.add_argument("--max-tokens", type=int, default=160, help="attacker budget; the defender gets twice this")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--no-think", action="store_true", help="attacker answers with <prompt> only")
+    demo = commands.add_parser(
+        "demo",
+        help="the CPU alignment demo: train, then compare the defender before and after on held-out seeds",
+        description="AdvGame-DPO-MD on the bundled model (configs/cpu_demo.yaml, ~45 min on 2 cores), then one "
+        "before/after table and a report with pictures in RUN/eval. An interrupted demo resumes.",
+    )
+    demo.add_argument("--quick", action="store_true", help="configs/cpu_demo_quick.yaml: the pipeline in minutes")
+    demo.add_argument("--config", help="another demo config (e.g. configs/cpu_demo_llm_judge.yaml)")
+    demo.add_argument("--eval-size", type=int, help="held-out seeds evaluated (default: all 170; quick: 24)")
+    demo.add_argument("--eval-tokens", type=int, default=64, help="answer length when evaluating")
+    demo.add_argument("--attack-seeds", type=int, help="held-out harmful seeds the attackers rewrite (0: skip)")
+    demo.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. run.out_dir=runs/x")
     demo.set_defaults(run=_demo)
+    play = commands.add_parser("play", help="play a few rounds with a model as attacker and defender, print them")
+    play.add_argument("--model", default="smollm2-135m-instruct", help="bundled name, local folder or hub id")
+    play.add_argument("--rounds", type=int, default=2)
+    play.add_argument("--max-tokens", type=int, default=160, help="attacker budget; the defender gets twice this")
+    play.add_argument("--seed", type=int, default=0)
+    play.add_argument("--no-think", action="store_true", help="attacker answers with <prompt> only")
+    play.set_defaults(run=_play)
     train = commands.add_parser(
         "train",
         help="train attacker and defender with a run config",
@@ -180,7 +249,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="harmful compliance and over-refusal of a model over a suite, with a report",
         description="Greedy answers over a suite, judged; writes report.md, summary.json, results.jsonl.",
     )
-    ev.add_argument("--model", required=True, help="bundled name, folder (a training export too) or hub id")
+    ev.add_argument(
+        "--model", action="append", help="bundled name, folder (a training export too) or hub id; repeat to compare"
+    )
+    ev.add_argument(
+        "--run", dest="run_dir", help="a training run folder: evaluate its start and its checkpoints (see --steps)"
+    )
+    ev.add_argument("--steps", default="all", help="with --run: all, or steps and last, e.g. 0,last")
+    ev.add_argument("--role", choices=("defender", "attacker"), default="defender", help="with --run")
+    ev.add_argument("--which", choices=("learner", "ema"), default="learner", help="with --run: weights to evaluate")
     ev.add_argument("--suite", default="bundled", help="bundled (held-out seeds), a file, or FORMAT:file")
     ev.add_argument("--backend", choices=("hf", "vllm", "openai"), default="hf")
     ev.add_argument("--url", help="OpenAI-compatible server of the model (--backend openai)")
@@ -188,8 +265,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--judge-backend", choices=("hf", "vllm", "openai"), default="hf")
     ev.add_argument("--judge-url")
     ev.add_argument("--max-tokens", type=int, default=256)
-    ev.add_argument("--out", default="runs/eval")
+    ev.add_argument("--out", help="report folder (default runs/eval, or RUN/eval with --run)")
     ev.set_defaults(run=_eval)
+    plot = commands.add_parser("plot", help="training curves of a run folder as a PNG")
+    plot.add_argument("run_dir", metavar="RUN", help="run folder (holds metrics.jsonl)")
+    plot.add_argument("--out", help="PNG path (default RUN/training.png)")
+    plot.set_defaults(run=_plot)
     red = commands.add_parser(
         "redteam",
         help="a trained attacker against a target model: ASR by category, successful attacks, diversity",

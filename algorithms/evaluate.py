@@ -22,7 +22,7 @@ from __future__ import annotations
 import html
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -155,11 +155,46 @@ class Evaluated:
     name: str
     summary: dict[str, Rate]
     run: str = ""
+    report: Path | None = None
 
 
-def write_comparison(rows: Sequence[Evaluated], folder: Path, title: str) -> Path:
-    """One table (comparison.md/.html, comparison.json) and the Pareto picture of many evaluations."""
-    from algorithms.plots import Point, pareto
+def evaluate_models(
+    models: Sequence[tuple[str, str]],
+    seeds: Sequence[Seed],
+    judge: Any,
+    backend: Callable[[str], Any],
+    out: Path,
+    suite: str,
+    *,
+    run: Path | None = None,
+    max_tokens: int = 256,
+) -> tuple[list[Evaluated], Path | None]:
+    """Each (name, model) answers the suite and is judged, with its own report (in ``out``, or in
+    ``out/NAME`` when there are several); several models, or a run's checkpoints, are also
+    compared in one table and picture (``out/comparison.md``)."""
+    evaluated = []
+    for name, model in models:
+        folder = out if len(models) == 1 else out / _slug(name)
+        items = answer_and_judge(backend(model), judge, seeds, max_tokens=max_tokens)
+        report = write_report(items, folder, f"{name} on {suite} ({len(items)} requests)")
+        checkpoint = run is not None and name.startswith("step ")
+        evaluated.append(Evaluated(name, summarise(items), run.name if checkpoint and run else "", report))
+    if len(evaluated) < 2 and run is None:
+        return evaluated, None
+    return evaluated, write_comparison(evaluated, out, f"Evaluation on {suite}", run=run)
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name.strip("/")).strip("_") or "model"
+
+
+def write_comparison(
+    rows: Sequence[Evaluated], folder: Path, title: str, *, run: Path | None = None, notes: Sequence[str] = ()
+) -> Path:
+    """One table (comparison.md/.html, comparison.json) and the Pareto picture of many
+    evaluations; a run's training curves and any ``notes`` (Markdown lines) follow them."""
+    from algorithms.plots import Point, pareto, training_curves
+    from algorithms.run import read_metrics
 
     folder.mkdir(parents=True, exist_ok=True)
     shown = [m for m in COMPARED if any(m in r.summary for r in rows)]
@@ -173,6 +208,13 @@ def write_comparison(rows: Sequence[Evaluated], folder: Path, title: str) -> Pat
     if points:
         pareto(points, folder / "pareto.png", title="Safety vs over-refusal (95% intervals)")
         lines += ["", "![safety vs over-refusal](pareto.png)"]
+    if (
+        run
+        and (run / "metrics.jsonl").exists()
+        and training_curves(read_metrics(run), folder / "training.png", run.name)
+    ):
+        lines += ["", "## Training curves", "", "![training curves](training.png)"]
+    lines += notes
     table = [{"name": r.name, "run": r.run} | {k: _rate_json(v) for k, v in r.summary.items()} for r in rows]
     (folder / "comparison.json").write_text(json.dumps(table, indent=2))
     return write_markdown(folder / "comparison.md", lines)

@@ -23,8 +23,8 @@ def test_a_command_is_required(capsys):
 
 
 @pytest.mark.slow
-def test_demo_plays_rounds_with_the_bundled_model(capsys):
-    assert main(["demo", "--rounds", "2", "--max-tokens", "24"]) == 0
+def test_play_shows_rounds_with_the_bundled_model(capsys):
+    assert main(["play", "--rounds", "2", "--max-tokens", "24"]) == 0
     out = capsys.readouterr().out
     assert out.count("seed ") == 2 and "(direct)" in out and "answer 0" in out
 
@@ -86,3 +86,49 @@ def test_eval_names_a_malformed_suite_file(tmp_path, capsys):
     bad.write_text('{"prompt": "x"}\n')
     assert main(["eval", "--model", "unused", "--suite", str(bad)]) == 2
     assert "bad.jsonl, line 1: missing field 'category'" in capsys.readouterr().err
+
+
+def _demo_args(out: Path, options: tuple[str, ...] = (), *overrides: str) -> list[str]:
+    return [
+        "demo",
+        "--quick",
+        *options,
+        f"run.out_dir={out}",
+        "run.progress=false",
+        "run.tensorboard=false",
+        *overrides,
+    ]
+
+
+def test_the_demo_trains_then_compares_the_defender_before_and_after(tiny_chat, tmp_path, capsys):
+    """The demo's whole pipeline on the tiny chat model: train, evaluate both ends, red-team, report."""
+    out = tmp_path / "demo"
+    small = ("--eval-size", "4", "--eval-tokens", "8", "--attack-seeds", "2")
+    tiny = (f"model.name={tiny_chat}", "rollout.attacker_max_tokens=12", "rollout.defender_max_tokens=12")
+    assert main(_demo_args(out, small, *tiny)) == 0
+    printed = capsys.readouterr().out
+    assert "before (step 0)" in printed and "after (step 2)" in printed and "harmful compliance" in printed
+    table = (out / "eval" / "comparison.md").read_text()
+    assert "| before (step 0) |" in table and "| after (step 2) |" in table
+    assert "## The attacker against the initial defender" in table and "| step 2 |" in table
+    for picture in ("pareto.png", "training.png"):
+        assert (out / "eval" / picture).exists()
+    # a second call finds the finished run and only measures again: no second training
+    lines = (out / "metrics.jsonl").read_text()
+    assert main(_demo_args(out, small, *tiny)) == 0
+    assert (out / "metrics.jsonl").read_text() == lines
+
+
+def test_the_demo_names_a_missing_config(capsys):
+    assert main(["demo", "--config", "no/such.yaml"]) == 2
+    assert "no/such.yaml" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_quick_demo_runs_on_the_bundled_model(tmp_path):
+    """`advgame demo --quick` as a user runs it (about 4 min here); the table is printed."""
+    command = [sys.executable, "-m", "algorithms.cli", *_demo_args(tmp_path / "quick")]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "before (step 0)" in done.stdout and "after (step 2)" in done.stdout
+    assert (tmp_path / "quick" / "eval" / "comparison.html").exists()

@@ -1,0 +1,123 @@
+"""The CPU alignment demo (``advgame demo``): train both players, then measure what changed.
+
+    advgame demo            configs/cpu_demo.yaml: AdvGame-DPO-MD on the bundled model (~45 min, 2 cores)
+    advgame demo --quick    configs/cpu_demo_quick.yaml: the same pipeline in a few minutes
+
+1. Train (or resume an interrupted run) with the demo config.
+2. The defender before (the start, "step 0") and after (the last checkpoint) answers the
+   held-out seeds greedily; the model-free judge labels the answers. One table and the
+   safety / over-refusal picture compare them, and the run's training curves come with it.
+3. The attacker before and after rewrites held-out harmful seeds against the *initial*
+   defender: validity, faithfulness, attack success and diversity of the rewrites.
+
+Everything lands in ``RUN/eval`` (comparison.md / .html with its PNGs, a report per model).
+Evaluation always uses the model-free judge, whatever judge trained the run, so runs with
+different training judges are measured with one yardstick.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from advgame_env import Game, Label, RuleJudge, Seed, bundled_seeds
+from agents import HFBackend, load_model
+from agents.policy import Policy
+from algorithms.config import TrainConfig, load_config
+from algorithms.evaluate import COMPARED, Evaluated, checkpoint_models, evaluate_models, write_comparison
+from algorithms.run import checkpoints
+from algorithms.trainer import train
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+DEMO, QUICK = CONFIGS / "cpu_demo.yaml", CONFIGS / "cpu_demo_quick.yaml"
+ATTACK_MEASURES = (
+    "attack validity",
+    "faithfulness (well-formed rewrites)",
+    "ASR (valid attacks)",
+    "ASR (every sample)",
+)
+
+
+def heldout(size: int | None) -> list[Seed]:
+    """The held-out seeds, or the first ``size`` of them, half harmful and half benign."""
+    seeds = bundled_seeds("heldout")
+    if size is None:
+        return seeds
+    harmful = [s for s in seeds if s.label is Label.HARMFUL][: size // 2]
+    return harmful + [s for s in seeds if s.label is Label.BENIGN][: size - len(harmful)]
+
+
+def run_demo(
+    config: Path, overrides: list[str], *, eval_size: int | None, eval_tokens: int, attack_seeds: int
+) -> tuple[list[Evaluated], Path]:
+    cfg = load_config(config, overrides)
+    run = Path(cfg.run.out_dir)
+    if not (run / "final").exists():
+        print(f"training: {config.name} -> {run} (resumes from the last checkpoint if interrupted)", flush=True)
+        train(cfg, resume=bool(checkpoints(run)))
+    models = checkpoint_models(run, "defender", steps="0,last")
+    names = {models[0][0]: "before (step 0)", models[-1][0]: f"after ({models[-1][0]})"}
+    print("evaluating the defender before and after on held-out seeds", flush=True)
+    evaluated, _ = evaluate_models(
+        [(names[n], m) for n, m in models],
+        heldout(eval_size),
+        RuleJudge(),
+        lambda model: HFBackend(*load_model(model)),
+        run / "eval",
+        "held-out seeds",
+        run=run,
+        max_tokens=eval_tokens,
+    )
+    print("red-teaming the initial defender with the attacker before and after", flush=True)
+    attack = attacker_rows(cfg, run, attack_seeds) if attack_seeds else []
+    notes = ["", "## The attacker against the initial defender", "", *attack_table(attack)] if attack else []
+    comparison = write_comparison(evaluated, run / "eval", "CPU alignment demo: held-out seeds", run=run, notes=notes)
+    return evaluated, comparison
+
+
+def attacker_rows(cfg: TrainConfig, run: Path, n_seeds: int) -> list[tuple[str, dict[str, Any]]]:
+    """Red-team runs of the start and final attacker against the initial defender."""
+    from algorithms.redteam import RedTeamConfig, diversity, redteam, summarise
+
+    seeds = [s for s in bundled_seeds("heldout") if s.label is Label.HARMFUL][:n_seeds]
+    start = load_model(checkpoint_models(run, "defender", steps="0")[0][1])
+    target = HFBackend(*start)
+    game = Game(RuleJudge(), replace(cfg.game, num_attacks=1, direct_fraction=0.0))
+    prefill = cfg.rollout.think_prefill if cfg.game.attacker_think else ""
+    rows = []
+    for name, model in checkpoint_models(run, "attacker", steps="0,last"):
+        backend = target if name == "step 0" else HFBackend(*load_model(model))
+        policy = Policy(
+            backend, cfg.rollout.attacker_max_tokens, cfg.rollout.temperature, cfg.rollout.top_p, prefill=prefill
+        )
+        settings = {"attacker": model, "seeds": n_seeds}
+        folder = run / "eval" / f"redteam_{name.replace(' ', '_')}"
+        rc = RedTeamConfig(samples=2, target_max_tokens=cfg.rollout.defender_max_tokens, baseline=False)
+        records = redteam(policy, target, game, seeds, folder, rc, settings=settings, log=lambda _: None)
+        rows.append((name, {**summarise(records), **diversity(records)}))
+    return rows
+
+
+def attack_table(rows: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    measures = [*ATTACK_MEASURES, "self-BLEU diversity"]
+    lines = ["| attacker | " + " | ".join(measures) + " |", "|---" * (len(measures) + 1) + "|"]
+    for name, figures in rows:
+        cells = [_cell(figures.get(m)) for m in measures]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def print_table(evaluated: list[Evaluated], comparison: Path) -> None:
+    shown = [m for m in COMPARED if all(m in e.summary for e in evaluated)]
+    width = max(len(e.name) for e in evaluated) + 2
+    print("\n" + "".ljust(width) + "".join(m.ljust(34) for m in shown))
+    for e in evaluated:
+        print(e.name.ljust(width) + "".join(str(e.summary[m]).ljust(34) for m in shown))
+    print(f"\nreport with pictures: {comparison} (and {comparison.with_suffix('.html').name} beside it)")
