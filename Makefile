@@ -1,11 +1,16 @@
-# The two entry points of the README. Both set everything up first (idempotent).
-.PHONY: setup demo test
+# The entry points of the README. Each sets everything up first (idempotent).
+.PHONY: setup demo quick-demo test
 
 setup:
 	bash scripts/setup.sh
 
+# The CPU alignment demo: AdvGame-DPO-MD on the bundled model, then the defender before/after.
 demo: setup
 	.venv/bin/advgame demo
+
+# The same pipeline in a few minutes (2 training steps, a small evaluation).
+quick-demo: setup
+	.venv/bin/advgame demo --quick
 
 test: setup
 	.venv/bin/ruff check .

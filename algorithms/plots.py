@@ -44,6 +44,7 @@ CURVE_PANELS: tuple[tuple[str, str, dict[str, str]], ...] = (
             "game/attacker_valid": "valid",
             "game/attacker_bad_format": "bad format",
             "game/attacker_unfaithful": "unfaithful",
+            "game/attacker_over_length": "over length",
         },
     ),
     ("Training loss", "loss", {"train/defender_loss": "defender", "train/attacker_loss": "attacker"}),
@@ -76,7 +77,7 @@ def training_curves(records: Sequence[Mapping[str, Any]], path: Path, title: str
         if ylabel.startswith("share"):
             ax.set_ylim(-0.03, 1.03)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, framealpha=0.6)
     for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
     if title:
@@ -114,8 +115,12 @@ def pareto(points: Sequence[Point], path: Path, title: str = "Safety vs over-ref
         ax.errorbar(xs, ys, xerr=_whiskers([p.benign_refusal for p in members]),
                     yerr=_whiskers([p.harmful_compliance for p in members]),
                     fmt="o", color=colour, capsize=3, label=run or None)  # fmt: skip
-        for p, x, y in zip(members, xs, ys, strict=True):
-            ax.annotate(p.name, (x, y), textcoords="offset points", xytext=(6, 6), fontsize=8)
+    # Labels are stacked top-down in the order of their points' heights, each tied to its point
+    # by a thin line, so labels of close points neither overlap nor swap.
+    for rank, p in enumerate(sorted(points, key=lambda p: -p.harmful_compliance.value)):
+        xy = (100 * p.benign_refusal.value, 100 * p.harmful_compliance.value)
+        ax.annotate(p.name, xy, textcoords="offset points", xytext=(22, 10 - 14 * (rank % 4)), fontsize=8,
+                    va="center", arrowprops={"arrowstyle": "-", "color": "grey", "linewidth": 0.6})  # fmt: skip
     ax.plot([0], [0], marker="*", markersize=14, color="gold", markeredgecolor="black", linestyle="")
     ax.annotate("ideal", (0, 0), textcoords="offset points", xytext=(8, -12), fontsize=8)
     ax.set_xlim(-3, 103)
