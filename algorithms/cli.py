@@ -98,6 +98,11 @@ def _eval(args: argparse.Namespace) -> int:
     except (SeedFormatError, FileNotFoundError) as error:
         print(f"advgame eval: {error}", file=sys.stderr)
         return 2
+    try:
+        utility = _utilities(args.utility, [name for name, _ in models])
+    except ValueError as error:
+        print(f"advgame eval: {error}", file=sys.stderr)
+        return 2
     judge = RuleJudge() if args.judge == "rule" else _llm_judge(args)
     evaluated, comparison = evaluate_models(
         models,
@@ -108,6 +113,7 @@ def _eval(args: argparse.Namespace) -> int:
         args.suite,
         run=run,
         max_tokens=args.max_tokens,
+        utility=utility,
     )
     for row in evaluated:
         print(f"\n{row.name}: {row.report}")
@@ -116,6 +122,20 @@ def _eval(args: argparse.Namespace) -> int:
     if comparison:
         print(f"\ncomparison: {comparison}")
     return 0
+
+
+def _utilities(given: list[str] | None, names: list[str]) -> dict[str, float]:
+    """``--utility NAME=SCORE`` pairs, each naming an evaluated model."""
+    out = {}
+    for pair in given or []:
+        name, _, score = pair.rpartition("=")
+        if name not in names:
+            raise ValueError(f"--utility {pair!r}: {name!r} is not an evaluated model ({', '.join(names)})")
+        try:
+            out[name] = float(score)
+        except ValueError:
+            raise ValueError(f"--utility {pair!r}: {score!r} is not a number") from None
+    return out
 
 
 def _plot(args: argparse.Namespace) -> int:
@@ -266,6 +286,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--judge-url")
     ev.add_argument("--max-tokens", type=int, default=256)
     ev.add_argument("--out", help="report folder (default runs/eval, or RUN/eval with --run)")
+    ev.add_argument(
+        "--utility",
+        action="append",
+        metavar="MODEL=SCORE",
+        help="a capability score measured elsewhere (e.g. a benchmark accuracy), for the safety-vs-utility panel",
+    )
     ev.set_defaults(run=_eval)
     plot = commands.add_parser("plot", help="training curves of a run folder as a PNG")
     plot.add_argument("run_dir", metavar="RUN", help="run folder (holds metrics.jsonl)")

@@ -156,6 +156,7 @@ class Evaluated:
     summary: dict[str, Rate]
     run: str = ""
     report: Path | None = None
+    utility: float | None = None  # a capability score the user measured elsewhere (higher is better)
 
 
 def evaluate_models(
@@ -168,17 +169,20 @@ def evaluate_models(
     *,
     run: Path | None = None,
     max_tokens: int = 256,
+    utility: dict[str, float] | None = None,
 ) -> tuple[list[Evaluated], Path | None]:
     """Each (name, model) answers the suite and is judged, with its own report (in ``out``, or in
     ``out/NAME`` when there are several); several models, or a run's checkpoints, are also
-    compared in one table and picture (``out/comparison.md``)."""
+    compared in one table and picture (``out/comparison.md``). ``utility``: a capability score
+    per model name, measured elsewhere, for the safety-vs-utility panel."""
     evaluated = []
     for name, model in models:
         folder = out if len(models) == 1 else out / _slug(name)
         items = answer_and_judge(backend(model), judge, seeds, max_tokens=max_tokens)
         report = write_report(items, folder, f"{name} on {suite} ({len(items)} requests)")
         checkpoint = run is not None and name.startswith("step ")
-        evaluated.append(Evaluated(name, summarise(items), run.name if checkpoint and run else "", report))
+        given = (utility or {}).get(name)
+        evaluated.append(Evaluated(name, summarise(items), run.name if checkpoint and run else "", report, given))
     if len(evaluated) < 2 and run is None:
         return evaluated, None
     return evaluated, write_comparison(evaluated, out, f"Evaluation on {suite}", run=run)
@@ -201,7 +205,7 @@ def write_comparison(
     lines = [f"# {title}", "", "| model | " + " | ".join(shown) + " |", "|---" * (len(shown) + 1) + "|"]
     lines += [f"| {r.name} | " + " | ".join(str(r.summary.get(m, "n/a")) for m in shown) + " |" for r in rows]
     points = [
-        Point(r.name, r.summary["harmful compliance"], r.summary["benign refusal"], r.run)
+        Point(r.name, r.summary["harmful compliance"], r.summary["benign refusal"], r.run, r.utility)
         for r in rows
         if "harmful compliance" in r.summary and "benign refusal" in r.summary
     ]
@@ -215,7 +219,13 @@ def write_comparison(
     ):
         lines += ["", "## Training curves", "", "![training curves](training.png)"]
     lines += notes
-    table = [{"name": r.name, "run": r.run} | {k: _rate_json(v) for k, v in r.summary.items()} for r in rows]
+    if any(r.utility is not None for r in rows):
+        lines += ["", "| model | utility (given) |", "|---|---|"]
+        lines += [f"| {r.name} | {'n/a' if r.utility is None else f'{r.utility:g}'} |" for r in rows]
+    table = [
+        {"name": r.name, "run": r.run, "utility": r.utility} | {k: _rate_json(v) for k, v in r.summary.items()}
+        for r in rows
+    ]
     (folder / "comparison.json").write_text(json.dumps(table, indent=2))
     return write_markdown(folder / "comparison.md", lines)
 
