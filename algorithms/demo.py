@@ -26,7 +26,6 @@ from agents import HFBackend, load_model
 from agents.policy import Policy
 from algorithms.config import TrainConfig, load_config
 from algorithms.evaluate import COMPARED, Evaluated, checkpoint_models, evaluate_models, write_comparison
-from algorithms.run import checkpoints
 from algorithms.trainer import train
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -55,7 +54,7 @@ def run_demo(
     run = Path(cfg.run.out_dir)
     if not (run / "final").exists():
         print(f"training: {config.name} -> {run} (resumes from the last checkpoint if interrupted)", flush=True)
-        train(cfg, resume=bool(checkpoints(run)))
+        train(cfg, resume=True)  # continues an interrupted demo; starts afresh when nothing was saved
     models = checkpoint_models(run, "defender", steps="0,last")
     names = {models[0][0]: "before (step 0)", models[-1][0]: f"after ({models[-1][0]})"}
     print("evaluating the defender before and after on held-out seeds", flush=True)

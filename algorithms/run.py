@@ -202,9 +202,12 @@ _LIVE = (
 
 
 def _truncate_after(path: Path, step: int) -> None:
+    """Drop the lines a killed run logged after the checkpoint of ``step`` (all of them when it
+    starts afresh: its step-0 validation runs again)."""
     if not path.exists():
         return
-    kept = [line for line in path.read_text(encoding="utf-8").splitlines() if line and json.loads(line)["step"] <= step]
+    lines = path.read_text(encoding="utf-8").splitlines()
+    kept = [line for line in lines if line and json.loads(line)["step"] <= step] if step else []
     path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 
 

@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -103,6 +104,8 @@ def _demo_args(out: Path, options: tuple[str, ...] = (), *overrides: str) -> lis
 def test_the_demo_trains_then_compares_the_defender_before_and_after(tiny_chat, tmp_path, capsys):
     """The demo's whole pipeline on the tiny chat model: train, evaluate both ends, red-team, report."""
     out = tmp_path / "demo"
+    out.mkdir()  # a demo killed before its first checkpoint left a log line: it starts afresh
+    (out / "metrics.jsonl").write_text('{"step": 0, "val/refusal_harmful": 0.125}\n')
     small = ("--eval-size", "4", "--eval-tokens", "8", "--attack-seeds", "2")
     tiny = (f"model.name={tiny_chat}", "rollout.attacker_max_tokens=12", "rollout.defender_max_tokens=12")
     assert main(_demo_args(out, small, *tiny)) == 0
@@ -113,8 +116,9 @@ def test_the_demo_trains_then_compares_the_defender_before_and_after(tiny_chat, 
     assert "## The attacker against the initial defender" in table and "| step 2 |" in table
     for picture in ("pareto.png", "training.png"):
         assert (out / "eval" / picture).exists()
-    # a second call finds the finished run and only measures again: no second training
     lines = (out / "metrics.jsonl").read_text()
+    assert [json.loads(line)["step"] for line in lines.splitlines()] == [0, 1, 2, 2] and "0.125" not in lines
+    # a second call finds the finished run and only measures again: no second training
     assert main(_demo_args(out, small, *tiny)) == 0
     assert (out / "metrics.jsonl").read_text() == lines
 
