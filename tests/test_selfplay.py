@@ -224,10 +224,14 @@ CPU_CONFIGS = sorted(p for p in (ROOT / "configs").glob("cpu_*.yaml") if p.stem 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", CPU_CONFIGS, ids=[p.stem for p in CPU_CONFIGS])
 def test_every_cpu_config_trains_end_to_end(path, tmp_path):
-    """Each algorithm's CPU config on the bundled model, shortened to 2 steps."""
+    """Each algorithm's CPU config on the bundled model, shortened to 2 steps of 2 seeds a split."""
     command = [sys.executable, "-m", "algorithms.cli", "train", "--config", str(path), f"run.out_dir={tmp_path}"]
     done = subprocess.run(
-        [*command, "run.steps=2", "run.validate_every=0"], cwd=ROOT, capture_output=True, text=True, timeout=900
+        [*command, "run.steps=2", "run.validate_every=0", "data.batch_size=2"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
