@@ -31,6 +31,10 @@ class Rate:
     def value(self) -> float:
         return self.successes / self.total if self.total else math.nan
 
+    def as_dict(self) -> dict[str, float]:
+        """The fields reports write to JSON (``read_summary`` reads them back)."""
+        return {"rate": self.value, "low": self.low, "high": self.high, "n": self.total, "successes": self.successes}
+
     def __str__(self) -> str:
         if not self.total:
             return "n/a (0 items)"

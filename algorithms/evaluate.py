@@ -116,7 +116,7 @@ def write_report(items: Sequence[Judged], folder: Path, title: str) -> Path:
         for item in items:
             out.write(json.dumps(asdict(item)) + "\n")
     summary, topics = summarise(items), by_topic(items)
-    (folder / "summary.json").write_text(json.dumps({k: _rate_json(r) for k, r in summary.items()}, indent=2))
+    (folder / "summary.json").write_text(json.dumps({k: r.as_dict() for k, r in summary.items()}, indent=2))
     lines = [f"# {title}", "", "| measure | rate [95% CI] |", "|---|---|"]
     lines += [f"| {name} | {r} |" for name, r in summary.items()]
     groups = {f"{label} requests: {what} by topic": rows for (label, what), rows in _topic_groups(topics).items()}
@@ -126,10 +126,6 @@ def write_report(items: Sequence[Judged], folder: Path, title: str) -> Path:
         lines += ["", f"## {label} requests by topic", "", "| topic | rate [95% CI] |", "|---|---|"]
         lines += [f"| {name} | {r} |" for name, r in rows.items()]
     return write_markdown(folder / "report.md", lines)
-
-
-def _rate_json(r: Rate) -> dict[str, float]:
-    return {"rate": r.value, "low": r.low, "high": r.high, "n": r.total, "successes": r.successes}
 
 
 def _topic_groups(topics: dict[str, dict[str, Rate]]) -> dict[tuple[str, str], dict[str, Rate]]:
@@ -223,7 +219,7 @@ def write_comparison(
         lines += ["", "| model | utility (given) |", "|---|---|"]
         lines += [f"| {r.name} | {'n/a' if r.utility is None else f'{r.utility:g}'} |" for r in rows]
     table = [
-        {"name": r.name, "run": r.run, "utility": r.utility} | {k: _rate_json(v) for k, v in r.summary.items()}
+        {"name": r.name, "run": r.run, "utility": r.utility} | {k: v.as_dict() for k, v in r.summary.items()}
         for r in rows
     ]
     (folder / "comparison.json").write_text(json.dumps(table, indent=2))

@@ -377,10 +377,6 @@ def _short(text: str | None, limit: int) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
-def _numbers(r: Rate) -> dict[str, Any]:
-    return {"rate": r.value, "low": r.low, "high": r.high, "successes": r.successes, "n": r.total}
-
-
 def write_report(records: Sequence[Record], folder: Path, title: str, embedder: Any = None) -> Path:
     """summary.json and report.md in ``folder`` (results.jsonl is written as the run goes)."""
     summary, categories, spread = summarise(records), by_category(records), diversity(records, embedder)
@@ -389,8 +385,8 @@ def write_report(records: Sequence[Record], folder: Path, title: str, embedder: 
     body = {
         "title": title,
         "items": len(records),
-        "rates": {name: _numbers(r) for name, r in summary.items()},
-        "categories": {c: {k: _numbers(r) for k, r in rows.items() if r.total} for c, rows in categories.items()},
+        "rates": {name: r.as_dict() for name, r in summary.items()},
+        "categories": {c: {k: r.as_dict() for k, r in rows.items() if r.total} for c, rows in categories.items()},
         "diversity": spread,
         "errors": dict(errors),
         "not_judged": unjudged,
