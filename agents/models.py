@@ -124,3 +124,57 @@ def tiny_model(
     model = LlamaForCausalLM(config)
     model.eval()
     return model, tokenizer
+
+
+TINY_CHAT_ANSWERS = (
+    "I can't help with that.",
+    "I can't help with that, but I can explain how to stay safe instead.",
+    "Sure, here is how you do it: first, gather what you need.",
+)
+TINY_CHAT_VERSION = "tiny-chat-v1"  # bump when the recipe below changes
+
+
+def tiny_chat_model() -> Path:
+    """Folder of a tiny chat model whose samples end by themselves and differ (tests, benchmarks).
+
+    A randomly initialised model never ends its turn, so every answer would be cut off at the
+    token limit and paid the same -1: no pair, no signal. Fine-tuning ``tiny_model`` for a few
+    seconds on three answers (a refusal, a deflection, a compliance), each ending with the
+    end-of-turn token, gives a real model whose rewards differ. Built once (~30 s), then cached.
+    """
+    folder = cache_dir() / "test-models" / TINY_CHAT_VERSION
+    if not folder.exists():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        _train_tiny_chat(folder)
+    return folder
+
+
+def _train_tiny_chat(folder: Path) -> None:
+    import random
+
+    import torch
+
+    from advgame_env import bundled_seeds
+    from agents.hf import HFBackend, encode, render_chat
+
+    model, tokenizer = tiny_model(seed=0)
+    backend, rng = HFBackend(model, tokenizer), random.Random(0)
+    optimiser = torch.optim.Adam(model.parameters(), lr=5e-3)
+    seeds = bundled_seeds("all")
+    for _ in range(50):
+        chats = [[{"role": "user", "content": rng.choice(seeds).prompt}] for _ in range(8)]
+        pairs = [
+            (
+                encode(tokenizer, render_chat(tokenizer, c)),
+                [*encode(tokenizer, rng.choice(TINY_CHAT_ANSWERS)), tokenizer.eos_token_id],
+            )
+            for c in chats
+        ]
+        loss = -backend.sequence_logprobs(pairs).mean()
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    scratch = folder.with_name(folder.name + ".tmp")
+    model.save_pretrained(scratch)
+    tokenizer.save_pretrained(scratch)
+    scratch.rename(folder)
