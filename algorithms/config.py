@@ -246,9 +246,22 @@ def _read(path: Path, seen: set[Path]) -> dict[str, Any]:
     loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     if not isinstance(loaded, dict):
         raise ConfigError(f"{path}: the config must be a mapping of sections, got {type(loaded).__name__}")
-    data = _numbers(loaded)
+    data = _files_beside(_numbers(loaded), path.parent)
     base = data.pop("base", None)
     return _merge(_read(path.parent / base, seen | {path}), data) if base else data
+
+
+# Data files a config names: a relative path that exists beside the config file means that file,
+# so a recipe with its data (configs/data/...) works from any working directory.
+FILE_KEYS = (("algorithm", "sft_data"), ("data", "seeds"), ("data", "validation_seeds"))
+
+
+def _files_beside(data: dict[str, Any], folder: Path) -> dict[str, Any]:
+    for section, key in FILE_KEYS:
+        value = data.get(section, {}).get(key) if isinstance(data.get(section), dict) else None
+        if isinstance(value, str) and value and not Path(value).is_absolute() and (folder / value).is_file():
+            data[section][key] = str((folder / value).resolve())
+    return data
 
 
 def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import contextlib
 import math
 import random
 import statistics
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -366,11 +367,23 @@ class Trainer:
         """One trainer step: sync, then per split play + update, then EMA."""
         cfg, step = self.cfg, self.step
         torch.manual_seed(derived_seed(cfg.run.seed, step, self.dist.rank))
+        # seconds per phase (this process): where a step's time goes, for the logs and benchmarks/
+        clock = {"sync": 0.0, "play": 0.0, "update": 0.0}
+        started = mark = time.perf_counter()
+
+        def lap(phase: str) -> None:
+            nonlocal mark
+            now = time.perf_counter()
+            clock[phase] += now - mark
+            mark = now
+
         self.sampler.sync(self.algorithm.sampler)
+        lap("sync")
         trained = self.trained_roles(step)
         metrics: dict[str, float] = {}
         for s, label in enumerate(SPLITS):
             rounds = self._play_split(label, s)
+            lap("play")
             prefix = label.value
             played = self.dist.gather(rounds)  # the game figures of the global batch
             metrics |= {f"game_{prefix}/{k}": v for k, v in (game_metrics(played) | refusal_rates(played)).items()}
@@ -380,12 +393,15 @@ class Trainer:
                 if roles:  # a frozen opponent is never updated
                     result = self._update(player, name, [e for e in examples if e.role in roles], s)
                     metrics |= {f"train_{prefix}/{name}_{k}": v for k, v in result.items()}
+            lap("update")
         if "ema" in copies_needed(self.algorithm):
             for player in self.learners.values():
                 if any(self.players[r] is player for r in trained):
                     player.ema_update(cfg.algorithm.ema_decay)
+        lap("update")
         self.step += 1
-        return _with_means(metrics)
+        seconds = {f"time/{k}_s": v for k, v in clock.items()} | {"time/step_s": time.perf_counter() - started}
+        return _with_means(metrics) | seconds
 
     def _update(self, player: Player, name: str, examples: list[Any], split: int) -> dict[str, float]:
         """The algorithm's optimizer step(s) of one learner on its examples of one split."""
@@ -400,7 +416,9 @@ class Trainer:
         results = []
         for k in range(parts):
             part = examples[k::parts]
-            auxiliary = self._sft_loss if self.sft is not None else None
+            # the SFT chats are the defender's: a separate attacker never learns from them
+            defends = player is self.players[DEFENDER]
+            auxiliary = self._sft_loss if self.sft is not None and defends else None
             results.append(
                 update(player, self.optimizers[name], algorithm, part, micro, self.dist, self._precision(), auxiliary)
             )

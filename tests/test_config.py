@@ -42,6 +42,16 @@ def test_a_file_builds_on_its_base_and_round_trips(tmp_path):
     assert load_config(tmp_path / "resolved.yaml") == cfg
 
 
+def test_data_files_named_in_a_config_are_found_beside_it_from_any_directory(tmp_path, monkeypatch):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "sft.jsonl").write_text('{"prompt": "q", "response": "a"}\n')
+    (tmp_path / "recipe.yaml").write_text("algorithm:\n  sft_data: data/sft.jsonl\ndata:\n  seeds: missing.jsonl\n")
+    monkeypatch.chdir(tmp_path.parent)  # the relative path does not exist from here
+    cfg = load_config(tmp_path / "recipe.yaml")
+    assert cfg.algorithm.sft_data == str(tmp_path / "data" / "sft.jsonl")
+    assert cfg.data.seeds == "missing.jsonl"  # no such file beside the config: left as written
+
+
 def test_a_base_loop_is_an_error(tmp_path):
     (tmp_path / "a.yaml").write_text("base: b.yaml\n")
     (tmp_path / "b.yaml").write_text("base: a.yaml\n")
