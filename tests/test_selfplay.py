@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from advgame_env import Label
+from advgame_env import Label, bundled_seeds
+from advgame_env.rule_judge import Behaviour, behaviour
 from agents import HFBackend, load_model
 from agents.policy import Policy, chat
 from algorithms.algorithms import SelfRedTeam, build_algorithm, shares_one_policy
@@ -207,6 +208,36 @@ def test_sft_data_errors_name_file_and_line_and_the_term_trains(tiny_chat, tmp_p
     trainer.train_step()
     assert trainer.sft is not None and trainer.sft.position > 0
     assert "sft" in trainer.state()["data"]
+
+
+def test_the_sft_term_trains_the_defender_only_in_a_two_player_game(tiny_chat, tmp_path):
+    good = tmp_path / "sft.jsonl"
+    good.write_text("".join(json.dumps({"prompt": f"Q {i}?", "response": "No."}) + "\n" for i in range(4)))
+    overrides = [f"algorithm.sft_data={good}", "algorithm.sft_coef=1.0", "algorithm.sft_batch_size=2"]
+    trainer = Trainer(config(tiny_chat, tmp_path / "run", "algorithm.name=advgame_dpo_md", *overrides))
+    seen = []
+    real = trainer._sft_loss
+    trainer._sft_loss = lambda player: seen.append(player.role) or real(player)  # type: ignore[method-assign]
+    for _ in range(3):
+        metrics = trainer.train_step()
+    assert metrics["time/step_s"] >= metrics["time/play_s"] > 0
+    assert seen and set(seen) == {"defender"}
+
+
+def test_the_demo_sft_data_loads_and_holds_no_held_out_seed():
+    from transformers import AutoTokenizer
+
+    from agents.models import DEFAULT_MODEL, resolve_model
+
+    path = ROOT / "configs" / "data" / "cpu_demo_sft.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    heldout = {s.prompt for s in bundled_seeds("heldout")}
+    assert records and not heldout & {r["prompt"] for r in records}
+    by_label = {label: [r for r in records if r["label"] == label] for label in ("harmful", "benign")}
+    assert all(behaviour(r["response"]) is not Behaviour.COMPLIANCE for r in by_label["harmful"])
+    assert all(behaviour(r["response"]) is Behaviour.COMPLIANCE for r in by_label["benign"])
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(DEFAULT_MODEL))
+    assert len(load_sft(path, tokenizer)) == len(records)
 
 
 def test_algorithm_switch_builds_each_algorithm():
