@@ -1,5 +1,5 @@
 # The entry points of the README. Each sets everything up first (idempotent).
-.PHONY: setup demo quick-demo test
+.PHONY: setup demo quick-demo test bench
 
 setup:
 	bash scripts/setup.sh
@@ -17,3 +17,8 @@ test: setup
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
 	.venv/bin/python -m pytest
+
+# Every benchmark, one table (benchmarks/README.md); TRL is installed for them only.
+bench: setup
+	.venv/bin/pip install -q -e ".[cpu,dev,bench]"
+	.venv/bin/python benchmarks/run.py

@@ -10,33 +10,10 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
-import platform
 import time
 from pathlib import Path
 
-import torch
-
-
-def describe_machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{os.cpu_count()} cores ({cpu}), {memory:.0f} GiB RAM, {gpu}; torch {torch.__version__}"
-
-
-def chats(n: int) -> list[list[dict[str, str]]]:
-    from advgame_env import bundled_seeds
-
-    seeds = bundled_seeds("heldout")
-    return [[{"role": "user", "content": seeds[i % len(seeds)].prompt}] for i in range(n)]
+from common import chats, describe_machine
 
 
 def tokens_per_second(backend, batch: int, max_tokens: int) -> float:

@@ -1,0 +1,189 @@
+"""Run every benchmark, each in its own process, and write one Markdown table of ratios vs targets.
+
+    .venv/bin/python benchmarks/run.py [--only NAME ...] [--out benchmarks/results.md]
+    make bench                                   (installs the bench extra, TRL, first)
+
+The table goes to ``--out`` and replaces the results section of ``benchmarks/README.md``.
+Every ratio is of two things measured in the same run on the same machine; absolute times
+come with the machine line. Nothing here asserts a time: a missed target is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+SCRIPTS = {
+    "orchestration": "orchestration.py",
+    "vllm": "vllm_overhead.py",
+    "training": "training.py",
+    "memory": "memory.py",
+    "gpu": "gpu.py",
+}
+BEGIN, END = "<!-- results: written by benchmarks/run.py -->", "<!-- end of results -->"
+
+
+def measure(name: str, folder: Path) -> dict[str, Any]:
+    out = folder / f"{name}.json"
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, str(HERE / SCRIPTS[name]), "--json", str(out)], cwd=HERE, check=False)
+    if done.returncode != 0 or not out.exists():
+        return {"error": f"{SCRIPTS[name]} exited with status {done.returncode}"}
+    result = json.loads(out.read_text())
+    result["wall_s"] = time.perf_counter() - start
+    print(f"{name}: done in {result['wall_s']:.0f} s", file=sys.stderr, flush=True)
+    return result
+
+
+def verdict(value: float, target: float, at_most: bool) -> str:
+    met = value <= target if at_most else value >= target
+    return "met" if met else "**missed**"
+
+
+def rows(results: dict[str, Any]) -> list[list[str]]:
+    """| measure | measured | baseline | ratio | target | verdict |"""
+    out: list[list[str]] = []
+
+    def orchestration(r: dict[str, Any]) -> None:
+        o = r["overhead"]
+        out.append(
+            [
+                f"Orchestration overhead, {o['rounds']} rounds (wall / backend time)",
+                f"{o['wall_s']:.1f} s wall",
+                f"{o['backend_s']:.1f} s in `generate`",
+                f"{o['ratio']:.3f}",
+                "<= 1.05",
+                verdict(o["ratio"], 1.05, True),
+            ]
+        )
+        s = r["scaling"]
+        sizes = ", ".join(f"{x['rounds']}: {x['wall_s']:.1f} s" for x in s["rows"])
+        out.append(["Round collection vs batch (rounds)", sizes, "", f"exponent {s['exponent']:.2f}", "report", ""])
+
+    def vllm(r: dict[str, Any]) -> None:
+        v = r["vllm"]
+        out.append(
+            [
+                f"vLLM backend / raw `LLM.generate`, {v['prompts']} prompts x {v['max_tokens']} tokens",
+                f"{v['ours_tokens_per_s']:.1f} tok/s",
+                f"{v['raw_tokens_per_s']:.1f} tok/s",
+                f"{v['ratio']:.3f}",
+                ">= 0.95",
+                verdict(v["ratio"], 0.95, False),
+            ]
+        )
+
+    def training(r: dict[str, Any]) -> None:
+        d = r["dpo_vs_trl"]
+        out.append(
+            [
+                f"DPO loss + backward, {d['pairs']} pairs x {d['completion_tokens']} tokens (ours / TRL)",
+                f"{d['ours_s']:.2f} s, loss {d['ours_loss']:.6f}",
+                f"{d['trl_s']:.2f} s, loss {d['trl_loss']:.6f}",
+                f"{d['ratio']:.2f}",
+                "<= 1.0",
+                verdict(d["ratio"], 1.0, True),
+            ]
+        )
+        s = r["step_scaling"]
+        by_batch = ", ".join(f"{k}: {v:.2f} s" for k, v in s["by_batch"].items())
+        by_length = ", ".join(f"{k}: {v:.2f} s" for k, v in s["by_length"].items())
+        out.append(["Update vs pairs (tiny model)", by_batch, "", f"exponent {s['batch_exponent']:.2f}", "report", ""])
+        out.append(
+            ["Update vs length (tiny model)", by_length, "", f"exponent {s['length_exponent']:.2f}", "report", ""]
+        )
+        p = r["push_share"]
+        for kind in ("lora", "full"):
+            out.append(
+                [
+                    f"Weight push ({kind}) / CPU demo step with vLLM rollouts",
+                    f"{p[f'{kind}_push_s']:.2f} s",
+                    f"{p['step_s']:.1f} s step",
+                    f"{p[f'{kind}_share']:.3f}",
+                    "< 0.10",
+                    verdict(p[f"{kind}_share"], 0.10, True),
+                ]
+            )
+
+    def memory(r: dict[str, Any]) -> None:
+        m = r["rows"]
+        for full in ("full", "full_6"):
+            out.append(
+                [
+                    f"Memory above imports, LoRA / {full} (peak RSS)",
+                    f"{m['lora']['setup_mib']:.0f} MiB",
+                    f"{m[full]['setup_mib']:.0f} MiB",
+                    f"{m['lora']['setup_mib'] / m[full]['setup_mib']:.2f}",
+                    "<= 0.25",
+                    verdict(m["lora"]["setup_mib"] / m[full]["setup_mib"], 0.25, True),
+                ]
+            )
+
+    def gpu(r: dict[str, Any]) -> None:
+        if "skipped" in r:
+            out.append(["0.5B Llama bf16 training step (GPU)", "not measured", r["skipped"], "", "report", ""])
+            return
+        for row in r["rows"]:
+            out.append(
+                [
+                    f"{row['parameters'] / 1e6:.0f}M Llama bf16, {row['mode']} (GPU)",
+                    f"{row['tokens_per_s']:.0f} tok/s",
+                    f"{row['tflops']:.1f} TFLOP/s",
+                    f"MFU {row['mfu']:.2f}",
+                    "report",
+                    "",
+                ]
+            )
+
+    add: dict[str, Callable[[dict[str, Any]], None]] = {
+        "orchestration": orchestration,
+        "vllm": vllm,
+        "training": training,
+        "memory": memory,
+        "gpu": gpu,
+    }
+    for name, result in results.items():
+        if "error" in result:
+            out.append([name, "failed", result["error"], "", "", "**error**"])
+        else:
+            add[name](result)
+    return out
+
+
+def table(results: dict[str, Any]) -> str:
+    machines = sorted({r["machine"] for r in results.values() if "machine" in r})
+    lines = [f"Machine: {m}" for m in machines]
+    lines += ["", "| measure | ours | baseline | ratio | target | verdict |", "|---|---|---|---|---|---|"]
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows(results)]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="+", choices=sorted(SCRIPTS), default=list(SCRIPTS))
+    parser.add_argument("--out", type=Path, default=HERE / "results.md")
+    parser.add_argument("--json", type=Path, default=HERE / "results.json")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        results = {name: measure(name, Path(folder)) for name in args.only}
+    args.json.write_text(json.dumps(results, indent=1))
+    report = table(results)
+    args.out.write_text(report)
+    readme = HERE / "README.md"
+    text = readme.read_text()
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        readme.write_text(head + BEGIN + "\n" + report + END + rest.split(END, 1)[1])
+    print(report)
+
+
+if __name__ == "__main__":
+    main()
