@@ -201,15 +201,20 @@ def token_logprobs(
         ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
         attention[i, : len(row)] = 1
     ids, attention = ids.to(device), attention.to(device)
-    logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1].float()
-    all_logps = logits.log_softmax(-1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)  # token t+1 given <= t
+    scored = [min(len(c), len(row) - 1) for row, (_, c) in zip(rows, pairs, strict=True)]  # a cut row keeps its last n
+    # Logits only from the first position that predicts a scored token: the vocabulary projection
+    # is a large share of a small model's work, and prompt positions are most of every row.
+    first = min(len(row) - 1 - n for row, n in zip(rows, scored, strict=True))
+    out = model(input_ids=ids, attention_mask=attention, logits_to_keep=width - first, use_cache=False)
+    logits = out.logits[:, :-1].float()  # position first + j predicts token first + j + 1
+    targets = ids[:, first + 1 :].unsqueeze(-1)
+    all_logps = logits.gather(-1, targets).squeeze(-1) - logits.logsumexp(-1)  # log-softmax at the targets only
 
     longest = max(len(c) for _, c in pairs)
     logps = all_logps.new_zeros((len(rows), max(longest, 1)))
     mask = all_logps.new_zeros((len(rows), max(longest, 1)))
-    for i, (row, (_, cont)) in enumerate(zip(rows, pairs, strict=True)):
-        n = min(len(cont), len(row) - 1)  # a continuation cut to the context keeps its last n tokens
-        start = len(cont) - n
-        logps[i, start : len(cont)] = all_logps[i, len(row) - 1 - n : len(row) - 1]
-        mask[i, start : len(cont)] = 1.0
+    for i, (row, (_, cont), n) in enumerate(zip(rows, pairs, scored, strict=True)):
+        start, end = len(row) - 1 - n - first, len(row) - 1 - first
+        logps[i, len(cont) - n : len(cont)] = all_logps[i, start:end]
+        mask[i, len(cont) - n : len(cont)] = 1.0
     return logps, mask
