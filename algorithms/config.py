@@ -37,6 +37,9 @@ class ModelConfig:
     lora_rank: int = 16
     lora_alpha: int = 32
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast where the GPU supports it
+    # recompute activations in the backward pass (one layer's activations kept, not all): less
+    # memory for about a third more update compute; the reference designs train this way
+    gradient_checkpointing: bool = False
 
 
 @dataclass

@@ -39,9 +39,39 @@ class Player:
     role: str
     tokenizer: Any
     copies: frozenset[str]  # which of "ema" / "initial" this player keeps
+    recompute: bool = False  # activation checkpointing in updates (see ``updating``)
 
     def trainable(self) -> list[torch.Tensor]:
         raise NotImplementedError
+
+    def learner_module(self) -> Any:
+        """The module the optimizer updates (for LoRA: the PEFT model with every adapter)."""
+        raise NotImplementedError
+
+    def enable_recompute(self) -> None:
+        """Recompute each decoder layer's activations in the backward pass instead of keeping
+        them, as both reference designs train: one layer's activations instead of all."""
+        self.learner_module().gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.recompute = True
+
+    @contextmanager
+    def updating(self) -> Iterator[None]:
+        """The context of the forward passes of a gradient update.
+
+        transformers checkpoints a decoder layer only while that layer is in training mode, and
+        a layer in training mode also drops the KV cache that generation needs. So with
+        ``recompute`` only the layers' own flags are set, and only here: their sub-modules stay
+        in eval mode (no dropout) and sampling keeps its cache.
+        """
+        module = self.learner_module()
+        layers = [m for m in module.modules() if getattr(m, "gradient_checkpointing", False)] if self.recompute else []
+        for layer in layers:
+            layer.training = True
+        try:
+            yield
+        finally:
+            for layer in layers:
+                layer.training = False
 
     @contextmanager
     def active(self, which: Which) -> Iterator[Any]:
@@ -86,6 +116,9 @@ class FullPlayer(Player):
     def trainable(self) -> list[torch.Tensor]:
         return [p for p in self.models["learner"].parameters() if p.requires_grad]
 
+    def learner_module(self) -> Any:
+        return self.models["learner"]
+
     @contextmanager
     def active(self, which: Which) -> Iterator[Any]:
         self._check(which)
@@ -124,6 +157,9 @@ class LoraPlayer(Player):
 
     def trainable(self) -> list[torch.Tensor]:
         return list(adapter_parameters(self.model, self.role).values())
+
+    def learner_module(self) -> Any:
+        return self.model
 
     @contextmanager
     def active(self, which: Which) -> Iterator[Any]:

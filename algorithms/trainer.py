@@ -203,7 +203,7 @@ def update(
     for start in range(0, len(examples), micro_batch_size):
         chunk = examples[start : start + micro_batch_size]
         w = torch.tensor(weights[start : start + micro_batch_size])
-        with precision:
+        with precision, player.updating():
             losses, metrics = algorithm.loss(player, chunk)
             objective = (losses * w.to(losses.device)).sum().div(total)
             if auxiliary is not None:
@@ -316,6 +316,9 @@ class Trainer:
             lora_alpha=cfg.model.lora_alpha,
         )
         self.players = {role: self.learners["policy" if shared else role] for role in ROLES}
+        if cfg.model.gradient_checkpointing:
+            for player in self.learners.values():
+                player.enable_recompute()
         total = cfg.run.steps * len(SPLITS) * minibatches(self.algorithm)
         ever = {*self.trained_roles(0), *self.trained_roles(cfg.algorithm.alternate_every)}  # alternation too
         self.optimizers = {

@@ -6,13 +6,14 @@ the demo adds a small supervised loss on chats that show both halves of the beha
 
 - harmful training seeds, each answered by a short refusal with a safe redirect (written here,
   one of a few phrasings, chosen by the seed's id so the file is reproducible);
-- as many benign training seeds (vanilla and benign-but-scary alike), each answered by the
-  bundled model's own greedy answer cut at its last full sentence, so helpfulness is anchored
-  in the model's own words rather than in new knowledge.
+- twice as many benign training seeds (vanilla and benign-but-scary alike), each answered by
+  the bundled model's own greedy answer cut at its last full sentence, so helpfulness is
+  anchored in the model's own words rather than in new knowledge. (With equal counts the demo
+  ended at 17% refusal of held-out benign requests; the extra benign half counters that.)
 
 Only the training split is used; the held-out seeds that the demo evaluates on stay unseen.
 
-    .venv/bin/python scripts/make_demo_sft.py [--per-label 160] [--out configs/data/cpu_demo_sft.jsonl]
+    .venv/bin/python scripts/make_demo_sft.py [--harmful 160] [--benign 320] [--out configs/data/cpu_demo_sft.jsonl]
 """
 
 from __future__ import annotations
@@ -75,12 +76,13 @@ def helpful_answers(seeds: list[Seed], max_tokens: int) -> list[tuple[Seed, str]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--per-label", type=int, default=160)
+    parser.add_argument("--harmful", type=int, default=160)
+    parser.add_argument("--benign", type=int, default=320)
     parser.add_argument("--answer-tokens", type=int, default=48)
     parser.add_argument("--out", default="configs/data/cpu_demo_sft.jsonl")
     args = parser.parse_args()
-    harmful = spread(bundled_seeds("train", Label.HARMFUL), args.per_label)
-    benign = helpful_answers(spread(bundled_seeds("train", Label.BENIGN), args.per_label), args.answer_tokens)
+    harmful = spread(bundled_seeds("train", Label.HARMFUL), args.harmful)
+    benign = helpful_answers(spread(bundled_seeds("train", Label.BENIGN), args.benign), args.answer_tokens)
     rows = [(s, refusal_for(s)) for s in harmful] + benign
     rows.sort(key=lambda row: row[0].id)
     out = Path(args.out)

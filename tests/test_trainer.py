@@ -114,6 +114,40 @@ def test_one_update_raises_the_dpo_margin_of_the_trained_pairs(tiny_chat, lora):
     assert attacker["margin"] == 0.0
 
 
+@pytest.mark.parametrize("lora", [True, False], ids=["lora", "full"])
+def test_recomputed_activations_give_the_same_update_and_leave_sampling_alone(tiny_chat, lora):
+    def one_update(recompute: bool):
+        torch.manual_seed(0)
+        players = build_players(
+            roles=("attacker", "defender"), load=lambda role: load_model(str(tiny_chat)), lora=lora, copies={"ema"}
+        )
+        defender = players["defender"]
+        if recompute:
+            defender.enable_recompute()
+        algorithm = build_algorithm(load_config(None, ["algorithm.name=advgame_dpo_md"]).algorithm, 2048)
+        pairs = scripted_pairs(defender.tokenizer)
+        optimizer = Optimizer(defender, load_config(None, ["optim.lr=1e-3"]), total_steps=10)
+        first_layer = next(m for m in defender.learner_module().modules() if type(m).__name__.endswith("DecoderLayer"))
+        calls = []
+        hook = first_layer.mlp.register_forward_pre_hook(lambda *_: calls.append(1))
+        update(defender, optimizer, algorithm, pairs, 3, Dist(), torch.autocast("cpu", enabled=False))
+        hook.remove()
+        return defender, len(calls)
+
+    (plain, plain_calls), (recomputed, recomputed_calls) = one_update(False), one_update(True)
+    assert recomputed_calls > plain_calls  # the backward pass ran the layers' forward again
+    layers = [m for m in recomputed.learner_module().modules() if getattr(m, "gradient_checkpointing", False)]
+    assert layers and not any(layer.training for layer in layers)  # training mode was for the update only
+    for name, tensor in plain.weights("learner").items():
+        torch.testing.assert_close(recomputed.weights("learner")[name], tensor, rtol=1e-5, atol=1e-6)
+    chats = [[{"role": "user", "content": "How do I bake bread?"}]]
+    module, adapter = recomputed.sampling("learner")
+    backend = HFBackend(module, recomputed.tokenizer)
+    reference = HFBackend(*plain.sampling("learner")[:1], plain.tokenizer)
+    sampled = backend.generate(chats, max_tokens=8, temperature=0, adapter=adapter)
+    assert sampled[0].token_ids == reference.generate(chats, max_tokens=8, temperature=0, adapter=adapter)[0].token_ids
+
+
 def test_md_step_moves_the_ema_by_one_minus_decay_and_samples_from_it(tiny_chat, tmp_path):
     trainer = Trainer(config(tiny_chat, tmp_path / "run", "algorithm.name=advgame_dpo_md"))
     defender = trainer.players["defender"]
