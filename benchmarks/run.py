@@ -28,6 +28,8 @@ SCRIPTS = {
     "memory": "memory.py",
     "gpu": "gpu.py",
 }
+# memory.py's comparisons: (LoRA variant, full variant)
+COMPARED = [("lora", "full"), ("lora", "full_6"), ("lora_gc", "full_gc"), ("lora_gc", "full_6_gc")]
 BEGIN, END = "<!-- results: written by benchmarks/run.py -->", "<!-- end of results -->"
 
 
@@ -115,15 +117,16 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
 
     def memory(r: dict[str, Any]) -> None:
         m = r["rows"]
-        for full in ("full", "full_6"):
+        for lora, full in COMPARED:
+            ratio = m[lora]["setup_mib"] / m[full]["setup_mib"]
             out.append(
                 [
-                    f"Memory above imports, LoRA / {full} (peak RSS)",
-                    f"{m['lora']['setup_mib']:.0f} MiB",
+                    f"Peak memory above imports, {lora} / {full}",
+                    f"{m[lora]['setup_mib']:.0f} MiB",
                     f"{m[full]['setup_mib']:.0f} MiB",
-                    f"{m['lora']['setup_mib'] / m[full]['setup_mib']:.2f}",
+                    f"{ratio:.2f}",
                     "<= 0.25",
-                    verdict(m["lora"]["setup_mib"] / m[full]["setup_mib"], 0.25, True),
+                    verdict(ratio, 0.25, True),
                 ]
             )
 
@@ -172,8 +175,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "results.md")
     parser.add_argument("--json", type=Path, default=HERE / "results.json")
     args = parser.parse_args()
+    # a partial run (--only) replaces its entries and keeps the others of the last full run
+    results = json.loads(args.json.read_text()) if args.json.exists() else {}
     with tempfile.TemporaryDirectory() as folder:
-        results = {name: measure(name, Path(folder)) for name in args.only}
+        results |= {name: measure(name, Path(folder)) for name in args.only}
+    results = {name: results[name] for name in SCRIPTS if name in results}
     args.json.write_text(json.dumps(results, indent=1))
     report = table(results)
     args.out.write_text(report)

@@ -3,13 +3,14 @@
     python benchmarks/training.py [--json FILE]
 
 * ``dpo_vs_trl``: one DPO loss + backward on a fixed batch of pairs, ours
-  (``PreferenceOptimization.loss``) against TRL's ``DPOTrainer.compute_loss``, on two copies of
+  (``PreferenceOptimization.loss``, the 8 pairs in one micro-batch) against TRL's ``DPOTrainer.compute_loss``, on two copies of
   the same model with the same token ids and a frozen reference each; both loss values are
   reported, as the comparison only holds at equal loss. TRL is needed for this one only
   (``pip install -e ".[bench]"``).
 * ``step_scaling``: the same update's time against the number of pairs (8 -> 256) and the
-  completion length, on the tiny test model so the large batches fit in minutes; the fitted
-  exponent says how time grows.
+  completion length, on a small random model (4 layers of 128) so the large batches fit in
+  minutes, in micro-batches of 16 pairs as the trainer runs them; the fitted exponent says
+  how time grows.
 * ``push_share``: one step of the CPU demo recipe with vLLM rollouts (the sync pushes both
   players' LoRA adapters), and the time a full-weight push of both players would take instead.
 """
@@ -57,12 +58,16 @@ def our_update(model: Any, tokenizer: Any) -> tuple[Any, Any]:
     player = FullPlayer(DEFENDER, model, tokenizer, copies={"initial"})
     algorithm = PreferenceOptimization(dpo_loss, sampler="learner", reference="initial", beta=0.1)
 
-    def step(pairs: list[PreferencePair]) -> float:
+    def step(pairs: list[PreferencePair], micro: int = 16) -> float:
+        """Mean loss over the pairs, gradients accumulated over micro-batches as the trainer does."""
         model.zero_grad(set_to_none=True)
-        losses, _ = algorithm.loss(player, pairs)
-        loss = losses.mean()
-        loss.backward()
-        return float(loss)
+        total = 0.0
+        for start in range(0, len(pairs), micro):
+            losses, _ = algorithm.loss(player, pairs[start : start + micro])
+            loss = losses.sum() / len(pairs)
+            loss.backward()
+            total += float(loss.detach())
+        return total
 
     return step, player
 
