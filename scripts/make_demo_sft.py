@@ -6,14 +6,14 @@ the demo adds a small supervised loss on chats that show both halves of the beha
 
 - harmful training seeds, each answered by a short refusal with a safe redirect (written here,
   one of a few phrasings, chosen by the seed's id so the file is reproducible);
-- twice as many benign training seeds (vanilla and benign-but-scary alike), each answered by
-  the bundled model's own greedy answer cut at its last full sentence, so helpfulness is
-  anchored in the model's own words rather than in new knowledge. (With equal counts the demo
-  ended at 17% refusal of held-out benign requests; the extra benign half counters that.)
+- as many benign training seeds (vanilla and benign-but-scary alike), each answered by the
+  bundled model's own greedy answer cut at its last full sentence, so helpfulness is anchored
+  in the model's own words rather than in new knowledge. (Twice as many benign answers was
+  tried and ended worse: 40% refusal of held-out benign requests against 17% with these counts.)
 
 Only the training split is used; the held-out seeds that the demo evaluates on stay unseen.
 
-    .venv/bin/python scripts/make_demo_sft.py [--harmful 160] [--benign 320] [--out configs/data/cpu_demo_sft.jsonl]
+    .venv/bin/python scripts/make_demo_sft.py [--harmful 160] [--benign 160] [--out configs/data/cpu_demo_sft.jsonl]
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def helpful_answers(seeds: list[Seed], max_tokens: int) -> list[tuple[Seed, str]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--harmful", type=int, default=160)
-    parser.add_argument("--benign", type=int, default=320)
+    parser.add_argument("--benign", type=int, default=160)
     parser.add_argument("--answer-tokens", type=int, default=48)
     parser.add_argument("--out", default="configs/data/cpu_demo_sft.jsonl")
     args = parser.parse_args()
