@@ -21,7 +21,10 @@ def test_greedy_generation_is_deterministic_and_batch_invariant(tiny):
     batch = tiny.generate(chats, max_tokens=8, temperature=0)
     alone = [tiny.generate([c], max_tokens=8, temperature=0)[0] for c in chats]
     assert [g.token_ids for g in batch] == [g.token_ids for g in alone]
-    assert batch[0] == batch[2]
+    # the same chat twice in one batch: the same tokens; log-probs equal up to float summation
+    # order, which CPU matrix kernels may pick per row
+    assert (batch[0].text, batch[0].token_ids) == (batch[2].text, batch[2].token_ids)
+    assert batch[0].logprobs == pytest.approx(batch[2].logprobs, abs=1e-5)
     for g in batch:
         assert g.finish_reason in ("stop", "length") and len(g.logprobs) == len(g.token_ids)
 

@@ -241,7 +241,9 @@ def _run(args: list[str], **kwargs) -> subprocess.Popen:
 
 
 def _train_lines(folder: Path) -> dict[int, dict]:
-    return {m["step"]: m for m in read_metrics(folder) if any(k.startswith("train") for k in m)}
+    """Each step's training metrics, less its wall-clock seconds (``time/*``), which no rerun repeats."""
+    lines = [m for m in read_metrics(folder) if any(k.startswith("train") for k in m)]
+    return {m["step"]: {k: v for k, v in m.items() if not k.startswith("time/")} for m in lines}
 
 
 def test_a_killed_run_resumes_exactly_where_it_stopped(tiny_chat, tmp_path):
