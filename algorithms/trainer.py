@@ -416,12 +416,12 @@ class Trainer:
         parts = minibatches(algorithm)
         if parts > 1:  # PPO-style: several steps on one batch, in a seeded random order
             random.Random(derived_seed(cfg.run.seed, self.step, split, self.dist.rank, 11)).shuffle(examples)
+        # the SFT chats are the defender's: a separate attacker never learns from them
+        defends = player is self.players[DEFENDER]
+        auxiliary = self._sft_loss if self.sft is not None and defends else None
         results = []
         for k in range(parts):
             part = examples[k::parts]
-            # the SFT chats are the defender's: a separate attacker never learns from them
-            defends = player is self.players[DEFENDER]
-            auxiliary = self._sft_loss if self.sft is not None and defends else None
             results.append(
                 update(player, self.optimizers[name], algorithm, part, micro, self.dist, self._precision(), auxiliary)
             )

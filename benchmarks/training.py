@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import describe_machine, exponent, interleaved, median_seconds
+from common import chats, describe_machine, exponent, interleaved, median_seconds
 
 from advgame_env import bundled_seeds
 from agents.hf import encode, prompt_ids
@@ -41,9 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def fixed_pairs(tokenizer: Any, n: int, completion_tokens: int) -> list[PreferencePair]:
     """``n`` pairs: held-out prompts, chosen/rejected cut from natural text, all the same length."""
-    seeds = bundled_seeds("heldout")
-    chats = [[{"role": "user", "content": seeds[i % len(seeds)].prompt}] for i in range(n)]
-    prompts = prompt_ids(tokenizer, chats, 2048, completion_tokens)
+    prompts = prompt_ids(tokenizer, chats(n), 2048, completion_tokens)
     text = encode(tokenizer, " ".join(s.prompt for s in bundled_seeds("all")))
     pairs = []
     for i, prompt in enumerate(prompts):
