@@ -277,12 +277,14 @@ def test_a_killed_run_resumes_exactly_where_it_stopped(tiny_chat, tmp_path):
     want, have = _train_lines(whole), _train_lines(killed)
     assert sorted(have) == [1, 2, 3, 4, 5]  # one line per step: nothing lost, nothing twice
     assert any(have[s].get("train/defender_examples", 0) > 0 for s in range(stopped_at + 1, 6))  # it trained
+    # the same samples, counts and losses; floats to summation-order tolerance, as CPU kernels
+    # may sum in another order in another process
     for step in range(1, 6):
-        assert have[step] == want[step], f"step {step} differs after resuming from step {stopped_at}"
+        assert have[step] == pytest.approx(want[step], rel=1e-5, abs=1e-6), f"step {step} differs after resuming"
     whole_weights = torch.load(checkpoints(whole)[-1] / "state.pt", weights_only=True)["weights"]
     killed_weights = torch.load(checkpoints(killed)[-1] / "state.pt", weights_only=True)["weights"]
     for key, tensors in whole_weights.items():
-        assert all(torch.equal(tensors[n], killed_weights[key][n]) for n in tensors), key
+        assert all(torch.allclose(tensors[n], killed_weights[key][n], rtol=1e-5, atol=1e-6) for n in tensors), key
 
 
 # ----------------------------------------------------------------------------- two processes

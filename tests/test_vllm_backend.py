@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from agents import HFBackend, load_model, render_chat
+from tests.samples import assert_same_generations
 
 pytestmark = pytest.mark.slow
 
@@ -59,8 +60,9 @@ def test_sequence_scores_agree_with_hugging_face(engine, hf):
 
 def test_seeded_sampling_is_reproducible_and_independent_of_batch_neighbours(engine):
     together = engine.generate(CHATS[:2], max_tokens=12, temperature=1.0, seed=3)
-    again = engine.generate(CHATS[:2], max_tokens=12, temperature=1.0, seed=3)
-    assert together == again
+    assert_same_generations(engine.generate(CHATS[:2], max_tokens=12, temperature=1.0, seed=3), together)
+    # prompt i samples with seed + i, whatever else shares its batch
+    assert_same_generations(engine.generate(CHATS[1:2], max_tokens=12, temperature=1.0, seed=4), together[1:])
 
 
 def test_seeded_sampling_of_a_batch_larger_than_one_step(engine):
@@ -140,7 +142,7 @@ def test_lora_adapters_are_served_side_by_side_and_new_versions_replace_old_ones
         want, abs=LOGPROB_TOL
     )
     generated = engine.generate(CHATS[:2], max_tokens=8, temperature=0, adapter="attacker")
-    assert generated == engine.generate(CHATS[:2], max_tokens=8, temperature=0, adapter="attacker")
+    assert_same_generations(engine.generate(CHATS[:2], max_tokens=8, temperature=0, adapter="attacker"), generated)
     # a new version saved from a named adapter replaces one saved as "default": only the old
     # version's folder goes, the new one and the other role's stay
     from agents.roles import shared_base_players
