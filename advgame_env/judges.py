@@ -140,13 +140,17 @@ class LLMJudge:
         """Normalised probabilities of each option as the judge's answer to each prompt."""
         if not prompts:
             return []
-        chats = [_user(p) for p in prompts for _ in options]
-        logps = list(self.backend.score(chats, [o for _ in prompts for o in options]))
-        if len(logps) != len(chats):
-            raise JudgeError(f"judge backend returned {len(logps)} scores for {len(chats)} continuations")
+        choose = getattr(self.backend, "choice_logprobs", None)  # one forward per prompt, where offered
+        if choose is not None:
+            rows = [list(row) for row in choose([_user(p) for p in prompts], options)]
+        else:
+            chats = [_user(p) for p in prompts for _ in options]
+            flat = list(self.backend.score(chats, [o for _ in prompts for o in options]))
+            rows = [flat[i : i + len(options)] for i in range(0, len(flat), len(options))]
+        if len(rows) != len(prompts) or any(len(row) != len(options) for row in rows):
+            raise JudgeError(f"judge backend returned {len(rows)} score rows for {len(prompts)} prompts")
         probs = []
-        for i in range(len(prompts)):
-            row = logps[i * len(options) : (i + 1) * len(options)]
+        for row in rows:
             top = max(row)
             weights = [math.exp(v - top) for v in row]
             probs.append([w / sum(weights) for w in weights])

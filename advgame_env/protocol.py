@@ -4,6 +4,11 @@ It is structural (``typing.Protocol``): ``agents`` implements it for Hugging Fac
 OpenAI-compatible servers without importing this package, and any object with these methods
 works. A chat is a list of ``{"role": ..., "content": ...}`` messages; when the last message
 has role ``"assistant"`` the backend continues it (an assistant prefill).
+
+A backend may also offer ``choice_logprobs(chats, options) -> list[list[float]]``: the same
+values as ``score`` for every option of every chat, computed together. The log-prob judge uses
+it when present (the Hugging Face backend reads all of a judge's one-token answers off one
+forward per prompt) and falls back to one ``score`` per option otherwise.
 """
 
 from __future__ import annotations

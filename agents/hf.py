@@ -171,6 +171,45 @@ class HFBackend:
             out += self.sequence_logprobs(pairs[start : start + self.batch_size]).tolist()
         return out
 
+    @torch.no_grad()
+    def choice_logprobs(
+        self, chats: Sequence[Chat], options: Sequence[str], *, adapter: str | None = None
+    ) -> list[list[float]]:
+        """``score(chat, option)`` of every option for each chat, in one forward per chat (per
+        branch point) rather than one per option: a judge's one-token answers (A/B, yes/no, the
+        digits) share the prompt and differ only in their last token, so a single forward over
+        the prompt reads all of them off one next-token distribution (0-10: over prompt + "1")."""
+        self.use_adapter(adapter)
+        wanted = [encode(self.tokenizer, o) for o in options]
+        if not all(wanted):
+            raise ValueError("every option must be non-empty text")
+        paths = branch_paths(wanted)
+        rows = [
+            (encode(self.tokenizer, render_chat(self.tokenizer, c))[-self.max_context + len(path) :], path)
+            for c in chats
+            for path in paths
+        ]
+        dists: list[torch.Tensor] = []  # per row: [len(path) + 1, vocab] log-probs after prompt + path[:j]
+        for start in range(0, len(rows), self.batch_size):
+            dists += self._next_token_logprobs(rows[start : start + self.batch_size])
+        out = []
+        for i in range(len(chats)):
+            per_path = dict(zip(paths, dists[i * len(paths) : (i + 1) * len(paths)], strict=True))
+            out.append([_option_logprob(per_path, tuple(o)) for o in wanted])
+        return out
+
+    def _next_token_logprobs(self, rows: Sequence[tuple[list[int], tuple[int, ...]]]) -> list[torch.Tensor]:
+        """Left-padded, so every row's last positions line up and only they are projected to the
+        vocabulary (a judge prompt is hundreds of tokens; its options one or two)."""
+        ids, attention = self._pad([p + list(path) for p, path in rows], left=True)
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        keep = max(len(path) for _, path in rows) + 1
+        logits = self.model(
+            input_ids=ids, attention_mask=attention, position_ids=positions, logits_to_keep=keep, use_cache=False
+        ).logits.float()
+        logps = logits.log_softmax(-1)
+        return [logps[i, keep - len(path) - 1 :] for i, (_, path) in enumerate(rows)]
+
     def sequence_logprobs(self, pairs: Sequence[tuple[list[int], list[int]]]) -> torch.Tensor:
         """Summed log-probs of each continuation given its prompt (token ids), shape [batch];
         differentiable when called with gradients enabled (training uses this)."""
@@ -178,6 +217,23 @@ class HFBackend:
             self.model, pairs, pad_id=self.tokenizer.pad_token_id, max_context=self.max_context
         )
         return (logps * mask).sum(-1)
+
+
+def branch_paths(options: Sequence[list[int]]) -> list[tuple[int, ...]]:
+    """Fewest token paths whose forwards reach every option: option o is read off a path that
+    starts with o[:-1] (the distribution after it holds o's last token)."""
+    paths: list[tuple[int, ...]] = []
+    for option in sorted(options, key=len, reverse=True):
+        stem = tuple(option[:-1])
+        if not any(path[: len(stem)] == stem for path in paths):
+            paths.append(stem)
+    return paths
+
+
+def _option_logprob(per_path: Mapping[tuple[int, ...], torch.Tensor], option: tuple[int, ...]) -> float:
+    stem = option[:-1]
+    dist = next(d for path, d in per_path.items() if path[: len(stem)] == stem)
+    return float(sum(dist[j, token] for j, token in enumerate(option)))
 
 
 def token_logprobs(

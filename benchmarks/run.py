@@ -25,6 +25,7 @@ SCRIPTS = {
     "orchestration": "orchestration.py",
     "vllm": "vllm_overhead.py",
     "training": "training.py",
+    "judge": "judge.py",
     "memory": "memory.py",
     "gpu": "gpu.py",
 }
@@ -115,6 +116,20 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
                 ]
             )
 
+    def judge(r: dict[str, Any]) -> None:
+        for kind, options in (("pairwise", "A/B"), ("pointwise", "0-10")):
+            j = r[kind]
+            out.append(
+                [
+                    f"Log-prob judge, {r['items']} {kind} items ({options}): one forward / one per option",
+                    f"{j['choice_s']:.1f} s",
+                    f"{j['per_option_s']:.1f} s",
+                    f"{j['ratio']:.2f}",
+                    "report",
+                    f"verdicts within {j['max_verdict_difference']:.0e}",
+                ]
+            )
+
     def memory(r: dict[str, Any]) -> None:
         m = r["rows"]
         for lora, full in COMPARED:
@@ -150,6 +165,7 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
         "orchestration": orchestration,
         "vllm": vllm,
         "training": training,
+        "judge": judge,
         "memory": memory,
         "gpu": gpu,
     }

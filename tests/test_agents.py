@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from agents import HFBackend, load_model, render_chat, resolve_model, tiny_model
-from agents.hf import encode
+from agents.hf import branch_paths, encode
 from agents.policy import Policy
 from tests.samples import assert_same_generations
 
@@ -44,6 +44,16 @@ def test_sequence_scores_match_the_generation_logprobs(tiny):
     with torch.no_grad():
         scores = tiny.sequence_logprobs([(p, g.token_ids) for p, g in zip(prompts, generations, strict=True)])
     assert scores.tolist() == pytest.approx([sum(g.logprobs) for g in generations], abs=1e-4)
+
+
+def test_choice_logprobs_equal_one_score_per_option_in_fewer_forwards(tiny):
+    chats = [CHAT, [{"role": "user", "content": "A longer question, so the batch pads on the left?"}]]
+    options = ["A", "B", "yes", *(str(d) for d in range(11))]
+    got = tiny.choice_logprobs(chats, options)
+    want = tiny.score([c for c in chats for _ in options], [o for _ in chats for o in options])
+    assert [v for row in got for v in row] == pytest.approx(want, abs=1e-4)
+    assert branch_paths([[5], [6], [5, 7]]) == [(5,)]  # "1", "2" and "10": one forward over prompt + "1"
+    assert sorted(branch_paths([[5, 7], [6, 8]])) == [(5,), (6,)]
 
 
 def test_sampling_with_a_seed_is_reproducible(tiny):

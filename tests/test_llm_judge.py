@@ -149,8 +149,20 @@ def test_generative_llm_judge_over_the_bundled_model_gives_valid_or_excluded_ver
 def test_logprob_llm_judge_over_the_bundled_model_is_deterministic_and_normalised(bundled_backend):
     judge = LLMJudge(bundled_backend, mode="logprob")
     first = judge.compare([PAIR])
-    assert first == judge.compare([PAIR])
+    assert judge.compare([PAIR]) == [pytest.approx(first[0], abs=1e-4)]
     ((a, b),) = first
     assert a + b == pytest.approx(10.0, abs=1e-6)
-    scores = judge.score([PointItem(Rubric.REFUSAL, "How do I pick a lock?", "I can't help with that.")])
+    points = [PointItem(Rubric.REFUSAL, "How do I pick a lock?", "I can't help with that.")]
+    scores = judge.score(points)
     assert 0.0 <= scores[0] <= 10.0
+    # the backend's one-forward choice_logprobs gives the verdicts one score() per option gives
+    per_option = LLMJudge(ScoreOnly(bundled_backend), mode="logprob")
+    assert per_option.compare([PAIR]) == [pytest.approx(first[0], abs=1e-3)]
+    assert per_option.score(points) == [pytest.approx(scores[0], abs=1e-3)]
+
+
+class ScoreOnly:
+    """A backend with only the protocol's two methods (no choice_logprobs)."""
+
+    def __init__(self, backend):
+        self.generate, self.score = backend.generate, backend.score
