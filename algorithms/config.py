@@ -85,7 +85,8 @@ class AlgorithmConfig:
     # Self-RedTeam (REINFORCE++): PPO clip, optimizer steps per batch of rounds, auxiliary SFT
     clip: float = 0.2
     minibatches: int = 4
-    sft_data: str | None = None  # JSONL chats; the SFT loss is added to every micro-batch
+    sft_data: str | None = None  # the defender's JSONL chats; the SFT loss is added to every micro-batch
+    attacker_sft_data: str | None = None  # the attacker's (same format, same coef and batch size)
     sft_coef: float = 0.0
     sft_batch_size: int = 4
     # sequential baselines: one player trains while the other is frozen
@@ -256,7 +257,12 @@ def _read(path: Path, seen: set[Path]) -> dict[str, Any]:
 
 # Data files a config names: a relative path that exists beside the config file means that file,
 # so a recipe with its data (configs/data/...) works from any working directory.
-FILE_KEYS = (("algorithm", "sft_data"), ("data", "seeds"), ("data", "validation_seeds"))
+FILE_KEYS = (
+    ("algorithm", "sft_data"),
+    ("algorithm", "attacker_sft_data"),
+    ("data", "seeds"),
+    ("data", "validation_seeds"),
+)
 
 
 def _files_beside(data: dict[str, Any], folder: Path) -> dict[str, Any]:

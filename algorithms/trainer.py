@@ -14,6 +14,7 @@ unlike the reference code, the cosine schedule advances once per optimizer step.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import random
 import statistics
@@ -195,11 +196,18 @@ def update(
     """
     weights = [algorithm.weight(e) for e in examples]
     total, count = dist.sum([sum(weights), len(examples)])
-    if total == 0:
+    if total == 0 and auxiliary is None:
         optimizer.skip()
         return {"examples": 0.0}
+    if total == 0:  # no game example anywhere: the auxiliary term still takes its step
+        assert auxiliary is not None
+        with precision, player.updating():
+            alone = auxiliary(player)
+        alone.backward()
+        return {"examples": 0.0, "sft_loss": float(alone.detach())} | optimizer.step(dist)
     # every process sums the same keys, in the same order, even with no example of its own
     sums = dict.fromkeys(("loss", *algorithm.metric_names), 0.0)
+    sft_loss = 0.0  # this process's weighted auxiliary term
     for start in range(0, len(examples), micro_batch_size):
         chunk = examples[start : start + micro_batch_size]
         w = torch.tensor(weights[start : start + micro_batch_size])
@@ -207,7 +215,9 @@ def update(
             losses, metrics = algorithm.loss(player, chunk)
             objective = (losses * w.to(losses.device)).sum().div(total)
             if auxiliary is not None:
-                objective = objective + auxiliary(player) * (float(w.sum()) / total)
+                term = auxiliary(player)
+                objective = objective + term * (float(w.sum()) / total)
+                sft_loss += float(term.detach()) * float(w.sum()) / total
         objective.backward()
         sums["loss"] += float((losses.detach().cpu() * w).sum())
         for key, value in metrics.items():
@@ -215,6 +225,8 @@ def update(
     reduced = dict(zip(sums, dist.sum(list(sums.values())), strict=True))
     out = {"loss": reduced.pop("loss") / total, "examples": count}
     out |= {key: value / count for key, value in reduced.items()}  # per-example means
+    if auxiliary is not None:
+        out["sft_loss"] = sft_loss
     return out | optimizer.step(dist)
 
 
@@ -326,7 +338,7 @@ class Trainer:
             for name, player in self.learners.items()
             if any(self.players[role] is player for role in ever)
         }
-        self.sft = self._sft_stream()
+        self.sft = self._sft_streams()
         self.game = Game(build_judge(cfg), cfg.game)
         seeds = _seeds(cfg.data.seeds, "train")
         self.streams = {
@@ -394,7 +406,7 @@ class Trainer:
             for name, player in self.learners.items():
                 roles = [r for r in trained if self.players[r] is player]
                 if roles:  # a frozen opponent is never updated
-                    result = self._update(player, name, [e for e in examples if e.role in roles], s)
+                    result = self._update(player, name, roles, [e for e in examples if e.role in roles], s)
                     metrics |= {f"train_{prefix}/{name}_{k}": v for k, v in result.items()}
             lap("update")
         if "ema" in copies_needed(self.algorithm):
@@ -406,8 +418,8 @@ class Trainer:
         seconds = {f"time/{k}_s": v for k, v in clock.items()} | {"time/step_s": time.perf_counter() - started}
         return _with_means(metrics) | seconds
 
-    def _update(self, player: Player, name: str, examples: list[Any], split: int) -> dict[str, float]:
-        """The algorithm's optimizer step(s) of one learner on its examples of one split."""
+    def _update(self, player: Player, name: str, roles: list[str], examples: list[Any], split: int) -> dict[str, float]:
+        """The algorithm's optimizer step(s) of one learner, trained in ``roles``, on its examples of one split."""
         cfg, algorithm = self.cfg, self.algorithm
         micro = cfg.optim.micro_batch_size
         if isinstance(algorithm, SelfRedTeam):
@@ -416,9 +428,9 @@ class Trainer:
         parts = minibatches(algorithm)
         if parts > 1:  # PPO-style: several steps on one batch, in a seeded random order
             random.Random(derived_seed(cfg.run.seed, self.step, split, self.dist.rank, 11)).shuffle(examples)
-        # the SFT chats are the defender's: a separate attacker never learns from them
-        defends = player is self.players[DEFENDER]
-        auxiliary = self._sft_loss if self.sft is not None and defends else None
+        # each role's SFT chats reach only the player in that role (both, for a shared policy)
+        sft_roles = [r for r in roles if r in self.sft]
+        auxiliary = functools.partial(self._sft_terms, roles=sft_roles) if sft_roles else None
         results = []
         for k in range(parts):
             part = examples[k::parts]
@@ -447,16 +459,24 @@ class Trainer:
     def prefills(self) -> dict[str, str]:
         return prefills(self.cfg)
 
-    def _sft_stream(self) -> SeedStream | None:
+    def _sft_streams(self) -> dict[str, SeedStream]:
+        """Each role's auxiliary SFT chats, for the roles that have a file."""
         a = self.cfg.algorithm
-        if not a.sft_data or a.sft_coef == 0:
-            return None
-        examples = load_sft(a.sft_data, self.players[DEFENDER].tokenizer, self.prefills[DEFENDER])
-        return SeedStream(examples, self.cfg.run.seed + 17)
+        files = {DEFENDER: a.sft_data, ATTACKER: a.attacker_sft_data} if a.sft_coef else {}
+        return {
+            role: SeedStream(
+                load_sft(path, self.players[role].tokenizer, self.prefills[role]),
+                self.cfg.run.seed + (17 if role == DEFENDER else 19),
+            )
+            for role, path in files.items()
+            if path
+        }
 
-    def _sft_loss(self, player: Player) -> torch.Tensor:
-        assert self.sft is not None
-        batch = self.sft.take(self.cfg.algorithm.sft_batch_size)
+    def _sft_terms(self, player: Player, roles: list[str]) -> torch.Tensor:
+        return torch.stack([self._sft_loss(player, role) for role in roles]).sum()
+
+    def _sft_loss(self, player: Player, role: str) -> torch.Tensor:
+        batch = self.sft[role].take(self.cfg.algorithm.sft_batch_size)
         with player.active("learner") as model:
             loss = sft_loss(model, batch, player.tokenizer.pad_token_id, self.cfg.rollout.max_model_len)
         return self.cfg.algorithm.sft_coef * loss
@@ -529,7 +549,7 @@ class Trainer:
             "optimizers": {name: o.optimizer.state_dict() for name, o in self.optimizers.items()},
             "schedulers": {name: o.scheduler.state_dict() for name, o in self.optimizers.items()},
             "data": {label.value: stream.state() for label, stream in self.streams.items()}
-            | ({"sft": self.sft.state()} if self.sft is not None else {}),
+            | {_sft_key(role): stream.state() for role, stream in self.sft.items()},
             "rng": rng_state(),
         }
 
@@ -550,8 +570,8 @@ class Trainer:
             optimizer.scheduler.load_state_dict(state["schedulers"][name])
         for label, stream in self.streams.items():
             stream.restore(state["data"][label.value])
-        if self.sft is not None:
-            self.sft.restore(state["data"]["sft"])
+        for role, stream in self.sft.items():
+            stream.restore(state["data"][_sft_key(role)])
         restore_rng(state["rng"])
         self.step = int(state["step"])
 
@@ -562,6 +582,11 @@ class Trainer:
             player.export("learner", folder / name)
             if "ema" in copies_needed(self.algorithm):
                 player.export("ema", folder / f"{name}_ema")
+
+
+def _sft_key(role: str) -> str:
+    """A role's SFT stream in a checkpoint (the defender's kept its first name, "sft")."""
+    return "sft" if role == DEFENDER else f"{role}_sft"
 
 
 def _with_means(metrics: dict[str, float]) -> dict[str, float]:

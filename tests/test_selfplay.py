@@ -206,22 +206,36 @@ def test_sft_data_errors_name_file_and_line_and_the_term_trains(tiny_chat, tmp_p
     )
     trainer = Trainer(cfg)
     trainer.train_step()
-    assert trainer.sft is not None and trainer.sft.position > 0
+    assert set(trainer.sft) == {"defender"} and trainer.sft["defender"].position > 0
     assert "sft" in trainer.state()["data"]
 
 
-def test_the_sft_term_trains_the_defender_only_in_a_two_player_game(tiny_chat, tmp_path):
+def _sft_roles_seen(trainer: Trainer, steps: int) -> list[tuple[str, str]]:
+    """(player, SFT role) of every SFT term the trainer adds in ``steps`` steps."""
+    seen = []
+    real = trainer._sft_loss
+    trainer._sft_loss = lambda player, role: seen.append((player.role, role)) or real(player, role)  # type: ignore[method-assign]
+    for _ in range(steps):
+        metrics = trainer.train_step()
+        assert metrics["time/step_s"] >= metrics["time/play_s"] > 0
+    return seen
+
+
+def test_each_sft_term_trains_only_its_own_role_in_a_two_player_game(tiny_chat, tmp_path):
     good = tmp_path / "sft.jsonl"
     good.write_text("".join(json.dumps({"prompt": f"Q {i}?", "response": "No."}) + "\n" for i in range(4)))
     overrides = [f"algorithm.sft_data={good}", "algorithm.sft_coef=1.0", "algorithm.sft_batch_size=2"]
     trainer = Trainer(config(tiny_chat, tmp_path / "run", "algorithm.name=advgame_dpo_md", *overrides))
-    seen = []
-    real = trainer._sft_loss
-    trainer._sft_loss = lambda player: seen.append(player.role) or real(player)  # type: ignore[method-assign]
-    for _ in range(3):
-        metrics = trainer.train_step()
-    assert metrics["time/step_s"] >= metrics["time/play_s"] > 0
-    assert seen and set(seen) == {"defender"}
+    seen = _sft_roles_seen(trainer, 3)
+    assert seen and set(seen) == {("defender", "defender")}
+    # an attacker file trains the attacker (even without game pairs), and its stream is checkpointed
+    attack = tmp_path / "attack.jsonl"
+    attack.write_text(
+        "".join(json.dumps({"prompt": f"T {i}", "response": "<prompt>Q?</prompt>"}) + "\n" for i in range(4))
+    )
+    both = Trainer(config(tiny_chat, tmp_path / "both", *overrides, f"algorithm.attacker_sft_data={attack}"))
+    assert set(_sft_roles_seen(both, 2)) == {("defender", "defender"), ("attacker", "attacker")}
+    assert both.state()["data"]["attacker_sft"] == both.sft["attacker"].state()
 
 
 def test_the_demo_sft_data_loads_and_holds_no_held_out_seed():
@@ -240,6 +254,27 @@ def test_the_demo_sft_data_loads_and_holds_no_held_out_seed():
     assert len(load_sft(path, tokenizer)) == len(records)
 
 
+def test_the_demo_attacker_sft_data_is_valid_faithful_and_matches_the_game_tasks():
+    from transformers import AutoTokenizer
+
+    from advgame_env.parsing import parse_attack
+    from advgame_env.rule_judge import RuleJudge
+    from advgame_env.templates import TemplateSet
+    from agents.models import DEFAULT_MODEL, resolve_model
+
+    records = [json.loads(line) for line in (ROOT / "configs" / "data" / "cpu_demo_attacker_sft.jsonl").open()]
+    seeds = {s.id: s for s in bundled_seeds("train")}
+    assert len(records) == 320 and all(r["id"] in seeds for r in records)  # training seeds only
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(DEFAULT_MODEL))
+    for r in records:
+        seed = seeds[r["id"]]
+        # the task the game sends (a new template version would make this file stale)
+        assert r["prompt"] == TemplateSet().attacker_task(seed.prompt, seed.label, think=False)
+        parsed = parse_attack(r["response"], think=False, max_chars=4000)
+        assert parsed.public is not None and RuleJudge().is_faithful(seed.prompt, parsed.public)
+        assert len(tokenizer(r["response"])["input_ids"]) < 64  # the demo's attacker token limit
+
+
 def test_algorithm_switch_builds_each_algorithm():
     for name, kind in [("self_redteam", "SelfRedTeam"), ("sequential", "PreferenceOptimization"), ("grpo", "GRPO")]:
         algorithm = build_algorithm(load_config(None, [f"algorithm.name={name}"]).algorithm, 512)
@@ -249,9 +284,8 @@ def test_algorithm_switch_builds_each_algorithm():
 # ----------------------------------------------------------------------------- configs and the comparison
 
 
-# cpu_smoke and cpu_demo_quick have their own end-to-end tests (test_cli); the LLM-judge demo is
-# left out: its 135M judge makes a step take many minutes on 2 cores (see the README).
-SKIPPED = {"cpu_smoke", "cpu_demo_quick", "cpu_demo_llm_judge"}
+# cpu_smoke and cpu_demo_quick have their own end-to-end tests (test_cli)
+SKIPPED = {"cpu_smoke", "cpu_demo_quick"}
 CPU_CONFIGS = sorted(p for p in (ROOT / "configs").glob("cpu_*.yaml") if p.stem not in SKIPPED)
 
 
