@@ -184,11 +184,8 @@ class HFBackend:
         if not all(wanted):
             raise ValueError("every option must be non-empty text")
         paths = branch_paths(wanted)
-        rows = [
-            (encode(self.tokenizer, render_chat(self.tokenizer, c))[-self.max_context + len(path) :], path)
-            for c in chats
-            for path in paths
-        ]
+        prompts = prompt_ids(self.tokenizer, chats, self.max_context, max(len(path) for path in paths))
+        rows = [(prompt, path) for prompt in prompts for path in paths]
         dists: list[torch.Tensor] = []  # per row: [len(path) + 1, vocab] log-probs after prompt + path[:j]
         for start in range(0, len(rows), self.batch_size):
             dists += self._next_token_logprobs(rows[start : start + self.batch_size])

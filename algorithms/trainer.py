@@ -196,11 +196,11 @@ def update(
     """
     weights = [algorithm.weight(e) for e in examples]
     total, count = dist.sum([sum(weights), len(examples)])
-    if total == 0 and auxiliary is None:
-        optimizer.skip()
-        return {"examples": 0.0}
-    if total == 0:  # no game example anywhere: the auxiliary term still takes its step
-        assert auxiliary is not None
+    if total == 0:
+        if auxiliary is None:
+            optimizer.skip()
+            return {"examples": 0.0}
+        # no game example anywhere: the auxiliary term still takes its step
         with precision, player.updating():
             alone = auxiliary(player)
         alone.backward()
@@ -215,9 +215,10 @@ def update(
             losses, metrics = algorithm.loss(player, chunk)
             objective = (losses * w.to(losses.device)).sum().div(total)
             if auxiliary is not None:
+                share = float(w.sum()) / total
                 term = auxiliary(player)
-                objective = objective + term * (float(w.sum()) / total)
-                sft_loss += float(term.detach()) * float(w.sum()) / total
+                objective = objective + term * share
+                sft_loss += float(term.detach()) * share
         objective.backward()
         sums["loss"] += float((losses.detach().cpu() * w).sum())
         for key, value in metrics.items():
