@@ -194,7 +194,9 @@ def test_non_finite_log_probs_are_judge_failures_never_verdicts(value):
 
 class OneBadOption(FirstIsBetter):
     def score(self, chats, continuations):
-        return [math.nan if c == "B" else v for c, v in zip(continuations, super().score(chats, continuations))]
+        return [
+            math.nan if c == "B" else v for c, v in zip(continuations, super().score(chats, continuations), strict=True)
+        ]
 
 
 def test_one_non_finite_option_fails_only_its_own_verdict():

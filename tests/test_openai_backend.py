@@ -1,111 +1,20 @@
-"""The OpenAI-compatible HTTP backend: retries and errors against tiny real HTTP servers on
-loopback (fast), and generation and scoring against a real ``vllm serve`` (slow)."""
+"""The OpenAI-compatible HTTP backend: retries, errors and faults against a fake server on
+loopback (``tests/fake_openai.py``: a real HTTP server serving scripted faults; fast), and
+generation and scoring against a real ``vllm serve`` (slow)."""
 
 from __future__ import annotations
 
-import json
-import socket
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 
 from agents import Generation, OpenAIBackend
 from agents.openai_backend import BackendError
+from tests.fake_openai import completion, fake_server, free_port
 from tests.samples import assert_same_generations
 
 CHAT = [{"role": "user", "content": "Name a fruit."}]
-
-# ---------------------------------------------------------------------------------------------
-# tiny loopback servers: each answers at most `max_requests` requests within `lifetime` seconds
-
-Reply = tuple[int, Any]  # (HTTP status, JSON body)
-
-
-class FakeServer:
-    def __init__(self, reply: Callable[[int, str, dict[str, Any], threading.Event], Reply], max_requests: int):
-        self.reply, self.max_requests = reply, max_requests
-        self.requests: list[tuple[str, dict[str, Any]]] = []
-        self.stopping = threading.Event()  # sleeping handlers wake up when the test ends
-        self.lock = threading.Lock()
-
-    def handle(self, path: str, body: dict[str, Any]) -> Reply:
-        with self.lock:
-            self.requests.append((path, body))
-            n = len(self.requests)
-        if n > self.max_requests:
-            return 410, {"error": {"message": "fake server: request budget spent"}}
-        return self.reply(n, path, body, self.stopping)
-
-
-@contextmanager
-def fake_server(
-    reply: Callable[[int, str, dict[str, Any], threading.Event], Reply], max_requests: int = 8, lifetime: float = 30.0
-) -> Iterator[tuple[str, FakeServer]]:
-    state = FakeServer(reply, max_requests)
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            status, payload = state.handle(self.path, json.loads(raw or b"{}"))
-            data = json.dumps(payload).encode()
-            try:
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-            except OSError:
-                pass  # the client gave up (a timeout test)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    server.timeout = 0.05
-    deadline = time.monotonic() + lifetime
-
-    def serve() -> None:
-        while not state.stopping.is_set() and time.monotonic() < deadline:
-            server.handle_request()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", state
-    finally:
-        state.stopping.set()
-        thread.join(timeout=5)
-        server.server_close()
-
-
-def completion(text: str, *, token_ids: list[int] | None = None, finish: str = "stop") -> dict[str, Any]:
-    """A vLLM-shaped chat completion; vLLM lists the end-of-turn token (id 2) among the generated."""
-    ids = [*(token_ids or []), *([2] if finish == "stop" else [])]
-    return {
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": text},
-                "logprobs": {"content": [{"token": "t", "logprob": -0.5, "top_logprobs": []} for _ in ids]},
-                "finish_reason": finish,
-                "stop_reason": None,
-                "token_ids": ids,
-            }
-        ]
-    }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 # ---------------------------------------------------------------------------------------------
 # fast tests

@@ -14,7 +14,6 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
-from test_openai_backend import completion, fake_server  # tests/ is on sys.path (pytest rootdir conftest)
 
 from advgame_env import Game, GameConfig, RuleJudge, bundled_seeds
 from agents import HFBackend, OpenAIBackend, load_model
@@ -33,6 +32,7 @@ from algorithms.redteam import (
     summarise,
     write_report,
 )
+from tests.fake_openai import completion, fake_server
 
 ROOT = Path(__file__).parent.parent
 HARMFUL = bundled_seeds("heldout", "harmful")
