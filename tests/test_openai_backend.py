@@ -180,9 +180,12 @@ def test_a_retry_after_past_the_deadline_gives_up_at_once():
     def reply(n, path, body, stopping):
         return Raw(json.dumps(limited[1]).encode(), status=429, headers={"Retry-After": "30"})
 
-    with fake_server(reply) as (url, server), quick(url, deadline=2.0, max_retries=5) as backend:
-        with pytest.raises(BackendError, match=r"HTTP 429: slow down") as caught:
-            backend.generate([CHAT], max_tokens=4)
+    with (
+        fake_server(reply) as (url, server),
+        quick(url, deadline=2.0, max_retries=5) as backend,
+        pytest.raises(BackendError, match=r"HTTP 429: slow down") as caught,
+    ):
+        backend.generate([CHAT], max_tokens=4)
     assert caught.value.status == 429 and len(server.requests) == 1
 
 
@@ -197,9 +200,12 @@ def test_a_retry_after_within_the_deadline_is_waited_for_and_the_answer_used():
 
 
 def test_server_errors_every_time_end_in_a_backend_error_after_the_retries():
-    with fake_server(always((503, {"error": {"message": "overloaded"}}))) as (url, server), quick(url) as backend:
-        with pytest.raises(BackendError, match=r"after 2 attempts; last error: HTTP 503: overloaded") as caught:
-            backend.generate([CHAT], max_tokens=4)
+    with (
+        fake_server(always((503, {"error": {"message": "overloaded"}}))) as (url, server),
+        quick(url) as backend,
+        pytest.raises(BackendError, match=r"after 2 attempts; last error: HTTP 503: overloaded") as caught,
+    ):
+        backend.generate([CHAT], max_tokens=4)
     assert caught.value.status == 503 and len(server.requests) == 2
 
 
@@ -218,16 +224,19 @@ def test_server_errors_every_time_end_in_a_backend_error_after_the_retries():
     ],
 )
 def test_garbage_and_cut_short_answers_are_backend_errors(answer, says):
-    with fake_server(always(answer)) as (url, server), quick(url) as backend:
-        with pytest.raises(BackendError, match=says) as caught:
-            backend.generate([CHAT], max_tokens=4)
+    with (
+        fake_server(always(answer)) as (url, server),
+        quick(url) as backend,
+        pytest.raises(BackendError, match=says) as caught,
+    ):
+        backend.generate([CHAT], max_tokens=4)
     assert url in str(caught.value) and len(server.requests) == 2  # retried once: it may be a hiccup
 
 
 def test_a_gzipped_answer_is_read():
     body = gzip.compress(json.dumps(completion("Kiwi.")).encode())
     headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
-    with fake_server(always(Raw(body, headers=headers))) as (url, server), quick(url) as backend:
+    with fake_server(always(Raw(body, headers=headers))) as (url, _), quick(url) as backend:
         assert backend.generate([CHAT], max_tokens=4)[0].text == "Kiwi."
 
 
@@ -245,9 +254,12 @@ def test_non_finite_log_probs_are_backend_errors_never_values(value):
             "choices": [{"text": "", "prompt_logprobs": [None, {"2": {"logprob": -1}}, {"40": {"logprob": value}}]}]
         }
 
-    with fake_server(vllm_like, max_requests=20) as (url, _), quick(url) as backend:
-        with pytest.raises(BackendError, match="non-finite"):
-            backend.score([CHAT], ["A pear."])
+    with (
+        fake_server(vllm_like, max_requests=20) as (url, _),
+        quick(url) as backend,
+        pytest.raises(BackendError, match="non-finite"),
+    ):
+        backend.score([CHAT], ["A pear."])
 
 
 def test_null_and_filtered_content_are_empty_answers_and_the_filter_is_kept():
@@ -286,9 +298,12 @@ def test_null_and_filtered_content_are_empty_answers_and_the_filter_is_kept():
 def test_malformed_answers_are_backend_errors_never_accepted(change, says):
     answer = completion("Plum.", token_ids=[7, 8])
     change(answer)
-    with fake_server(always((200, answer))) as (url, server), quick(url) as backend:
-        with pytest.raises(BackendError, match=says) as caught:
-            backend.generate([CHAT], max_tokens=4)
+    with (
+        fake_server(always((200, answer))) as (url, _),
+        quick(url) as backend,
+        pytest.raises(BackendError, match=says) as caught,
+    ):
+        backend.generate([CHAT], max_tokens=4)
     assert caught.value.url == url + "/v1/chat/completions"
 
 
