@@ -103,6 +103,7 @@ class LLMJudge:
     parsed from its own output only. ``mode="logprob"``: the judge is asked for one token and
     the backend scores the candidates (A/B, 0-10, yes/no), so nothing is parsed; pairwise
     verdicts become (10 p, 10 (1 - p)) and pointwise ones the expected digit.
+    A non-finite log-prob (NaN, +-inf) makes that item's verdict ``None``, a judge failure.
     ``both_orders=True`` judges each pair in both orders and averages, cancelling position bias.
     Text under judgement has its tags neutralised, so it cannot carry a verdict.
     """

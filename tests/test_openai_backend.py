@@ -262,6 +262,17 @@ def test_non_finite_log_probs_are_backend_errors_never_values(value):
         backend.score([CHAT], ["A pear."])
 
 
+def test_an_overflowing_log_prob_is_refused_too():
+    # "1e999" is valid JSON that Python reads as inf, past the NaN/Infinity literal check
+    body = json.dumps(completion("Pear.", token_ids=[5], logprob=-0.5)).replace("-0.5", "-1e999").encode()
+    with (
+        fake_server(always(Raw(body))) as (url, _),
+        quick(url) as backend,
+        pytest.raises(BackendError, match="non-finite logprobs"),
+    ):
+        backend.generate([CHAT], max_tokens=4)
+
+
 def test_null_and_filtered_content_are_empty_answers_and_the_filter_is_kept():
     def reply(n, path, body, stopping):
         content = body["messages"][-1]["content"]
