@@ -232,7 +232,7 @@ class OpenAIBackend:
             if attempt:
                 delay = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
                 if wait_hint is not None:
-                    delay = max(delay, wait_hint)
+                    delay = max(delay, min(wait_hint, self.max_backoff))
                 if time.monotonic() + delay >= deadline:
                     last_error += f" (a retry after {delay:g} s would end past the {self.deadline:g} s deadline)"
                     break
