@@ -120,8 +120,12 @@ def _reject_constant(name: str) -> Any:
 
 
 def _json(content: bytes) -> Any:
-    """The JSON of a body; ``NaN``/``Infinity`` (which Python's parser would take) are refused."""
-    return json.loads(content, parse_constant=_reject_constant)
+    """The JSON of a body; ``NaN``/``Infinity`` (which Python's parser would take) are refused,
+    and so is nesting too deep for the parser (a ``ValueError`` like any other bad body)."""
+    try:
+        return json.loads(content, parse_constant=_reject_constant)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
 
 
 def _is_number(value: Any) -> bool:

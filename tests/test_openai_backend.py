@@ -221,6 +221,7 @@ def test_server_errors_every_time_end_in_a_backend_error_after_the_retries():
             "DecodingError",
         ),
         (Raw(b"[1, 2]"), "JSON list, not an object"),
+        (Raw(b"[" * 100_000), "nested too deeply"),
     ],
 )
 def test_garbage_and_cut_short_answers_are_backend_errors(answer, says):
