@@ -201,3 +201,21 @@ def test_the_run_config_builds_a_wildguard_judge_and_refuses_a_game_it_cannot_ju
     paper = load_config(ROOT / "configs/paper/selfredteam_llama31.yaml")
     assert (paper.judge.kind, paper.judge.model, paper.judge.backend) == ("wildguard", "allenai/wildguard", "openai")
     assert paper.judge.max_tokens == 128
+
+
+def test_in_process_backends_render_the_input_verbatim(tiny_chat):
+    """With a Hugging Face backend, build_judge swaps the tokenizer's chat template for the
+    pass-through one: the prompt tokens are exactly the documented input's."""
+    from agents.hf import encode, render_chat
+    from algorithms.config import TrainConfig
+    from algorithms.trainer import build_judge
+
+    cfg = TrainConfig()
+    cfg.judge.kind, cfg.judge.backend, cfg.judge.model, cfg.game = "wildguard", "hf", str(tiny_chat), SRT
+    judge = build_judge(cfg)
+    sent = wildguard_input(ITEM.prompt, ITEM.response)
+    tokenizer = judge.backend.tokenizer
+    assert render_chat(tokenizer, [{"role": "user", "content": sent}]) == sent
+    assert tokenizer.decode(encode(tokenizer, sent)) == sent
+    (verdict,) = judge.classify([ITEM])  # a tiny random-ish model: a verdict only if well-formed
+    assert verdict is None or isinstance(verdict, Classification)
