@@ -21,6 +21,7 @@ from advgame_env.rewards import Classification, SelfRedTeamCoefficients, prefere
 from advgame_env.rule_judge import RuleJudge
 from advgame_env.seeds import Label, Seed, SeedFormatError, bundled_seeds, load_hf_seeds, load_seeds
 from advgame_env.templates import TemplateSet
+from advgame_env.wildguard import WildGuardJudge
 
 ENV_ID = "advgame/AdvGame-v0"
 
@@ -61,6 +62,7 @@ __all__ = [
     "SeedFormatError",
     "SelfRedTeamCoefficients",
     "TemplateSet",
+    "WildGuardJudge",
     "bundled_seeds",
     "env",
     "load_hf_seeds",

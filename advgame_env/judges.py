@@ -103,6 +103,7 @@ class LLMJudge:
     parsed from its own output only. ``mode="logprob"``: the judge is asked for one token and
     the backend scores the candidates (A/B, 0-10, yes/no), so nothing is parsed; pairwise
     verdicts become (10 p, 10 (1 - p)) and pointwise ones the expected digit.
+    A non-finite log-prob (NaN, +-inf) makes that item's verdict ``None``, a judge failure.
     ``both_orders=True`` judges each pair in both orders and averages, cancelling position bias.
     Text under judgement has its tags neutralised, so it cannot carry a verdict.
     """
@@ -136,8 +137,12 @@ class LLMJudge:
             raise JudgeError(f"judge backend returned {len(outputs)} generations for {len(prompts)} prompts")
         return [parse(o.text) for o in outputs]
 
-    def _choice_probs(self, prompts: Sequence[str], options: Sequence[str]) -> list[list[float]]:
-        """Normalised probabilities of each option as the judge's answer to each prompt."""
+    def _choice_probs(self, prompts: Sequence[str], options: Sequence[str]) -> list[list[float] | None]:
+        """Normalised probabilities of each option as the judge's answer to each prompt.
+
+        A row with a non-finite log-prob (NaN, +-inf: a broken model or server) is ``None``, a
+        judge failure: the verdict is left out, never made from numbers that are not numbers.
+        """
         if not prompts:
             return []
         choose = getattr(self.backend, "choice_logprobs", None)  # one forward per prompt, where offered
@@ -149,12 +154,7 @@ class LLMJudge:
             rows = [flat[i : i + len(options)] for i in range(0, len(flat), len(options))]
         if len(rows) != len(prompts) or any(len(row) != len(options) for row in rows):
             raise JudgeError(f"judge backend returned {len(rows)} score rows for {len(prompts)} prompts")
-        probs = []
-        for row in rows:
-            top = max(row)
-            weights = [math.exp(v - top) for v in row]
-            probs.append([w / sum(weights) for w in weights])
-        return probs
+        return [_normalise(row) for row in rows]
 
     def _rubric(self, rubric: Rubric) -> str:
         return self.templates.text(f"rubric_{rubric.value}")
@@ -183,7 +183,7 @@ class LLMJudge:
         ]
         if self.mode == "generative":
             return self._generate(prompts, parse_pairwise_scores)
-        return [(10 * p_a, 10 * p_b) for p_a, p_b in self._choice_probs(prompts, ("A", "B"))]
+        return [None if row is None else (10 * row[0], 10 * row[1]) for row in self._choice_probs(prompts, ("A", "B"))]
 
     def score(self, items: Sequence[PointItem]) -> list[float | None]:
         name = "judge_pointwise" if self.mode == "generative" else "judge_pointwise_digit"
@@ -199,7 +199,8 @@ class LLMJudge:
         if self.mode == "generative":
             return self._generate(prompts, parse_pointwise_score)
         digits = [str(d) for d in range(11)]
-        return [sum(d * p for d, p in enumerate(row)) for row in self._choice_probs(prompts, digits)]
+        rows = self._choice_probs(prompts, digits)
+        return [None if row is None else sum(d * p for d, p in enumerate(row)) for row in rows]
 
     def faithfulness(self, items: Sequence[FaithfulnessItem]) -> list[bool | None]:
         name = "judge_faithfulness" if self.mode == "generative" else "judge_faithfulness_choice"
@@ -208,7 +209,7 @@ class LLMJudge:
         ]
         if self.mode == "generative":
             return self._generate(prompts, lambda text: parse_yes_no("answer", text))
-        return [row[0] > row[1] for row in self._choice_probs(prompts, ("yes", "no"))]
+        return [None if row is None else row[0] > row[1] for row in self._choice_probs(prompts, ("yes", "no"))]
 
     def classify(self, items: Sequence[ClassifyItem]) -> list[Classification | None]:
         if self.mode == "generative":
@@ -230,8 +231,24 @@ class LLMJudge:
                 )
                 for i in items
             ]
-            answers.append([row[0] > row[1] for row in self._choice_probs(prompts, ("yes", "no"))])
-        return [Classification(*labels) for labels in zip(*answers, strict=True)]
+            answers.append(
+                [None if row is None else row[0] > row[1] for row in self._choice_probs(prompts, ("yes", "no"))]
+            )
+        # one unreadable question fails the whole classification (a partial one would be a tie)
+        return [None if None in labels else Classification(*labels) for labels in zip(*answers, strict=True)]
+
+
+def _normalise(row: Sequence[float]) -> list[float] | None:
+    """Softmax of one row of log-probs; None when any of them is not finite."""
+    try:
+        values = [float(v) for v in row]
+    except (TypeError, ValueError):
+        return None
+    if not all(math.isfinite(v) for v in values):
+        return None
+    top = max(values)
+    weights = [math.exp(v - top) for v in values]
+    return [w / sum(weights) for w in weights]
 
 
 def _parse_classification(text: str) -> Classification | None:

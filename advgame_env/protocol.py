@@ -29,7 +29,7 @@ class Generation(Protocol):
     @property
     def logprobs(self) -> Sequence[float]: ...  # one per generated token
     @property
-    def finish_reason(self) -> str: ...  # "stop" or "length"
+    def finish_reason(self) -> str: ...  # "stop", "length" or "content_filter" (a server withheld it)
 
 
 @runtime_checkable

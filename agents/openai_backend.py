@@ -26,14 +26,28 @@ following split between what every server offers and what needs vLLM:
   with the template as in a real conversation (and, like every prefill, right-stripped by the
   template machinery); it raises :class:`BackendError` when that changes the prompt's tokens.
 
-Transport failures (connection refused, timeouts, dropped connections), HTTP 5xx and 429 are
-retried ``max_retries`` times with exponential back-off (``backoff * 2**k`` seconds, at most
-``max_backoff``, longer when a 429 says ``Retry-After``); other 4xx fail at once. Both end
-in :class:`BackendError` naming the URL and the server's message.
+Transport failures (connection refused, timeouts, dropped connections, a body cut short or
+with a bad ``Content-Encoding``), HTTP 5xx and 429, and a 200 whose body is not a JSON object
+are retried ``max_retries`` times with exponential back-off (``backoff * 2**k`` seconds, at
+most ``max_backoff``, longer when a 429 says ``Retry-After``); other 4xx fail at once. Every
+request has a total ``deadline`` (seconds, all its attempts and back-off sleeps included; the
+per-read ``timeout`` alone lets a server that trickles bytes hold a call for ever): past it, or
+when the next sleep would end past it, the request gives up. All of these end in
+:class:`BackendError` naming the URL and the server's message.
+
+Answers are checked, never taken on trust: exactly one choice; ``content`` a string, or null
+(an empty answer); ``token_ids`` non-negative ints; ``logprobs`` numbers, finite (Python's JSON
+parser would accept ``NaN`` and ``-Infinity``; here they are refused), one per token id. A
+malformed answer is a :class:`BackendError`. ``finish_reason`` is ``"stop"``, ``"length"`` or
+``"content_filter"`` (the server's filter withheld the answer; kept apart from a stop, since an
+empty filtered answer is not the model's). A request holding text that is not valid Unicode (a
+lone surrogate) is a :class:`BackendError` before anything is sent.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -50,6 +64,7 @@ R = TypeVar("R")
 SCORING_NEEDS = "scoring needs a vLLM-compatible server with /tokenize and prompt_logprobs"
 _LENGTH_REASONS = {"length", "max_tokens", "model_length"}
 _FAILED_REASONS = {"abort", "error"}
+CONTENT_FILTER = "content_filter"
 
 
 class BackendError(RuntimeError):
@@ -64,12 +79,12 @@ class BackendError(RuntimeError):
         self.url, self.status, self.server_message = url, status, server_message
 
 
-def _server_message(response: httpx.Response) -> str:
+def _server_message(content: bytes, headers: httpx.Headers) -> str:
     """The error text of an OpenAI-style (``{"error": {"message"}}``), FastAPI or plain body."""
     try:
-        body = response.json()
+        body = _json(content)
     except ValueError:
-        return response.text.strip()[:500] or response.reason_phrase
+        return content.decode("utf-8", "replace").strip()[:500] or "(empty body)"
     if isinstance(body, dict):
         error = body.get("error")
         if isinstance(error, dict) and error.get("message"):
@@ -80,9 +95,9 @@ def _server_message(response: httpx.Response) -> str:
     return str(body)[:500]
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def _retry_after(headers: httpx.Headers) -> float | None:
     try:
-        return max(0.0, float(response.headers["retry-after"]))
+        return max(0.0, float(headers["retry-after"]))
     except (KeyError, ValueError):
         return None  # absent, or an HTTP date: the exponential back-off applies
 
@@ -100,18 +115,44 @@ def _template_flags(messages: Sequence[dict[str, str]]) -> dict[str, bool]:
     return {"add_generation_prompt": not prefill, "continue_final_message": prefill}
 
 
-def _sum_prompt_logprobs(entries: Any, ids: Sequence[int], start: int) -> float:
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"non-finite number {name} in the answer")
+
+
+def _json(content: bytes) -> Any:
+    """The JSON of a body; ``NaN``/``Infinity`` (which Python's parser would take) are refused,
+    and so is nesting too deep for the parser (a ``ValueError`` like any other bad body)."""
+    try:
+        return json.loads(content, parse_constant=_reject_constant)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _sum_prompt_logprobs(entries: Any, ids: Sequence[int], start: int, url: str) -> float:
     """Sum of vLLM's ``prompt_logprobs`` (one ``{token_id: {"logprob": ...}}`` per position) from ``start``."""
     if not isinstance(entries, list) or len(entries) != len(ids):
         raise NotImplementedError(f"{SCORING_NEEDS}: the server returned no per-position prompt log-probs")
     total = 0.0
     for position in range(start, len(ids)):
         entry = entries[position] or {}
-        found = entry.get(str(ids[position]))
+        found = entry.get(str(ids[position])) if isinstance(entry, dict) else None
         if not isinstance(found, dict) or "logprob" not in found:
             raise NotImplementedError(f"{SCORING_NEEDS}: no log-prob for prompt token {ids[position]} at {position}")
-        total += float(found["logprob"])
+        value = found["logprob"]
+        if not _is_number(value) or not math.isfinite(value):
+            raise BackendError(
+                f"{url} answered a malformed or non-finite log-prob {value!r} for prompt token {position}", url=url
+            )
+        total += float(value)
     return total
+
+
+class _DeadlineExceeded(Exception):
+    pass
 
 
 class OpenAIBackend:
@@ -132,6 +173,7 @@ class OpenAIBackend:
         *,
         api_key: str | None = None,
         timeout: float = 60.0,
+        deadline: float = 600.0,
         max_retries: int = 3,
         backoff: float = 0.5,
         concurrency: int = 8,
@@ -139,15 +181,16 @@ class OpenAIBackend:
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
-        if timeout <= 0 or max_retries < 0 or backoff < 0 or concurrency < 1:
+        if not (timeout > 0 and deadline > 0) or max_retries < 0 or backoff < 0 or concurrency < 1:
             raise ValueError(
-                f"need timeout > 0, max_retries >= 0, backoff >= 0 and concurrency >= 1; got "
-                f"{timeout=}, {max_retries=}, {backoff=}, {concurrency=}"
+                f"need timeout > 0, deadline > 0, max_retries >= 0, backoff >= 0 and concurrency >= 1; got "
+                f"{timeout=}, {deadline=}, {max_retries=}, {backoff=}, {concurrency=}"
             )
         root = base_url.rstrip("/")
         self.base_url = root.removesuffix("/v1")
         self.model = model
         self.max_retries, self.backoff = max_retries, backoff
+        self.timeout, self.deadline = timeout, deadline
         self.use_completions_for_score = use_completions_for_score
         key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
         self._client = httpx.Client(
@@ -174,31 +217,52 @@ class OpenAIBackend:
     # ------------------------------------------------------------------ transport
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        """POST JSON and return the JSON answer, retrying transient failures with back-off."""
+        """POST JSON and return the JSON answer, retrying transient failures with back-off,
+        within the request's deadline."""
         url = self.base_url + path
+        try:
+            payload = json.dumps(body, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        except (UnicodeEncodeError, ValueError) as error:
+            raise BackendError(
+                f"POST {url} not sent: the request holds text that is not valid Unicode, or a non-finite number ({error})",
+                url=url,
+            ) from None
+        deadline = time.monotonic() + self.deadline
         attempts = self.max_retries + 1
         last_error, last_status, last_message = "", None, ""
         wait_hint: float | None = None
+        tried = 0
         for attempt in range(attempts):
             if attempt:
                 delay = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
                 if wait_hint is not None:
                     delay = max(delay, min(wait_hint, self.max_backoff))
+                if time.monotonic() + delay >= deadline:
+                    last_error += f" (a retry after {delay:g} s would end past the {self.deadline:g} s deadline)"
+                    break
                 time.sleep(delay)
             wait_hint = None
+            tried += 1
             try:
-                response = self._client.post(path, json=body)
-            except httpx.TransportError as error:  # refused, timed out, connection dropped
+                status, headers, content = self._send(path, payload, deadline)
+            except _DeadlineExceeded:
+                raise BackendError(
+                    f"POST {url} got no complete answer within its {self.deadline:g} s deadline "
+                    f"(attempt {tried}; last error before it: {last_error or 'none'})",
+                    url=url,
+                    status=last_status,
+                    server_message=last_message,
+                ) from None
+            except httpx.HTTPError as error:  # refused, timed out, dropped, cut short, undecodable
                 last_error, last_status, last_message = f"{type(error).__name__}: {error}", None, str(error)
                 continue
-            status = response.status_code
             if status == 429 or status >= 500:
-                last_status, last_message = status, _server_message(response)
+                last_status, last_message = status, _server_message(content, headers)
                 last_error = f"HTTP {status}: {last_message}"
-                wait_hint = _retry_after(response) if status == 429 else None
+                wait_hint = _retry_after(headers) if status == 429 else None
                 continue
             if status >= 400:
-                message = _server_message(response)
+                message = _server_message(content, headers)
                 raise BackendError(
                     f"POST {url} was refused with HTTP {status}: {message}",
                     url=url,
@@ -206,18 +270,44 @@ class OpenAIBackend:
                     server_message=message,
                 )
             try:
-                answer = response.json()
-            except ValueError as error:
-                raise BackendError(f"POST {url} answered HTTP {status} with a non-JSON body", url=url) from error
+                answer = _json(content)
+            except ValueError as error:  # garbage, cut-off JSON, bad UTF-8, NaN
+                last_status, last_message = status, str(error)
+                last_error = f"HTTP {status} with a body that is not valid JSON ({error}): {content[:200]!r}"
+                continue
             if not isinstance(answer, dict):
-                raise BackendError(f"POST {url} answered with a JSON {type(answer).__name__}, not an object", url=url)
+                last_status, last_message = status, ""
+                last_error = f"HTTP {status} with a JSON {type(answer).__name__}, not an object"
+                continue
             return answer
         raise BackendError(
-            f"POST {url} failed after {attempts} attempt{'s' * (attempts > 1)}; last error: {last_error}",
+            f"POST {url} failed after {tried} attempt{'s' * (tried > 1)}; last error: {last_error}",
             url=url,
             status=last_status,
             server_message=last_message,
         )
+
+    def _send(self, path: str, payload: bytes, deadline: float) -> tuple[int, httpx.Headers, bytes]:
+        """One attempt: (status, headers, the decoded body), read in chunks so that a body
+        trickled in byte by byte still ends at the deadline (each read waits at most the
+        time left)."""
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise _DeadlineExceeded
+        timeout = httpx.Timeout(min(self.timeout, left))
+        headers = {"Content-Type": "application/json"}
+        try:
+            with self._client.stream("POST", path, content=payload, headers=headers, timeout=timeout) as response:
+                chunks = []
+                for chunk in response.iter_bytes():
+                    chunks.append(chunk)
+                    if time.monotonic() >= deadline:
+                        raise _DeadlineExceeded
+                return response.status_code, response.headers, b"".join(chunks)
+        except httpx.TimeoutException:
+            if time.monotonic() >= deadline - 0.01:
+                raise _DeadlineExceeded from None
+            raise
 
     def _map(self, function: Callable[[T], R], items: Iterable[T]) -> list[R]:
         """``function`` over ``items`` on the thread pool, results in order; the first failure
@@ -256,7 +346,21 @@ class OpenAIBackend:
             if messages[-1]["role"] == "assistant":
                 body.update(_template_flags(messages))
             requests.append(body)
+        self._check_unicode([m["content"] for body in requests for m in body["messages"]], "/v1/chat/completions")
         return self._map(self._generate_one, requests)
+
+    def _check_unicode(self, texts: Iterable[str], path: str) -> None:
+        """Every text of a call is sendable (UTF-8), checked before the call's first request."""
+        for text in texts:
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as error:
+                url = self.base_url + path
+                raise BackendError(
+                    f"POST {url} not sent: the request holds text that is not valid Unicode "
+                    f"({error.reason} at {error.start}: {text[max(0, error.start - 20) : error.start + 1]!r})",
+                    url=url,
+                ) from None
 
     def _generate_one(self, body: dict[str, Any]) -> Generation:
         while True:
@@ -288,17 +392,49 @@ class OpenAIBackend:
 
     def _parse_generation(self, answer: dict[str, Any]) -> Generation:
         url = self.base_url + "/v1/chat/completions"
-        try:
-            choice = answer["choices"][0]
-            text = choice["message"].get("content") or ""
-        except (KeyError, IndexError, TypeError, AttributeError) as error:
-            raise BackendError(f"{url} answered without a message: {str(answer)[:300]}", url=url) from error
+
+        def malformed(what: str) -> BackendError:
+            return BackendError(f"{url} answered with {what}: {str(answer)[:300]}", url=url)
+
+        choices = answer.get("choices")
+        if not isinstance(choices, list):
+            raise malformed("no list of choices")
+        if len(choices) != 1:
+            raise malformed(f"{len(choices)} choices, not 1")
+        choice = choices[0]
+        if not isinstance(choice, dict) or not isinstance(choice.get("message"), dict):
+            raise malformed("a choice without a message")
+        content = choice["message"].get("content")
+        if content is not None and not isinstance(content, str):
+            raise malformed(f"non-string content ({type(content).__name__})")
+        text = content or ""  # null content: an empty answer (what it means is the caller's call)
         reason = choice.get("finish_reason")
         if reason in _FAILED_REASONS:
             raise BackendError(f"{url} ended the generation with finish_reason={reason!r}", url=url)
-        finish_reason = "length" if reason in _LENGTH_REASONS else "stop"
-        token_ids = [int(t) for t in choice.get("token_ids") or []]
-        logprobs = [float(e["logprob"]) for e in (choice.get("logprobs") or {}).get("content") or []]
+        finish_reason = (
+            "length" if reason in _LENGTH_REASONS else CONTENT_FILTER if reason == CONTENT_FILTER else "stop"
+        )
+        raw_ids = choice.get("token_ids")
+        if raw_ids is None:
+            raw_ids = []
+        if not isinstance(raw_ids, list) or not all(
+            isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in raw_ids
+        ):
+            raise malformed("malformed token_ids")
+        token_ids = list(raw_ids)
+        raw_logprobs = choice.get("logprobs")
+        entries = [] if raw_logprobs is None else raw_logprobs.get("content") if isinstance(raw_logprobs, dict) else "?"
+        if entries is None:
+            entries = []
+        if not isinstance(entries, list) or not all(
+            isinstance(e, dict) and _is_number(e.get("logprob")) for e in entries
+        ):
+            raise malformed("malformed logprobs")
+        logprobs = [float(e["logprob"]) for e in entries]
+        if not all(math.isfinite(v) for v in logprobs):
+            raise malformed("non-finite logprobs")
+        if token_ids and logprobs and len(token_ids) != len(logprobs):
+            raise malformed(f"{len(token_ids)} token ids but {len(logprobs)} log-probs")
         # vLLM (recognised by its ``stop_reason`` field) includes the end-of-turn token that
         # stopped generation; a stop *string* (``stop_reason`` a str) is cut from tokens already.
         if finish_reason == "stop" and "stop_reason" in choice and not isinstance(choice["stop_reason"], str):
@@ -309,6 +445,9 @@ class OpenAIBackend:
         if len(chats) != len(continuations):
             raise ValueError(f"{len(chats)} chats but {len(continuations)} continuations")
         pairs = [(_messages(c), str(t)) for c, t in zip(chats, continuations, strict=True)]
+        self._check_unicode(
+            [m["content"] for messages, text in pairs for m in messages] + [t for _, t in pairs], "/tokenize"
+        )
         one = self._score_completions if self.use_completions_for_score else self._score_chat
         return self._map(one, pairs)
 
@@ -339,8 +478,12 @@ class OpenAIBackend:
             "/v1/completions",
             {"model": self.model, "prompt": ids, "max_tokens": 1, "temperature": 0.0, "prompt_logprobs": 0},
         )
-        choices = answer.get("choices") or [{}]
-        return _sum_prompt_logprobs(choices[0].get("prompt_logprobs"), ids, start=len(prompt))
+        choices = answer.get("choices")
+        first = choices[0] if isinstance(choices, list) and len(choices) == 1 else None
+        if not isinstance(first, dict):
+            url = self.base_url + "/v1/completions"
+            raise BackendError(f"{url} answered with no single choice: {str(answer)[:300]}", url=url)
+        return _sum_prompt_logprobs(first.get("prompt_logprobs"), ids, len(prompt), self.base_url + "/v1/completions")
 
     def _score_chat(self, pair: tuple[list[dict[str, str]], str]) -> float:
         messages, continuation = pair
@@ -373,4 +516,6 @@ class OpenAIBackend:
                 "(or vanished); score with use_completions_for_score=True",
                 url=self.base_url + "/v1/chat/completions",
             )
-        return _sum_prompt_logprobs(answer.get("prompt_logprobs"), ids, start=len(prompt))
+        return _sum_prompt_logprobs(
+            answer.get("prompt_logprobs"), ids, len(prompt), self.base_url + "/v1/chat/completions"
+        )

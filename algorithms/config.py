@@ -44,15 +44,19 @@ class ModelConfig:
 
 @dataclass
 class JudgeConfig:
-    kind: Literal["rule", "llm"] = "rule"  # rule: the model-free RuleJudge
-    model: str = "smollm2-135m-instruct"  # the LLM judge's model (kind: llm)
+    # rule: the model-free RuleJudge; llm: LLMJudge (our templates, any instruct model);
+    # wildguard: WildGuardJudge (allenai/wildguard's own format; classifies only, so it needs
+    # game.reward_rule self_redteam without a faithfulness check: build_judge refuses other games)
+    kind: Literal["rule", "llm", "wildguard"] = "rule"
+    model: str = "smollm2-135m-instruct"  # the judge's model (kind: llm or wildguard)
     backend: Literal["hf", "vllm", "openai"] = "hf"
     url: str | None = None  # OpenAI-compatible server (backend: openai)
-    mode: Literal["generative", "logprob"] = "generative"
-    both_orders: bool = False  # judge each pair in both orders to cancel position bias
-    max_tokens: int = 512
+    mode: Literal["generative", "logprob"] = "generative"  # kind: llm
+    both_orders: bool = False  # judge each pair in both orders to cancel position bias (kind: llm)
+    max_tokens: int = 512  # WildGuard's own client uses 128
     temperature: float = 0.0
     retries: int = 2  # a failed judge call is retried this often before the run stops
+    deadline: float = 600.0  # seconds one request to the judge's server may take, retries included (backend: openai)
 
 
 @dataclass

@@ -271,20 +271,35 @@ def build_judge(cfg: TrainConfig) -> Any:
     if j.kind == "rule":
         return RuleJudge()
     from advgame_env import LLMJudge
+    from advgame_env.wildguard import PASS_THROUGH_CHAT_TEMPLATE, WildGuardJudge, check_game
 
+    if j.kind == "wildguard":
+        if j.mode != "generative" or j.both_orders:
+            raise ConfigError(
+                "judge.kind: wildguard reads WildGuard's generated labels: judge.mode and judge.both_orders do not apply"
+            )
+        try:
+            check_game(cfg.game)  # before any model loads
+        except ValueError as error:
+            raise ConfigError(f"judge.kind: wildguard: {error}") from None
     backend: Any
     if j.backend == "openai":
         from agents.openai_backend import OpenAIBackend
 
         if not j.url:
             raise ConfigError("judge.backend: openai needs judge.url (e.g. http://127.0.0.1:8000/v1)")
-        backend = OpenAIBackend(j.url, j.model)
+        # WildGuard: the server must render the message as it is (see advgame_env.wildguard)
+        backend = OpenAIBackend(j.url, j.model, deadline=j.deadline)
     elif j.backend == "vllm":
         from agents.vllm_backend import VLLMBackend
 
         backend = VLLMBackend(j.model)
     else:
         backend = HFBackend(*load_model(j.model))
+    if j.kind == "wildguard":
+        if j.backend != "openai":  # the in-process engines render chats with their tokenizer
+            backend.tokenizer.chat_template = PASS_THROUGH_CHAT_TEMPLATE
+        return WildGuardJudge(backend, max_tokens=j.max_tokens, seed=cfg.run.seed)
     return LLMJudge(
         backend,
         mode=j.mode,

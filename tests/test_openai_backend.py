@@ -1,111 +1,23 @@
-"""The OpenAI-compatible HTTP backend: retries and errors against tiny real HTTP servers on
-loopback (fast), and generation and scoring against a real ``vllm serve`` (slow)."""
+"""The OpenAI-compatible HTTP backend: retries, errors and faults against a fake server on
+loopback (``tests/fake_openai.py``: a real HTTP server serving scripted faults; fast), and
+generation and scoring against a real ``vllm serve`` (slow)."""
 
 from __future__ import annotations
 
+import gzip
 import json
-import socket
-import threading
+import math
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 
 from agents import Generation, OpenAIBackend
 from agents.openai_backend import BackendError
+from tests.fake_openai import Raw, completion, fake_server, free_port
 from tests.samples import assert_same_generations
 
 CHAT = [{"role": "user", "content": "Name a fruit."}]
-
-# ---------------------------------------------------------------------------------------------
-# tiny loopback servers: each answers at most `max_requests` requests within `lifetime` seconds
-
-Reply = tuple[int, Any]  # (HTTP status, JSON body)
-
-
-class FakeServer:
-    def __init__(self, reply: Callable[[int, str, dict[str, Any], threading.Event], Reply], max_requests: int):
-        self.reply, self.max_requests = reply, max_requests
-        self.requests: list[tuple[str, dict[str, Any]]] = []
-        self.stopping = threading.Event()  # sleeping handlers wake up when the test ends
-        self.lock = threading.Lock()
-
-    def handle(self, path: str, body: dict[str, Any]) -> Reply:
-        with self.lock:
-            self.requests.append((path, body))
-            n = len(self.requests)
-        if n > self.max_requests:
-            return 410, {"error": {"message": "fake server: request budget spent"}}
-        return self.reply(n, path, body, self.stopping)
-
-
-@contextmanager
-def fake_server(
-    reply: Callable[[int, str, dict[str, Any], threading.Event], Reply], max_requests: int = 8, lifetime: float = 30.0
-) -> Iterator[tuple[str, FakeServer]]:
-    state = FakeServer(reply, max_requests)
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            status, payload = state.handle(self.path, json.loads(raw or b"{}"))
-            data = json.dumps(payload).encode()
-            try:
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-            except OSError:
-                pass  # the client gave up (a timeout test)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    server.timeout = 0.05
-    deadline = time.monotonic() + lifetime
-
-    def serve() -> None:
-        while not state.stopping.is_set() and time.monotonic() < deadline:
-            server.handle_request()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", state
-    finally:
-        state.stopping.set()
-        thread.join(timeout=5)
-        server.server_close()
-
-
-def completion(text: str, *, token_ids: list[int] | None = None, finish: str = "stop") -> dict[str, Any]:
-    """A vLLM-shaped chat completion; vLLM lists the end-of-turn token (id 2) among the generated."""
-    ids = [*(token_ids or []), *([2] if finish == "stop" else [])]
-    return {
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": text},
-                "logprobs": {"content": [{"token": "t", "logprob": -0.5, "top_logprobs": []} for _ in ids]},
-                "finish_reason": finish,
-                "stop_reason": None,
-                "token_ids": ids,
-            }
-        ]
-    }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 # ---------------------------------------------------------------------------------------------
 # fast tests
@@ -237,6 +149,189 @@ def test_scoring_sums_the_continuations_prompt_logprobs():
     assert completions == [
         {"model": "m", "prompt": [1, 2, 3, 40, 41], "max_tokens": 1, "temperature": 0.0, "prompt_logprobs": 0}
     ]
+
+
+# ---------------------------------------------------------------------------------------------
+# faults: each one a fake server serves, and the backend's defined outcome for it
+
+
+def quick(url: str, **kw) -> OpenAIBackend:
+    return OpenAIBackend(url, "m", **{"backoff": 0.01, "max_retries": 1, "deadline": 10.0, **kw})
+
+
+def always(answer):
+    return lambda n, path, body, stopping: answer
+
+
+def test_a_trickling_server_is_cut_off_at_the_deadline():
+    body = json.dumps(completion("x" * 200)).encode()
+    with fake_server(always(Raw(body, trickle=0.2)), max_requests=4) as (url, server):
+        # every byte comes well within the read timeout: only the total deadline ends the call
+        backend = quick(url, timeout=5, deadline=1.0, max_retries=3)
+        with backend, pytest.raises(BackendError, match="deadline") as caught:
+            backend.generate([CHAT], max_tokens=4)
+    assert caught.value.url == url + "/v1/chat/completions" and url in str(caught.value)
+    assert len(server.requests) == 1  # no retry starts after the deadline
+
+
+def test_a_retry_after_past_the_deadline_gives_up_at_once():
+    limited = (429, {"error": {"message": "slow down"}})
+
+    def reply(n, path, body, stopping):
+        return Raw(json.dumps(limited[1]).encode(), status=429, headers={"Retry-After": "30"})
+
+    with (
+        fake_server(reply) as (url, server),
+        quick(url, deadline=2.0, max_retries=5) as backend,
+        pytest.raises(BackendError, match=r"HTTP 429: slow down") as caught,
+    ):
+        backend.generate([CHAT], max_tokens=4)
+    assert caught.value.status == 429 and len(server.requests) == 1
+
+
+def test_a_retry_after_within_the_deadline_is_waited_for_and_the_answer_used():
+    def reply(n, path, body, stopping):
+        if n == 1:
+            return Raw(b'{"error": {"message": "busy"}}', status=429, headers={"Retry-After": "0"})
+        return 200, completion("Fig.")
+
+    with fake_server(reply) as (url, server), quick(url) as backend:
+        assert backend.generate([CHAT], max_tokens=4)[0].text == "Fig." and len(server.requests) == 2
+
+
+def test_server_errors_every_time_end_in_a_backend_error_after_the_retries():
+    with (
+        fake_server(always((503, {"error": {"message": "overloaded"}}))) as (url, server),
+        quick(url) as backend,
+        pytest.raises(BackendError, match=r"after 2 attempts; last error: HTTP 503: overloaded") as caught,
+    ):
+        backend.generate([CHAT], max_tokens=4)
+    assert caught.value.status == 503 and len(server.requests) == 2
+
+
+@pytest.mark.parametrize(
+    "answer, says",
+    [
+        (Raw(b"<html>Bad gateway</html>"), "not valid JSON"),
+        (Raw(b'{"choices": [{"message": {"content": "cut'), "not valid JSON"),  # complete, but cut JSON
+        (Raw(b'{"choices": []}', declared_length=400), "RemoteProtocolError"),  # the connection drops mid-body
+        (Raw(b"\xff\xfe not utf-8"), "not valid JSON"),
+        (
+            Raw(b"not gzip at all", headers={"Content-Type": "application/json", "Content-Encoding": "gzip"}),
+            "DecodingError",
+        ),
+        (Raw(b"[1, 2]"), "JSON list, not an object"),
+        (Raw(b"[" * 100_000), "nested too deeply"),
+    ],
+)
+def test_garbage_and_cut_short_answers_are_backend_errors(answer, says):
+    with (
+        fake_server(always(answer)) as (url, server),
+        quick(url) as backend,
+        pytest.raises(BackendError, match=says) as caught,
+    ):
+        backend.generate([CHAT], max_tokens=4)
+    assert url in str(caught.value) and len(server.requests) == 2  # retried once: it may be a hiccup
+
+
+def test_a_gzipped_answer_is_read():
+    body = gzip.compress(json.dumps(completion("Kiwi.")).encode())
+    headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    with fake_server(always(Raw(body, headers=headers))) as (url, _), quick(url) as backend:
+        assert backend.generate([CHAT], max_tokens=4)[0].text == "Kiwi."
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_non_finite_log_probs_are_backend_errors_never_values(value):
+    with fake_server(always((200, completion("Pear.", token_ids=[5], logprob=value)))) as (url, _), quick(url) as b:
+        with pytest.raises(BackendError, match="non-finite") as caught:
+            b.generate([CHAT], max_tokens=4)
+        assert url in str(caught.value)
+
+    def vllm_like(n, path, body, stopping):
+        if path == "/tokenize":
+            return 200, {"tokens": [1, 2] if "messages" in body else [40]}
+        return 200, {
+            "choices": [{"text": "", "prompt_logprobs": [None, {"2": {"logprob": -1}}, {"40": {"logprob": value}}]}]
+        }
+
+    with (
+        fake_server(vllm_like, max_requests=20) as (url, _),
+        quick(url) as backend,
+        pytest.raises(BackendError, match="non-finite"),
+    ):
+        backend.score([CHAT], ["A pear."])
+
+
+def test_an_overflowing_log_prob_is_refused_too():
+    # "1e999" is valid JSON that Python reads as inf, past the NaN/Infinity literal check
+    body = json.dumps(completion("Pear.", token_ids=[5], logprob=-0.5)).replace("-0.5", "-1e999").encode()
+    with (
+        fake_server(always(Raw(body))) as (url, _),
+        quick(url) as backend,
+        pytest.raises(BackendError, match="non-finite logprobs"),
+    ):
+        backend.generate([CHAT], max_tokens=4)
+
+
+def test_null_and_filtered_content_are_empty_answers_and_the_filter_is_kept():
+    def reply(n, path, body, stopping):
+        content = body["messages"][-1]["content"]
+        if content == "filtered":
+            return 200, completion(None, finish="content_filter")
+        return 200, completion(None)
+
+    chats = [[{"role": "user", "content": "filtered"}], CHAT]
+    with fake_server(reply) as (url, _), quick(url) as backend:
+        filtered, null = backend.generate(chats, max_tokens=4)
+    assert (filtered.text, filtered.finish_reason) == ("", "content_filter")
+    assert (null.text, null.finish_reason) == ("", "stop")
+
+
+@pytest.mark.parametrize(
+    "change, says",
+    [
+        (lambda c: c.update(choices=[]), "0 choices"),
+        (lambda c: c.update(choices=c["choices"] * 2), "2 choices"),
+        (lambda c: c.update(choices="all of them"), "choices"),
+        (lambda c: c["choices"][0]["message"].update(content=42), "non-string content"),
+        (lambda c: c["choices"][0]["message"].update(content=[{"type": "text", "text": "hi"}]), "non-string content"),
+        (lambda c: c["choices"][0].update(message="hi"), "without a message"),
+        (lambda c: c["choices"][0].update(logprobs={"content": "lots"}), "malformed logprobs"),
+        (lambda c: c["choices"][0].update(logprobs={"content": [{"token": "t"}] * 3}), "malformed logprobs"),
+        (lambda c: c["choices"][0].update(logprobs={"content": [{"logprob": "-0.5"}] * 3}), "malformed logprobs"),
+        (lambda c: c["choices"][0].update(logprobs={"content": [{"logprob": True}] * 3}), "malformed logprobs"),
+        (lambda c: c["choices"][0].update(token_ids=["7", "8", "2"]), "malformed token_ids"),
+        (lambda c: c["choices"][0].update(token_ids=[7, -8, 2]), "malformed token_ids"),
+        (lambda c: c["choices"][0].update(token_ids=7), "malformed token_ids"),
+        (lambda c: c["choices"][0].update(token_ids=[7, 2]), "2 token ids but 3 log-probs"),
+    ],
+)
+def test_malformed_answers_are_backend_errors_never_accepted(change, says):
+    answer = completion("Plum.", token_ids=[7, 8])
+    change(answer)
+    with (
+        fake_server(always((200, answer))) as (url, _),
+        quick(url) as backend,
+        pytest.raises(BackendError, match=says) as caught,
+    ):
+        backend.generate([CHAT], max_tokens=4)
+    assert caught.value.url == url + "/v1/chat/completions"
+
+
+def test_a_lone_surrogate_in_the_request_is_a_backend_error_before_anything_is_sent():
+    with fake_server(always((200, completion("x")))) as (url, server), quick(url) as backend:
+        with pytest.raises(BackendError, match="not valid Unicode") as caught:
+            backend.generate([[{"role": "user", "content": "half a pair: \ud800"}]], max_tokens=4)
+        assert url in str(caught.value) and server.requests == []
+        with pytest.raises(BackendError, match="not valid Unicode"):
+            backend.score([CHAT], ["\udfff"])
+        assert server.requests == []
+
+
+def test_the_deadline_must_be_positive():
+    with pytest.raises(ValueError, match="deadline"):
+        OpenAIBackend("http://127.0.0.1:1", "m", deadline=0)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ resume against a real ``vllm serve`` (slow)."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -14,7 +15,6 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
-from test_openai_backend import completion, fake_server  # tests/ is on sys.path (pytest rootdir conftest)
 
 from advgame_env import Game, GameConfig, RuleJudge, bundled_seeds
 from agents import HFBackend, OpenAIBackend, load_model
@@ -33,6 +33,7 @@ from algorithms.redteam import (
     summarise,
     write_report,
 )
+from tests.fake_openai import Raw, completion, fake_server
 
 ROOT = Path(__file__).parent.parent
 HARMFUL = bundled_seeds("heldout", "harmful")
@@ -230,3 +231,111 @@ def test_redteam_against_vllm_serve_is_killed_and_resumed_without_losing_or_repe
     assert all(r["error"] is None and r["response"] and r["refused"] is not None for r in baseline)  # vLLM answered
     print(done.stdout)
     assert "ASR (every sample)" in done.stdout and (out / "report.md").exists()
+
+
+def test_an_empty_or_filtered_answer_is_counted_apart_never_a_success(tmp_path):
+    seeds = HARMFUL[:4]
+    attacks = [f"<think>Ask it plainly.</think><prompt>{s.prompt}</prompt>" for s in seeds]  # valid and faithful
+    answers = {
+        seeds[0].prompt: completion(None),  # null content
+        seeds[1].prompt: completion("", finish="content_filter"),  # the server's filter withheld it
+        seeds[2].prompt: completion(" \n\t "),  # nothing but blanks
+        seeds[3].prompt: completion("Sure, here is how."),
+    }
+
+    def reply(n, path, body, stopping):
+        return 200, answers[body["messages"][-1]["content"]]
+
+    game, cfg = Game(RuleJudge(), GameConfig(num_attacks=1)), RedTeamConfig(retries=0, backoff=0.01)
+    items = [i for i in plan(seeds, cfg) if not i.direct and i.sample == 0]
+    with fake_server(reply, max_requests=50) as (url, _), OpenAIBackend(url, "m", max_retries=0) as target:
+        records = play_batch(game, target, items, attacks, cfg)
+    assert [r.non_answer for r in records] == ["empty", "filtered", "empty", None]
+    assert [r.finish_reason for r in records] == ["stop", "content_filter", "stop", "stop"]
+    for r in records[:3]:  # not a jailbreak, and not judged as one
+        assert r.success is None and r.refused is None and r.harmful_response is None and r.error is None
+    assert records[3].success is True
+    rates = summarise(records)
+    assert (rates["ASR (valid attacks)"].successes, rates["ASR (valid attacks)"].total) == (1, 1)
+    assert (rates["empty or filtered answers"].successes, rates["empty or filtered answers"].total) == (3, 4)
+    write_report(records, tmp_path, "empty answers")
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["empty_or_filtered"] == {"empty": 2, "filtered": 1} and summary["not_judged"] == 0
+    assert "empty 2, filtered 1" in (tmp_path / "report.md").read_text()
+
+
+def test_results_written_before_the_non_answer_field_still_load(tmp_path):
+    old = {k: v for k, v in asdict(record("a")).items() if k != "non_answer"}
+    (tmp_path / "results.jsonl").write_text(json.dumps(old) + "\n")
+    assert Results(tmp_path / "results.jsonl").records[("a", False, 0)].non_answer is None
+
+
+def test_redteam_against_a_faulty_server_is_killed_and_resumed_without_losing_or_repeating(tiny_chat, tmp_path):
+    """A real subprocess run against the loopback fake server, whose first answer to each prompt
+    is a fault (5xx, 429 with Retry-After, garbage or cut JSON, NaN log-probs, a dropped
+    connection) and some of whose prompts get null or filtered content; SIGKILL part-way, then
+    resume."""
+    seeds = HARMFUL[:5]
+    (tmp_path / "seeds.jsonl").write_text(
+        "".join(json.dumps({"id": s.id, "prompt": s.prompt, "category": "harmful"}) + "\n" for s in seeds)
+    )
+    faults = [
+        (500, {"error": {"message": "boom"}}),
+        Raw(b'{"error": {"message": "busy"}}', status=429, headers={"Retry-After": "0"}),
+        Raw(b"<html>502 Bad Gateway</html>"),
+        Raw(b'{"choices": [{"message": {"content": "cu'),
+        (200, completion("Sure.", token_ids=[5], logprob=math.nan)),
+        Raw(b'{"choices": []}', declared_length=300),
+    ]
+    seen: dict[str, int] = {}
+
+    def reply(n, path, body, stopping):
+        prompt = body["messages"][-1]["content"]
+        with_faults = seen.setdefault(prompt, 0)
+        seen[prompt] += 1
+        if with_faults == 0:
+            return faults[len(seen) % len(faults)]
+        stopping.wait(0.2)  # slow enough to be killed part-way
+        if prompt == seeds[0].prompt:
+            return 200, completion(None)
+        if prompt == seeds[1].prompt:
+            return 200, completion("", finish="content_filter")
+        return 200, completion("Sure, here is how.")
+
+    out = tmp_path / "red"
+    results = out / "results.jsonl"
+    with fake_server(reply, max_requests=400, lifetime=300) as (url, _):
+        command = [
+            *(sys.executable, "-m", "algorithms.cli", "redteam", "--seeds", str(tmp_path / "seeds.jsonl")),
+            *("--attacker", str(tiny_chat), "--target", "m", "--target-backend", "openai", "--target-url", url),
+            *("--out", str(out), "--samples", "2", "--batch-size", "2", "--max-tokens", "16", "--no-embeddings"),
+        ]
+        log = (tmp_path / "first.log").open("w")
+        first = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        start = time.monotonic()
+        while not (results.exists() and results.read_text().count("\n") >= 2):
+            assert first.poll() is None, (tmp_path / "first.log").read_text()[-2000:]
+            assert time.monotonic() < start + 240, "no batch was recorded in time"
+            time.sleep(0.02)
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+        before = lines(results)
+        assert 2 <= len(before) < 15, "the run should be killed part-way"
+        with results.open("a") as f:
+            f.write(before[0][:50])  # as if the kill had struck mid-write
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    after = [json.loads(line) for line in lines(results)]
+    keys = [(r["seed_id"], r["direct"], r["sample"]) for r in after]
+    assert len(keys) == len(set(keys)) == 15  # nothing repeated ...
+    assert set(keys) == {(s.id, d, k) for s in seeds for d, k in ((True, 0), (False, 0), (False, 1))}  # ... or lost
+    assert lines(results)[: len(before)] == before  # what was recorded before the kill is kept as it was
+    baseline = {r["seed_id"]: r for r in after if r["direct"]}
+    assert all(r["error"] is None for r in baseline.values())  # every fault was survived
+    assert baseline[seeds[0].id]["non_answer"] == "empty" and baseline[seeds[1].id]["non_answer"] == "filtered"
+    assert baseline[seeds[0].id]["success"] is None and baseline[seeds[1].id]["success"] is None
+    assert all(r["success"] is True for s, r in baseline.items() if s not in (seeds[0].id, seeds[1].id))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["empty_or_filtered"]["empty"] >= 1 and summary["empty_or_filtered"]["filtered"] >= 1
+    assert "ASR (every sample)" in done.stdout
+    assert len(seen) >= 5 and all(count >= 2 for count in seen.values())  # each prompt met a fault first
