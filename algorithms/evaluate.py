@@ -186,8 +186,8 @@ def evaluate_models(
     return evaluated, write_comparison(evaluated, out, f"Evaluation on {suite}", run=run)
 
 
-# what write_comparison writes beside the models' folders
-_COMPARISON_FILES = frozenset({"comparison.md", "comparison.html", "comparison.json", "pareto.png", "training.png"})
+# what write_comparison writes beside the models' folders, and checkpoint_models' exports folder
+_RESERVED = frozenset({"comparison.md", "comparison.html", "comparison.json", "pareto.png", "training.png", "exports"})
 _SLUG_CHARS = 80
 
 
@@ -206,12 +206,13 @@ def _slug(name: str) -> str:
 
 def model_folders(names: Sequence[str]) -> list[str]:
     """One distinct folder name per model, in order: names that slug alike ("a/b", "a_b") get
-    -2, -3, ... rather than one report overwriting another, and none is a comparison file."""
+    -2, -3, ... rather than one report overwriting another, and none takes the name of a
+    comparison file or of the checkpoint exports."""
     taken: set[str] = set()
     folders = []
     for name in names:
         slug = _slug(name)
-        if slug in _COMPARISON_FILES:
+        if slug.lower() in _RESERVED:
             slug = "model-" + slug
         candidate, n = slug, 1
         while candidate.lower() in taken:  # case-insensitive file systems too

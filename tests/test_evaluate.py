@@ -124,7 +124,20 @@ class _Canned:
 
 def test_no_model_name_writes_outside_the_output_folder(tmp_path):
     out = tmp_path / "deep" / "out"
-    names = ["..", ".", "../escape", "/abs/path", "a/b", "a_b", "A_b", "", "comparison.md", "x" * 300, "x" * 301]
+    names = [
+        "..",
+        ".",
+        "../escape",
+        "/abs/path",
+        "a/b",
+        "a_b",
+        "A_b",
+        "",
+        "comparison.md",
+        "exports",
+        "x" * 300,
+        "x" * 301,
+    ]
     seeds = bundled_seeds("heldout")[:1]
     evaluated, comparison = evaluate_models(
         [(n, n) for n in names], seeds, RuleJudge(), lambda _: _Canned(), out, "bundled"
