@@ -15,19 +15,21 @@ per-sample rewards, failures and the DPO pairs are in ``infos``. For many rounds
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
-from pettingzoo.utils.conversions import parallel_to_aec
+from pettingzoo.utils.conversions import parallel_to_aec_wrapper
+from pettingzoo.utils.wrappers import OrderEnforcingWrapper
 
 from advgame_env.game import Game, GameConfig, Phase, Round
 from advgame_env.judges import Judge
 from advgame_env.rewards import mean_or_none
 from advgame_env.rule_judge import RuleJudge
 from advgame_env.seeds import Seed, bundled_seeds
-from advgame_env.spaces import Unicode
+from advgame_env.spaces import Unicode, typed
 
 ATTACKER, DEFENDER = "attacker_0", "defender_0"
 OBSERVATION_CHARS = 1 << 20
@@ -89,12 +91,23 @@ class AdvGameEnv(ParallelEnv[str, Any, Any]):
 
     def reset(self, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[dict, dict]:
         """``options``: ``{"seed_id": id}`` plays that seed, ``{"direct": bool}`` forces or
-        forbids a direct round (the seed goes to the defender unchanged)."""
+        forbids a direct round (the seed goes to the defender unchanged). A value of another
+        type is a TypeError; other keys are ignored, as PettingZoo's API test requires."""
         if seed is not None:
             self._rng = np.random.default_rng(seed)
-        options = options or {}
-        chosen = self._pick_seed(options.get("seed_id"))
-        direct = bool(options.get("direct", self._rng.random() < self.config.direct_fraction))
+        if options is None:
+            options = {}
+        if not isinstance(options, Mapping):
+            raise TypeError(f"reset options must be a dict or None, not {type(options).__name__}")
+        seed_id, forced = options.get("seed_id"), options.get("direct")
+        if seed_id is not None and not isinstance(seed_id, str):
+            raise TypeError(f"reset option 'seed_id' must be a seed id (str), not {seed_id!r}")
+        # bool("false") is True: only a real bool forces or forbids a direct round
+        if forced is not None and not isinstance(forced, (bool, np.bool_)):
+            raise TypeError(f"reset option 'direct' must be True or False, not {forced!r}")
+        chosen = self._pick_seed(seed_id)
+        drawn = self._rng.random() < self.config.direct_fraction  # drawn always, so the stream is stable
+        direct = bool(drawn if forced is None else forced)
         self.round = Round(chosen, direct=direct)
         self.agents = list(self.possible_agents)
         return self._observations(), self._infos()
@@ -112,6 +125,11 @@ class AdvGameEnv(ParallelEnv[str, Any, Any]):
         round_ = self.round
         if round_ is None or not self.agents:
             raise RuntimeError("the round is over (or never started): call reset() first")
+        if not isinstance(actions, Mapping):
+            raise TypeError(
+                f"step() takes a dict of actions keyed by agent ({ATTACKER!r}, {DEFENDER!r}), "
+                f"not {type(actions).__name__}"
+            )
         if round_.phase is Phase.ATTACK:
             self.game.attack([round_], [actions.get(ATTACKER)])
             rewards = {ATTACKER: 0.0, DEFENDER: 0.0}
@@ -202,9 +220,22 @@ def parallel_env(**kwargs: Any) -> AdvGameEnv:
     return AdvGameEnv(**kwargs)
 
 
-def raw_env(**kwargs: Any) -> Any:
-    """The same game as an AEC environment (the attacker acts first in each step)."""
-    return parallel_to_aec(parallel_env(**kwargs))
+class AECGame(parallel_to_aec_wrapper):
+    """The parallel game turned AEC (the attacker acts first in each step); its observations
+    say their ``dtype`` as the spaces do (see :mod:`advgame_env.spaces`)."""
+
+    def observe(self, agent: str) -> Any:
+        return typed(super().observe(agent))
 
 
-env = raw_env
+def raw_env(**kwargs: Any) -> AECGame:
+    """The same game as an AEC environment, without PettingZoo's checking wrappers."""
+    return AECGame(parallel_env(**kwargs))
+
+
+def env(**kwargs: Any) -> Any:
+    """The AEC environment as PettingZoo's own environments ship it: ``raw_env`` in the
+    ``OrderEnforcingWrapper`` (calls out of order are clear errors). The out-of-bounds and
+    illegal-action wrappers apply to discrete actions only; text actions have no such checks
+    there (the game parses and penalises malformed text)."""
+    return OrderEnforcingWrapper(raw_env(**kwargs))

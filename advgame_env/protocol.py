@@ -9,6 +9,12 @@ A backend may also offer ``choice_logprobs(chats, options) -> list[list[float]]`
 values as ``score`` for every option of every chat, computed together. The log-prob judge uses
 it when present (the Hugging Face backend reads all of a judge's one-token answers off one
 forward per prompt) and falls back to one ``score`` per option otherwise.
+
+A generation may also carry ``stop_token_id``: the end-of-turn token it stopped on (models may
+have several), which is not part of ``token_ids``; trainers append it to a stopped sample.
+Per-token ``logprobs`` are under the model's own distribution before temperature and top-p, and
+a backend samples with nothing but the temperature and top-p asked for (no model defaults such
+as a repetition penalty), so at temperature 1 they are those of the distribution sampled.
 """
 
 from __future__ import annotations

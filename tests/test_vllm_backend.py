@@ -212,3 +212,35 @@ def test_the_trainer_pushes_the_ema_adapter_in_md_and_the_learner_on_policy(engi
     trainer.sampler.sync("learner")
     on_engine = torch.tensor(engine.sequence_logprobs(pairs, adapter="defender"))
     torch.testing.assert_close(on_engine, learner, rtol=0, atol=LOGPROB_TOL)
+
+
+def test_the_models_generation_config_adds_stop_ids_and_nothing_else(hf, tmp_path):
+    """A model whose generation_config.json names a second end-of-turn id and sampling defaults
+    (as Qwen2.5's does): the engine stops on that id and records it, and samples only as asked."""
+    import json
+
+    from agents.models import resolve_model
+    from agents.vllm_backend import VLLMBackend
+
+    (first,) = hf.generate(CHATS[:1], max_tokens=1, temperature=0)
+    other = first.token_ids[0]  # the bundled model's first word; made a second stop id below
+    source, folder = Path(resolve_model("smollm2-135m-instruct")), tmp_path / "model"
+    folder.mkdir()
+    for path in source.iterdir():
+        if path.name != "generation_config.json":
+            (folder / path.name).symlink_to(path)
+    gc = {"bos_token_id": 1, "eos_token_id": [2, other], "pad_token_id": 2, "repetition_penalty": 50.0, "top_k": 1}
+    (folder / "generation_config.json").write_text(json.dumps(gc))
+    backend = VLLMBackend(folder, dtype="float32", kv_cache_gib=1)
+    try:
+        assert backend.stop_ids == {2, other}
+        (stopped,) = backend.generate(CHATS[:1], max_tokens=4, temperature=0)
+        assert (stopped.token_ids, stopped.finish_reason, stopped.stop_token_id) == ([], "stop", other)
+        # no repetition penalty: greedy tokens are those of the model without one
+        theirs = hf.generate(CHATS[1:3], max_tokens=16, temperature=0)
+        ours = backend.generate(CHATS[1:3], max_tokens=16, temperature=0)
+        for a, b in zip(ours, theirs, strict=True):
+            n = next((i for i, t in enumerate(b.token_ids) if t == other), len(b.token_ids))
+            assert a.token_ids == b.token_ids[:n]
+    finally:
+        backend.close()
