@@ -32,7 +32,7 @@ def _register() -> None:
 
     if hasattr(pettingzoo, "register") and ENV_ID not in pettingzoo.parallel_registry:
         pettingzoo.register("parallel", ENV_ID, entry_point="advgame_env.env:parallel_env")
-        pettingzoo.register("aec", ENV_ID, entry_point="advgame_env.env:raw_env")
+        pettingzoo.register("aec", ENV_ID, entry_point="advgame_env.env:env")  # order-enforcing wrapper, as env()
 
 
 _register()

@@ -437,9 +437,17 @@ class OpenAIBackend:
             raise malformed(f"{len(token_ids)} token ids but {len(logprobs)} log-probs")
         # vLLM (recognised by its ``stop_reason`` field) includes the end-of-turn token that
         # stopped generation; a stop *string* (``stop_reason`` a str) is cut from tokens already.
+        stop_token_id = None
         if finish_reason == "stop" and "stop_reason" in choice and not isinstance(choice["stop_reason"], str):
+            stop_token_id = token_ids[-1] if token_ids else None  # what a trainer appends (batches.continuation)
             token_ids, logprobs = token_ids[:-1], logprobs[:-1]
-        return Generation(text=text, token_ids=token_ids, logprobs=logprobs, finish_reason=finish_reason)
+        return Generation(
+            text=text,
+            token_ids=token_ids,
+            logprobs=logprobs,
+            finish_reason=finish_reason,
+            stop_token_id=stop_token_id,
+        )
 
     def score(self, chats: Sequence[Chat], continuations: Sequence[str]) -> list[float]:
         if len(chats) != len(continuations):

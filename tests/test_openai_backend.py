@@ -52,8 +52,9 @@ def test_a_server_error_is_retried_and_the_second_answer_used():
 
     with fake_server(flaky) as (url, server), OpenAIBackend(url + "/v1/", "m", max_retries=2, backoff=0.01) as backend:
         (g,) = backend.generate([CHAT], max_tokens=4, temperature=0)
-    # the end-of-turn token vLLM reports is dropped: ids and log-probs cover the text only
-    assert g == Generation("A pear.", [7, 8, 9], [-0.5] * 3, "stop")
+    # the end-of-turn token vLLM reports is dropped: ids and log-probs cover the text only, and
+    # the token it stopped on is kept apart, for the trainer to append
+    assert g == Generation("A pear.", [7, 8, 9], [-0.5] * 3, "stop", stop_token_id=2)
     assert [path for path, _ in server.requests] == ["/v1/chat/completions"] * 2
     body = server.requests[0][1]
     assert body["logprobs"] is True and body["top_logprobs"] == 0 and body["temperature"] == 0
