@@ -40,6 +40,7 @@ from typing import Any, TypeVar
 
 from advgame_env import ClassifyItem, Failure, Game, Label, Round, Sample, Seed
 from advgame_env.metrics import Rate, embedding_diversity, rate, self_bleu_diversity
+from advgame_env.templates import clean_untrusted
 from agents.policy import Policy, chat
 from algorithms.run import derived_seed
 
@@ -254,7 +255,7 @@ def play_batch(
     attacks = [r.attacks[0] if r.attacks else None for r in rounds]
     prompts = {n: a.public for n, a in enumerate(attacks) if a is not None and a.public is not None}
     answers = dict(zip(prompts, _answer(target, list(prompts.values()), cfg), strict=True))
-    texts = {n: g.text for n, (g, _, _) in answers.items() if g is not None}
+    texts = {n: clean_untrusted(g.text) for n, (g, _, _) in answers.items() if g is not None}  # judged as cleaned
     questions = [ClassifyItem(prompts[n], texts[n], items[n].seed.prompt, items[n].seed.label) for n in texts]
 
     def classify() -> list[Any]:
