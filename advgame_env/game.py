@@ -45,8 +45,9 @@ class GameConfig:
     """Every switch of the game. Defaults are the paper's main recipe (A = D = 2, pairwise).
 
     Over-length. A generation (an action with a ``finish_reason``) is over-length when it was
-    stopped by its token limit (``finish_reason == "length"``), as in both papers' code; a
-    complete generation is never over-length for its size. ``max_attack_chars`` and
+    stopped by its token limit (``finish_reason == "length"``; the AdvGame code's MAX_LENGTH,
+    which it reads off any finish other than "stop"); a complete generation is never
+    over-length for its size. ``max_attack_chars`` and
     ``max_response_chars`` are a size guard above that: any action longer is over-length
     without being scanned or shown to anyone. Their defaults (100,000 characters) lie far
     above any token budget (the papers use 2,048 tokens, some 8,000-10,000 characters), so
@@ -57,7 +58,12 @@ class GameConfig:
     enters only through the prompt-label term); a malformed or cut-off output is still shown
     to its opponent and classified (the text inside its public tags, else all of it) and is
     paid the table reward plus the negative format term; a failed defender answer is a game
-    like any other, so its attacker is still paid.
+    like any other, so its attacker is still paid. Deliberate differences from the reference
+    code: ``faithfulness_check: true`` adds the AdvGame filter; a failed attack that shows
+    nothing (blank) is not answered and keeps -1; without hidden reasoning a malformed output
+    still pays -1 (the prompt-only format has tags to break; the reference's no-CoT variant
+    parses nothing), and ``judge_truncated_responses: true`` gives a cut-off answer the
+    reference's no-CoT treatment (judged, no term).
     """
 
     num_attacks: int = 2  # A: attacker samples per seed
@@ -271,6 +277,9 @@ class Game:
             ]
             for round_, row in zip(rounds, texts, strict=True)
         ]
+        for attack in (a for row in attacks for a in row):
+            if attack.failure is not None and not attack.public:
+                attack.public = None  # a failed attack that shows nothing asks nothing: not answered
         if cfg.checks_faithfulness:
             todo = [
                 (a, FaithfulnessItem(round_.seed.prompt, round_.seed.label, a.public))

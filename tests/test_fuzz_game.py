@@ -10,13 +10,13 @@ NaN, within each rule's range, and the failure named. Budgets are fixed and smal
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import advgame_env
-from advgame_env import Failure, Game, GameConfig, Label, Round, RuleJudge, Seed
+from advgame_env import Failure, Game, GameConfig, Label, Phase, Round, RuleJudge, Seed
 from advgame_env.env import ATTACKER, DEFENDER
 from advgame_env.parsing import (
     clean_text,
@@ -112,6 +112,9 @@ def test_rewards_stay_in_each_rules_range(attack, answers, seed, think, judging)
         game.attack([round_], [(attack,)])
         game.respond([round_], [(answers,)])
         samples = [*round_.attacks, *round_.responses[0]]
+        # every paid answer has the prompt it was shown (what a trainer builds its example on)
+        shown = game.defender_observation(replace(round_, phase=Phase.RESPOND))[0]
+        assert shown or all(s.reward is None for s in round_.responses[0])
         for s in samples:
             assert finite_or_none(s.reward)
             if s.reward is None:

@@ -249,6 +249,16 @@ def test_self_redteam_pays_a_malformed_answer_its_table_reward_minus_the_format_
     assert r.attacks[0].failure is None and r.attacker_rewards == [-1.0 + 1.0]
 
 
+@pytest.mark.parametrize("empty", ["", "   ", "<prompt> </prompt>", "<think>plan</think><prompt></prompt>"])
+def test_self_redteam_does_not_show_a_malformed_attack_that_shows_nothing(empty):
+    game = Game(RuleJudge(), GameConfig(**SRT))
+    r = Round(HARMFUL)
+    game.attack([r], [(empty,)])
+    assert r.attacks[0].public is None and game.defender_observation(r) == ("",)  # nothing to answer
+    game.respond([r], [(("anything",),)])
+    assert r.attacker_rewards == [-1.0] and r.responses[0][0].failure is Failure.PROMPT_INVALID
+
+
 def test_self_redteam_rewards_of_malformed_outputs_lie_in_minus_three_to_one():
     answers = [REFUSE, COMPLY, "", "x", "</answer>", "<answer>" + COMPLY]
     attacks = ["", "junk", FAITHFUL_H.removesuffix("</prompt>"), UNFAITHFUL + " tail"]
