@@ -204,3 +204,29 @@ def test_a_megabyte_of_hostile_text_parses(make):
     text = make(1_000_000)
     for parse in PARSERS:
         parse(text)
+
+
+@pytest.mark.parametrize(
+    "text, fallback",
+    [
+        ("no tags at all ", "no tags at all"),  # the whole text, reasoning and all
+        ("<think>plan</think><prompt> x </prompt> and more", "x"),  # the first pair's text
+        ("<think>plan <prompt>a</prompt><prompt>b</prompt>", "a"),
+        ("<think>plan</think><prompt>cut off here", "<think>plan</think><prompt>cut off here"),
+        ("", ""),
+    ],
+)
+def test_a_failed_output_keeps_what_it_would_show(text, fallback):
+    parsed = parse_attack(text, think=True, max_chars=LIMIT)
+    assert parsed.failure is Failure.BAD_FORMAT and parsed.public is None and parsed.fallback == fallback
+
+
+def test_over_length_means_the_token_limit_and_the_size_guard_shows_nothing():
+    long = "<think>p</think><prompt>" + "x" * 20_000 + "</prompt>"
+    assert parse_attack(long, think=True, max_chars=100_000, finish_reason="stop").failure is None
+    cut = parse_attack("<think>p</think><prompt>x</prompt>", think=True, max_chars=LIMIT, finish_reason="length")
+    assert cut.failure is Failure.OVER_LENGTH and cut.fallback == "x"  # what it would have shown
+    cut = parse_response("half an ans", think=False, max_chars=LIMIT, finish_reason="length")
+    assert cut.failure is Failure.OVER_LENGTH and cut.fallback == "half an ans"
+    guarded = parse_response("y" * (LIMIT + 1), think=False, max_chars=LIMIT, finish_reason="stop")
+    assert guarded.failure is Failure.OVER_LENGTH and guarded.fallback is None
