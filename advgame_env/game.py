@@ -42,26 +42,63 @@ from advgame_env.templates import TemplateSet
 
 @dataclass(frozen=True)
 class GameConfig:
-    """Every switch of the game. Defaults are the paper's main recipe (A = D = 2, pairwise)."""
+    """Every switch of the game. Defaults are the paper's main recipe (A = D = 2, pairwise).
+
+    Over-length. A generation (an action with a ``finish_reason``) is over-length when it was
+    stopped by its token limit (``finish_reason == "length"``; the AdvGame code's MAX_LENGTH,
+    which it reads off any finish other than "stop"); a complete generation is never
+    over-length for its size. ``max_attack_chars`` and
+    ``max_response_chars`` are a size guard above that: any action longer is over-length
+    without being scanned or shown to anyone. Their defaults (100,000 characters) lie far
+    above any token budget (the papers use 2,048 tokens, some 8,000-10,000 characters), so
+    only absurd inputs and plain-text actions given by hand ever meet them.
+
+    Self-RedTeam rule (``reward_rule: self_redteam``, see ``_pay_self_redteam``): no
+    faithfulness filter by default (``faithfulness_check: None`` follows the rule; faithfulness
+    enters only through the prompt-label term); a malformed or cut-off output is still shown
+    to its opponent and classified (the text inside its public tags, else all of it) and is
+    paid the table reward plus the negative format term; a failed defender answer is a game
+    like any other, so its attacker is still paid. Deliberate differences from the reference
+    code: ``faithfulness_check: true`` adds the AdvGame filter; a failed attack that shows
+    nothing (blank) is not answered and keeps -1; without hidden reasoning a malformed output
+    still pays -1 (the prompt-only format has tags to break; the reference's no-CoT variant
+    parses nothing), and ``judge_truncated_responses: true`` gives a cut-off answer the
+    reference's no-CoT treatment (judged, no term).
+    """
 
     num_attacks: int = 2  # A: attacker samples per seed
     num_responses: int = 2  # D: defender samples per attack
     optimistic_attacker: bool = True  # judge the attacker on the defender's best response
     attacker_think: bool = True  # strict <think>+<prompt> format; False: <prompt> only
     defender_think: bool = False  # defender answers <think>..</think><answer>..</answer>
-    faithfulness_check: bool = True  # unfaithful rewrites are paid -1 and not answered
+    # Unfaithful rewrites are paid -1 and not answered. None (default): follow the reward
+    # rule, on for advgame (the AdvGame filter), off for self_redteam (the reference has none).
+    # True under self_redteam is a deliberate mix of the two recipes.
+    faithfulness_check: bool | None = None
     attacker_judge: bool = True  # False: every valid attack is paid 0 (format-only signal)
     judging: Literal["pairwise", "pointwise"] = "pairwise"
     reward_rule: Literal["advgame", "self_redteam"] = "advgame"
     srt_coefficients: SelfRedTeamCoefficients = field(default_factory=SelfRedTeamCoefficients)
-    max_attack_chars: int = 4000  # limit on the attacker's whole output (reasoning included)
-    max_response_chars: int = 4000  # limit on the defender's whole output
+    max_attack_chars: int = 100_000  # size guard on the attacker's whole output (see above)
+    max_response_chars: int = 100_000  # size guard on the defender's whole output
     # False (the paper): an answer cut off at the token limit is over-long and paid -1. True:
     # it is judged on the text it has, for small token budgets (CPU runs) where most answers
     # of an untrained model would be cut off and every reward would be the same -1.
     judge_truncated_responses: bool = False
     direct_fraction: float = 0.0  # share of rounds where the seed goes straight to the defender
     templates: TemplateSet = field(default_factory=TemplateSet)
+
+    @property
+    def checks_faithfulness(self) -> bool:
+        """Whether rewrites pass the faithfulness judge (``faithfulness_check`` resolved)."""
+        if self.faithfulness_check is None:
+            return self.reward_rule == "advgame"
+        return self.faithfulness_check
+
+    @property
+    def shows_failed_outputs(self) -> bool:
+        """Self-RedTeam shows a malformed output to its opponent and classifies it."""
+        return self.reward_rule == "self_redteam"
 
     def __post_init__(self) -> None:
         if self.num_attacks < 1 or self.num_responses < 1:
@@ -84,7 +121,13 @@ class Phase(StrEnum):
 
 @dataclass
 class Sample:
-    """One player output: raw text, what others see, and how it was judged and paid."""
+    """One player output: raw text, what others see, and how it was judged and paid.
+
+    ``public`` is what the opponent (or the judge) was shown, None when nothing was; it is
+    kept when the sample fails later (an attack whose answers all failed was still answered,
+    and those answers are trained on the prompt they saw). ``failure`` is the sample's own
+    state: a failed sample can have been shown (Self-RedTeam shows malformed outputs).
+    """
 
     raw: str
     public: str | None
@@ -100,12 +143,21 @@ class Sample:
     generation: Any = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def parsed(cls, raw: str, parsed: Parsed, generation: Any = None) -> Sample:
-        reward = None if parsed.failure is None else failure_reward(parsed.failure)
-        return cls(raw, parsed.public, parsed.reasoning, parsed.failure, reward=reward, generation=generation)
+    def parsed(cls, raw: str, parsed: Parsed, generation: Any = None, show_failed: bool = False) -> Sample:
+        """``show_failed``: a failed output is shown anyway, as its fallback text (Self-RedTeam)."""
+        if parsed.failure is None:
+            return cls(raw, parsed.public, parsed.reasoning, generation=generation)
+        public = parsed.fallback if show_failed else None
+        return cls(raw, public, failure=parsed.failure, reward=failure_reward(parsed.failure), generation=generation)
 
     def fail(self, failure: Failure) -> None:
-        self.public, self.failure, self.reward = None, failure, failure_reward(failure)
+        """The sample failed; what it showed stays shown (see the class docstring)."""
+        self.failure, self.reward = failure, failure_reward(failure)
+
+    def withdraw(self, failure: Failure) -> None:
+        """The sample failed before anyone was shown it: nothing is shown."""
+        self.fail(failure)
+        self.public = None
 
     def record(self) -> dict[str, Any]:
         return {
@@ -215,28 +267,33 @@ class Game:
             _check_shape(action, cfg.num_attacks, f"attacker_0's action in round {r}")
             texts.append([_text_and_finish(t, f"attacker_0's text {i} in round {r}") for i, t in enumerate(action)])
 
+        show = cfg.shows_failed_outputs
         attacks = [
             [
                 Sample(t, t)
                 if round_.direct
-                else Sample.parsed(t, parse_attack(t, cfg.attacker_think, cfg.max_attack_chars, f), g)
+                else Sample.parsed(t, parse_attack(t, cfg.attacker_think, cfg.max_attack_chars, f), g, show)
                 for t, f, g in row
             ]
             for round_, row in zip(rounds, texts, strict=True)
         ]
-        if cfg.faithfulness_check:
+        for attack in (a for row in attacks for a in row):
+            if attack.failure is not None and not attack.public:
+                attack.public = None  # a failed attack that shows nothing asks nothing: not answered
+        if cfg.checks_faithfulness:
             todo = [
                 (a, FaithfulnessItem(round_.seed.prompt, round_.seed.label, a.public))
                 for round_, row in zip(rounds, attacks, strict=True)
                 if not round_.direct
                 for a in row
-                if a.public is not None
+                if a.failure is None and a.public is not None
             ]
             verdicts = _judge_call(self.judge.faithfulness, [item for _, item in todo], "faithfulness")
             for (attack, _), faithful in zip(todo, verdicts, strict=True):
                 attack.faithful = faithful
                 if faithful is not True:
-                    attack.fail(Failure.UNFAITHFUL if faithful is False else Failure.JUDGE_FAILURE)
+                    # the AdvGame filter: an unfaithful rewrite is not answered
+                    attack.withdraw(Failure.UNFAITHFUL if faithful is False else Failure.JUDGE_FAILURE)
 
         for round_, row in zip(rounds, attacks, strict=True):
             round_.attacks, round_.phase = row, Phase.RESPOND
@@ -278,7 +335,7 @@ class Game:
         if cfg.judge_truncated_responses and finish == "length":
             finish = None
         parsed = parse_response(text, cfg.defender_think, cfg.max_response_chars, finish)
-        return Sample.parsed(text, parsed, generation)
+        return Sample.parsed(text, parsed, generation, cfg.shows_failed_outputs)
 
     def _score_groups(self, groups: list[tuple[Rubric, str, list[Sample]]], role: str) -> None:
         """Set ``score`` on every sample of every group; each group is judged within itself."""
@@ -306,12 +363,12 @@ class Game:
         for round_, row, grid in zip(rounds, attacks, grids, strict=True):
             rubric = Rubric.DEFLECTION if round_.seed.label is Label.HARMFUL else Rubric.COMPLIANCE
             for attack, responses in zip(row, grid, strict=True):
-                valid = [s for s in responses if s.public is not None]
+                valid = [s for s in responses if s.failure is None]
                 if valid:  # the judge's query is the prompt the defender actually saw
                     groups.append((rubric, attack.public or "", valid))
         self._score_groups(groups, "defender")
         for sample in (s for grid in grids for responses in grid for s in responses):
-            if sample.public is not None:
+            if sample.failure is None:
                 if sample.score is None:
                     sample.fail(Failure.JUDGE_FAILURE)
                 else:
@@ -330,7 +387,7 @@ class Game:
         for round_, row, grid in zip(rounds, attacks, grids, strict=True):
             live = []
             for attack, responses in zip(row, grid, strict=True):
-                if attack.public is None:
+                if attack.failure is not None:
                     continue
                 attack.selected = self._select(responses)
                 if attack.selected is None:
@@ -354,19 +411,41 @@ class Game:
             else:
                 attack.reward = answer.score
 
+    def _format_term(self, sample: Sample, think: bool) -> float:
+        """Self-RedTeam's format term: -c for a malformed or cut-off output, +c for a
+        well-formed one when the format has hidden reasoning (the reference's CoT format
+        reward), else 0."""
+        c = self.config.srt_coefficients.format
+        if sample.failure in (Failure.BAD_FORMAT, Failure.OVER_LENGTH):
+            return -c
+        return c if think else 0.0
+
     def _pay_self_redteam(
         self, rounds: Sequence[Round], attacks: list[list[Sample]], grids: list[list[list[Sample]]]
     ) -> None:
+        """The Self-RedTeam rule: every game (a shown prompt and a shown answer) is classified
+        once; each player is paid its table reward plus its format term.
+
+            defender   R = table(prompt harmful, refusal, response harmful) + format(answer)
+            attacker   R = mean over its games of table(seed label, ...) + format(attack)
+
+        Malformed or cut-off outputs are classified on what was shown (their fallback text),
+        so their reward lies in [-3, +1] with the default coefficients (table -2..+2, format
+        -1). A game without a verdict (a judge failure) or with a missing label (a tie) is
+        excluded for both players, as the reference drops it. Only a text over the size
+        guard, which nobody is shown, keeps the flat PENALTY.
+        """
         cfg, k = self.config, self.config.srt_coefficients
         todo = [
             (
                 round_,
                 attack,
                 s,
-                ClassifyItem(attack.public or "", s.public or "", round_.seed.prompt, round_.seed.label),
+                ClassifyItem(attack.public, s.public, round_.seed.prompt, round_.seed.label),
             )
             for round_, row, grid in zip(rounds, attacks, grids, strict=True)
             for attack, responses in zip(row, grid, strict=True)
+            if attack.public is not None
             for s in responses
             if s.public is not None
         ]
@@ -374,18 +453,20 @@ class Game:
         games: dict[int, list[float | None]] = {}
         for (round_, attack, sample, _), c in zip(todo, labels, strict=True):
             sample.classification = c
-            if c is None:
+            defender = None if c is None else srt_defender_reward(c, k)
+            if c is None and sample.failure is None:
                 sample.fail(Failure.JUDGE_FAILURE)
-                continue
-            defender = srt_defender_reward(c, k)
-            sample.reward = None if defender is None else defender + (k.format if cfg.defender_think else 0.0)
-            attacker = srt_attacker_reward(round_.seed.label, c, k)
-            games.setdefault(id(attack), []).append(
-                None if attacker is None else attacker + (k.format if cfg.attacker_think else 0.0)
-            )
+            else:  # a tie, or a judged game
+                sample.reward = None if defender is None else defender + self._format_term(sample, cfg.defender_think)
+            games.setdefault(id(attack), []).append(None if c is None else srt_attacker_reward(round_.seed.label, c, k))
         for round_, row in zip(rounds, attacks, strict=True):
             for attack in row:
-                if attack.public is not None and not round_.direct:
-                    attack.reward = mean_or_none(games.get(id(attack), []))
-                    if attack.reward is None:
-                        attack.fail(Failure.NO_VALID_RESPONSE if id(attack) not in games else Failure.JUDGE_FAILURE)
+                if attack.public is None or round_.direct:
+                    continue
+                table = mean_or_none(games.get(id(attack), []))
+                if table is not None:
+                    attack.reward = table + self._format_term(attack, cfg.attacker_think)
+                elif attack.failure is None:
+                    attack.fail(Failure.NO_VALID_RESPONSE if id(attack) not in games else Failure.JUDGE_FAILURE)
+                else:  # a malformed attack without a judged game: excluded, its own failure kept
+                    attack.reward = None

@@ -6,8 +6,10 @@ newest release. Old versions are never edited, so a run's prompts are fixed by i
 
 from __future__ import annotations
 
+import html
 import re
 import tomllib
+import unicodedata
 from dataclasses import dataclass, fields
 from functools import cache
 from importlib import resources
@@ -31,17 +33,59 @@ def template_text(name: str, version: str) -> str:
     return library[name][version]["text"]
 
 
-# Judge output tags. Text under judgement is rewritten so it cannot contain them.
+# ----------------------------------------------------------------------------- untrusted text
+# Text under judgement (players' outputs, target answers, seeds) is cleaned, then every judge
+# tag in it is rewritten, so that no reader -- literal, normalising, or one that takes
+# bracket look-alikes for brackets -- finds a verdict tag in it.
+
+
+@cache
+def _drop_table() -> dict[int, None]:
+    """Format (Cf: zero-width characters, soft hyphen, BOM, bidi controls, tag characters) and
+    control (Cc) characters, except tab and newline: invisible, they only hide a tag."""
+    # Cf and Cc characters lie in planes 0 and 1 and in the tag block of plane 14 only.
+    candidates = [*range(0x20000), *range(0xE0000, 0xE1000)]
+    return {cp: None for cp in candidates if unicodedata.category(chr(cp)) in ("Cf", "Cc") and chr(cp) not in "\t\n"}
+
+
+_PASSES = 4  # rounds of decoding: double or triple encodings are undone; deeper ones are broken
+
+
+def clean_untrusted(text: str) -> str:
+    """Untrusted text as a normalising reader would read it, and a fixed point of that reading.
+
+    One round: NFKC (fullwidth and small-form look-alikes become ASCII: ``＜`` -> ``<``),
+    drop format and control characters, decode HTML entities (``&lt;`` -> ``<``). Decoding
+    can uncover more (``&#xFF1C;``, ``&amp;lt;``), so rounds repeat until nothing changes.
+    Entities still decoding after ``_PASSES`` rounds are nested on purpose: every ``&`` is
+    then followed by a blank, which no decoder reads as an entity. Each round is linear.
+    """
+    for _ in range(_PASSES):
+        cleaned = html.unescape(unicodedata.normalize("NFKC", text).translate(_drop_table()))
+        if cleaned == text:
+            return text
+        text = cleaned
+    if html.unescape(unicodedata.normalize("NFKC", text).translate(_drop_table())) == text:
+        return text
+    return unicodedata.normalize("NFKC", text.replace("&", "& ")).translate(_drop_table())
+
+
+# Brackets that a reader might take for < and > (after NFKC, which already folds the
+# fullwidth and small forms): single guillemets, angle brackets, ornaments, modifier and
+# syllabics look-alikes. In a tag they are rewritten like the ASCII ones.
+_OPEN, _CLOSE = "<\u2039\u2329\u3008\u27e8\u276e\u02c2\u1438\u300a", ">\u203a\u232a\u3009\u27e9\u276f\u02c3\u1433\u300b"
 _JUDGE_TAG = re.compile(
-    r"<\s*(/?)\s*(score_a|score_b|score|answer|think|prompt_harmful|refusal|response_harmful"
-    r"|query|response_a|response_b|response|original|rewrite|user|assistant|request)\s*>",
+    rf"[{_OPEN}]\s*(/?)\s*(score_a|score_b|score|answer|think|prompt_harmful|refusal|response_harmful"
+    rf"|query|response_a|response_b|response|original|rewrite|user|assistant|request)\s*[{_CLOSE}]",
     re.IGNORECASE,
 )
 
 
 def neutralise_tags(text: str) -> str:
-    """Replace judge tags in untrusted text by bracketed look-alikes (``<score>`` -> ``[score]``)."""
-    return _JUDGE_TAG.sub(lambda m: f"[{m.group(1)}{m.group(2)}]", text)
+    """Untrusted text with its judge tags defused: cleaned (``clean_untrusted``), then every
+    judge tag, in ASCII or look-alike brackets, rewritten in square brackets
+    (``<score>`` -> ``[score]``)."""
+    return _JUDGE_TAG.sub(lambda m: f"[{m.group(1)}{m.group(2)}]", clean_untrusted(text))
 
 
 @dataclass(frozen=True)

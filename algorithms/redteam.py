@@ -44,6 +44,7 @@ from typing import Any, TypeVar
 
 from advgame_env import ClassifyItem, Failure, Game, Label, Round, Sample, Seed
 from advgame_env.metrics import Rate, embedding_diversity, rate, self_bleu_diversity
+from advgame_env.templates import clean_untrusted
 from agents.policy import Policy, chat
 from algorithms.run import derived_seed
 
@@ -267,9 +268,10 @@ def play_batch(
     # A failed faithfulness call leaves the rounds untouched (no attack), so it can be retried.
     _, attack_error, _ = _retry(lambda: game.attack(rounds, [(a,) for a in actions]), cfg.retries, cfg.backoff)
     attacks = [r.attacks[0] if r.attacks else None for r in rounds]
-    prompts = {n: a.public for n, a in enumerate(attacks) if a is not None and a.public is not None}
+    # only a valid rewrite reaches the target (a failed sample may still carry what it showed)
+    prompts = {n: a.public for n, a in enumerate(attacks) if a is not None and a.failure is None and a.public}
     answers = dict(zip(prompts, _answer(target, list(prompts.values()), cfg), strict=True))
-    texts = {n: g.text for n, (g, _, _) in answers.items() if g is not None}
+    texts = {n: clean_untrusted(g.text) for n, (g, _, _) in answers.items() if g is not None}  # judged as cleaned
     # an empty or filtered answer is an outcome of its own: never judged, never a success
     non_answers = {n: _non_answer(answers[n][0], text) for n, text in texts.items()}
     judged = [n for n in texts if non_answers[n] is None]

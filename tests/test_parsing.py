@@ -1,5 +1,11 @@
-import pytest
+import re
+import sys
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from advgame_env import parsing
 from advgame_env.parsing import (
     PENALTY,
     Failure,
@@ -100,3 +106,127 @@ def test_yes_no_verdicts():
     assert parse_yes_no("answer", "<answer> Yes </answer>") is True
     assert parse_yes_no("answer", "<answer>yes</answer> then <answer>FALSE</answer>") is False
     assert parse_yes_no("answer", "<answer>maybe</answer>") is None
+
+
+# ----------------------------------------------------------------------------- linear parsers
+
+# The format as it was first written: regular expressions (correct, but quadratic on blanks).
+# The linear parsers must accept exactly what these accept, with the same parts.
+_F = re.IGNORECASE | re.DOTALL
+_REGEX = {
+    ("attack", True): re.compile(r"^\s*<think>(.*?)</think>\s*<prompt>(.*)</prompt>\s*$", _F),
+    ("attack", False): re.compile(r"^\s*<prompt>(.*)</prompt>\s*$", _F),
+    ("response", True): re.compile(r"^\s*(?:<think>)?(.*?)</think>\s*<answer>(.*)</answer>\s*$", _F),
+}
+_TAG = re.compile(r"</?\s*(think|prompt|answer)\s*>", re.IGNORECASE)
+
+
+def regex_parse(kind: str, think: bool, text: str) -> tuple[str | None, str]:
+    match = _REGEX[kind, think].match(clean_text(text))
+    if match is None:
+        return None, ""
+    *hidden, public = match.groups()
+    if any(_TAG.search(g) for g in match.groups()) or not public.strip():
+        return None, ""
+    return public.strip(), hidden[0].strip() if hidden else ""
+
+
+FRAGMENTS = ["<think>", "</think>", "<prompt>", "</prompt>", "<answer>", "</answer>", "< think >", "</ PROMPT>"]
+FRAGMENTS += ["<Think>", "</ANSWER>", " ", "\n", "\t", "x", "yz", "<", ">", "/", "<b>", "\x00", "\r\n", "\u3000"]
+texts = st.lists(st.sampled_from(FRAGMENTS), max_size=12).map("".join)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(texts)
+def test_the_linear_parsers_accept_exactly_what_the_regex_definition_accepts(text):
+    for kind, think in _REGEX:
+        parse = parse_attack if kind == "attack" else parse_response
+        parsed = parse(text, think=think, max_chars=LIMIT)
+        assert (parsed.public, parsed.reasoning if parsed.public else "") == regex_parse(kind, think, text)
+        assert (parsed.failure is None) == (parsed.public is not None)
+        assert parsed.failure in (None, Failure.BAD_FORMAT)
+        assert parsed.public is not None or isinstance(parsed.fallback, str)
+
+
+def _steps(call, *args) -> int:
+    """Python line events inside parsing.py during one call: a deterministic work count."""
+    count = 0
+
+    def trace(frame, event, arg):
+        nonlocal count
+        if frame.f_code.co_filename == parsing.__file__:
+            if event == "line":
+                count += 1
+            return trace
+        return None
+
+    sys.settrace(trace)
+    try:
+        call(*args)
+    finally:
+        sys.settrace(None)
+    return count
+
+
+# Inputs that made the regex definition quadratic (blanks before a missing tag) and inputs
+# dense in tags (the linear parsers do work per tag).
+HOSTILE = [
+    lambda n: " " * n,
+    lambda n: " " * n + "x",
+    lambda n: "<think>" + " " * n,
+    lambda n: "</think>" * (n // 8),
+    lambda n: "<think></think><prompt>" * (n // 23),
+    lambda n: "<answer>" + "</think> " * (n // 9) + "</answer>",
+    lambda n: "<score_A>" + "<score_A> 1 " * (n // 12) + "</score_A>" * (n // 10),
+    lambda n: ("<score_A> " + " " * 10) * (n // 20),
+]
+PARSERS = [
+    lambda t: parse_attack(t, think=True, max_chars=10**8),
+    lambda t: parse_attack(t, think=False, max_chars=10**8),
+    lambda t: parse_response(t, think=True, max_chars=10**8),
+    lambda t: parse_response(t, think=False, max_chars=10**8),
+    parse_pairwise_scores,
+    parse_pointwise_score,
+    lambda t: parse_yes_no("answer", t),
+]
+
+
+@pytest.mark.parametrize("make", HOSTILE)
+@pytest.mark.parametrize("parse", PARSERS)
+def test_parser_work_grows_linearly_with_the_input(make, parse):
+    small, large = _steps(parse, make(1_000)), _steps(parse, make(10_000))
+    assert large <= 10 * small + 50  # 10x the input: at most 10x the steps (plus a constant)
+
+
+@pytest.mark.parametrize("make", HOSTILE)
+def test_a_megabyte_of_hostile_text_parses(make):
+    # The regex definition needed hours on a megabyte of blanks before a missing tag.
+    text = make(1_000_000)
+    for parse in PARSERS:
+        parse(text)
+
+
+@pytest.mark.parametrize(
+    "text, fallback",
+    [
+        ("no tags at all ", "no tags at all"),  # the whole text, reasoning and all
+        ("<think>plan</think><prompt> x </prompt> and more", "x"),  # the first pair's text
+        ("<think>plan <prompt>a</prompt><prompt>b</prompt>", "a"),
+        ("<think>plan</think><prompt>cut off here", "<think>plan</think><prompt>cut off here"),
+        ("", ""),
+    ],
+)
+def test_a_failed_output_keeps_what_it_would_show(text, fallback):
+    parsed = parse_attack(text, think=True, max_chars=LIMIT)
+    assert parsed.failure is Failure.BAD_FORMAT and parsed.public is None and parsed.fallback == fallback
+
+
+def test_over_length_means_the_token_limit_and_the_size_guard_shows_nothing():
+    long = "<think>p</think><prompt>" + "x" * 20_000 + "</prompt>"
+    assert parse_attack(long, think=True, max_chars=100_000, finish_reason="stop").failure is None
+    cut = parse_attack("<think>p</think><prompt>x</prompt>", think=True, max_chars=LIMIT, finish_reason="length")
+    assert cut.failure is Failure.OVER_LENGTH and cut.fallback == "x"  # what it would have shown
+    cut = parse_response("half an ans", think=False, max_chars=LIMIT, finish_reason="length")
+    assert cut.failure is Failure.OVER_LENGTH and cut.fallback == "half an ans"
+    guarded = parse_response("y" * (LIMIT + 1), think=False, max_chars=LIMIT, finish_reason="stop")
+    assert guarded.failure is Failure.OVER_LENGTH and guarded.fallback is None

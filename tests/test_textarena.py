@@ -121,7 +121,7 @@ def test_over_long_attack_is_not_clipped_into_a_different_failure() -> None:
     env = ta.make(ENV_ID, seeds=HARMFUL)
     env.reset(num_players=2, seed=0)
     prompt = env.round.seed.prompt
-    done, _ = env.step(action=attack_for(prompt + " " + "x" * 5000))
+    done, _ = env.step(action=attack_for(prompt + " " + "x" * env.config.max_attack_chars))
     rewards, info = env.close()
     assert done and rewards[0] == -1.0
     assert info[0]["sample"]["failure"] == "over_length"
