@@ -150,7 +150,9 @@ def score_response(prompt: InstructionPrompt, response: str, finish_reason: str 
 
 def summarise(items: Sequence[FollowedItem]) -> InstructionFollowing:
     """The accuracies of scored items (prompt level: every instruction of a prompt followed)."""
-    flat = [(i, s, lo) for item in items for i, s, lo in zip(item.instruction_ids, item.strict, item.loose, strict=True)]
+    flat = [
+        (i, s, lo) for item in items for i, s, lo in zip(item.instruction_ids, item.strict, item.loose, strict=True)
+    ]
     by_instruction: dict[str, dict[str, Rate]] = {}
     for name in sorted({i for i, _, _ in flat}):
         group = [(s, lo) for i, s, lo in flat if i == name]

@@ -35,77 +35,170 @@ LEFT_OUT = ("length_constraints:number_sentences", "change_case:capital_word_fre
 
 # (task, topic words): the words are relevant to the task, for keyword / forbidden-word instructions
 TASKS: list[tuple[str, list[str]]] = [
-    ("Write a short guide to keeping a basil plant alive on a kitchen windowsill.", ["water", "sunlight", "leaves", "pot", "soil"]),
-    ("Explain to a new cyclist how to fix a flat bicycle tyre at the roadside.", ["tube", "pump", "patch", "wheel", "lever"]),
-    ("Describe a relaxed weekend itinerary for a first visit to Lisbon.", ["tram", "pastries", "river", "museum", "hills"]),
-    ("Give advice to a teenager who wants to save money from a part-time job.", ["budget", "savings", "goal", "spending", "account"]),
-    ("Write a friendly note to a neighbour asking them to water your plants while you travel.", ["keys", "plants", "thanks", "week", "watering"]),
-    ("Explain how compound interest works to someone who has never invested.", ["interest", "years", "growth", "rate", "money"]),
+    (
+        "Write a short guide to keeping a basil plant alive on a kitchen windowsill.",
+        ["water", "sunlight", "leaves", "pot", "soil"],
+    ),
+    (
+        "Explain to a new cyclist how to fix a flat bicycle tyre at the roadside.",
+        ["tube", "pump", "patch", "wheel", "lever"],
+    ),
+    (
+        "Describe a relaxed weekend itinerary for a first visit to Lisbon.",
+        ["tram", "pastries", "river", "museum", "hills"],
+    ),
+    (
+        "Give advice to a teenager who wants to save money from a part-time job.",
+        ["budget", "savings", "goal", "spending", "account"],
+    ),
+    (
+        "Write a friendly note to a neighbour asking them to water your plants while you travel.",
+        ["keys", "plants", "thanks", "week", "watering"],
+    ),
+    (
+        "Explain how compound interest works to someone who has never invested.",
+        ["interest", "years", "growth", "rate", "money"],
+    ),
     ("Describe how to make a simple tomato sauce from scratch.", ["garlic", "tomatoes", "olive", "simmer", "basil"]),
-    ("Suggest ways for a remote worker to stay focused at home.", ["desk", "schedule", "breaks", "routine", "distractions"]),
+    (
+        "Suggest ways for a remote worker to stay focused at home.",
+        ["desk", "schedule", "breaks", "routine", "distractions"],
+    ),
     ("Write a product description for a reusable water bottle.", ["steel", "leak", "cold", "bottle", "lid"]),
     ("Explain why the sky looks blue on a clear day.", ["light", "scattering", "wavelength", "atmosphere", "sun"]),
-    ("Give tips for a first-time dog owner bringing home a rescue dog.", ["walks", "crate", "treats", "patience", "vet"]),
-    ("Describe how to prepare for a job interview at a small design studio.", ["portfolio", "questions", "research", "practice", "clothes"]),
-    ("Write a short story about a lighthouse keeper who finds a message in a bottle.", ["lighthouse", "bottle", "storm", "letter", "waves"]),
+    (
+        "Give tips for a first-time dog owner bringing home a rescue dog.",
+        ["walks", "crate", "treats", "patience", "vet"],
+    ),
+    (
+        "Describe how to prepare for a job interview at a small design studio.",
+        ["portfolio", "questions", "research", "practice", "clothes"],
+    ),
+    (
+        "Write a short story about a lighthouse keeper who finds a message in a bottle.",
+        ["lighthouse", "bottle", "storm", "letter", "waves"],
+    ),
     ("Explain how to brew a good cup of pour-over coffee.", ["beans", "grind", "kettle", "filter", "temperature"]),
     ("Summarise the benefits of taking a short walk after lunch.", ["digestion", "energy", "mood", "steps", "fresh"]),
-    ("Write a welcome message for new members of a community gardening club.", ["garden", "tools", "seeds", "volunteers", "season"]),
+    (
+        "Write a welcome message for new members of a community gardening club.",
+        ["garden", "tools", "seeds", "volunteers", "season"],
+    ),
     ("Describe how to clean a cast-iron pan without damaging it.", ["rust", "oil", "seasoning", "scrub", "heat"]),
     ("Give a beginner's explanation of how a rainbow forms.", ["raindrops", "colours", "light", "angle", "refraction"]),
     ("Write a short review of an imaginary neighbourhood bakery.", ["bread", "croissant", "staff", "prices", "coffee"]),
-    ("Explain how to set up a simple monthly household budget.", ["income", "rent", "groceries", "savings", "spreadsheet"]),
+    (
+        "Explain how to set up a simple monthly household budget.",
+        ["income", "rent", "groceries", "savings", "spreadsheet"],
+    ),
     ("Suggest a packing list for a three-day hiking trip.", ["tent", "boots", "water", "map", "jacket"]),
     ("Describe what makes a good board game for a family evening.", ["rules", "players", "luck", "strategy", "fun"]),
-    ("Write a thank-you email to a teacher at the end of the school year.", ["lessons", "patience", "class", "summer", "grateful"]),
+    (
+        "Write a thank-you email to a teacher at the end of the school year.",
+        ["lessons", "patience", "class", "summer", "grateful"],
+    ),
     ("Explain how to change a light bulb in a ceiling fixture safely.", ["switch", "ladder", "bulb", "power", "glass"]),
     ("Give advice on learning to play the guitar as an adult.", ["chords", "practice", "fingers", "songs", "teacher"]),
-    ("Describe the life cycle of a butterfly for a ten-year-old.", ["caterpillar", "egg", "chrysalis", "wings", "leaf"]),
+    (
+        "Describe the life cycle of a butterfly for a ten-year-old.",
+        ["caterpillar", "egg", "chrysalis", "wings", "leaf"],
+    ),
     ("Write a short speech for a friend's birthday dinner.", ["friendship", "laughter", "years", "cake", "toast"]),
     ("Explain how to read a nutrition label on packaged food.", ["calories", "sugar", "serving", "protein", "salt"]),
-    ("Suggest ways to make a small apartment feel more spacious.", ["mirrors", "storage", "light", "furniture", "colours"]),
-    ("Describe how to plan a picnic in the park for six people.", ["blanket", "sandwiches", "fruit", "shade", "basket"]),
+    (
+        "Suggest ways to make a small apartment feel more spacious.",
+        ["mirrors", "storage", "light", "furniture", "colours"],
+    ),
+    (
+        "Describe how to plan a picnic in the park for six people.",
+        ["blanket", "sandwiches", "fruit", "shade", "basket"],
+    ),
     ("Write a short poem about the first snowfall of winter.", ["snow", "silence", "white", "cold", "morning"]),
     ("Explain how a library card can save a family money.", ["books", "borrow", "events", "free", "children"]),
     ("Give tips for sleeping better during a heatwave.", ["fan", "curtains", "sheets", "water", "night"]),
-    ("Describe how to repot a houseplant that has outgrown its container.", ["roots", "soil", "pot", "drainage", "water"]),
-    ("Write a short message to a colleague congratulating them on a promotion.", ["promotion", "team", "success", "role", "celebrate"]),
+    (
+        "Describe how to repot a houseplant that has outgrown its container.",
+        ["roots", "soil", "pot", "drainage", "water"],
+    ),
+    (
+        "Write a short message to a colleague congratulating them on a promotion.",
+        ["promotion", "team", "success", "role", "celebrate"],
+    ),
     ("Explain the difference between weather and climate.", ["temperature", "years", "rain", "average", "forecast"]),
     ("Suggest five inexpensive hobbies for a rainy afternoon.", ["drawing", "reading", "puzzles", "baking", "music"]),
-    ("Describe how to teach a child to ride a bicycle without stabilisers.", ["balance", "helmet", "pedals", "confidence", "park"]),
+    (
+        "Describe how to teach a child to ride a bicycle without stabilisers.",
+        ["balance", "helmet", "pedals", "confidence", "park"],
+    ),
     ("Write a short announcement for a school bake sale.", ["cakes", "cookies", "donations", "friday", "hall"]),
     ("Explain how to prepare a car for a long winter road trip.", ["tyres", "battery", "blanket", "fuel", "scraper"]),
-    ("Give advice to a student writing their first research essay.", ["sources", "outline", "thesis", "draft", "citations"]),
+    (
+        "Give advice to a student writing their first research essay.",
+        ["sources", "outline", "thesis", "draft", "citations"],
+    ),
     ("Describe how bees make honey.", ["nectar", "hive", "flowers", "wax", "colony"]),
-    ("Write a short letter to your future self ten years from now.", ["dreams", "future", "memories", "hope", "change"]),
+    (
+        "Write a short letter to your future self ten years from now.",
+        ["dreams", "future", "memories", "hope", "change"],
+    ),
     ("Explain how to politely decline an invitation to a party.", ["invitation", "thanks", "busy", "honest", "friend"]),
     ("Suggest ways to reduce food waste at home.", ["leftovers", "freezer", "shopping", "compost", "list"]),
     ("Describe a good morning routine for a busy parent.", ["breakfast", "alarm", "lunches", "coffee", "school"]),
-    ("Write a short history of the humble bicycle for a museum placard.", ["wheels", "invention", "pedals", "century", "chain"]),
+    (
+        "Write a short history of the humble bicycle for a museum placard.",
+        ["wheels", "invention", "pedals", "century", "chain"],
+    ),
     ("Explain how to choose a ripe avocado at the shop.", ["skin", "colour", "firm", "stem", "squeeze"]),
     ("Give tips for running a productive team meeting.", ["agenda", "time", "notes", "decisions", "questions"]),
     ("Describe how to make paper snowflakes with children.", ["paper", "scissors", "fold", "patterns", "window"]),
-    ("Write a short advert for a second-hand sofa you are selling.", ["sofa", "cushions", "price", "collection", "condition"]),
+    (
+        "Write a short advert for a second-hand sofa you are selling.",
+        ["sofa", "cushions", "price", "collection", "condition"],
+    ),
     ("Explain why people get jet lag and how to ease it.", ["sleep", "sunlight", "timezone", "flight", "body"]),
     ("Suggest a weekly plan for someone starting to jog.", ["minutes", "rest", "shoes", "pace", "stretch"]),
     ("Describe how to host a simple board-game night for friends.", ["snacks", "games", "table", "guests", "rules"]),
-    ("Write a short fable about a tortoise who learns to ask for help.", ["tortoise", "river", "friends", "journey", "lesson"]),
-    ("Explain how a thermostat keeps a room at a steady temperature.", ["heating", "sensor", "temperature", "switch", "degrees"]),
+    (
+        "Write a short fable about a tortoise who learns to ask for help.",
+        ["tortoise", "river", "friends", "journey", "lesson"],
+    ),
+    (
+        "Explain how a thermostat keeps a room at a steady temperature.",
+        ["heating", "sensor", "temperature", "switch", "degrees"],
+    ),
     ("Give advice on keeping houseplants healthy in winter.", ["light", "watering", "radiator", "humidity", "leaves"]),
-    ("Describe how to write a clear set of directions to your home.", ["landmarks", "turn", "street", "parking", "minutes"]),
-    ("Write a short note to a new neighbour welcoming them to the street.", ["welcome", "street", "bins", "neighbours", "coffee"]),
+    (
+        "Describe how to write a clear set of directions to your home.",
+        ["landmarks", "turn", "street", "parking", "minutes"],
+    ),
+    (
+        "Write a short note to a new neighbour welcoming them to the street.",
+        ["welcome", "street", "bins", "neighbours", "coffee"],
+    ),
     ("Explain how recycling symbols on plastic packaging work.", ["plastic", "numbers", "bin", "council", "symbols"]),
-    ("Suggest ways for a family to spend less time on screens in the evening.", ["games", "phones", "walks", "dinner", "rules"]),
+    (
+        "Suggest ways for a family to spend less time on screens in the evening.",
+        ["games", "phones", "walks", "dinner", "rules"],
+    ),
     ("Describe how to sharpen a kitchen knife with a whetstone.", ["angle", "stone", "blade", "water", "strokes"]),
     ("Write a short diary entry from a cat's point of view.", ["sunbeam", "nap", "bowl", "humans", "window"]),
     ("Explain what a credit score is and why it matters.", ["loans", "payments", "history", "lenders", "debt"]),
     ("Give tips for taking better photos with a phone camera.", ["light", "focus", "lens", "framing", "steady"]),
     ("Describe how to start a small compost heap in a back garden.", ["scraps", "worms", "leaves", "bin", "moisture"]),
-    ("Write a short invitation to a neighbourhood litter-picking morning.", ["gloves", "bags", "park", "saturday", "volunteers"]),
-    ("Explain how to keep a reading habit going during a busy month.", ["pages", "minutes", "bedtime", "library", "goal"]),
+    (
+        "Write a short invitation to a neighbourhood litter-picking morning.",
+        ["gloves", "bags", "park", "saturday", "volunteers"],
+    ),
+    (
+        "Explain how to keep a reading habit going during a busy month.",
+        ["pages", "minutes", "bedtime", "library", "goal"],
+    ),
     ("Suggest ways to make a long train journey more pleasant.", ["snacks", "book", "window", "headphones", "seat"]),
     ("Describe how to make a simple birdhouse from scrap wood.", ["wood", "nails", "roof", "hole", "paint"]),
-    ("Write a short pep talk for a friend running their first marathon.", ["miles", "training", "finish", "crowd", "proud"]),
+    (
+        "Write a short pep talk for a friend running their first marathon.",
+        ["miles", "training", "finish", "crowd", "proud"],
+    ),
     ("Explain how tides are caused by the moon.", ["moon", "gravity", "ocean", "earth", "water"]),
 ]
 
@@ -142,7 +235,18 @@ END_PHRASES = [
     "Enjoy!",
     "Good luck!",
 ]
-LANGUAGES = {"es": "Spanish", "fr": "French", "de": "German", "it": "Italian", "pt": "Portuguese", "ru": "Russian", "pl": "Polish", "fi": "Finnish", "vi": "Vietnamese", "ja": "Japanese"}
+LANGUAGES = {
+    "es": "Spanish",
+    "fr": "French",
+    "de": "German",
+    "it": "Italian",
+    "pt": "Portuguese",
+    "ru": "Russian",
+    "pl": "Polish",
+    "fi": "Finnish",
+    "vi": "Vietnamese",
+    "ja": "Japanese",
+}
 COMMON_LETTERS = "eatonsr"
 RARE_LETTERS = "zqjxk"
 SECTION_WORDS = ["Section", "SECTION", "Part", "Step", "Chapter"]
@@ -159,7 +263,10 @@ def _take(words: list[str], n: int) -> list[str]:
 def _existence(rng: random.Random, words: list[str]) -> tuple[str, dict[str, Any]]:
     a, b = _take(words, 2)
     return rng.choice(
-        [f'Be sure to use the words "{a}" and "{b}" somewhere in your answer.', f'Your reply must mention both "{a}" and "{b}".']
+        [
+            f'Be sure to use the words "{a}" and "{b}" somewhere in your answer.',
+            f'Your reply must mention both "{a}" and "{b}".',
+        ]
     ), {"keywords": [a, b]}
 
 
@@ -169,7 +276,11 @@ def _frequency(rng: random.Random, words: list[str]) -> tuple[str, dict[str, Any
         n = rng.randint(2, 4)
         return f'Use the word "{word}" at least {n} times.', {"keyword": word, "frequency": n, "relation": "at least"}
     n = rng.randint(2, 3)
-    return f'Mention the word "{word}" fewer than {n} times.', {"keyword": word, "frequency": n, "relation": "less than"}
+    return f'Mention the word "{word}" fewer than {n} times.', {
+        "keyword": word,
+        "frequency": n,
+        "relation": "less than",
+    }
 
 
 def _forbidden(rng: random.Random, words: list[str]) -> tuple[str, dict[str, Any]]:
@@ -198,7 +309,10 @@ def _letters(rng: random.Random, words: list[str]) -> tuple[str, dict[str, Any]]
 def _language(rng: random.Random, words: list[str]) -> tuple[str, dict[str, Any]]:
     code = rng.choice(sorted(LANGUAGES))
     return rng.choice(
-        [f"Write your whole answer in {LANGUAGES[code]} and in no other language.", f"Respond only in {LANGUAGES[code]}."]
+        [
+            f"Write your whole answer in {LANGUAGES[code]} and in no other language.",
+            f"Respond only in {LANGUAGES[code]}.",
+        ]
     ), {"language": code}
 
 
@@ -304,7 +418,9 @@ def _lowercase(rng: random.Random, words: list[str]) -> tuple[str, dict[str, Any
 
 
 def _no_comma(rng: random.Random, words: list[str]) -> tuple[str, dict[str, Any]]:
-    return rng.choice(["Do not use a single comma anywhere in your answer.", "Write the answer without any commas."]), {}
+    return rng.choice(
+        ["Do not use a single comma anywhere in your answer.", "Write the answer without any commas."]
+    ), {}
 
 
 BUILDERS: dict[str, Builder] = {
