@@ -9,6 +9,10 @@ them. Everything here is team-written: the everyday tasks, the yes/no questions,
 instruction and the argument ranges; none of IFEval's own prompts is used. The output is
 deterministic (a fixed ``random.Random`` seed).
 
+The wording avoids examples that would satisfy a checker when the prompt is merely echoed (a
+bracketed example placeholder, an example title); IFEval's own loophole of naming the required
+phrases (the yes/no answers, a postscript marker, keywords) remains, as it must.
+
 Stratification: each instruction type is the *main* instruction of ``PER_TYPE`` prompts; about half
 of the prompts get one or two extra instructions drawn from a pool of light ones, never two that
 contradict each other (IFEval's own conflict table, plus a few pairs it misses: a lower-case answer
@@ -319,7 +323,7 @@ def _language(rng: random.Random, words: list[str]) -> tuple[str, dict[str, Any]
 def _paragraphs(rng: random.Random, words: list[str]) -> tuple[str, dict[str, Any]]:
     n = rng.randint(2, 5)
     return (
-        f"Organise your answer into exactly {n} paragraphs, separated from one another by a line containing only the markdown divider ***.",
+        f"Organise your answer into exactly {n} paragraphs, separated from one another by a line holding only the markdown divider (three asterisks).",
         {"num_paragraphs": n},
     )
 
@@ -346,7 +350,7 @@ def _nth_paragraph(rng: random.Random, words: list[str]) -> tuple[str, dict[str,
 def _placeholders(rng: random.Random, words: list[str]) -> tuple[str, dict[str, Any]]:
     n = rng.randint(1, 4)
     return (
-        f"Include at least {n} placeholder{'s' if n > 1 else ''} in square brackets, such as [name] or [date], for details the reader fills in.",
+        f"Include at least {n} placeholder{'s' if n > 1 else ''} in square brackets for details the reader fills in (a name or a date, say).",
         {"num_placeholders": n},
     )
 
@@ -367,7 +371,7 @@ def _bullets(rng: random.Random, words: list[str]) -> tuple[str, dict[str, Any]]
 def _highlights(rng: random.Random, words: list[str]) -> tuple[str, dict[str, Any]]:
     n = rng.randint(1, 4)
     return (
-        f"Highlight at least {n} part{'s' if n > 1 else ''} of your answer with markdown emphasis, like *this part*.",
+        f"Highlight at least {n} part{'s' if n > 1 else ''} of your answer with markdown italics (a single asterisk on each side).",
         {"num_highlights": n},
     )
 
@@ -375,7 +379,7 @@ def _highlights(rng: random.Random, words: list[str]) -> tuple[str, dict[str, An
 def _sections(rng: random.Random, words: list[str]) -> tuple[str, dict[str, Any]]:
     word, n = rng.choice(SECTION_WORDS), rng.randint(2, 5)
     return (
-        f"Divide your answer into {n} sections and start each with a heading of the form {word} X ({word} 1, {word} 2, and so on).",
+        f"Divide your answer into {n} sections and start each with a heading made of the word {word} and the section's number.",
         {"section_spliter": word, "num_sections": n},
     )
 
@@ -390,12 +394,12 @@ def _json(rng: random.Random, words: list[str]) -> tuple[str, dict[str, Any]]:
 
 
 def _title(rng: random.Random, words: list[str]) -> tuple[str, dict[str, Any]]:
-    return "Give your answer a title and wrap it in double angle brackets, for example <<A Title Here>>.", {}
+    return "Give your answer a title and wrap the title in double angular brackets.", {}
 
 
 def _two(rng: random.Random, words: list[str]) -> tuple[str, dict[str, Any]]:
     return (
-        "Give two different answers, separated by a line of six asterisks (******) and with nothing else between them.",
+        "Give two different answers, separated by a line of six asterisks and with nothing else between them.",
         {},
     )
 
@@ -526,8 +530,8 @@ def make_items() -> list[dict[str, Any]]:
                 prompt = f'{question} Reply with exactly one of these phrases: "My answer is yes.", "My answer is no.", "My answer is maybe."'
             elif main == "combination:repeat_prompt":
                 prompt = (
-                    "Before answering, copy the request below exactly as it is written, then answer it. "
-                    "Put nothing before the copied request, and do not copy this paragraph.\n\n" + request
+                    "Copy the request after the colon exactly as it is written, then answer it; put nothing "
+                    "before the copied request and do not copy these words. The request: " + request
                 )
                 kwargs[0] = {"prompt_to_repeat": request}
             else:

@@ -329,3 +329,20 @@ def test_a_real_model_answers_a_handful_of_suite_prompts(tiny_chat):
         assert 0 <= r.low <= r.value <= r.high <= 1
     assert result.prompt_strict.successes <= result.prompt_loose.successes
     assert sum(r["strict"].total for r in result.by_instruction.values()) == n_instructions
+
+
+def test_echoing_a_prompt_follows_only_the_instructions_that_name_their_answer():
+    prompts = bundled_instruction_prompts()
+    echo = score_responses(prompts, [p.prompt for p in prompts])
+    # IFEval's loophole, kept: the yes/no phrases, the postscript marker and the keywords are in the prompt
+    named = {"detectable_format:constrained_response", "detectable_content:postscript", "keywords:existence"}
+    # counts and punctuation an echo can meet by chance
+    chance = {
+        "keywords:frequency",
+        "keywords:letter_frequency",
+        "length_constraints:number_words",
+        "punctuation:no_comma",
+    }
+    followed = {name for name, rates in echo.by_instruction.items() if rates["loose"].successes}
+    assert followed <= named | chance
+    assert echo.prompt_strict.value < 0.2
