@@ -29,9 +29,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any
 
-from advgame_env import InstructionPrompt, bundled_instruction_prompts
+from advgame_env import InstructionPrompt, bundled_instruction_prompts, load_instruction_prompts
 from advgame_env.metrics import Rate, rate
 from agents.policy import Policy
 
@@ -190,17 +191,22 @@ def _greedy_policy(model: Any, max_tokens: int) -> Policy:
 
 def instruction_following(
     model: Any,
-    prompts: Sequence[InstructionPrompt] | None = None,
+    prompts: Sequence[InstructionPrompt] | str | Path | None = None,
     *,
     max_tokens: int = 512,
     batch: int = 64,
 ) -> InstructionFollowing:
     """Answer each prompt greedily with ``model`` (a generation backend or a ``Policy``) and score it.
 
-    ``prompts`` defaults to the bundled suite; ``batch`` prompts go to the backend per call.
-    An answer cut at ``max_tokens`` is scored as it is (its ``finish_reason`` says "length").
+    ``prompts``: the bundled suite by default, or prompts, or the path of an IFEval-format JSONL
+    file; ``batch`` prompts go to the backend per call. An answer cut at ``max_tokens`` is scored
+    as it is (its ``finish_reason`` says "length").
     """
-    prompts = list(prompts) if prompts is not None else bundled_instruction_prompts()
+    if prompts is None:
+        prompts = bundled_instruction_prompts()
+    elif isinstance(prompts, str | Path):
+        prompts = load_instruction_prompts(prompts)
+    prompts = list(prompts)
     check_prompts(prompts)  # before any generation: a bad file fails fast
     policy = _greedy_policy(model, max_tokens)
     responses, reasons = [], []

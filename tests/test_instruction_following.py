@@ -316,6 +316,13 @@ def test_answers_are_generated_greedily_in_batches_from_a_backend_or_a_policy():
     assert backend.calls[-1] == (1, 16, 0.0)
 
 
+def test_prompts_can_come_from_a_file(tmp_path):
+    path = tmp_path / "mine.jsonl"
+    path.write_text(json.dumps({"key": 1, "prompt": "Say hi.", "instruction_id_list": ["punctuation:no_comma"]}) + "\n")
+    result = instruction_following(Scripted({"Say hi.": "Hi there"}), path)
+    assert result.instruction_strict == rate(1, 1) and result.items[0].key == "1"
+
+
 def test_a_real_model_answers_a_handful_of_suite_prompts(tiny_chat):
     model, tokenizer = load_model(tiny_chat)
     prompts = bundled_instruction_prompts()[:6]
