@@ -6,6 +6,7 @@ env = advgame_env.parallel_env(judge=advgame_env.RuleJudge())
 
 from advgame_env.env import AdvGameEnv, env, parallel_env, raw_env, transcript
 from advgame_env.game import Game, GameConfig, Phase, Round, Sample
+from advgame_env.instruction_suite import InstructionPrompt, bundled_instruction_prompts, load_instruction_prompts
 from advgame_env.judges import (
     ClassifyItem,
     FaithfulnessItem,
@@ -47,6 +48,7 @@ __all__ = [
     "FaithfulnessItem",
     "Game",
     "GameConfig",
+    "InstructionPrompt",
     "Judge",
     "JudgeError",
     "LLMJudge",
@@ -63,9 +65,11 @@ __all__ = [
     "SelfRedTeamCoefficients",
     "TemplateSet",
     "WildGuardJudge",
+    "bundled_instruction_prompts",
     "bundled_seeds",
     "env",
     "load_hf_seeds",
+    "load_instruction_prompts",
     "load_seeds",
     "parallel_env",
     "preference_pair",
