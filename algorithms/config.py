@@ -11,10 +11,11 @@ the run.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -141,7 +142,145 @@ class TrainConfig:
 
 
 class ConfigError(ValueError):
-    pass
+    """A config that cannot be run; the message names the key (and the file), the value and what is allowed."""
+
+
+# ----------------------------------------------------------------------------- allowed values
+#
+# The range of every numeric field (and of a few strings), by dotted key. The types come from
+# the dataclasses; these rules say which values of the type make sense. A field whose type is
+# Optional may also be None (meaning what its comment says, e.g. the algorithm's default).
+# Each given value is checked before its section is built, so the game's own checks see only
+# values that pass here. ``tests/test_config.py`` checks that every numeric field has a rule.
+
+
+@dataclass(frozen=True)
+class Rule:
+    test: Callable[[Any], bool]
+    allowed: str  # what is allowed, in words: "an integer >= 1"
+
+
+def at_least(low: int) -> Rule:
+    return Rule(lambda v: v >= low, f"an integer >= {low}")
+
+
+def positive() -> Rule:
+    return Rule(lambda v: v > 0, "a number > 0")
+
+
+def non_negative() -> Rule:
+    return Rule(lambda v: v >= 0, "a number >= 0")
+
+
+def within(low: float, high: float, *, open_high: bool = False, open_low: bool = False) -> Rule:
+    def test(v: Any) -> bool:
+        return (low < v if open_low else low <= v) and (v < high if open_high else v <= high)
+
+    return Rule(test, f"a number in {'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}")
+
+
+def each(rule: Rule) -> Rule:
+    return Rule(lambda v: all(rule.test(x) for x in v), f"each {rule.allowed}")
+
+
+NON_EMPTY = Rule(lambda v: bool(v.strip()), "a non-empty string")
+
+RULES: dict[str, Rule] = {
+    # model
+    "model.name": NON_EMPTY,
+    "model.lora_rank": at_least(1),
+    "model.lora_alpha": at_least(1),
+    # judge
+    "judge.model": NON_EMPTY,
+    "judge.max_tokens": at_least(1),
+    "judge.temperature": non_negative(),
+    "judge.retries": at_least(0),  # -1 would play no round at all
+    # rollout
+    "rollout.attacker_max_tokens": at_least(1),
+    "rollout.defender_max_tokens": at_least(1),
+    "rollout.temperature": non_negative(),
+    "rollout.top_p": within(0, 1, open_low=True),
+    "rollout.max_model_len": at_least(2),
+    "rollout.batch_size": at_least(1),
+    # algorithm
+    "algorithm.beta": positive(),
+    "algorithm.ema_decay": within(0, 1, open_high=True),
+    "algorithm.kl_beta": non_negative(),
+    "algorithm.tis_cap": positive(),
+    "algorithm.clip": positive(),
+    "algorithm.minibatches": at_least(1),
+    "algorithm.sft_coef": non_negative(),
+    "algorithm.sft_batch_size": at_least(1),
+    "algorithm.alternate_every": at_least(1),
+    # optim
+    "optim.lr": positive(),
+    "optim.betas": each(within(0, 1, open_high=True)),
+    "optim.weight_decay": non_negative(),
+    "optim.max_grad_norm": positive(),
+    "optim.final_lr_scale": non_negative(),
+    "optim.warmup_steps": at_least(0),
+    "optim.micro_batch_size": at_least(1),
+    # data
+    "data.seeds": NON_EMPTY,
+    "data.validation_seeds": NON_EMPTY,
+    "data.batch_size": at_least(1),
+    "data.validation_size": at_least(1),  # run.validate_every=0 turns validation off
+    # run
+    "run.steps": at_least(1),
+    "run.seed": at_least(0),
+    "run.out_dir": NON_EMPTY,
+    "run.checkpoint_every": at_least(1),
+    "run.keep_checkpoints": at_least(0),  # 0: keep every checkpoint
+    "run.validate_every": at_least(0),  # 0: never
+    "run.wandb_project": NON_EMPTY,
+    # game (GameConfig checks some of these itself; the rules here name the value)
+    "game.num_attacks": at_least(1),
+    "game.num_responses": at_least(1),
+    "game.max_attack_chars": at_least(1),
+    "game.max_response_chars": at_least(1),
+    "game.direct_fraction": within(0, 1),
+    **{
+        f"game.srt_coefficients.{name}": non_negative()
+        for name in (
+            "attacker_faithful",
+            "attacker_refusal",
+            "attacker_harm",
+            "defender_refusal",
+            "defender_harm",
+            "format",
+        )
+    },
+}
+
+
+def check_value(key: str, value: Any) -> None:
+    """Raise a ConfigError when ``value`` (already of the field's type) is outside ``key``'s rule."""
+    rule = RULES.get(key)
+    if rule is not None and value is not None and not rule.test(value):
+        raise ConfigError(f"config.{key}: {value!r} is not allowed; expected {rule.allowed}")
+
+
+def _walk(cfg: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from _walk(value, f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}", value
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    """Check every rule (defaults included) and the rules that tie keys together."""
+    for key, value in _walk(cfg):
+        check_value(key, value)
+    if cfg.model.lora and (cfg.model.attacker or cfg.model.defender):
+        raise ConfigError(
+            "config.model.attacker / model.defender: a start of its own for one player needs full "
+            "fine-tuning (model.lora: false)"
+        )
+    if cfg.judge.kind != "rule" and cfg.judge.backend == "openai" and not cfg.judge.url:
+        raise ConfigError("config.judge.url: judge.backend openai needs judge.url (e.g. http://127.0.0.1:8000/v1)")
+    return cfg
 
 
 # ----------------------------------------------------------------------------- dict <-> dataclass
@@ -166,7 +305,11 @@ def _from_value(kind: Any, value: Any, where: str) -> Any:
         if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != len(args):
             raise ConfigError(f"{where}: expected a list of {len(args)} values, got {value!r}")
         return tuple(_from_value(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True)))
-    if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
+    if kind is float:
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
         return float(value)
     if kind in (int, str, bool) and type(value) is not kind:
         raise ConfigError(f"{where}: expected {kind.__name__}, got {value!r}")
@@ -176,15 +319,22 @@ def _from_value(kind: Any, value: Any, where: str) -> Any:
 def from_dict(cls: type, data: Mapping[str, Any], where: str = "config") -> Any:
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(data) - set(names))
+    unknown = sorted(map(str, set(data) - set(names)))
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {', '.join(names)}")
+    values = {k: _from_value(hints[k], v, f"{where}.{k}") for k, v in data.items()}
+    if where == "config" or where.startswith("config."):
+        section = where.removeprefix("config").removeprefix(".")
+        for k, v in values.items():
+            check_value(f"{section}.{k}" if section else k, v)
     try:
-        return cls(**{k: _from_value(hints[k], v, f"{where}.{k}") for k, v in data.items()})
-    except (TypeError, ValueError) as error:
+        built = cls(**values)
+    except (TypeError, ValueError, KeyError) as error:  # KeyError: e.g. an unknown template version
         if isinstance(error, ConfigError):
             raise
-        raise ConfigError(f"{where}: {error}") from error
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        raise ConfigError(f"{where}: {message}") from error
+    return validate(built) if cls is TrainConfig else built
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
