@@ -144,6 +144,8 @@ class TrainConfig:
 class ConfigError(ValueError):
     """A config that cannot be run; the message names the key (and the file), the value and what is allowed."""
 
+    key: str | None = None  # the dotted key at fault, where the message alone does not tell it
+
 
 # ----------------------------------------------------------------------------- allowed values
 #
@@ -321,7 +323,9 @@ def from_dict(cls: type, data: Mapping[str, Any], where: str = "config") -> Any:
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(map(str, set(data) - set(names)))
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {', '.join(names)}")
+        error = ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {', '.join(names)}")
+        error.key = f"{where}.{unknown[0]}".removeprefix("config").removeprefix(".")
+        raise error
     values = {k: _from_value(hints[k], v, f"{where}.{k}") for k, v in data.items()}
     if where == "config" or where.startswith("config."):
         section = where.removeprefix("config").removeprefix(".")
@@ -333,7 +337,11 @@ def from_dict(cls: type, data: Mapping[str, Any], where: str = "config") -> Any:
         if isinstance(error, ConfigError):
             raise
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        raise ConfigError(f"{where}: {message}") from error
+        failed = ConfigError(f"{where}: {message}")
+        named = re.match(r"template '(\w+)'", str(message))  # TemplateSet names the template at fault
+        if named and named.group(1) in values:
+            failed.key = f"{where}.{named.group(1)}".removeprefix("config").removeprefix(".")
+        raise failed from error
     return validate(built) if cls is TrainConfig else built
 
 
@@ -354,7 +362,7 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- files and overrides
 
 
-def apply_override(data: dict[str, Any], override: str) -> None:
+def apply_override(data: dict[str, Any], override: str, origins: dict[str, str] | None = None) -> None:
     """``a.b.c=value`` with a YAML value (``1e-5``, ``true``, ``[0.9, 0.99]``, ``null``)."""
     key, sep, raw = override.partition("=")
     if not sep or not key:
@@ -365,7 +373,12 @@ def apply_override(data: dict[str, Any], override: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"override {override!r}: {part!r} is not a section")
-    node[leaf] = _yaml_value(raw)
+    try:
+        node[leaf] = _yaml_value(raw)
+    except (yaml.YAMLError, RecursionError) as error:
+        raise ConfigError(f"override {override!r}: not valid YAML ({_yaml_problem(error)})") from None
+    if origins is not None:
+        _set_origin(origins, key.strip(), f"override {override!r}")
 
 
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
@@ -381,28 +394,102 @@ def _yaml_value(raw: str) -> Any:
     return _number(yaml.safe_load(raw)) if raw.strip() else ""
 
 
+def _yaml_problem(error: BaseException) -> str:
+    if isinstance(error, RecursionError):
+        return "nested too deeply"
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    context = getattr(error, "context", None)
+    return f"{context}, {problem}" if context else str(problem)
+
+
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> TrainConfig:
     """The config of a YAML file (or the defaults), then each ``key=value`` override in order.
 
     A file may start from another: ``base: other.yaml`` (relative to the file) loads that one
     first and applies this file's keys on top, so an ablation is a short diff of its recipe.
+    Every value's type and range is checked here, before anything runs; an error names where
+    the value was set (file and line, or the override), the key, the value and what is allowed.
     """
-    data = _read(Path(path), set()) if path is not None else {}
+    origins: dict[str, str] = {}  # dotted key -> "file, line N" or "override 'k=v'"
+    data = _read(Path(path), set(), origins) if path is not None else {}
     for override in overrides:
-        apply_override(data, override)
-    return from_dict(TrainConfig, data)
+        apply_override(data, override, origins)
+    try:
+        return from_dict(TrainConfig, data)
+    except ConfigError as error:
+        origin = _origin(origins, getattr(error, "key", None) or _key_of(str(error)))
+        if origin is None:
+            raise
+        raise ConfigError(f"{origin}: {error}") from None
 
 
-def _read(path: Path, seen: set[Path]) -> dict[str, Any]:
+def _key_of(message: str) -> str:
+    match = re.match(r"config\.([A-Za-z0-9_.]+)", message)
+    return match.group(1) if match else ""
+
+
+def _set_origin(origins: dict[str, str], key: str, where: str) -> None:
+    for old in [k for k in origins if k.startswith(key + ".")]:
+        del origins[old]  # a section set anew: what its keys were set by no longer holds
+    origins[key] = where
+
+
+def _origin(origins: Mapping[str, str], key: str) -> str | None:
+    parts = key.split(".") if key else []
+    while parts:
+        if ".".join(parts) in origins:
+            return origins[".".join(parts)]
+        parts.pop()
+    return None
+
+
+def _key_lines(node: yaml.Node | None, prefix: str, out: dict[str, int]) -> dict[str, int]:
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                out[prefix + str(key.value)] = key.start_mark.line + 1
+                _key_lines(value, f"{prefix}{key.value}.", out)
+    return out
+
+
+def _read(path: Path, seen: set[Path], origins: dict[str, str]) -> dict[str, Any]:
     path = path.resolve()
     if path in seen:
         raise ConfigError(f"{path}: config files include each other in a loop")
-    loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    try:
+        raw = path.read_bytes()
+    except (IsADirectoryError, PermissionError) as error:
+        raise ConfigError(f"{path}: cannot be read ({error.strerror})") from None
+    raw = raw.removeprefix(b"\xef\xbb\xbf")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw.count(b"\n", 0, error.start) + 1
+        raise ConfigError(f"{path}, line {line}: not UTF-8 (byte offset {error.start}); save it as UTF-8") from None
+    try:
+        loaded = yaml.safe_load(text) or {}
+        lines = _key_lines(yaml.compose(text), "", {}) if isinstance(loaded, dict) else {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        at = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{at}: not valid YAML ({_yaml_problem(error)})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid YAML (nested too deeply)") from None
     if not isinstance(loaded, dict):
         raise ConfigError(f"{path}: the config must be a mapping of sections, got {type(loaded).__name__}")
     data = _files_beside(_numbers(loaded), path.parent)
     base = data.pop("base", None)
-    return _merge(_read(path.parent / base, seen | {path}), data) if base else data
+    here = {key: f"{path}, line {line}" for key, line in lines.items() if key != "base"}
+    if base is not None:
+        where = f"{path}, line {lines.get('base', 1)}: config.base"
+        if not isinstance(base, str) or not base.strip():
+            raise ConfigError(f"{where}: expected the name of a config file, got {base!r}")
+        if not (path.parent / base).is_file():
+            raise ConfigError(f"{where}: {base} does not exist beside {path.name}")
+        data = _merge(_read(path.parent / base, seen | {path}, origins), data)
+    for key in sorted(here, key=lambda k: k.count(".")):
+        _set_origin(origins, key, here[key])
+    return data
 
 
 # Data files a config names: a relative path that exists beside the config file means that file,

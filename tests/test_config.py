@@ -164,3 +164,37 @@ def test_the_range_is_checked_for_values_from_a_file_too(tmp_path):
     (tmp_path / "bad.yaml").write_text("run:\n  checkpoint_every: 0\n")
     with pytest.raises(ConfigError, match=r"run\.checkpoint_every: 0 is not allowed"):
         load_config(tmp_path / "bad.yaml")
+
+
+# ----------------------------------------------------------------------------- hostile files
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"run:\n  steps: [1, 2\n", "bad.yaml, line 3, column 1: not valid YAML"),
+        (b"run:\n  out_dir: caf\xe9\n", "bad.yaml, line 2: not UTF-8"),
+        (b"base: 5\n", "bad.yaml, line 1: config.base: expected the name of a config file, got 5"),
+        (b"base: missing.yaml\n", "bad.yaml, line 1: config.base: missing.yaml does not exist"),
+        (b"run:\n  steps: 10\n  checkpoint_every: 0\n", "bad.yaml, line 3: config.run.checkpoint_every: 0 is not"),
+        (b"optim:\n  lr: fast\n", "bad.yaml, line 2: config.optim.lr: expected a number, got 'fast'"),
+        (b"optim:\n  lrr: 1\n", "bad.yaml, line 2: config.optim: unknown key(s) ['lrr']"),
+        (b"1: 2\n", "bad.yaml, line 1: config: unknown key(s) ['1']"),
+        (b"game:\n  templates:\n    defender: v9\n", "bad.yaml, line 3: config.game.templates: template 'defender'"),
+        (b"[" * 5000 + b"]" * 5000, "bad.yaml: not valid YAML"),
+    ],
+)
+def test_a_bad_config_file_is_a_config_error_naming_the_file_and_line(tmp_path, content, message):
+    (tmp_path / "bad.yaml").write_bytes(content)
+    with pytest.raises(ConfigError) as error:
+        load_config(tmp_path / "bad.yaml")
+    assert message in str(error.value)
+
+
+def test_a_bad_override_names_the_override_and_a_file_with_a_bom_loads(tmp_path):
+    with pytest.raises(ConfigError, match=r"override 'run.steps=\[1': not valid YAML"):
+        load_config(None, ["run.steps=[1"])
+    with pytest.raises(ConfigError, match=r"override 'optim.lr=fast': config.optim.lr: expected a number"):
+        load_config(None, ["optim.lr=fast"])
+    (tmp_path / "bom.yaml").write_bytes(b"\xef\xbb\xbfrun:\n  steps: 7\n")
+    assert load_config(tmp_path / "bom.yaml").run.steps == 7
