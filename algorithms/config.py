@@ -527,3 +527,45 @@ def _numbers(node: Any) -> Any:
 
 def save_config(cfg: TrainConfig, path: Path) -> None:
     path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")
+
+
+# ----------------------------------------------------------------------------- resuming a run
+
+# Keys a resumed run may change without asking: they decide what is shown and kept, never what
+# is trained. Any other change (run.steps to extend a run, which also stretches the learning-rate
+# schedule, included) must be allowed by name: ``advgame train --resume --allow-change run.steps``.
+RESUME_MAY_CHANGE = (
+    "run.out_dir",
+    "run.progress",
+    "run.tensorboard",
+    "run.wandb",
+    "run.wandb_project",
+    "run.checkpoint_every",
+    "run.keep_checkpoints",
+    "run.validate_every",
+)
+
+
+def config_changes(old: TrainConfig, new: TrainConfig) -> dict[str, tuple[Any, Any]]:
+    """``{dotted key: (old value, new value)}`` for every key whose value differs."""
+    before, after = dict(_walk(old)), dict(_walk(new))
+    return {key: (before.get(key), value) for key, value in after.items() if before.get(key) != value}
+
+
+def check_resumed_config(saved: TrainConfig, cfg: TrainConfig, allow: Sequence[str] = ()) -> dict[str, tuple[Any, Any]]:
+    """The changes of ``cfg`` against the config a run started with, when each is allowed
+    (``RESUME_MAY_CHANGE`` or ``allow``); a ConfigError naming every other changed key."""
+    keys = {key for key, _ in _walk(cfg)}
+    unknown = [key for key in allow if key not in keys]
+    if unknown:
+        raise ConfigError(f"--allow-change {', '.join(unknown)}: not a config key (e.g. run.steps)")
+    changes = config_changes(saved, cfg)
+    refused = {k: v for k, v in changes.items() if k not in RESUME_MAY_CHANGE and k not in allow}
+    if refused:
+        listed = "; ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in refused.items())
+        flags = " ".join(f"--allow-change {key}" for key in refused)
+        raise ConfigError(
+            f"the run was started with another config, and resuming would make its record false: {listed}. "
+            f"Resume with the run's own values (its config.yaml), or allow the change: {flags}"
+        )
+    return changes
