@@ -73,7 +73,11 @@ def _train(args: argparse.Namespace) -> int:
     except (ConfigError, FileNotFoundError) as error:
         print(f"advgame train: {error}", file=sys.stderr)
         return 2
-    run_dir = train(cfg, resume=args.resume)
+    allowed = [key.strip() for given in args.allow_change or [] for key in given.split(",") if key.strip()]
+    if allowed and not args.resume:
+        print("advgame train: --allow-change is for --resume", file=sys.stderr)
+        return 2
+    run_dir = train(cfg, resume=args.resume, allow_change=allowed)
     print(f"run folder: {run_dir} (metrics.jsonl, tensorboard/, checkpoints/, final/)")
     return 0
 
@@ -261,7 +265,19 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train both players. Example: advgame train --config configs/cpu_smoke.yaml optim.lr=1e-5",
     )
     train.add_argument("--config", help="YAML run config (configs/); every key has a default")
-    train.add_argument("--resume", action="store_true", help="continue the run in run.out_dir from its last checkpoint")
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in run.out_dir from its newest intact checkpoint; the config must be the run's own",
+    )
+    train.add_argument(
+        "--allow-change",
+        action="append",
+        metavar="KEY[,KEY]",
+        help="with --resume: a config key that may differ from the run's (e.g. run.steps to extend it); repeatable. "
+        "Output-only keys (run.progress, run.tensorboard, run.wandb*, run.checkpoint_every, run.keep_checkpoints, "
+        "run.validate_every) may always change; every change is recorded in RUN/resumes.jsonl",
+    )
     train.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. run.steps=10")
     train.set_defaults(run=_train)
     ev = commands.add_parser(
@@ -344,9 +360,27 @@ def _serve(argv: list[str]) -> int:
     return serve(argv)
 
 
+def _user_error(error: BaseException) -> bool:
+    """An error in what the user gave (a file, a config, a run folder): a message, not a traceback."""
+    from advgame_env.seeds import SeedFormatError
+    from algorithms.config import ConfigError
+    from algorithms.redteam import RedTeamError
+    from algorithms.run import CheckpointError, RunLogError
+    from algorithms.sft import SFTFormatError
+
+    documented = (ConfigError, SeedFormatError, SFTFormatError, CheckpointError, RunLogError, RedTeamError)
+    return isinstance(error, (*documented, FileExistsError, FileNotFoundError))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.run(args))
+    try:
+        return int(args.run(args))
+    except Exception as error:
+        if not _user_error(error):
+            raise
+        print(f"advgame {args.command}: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
