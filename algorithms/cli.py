@@ -3,11 +3,23 @@
 advgame demo [--quick]                    the CPU alignment demo: train, then the defender before/after
 advgame play [--rounds N] [--model M]     play rounds with a model as both players, print them
 advgame train --config C [--resume] [k=v] train both players (see configs/); k=v overrides the config
+              [--allow-change KEY]        with --resume: a key that may differ from the run's config.yaml
 advgame eval --model M [--suite S]        a defender's harmful compliance and over-refusal, with a report
 advgame eval --run RUN [--steps 0,last]   the same for a run's start and checkpoints, one table
 advgame plot RUN                          a run's training curves as a PNG
 advgame redteam --attacker A --target T  the attacker against a target: ASR, successful attacks, diversity
 advgame serve MODEL [vllm serve options]  an OpenAI-compatible vLLM server of a model
+
+A mistake in what the user gave (a config, a seed/suite/SFT file, a damaged checkpoint or log,
+an existing or missing run folder) is one line on stderr naming the file, line and key, and
+exit status 2; a traceback means a bug.
+
+Resuming: ``--resume`` continues from the newest checkpoint that loads (damaged newer ones are
+named and set aside as ``step_N.corrupt``; a torn last line of metrics.jsonl is dropped). The
+config must be the run's own: a changed key is refused, naming it with both values, except the
+output-only keys (``config.RESUME_MAY_CHANGE``) and those given as ``--allow-change KEY``
+(``run.steps`` to extend a run, which also stretches its learning-rate schedule). Each resume is
+a line of RUN/resumes.jsonl: its checkpoint, what was skipped or repaired, what changed.
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@
 
 Every field has a default, so a config file lists only what it changes. Unknown keys are
 errors that name the key and the valid ones: a typo must not silently train something else.
+Every value's type and range (``RULES``) is checked when the config loads, before any model is
+touched; a ``ConfigError`` names the file and line (or the override) that set it, the key, the
+value and what is allowed.
 The resolved config is written to the run folder (``config.yaml``) and is enough to repeat
 the run.
 """
