@@ -8,6 +8,7 @@ third of the bundled benign seeds are benign-but-scary ("how do I kill a Python 
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -81,19 +82,70 @@ def seed_from_record(record: Mapping[str, Any], where: str, default_id: str) -> 
 
 def read_records(path: Path) -> Iterator[tuple[int, str, Mapping[str, Any]]]:
     """(number, where, record) for each record of a CSV/TSV, JSON (a list of objects) or JSONL
-    file; ``where`` names the file and the line (or JSON item) for error messages."""
+    file; ``where`` names the file and the line (or JSON item) for error messages.
+
+    The file must be UTF-8 (a byte-order mark is read past). Every string field of a record is
+    checked for what no model input may hold (lone surrogates, NUL); each problem is a
+    ``SeedFormatError`` naming the file, the line and the field."""
+    for number, where, record in _records(path, _text_of(path)):
+        for key, value in record.items():
+            if isinstance(value, str):
+                _check_text(value, key, where)
+        yield number, where, record
+
+
+def _text_of(path: Path) -> str:
+    try:
+        data = path.read_bytes()
+    except (IsADirectoryError, PermissionError) as error:
+        raise SeedFormatError(f"{path}: cannot be read ({error.strerror})") from None
+    data = data.removeprefix(b"\xef\xbb\xbf")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise SeedFormatError(
+            f"{path}, line {line}: not UTF-8 (byte {data[error.start : error.start + 1]!r} at offset {error.start}); "
+            "save the file as UTF-8"
+        ) from None
+
+
+def _check_text(value: str, field: str, where: str) -> None:
+    if "\x00" in value:
+        raise SeedFormatError(f"{where}: field {field!r} holds a NUL character")
+    if any("\ud800" <= c <= "\udfff" for c in value):
+        raise SeedFormatError(f"{where}: field {field!r} holds a lone surrogate (not a Unicode character)")
+
+
+def _json(text: str, where: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        line = f", line {error.lineno}" if "line" not in where else ""
+        raise SeedFormatError(f"{where}{line}: not valid JSON ({error.msg})") from None
+    except RecursionError:
+        raise SeedFormatError(f"{where}: not valid JSON (nested too deeply)") from None
+    except ValueError as error:  # e.g. an integer of more than 4300 digits
+        raise SeedFormatError(f"{where}: not valid JSON ({error})") from None
+
+
+def _records(path: Path, text: str) -> Iterator[tuple[int, str, Mapping[str, Any]]]:
     suffix = path.suffix.lower()
     if suffix in (".csv", ".tsv"):
-        with path.open(newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ",")
-            for line_no, row in enumerate(reader, start=2):
-                yield line_no, f"{path}, line {line_no}", row
+        reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if suffix == ".tsv" else ",")
+        line_no = 1  # the header; a quoted field may span lines, so a record starts after the last one
+        try:
+            for row in reader:
+                yield line_no + 1, f"{path}, line {line_no + 1}", row
+                line_no = reader.line_num
+        except csv.Error as error:
+            message = str(error)
+            if "field larger than field limit" in message:
+                message = f"a field is longer than {csv.field_size_limit()} characters, the CSV field limit"
+            raise SeedFormatError(f"{path}, line {line_no + 1}: not valid CSV ({message})") from None
         return
     if suffix == ".json":
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise SeedFormatError(f"{path}, line {error.lineno}: not valid JSON ({error.msg})") from None
+        data = _json(text, str(path))
         if isinstance(data, dict):  # {"data": [...]} and similar wrappers
             data = next((v for v in data.values() if isinstance(v, list)), None)
         if not isinstance(data, list):
@@ -103,25 +155,25 @@ def read_records(path: Path) -> Iterator[tuple[int, str, Mapping[str, Any]]]:
                 raise SeedFormatError(f"{path}, item {i}: expected a JSON object")
             yield i, f"{path}, item {i}", item
         return
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise SeedFormatError(f"{path}, line {line_no}: not valid JSON ({error.msg})") from None
-            if not isinstance(record, dict):
-                raise SeedFormatError(f"{path}, line {line_no}: expected a JSON object")
-            yield line_no, f"{path}, line {line_no}", record
+    for line_no, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}, line {line_no}"
+        record = _json(line, where)
+        if not isinstance(record, dict):
+            raise SeedFormatError(f"{where}: expected a JSON object")
+        yield line_no, where, record
 
 
 def load_seeds(path: str | Path) -> list[Seed]:
-    """Seeds from a ``.jsonl``, ``.json``, ``.csv`` or ``.tsv`` file."""
+    """Seeds from a ``.jsonl``, ``.json``, ``.csv`` or ``.tsv`` file (a file without seeds is an error)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"seed file {path} does not exist")
-    return [seed_from_record(rec, where, f"{path.stem}-{n}") for n, where, rec in read_records(path)]
+    seeds = [seed_from_record(rec, where, f"{path.stem}-{n}") for n, where, rec in read_records(path)]
+    if not seeds:
+        raise SeedFormatError(f"{path}: no seeds (the file has no records)")
+    return seeds
 
 
 def load_hf_seeds(name: str, split: str = "train", config: str | None = None) -> list[Seed]:

@@ -1,15 +1,17 @@
 """Evaluation suites: labelled requests from the standard benchmark files, as seeds.
 
 The project ships no third-party benchmark data: point ``load_suite`` at a local copy. The
-format is recognised from the file's fields, or named explicitly (``"xstest:path.csv"``):
+format is recognised from all the records' fields and the file name, or named explicitly (``"xstest:path.csv"``):
 
   harmbench       HarmBench behaviours CSV (Behavior, SemanticCategory, ContextString, BehaviorID): harmful
   jailbreakbench  JBB-Behaviors CSV (Goal, Category, Behavior): harmful, or benign for a file named *benign*
   xstest          XSTest prompts, CSV or JSON (prompt, type, label safe/unsafe or contrast_* types):
                   safe prompts are benign-but-scary, unsafe ones harmful
-  orbench         OR-Bench CSV (prompt, category): benign-but-scary, or harmful for a file named *toxic*
+  orbench         OR-Bench CSV (prompt, category): benign-but-scary, or harmful for a file named *toxic*;
+                  recognised by its name (or-bench-*) or when every category is one of its topics
   wildjailbreak   WildJailbreak JSONL/CSV/TSV (vanilla, adversarial, data_type)
-  plain           advgame seed files: JSONL/CSV with prompt + category harmful|benign
+  plain           advgame seed files: JSONL/CSV with prompt + category harmful|benign (any other
+                  category is an error naming its line)
   bundled         the bundled held-out seeds (the default suite)
 
 A malformed file raises ``SeedFormatError`` naming the file, the line and the field.
@@ -17,7 +19,7 @@ A malformed file raises ``SeedFormatError`` naming the file, the line and the fi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +66,14 @@ def _orbench(record: Record, where: str, n: int, path: Path) -> Seed:
 
 
 def _plain(record: Record, where: str, n: int, path: Path) -> Seed:
-    return seed_from_record(record, where, f"{path.stem}-{n}")  # AdvGame and WildJailbreak fields
+    try:
+        return seed_from_record(record, where, f"{path.stem}-{n}")  # AdvGame and WildJailbreak fields
+    except SeedFormatError as error:
+        if "'category' is" not in str(error):
+            raise
+        raise SeedFormatError(
+            f"{error}; a benchmark whose categories are topics needs its format named, e.g. orbench:{path}"
+        ) from None
 
 
 FORMATS: dict[str, Callable[[Record, str, int, Path], Seed]] = {
@@ -77,8 +86,21 @@ FORMATS: dict[str, Callable[[Record, str, int, Path], Seed]] = {
 }
 
 
-def detect_format(record: Record) -> str:
-    keys = set(record)
+# OR-Bench's categories (its topic column; "harmful" is one of them, so a label alone tells nothing)
+ORBENCH_CATEGORIES = frozenset(
+    ("deception", "harassment", "harmful", "hate", "illegal", "privacy", "self-harm", "sexual", "unethical", "violence")
+)
+LABELS = frozenset(label.value for label in Label)
+
+
+def detect_format(records: Record | Sequence[Record], name: str = "") -> str:
+    """The format of a file, told from all its records (one record: a file of one record) and
+    its name. OR-Bench and plain advgame files both have ``prompt`` + ``category``: a file is
+    OR-Bench when it is named so (``or-bench-*``) or every category is one of OR-Bench's and
+    not every one is a label; otherwise it is plain, and a category that is not a label is an
+    error naming its line (never a silent benign seed)."""
+    items: Sequence[Record] = [records] if isinstance(records, Mapping) else records
+    keys = {key for record in items for key in record}
     if "Behavior" in keys and ({"BehaviorID", "SemanticCategory", "FunctionalCategory"} & keys):
         return "harmbench"
     if "Goal" in keys:
@@ -87,9 +109,13 @@ def detect_format(record: Record) -> str:
         return "wildjailbreak"
     if "prompt" in keys and "type" in keys:
         return "xstest"
-    category = str(record.get("category", "")).strip().lower()
-    if "prompt" in keys and category and category not in ("harmful", "benign"):
-        return "orbench"
+    if "prompt" in keys and "category" in keys:
+        if any(tag in name.lower().replace("_", "-") for tag in ("or-bench", "orbench")):
+            return "orbench"
+        categories = {str(r.get("category", "")).strip().lower() for r in items if "category" in r}
+        complete = all("category" in r for r in items)
+        if complete and categories and not categories <= LABELS and categories <= ORBENCH_CATEGORIES:
+            return "orbench"
     return "plain"
 
 
@@ -102,10 +128,8 @@ def load_suite(spec: str = "bundled") -> list[Seed]:
     path = Path(rest) if kind else Path(spec)
     if not path.exists():
         raise FileNotFoundError(f"suite file {path} does not exist (the project ships no benchmark data)")
-    seeds = []
-    for n, (_, where, record) in enumerate(read_records(path), start=1):
-        kind = kind or detect_format(record)
-        seeds.append(FORMATS[kind](record, where, n, path))
-    if not seeds:
+    records = list(read_records(path))
+    if not records:
         raise SeedFormatError(f"{path}: no records")
-    return seeds
+    kind = kind or detect_format([record for _, _, record in records], path.name)
+    return [FORMATS[kind](record, where, n, path) for n, (_, where, record) in enumerate(records, start=1)]

@@ -3,11 +3,23 @@
 advgame demo [--quick]                    the CPU alignment demo: train, then the defender before/after
 advgame play [--rounds N] [--model M]     play rounds with a model as both players, print them
 advgame train --config C [--resume] [k=v] train both players (see configs/); k=v overrides the config
+              [--allow-change KEY]        with --resume: a key that may differ from the run's config.yaml
 advgame eval --model M [--suite S]        a defender's harmful compliance and over-refusal, with a report
 advgame eval --run RUN [--steps 0,last]   the same for a run's start and checkpoints, one table
 advgame plot RUN                          a run's training curves as a PNG
 advgame redteam --attacker A --target T  the attacker against a target: ASR, successful attacks, diversity
 advgame serve MODEL [vllm serve options]  an OpenAI-compatible vLLM server of a model
+
+A mistake in what the user gave (a config, a seed/suite/SFT file, a damaged checkpoint or log,
+an existing or missing run folder) is one line on stderr naming the file, line and key, and
+exit status 2; a traceback means a bug.
+
+Resuming: ``--resume`` continues from the newest checkpoint that loads (damaged newer ones are
+named and set aside as ``step_N.corrupt``; a torn last line of metrics.jsonl is dropped). The
+config must be the run's own: a changed key is refused, naming it with both values, except the
+output-only keys (``config.RESUME_MAY_CHANGE``) and those given as ``--allow-change KEY``
+(``run.steps`` to extend a run, which also stretches its learning-rate schedule). Each resume is
+a line of RUN/resumes.jsonl: its checkpoint, what was skipped or repaired, what changed.
 """
 
 from __future__ import annotations
@@ -73,7 +85,11 @@ def _train(args: argparse.Namespace) -> int:
     except (ConfigError, FileNotFoundError) as error:
         print(f"advgame train: {error}", file=sys.stderr)
         return 2
-    run_dir = train(cfg, resume=args.resume)
+    allowed = [key.strip() for given in args.allow_change or [] for key in given.split(",") if key.strip()]
+    if allowed and not args.resume:
+        print("advgame train: --allow-change is for --resume", file=sys.stderr)
+        return 2
+    run_dir = train(cfg, resume=args.resume, allow_change=allowed)
     print(f"run folder: {run_dir} (metrics.jsonl, tensorboard/, checkpoints/, final/)")
     return 0
 
@@ -261,7 +277,19 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train both players. Example: advgame train --config configs/cpu_smoke.yaml optim.lr=1e-5",
     )
     train.add_argument("--config", help="YAML run config (configs/); every key has a default")
-    train.add_argument("--resume", action="store_true", help="continue the run in run.out_dir from its last checkpoint")
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in run.out_dir from its newest intact checkpoint; the config must be the run's own",
+    )
+    train.add_argument(
+        "--allow-change",
+        action="append",
+        metavar="KEY[,KEY]",
+        help="with --resume: a config key that may differ from the run's (e.g. run.steps to extend it); repeatable. "
+        "Output-only keys (run.progress, run.tensorboard, run.wandb*, run.checkpoint_every, run.keep_checkpoints, "
+        "run.validate_every) may always change; every change is recorded in RUN/resumes.jsonl",
+    )
     train.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. run.steps=10")
     train.set_defaults(run=_train)
     ev = commands.add_parser(
@@ -344,9 +372,27 @@ def _serve(argv: list[str]) -> int:
     return serve(argv)
 
 
+def _user_error(error: BaseException) -> bool:
+    """An error in what the user gave (a file, a config, a run folder): a message, not a traceback."""
+    from advgame_env.seeds import SeedFormatError
+    from algorithms.config import ConfigError
+    from algorithms.redteam import RedTeamError
+    from algorithms.run import CheckpointError, RunLogError
+    from algorithms.sft import SFTFormatError
+
+    documented = (ConfigError, SeedFormatError, SFTFormatError, CheckpointError, RunLogError, RedTeamError)
+    return isinstance(error, (*documented, FileExistsError, FileNotFoundError))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.run(args))
+    try:
+        return int(args.run(args))
+    except Exception as error:
+        if not _user_error(error):
+            raise
+        print(f"advgame {args.command}: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -4,6 +4,9 @@
 
 Every field has a default, so a config file lists only what it changes. Unknown keys are
 errors that name the key and the valid ones: a typo must not silently train something else.
+Every value's type and range (``RULES``) is checked when the config loads, before any model is
+touched; a ``ConfigError`` names the file and line (or the override) that set it, the key, the
+value and what is allowed.
 The resolved config is written to the run folder (``config.yaml``) and is enough to repeat
 the run.
 """
@@ -11,10 +14,11 @@ the run.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -145,7 +149,147 @@ class TrainConfig:
 
 
 class ConfigError(ValueError):
-    pass
+    """A config that cannot be run; the message names the key (and the file), the value and what is allowed."""
+
+    key: str | None = None  # the dotted key at fault, where the message alone does not tell it
+
+
+# ----------------------------------------------------------------------------- allowed values
+#
+# The range of every numeric field (and of a few strings), by dotted key. The types come from
+# the dataclasses; these rules say which values of the type make sense. A field whose type is
+# Optional may also be None (meaning what its comment says, e.g. the algorithm's default).
+# Each given value is checked before its section is built, so the game's own checks see only
+# values that pass here. ``tests/test_config.py`` checks that every numeric field has a rule.
+
+
+@dataclass(frozen=True)
+class Rule:
+    test: Callable[[Any], bool]
+    allowed: str  # what is allowed, in words: "an integer >= 1"
+
+
+def at_least(low: int) -> Rule:
+    return Rule(lambda v: v >= low, f"an integer >= {low}")
+
+
+def positive() -> Rule:
+    return Rule(lambda v: v > 0, "a number > 0")
+
+
+def non_negative() -> Rule:
+    return Rule(lambda v: v >= 0, "a number >= 0")
+
+
+def within(low: float, high: float, *, open_high: bool = False, open_low: bool = False) -> Rule:
+    def test(v: Any) -> bool:
+        return (low < v if open_low else low <= v) and (v < high if open_high else v <= high)
+
+    return Rule(test, f"a number in {'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}")
+
+
+def each(rule: Rule) -> Rule:
+    return Rule(lambda v: all(rule.test(x) for x in v), f"each {rule.allowed}")
+
+
+NON_EMPTY = Rule(lambda v: bool(v.strip()), "a non-empty string")
+
+RULES: dict[str, Rule] = {
+    # model
+    "model.name": NON_EMPTY,
+    "model.lora_rank": at_least(1),
+    "model.lora_alpha": at_least(1),
+    # judge
+    "judge.model": NON_EMPTY,
+    "judge.max_tokens": at_least(1),
+    "judge.temperature": non_negative(),
+    "judge.retries": at_least(0),  # -1 would play no round at all
+    # rollout
+    "rollout.attacker_max_tokens": at_least(1),
+    "rollout.defender_max_tokens": at_least(1),
+    "rollout.temperature": non_negative(),
+    "rollout.top_p": within(0, 1, open_low=True),
+    "rollout.max_model_len": at_least(2),
+    "rollout.batch_size": at_least(1),
+    # algorithm
+    "algorithm.beta": positive(),
+    "algorithm.ema_decay": within(0, 1, open_high=True),
+    "algorithm.kl_beta": non_negative(),
+    "algorithm.tis_cap": positive(),
+    "algorithm.clip": positive(),
+    "algorithm.minibatches": at_least(1),
+    "algorithm.sft_coef": non_negative(),
+    "algorithm.sft_batch_size": at_least(1),
+    "algorithm.alternate_every": at_least(1),
+    # optim
+    "optim.lr": positive(),
+    "optim.betas": each(within(0, 1, open_high=True)),
+    "optim.weight_decay": non_negative(),
+    "optim.max_grad_norm": positive(),
+    "optim.final_lr_scale": non_negative(),
+    "optim.warmup_steps": at_least(0),
+    "optim.micro_batch_size": at_least(1),
+    # data
+    "data.seeds": NON_EMPTY,
+    "data.validation_seeds": NON_EMPTY,
+    "data.batch_size": at_least(1),
+    "data.validation_size": at_least(1),  # run.validate_every=0 turns validation off
+    # run
+    "run.steps": at_least(1),
+    "run.seed": at_least(0),
+    "run.out_dir": NON_EMPTY,
+    "run.checkpoint_every": at_least(1),
+    "run.keep_checkpoints": at_least(0),  # 0: keep every checkpoint
+    "run.validate_every": at_least(0),  # 0: never
+    "run.wandb_project": NON_EMPTY,
+    # game (GameConfig checks some of these itself; the rules here name the value)
+    "game.num_attacks": at_least(1),
+    "game.num_responses": at_least(1),
+    "game.max_attack_chars": at_least(1),
+    "game.max_response_chars": at_least(1),
+    "game.direct_fraction": within(0, 1),
+    **{
+        f"game.srt_coefficients.{name}": non_negative()
+        for name in (
+            "attacker_faithful",
+            "attacker_refusal",
+            "attacker_harm",
+            "defender_refusal",
+            "defender_harm",
+            "format",
+        )
+    },
+}
+
+
+def check_value(key: str, value: Any) -> None:
+    """Raise a ConfigError when ``value`` (already of the field's type) is outside ``key``'s rule."""
+    rule = RULES.get(key)
+    if rule is not None and value is not None and not rule.test(value):
+        raise ConfigError(f"config.{key}: {value!r} is not allowed; expected {rule.allowed}")
+
+
+def _walk(cfg: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from _walk(value, f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}", value
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    """Check every rule (defaults included) and the rules that tie keys together."""
+    for key, value in _walk(cfg):
+        check_value(key, value)
+    if cfg.model.lora and (cfg.model.attacker or cfg.model.defender):
+        raise ConfigError(
+            "config.model.attacker / model.defender: a start of its own for one player needs full "
+            "fine-tuning (model.lora: false)"
+        )
+    if cfg.judge.kind != "rule" and cfg.judge.backend == "openai" and not cfg.judge.url:
+        raise ConfigError("config.judge.url: judge.backend openai needs judge.url (e.g. http://127.0.0.1:8000/v1)")
+    return cfg
 
 
 # ----------------------------------------------------------------------------- dict <-> dataclass
@@ -170,7 +314,11 @@ def _from_value(kind: Any, value: Any, where: str) -> Any:
         if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != len(args):
             raise ConfigError(f"{where}: expected a list of {len(args)} values, got {value!r}")
         return tuple(_from_value(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True)))
-    if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
+    if kind is float:
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
         return float(value)
     if kind in (int, str, bool) and type(value) is not kind:
         raise ConfigError(f"{where}: expected {kind.__name__}, got {value!r}")
@@ -180,15 +328,28 @@ def _from_value(kind: Any, value: Any, where: str) -> Any:
 def from_dict(cls: type, data: Mapping[str, Any], where: str = "config") -> Any:
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(data) - set(names))
+    unknown = sorted(map(str, set(data) - set(names)))
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {', '.join(names)}")
+        error = ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {', '.join(names)}")
+        error.key = f"{where}.{unknown[0]}".removeprefix("config").removeprefix(".")
+        raise error
+    values = {k: _from_value(hints[k], v, f"{where}.{k}") for k, v in data.items()}
+    if where == "config" or where.startswith("config."):
+        section = where.removeprefix("config").removeprefix(".")
+        for k, v in values.items():
+            check_value(f"{section}.{k}" if section else k, v)
     try:
-        return cls(**{k: _from_value(hints[k], v, f"{where}.{k}") for k, v in data.items()})
-    except (TypeError, ValueError) as error:
+        built = cls(**values)
+    except (TypeError, ValueError, KeyError) as error:  # KeyError: e.g. an unknown template version
         if isinstance(error, ConfigError):
             raise
-        raise ConfigError(f"{where}: {error}") from error
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        failed = ConfigError(f"{where}: {message}")
+        named = re.match(r"template '(\w+)'", str(message))  # TemplateSet names the template at fault
+        if named and named.group(1) in values:
+            failed.key = f"{where}.{named.group(1)}".removeprefix("config").removeprefix(".")
+        raise failed from error
+    return validate(built) if cls is TrainConfig else built
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -208,7 +369,7 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- files and overrides
 
 
-def apply_override(data: dict[str, Any], override: str) -> None:
+def apply_override(data: dict[str, Any], override: str, origins: dict[str, str] | None = None) -> None:
     """``a.b.c=value`` with a YAML value (``1e-5``, ``true``, ``[0.9, 0.99]``, ``null``)."""
     key, sep, raw = override.partition("=")
     if not sep or not key:
@@ -219,7 +380,12 @@ def apply_override(data: dict[str, Any], override: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"override {override!r}: {part!r} is not a section")
-    node[leaf] = _yaml_value(raw)
+    try:
+        node[leaf] = _yaml_value(raw)
+    except (yaml.YAMLError, RecursionError) as error:
+        raise ConfigError(f"override {override!r}: not valid YAML ({_yaml_problem(error)})") from None
+    if origins is not None:
+        _set_origin(origins, key.strip(), f"override {override!r}")
 
 
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
@@ -235,28 +401,102 @@ def _yaml_value(raw: str) -> Any:
     return _number(yaml.safe_load(raw)) if raw.strip() else ""
 
 
+def _yaml_problem(error: BaseException) -> str:
+    if isinstance(error, RecursionError):
+        return "nested too deeply"
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    context = getattr(error, "context", None)
+    return f"{context}, {problem}" if context else str(problem)
+
+
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> TrainConfig:
     """The config of a YAML file (or the defaults), then each ``key=value`` override in order.
 
     A file may start from another: ``base: other.yaml`` (relative to the file) loads that one
     first and applies this file's keys on top, so an ablation is a short diff of its recipe.
+    Every value's type and range is checked here, before anything runs; an error names where
+    the value was set (file and line, or the override), the key, the value and what is allowed.
     """
-    data = _read(Path(path), set()) if path is not None else {}
+    origins: dict[str, str] = {}  # dotted key -> "file, line N" or "override 'k=v'"
+    data = _read(Path(path), set(), origins) if path is not None else {}
     for override in overrides:
-        apply_override(data, override)
-    return from_dict(TrainConfig, data)
+        apply_override(data, override, origins)
+    try:
+        return from_dict(TrainConfig, data)
+    except ConfigError as error:
+        origin = _origin(origins, getattr(error, "key", None) or _key_of(str(error)))
+        if origin is None:
+            raise
+        raise ConfigError(f"{origin}: {error}") from None
 
 
-def _read(path: Path, seen: set[Path]) -> dict[str, Any]:
+def _key_of(message: str) -> str:
+    match = re.match(r"config\.([A-Za-z0-9_.]+)", message)
+    return match.group(1) if match else ""
+
+
+def _set_origin(origins: dict[str, str], key: str, where: str) -> None:
+    for old in [k for k in origins if k.startswith(key + ".")]:
+        del origins[old]  # a section set anew: what its keys were set by no longer holds
+    origins[key] = where
+
+
+def _origin(origins: Mapping[str, str], key: str) -> str | None:
+    parts = key.split(".") if key else []
+    while parts:
+        if ".".join(parts) in origins:
+            return origins[".".join(parts)]
+        parts.pop()
+    return None
+
+
+def _key_lines(node: yaml.Node | None, prefix: str, out: dict[str, int]) -> dict[str, int]:
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                out[prefix + str(key.value)] = key.start_mark.line + 1
+                _key_lines(value, f"{prefix}{key.value}.", out)
+    return out
+
+
+def _read(path: Path, seen: set[Path], origins: dict[str, str]) -> dict[str, Any]:
     path = path.resolve()
     if path in seen:
         raise ConfigError(f"{path}: config files include each other in a loop")
-    loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    try:
+        raw = path.read_bytes()
+    except (IsADirectoryError, PermissionError) as error:
+        raise ConfigError(f"{path}: cannot be read ({error.strerror})") from None
+    raw = raw.removeprefix(b"\xef\xbb\xbf")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw.count(b"\n", 0, error.start) + 1
+        raise ConfigError(f"{path}, line {line}: not UTF-8 (byte offset {error.start}); save it as UTF-8") from None
+    try:
+        loaded = yaml.safe_load(text) or {}
+        lines = _key_lines(yaml.compose(text), "", {}) if isinstance(loaded, dict) else {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        at = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{at}: not valid YAML ({_yaml_problem(error)})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid YAML (nested too deeply)") from None
     if not isinstance(loaded, dict):
         raise ConfigError(f"{path}: the config must be a mapping of sections, got {type(loaded).__name__}")
     data = _files_beside(_numbers(loaded), path.parent)
     base = data.pop("base", None)
-    return _merge(_read(path.parent / base, seen | {path}), data) if base else data
+    here = {key: f"{path}, line {line}" for key, line in lines.items() if key != "base"}
+    if base is not None:
+        where = f"{path}, line {lines.get('base', 1)}: config.base"
+        if not isinstance(base, str) or not base.strip():
+            raise ConfigError(f"{where}: expected the name of a config file, got {base!r}")
+        if not (path.parent / base).is_file():
+            raise ConfigError(f"{where}: {base} does not exist beside {path.name}")
+        data = _merge(_read(path.parent / base, seen | {path}, origins), data)
+    for key in sorted(here, key=lambda k: k.count(".")):
+        _set_origin(origins, key, here[key])
+    return data
 
 
 # Data files a config names: a relative path that exists beside the config file means that file,
@@ -294,3 +534,45 @@ def _numbers(node: Any) -> Any:
 
 def save_config(cfg: TrainConfig, path: Path) -> None:
     path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")
+
+
+# ----------------------------------------------------------------------------- resuming a run
+
+# Keys a resumed run may change without asking: they decide what is shown and kept, never what
+# is trained. Any other change (run.steps to extend a run, which also stretches the learning-rate
+# schedule, included) must be allowed by name: ``advgame train --resume --allow-change run.steps``.
+RESUME_MAY_CHANGE = (
+    "run.out_dir",
+    "run.progress",
+    "run.tensorboard",
+    "run.wandb",
+    "run.wandb_project",
+    "run.checkpoint_every",
+    "run.keep_checkpoints",
+    "run.validate_every",
+)
+
+
+def config_changes(old: TrainConfig, new: TrainConfig) -> dict[str, tuple[Any, Any]]:
+    """``{dotted key: (old value, new value)}`` for every key whose value differs."""
+    before, after = dict(_walk(old)), dict(_walk(new))
+    return {key: (before.get(key), value) for key, value in after.items() if before.get(key) != value}
+
+
+def check_resumed_config(saved: TrainConfig, cfg: TrainConfig, allow: Sequence[str] = ()) -> dict[str, tuple[Any, Any]]:
+    """The changes of ``cfg`` against the config a run started with, when each is allowed
+    (``RESUME_MAY_CHANGE`` or ``allow``); a ConfigError naming every other changed key."""
+    keys = {key for key, _ in _walk(cfg)}
+    unknown = [key for key in allow if key not in keys]
+    if unknown:
+        raise ConfigError(f"--allow-change {', '.join(unknown)}: not a config key (e.g. run.steps)")
+    changes = config_changes(saved, cfg)
+    refused = {k: v for k, v in changes.items() if k not in RESUME_MAY_CHANGE and k not in allow}
+    if refused:
+        listed = "; ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in refused.items())
+        flags = " ".join(f"--allow-change {key}" for key in refused)
+        raise ConfigError(
+            f"the run was started with another config, and resuming would make its record false: {listed}. "
+            f"Resume with the run's own values (its config.yaml), or allow the change: {flags}"
+        )
+    return changes

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -201,20 +202,65 @@ _LIVE = (
 )
 
 
+class RunLogError(ValueError):
+    """metrics.jsonl is damaged somewhere other than a torn last line; names the file and line."""
+
+
+def _metric_lines(path: Path) -> tuple[list[dict[str, Any]], bool]:
+    """The records of a metrics log and whether its last line was torn (a kill mid-write leaves
+    a last line that is not a whole record). Any other bad line is a ``RunLogError``."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    lines = text.split("\n")
+    records, torn = [], False
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+                raise ValueError("no integer step")
+        except (ValueError, RecursionError) as error:
+            if number == len(lines):  # the last line, without its newline: torn
+                torn = True
+                continue
+            raise RunLogError(f"{path}, line {number}: not a metrics record ({error}); fix or remove it") from None
+        records.append(record)
+    return records, torn
+
+
+def _write_lines(path: Path, records: Sequence[Mapping[str, Any]]) -> None:
+    scratch = path.with_name(path.name + ".tmp")
+    with scratch.open("w", encoding="utf-8") as out:
+        out.writelines(json.dumps(r) + "\n" for r in records)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(scratch, path)
+
+
+def repair_metrics(path: Path) -> str | None:
+    """Drop a torn last line of ``path`` (as a kill mid-write leaves it); what was done, or None."""
+    if not path.exists():
+        return None
+    records, torn = _metric_lines(path)
+    if not torn:
+        return None
+    _write_lines(path, records)
+    return f"{path}: dropped a torn last line (a kill mid-write)"
+
+
 def _truncate_after(path: Path, step: int) -> None:
     """Drop the lines a killed run logged after the checkpoint of ``step`` (all of them when it
     starts afresh: its step-0 validation runs again)."""
     if not path.exists():
         return
-    lines = path.read_text(encoding="utf-8").splitlines()
-    kept = [line for line in lines if line and json.loads(line)["step"] <= step] if step else []
-    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    records, _ = _metric_lines(path)
+    _write_lines(path, [r for r in records if r["step"] <= step] if step else [])
 
 
 def read_metrics(folder: str | Path) -> list[dict[str, Any]]:
-    """The metrics a run logged, one dict per line (for plots, tests and notebooks)."""
-    path = Path(folder) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    """The metrics a run logged, one dict per line (for plots, tests and notebooks); a torn last
+    line (a run killed mid-write) is left out."""
+    return _metric_lines(Path(folder) / "metrics.jsonl")[0]
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -243,19 +289,59 @@ def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any], keep: int) 
     return final
 
 
+_CHECKPOINT = re.compile(r"step_(\d+)")
+STATE_KEYS = ("step", "weights", "optimizers", "schedulers", "data", "rng")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be used (missing, empty, truncated or foreign state.pt); names it."""
+
+
 def checkpoints(run_dir: Path) -> list[Path]:
-    """Complete checkpoints, oldest first (leftover ``.tmp`` folders of a killed write are ignored)."""
+    """Checkpoint folders, oldest first. Leftover ``.tmp`` folders of a killed write, folders
+    set aside as ``.corrupt`` and anything else not named ``step_<number>`` are ignored."""
     folder = run_dir / "checkpoints"
     if not folder.is_dir():
         return []
-    found = [p for p in folder.iterdir() if p.name.startswith("step_") and "." not in p.name]
+    found = [p for p in folder.iterdir() if _CHECKPOINT.fullmatch(p.name) and p.is_dir()]
     return sorted(found, key=lambda p: int(p.name.removeprefix("step_")))
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    with (path / STATE_FILE).open("rb") as src:
-        state: dict[str, Any] = torch.load(src, map_location="cpu", weights_only=True)
-    return state
+    """The state saved in a checkpoint folder, verified to be whole: a ``CheckpointError``
+    names the folder and what is wrong with it."""
+    file = path / STATE_FILE
+    if not file.is_file():
+        raise CheckpointError(f"{path} has no {STATE_FILE}")
+    if file.stat().st_size == 0:
+        raise CheckpointError(f"{path}: {STATE_FILE} is empty")
+    try:
+        with file.open("rb") as src:
+            state: Any = torch.load(src, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises RuntimeError, EOFError, UnpicklingError, ... for a damaged file
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{path}: {STATE_FILE} is not a readable checkpoint ({reason[:200]})") from None
+    missing = [k for k in STATE_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: {STATE_FILE} lacks {', '.join(missing)}")
+    match = _CHECKPOINT.fullmatch(path.name)
+    if match and state["step"] != int(match.group(1)):
+        raise CheckpointError(f"{path}: {STATE_FILE} is of step {state['step']!r}, not {int(match.group(1))}")
+    return dict(state)
+
+
+def newest_intact_checkpoint(run_dir: Path) -> tuple[Path, dict[str, Any], list[str]] | None:
+    """The newest checkpoint that loads, its state, and why each newer one was skipped; None
+    without checkpoints. A ``CheckpointError`` when none is intact."""
+    skipped: list[str] = []
+    for path in reversed(checkpoints(run_dir)):
+        try:
+            return path, load_checkpoint(path), skipped
+        except CheckpointError as error:
+            skipped.append(str(error))
+    if skipped:
+        raise CheckpointError(f"no intact checkpoint in {run_dir / 'checkpoints'}: " + "; ".join(skipped))
+    return None
 
 
 def rng_state() -> dict[str, Any]:
@@ -274,3 +360,19 @@ def restore_rng(state: Mapping[str, Any]) -> None:
 
 def _tuples(value: Any) -> Any:
     return tuple(_tuples(v) for v in value) if isinstance(value, list | tuple) else value
+
+
+def set_aside(path: Path) -> Path:
+    """Rename a damaged checkpoint folder to ``<name>.corrupt`` (kept for a look, out of the way
+    of resuming and of pruning)."""
+    target = path.with_name(path.name + ".corrupt")
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(path, target)
+    return target
+
+
+def record_resume(run_dir: Path, record: Mapping[str, Any]) -> None:
+    """One line per resume in ``resumes.jsonl``: the checkpoint, what was skipped and repaired,
+    and the config keys that changed (old and new values)."""
+    with (run_dir / "resumes.jsonl").open("a", encoding="utf-8") as out:
+        out.write(json.dumps(dict(record), default=repr) + "\n")

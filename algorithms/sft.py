@@ -25,12 +25,22 @@ class SFTExample:
     target_ids: list[int]
 
 
+class SFTFormatError(ValueError):
+    """An SFT data file is malformed; the message names the file and the line."""
+
+
 def load_sft(path: str | Path, tokenizer: Any, prefill: str = "") -> list[SFTExample]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"SFT data file {path} does not exist")
+    raw = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        at = raw.count(b"\n", 0, error.start) + 1
+        raise SFTFormatError(f"{path}, line {at}: not UTF-8 (byte offset {error.start})") from None
     out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for n, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
@@ -40,17 +50,23 @@ def load_sft(path: str | Path, tokenizer: Any, prefill: str = "") -> list[SFTExa
                 {"role": "assistant", "content": record["response"]},
             ]
             *context, target = messages
+            for message in messages:
+                content = message["content"]
+                if not isinstance(content, str) or not isinstance(message["role"], str):
+                    raise ValueError("every message needs a string role and content")
+                if "\x00" in content or any("\ud800" <= c <= "\udfff" for c in content):
+                    raise ValueError("a message holds a NUL character or a lone surrogate")
             if target["role"] != "assistant" or not context or not str(target["content"]).strip():
                 raise ValueError("the last message must be a non-empty assistant turn after at least one other")
-        except (ValueError, KeyError, TypeError, AttributeError) as error:
-            raise ValueError(f"{path}, line {n}: not an SFT record ({error})") from error
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as error:
+            raise SFTFormatError(f"{path}, line {n}: not an SFT record ({error})") from None
         text = str(target["content"])
         opening = prefill if prefill and text.startswith(prefill) else ""
         chat = [*context, {"role": "assistant", "content": opening}] if opening else list(context)
         ids = [*encode(tokenizer, text.removeprefix(opening)), tokenizer.eos_token_id]
         out.append(SFTExample(encode(tokenizer, render_chat(tokenizer, chat)), ids))
     if not out:
-        raise ValueError(f"{path}: no SFT records")
+        raise SFTFormatError(f"{path}: no SFT records")
     return out
 
 

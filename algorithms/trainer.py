@@ -18,6 +18,7 @@ import functools
 import math
 import random
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -40,7 +41,7 @@ from algorithms.algorithms import (
     shares_one_policy,
 )
 from algorithms.batches import ATTACKER, DEFENDER
-from algorithms.config import ConfigError, TrainConfig, save_config, to_dict
+from algorithms.config import ConfigError, TrainConfig, check_resumed_config, load_config, save_config, to_dict
 from algorithms.players import Player, Which, build_players
 from algorithms.run import (
     Dist,
@@ -49,9 +50,13 @@ from algorithms.run import (
     checkpoints,
     derived_seed,
     load_checkpoint,
+    newest_intact_checkpoint,
+    record_resume,
+    repair_metrics,
     restore_rng,
     rng_state,
     save_checkpoint,
+    set_aside,
 )
 from algorithms.sft import load_sft, sft_loss
 
@@ -320,7 +325,7 @@ def _seeds(spec: str, split: str) -> list[Seed]:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, *, resume: bool = False) -> None:
+    def __init__(self, cfg: TrainConfig, *, resume: bool = False, allow_change: Sequence[str] = ()) -> None:
         self.cfg, self.dist = cfg, Dist()
         self.run_dir = Path(cfg.run.out_dir)
         if cfg.model.lora and (cfg.model.attacker or cfg.model.defender):
@@ -330,6 +335,7 @@ class Trainer:
             raise FileExistsError(
                 f"{self.run_dir} already holds a run; pass --resume to continue it, or set run.out_dir"
             )
+        resumed = self._resume_point(allow_change) if resume else None  # before any model is loaded
         self.algorithm = build_algorithm(cfg.algorithm, cfg.rollout.max_model_len)
         device = self.dist.device
         torch.manual_seed(cfg.run.seed)  # LoRA initialisation, identical on every process
@@ -363,8 +369,10 @@ class Trainer:
         }
         self.validation = self._validation_seeds()
         self.step = 0
-        if resume and found:
-            self._restore(found[-1])
+        if resumed is not None:
+            self._restore(resumed["path"], resumed.pop("state"))
+            if self.dist.main:
+                record_resume(self.run_dir, {"step": self.step, **resumed, "path": str(resumed["path"])})
         self.sampler = Sampler(cfg, self.players, cfg.model.lora)
 
     # ------------------------------------------------------------------ the loop
@@ -576,8 +584,40 @@ class Trainer:
         self.dist.barrier()
         return path
 
-    def _restore(self, path: Path) -> None:
-        state = load_checkpoint(path)
+    def _resume_point(self, allow_change: Sequence[str]) -> dict[str, Any] | None:
+        """What a resumed run continues from, checked before any model is loaded: the run's own
+        config (changed keys refused unless allowed), a torn metrics tail (repaired) and the
+        newest intact checkpoint (damaged newer ones are set aside, named in the message)."""
+        changes: dict[str, Any] = {}
+        if (self.run_dir / "config.yaml").exists():
+            try:
+                saved = load_config(self.run_dir / "config.yaml")
+            except ConfigError as error:
+                raise ConfigError(f"cannot resume: the run's own config does not load: {error}") from None
+            changes = check_resumed_config(saved, self.cfg, allow_change)
+        repaired = repair_metrics(self.run_dir / "metrics.jsonl") if self.dist.main else None
+        point = newest_intact_checkpoint(self.run_dir)
+        if point is None:
+            return None
+        path, state, skipped = point
+        notes = [f"resuming from {path.name}"] + [f"skipped {reason}" for reason in skipped]
+        notes += [repaired] if repaired else []
+        notes += [f"changed {key}: {old!r} -> {new!r}" for key, (old, new) in changes.items()]
+        if self.dist.main:
+            newer = [p for p in checkpoints(self.run_dir) if int(p.name[5:]) > int(path.name[5:])]
+            notes += [f"set aside as {set_aside(p).name}" for p in newer]
+            print("advgame train: " + "; ".join(notes), file=sys.stderr, flush=True)
+        return {
+            "path": path,
+            "state": state,
+            "checkpoint": path.name,
+            "skipped": skipped,
+            "repaired": repaired,
+            "changed": {key: [old, new] for key, (old, new) in changes.items()},
+        }
+
+    def _restore(self, path: Path, state: dict[str, Any] | None = None) -> None:
+        state = load_checkpoint(path) if state is None else state
         for key, tensors in state["weights"].items():
             name, which = key.split("/")
             self.learners[name].load_weights(which, tensors)
@@ -618,5 +658,7 @@ def _with_means(metrics: dict[str, float]) -> dict[str, float]:
     return metrics | combined
 
 
-def train(cfg: TrainConfig, *, resume: bool = False) -> Path:
-    return Trainer(cfg, resume=resume).train()
+def train(cfg: TrainConfig, *, resume: bool = False, allow_change: Sequence[str] = ()) -> Path:
+    """Train a run; ``resume`` continues it from its newest intact checkpoint, refusing a changed
+    config unless each changed key is in ``allow_change`` (or ``config.RESUME_MAY_CHANGE``)."""
+    return Trainer(cfg, resume=resume, allow_change=allow_change).train()

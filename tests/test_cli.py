@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from algorithms.cli import main
+from algorithms.cli import build_parser, main
 
 ROOT = Path(__file__).parent.parent
 
@@ -136,3 +136,61 @@ def test_the_quick_demo_runs_on_the_bundled_model(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "before (step 0)" in done.stdout and "after (step 2)" in done.stdout
     assert (tmp_path / "quick" / "eval" / "comparison.html").exists()
+
+
+# ----------------------------------------------------------------------------- hostile input: exit 2, no traceback
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("bad.yaml", b"run:\n  steps: [1, 2\n", "bad.yaml, line 3, column 1: not valid YAML"),
+        ("bad.yaml", b"run:\n  out_dir: caf\xe9\n", "bad.yaml, line 2: not UTF-8"),
+        ("bad.yaml", b"base: 5\n", "bad.yaml, line 1: config.base: expected the name of a config file, got 5"),
+        ("bad.yaml", b"game:\n  templates:\n    defender: v9\n", "bad.yaml, line 3: config.game.templates"),
+        ("bad.yaml", b"optim:\n  lr: fast\n", "bad.yaml, line 2: config.optim.lr: expected a number, got 'fast'"),
+    ],
+)
+def test_train_names_the_file_and_line_of_a_bad_config(tmp_path, capsys, name, content, message):
+    (tmp_path / name).write_bytes(content)
+    assert main(["train", "--config", str(tmp_path / name)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_resume_with_a_changed_config_is_refused_and_a_change_can_be_allowed(tmp_path, capsys):
+    from algorithms.config import load_config, save_config
+
+    run = tmp_path / "run"
+    run.mkdir()
+    save_config(load_config(None, [f"run.out_dir={run}", "run.steps=2"]), run / "config.yaml")
+    (run / "metrics.jsonl").write_text('{"step": 0}\n')
+    assert main(["train", "--resume", f"run.out_dir={run}", "run.steps=2", "optim.lr=1e-3"]) == 2
+    err = capsys.readouterr().err
+    assert "optim.lr: 1e-06 -> 0.001" in err and "--allow-change optim.lr" in err
+    assert main(["train", "--resume", "--allow-change", "run.stepz", f"run.out_dir={run}"]) == 2
+    assert "run.stepz: not a config key" in capsys.readouterr().err
+    args = build_parser().parse_args(
+        ["train", "--resume", "--allow-change", "run.steps,optim.lr", "--allow-change", "x"]
+    )
+    assert args.allow_change == ["run.steps,optim.lr", "x"]
+
+
+def test_a_user_error_from_any_command_is_a_message_and_exit_2(tmp_path, capsys):
+    (tmp_path / "bad.jsonl").write_bytes(b'{"prompt": "caf\xe9", "category": "benign"}\n')
+    assert main(["eval", "--model", "unused", "--suite", str(tmp_path / "bad.jsonl")]) == 2
+    assert "bad.jsonl, line 1: not UTF-8" in capsys.readouterr().err
+    assert main(["redteam", "--attacker", "a", "--target", "t", "--seeds", str(tmp_path / "bad.jsonl")]) == 2
+    assert "bad.jsonl, line 1: not UTF-8" in capsys.readouterr().err
+    assert main(["plot", str(tmp_path)]) == 2  # no metrics.jsonl
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1}\n{"ste\n{"step": 2}\n')
+    assert main(["plot", str(tmp_path)]) == 2
+    assert "metrics.jsonl, line 2: not a metrics record" in capsys.readouterr().err
+
+
+def test_train_names_a_bad_seed_file_without_a_traceback(tiny_chat, tmp_path, capsys):
+    (tmp_path / "seeds.jsonl").write_text('{"prompt": "x\\ud800", "category": "benign"}\n')
+    options = [f"model.name={tiny_chat}", f"run.out_dir={tmp_path / 'run'}", "run.progress=false"]
+    assert main(["train", *options, f"data.seeds={tmp_path / 'seeds.jsonl'}"]) == 2
+    err = capsys.readouterr().err
+    assert "seeds.jsonl, line 1: field 'prompt' holds a lone surrogate" in err and "Traceback" not in err

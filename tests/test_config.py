@@ -23,7 +23,7 @@ def test_overrides_are_typed_and_nested():
         ("optim.lrr=1", "unknown key(s) ['lrr']; valid keys: lr,"),
         ("algorithm.name=ppo", "'ppo' is not one of 'advgame_dpo_md'"),
         ("run.steps=ten", "config.run.steps: expected int, got 'ten'"),
-        ("game.num_attacks=0", "num_attacks and num_responses must be at least 1"),
+        ("game.judging=both", "config.game.judging: 'both' is not one of 'pairwise'"),
         ("optim.lr", "is not of the form key=value"),
     ],
 )
@@ -93,3 +93,108 @@ def test_paper_recipes_carry_the_paper_values():
     assert llama.model.attacker == "mlabonne/Meta-Llama-3.1-8B-Instruct-abliterated"
     ablation = load_config("configs/paper/ablations/nonoptimistic_attacker.yaml")
     assert ablation.game.optimistic_attacker is False and ablation.optim.lr == 1e-6
+
+
+# ----------------------------------------------------------------------------- allowed values
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("judge.retries=-1", "config.judge.retries: -1 is not allowed; expected an integer >= 0"),
+        ("run.checkpoint_every=0", "config.run.checkpoint_every: 0 is not allowed; expected an integer >= 1"),
+        ("data.batch_size=0", "config.data.batch_size: 0 is not allowed; expected an integer >= 1"),
+        ("run.steps=-3", "config.run.steps: -3 is not allowed; expected an integer >= 1"),
+        ("optim.lr=fast", "config.optim.lr: expected a number, got 'fast'"),
+        ("optim.lr=0", "config.optim.lr: 0.0 is not allowed; expected a number > 0"),
+        ("optim.lr=.nan", "config.optim.lr: expected a finite number, got nan"),
+        ("optim.lr=true", "config.optim.lr: expected a number, got True"),
+        ("optim.betas=[0.9, 1.5]", "config.optim.betas: (0.9, 1.5) is not allowed; expected each a number in [0, 1)"),
+        ("algorithm.beta=0", "config.algorithm.beta: 0.0 is not allowed; expected a number > 0"),
+        ("algorithm.ema_decay=1", "config.algorithm.ema_decay: 1.0 is not allowed; expected a number in [0, 1)"),
+        ("algorithm.clip=-0.2", "config.algorithm.clip: -0.2 is not allowed"),
+        ("algorithm.minibatches=0", "config.algorithm.minibatches: 0 is not allowed"),
+        ("algorithm.sft_coef=-1", "config.algorithm.sft_coef: -1.0 is not allowed; expected a number >= 0"),
+        ("algorithm.tis_cap=0", "config.algorithm.tis_cap: 0.0 is not allowed"),
+        ("rollout.top_p=0", "config.rollout.top_p: 0.0 is not allowed; expected a number in (0, 1]"),
+        ("game.num_attacks=0", "config.game.num_attacks: 0 is not allowed; expected an integer >= 1"),
+        ("game.direct_fraction=2", "config.game.direct_fraction: 2.0 is not allowed; expected a number in [0, 1]"),
+        ("game.srt_coefficients.format=-1", "config.game.srt_coefficients.format: -1.0 is not allowed"),
+        ("run.out_dir=''", "config.run.out_dir: '' is not allowed; expected a non-empty string"),
+        ("game.templates.defender=v9", "config.game.templates: template 'defender' has no version 'v9'"),
+    ],
+)
+def test_values_out_of_range_name_the_key_the_value_and_what_is_allowed(override, message):
+    with pytest.raises(ConfigError) as error:
+        load_config(None, [override])
+    assert message in str(error.value)
+
+
+def test_none_is_allowed_where_the_type_is_optional():
+    assert load_config(None, ["algorithm.tis_cap=null"]).algorithm.tis_cap is None
+
+
+def _numeric_keys(cls: type, prefix: str = "") -> list[str]:
+    import dataclasses
+    import typing
+
+    keys = []
+    for f in dataclasses.fields(cls):
+        kind = typing.get_type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(kind):
+            keys += _numeric_keys(kind, f"{prefix}{f.name}.")
+            continue
+        args = typing.get_args(kind) or (kind,)
+        if any(a in (int, float) for a in args):
+            keys.append(prefix + f.name)
+    return keys
+
+
+def test_every_numeric_field_has_a_range_and_every_rule_a_field():
+    from algorithms.config import RULES, TrainConfig, _walk, validate
+
+    numeric = _numeric_keys(TrainConfig)
+    assert numeric and [k for k in numeric if k not in RULES] == []
+    fields = {key for key, _ in _walk(TrainConfig())}
+    assert [k for k in RULES if k not in fields] == []
+    validate(TrainConfig())  # the defaults pass their own rules
+
+
+def test_the_range_is_checked_for_values_from_a_file_too(tmp_path):
+    (tmp_path / "bad.yaml").write_text("run:\n  checkpoint_every: 0\n")
+    with pytest.raises(ConfigError, match=r"run\.checkpoint_every: 0 is not allowed"):
+        load_config(tmp_path / "bad.yaml")
+
+
+# ----------------------------------------------------------------------------- hostile files
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"run:\n  steps: [1, 2\n", "bad.yaml, line 3, column 1: not valid YAML"),
+        (b"run:\n  out_dir: caf\xe9\n", "bad.yaml, line 2: not UTF-8"),
+        (b"base: 5\n", "bad.yaml, line 1: config.base: expected the name of a config file, got 5"),
+        (b"base: missing.yaml\n", "bad.yaml, line 1: config.base: missing.yaml does not exist"),
+        (b"run:\n  steps: 10\n  checkpoint_every: 0\n", "bad.yaml, line 3: config.run.checkpoint_every: 0 is not"),
+        (b"optim:\n  lr: fast\n", "bad.yaml, line 2: config.optim.lr: expected a number, got 'fast'"),
+        (b"optim:\n  lrr: 1\n", "bad.yaml, line 2: config.optim: unknown key(s) ['lrr']"),
+        (b"1: 2\n", "bad.yaml, line 1: config: unknown key(s) ['1']"),
+        (b"game:\n  templates:\n    defender: v9\n", "bad.yaml, line 3: config.game.templates: template 'defender'"),
+        (b"[" * 5000 + b"]" * 5000, "bad.yaml: not valid YAML"),
+    ],
+)
+def test_a_bad_config_file_is_a_config_error_naming_the_file_and_line(tmp_path, content, message):
+    (tmp_path / "bad.yaml").write_bytes(content)
+    with pytest.raises(ConfigError) as error:
+        load_config(tmp_path / "bad.yaml")
+    assert message in str(error.value)
+
+
+def test_a_bad_override_names_the_override_and_a_file_with_a_bom_loads(tmp_path):
+    with pytest.raises(ConfigError, match=r"override 'run.steps=\[1': not valid YAML"):
+        load_config(None, ["run.steps=[1"])
+    with pytest.raises(ConfigError, match=r"override 'optim.lr=fast': config.optim.lr: expected a number"):
+        load_config(None, ["optim.lr=fast"])
+    (tmp_path / "bom.yaml").write_bytes(b"\xef\xbb\xbfrun:\n  steps: 7\n")
+    assert load_config(tmp_path / "bom.yaml").run.steps == 7

@@ -76,3 +76,54 @@ def test_malformed_seed_files_name_the_file_line_and_field(tmp_path, line, messa
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_seeds(tmp_path / "nope.jsonl")
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        (
+            "latin1.jsonl",
+            b'{"prompt": "ok", "category": "benign"}\n{"prompt": "caf\xe9", "category": "benign"}\n',
+            "latin1.jsonl, line 2: not UTF-8",
+        ),
+        ("latin1.csv", b"prompt,category\nok,benign\ncaf\xe9,benign\n", "latin1.csv, line 3: not UTF-8"),
+        ("latin1.json", b'[\n{"prompt": "caf\xe9", "category": "benign"}]', "latin1.json, line 2: not UTF-8"),
+        (
+            "huge.csv",
+            b"prompt,category\nok,benign\n" + b"x" * 140_000 + b",benign\n",
+            "huge.csv, line 3: not valid CSV (a field is longer than 131072",
+        ),
+        ("empty.jsonl", b"", "empty.jsonl: no seeds"),
+        ("blank.csv", b"prompt,category\n", "blank.csv: no seeds"),
+        (
+            "lone.jsonl",
+            b'{"prompt": "x\\ud800y", "category": "benign"}\n',
+            "lone.jsonl, line 1: field 'prompt' holds a lone surrogate",
+        ),
+        ("deep.json", b"[" * 100_000 + b"]" * 100_000, "deep.json: not valid JSON"),
+        (
+            "bigint.jsonl",
+            b'{"prompt": "x", "category": "benign", "id": ' + b"9" * 5000 + b"}\n",
+            "bigint.jsonl, line 1: not valid JSON",
+        ),
+        ("nul.csv", b"prompt,category\nx\x00y,benign\n", "nul.csv, line 2: field 'prompt' holds a NUL"),
+    ],
+)
+def test_hostile_seed_files_name_the_file_line_and_field(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(SeedFormatError) as error:
+        load_seeds(path)
+    assert message in str(error.value)
+
+
+@pytest.mark.parametrize("name", ["bom.csv", "bom.jsonl", "bom.json"])
+def test_a_utf8_byte_order_mark_is_read_past(tmp_path, name):
+    body = {
+        "bom.csv": "prompt,category\nHello,benign\n",
+        "bom.jsonl": '{"prompt": "Hello", "category": "benign"}\n',
+        "bom.json": '[{"prompt": "Hello", "category": "benign"}]',
+    }[name]
+    path = tmp_path / name
+    path.write_bytes(b"\xef\xbb\xbf" + body.encode())
+    assert [(s.prompt, s.label) for s in load_seeds(path)] == [("Hello", Label.BENIGN)]

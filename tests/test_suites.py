@@ -135,3 +135,30 @@ def test_a_missing_file_says_no_data_ships():
     with pytest.raises(FileNotFoundError, match="ships no benchmark data"):
         load_suite("/nonexistent/harmbench.csv")
     assert detect_format({"prompt": "p", "category": "benign"}) == "plain"
+
+
+def test_the_format_is_told_from_every_record_not_the_first(tmp_path):
+    # a misspelt label in line 1 used to turn the whole file into OR-Bench (every seed benign)
+    path = tmp_path / "seeds.jsonl"
+    path.write_text(
+        '{"prompt": "a", "category": "harmfull"}\n'
+        '{"prompt": "b", "category": "harmful"}\n'
+        '{"prompt": "c", "category": "benign"}\n'
+    )
+    with pytest.raises(SeedFormatError, match=r"seeds\.jsonl, line 1: field 'category' is 'harmfull'"):
+        load_suite(str(path))
+    # a missing category in line 1 with topics after it is no plain file either: the error names line 1
+    path.write_text('{"prompt": "a"}\n{"prompt": "b", "category": "violence"}\n')
+    with pytest.raises(SeedFormatError, match=r"line 1: missing field 'category'"):
+        load_suite(str(path))
+    assert detect_format([{"prompt": "a", "category": "x"}, {"prompt": "b", "category": "harmful"}]) == "plain"
+
+
+def test_orbench_is_recognised_by_its_categories_or_its_name(tmp_path):
+    rows = [{"prompt": "How are locks picked in films?", "category": "deception"}]
+    rows.append({"prompt": "What makes a poison act fast?", "category": "harmful"})  # an OR-Bench category too
+    assert [s.label for s in load_suite(str(write_csv(tmp_path / "hard.csv", rows)))] == [Label.BENIGN] * 2
+    odd = [{"prompt": "p", "category": "cooking"}]
+    assert load_suite(str(write_csv(tmp_path / "or-bench-hard-1k.csv", odd)))[0].label is Label.BENIGN
+    with pytest.raises(SeedFormatError, match=r"line 2: field 'category' is 'cooking'.*orbench:"):
+        load_suite(str(write_csv(tmp_path / "mine.csv", odd)))
