@@ -204,6 +204,7 @@ RULES: dict[str, Rule] = {
     "judge.max_tokens": at_least(1),
     "judge.temperature": non_negative(),
     "judge.retries": at_least(0),  # -1 would play no round at all
+    "judge.deadline": positive(),
     # rollout
     "rollout.attacker_max_tokens": at_least(1),
     "rollout.defender_max_tokens": at_least(1),
