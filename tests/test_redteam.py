@@ -204,18 +204,8 @@ def test_redteam_against_vllm_serve_is_killed_and_resumed_without_losing_or_repe
         *("--samples", "2", "--batch-size", "2", "--max-tokens", "32", "--no-embeddings"),
     ]
     results = out / "results.jsonl"
-    start, log = time.monotonic(), (tmp_path / "first.log").open("w")
-    first = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    while not (results.exists() and results.read_text().count("\n") >= 2):
-        assert first.poll() is None, (tmp_path / "first.log").read_text()[-2000:]
-        assert time.monotonic() < start + 240, "no batch was recorded in time"
-        time.sleep(0.1)
-    os.kill(first.pid, signal.SIGKILL)
-    first.wait()
-    before = lines(results)
-    assert 2 <= len(before) < 15, "the run should be killed part-way"
-    with results.open("a") as f:
-        f.write(before[0][:50])  # as if the kill had struck mid-write
+    start = time.monotonic()
+    before = kill_part_way(command, results, tmp_path / "first.log")
 
     killed = time.monotonic()
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -310,19 +300,7 @@ def test_redteam_against_a_faulty_server_is_killed_and_resumed_without_losing_or
             *("--attacker", str(tiny_chat), "--target", "m", "--target-backend", "openai", "--target-url", url),
             *("--out", str(out), "--samples", "2", "--batch-size", "2", "--max-tokens", "16", "--no-embeddings"),
         ]
-        log = (tmp_path / "first.log").open("w")
-        first = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        start = time.monotonic()
-        while not (results.exists() and results.read_text().count("\n") >= 2):
-            assert first.poll() is None, (tmp_path / "first.log").read_text()[-2000:]
-            assert time.monotonic() < start + 240, "no batch was recorded in time"
-            time.sleep(0.02)
-        os.kill(first.pid, signal.SIGKILL)
-        first.wait()
-        before = lines(results)
-        assert 2 <= len(before) < 15, "the run should be killed part-way"
-        with results.open("a") as f:
-            f.write(before[0][:50])  # as if the kill had struck mid-write
+        before = kill_part_way(command, results, tmp_path / "first.log")
         done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     after = [json.loads(line) for line in lines(results)]
@@ -339,3 +317,21 @@ def test_redteam_against_a_faulty_server_is_killed_and_resumed_without_losing_or
     assert summary["empty_or_filtered"]["empty"] >= 1 and summary["empty_or_filtered"]["filtered"] >= 1
     assert "ASR (every sample)" in done.stdout
     assert len(seen) >= 5 and all(count >= 2 for count in seen.values())  # each prompt met a fault first
+
+
+def kill_part_way(command: list[str], results: Path, log_path: Path) -> list[str]:
+    """Runs a red-team command until it has recorded two lines, SIGKILLs it, and tears its last
+    line as a kill mid-write would; returns the lines recorded before the kill."""
+    start, log = time.monotonic(), log_path.open("w")
+    first = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    while not (results.exists() and results.read_text().count("\n") >= 2):
+        assert first.poll() is None, log_path.read_text()[-2000:]
+        assert time.monotonic() < start + 240, "no batch was recorded in time"
+        time.sleep(0.02)
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    before = lines(results)
+    assert 2 <= len(before) < 15, "the run should be killed part-way"
+    with results.open("a") as f:
+        f.write(before[0][:50])
+    return before
