@@ -172,6 +172,10 @@ class SelfRedTeam:
     whole step's batch once (both splits), before any optimizer step, so π_old is the policy
     that played the rounds, then takes ``minibatches`` optimizer steps on shuffled minibatches
     that mix roles and seed types; the clip matters after the first.
+
+    ``weighting``: "token" (the reference's runs, which pack samples: a minibatch's loss is
+    the mean over all its tokens, so longer samples weigh more) or "sequence" (each
+    sequence's token mean, then the mean over sequences: OpenRLHF without packing).
     """
 
     sampler: Which = "learner"
@@ -180,6 +184,7 @@ class SelfRedTeam:
     clip: float = 0.2
     minibatches: int = 4
     max_context: int = 2048
+    weighting: str = "token"
     metric_names = ("kl", "clip_fraction")
 
     def examples(
@@ -193,7 +198,8 @@ class SelfRedTeam:
         return rollouts(rounds, game, tokenizer, prefills=prefills)
 
     def weight(self, example: Rollout) -> float:
-        return 1.0
+        # the loss is a sequence's token mean: weighted by its tokens, Σ w·loss / Σ w is the token mean
+        return float(len(example.completion_ids)) if self.weighting == "token" else 1.0
 
     def prepare(self, player: Player, batch: Sequence[Rollout], dist: Any, chunk: int) -> None:
         """Old and reference log-probs, per-token returns and per-role whitened advantages.
@@ -240,10 +246,15 @@ def build_algorithm(cfg: AlgorithmConfig, max_context: int) -> Algorithm:
     name = cfg.base if cfg.name == "sequential" else cfg.name
     if name == "self_redteam":
         assert cfg.reward_kl_beta is not None and cfg.clip is not None and cfg.minibatches is not None
+        assert cfg.weighting is not None
         if cfg.minibatches < 1:
             raise ValueError("algorithm.minibatches must be at least 1")
         return SelfRedTeam(
-            kl_beta=cfg.reward_kl_beta, clip=cfg.clip, minibatches=cfg.minibatches, max_context=max_context
+            kl_beta=cfg.reward_kl_beta,
+            clip=cfg.clip,
+            minibatches=cfg.minibatches,
+            max_context=max_context,
+            weighting=cfg.weighting,
         )
     assert cfg.sampler is not None and cfg.reference is not None
     if name == "grpo":

@@ -96,6 +96,9 @@ class AlgorithmConfig:
     reward_kl_beta: float | None = None  # weight of the k1 KL to the initial model, in the reward
     clip: float | None = None  # PPO clip ε
     minibatches: int | None = None  # optimizer steps per batch of rounds
+    # the loss over a minibatch: "token" mean over all its tokens (the reference's packed runs)
+    # or "sequence" (each sequence's token mean, then the mean over sequences)
+    weighting: Literal["token", "sequence"] | None = None
     # every algorithm but sequential: which roles learn
     train_attacker: bool | None = None
     train_defender: bool | None = None
@@ -137,7 +140,8 @@ ALGORITHM_DEFAULTS: dict[str, dict[str, Any]] = {
     # policy-gradient term; with our detached ratio the same objective has 0.05 (see losses.py)
     "grpo": {"sampler": "learner", "reference": "initial", "kl_beta": 0.05, "tis_cap": 2.0, "baseline": "batch_mean"},
     # minibatches: the reference takes about 6 optimizer steps per rollout (192 samples, batch 32)
-    "self_redteam": {"reward_kl_beta": 0.01, "clip": 0.2, "minibatches": 6},
+    # weighting: the reference's run packs samples, so its loss is a token mean (longer samples weigh more)
+    "self_redteam": {"reward_kl_beta": 0.01, "clip": 0.2, "minibatches": 6, "weighting": "token"},
     "sequential": {"base": "advgame_dpo_md", "train": "alternate", "alternate_every": 10},
 }
 CONDITIONS = {
@@ -184,7 +188,7 @@ def algorithm_reads(cfg: AlgorithmConfig) -> set[str]:
         if cfg.tis if cfg.tis is not None else defaults["tis"]:
             reads.add("tis_cap")
     elif name == "self_redteam":
-        reads |= {"reward_kl_beta", "clip", "minibatches"}
+        reads |= {"reward_kl_beta", "clip", "minibatches", "weighting"}
     if "sampler" in reads and "ema" in {cfg.sampler or defaults["sampler"], cfg.reference or defaults["reference"]}:
         reads.add("ema_decay")
     return reads

@@ -54,13 +54,26 @@ def test_each_algorithm_gets_its_papers_defaults():
 
 def test_set_knobs_are_kept_and_off_policy_grpo_turns_the_ratio_off():
     _, srt = algorithm("algorithm.name=self_redteam", "algorithm.minibatches=8", "algorithm.reward_kl_beta=0.1")
-    assert (srt.minibatches, srt.kl_beta) == (8, 0.1)
+    assert (srt.minibatches, srt.kl_beta, srt.weighting) == (8, 0.1, "token")
     _, grpo = algorithm("algorithm.name=grpo", "algorithm.minibatches=null", "algorithm.sampler=ema")
     assert grpo.sampler == "ema" and grpo.tis_cap is None  # the reference forbids TIS off-policy
     _, grpo = algorithm("algorithm.name=grpo", "algorithm.tis=false")
     assert grpo.tis_cap is None
     cfg, _ = algorithm("algorithm.sft_data=x.jsonl")
     assert (cfg.sft_coef, cfg.sft_batch_size) == (1.0, 4)
+
+
+def test_self_redteam_weights_tokens_as_the_reference_run_or_sequences_on_request():
+    from algorithms.batches import Rollout
+
+    short, long = Rollout("defender", [1], [5], 1.0, (0,)), Rollout("defender", [1], [5, 6, 7], 1.0, (1,))
+    _, tokens = algorithm("algorithm.name=self_redteam")
+    _, sequences = algorithm("algorithm.name=self_redteam", "algorithm.weighting=sequence")
+    # losses are token means per sequence: weights of 1 and 3 make Σ w·loss / Σ w the mean over all 4 tokens
+    assert [tokens.weight(r) for r in (short, long)] == [1.0, 3.0]
+    assert [sequences.weight(r) for r in (short, long)] == [1.0, 1.0]
+    with pytest.raises(ConfigError, match="weighting is not read by algorithm grpo"):
+        load_config(None, ["algorithm.name=grpo", "algorithm.weighting=token"])
 
 
 def test_an_ablation_that_switches_algorithm_does_not_inherit_the_base_algorithms_knobs(tmp_path):
