@@ -9,11 +9,16 @@ The trainer minimises Σ weight·loss / Σ weight over a split (all processes to
 mean over pairs for DPO/IPO, and for GRPO the paper's "mean over a group's rollouts, mean over
 groups". Self-RedTeam adds ``prepare`` (log-probs before the update, whitened advantages) and
 takes ``minibatches`` PPO steps per batch; it is the one algorithm whose two roles share weights.
+
+``examples(rounds, game, tokenizer, prefills, dist)``: ``tokenizer`` is one tokenizer or a
+mapping role -> tokenizer (each role's examples in its own player's tokens); ``dist`` (the
+trainer's ``Dist``) for statistics over every process's batch.
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -63,7 +68,12 @@ class PreferenceOptimization:
     metric_names = ("margin", "accuracy")  # per-example sums returned by loss()
 
     def examples(
-        self, rounds: Sequence[Round], game: Game, tokenizer: Any, prefills: Mapping[str, str] | None = None
+        self,
+        rounds: Sequence[Round],
+        game: Game,
+        tokenizer: Any,
+        prefills: Mapping[str, str] | None = None,
+        dist: Any = None,
     ) -> list[PreferencePair]:
         clip = self.clip_rejected_to_chosen_length
         return preference_pairs(rounds, game, tokenizer, clip_rejected_to_chosen_length=clip, prefills=prefills)
@@ -87,7 +97,12 @@ class PreferenceOptimization:
 @dataclass
 class GRPO:
     """Pointwise GRPO: advantage = reward − mean reward, k3 KL to the initial model, and a
-    truncated, detached importance ratio against the sampler's log-probs."""
+    truncated, detached importance ratio against the sampler's log-probs.
+
+    As the reference, only error-free rollouts are trained: a failed one (malformed, over-long:
+    reward −1) enters the baseline and its group's size, but is masked out of the loss.
+    ``batch_mean`` is the mean of a role's rewards over every process's batch of the split.
+    """
 
     sampler: Which = "learner"
     kl_beta: float = 0.1
@@ -99,16 +114,27 @@ class GRPO:
     metric_names = ("kl", "advantage")
 
     def examples(
-        self, rounds: Sequence[Round], game: Game, tokenizer: Any, prefills: Mapping[str, str] | None = None
+        self,
+        rounds: Sequence[Round],
+        game: Game,
+        tokenizer: Any,
+        prefills: Mapping[str, str] | None = None,
+        dist: Any = None,
     ) -> list[Rollout]:
+        played = rollouts(rounds, game, tokenizer, prefills=prefills)
         out = []
-        for role_rollouts in _by_role(rollouts(rounds, game, tokenizer, prefills=prefills)):
-            groups = [r.group for r in role_rollouts]
-            advantages = group_advantages([r.reward for r in role_rollouts], self.baseline, groups)  # type: ignore[arg-type]
-            sizes = {g: groups.count(g) for g in groups}
-            for r, advantage in zip(role_rollouts, advantages, strict=True):
+        for role in (ATTACKER, DEFENDER):  # every process sums both roles, with or without rollouts
+            mine = [r for r in played if r.role == role]
+            rewards, groups = [r.reward for r in mine], [r.group for r in mine]
+            mean = None
+            if self.baseline == "batch_mean" and dist is not None:
+                total, count = dist.sum([sum(rewards), len(rewards)])
+                mean = total / count if count else 0.0
+            advantages = group_advantages(rewards, self.baseline, groups, mean=mean)  # type: ignore[arg-type]
+            sizes = Counter(groups)
+            for r, advantage in zip(mine, advantages, strict=True):
                 assert advantage is not None  # rollouts() keeps scored samples only
-                r.advantage, r.group_size = advantage, sizes[r.group]
+                r.advantage, r.group_size, r.masked = advantage, sizes[r.group], r.failed
                 out.append(r)
         return out
 
@@ -141,9 +167,15 @@ class SelfRedTeam:
     Each sample's scalar game reward sits on its last token; every token also gets the k1 KL
     penalty −β·(log π_old − log π_ref) with the initial model as reference; the advantage of a
     token is its reward-to-go (γ = 1), whitened over all tokens of the same role (all
-    processes). The loss is PPO's clipped surrogate (ε = 0.2), token mean per sequence; the
-    trainer takes several optimizer steps (``minibatches``) per batch of rounds, so the clip
-    matters after the first.
+    processes, harmful and benign seeds together, as the reference's replay buffer). The loss
+    is PPO's clipped surrogate (ε = 0.2), token mean per sequence; the trainer prepares the
+    whole step's batch once (both splits), before any optimizer step, so π_old is the policy
+    that played the rounds, then takes ``minibatches`` optimizer steps on shuffled minibatches
+    that mix roles and seed types; the clip matters after the first.
+
+    ``weighting``: "token" (the reference's runs, which pack samples: a minibatch's loss is
+    the mean over all its tokens, so longer samples weigh more) or "sequence" (each
+    sequence's token mean, then the mean over sequences: OpenRLHF without packing).
     """
 
     sampler: Which = "learner"
@@ -152,18 +184,29 @@ class SelfRedTeam:
     clip: float = 0.2
     minibatches: int = 4
     max_context: int = 2048
+    weighting: str = "token"
     metric_names = ("kl", "clip_fraction")
 
     def examples(
-        self, rounds: Sequence[Round], game: Game, tokenizer: Any, prefills: Mapping[str, str] | None = None
+        self,
+        rounds: Sequence[Round],
+        game: Game,
+        tokenizer: Any,
+        prefills: Mapping[str, str] | None = None,
+        dist: Any = None,
     ) -> list[Rollout]:
         return rollouts(rounds, game, tokenizer, prefills=prefills)
 
     def weight(self, example: Rollout) -> float:
-        return 1.0
+        # the loss is a sequence's token mean: weighted by its tokens, Σ w·loss / Σ w is the token mean
+        return float(len(example.completion_ids)) if self.weighting == "token" else 1.0
 
     def prepare(self, player: Player, batch: Sequence[Rollout], dist: Any, chunk: int) -> None:
-        """Old and reference log-probs, per-token returns and per-role whitened advantages."""
+        """Old and reference log-probs, per-token returns and per-role whitened advantages.
+
+        Called before the batch's first optimizer step: the learner is then the policy that
+        generated the batch (the weights the rollout engine was synced with), so its log-probs
+        are π_old, as the reference's actor forward at experience time."""
         for start in range(0, len(batch), chunk):
             part = batch[start : start + chunk]
             sequences = [(r.prompt_ids, r.completion_ids) for r in part]
@@ -193,42 +236,35 @@ class SelfRedTeam:
         return losses, {"kl": sum(r.kl for r in batch), "clip_fraction": float(clipped.sum())}
 
 
-def _by_role(items: Sequence[Any]) -> list[list[Any]]:
-    roles = dict.fromkeys(item.role for item in items)
-    return [[item for item in items if item.role == role] for role in roles]
-
-
 Algorithm = PreferenceOptimization | GRPO | SelfRedTeam
-
-# name -> (loss family, default sampler, default reference)
-_RECIPES: dict[str, tuple[str, Which, Which]] = {
-    "advgame_dpo_md": ("dpo", "ema", "ema"),
-    "advgame_ipo_md": ("ipo", "ema", "ema"),
-    "dpo": ("dpo", "learner", "initial"),
-    "ipo": ("ipo", "learner", "initial"),
-    "grpo": ("grpo", "learner", "initial"),
-}
 
 
 def build_algorithm(cfg: AlgorithmConfig, max_context: int) -> Algorithm:
-    """The algorithm object of a config (``sequential`` trains with its ``base`` algorithm)."""
-    if cfg.name == "self_redteam":
+    """The algorithm object of a config (``sequential`` trains with its ``base`` algorithm).
+
+    The config has filled in every knob the algorithm reads (its paper's value where unset)."""
+    name = cfg.base if cfg.name == "sequential" else cfg.name
+    if name == "self_redteam":
+        assert cfg.reward_kl_beta is not None and cfg.clip is not None and cfg.minibatches is not None
+        assert cfg.weighting is not None
         if cfg.minibatches < 1:
             raise ValueError("algorithm.minibatches must be at least 1")
-        return SelfRedTeam(kl_beta=cfg.kl_beta, clip=cfg.clip, minibatches=cfg.minibatches, max_context=max_context)
-    name = cfg.base if cfg.name == "sequential" else cfg.name
-    if name not in _RECIPES:
-        raise ValueError(f"unknown algorithm {name!r}; known: {', '.join(_RECIPES)}, self_redteam, sequential")
-    family, sampler, reference = _RECIPES[name]
-    sampler = sampler if cfg.sampler == "auto" else cfg.sampler
-    reference = reference if cfg.reference == "auto" else cfg.reference
-    if sampler == "initial":
-        raise ValueError("algorithm.sampler must be 'ema' or 'learner'")
-    if family == "grpo":
-        return GRPO(sampler, cfg.kl_beta, cfg.tis_cap, cfg.baseline, max_context, reference)
-    loss_fn = dpo_loss if family == "dpo" else ipo_loss
+        return SelfRedTeam(
+            kl_beta=cfg.reward_kl_beta,
+            clip=cfg.clip,
+            minibatches=cfg.minibatches,
+            max_context=max_context,
+            weighting=cfg.weighting,
+        )
+    assert cfg.sampler is not None and cfg.reference is not None
+    if name == "grpo":
+        assert cfg.kl_beta is not None and cfg.baseline is not None
+        tis_cap = cfg.tis_cap if cfg.tis else None
+        return GRPO(cfg.sampler, cfg.kl_beta, tis_cap, cfg.baseline, max_context, cfg.reference)
+    assert cfg.beta is not None and cfg.clip_rejected_to_chosen_length is not None
+    loss_fn = dpo_loss if name in ("dpo", "advgame_dpo_md") else ipo_loss
     return PreferenceOptimization(
-        loss_fn, sampler, reference, cfg.beta, cfg.clip_rejected_to_chosen_length, max_context
+        loss_fn, cfg.sampler, cfg.reference, cfg.beta, cfg.clip_rejected_to_chosen_length, max_context
     )
 
 

@@ -9,6 +9,10 @@ teaches when to stop; one cut off at the token limit does not.
 
 The attacker's group is a round (its A rewrites of one seed); the defender's group is one
 attack of a round (its D answers to one prompt). Direct rounds have no attacker samples.
+
+``tokenizer``: one tokenizer for both roles, or a mapping role -> tokenizer: each role's
+examples are tokenised as that role's player reads and samples (players may differ in chat
+template).
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ class Rollout:
     reward: float
     group: tuple[int, ...]  # (round,) for the attacker, (round, attack) for the defender
     sampler_logprobs: list[float] | None = None  # per completion token, NaN where unknown
+    failed: bool = False  # the sample broke a rule of the game (its reward is the failure penalty)
+    masked: bool = False  # counts in the baseline and the normaliser, but is not trained (GRPO)
     advantage: float = 0.0  # set by the algorithm
     group_size: int = 1
     # REINFORCE++ (set by SelfRedTeam.prepare): the learner's log-probs before the update,
@@ -87,6 +93,11 @@ def defender_prompts(game: Game, round_: Round) -> tuple[str, ...]:
     return game.defender_observation(replace(round_, phase=Phase.RESPOND))
 
 
+def tokenizer_of(tokenizer: Any, role: str) -> Any:
+    """The role's tokenizer, from one tokenizer for both roles or a mapping role -> tokenizer."""
+    return tokenizer[role] if isinstance(tokenizer, Mapping) else tokenizer
+
+
 def _prompt_ids(tokenizer: Any, observation: str, prefill: str = "") -> list[int]:
     if not observation:
         raise ValueError("a trained sample must have a non-empty observation")
@@ -122,19 +133,20 @@ def preference_pairs(
     assistant prefill (see ``agents.policy.Policy``), part of its prompt.
     """
     pre_a, pre_d = (prefills or {}).get(ATTACKER, ""), (prefills or {}).get(DEFENDER, "")
+    tok_a, tok_d = tokenizer_of(tokenizer, ATTACKER), tokenizer_of(tokenizer, DEFENDER)
     clip = clip_rejected_to_chosen_length
     attacker, defender = [], []
     for round_ in rounds:
         pair = round_.attacker_pair()  # None for direct rounds: their rewards are all None
         if pair is not None and not round_.direct:
-            prompt = _prompt_ids(tokenizer, attacker_prompt(game, round_), pre_a)
+            prompt = _prompt_ids(tok_a, attacker_prompt(game, round_), pre_a)
             chosen, rejected = (round_.attacks[i] for i in pair)
-            attacker.append(_pair(tokenizer, ATTACKER, prompt, chosen, rejected, clip, pre_a))
+            attacker.append(_pair(tok_a, ATTACKER, prompt, chosen, rejected, clip, pre_a))
         observations = defender_prompts(game, round_)
         for a, c, r in round_.defender_pairs():
-            prompt = _prompt_ids(tokenizer, observations[a], pre_d)
+            prompt = _prompt_ids(tok_d, observations[a], pre_d)
             chosen, rejected = round_.responses[a][c], round_.responses[a][r]
-            defender.append(_pair(tokenizer, DEFENDER, prompt, chosen, rejected, clip, pre_d))
+            defender.append(_pair(tok_d, DEFENDER, prompt, chosen, rejected, clip, pre_d))
     return attacker + defender
 
 
@@ -148,7 +160,7 @@ def _rollout(
     tokenizer: Any, role: str, prompt: list[int], sample: Sample, reward: float, group: tuple[int, ...], prefill: str
 ) -> Rollout:
     ids, logprobs = continuation(tokenizer, sample, prefill)
-    return Rollout(role, prompt, ids, reward, group, logprobs)
+    return Rollout(role, prompt, ids, reward, group, logprobs, failed=sample.failure is not None)
 
 
 def rollouts(
@@ -156,18 +168,19 @@ def rollouts(
 ) -> list[Rollout]:
     """Every non-excluded sample with its reward and group key, attacker rollouts first."""
     pre_a, pre_d = (prefills or {}).get(ATTACKER, ""), (prefills or {}).get(DEFENDER, "")
+    tok_a, tok_d = tokenizer_of(tokenizer, ATTACKER), tokenizer_of(tokenizer, DEFENDER)
     attacker, defender = [], []
     for r, round_ in enumerate(rounds):
         if not round_.direct:
-            prompt = _prompt_ids(tokenizer, attacker_prompt(game, round_), pre_a)
+            prompt = _prompt_ids(tok_a, attacker_prompt(game, round_), pre_a)
             for sample, reward in _scored(round_.attacks):
-                attacker.append(_rollout(tokenizer, ATTACKER, prompt, sample, reward, (r,), pre_a))
+                attacker.append(_rollout(tok_a, ATTACKER, prompt, sample, reward, (r,), pre_a))
         observations = defender_prompts(game, round_)
         for a, row in enumerate(round_.responses):
             scored = list(_scored(row))
             if not scored:
                 continue
-            prompt = _prompt_ids(tokenizer, observations[a], pre_d)
+            prompt = _prompt_ids(tok_d, observations[a], pre_d)
             for sample, reward in scored:
-                defender.append(_rollout(tokenizer, DEFENDER, prompt, sample, reward, (r, a), pre_d))
+                defender.append(_rollout(tok_d, DEFENDER, prompt, sample, reward, (r, a), pre_d))
     return attacker + defender

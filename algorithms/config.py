@@ -29,7 +29,6 @@ from advgame_env.game import GameConfig
 
 AlgorithmName = Literal["advgame_dpo_md", "advgame_ipo_md", "dpo", "ipo", "grpo", "self_redteam", "sequential"]
 BaseAlgorithm = Literal["advgame_dpo_md", "advgame_ipo_md", "dpo", "ipo", "grpo"]
-Which = Literal["auto", "ema", "learner", "initial"]
 
 
 @dataclass
@@ -77,30 +76,130 @@ class RolloutConfig:
     think_prefill: str = ""
 
 
+PREFERENCE = ("advgame_dpo_md", "advgame_ipo_md", "dpo", "ipo")
+SFT_KEYS = ("sft_data", "attacker_sft_data")
+
+
 @dataclass
 class AlgorithmConfig:
+    """The algorithm and its knobs. Every knob is unset (None) by default, which means the
+    chosen algorithm's own value from its paper (``ALGORITHM_DEFAULTS``, filled in when the
+    config is built); a knob the chosen algorithm does not read is an error that names the knob
+    and the algorithm (``algorithm_reads``), so no setting is ever silently ignored."""
+
     name: AlgorithmName = "advgame_dpo_md"
-    beta: float = 0.1  # DPO β; IPO τ (target margin 1/(2β))
-    ema_decay: float = 0.95
-    sampler: Which = "auto"  # whose weights sample the rollouts (auto: from the algorithm)
-    reference: Which = "auto"  # the reference policy of the loss (auto: from the algorithm)
-    clip_rejected_to_chosen_length: bool = True
-    kl_beta: float = 0.1  # GRPO: weight of the k3 KL to the initial model; Self-RedTeam: k1 KL in the reward
-    tis_cap: float | None = 2.0  # GRPO: truncated importance ratio cap; null turns TIS off
-    baseline: Literal["batch_mean", "group_mean"] = "batch_mean"  # GRPO advantage baseline
-    train_attacker: bool = True
-    train_defender: bool = True
-    # Self-RedTeam (REINFORCE++): PPO clip, optimizer steps per batch of rounds, auxiliary SFT
-    clip: float = 0.2
-    minibatches: int = 4
-    sft_data: str | None = None  # the defender's JSONL chats; the SFT loss is added to every micro-batch
+    # DPO / IPO: β of DPO, τ of IPO (target margin 1/(2β))
+    beta: float | None = None
+    clip_rejected_to_chosen_length: bool | None = None  # cut an over-length rejected sample to the chosen length
+    # DPO / IPO / GRPO: whose weights sample the rounds, and the anchor of the loss
+    sampler: Literal["ema", "learner"] | None = None
+    reference: Literal["ema", "initial"] | None = None
+    ema_decay: float | None = None  # read where the EMA samples or is the reference
+    # GRPO
+    kl_beta: float | None = None  # weight of the k3 KL to the initial model, in the loss
+    tis: bool | None = None  # truncated importance ratio against the sampler's log-probs (default: on-policy only)
+    tis_cap: float | None = None  # its cap (read with tis)
+    baseline: Literal["batch_mean", "group_mean"] | None = None  # the advantage baseline
+    # Self-RedTeam (REINFORCE++)
+    reward_kl_beta: float | None = None  # weight of the k1 KL to the initial model, in the reward
+    clip: float | None = None  # PPO clip ε
+    minibatches: int | None = None  # optimizer steps per batch of rounds
+    # the loss over a minibatch: "token" mean over all its tokens (the reference's packed runs)
+    # or "sequence" (each sequence's token mean, then the mean over sequences)
+    weighting: Literal["token", "sequence"] | None = None
+    # every algorithm but sequential: which roles learn
+    train_attacker: bool | None = None
+    train_defender: bool | None = None
+    # every algorithm: an auxiliary SFT loss on JSONL chats, added to every micro-batch
+    sft_data: str | None = None  # the defender's chats
     attacker_sft_data: str | None = None  # the attacker's (same format, same coef and batch size)
-    sft_coef: float = 0.0
-    sft_batch_size: int = 4
+    sft_coef: float | None = None  # read with a file
+    sft_batch_size: int | None = None  # read with a file
     # sequential baselines: one player trains while the other is frozen
-    base: BaseAlgorithm = "advgame_dpo_md"  # the loss family the trained player uses
-    train: Literal["attacker", "defender", "alternate"] = "alternate"
-    alternate_every: int = 10  # steps per turn when alternating (the attacker goes first)
+    base: BaseAlgorithm | None = None  # the algorithm the trained player uses (its knobs are read too)
+    train: Literal["attacker", "defender", "alternate"] | None = None
+    alternate_every: int | None = None  # steps per turn when alternating (the attacker goes first)
+
+    def __post_init__(self) -> None:
+        reads = algorithm_reads(self)
+        stray = [f.name for f in dataclasses.fields(self) if f.name != "name" and getattr(self, f.name) is not None]
+        stray = [key for key in stray if key not in reads]
+        if stray:
+            key = stray[0]
+            algorithm = self.name if self.name != "sequential" else f"sequential (base {self.base or 'advgame_dpo_md'})"
+            when = f" (it is read only {CONDITIONS[key]})" if key in CONDITIONS else ""
+            raise ConfigError(
+                f"algorithm.{key} is not read by algorithm {algorithm}{when}; unset it (algorithm.{key}=null) "
+                f"or choose an algorithm that reads it. {self.name} reads: {', '.join(sorted(reads))}"
+            )
+        for key in reads:
+            if getattr(self, key) is None and key in _defaults(self):
+                setattr(self, key, _defaults(self)[key])
+
+
+# Each algorithm's paper values (AdvGame: ../shared/reference/advgame.md §3.4; Self-RedTeam:
+# selfredteam.md §2.4). Keys an algorithm reads only in some settings are defaulted only there.
+ALGORITHM_DEFAULTS: dict[str, dict[str, Any]] = {
+    "advgame_dpo_md": {"beta": 0.1, "clip_rejected_to_chosen_length": True, "sampler": "ema", "reference": "ema"},
+    "advgame_ipo_md": {"beta": 0.1, "clip_rejected_to_chosen_length": True, "sampler": "ema", "reference": "ema"},
+    "dpo": {"beta": 0.1, "clip_rejected_to_chosen_length": True, "sampler": "learner", "reference": "initial"},
+    "ipo": {"beta": 0.1, "clip_rejected_to_chosen_length": True, "sampler": "learner", "reference": "initial"},
+    # kl_beta: the paper's 0.1 came with an undetached importance ratio, which doubles the
+    # policy-gradient term; with our detached ratio the same objective has 0.05 (see losses.py)
+    "grpo": {"sampler": "learner", "reference": "initial", "kl_beta": 0.05, "tis_cap": 2.0, "baseline": "batch_mean"},
+    # minibatches: the reference takes about 6 optimizer steps per rollout (192 samples, batch 32)
+    # weighting: the reference's run packs samples, so its loss is a token mean (longer samples weigh more)
+    "self_redteam": {"reward_kl_beta": 0.01, "clip": 0.2, "minibatches": 6, "weighting": "token"},
+    "sequential": {"base": "advgame_dpo_md", "train": "alternate", "alternate_every": 10},
+}
+CONDITIONS = {
+    "sft_coef": "with algorithm.sft_data or algorithm.attacker_sft_data",
+    "sft_batch_size": "with algorithm.sft_data or algorithm.attacker_sft_data",
+    "tis_cap": "by grpo with algorithm.tis on",
+    "ema_decay": "where the EMA samples or is the reference",
+}
+SHARED_DEFAULTS: dict[str, Any] = {
+    "ema_decay": 0.95,
+    "train_attacker": True,
+    "train_defender": True,
+    "sft_coef": 1.0,  # Self-RedTeam's postfill-CoT SFT coefficient; AdvGame has no SFT term
+    "sft_batch_size": 4,
+}
+
+
+def _defaults(cfg: AlgorithmConfig) -> dict[str, Any]:
+    own = ALGORITHM_DEFAULTS[cfg.name]
+    if cfg.name == "sequential":
+        own = ALGORITHM_DEFAULTS[cfg.base or own["base"]] | own
+    out = SHARED_DEFAULTS | own
+    # GRPO's importance ratio corrects an on-policy sampler's lag; the reference forbids it off-policy
+    out["tis"] = (cfg.sampler or out.get("sampler")) == "learner"
+    return out
+
+
+def algorithm_reads(cfg: AlgorithmConfig) -> set[str]:
+    """The knobs ``cfg.name`` reads, given the knobs set so far (some are read only with others)."""
+    defaults = _defaults(cfg)
+    name = cfg.name
+    reads = {"sft_data", "attacker_sft_data"}
+    if cfg.sft_data or cfg.attacker_sft_data:
+        reads |= {"sft_coef", "sft_batch_size"}
+    if name == "sequential":
+        reads |= {"base", "train", "alternate_every"}
+        name = cfg.base or defaults["base"]
+    else:
+        reads |= {"train_attacker", "train_defender"}
+    if name in PREFERENCE:
+        reads |= {"beta", "clip_rejected_to_chosen_length", "sampler", "reference"}
+    elif name == "grpo":
+        reads |= {"sampler", "reference", "kl_beta", "tis", "baseline"}
+        if cfg.tis if cfg.tis is not None else defaults["tis"]:
+            reads.add("tis_cap")
+    elif name == "self_redteam":
+        reads |= {"reward_kl_beta", "clip", "minibatches", "weighting"}
+    if "sampler" in reads and "ema" in {cfg.sampler or defaults["sampler"], cfg.reference or defaults["reference"]}:
+        reads.add("ema_decay")
+    return reads
 
 
 @dataclass
@@ -216,6 +315,7 @@ RULES: dict[str, Rule] = {
     "algorithm.beta": positive(),
     "algorithm.ema_decay": within(0, 1, open_high=True),
     "algorithm.kl_beta": non_negative(),
+    "algorithm.reward_kl_beta": non_negative(),
     "algorithm.tis_cap": positive(),
     "algorithm.clip": positive(),
     "algorithm.minibatches": at_least(1),
@@ -415,8 +515,10 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
 
     A file may start from another: ``base: other.yaml`` (relative to the file) loads that one
     first and applies this file's keys on top, so an ablation is a short diff of its recipe.
-    Every value's type and range is checked here, before anything runs; an error names where
-    the value was set (file and line, or the override), the key, the value and what is allowed.
+    A file that names another ``algorithm.name`` than its base does not inherit the base's
+    ``algorithm`` section. Every value's type and range is checked here, before anything runs; an
+    error names where the value was set (file and line, or the override), the key, the value and
+    what is allowed.
     """
     origins: dict[str, str] = {}  # dotted key -> "file, line N" or "override 'k=v'"
     data = _read(Path(path), set(), origins) if path is not None else {}
@@ -494,7 +596,17 @@ def _read(path: Path, seen: set[Path], origins: dict[str, str]) -> dict[str, Any
             raise ConfigError(f"{where}: expected the name of a config file, got {base!r}")
         if not (path.parent / base).is_file():
             raise ConfigError(f"{where}: {base} does not exist beside {path.name}")
-        data = _merge(_read(path.parent / base, seen | {path}, origins), data)
+        under = _read(path.parent / base, seen | {path}, origins)
+        mine, theirs = data.get("algorithm"), under.get("algorithm")
+        if (
+            isinstance(mine, dict)
+            and isinstance(theirs, dict)
+            and mine.get("name", theirs.get("name")) != theirs.get("name")
+        ):
+            # a file that names another algorithm than its base starts that section afresh: the
+            # base's knobs belong to the base's algorithm (and a knob not read is an error)
+            under = {**under, "algorithm": {}}
+        data = _merge(under, data)
     for key in sorted(here, key=lambda k: k.count(".")):
         _set_origin(origins, key, here[key])
     return data

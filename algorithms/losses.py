@@ -119,12 +119,16 @@ def group_advantages(
     rewards: Sequence[float | None],
     baseline: Baseline = "batch_mean",
     groups: Sequence[Hashable] | None = None,
+    mean: float | None = None,
 ) -> list[float | None]:
-    """Advantage = reward − mean reward, with no std scaling (the paper's ``across_seeds``).
+    """Advantage = reward − mean reward, with no std scaling.
 
-    ``batch_mean`` subtracts the mean over every valid reward of the batch; ``group_mean``
-    the mean within each rollout's group (``groups[i]`` is rollout i's group key). Excluded
-    rewards (None) take no part in any mean and get advantage None: the caller drops them.
+    ``batch_mean`` subtracts the mean over every valid reward of the batch: the paper's
+    ``across_seeds`` when the batch is the global one. A process holding only its share of it
+    passes ``mean``, the mean over every process's rewards (else its own mean is taken, the
+    reference's per-rank ``per_seed``). ``group_mean`` subtracts the mean within each rollout's
+    group (``groups[i]`` is rollout i's group key). Excluded rewards (None) take no part in any
+    mean and get advantage None: the caller drops them.
     """
     if baseline == "batch_mean":
         keys: Sequence[Hashable] = [None] * len(rewards)  # one group: the whole batch
@@ -139,6 +143,8 @@ def group_advantages(
         if reward is not None:
             totals.setdefault(key, []).append(reward)
     means = {key: sum(values) / len(values) for key, values in totals.items()}
+    if baseline == "batch_mean" and mean is not None:
+        means = {None: mean}
     return [None if r is None else r - means[k] for k, r in zip(keys, rewards, strict=True)]
 
 

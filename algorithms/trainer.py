@@ -4,11 +4,17 @@
         push the sampling weights (EMA or learner) to the rollout engine
         for split in (harmful, benign):
             play a batch of rounds (attacker, defender, judge)     -> rewards
-            each trained player: examples -> loss -> one optimizer step
+        for split in (harmful, benign):                            # Self-RedTeam: both at once
+            each trained player: examples -> loss -> optimizer step(s)
         EMA update; log; validate; checkpoint
 
+Both splits are played before any update, by the policies of the step's start, on every
+backend: as the reference, whose rollout engine is synced once per step (an in-process HF
+sampler would otherwise play the benign split with the weights after the harmful update).
 As in the paper, each step gives each player one optimizer step per split and one EMA update;
-unlike the reference code, the cosine schedule advances once per optimizer step.
+Self-RedTeam instead takes ``minibatches`` steps on the two splits' samples mixed, as its
+reference's replay buffer. Unlike the AdvGame reference code, the cosine schedule advances
+once per optimizer step, over the optimizer steps the player actually takes.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import random
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -99,10 +105,10 @@ class Sampler:
                     for role in ROLES
                 }
 
-    def sync(self, which: Which) -> None:
-        """Make the engine sample from policy ``which`` of both players (no-op for HF)."""
+    def sync(self, which: Mapping[str, Which]) -> None:
+        """Make the engine sample from policy ``which[role]`` of each player (no-op for HF)."""
         for role, engine in self.engines.items():
-            module, adapter = self.players[role].sampling(which)
+            module, adapter = self.players[role].sampling(which[role])
             if adapter is not None:
                 engine.push_adapter(role, module, adapter_name=adapter)
             else:
@@ -196,19 +202,24 @@ def update(
 ) -> dict[str, float]:
     """One optimizer step on Σ weight·loss / Σ weight, the sums over every process's examples.
 
-    ``auxiliary(player)``: an extra loss (Self-RedTeam's SFT term) added to every micro-batch,
-    weighted by the micro-batch's share of the examples.
+    A masked example (``example.masked``, GRPO's failed rollouts) counts in Σ weight but is not
+    trained. ``auxiliary(player)``: an extra loss (Self-RedTeam's SFT term) added to every
+    micro-batch, weighted by the micro-batch's share of the examples; summed over processes,
+    the shares make it the weighted mean of the processes' terms.
     """
+    total = dist.sum([sum(algorithm.weight(e) for e in examples)])[0]
+    examples = [e for e in examples if not getattr(e, "masked", False)]
     weights = [algorithm.weight(e) for e in examples]
-    total, count = dist.sum([sum(weights), len(examples)])
-    if total == 0:
+    (count,) = dist.sum([len(examples)])
+    if count == 0:
         if auxiliary is None:
             optimizer.skip()
             return {"examples": 0.0}
-        # no game example anywhere: the auxiliary term still takes its step
+        # no game example anywhere: the auxiliary term still takes its step, as the mean of
+        # the processes' terms (the gradients are summed over processes)
         with precision, player.updating():
             alone = auxiliary(player)
-        alone.backward()
+        alone.div(dist.world).backward()
         return {"examples": 0.0, "sft_loss": float(alone.detach())} | optimizer.step(dist)
     # every process sums the same keys, in the same order, even with no example of its own
     sums = dict.fromkeys(("loss", *algorithm.metric_names), 0.0)
@@ -353,12 +364,11 @@ class Trainer:
         if cfg.model.gradient_checkpointing:
             for player in self.learners.values():
                 player.enable_recompute()
-        total = cfg.run.steps * len(SPLITS) * minibatches(self.algorithm)
-        ever = {*self.trained_roles(0), *self.trained_roles(cfg.algorithm.alternate_every)}  # alternation too
+        self.tokenizers = {role: player.tokenizer for role, player in self.players.items()}
         self.optimizers = {
-            name: Optimizer(player, cfg, total)
+            name: Optimizer(player, cfg, self.optimizer_steps(name))
             for name, player in self.learners.items()
-            if any(self.players[role] is player for role in ever)
+            if self.optimizer_steps(name)
         }
         self.sft = self._sft_streams()
         self.game = Game(build_judge(cfg), cfg.game)
@@ -416,24 +426,32 @@ class Trainer:
             clock[phase] += now - mark
             mark = now
 
-        self.sampler.sync(self.algorithm.sampler)
-        lap("sync")
         trained = self.trained_roles(step)
+        which = self.sampling(step)
+        self.sampler.sync(which)
+        lap("sync")
         metrics: dict[str, float] = {}
-        for s, label in enumerate(SPLITS):
-            rounds = self._play_split(label, s)
-            lap("play")
-            prefix = label.value
-            played = self.dist.gather(rounds)  # the game figures of the global batch
-            metrics |= {f"game_{prefix}/{k}": v for k, v in (game_metrics(played) | refusal_rates(played)).items()}
-            examples = self.algorithm.examples(rounds, self.game, self.players[DEFENDER].tokenizer, self.prefills)
+        # every split is played by the same policies, those of the step's start (see the top)
+        played = {label: self._play_split(label, s, which) for s, label in enumerate(SPLITS)}
+        lap("play")
+        batches: list[tuple[str, int, list[Any]]] = []  # (metric prefix, split index, examples)
+        for s, (label, rounds) in enumerate(played.items()):
+            everyone = self.dist.gather(rounds)  # the game figures of the global batch
+            figures = game_metrics(everyone) | refusal_rates(everyone)
+            metrics |= {f"game_{label.value}/{k}": v for k, v in figures.items()}
+            examples = self.algorithm.examples(rounds, self.game, self.tokenizers, self.prefills, self.dist)
+            batches.append((f"train_{label.value}", s, examples))
+        if shares_one_policy(self.algorithm):  # one update on both splits' samples, mixed
+            batches = [("train", len(SPLITS), [e for _, _, examples in batches for e in examples])]
+        for prefix, s, examples in batches:
             for name, player in self.learners.items():
                 roles = [r for r in trained if self.players[r] is player]
                 if roles:  # a frozen opponent is never updated
                     result = self._update(player, name, roles, [e for e in examples if e.role in roles], s)
-                    metrics |= {f"train_{prefix}/{name}_{k}": v for k, v in result.items()}
-            lap("update")
+                    metrics |= {f"{prefix}/{name}_{k}": v for k, v in result.items()}
+        lap("update")
         if "ema" in copies_needed(self.algorithm):
+            assert cfg.algorithm.ema_decay is not None
             for player in self.learners.values():
                 if any(self.players[r] is player for r in trained):
                     player.ema_update(cfg.algorithm.ema_decay)
@@ -474,10 +492,27 @@ class Trainer:
         """The roles whose player learns at ``step`` (sequential baselines freeze the other)."""
         a = self.cfg.algorithm
         if a.name == "sequential":
+            assert a.train is not None and a.alternate_every is not None
             if a.train == "alternate":
                 return [ROLES[(step // max(1, a.alternate_every)) % 2]]
             return [a.train]
         return [r for r, on in ((ATTACKER, a.train_attacker), (DEFENDER, a.train_defender)) if on]
+
+    def sampling(self, step: int) -> dict[str, Which]:
+        """Whose weights each role plays with at ``step``: the algorithm's sampler for a player
+        that learns this step; a frozen player plays its final weights (its learner), not an
+        EMA that stopped moving when the player stopped learning."""
+        trained = self.trained_roles(step)
+        learns = {role: any(self.players[role] is self.players[r] for r in trained) for role in ROLES}
+        return {role: self.algorithm.sampler if learns[role] else "learner" for role in ROLES}
+
+    def optimizer_steps(self, name: str) -> int:
+        """How many optimizer steps learner ``name`` takes in the run: its cosine schedule's
+        length (a player of an alternating baseline steps only while it trains)."""
+        player = self.learners[name]
+        per_step = minibatches(self.algorithm) * (1 if shares_one_policy(self.algorithm) else len(SPLITS))
+        steps = sum(any(self.players[r] is player for r in self.trained_roles(k)) for k in range(self.cfg.run.steps))
+        return steps * per_step
 
     @property
     def prefills(self) -> dict[str, str]:
@@ -486,7 +521,7 @@ class Trainer:
     def _sft_streams(self) -> dict[str, SeedStream]:
         """Each role's auxiliary SFT chats, for the roles that have a file."""
         a = self.cfg.algorithm
-        files = {DEFENDER: a.sft_data, ATTACKER: a.attacker_sft_data} if a.sft_coef else {}
+        files = {DEFENDER: a.sft_data, ATTACKER: a.attacker_sft_data} if a.sft_coef else {}  # coef: set with a file
         return {
             role: SeedStream(
                 load_sft(path, self.players[role].tokenizer, self.prefills[role]),
@@ -500,22 +535,24 @@ class Trainer:
         return torch.stack([self._sft_loss(player, role) for role in roles]).sum()
 
     def _sft_loss(self, player: Player, role: str) -> torch.Tensor:
-        batch = self.sft[role].take(self.cfg.algorithm.sft_batch_size)
+        a = self.cfg.algorithm
+        assert a.sft_batch_size is not None and a.sft_coef is not None  # set: there is an SFT file
+        batch = self.sft[role].take(a.sft_batch_size)
         with player.active("learner") as model:
             loss = sft_loss(model, batch, player.tokenizer.pad_token_id, self.cfg.rollout.max_model_len)
-        return self.cfg.algorithm.sft_coef * loss
+        return a.sft_coef * loss
 
-    def _play_split(self, label: Label, split: int) -> list[Round]:
+    def _play_split(self, label: Label, split: int, which: Mapping[str, Which] | None = None) -> list[Round]:
         cfg, dist = self.cfg, self.dist
         # every process draws the same global batch and plays its own share of it
         batch = self.streams[label].take(cfg.data.batch_size * dist.world)
         mine = batch[dist.rank :: dist.world]
         pick = random.Random(derived_seed(cfg.run.seed, self.step, split, dist.rank, 7))
         rounds = [Round(seed, direct=pick.random() < cfg.game.direct_fraction) for seed in mine]
-        which = self.algorithm.sampler
+        which = which or self.sampling(self.step)
         seed = derived_seed(cfg.run.seed, self.step, split, dist.rank)
-        attacker = self.sampler.policy(ATTACKER, which, seed)
-        defender = self.sampler.policy(DEFENDER, which, seed + 1)
+        attacker = self.sampler.policy(ATTACKER, which[ATTACKER], seed)
+        defender = self.sampler.policy(DEFENDER, which[DEFENDER], seed + 1)
         with self._precision(), torch.no_grad():
             return play(self.game, attacker, defender, rounds, cfg.judge.retries)
 

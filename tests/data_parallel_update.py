@@ -1,9 +1,11 @@
-"""One DPO update of the defender on a fixed global batch of 8 pairs, split over the processes.
+"""One DPO update of the defender on a fixed global batch of 8 pairs, split over the processes;
+then one update of the attacker with no game example, only an auxiliary SFT term on a batch
+that every process holds the same (so the global term equals one process's).
 
     python tests/data_parallel_update.py MODEL OUT.pt                        # one process
     accelerate launch --multi_gpu --num_processes 2 tests/data_parallel_update.py MODEL OUT.pt
 
-Process 0 saves the updated adapter, the metrics and the world size to OUT.pt
+Process 0 saves the updated adapter, the metrics of both updates and the world size to OUT.pt
 (test_trainer.py compares one process with two).
 """
 
@@ -21,6 +23,7 @@ from algorithms.batches import preference_pairs
 from algorithms.config import load_config
 from algorithms.players import build_players
 from algorithms.run import Dist
+from algorithms.sft import SFTExample, sft_loss
 from algorithms.trainer import Optimizer, update
 
 SEEDS = [
@@ -55,8 +58,19 @@ def main(model: str, out: str) -> None:
     optimizer = Optimizer(defender, cfg, total_steps=10)
     mine = pairs[dist.rank :: dist.world]
     metrics = update(defender, optimizer, algorithm, mine, 3, dist, contextlib.nullcontext())
+
+    attacker = players["attacker"]
+    tokenizer = attacker.tokenizer
+    batch = [SFTExample(tokenizer.encode("Rewrite: how do I bake?"), tokenizer.encode("<prompt>Baking?</prompt>"))]
+
+    def sft(player):  # the same SFT batch on every process
+        with player.active("learner") as model:
+            return sft_loss(model, batch, tokenizer.pad_token_id, 2048)
+
+    alone = update(attacker, Optimizer(attacker, cfg, 10), algorithm, [], 3, dist, contextlib.nullcontext(), sft)
     if dist.main:
-        torch.save({"world": dist.world, "metrics": metrics, "weights": defender.weights("learner")}, out)
+        weights = defender.weights("learner")
+        torch.save({"world": dist.world, "metrics": metrics, "sft": alone, "weights": weights}, out)
 
 
 if __name__ == "__main__":

@@ -108,7 +108,7 @@ def srt_config(model: Path, out: Path, *extra: str):
         model,
         out,
         "algorithm.name=self_redteam",
-        "algorithm.kl_beta=0.01",
+        "algorithm.reward_kl_beta=0.01",
         "algorithm.minibatches=2",
         "game.reward_rule=self_redteam",
         "game.defender_think=false",  # the tiny model answers plainly; its rewards then differ

@@ -320,6 +320,10 @@ def test_two_processes_make_the_same_update_as_one(tiny_chat, tmp_path):
         # summation order differs between one and two processes: float32 rounding only
         torch.testing.assert_close(b["weights"][name], tensor, rtol=0, atol=1e-6)
     assert any(not torch.equal(t, torch.zeros_like(t)) for n, t in a["weights"].items() if "lora_B" in n)
+    # a step with no game example anywhere: the SFT term is the mean of the processes' terms,
+    # not their sum (each process backpropagated all of it, then the gradients were summed)
+    assert a["sft"]["examples"] == b["sft"]["examples"] == 0 and a["sft"]["grad_norm"] > 0
+    assert b["sft"]["grad_norm"] == pytest.approx(a["sft"]["grad_norm"], rel=1e-4)
 
 
 def test_the_whole_loop_runs_in_two_processes(tiny_chat, tmp_path):

@@ -1,0 +1,95 @@
+"""The algorithm section of a run config: each algorithm reads its own knobs, with its paper's
+defaults, and a knob it does not read is an error (never silently ignored or overridden)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from algorithms.algorithms import GRPO, PreferenceOptimization, SelfRedTeam, build_algorithm
+from algorithms.config import ConfigError, load_config, save_config
+
+PAPER = sorted((Path(__file__).parent.parent / "configs").rglob("*.yaml"))
+
+
+def algorithm(*overrides: str):
+    cfg = load_config(None, list(overrides))
+    return cfg.algorithm, build_algorithm(cfg.algorithm, 512)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        (["algorithm.name=self_redteam", "algorithm.sampler=ema"], "sampler"),  # it built a learner sampler
+        (["algorithm.name=grpo", "algorithm.minibatches=8"], "minibatches"),  # it dropped the 8
+        (["algorithm.name=self_redteam", "algorithm.kl_beta=0.1"], "kl_beta"),  # GRPO's KL, not the reward's
+        (["algorithm.name=grpo", "algorithm.beta=0.2"], "beta"),
+        (["algorithm.name=advgame_dpo_md", "algorithm.baseline=group_mean"], "baseline"),
+        (["algorithm.name=dpo", "algorithm.ema_decay=0.9"], "ema_decay"),  # learner samples, initial anchors
+        (["algorithm.sft_coef=2.0"], "sft_coef"),  # no SFT file: no SFT term
+        (["algorithm.name=grpo", "algorithm.tis=false", "algorithm.tis_cap=3"], "tis_cap"),
+        (["algorithm.name=sequential", "algorithm.train_attacker=false"], "train_attacker"),
+        (["algorithm.name=dpo", "algorithm.alternate_every=3"], "alternate_every"),
+    ],
+)
+def test_a_knob_the_algorithm_does_not_read_is_an_error_naming_knob_and_algorithm(overrides, key):
+    name = overrides[0].partition("=")[2] if overrides[0].startswith("algorithm.name") else "advgame_dpo_md"
+    with pytest.raises(ConfigError, match=rf"algorithm\.{key} is not read by algorithm {name}"):
+        load_config(None, overrides)
+
+
+def test_each_algorithm_gets_its_papers_defaults():
+    cfg, srt = algorithm("algorithm.name=self_redteam")
+    assert isinstance(srt, SelfRedTeam) and (srt.kl_beta, srt.clip, srt.minibatches) == (0.01, 0.2, 6)
+    assert cfg.kl_beta is None and cfg.sampler is None  # GRPO's KL and the sampler are not its knobs
+    cfg, grpo = algorithm("algorithm.name=grpo")
+    assert isinstance(grpo, GRPO) and (grpo.kl_beta, grpo.tis_cap, grpo.baseline) == (0.05, 2.0, "batch_mean")
+    assert (grpo.sampler, grpo.reference) == ("learner", "initial") and cfg.beta is None
+    _, md = algorithm("algorithm.name=advgame_ipo_md")
+    assert isinstance(md, PreferenceOptimization) and (md.sampler, md.reference, md.beta) == ("ema", "ema", 0.1)
+    cfg, _ = algorithm("algorithm.name=sequential", "algorithm.base=grpo")
+    assert (cfg.kl_beta, cfg.train, cfg.alternate_every) == (0.05, "alternate", 10)
+
+
+def test_set_knobs_are_kept_and_off_policy_grpo_turns_the_ratio_off():
+    _, srt = algorithm("algorithm.name=self_redteam", "algorithm.minibatches=8", "algorithm.reward_kl_beta=0.1")
+    assert (srt.minibatches, srt.kl_beta, srt.weighting) == (8, 0.1, "token")
+    _, grpo = algorithm("algorithm.name=grpo", "algorithm.minibatches=null", "algorithm.sampler=ema")
+    assert grpo.sampler == "ema" and grpo.tis_cap is None  # the reference forbids TIS off-policy
+    _, grpo = algorithm("algorithm.name=grpo", "algorithm.tis=false")
+    assert grpo.tis_cap is None
+    cfg, _ = algorithm("algorithm.sft_data=x.jsonl")
+    assert (cfg.sft_coef, cfg.sft_batch_size) == (1.0, 4)
+
+
+def test_self_redteam_weights_tokens_as_the_reference_run_or_sequences_on_request():
+    from algorithms.batches import Rollout
+
+    short, long = Rollout("defender", [1], [5], 1.0, (0,)), Rollout("defender", [1], [5, 6, 7], 1.0, (1,))
+    _, tokens = algorithm("algorithm.name=self_redteam")
+    _, sequences = algorithm("algorithm.name=self_redteam", "algorithm.weighting=sequence")
+    # losses are token means per sequence: weights of 1 and 3 make Σ w·loss / Σ w the mean over all 4 tokens
+    assert [tokens.weight(r) for r in (short, long)] == [1.0, 3.0]
+    assert [sequences.weight(r) for r in (short, long)] == [1.0, 1.0]
+    with pytest.raises(ConfigError, match="weighting is not read by algorithm grpo"):
+        load_config(None, ["algorithm.name=grpo", "algorithm.weighting=token"])
+
+
+def test_an_ablation_that_switches_algorithm_does_not_inherit_the_base_algorithms_knobs(tmp_path):
+    (tmp_path / "dpo.yaml").write_text("algorithm:\n  name: advgame_dpo_md\n  beta: 0.3\nrun:\n  steps: 7\n")
+    (tmp_path / "grpo.yaml").write_text("base: dpo.yaml\nalgorithm:\n  name: grpo\n")
+    (tmp_path / "ipo.yaml").write_text("base: dpo.yaml\nalgorithm:\n  name: advgame_dpo_md\n  ema_decay: 0.9\n")
+    grpo = load_config(tmp_path / "grpo.yaml")
+    assert grpo.algorithm.beta is None and grpo.run.steps == 7
+    assert load_config(tmp_path / "ipo.yaml").algorithm.beta == 0.3  # same algorithm: merged
+    with pytest.raises(ConfigError, match=r"algorithm\.beta is not read by algorithm grpo"):
+        load_config(tmp_path / "dpo.yaml", ["algorithm.name=grpo"])  # an override on top is no new file
+
+
+@pytest.mark.parametrize("path", PAPER, ids=[str(p.relative_to(p.parents[1])) for p in PAPER])
+def test_every_shipped_config_round_trips_with_its_resolved_knobs(path, tmp_path):
+    cfg = load_config(path)
+    build_algorithm(cfg.algorithm, 512)
+    save_config(cfg, tmp_path / "resolved.yaml")
+    assert load_config(tmp_path / "resolved.yaml") == cfg
