@@ -117,13 +117,14 @@ class LLMJudge:
         templates: TemplateSet | None = None,
         max_tokens: int = 512,
         temperature: float = 0.0,
+        top_p: float = 1.0,
         seed: int = 0,
     ) -> None:
         if mode not in ("generative", "logprob"):
             raise ValueError(f"mode must be 'generative' or 'logprob', not {mode!r}")
         self.backend, self.mode, self.both_orders = backend, mode, both_orders
         self.templates = templates or TemplateSet()
-        self.max_tokens, self.temperature, self.seed = max_tokens, temperature, seed
+        self.max_tokens, self.temperature, self.top_p, self.seed = max_tokens, temperature, top_p, seed
 
     # ------------------------------------------------------------------ backend access
 
@@ -131,7 +132,11 @@ class LLMJudge:
         if not prompts:
             return []
         outputs = self.backend.generate(
-            [_user(p) for p in prompts], max_tokens=self.max_tokens, temperature=self.temperature, seed=self.seed
+            [_user(p) for p in prompts],
+            max_tokens=self.max_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            seed=self.seed,
         )
         if len(outputs) != len(prompts):
             raise JudgeError(f"judge backend returned {len(outputs)} generations for {len(prompts)} prompts")

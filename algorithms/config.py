@@ -58,6 +58,7 @@ class JudgeConfig:
     both_orders: bool = False  # judge each pair in both orders to cancel position bias (kind: llm)
     max_tokens: int = 512  # WildGuard's own client uses 128
     temperature: float = 0.0
+    top_p: float = 1.0  # nucleus sampling of a generative judge (the AdvGame paper: 0.9 at temperature 0.6)
     retries: int = 2  # a failed judge call is retried this often before the run stops
     deadline: float = 600.0  # seconds one request to the judge's server may take, retries included (backend: openai)
 
@@ -302,6 +303,7 @@ RULES: dict[str, Rule] = {
     "judge.model": NON_EMPTY,
     "judge.max_tokens": at_least(1),
     "judge.temperature": non_negative(),
+    "judge.top_p": within(0, 1, open_low=True),
     "judge.retries": at_least(0),  # -1 would play no round at all
     "judge.deadline": positive(),
     # rollout

@@ -322,6 +322,7 @@ def build_judge(cfg: TrainConfig) -> Any:
         both_orders=j.both_orders,
         max_tokens=j.max_tokens,
         temperature=j.temperature,
+        top_p=j.top_p,
         seed=cfg.run.seed,
     )
 

@@ -221,3 +221,23 @@ def test_through_the_game_no_reward_or_pair_is_nan(value):
     rewards = [v for row in r.defender_rewards for v in row] + list(r.attacker_rewards)
     assert all(v is None for v in rewards)
     assert not any(isinstance(v, float) and math.isnan(v) for v in rewards)
+
+
+def test_the_judge_samples_with_its_configured_temperature_and_top_p():
+    sent = []
+
+    class Recording:
+        def generate(self, chats, *, max_tokens, temperature=1.0, top_p=1.0, seed=None):
+            sent.append((temperature, top_p))
+            return [Out("<score>7</score>") for _ in chats]
+
+    judge = LLMJudge(Recording(), temperature=0.6, top_p=0.9)
+    assert judge.score([PointItem(Rubric.COMPLIANCE, "q", "a")]) == [7.0]
+    assert sent == [(0.6, 0.9)]
+
+
+def test_the_paper_judge_samples_as_the_paper():
+    from algorithms.config import load_config
+
+    judge = load_config("configs/paper/qwen25_dpo_md.yaml").judge
+    assert (judge.temperature, judge.top_p) == (0.6, 0.9)  # AdvGame: judge at T 0.6, top-p 0.9
