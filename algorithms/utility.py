@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -510,3 +510,135 @@ def _answers(model: Any, prompts: Sequence[str], max_tokens: int, batch: int) ->
     for start in range(0, len(prompts), batch):
         out += [answer for (answer,) in policy.sample(prompts[start : start + batch], 1)]
     return out
+
+
+# ----------------------------------------------------------------------------- figures for reports
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One utility figure of a report: a value, its 95 % interval (nan where there is none), the
+    items behind it, and what goes with it (``detail``: counts, lengths, the reference)."""
+
+    value: float
+    low: float = math.nan
+    high: float = math.nan
+    n: int | None = None
+    share: bool = True  # a share in [0, 1], shown in %; otherwise shown as a number
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        if self.n == 0 or math.isnan(self.value):
+            return "n/a" + (f" ({self.n} items)" if self.n is not None else "")
+        shown = (lambda v: f"{100 * v:.1f}") if self.share else (lambda v: f"{v:.4g}")
+        text = shown(self.value) + ("%" if self.share else "")
+        if not math.isnan(self.low):
+            text += f" [{shown(self.low)}, {shown(self.high)}]"
+        notes = [f"n={self.n}"] if self.n is not None else []
+        if self.detail.get("judge_failures"):
+            notes.append(f"{self.detail['judge_failures']} judge failures")
+        return text + (f" ({', '.join(notes)})" if notes else "")
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready (nan written as null)."""
+        out = {"value": self.value, "low": self.low, "high": self.high, "n": self.n} | self.detail
+        return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in out.items()}
+
+
+def rate_figure(r: Rate) -> Figure:
+    return Figure(r.value, r.low, r.high, r.total, detail={"successes": r.successes})
+
+
+def instruction_figures(result: InstructionFollowing) -> dict[str, Figure]:
+    """IFEval's four accuracies under report names ("instruction following (prompt, strict)", ...)."""
+    return {name: rate_figure(r) for name, r in result.summary().items()}
+
+
+WIN_RATE, LC_WIN_RATE, LENGTH_DIFFERENCE = "win rate", "win rate (length-controlled)", "length vs reference (chars)"
+
+
+def win_rate_figures(result: WinRate, reference: str = "") -> dict[str, Figure]:
+    """The win rate (with its counts, judge failures, position bias and lengths), the
+    length-controlled win rate, and the length difference, under report names."""
+    detail = {k: v for k, v in result.as_dict(items=False).items() if k not in ("value", "low", "high", "n")}
+    detail = {"reference": reference, **detail} if reference else detail
+    lc = result.length_controlled
+    return {
+        WIN_RATE: Figure(result.value, result.low, result.high, result.n, detail=detail),
+        LC_WIN_RATE: Figure(
+            math.nan if lc is None else lc,
+            math.nan if result.length_controlled_low is None else result.length_controlled_low,
+            math.nan if result.length_controlled_high is None else result.length_controlled_high,
+            result.n,
+        ),
+        LENGTH_DIFFERENCE: Figure(
+            result.length_difference,
+            n=result.n,
+            share=False,
+            detail={"chars": result.chars, "reference_chars": result.reference_chars},
+        ),
+    }
+
+
+def harness_figures(scores: Sequence[Any]) -> dict[str, Figure]:
+    """lm-evaluation-harness scores (``algorithms.harness.HarnessScore``) as "lm-eval TASK METRIC"."""
+    return {
+        f"lm-eval {s.name}": Figure(s.value, s.low, s.high, s.n, share=False, detail={"stderr": s.stderr})
+        for s in scores
+    }
+
+
+@dataclass(frozen=True)
+class UtilityPlan:
+    """What ``algorithms.evaluate.evaluate_models`` measures of utility beside safety.
+
+    ``instruction_prompts``: instruction following on these prompts (None: not measured).
+    ``reference``: the helpfulness win rate against this model (None: not measured), on the
+    suite's benign requests, judged by the evaluation's judge. ``lm_eval``: harness tasks (names
+    or task YAML paths), ``lm_eval_limit`` documents each.
+    """
+
+    instruction_prompts: Sequence[InstructionPrompt] | None = None
+    reference: str | None = None
+    lm_eval: Sequence[str] = ()
+    lm_eval_limit: int | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self.instruction_prompts is None and self.reference is None and not self.lm_eval
+
+
+def plan_from_options(
+    instruction_following: int | None = None,
+    reference: str | None = None,
+    lm_eval: str | None = None,
+    lm_eval_limit: int | None = None,
+) -> UtilityPlan:
+    """The plan of ``advgame eval``'s utility options, checked before anything is generated.
+
+    ``instruction_following``: None (not measured), 0 (the bundled suite) or N (its first N
+    prompts); ``reference``: the win rate's reference model; ``lm_eval``: comma-separated task
+    names or YAML paths. Raises ValueError, FileNotFoundError, or ImportError (a missing extra).
+    """
+    prompts = None
+    if instruction_following is not None:
+        if instruction_following < 0:
+            raise ValueError(f"--instruction-following takes a number of prompts, not {instruction_following}")
+        _registry()  # the utility extra is installed
+        prompts = bundled_instruction_prompts()
+        prompts = prompts[:instruction_following] if instruction_following else prompts
+    tasks = tuple(t.strip() for t in (lm_eval or "").split(",") if t.strip())
+    if lm_eval is not None and not tasks:
+        raise ValueError("--lm-eval takes task names or task YAML paths, comma separated")
+    if tasks:
+        from algorithms.harness import EXTRA as HARNESS_EXTRA
+        from algorithms.harness import available
+
+        if not available():
+            raise ImportError(f"--lm-eval needs lm-evaluation-harness: pip install 'advgame[{HARNESS_EXTRA}]'")
+        for task in tasks:
+            if task.endswith((".yaml", ".yml")) and not Path(task).is_file():
+                raise FileNotFoundError(f"lm-eval task file {task} does not exist")
+    if lm_eval_limit is not None and lm_eval_limit < 1:
+        raise ValueError(f"--lm-eval-limit must be at least 1, not {lm_eval_limit}")
+    return UtilityPlan(prompts, reference, tasks, lm_eval_limit)
