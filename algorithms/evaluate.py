@@ -243,20 +243,19 @@ def evaluate_models(
     per model name, measured elsewhere, for the safety-vs-utility panel. ``plan``: utility
     measured here too (instruction following, the win rate against a reference on the suite's
     benign requests, lm-eval tasks), each model's in its report and in the comparison."""
-    evaluated = []
-    folders = model_folders([name for name, _ in models])
-    benign = [s for s in seeds if s.label is Label.BENIGN]
-    references = None
-    if plan is not None and plan.reference is not None and benign:  # the reference answers once
-        references = _greedy_answers(backend(plan.reference), [s.prompt for s in benign], max_tokens)
-    for (name, model), folder_name in zip(models, folders, strict=True):
-        folder = out if len(models) == 1 else out / folder_name
+    plan = plan or UtilityPlan()
+    folders = [out if len(models) == 1 else out / f for f in model_folders([name for name, _ in models])]
+    judged, followed, harness = [], [], []
+    for (_, model), folder in zip(models, folders, strict=True):
         answerer = backend(model)
-        items = answer_and_judge(answerer, judge, seeds, max_tokens=max_tokens)
-        figures = {}
-        if plan is not None and not plan.empty:
-            figures = measure_utility(answerer, model, items, references, judge, plan, folder, max_tokens)
-        del answerer  # before the next model loads
+        judged.append(answer_and_judge(answerer, judge, seeds, max_tokens=max_tokens))
+        followed.append(_instruction_following(answerer, plan, folder, max_tokens))
+        del answerer  # before the harness or the next model loads
+        harness.append(_harness(model, plan, folder))
+    wins = _win_rates(models, judged, seeds, judge, backend, plan, folders, max_tokens)
+    evaluated = []
+    for (name, _), folder, items, *parts in zip(models, folders, judged, followed, wins, harness, strict=True):
+        figures = {k: v for part in parts for k, v in part.items()}
         report = write_report(items, folder, f"{name} on {suite} ({len(items)} requests)", figures)
         checkpoint = run is not None and name.startswith("step ")
         given = (utility or {}).get(name)
@@ -267,48 +266,71 @@ def evaluate_models(
     return evaluated, write_comparison(evaluated, out, f"Evaluation on {suite}", run=run)
 
 
+def _instruction_following(answerer: Any, plan: UtilityPlan, folder: Path, max_tokens: int) -> dict[str, Figure]:
+    """IFEval's accuracies of one model (its items in instruction_following.json)."""
+    if plan.instruction_prompts is None:
+        return {}
+    from algorithms.utility import instruction_following
+
+    result = instruction_following(answerer, plan.instruction_prompts, max_tokens=max_tokens)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "instruction_following.json").write_text(json.dumps(result.as_dict(), indent=2))
+    return instruction_figures(result)
+
+
+def _harness(model: str, plan: UtilityPlan, folder: Path) -> dict[str, Figure]:
+    """lm-evaluation-harness scores of one model folder (the harness's record in lm_eval.json)."""
+    if not plan.lm_eval:
+        return {}
+    from algorithms.harness import run_harness
+
+    result = run_harness(model, plan.lm_eval, limit=plan.lm_eval_limit)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "lm_eval.json").write_text(json.dumps(result.record, indent=2))
+    return harness_figures(result.scores)
+
+
+def _win_rates(
+    models: Sequence[tuple[str, str]],
+    judged: Sequence[Sequence[Judged]],
+    seeds: Sequence[Seed],
+    judge: Any,
+    backend: Callable[[str], Any],
+    plan: UtilityPlan,
+    folders: Sequence[Path],
+    max_tokens: int,
+) -> list[dict[str, Figure]]:
+    """Each model's win rate against the reference on the suite's benign requests (items in
+    win_rate.json). The reference's answers are generated once; when the reference is one of
+    the evaluated models, its own answers from the safety pass are used."""
+    benign = [s for s in seeds if s.label is Label.BENIGN]
+    if plan.reference is None or not benign:
+        return [{} for _ in models]
+    from algorithms.utility import compare_answers
+
+    own = [items for (_, model), items in zip(models, judged, strict=True) if model == plan.reference]
+    if own:
+        references: list[Any] = [i.response for i in own[0] if i.label == Label.BENIGN.value]
+    else:
+        references = _greedy_answers(backend(plan.reference), [s.prompt for s in benign], max_tokens)
+    out = []
+    for items, folder in zip(judged, folders, strict=True):
+        answers = [i for i in items if i.label == Label.BENIGN.value]
+        result = compare_answers(
+            [i.prompt for i in answers], [i.response for i in answers], references, judge, keys=[i.id for i in answers]
+        )
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "win_rate.json").write_text(json.dumps({"reference": plan.reference} | result.as_dict(), indent=2))
+        out.append(win_rate_figures(result, plan.reference))
+    return out
+
+
 def _greedy_answers(model: Any, prompts: Sequence[str], max_tokens: int, batch: int = 64) -> list[Any]:
     answers = []
     for start in range(0, len(prompts), batch):
         chats = [chat(p) for p in prompts[start : start + batch]]
         answers += list(model.generate(chats, max_tokens=max_tokens, temperature=0.0))
     return answers
-
-
-def measure_utility(
-    answerer: Any,
-    model: str,
-    items: Sequence[Judged],
-    references: Sequence[Any] | None,
-    judge: Any,
-    plan: UtilityPlan,
-    folder: Path,
-    max_tokens: int,
-) -> dict[str, Figure]:
-    """The utility figures of one model (see ``UtilityPlan``); each measurement's items go to
-    ``folder`` (instruction_following.json, win_rate.json, lm_eval.json)."""
-    from algorithms.utility import compare_answers, instruction_following
-
-    folder.mkdir(parents=True, exist_ok=True)
-    figures: dict[str, Figure] = {}
-    if plan.instruction_prompts is not None:
-        followed = instruction_following(answerer, plan.instruction_prompts, max_tokens=max_tokens)
-        (folder / "instruction_following.json").write_text(json.dumps(followed.as_dict(), indent=2))
-        figures |= instruction_figures(followed)
-    benign = [i for i in items if i.label == Label.BENIGN.value]
-    if references is not None and benign:
-        wins = compare_answers(
-            [i.prompt for i in benign], [i.response for i in benign], references, judge, keys=[i.id for i in benign]
-        )
-        (folder / "win_rate.json").write_text(json.dumps({"reference": plan.reference} | wins.as_dict(), indent=2))
-        figures |= win_rate_figures(wins, str(plan.reference))
-    if plan.lm_eval:
-        from algorithms.harness import run_harness
-
-        harness = run_harness(model, plan.lm_eval, limit=plan.lm_eval_limit)
-        (folder / "lm_eval.json").write_text(json.dumps(harness.record, indent=2))
-        figures |= harness_figures(harness.scores)
-    return figures
 
 
 # what write_comparison writes beside the models' folders, and checkpoint_models' exports folder
