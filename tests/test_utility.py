@@ -317,3 +317,14 @@ def test_the_reference_answers_once_or_lends_its_own_answers(tmp_path):
     wins = [e.figures["win rate"] for e in evaluated]
     assert wins[0].value > 0.5 and (wins[1].value, wins[1].detail["ties"]) == (0.5, 4)
     assert evaluated[0].figures["win rate"].detail["reference"] == "short"
+
+
+def test_an_llm_judge_over_a_real_model_judges_both_orders(tiny_chat):
+    from advgame_env import LLMJudge
+    from agents import HFBackend, load_model
+
+    judge = LLMJudge(HFBackend(*load_model(tiny_chat)), mode="logprob")
+    result = compare_answers(PROMPTS[:2], ["Sure: here is a long answer.", "No."], ["No.", "Sure, gladly."], judge)
+    assert result.n + result.judge_failures == 2
+    assert all(i.forward is not None and i.backward is not None for i in result.items)
+    assert 0 <= result.low <= result.value <= result.high <= 1 and result.position_a is not None
