@@ -1,7 +1,7 @@
 """Evaluation figures as pure functions: rates with confidence intervals, attack diversity.
 
 * ``rate``: a proportion with its Wilson score interval (well behaved at 0 %, 100 % and small n,
-  where the normal approximation gives intervals outside [0, 1]).
+  where the normal approximation gives intervals outside [0, 1]); ``wilson`` is the interval alone.
 * ``embedding_diversity``: 1 − mean off-diagonal cosine similarity of a set of embeddings (the
   "SBERT diversity" of Self-RedTeam when the embeddings come from all-MiniLM-L6-v2).
 * ``self_bleu_diversity``: 1 − mean BLEU of each text against all the others (÷ 100).
@@ -47,13 +47,25 @@ def rate(successes: int, total: int, z: float = Z_95) -> Rate:
         raise ValueError(f"need 0 <= successes <= total, got {successes} of {total}")
     if total == 0:
         return Rate(0, 0, math.nan, math.nan)
-    p, n = successes / total, total
+    return Rate(successes, total, *wilson(successes / total, total, z))
+
+
+def wilson(p: float, n: int, z: float = Z_95) -> tuple[float, float]:
+    """The Wilson score interval of a share ``p`` observed over ``n`` items (nan for n = 0).
+
+    ``p`` may be the mean of scores in [0, 1] rather than a count's share (a win rate with
+    ties as halves): their variance is at most p (1 - p), so the interval is then conservative.
+    """
+    if n <= 0:
+        return math.nan, math.nan
+    if not 0 <= p <= 1:
+        raise ValueError(f"need a share in [0, 1], got {p}")
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     # exact at the ends: the interval of 0/n starts at 0 and that of n/n ends at 1
-    low = 0.0 if successes == 0 else max(0.0, centre - half)
-    high = 1.0 if successes == total else min(1.0, centre + half)
-    return Rate(successes, total, low, high)
+    low = 0.0 if p == 0 else max(0.0, centre - half)
+    high = 1.0 if p == 1 else min(1.0, centre + half)
+    return low, high
 
 
 # ----------------------------------------------------------------------------- diversity

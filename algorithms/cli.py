@@ -100,6 +100,8 @@ def _eval(args: argparse.Namespace) -> int:
     from advgame_env import RuleJudge, SeedFormatError
     from advgame_env.suites import load_suite
     from algorithms.evaluate import checkpoint_models, evaluate_models
+    from algorithms.harness import HarnessError
+    from algorithms.utility import plan_from_options
 
     if not args.model and not args.run_dir:
         print("advgame eval: give --model M (repeatable) or --run RUN_DIR", file=sys.stderr)
@@ -116,28 +118,50 @@ def _eval(args: argparse.Namespace) -> int:
         return 2
     try:
         utility = _utilities(args.utility, [name for name, _ in models])
-    except ValueError as error:
+        plan = plan_from_options(args.instruction_following, _reference(args, run), args.lm_eval, args.lm_eval_limit)
+    except (ValueError, FileNotFoundError, ImportError) as error:
         print(f"advgame eval: {error}", file=sys.stderr)
         return 2
     judge = RuleJudge() if args.judge == "rule" else _llm_judge(args)
-    evaluated, comparison = evaluate_models(
-        models,
-        seeds,
-        judge,
-        lambda model: _backend(args.backend, model, args.url),
-        out,
-        args.suite,
-        run=run,
-        max_tokens=args.max_tokens,
-        utility=utility,
-    )
+    try:
+        evaluated, comparison = evaluate_models(
+            models,
+            seeds,
+            judge,
+            lambda model: _backend(args.backend, model, args.url),
+            out,
+            args.suite,
+            run=run,
+            max_tokens=args.max_tokens,
+            utility=utility,
+            plan=plan,
+        )
+    except HarnessError as error:
+        print(f"advgame eval: {error}", file=sys.stderr)
+        return 1
     for row in evaluated:
         print(f"\n{row.name}: {row.report}")
-        for measure, value in row.summary.items():
+        for measure, value in [*row.summary.items(), *row.figures.items()]:
             print(f"  {measure:34s} {value}")
     if comparison:
         print(f"\ncomparison: {comparison}")
     return 0
+
+
+def _reference(args: argparse.Namespace, run: Any) -> str | None:
+    """The win rate's reference: --reference, else the run's initial model, else the bundled model."""
+    if not args.win_rate and not args.reference:
+        return None
+    if args.reference:
+        return str(args.reference)
+    if run is not None:
+        from algorithms.config import load_config
+        from algorithms.trainer import start_model
+
+        return str(start_model(load_config(run / "config.yaml"), args.role))
+    from agents.models import DEFAULT_MODEL
+
+    return DEFAULT_MODEL
 
 
 def _utilities(given: list[str] | None, names: list[str]) -> dict[str, float]:
@@ -320,6 +344,30 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MODEL=SCORE",
         help="a capability score measured elsewhere (e.g. a benchmark accuracy), for the safety-vs-utility panel",
     )
+    ev.add_argument(
+        "--instruction-following",
+        nargs="?",
+        type=int,
+        const=0,
+        metavar="N",
+        help="IFEval-style instruction following on the bundled suite (322 prompts), or its first N prompts",
+    )
+    ev.add_argument(
+        "--win-rate",
+        action="store_true",
+        help="helpfulness win rate on the suite's benign requests against --reference, judged by --judge",
+    )
+    ev.add_argument(
+        "--reference",
+        metavar="MODEL",
+        help="the win rate's reference model (implies --win-rate; default: the run's initial model, or the bundled one)",
+    )
+    ev.add_argument(
+        "--lm-eval",
+        metavar="TASKS",
+        help="lm-evaluation-harness tasks (names or task YAML paths, comma separated), run offline on each model folder",
+    )
+    ev.add_argument("--lm-eval-limit", type=int, metavar="N", help="with --lm-eval: at most N documents per task")
     ev.set_defaults(run=_eval)
     plot = commands.add_parser("plot", help="training curves of a run folder as a PNG")
     plot.add_argument("run_dir", metavar="RUN", help="run folder (holds metrics.jsonl)")

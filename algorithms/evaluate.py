@@ -22,15 +22,29 @@ from __future__ import annotations
 import hashlib
 import html
 import json
+import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import Any
 
 from advgame_env import ClassifyItem, Label, Seed
 from advgame_env.metrics import Rate, rate
 from agents.policy import chat
+from algorithms.utility import (
+    LENGTH_DIFFERENCE,
+    WIN_RATE,
+    Figure,
+    UtilityPlan,
+    harness_figures,
+    instruction_figures,
+    win_rate_figures,
+)
+
+# utility figures the Pareto picture's utility panel plots against harmful compliance
+PANEL = ("instruction following (prompt, strict)", WIN_RATE)
 
 
 @dataclass
@@ -108,8 +122,13 @@ def by_topic(items: Sequence[Judged]) -> dict[str, dict[str, Rate]]:
     return out
 
 
-def write_report(items: Sequence[Judged], folder: Path, title: str) -> Path:
-    """results.jsonl (every item), summary.json, topics.png, and report.md + report.html."""
+def write_report(
+    items: Sequence[Judged], folder: Path, title: str, figures: Mapping[str, Figure] | None = None
+) -> Path:
+    """results.jsonl (every item), summary.json, topics.png, and report.md + report.html.
+
+    ``figures``: utility figures (``algorithms.utility``), in summary.json under "utility" and
+    in the report's utility table."""
     from algorithms.plots import topic_rates
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -117,9 +136,16 @@ def write_report(items: Sequence[Judged], folder: Path, title: str) -> Path:
         for item in items:
             out.write(json.dumps(asdict(item)) + "\n")
     summary, topics = summarise(items), by_topic(items)
-    (folder / "summary.json").write_text(json.dumps({k: r.as_dict() for k, r in summary.items()}, indent=2))
+    body: dict[str, Any] = {k: r.as_dict() for k, r in summary.items()}
+    if figures:
+        body[UTILITY_KEY] = {name: f.as_dict() for name, f in figures.items()}
+    (folder / "summary.json").write_text(json.dumps(body, indent=2))
     lines = [f"# {title}", "", "| measure | rate [95% CI] |", "|---|---|"]
     lines += [f"| {name} | {r} |" for name, r in summary.items()]
+    if figures:
+        lines += ["", "## Utility", "", "| measure | value [95% CI] |", "|---|---|"]
+        lines += [f"| {name} | {f} |" for name, f in figures.items()]
+        lines += _win_rate_notes(figures)
     groups = {f"{label} requests: {what} by topic": rows for (label, what), rows in _topic_groups(topics).items()}
     if topic_rates(groups, folder / "topics.png", title):
         lines += ["", "![rates by topic](topics.png)"]
@@ -134,10 +160,51 @@ def _topic_groups(topics: dict[str, dict[str, Rate]]) -> dict[tuple[str, str], d
     return {(label, what[label]): {k.rsplit(" ", 1)[0]: r for k, r in rows.items()} for label, rows in topics.items()}
 
 
+def _win_rate_notes(figures: Mapping[str, Figure]) -> list[str]:
+    wins = figures.get(WIN_RATE)
+    if wins is None:
+        return []
+    d = wins.detail
+    bias = (
+        "it gave no decisive verdict"
+        if d.get("position_a") is None
+        else f"the judge chose the first answer shown in {100 * d['position_a']:.0f}% of its decisive verdicts"
+    )
+    against = f" against {d['reference']}" if d.get("reference") else ""
+    return [
+        "",
+        f"Win rate{against} on the benign requests, judged in both orders (a tie counts half): "
+        f"{d.get('wins')} wins, {d.get('ties')} ties, {d.get('losses')} losses, {d.get('judge_failures')} judge "
+        f"failures (left out); {bias}. "
+        f"Mean answer length {d.get('chars', math.nan):.0f} characters, the reference's "
+        f"{d.get('reference_chars', math.nan):.0f}.",
+    ]
+
+
+UTILITY_KEY = "utility"  # summary.json's section of utility figures
+
+
 def read_summary(folder: Path) -> dict[str, Rate]:
     """The rates a report's summary.json holds (for comparisons and plots without re-judging)."""
     data = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
-    return {k: Rate(int(v["successes"]), int(v["n"]), float(v["low"]), float(v["high"])) for k, v in data.items()}
+    return {
+        k: Rate(int(v["successes"]), int(v["n"]), float(v["low"]), float(v["high"]))
+        for k, v in data.items()
+        if k != UTILITY_KEY
+    }
+
+
+def read_utility(folder: Path) -> dict[str, Figure]:
+    """The utility figures a report's summary.json holds (empty when none was measured)."""
+    data = json.loads((folder / "summary.json").read_text(encoding="utf-8")).get(UTILITY_KEY, {})
+    out = {}
+    for name, v in data.items():
+        fields = {k: math.nan if v.get(k) is None else float(v[k]) for k in ("value", "low", "high")}
+        detail = {k: x for k, x in v.items() if k not in ("value", "low", "high", "n")}
+        out[name] = Figure(
+            **fields, n=v.get("n"), share=not name.startswith(("lm-eval", LENGTH_DIFFERENCE)), detail=detail
+        )
+    return out
 
 
 # ----------------------------------------------------------------------------- comparisons
@@ -154,6 +221,7 @@ class Evaluated:
     run: str = ""
     report: Path | None = None
     utility: float | None = None  # a capability score the user measured elsewhere (higher is better)
+    figures: dict[str, Figure] = dataclass_field(default_factory=dict)  # utility measured here (algorithms.utility)
 
 
 def evaluate_models(
@@ -167,23 +235,102 @@ def evaluate_models(
     run: Path | None = None,
     max_tokens: int = 256,
     utility: dict[str, float] | None = None,
+    plan: UtilityPlan | None = None,
 ) -> tuple[list[Evaluated], Path | None]:
     """Each (name, model) answers the suite and is judged, with its own report (in ``out``, or in
     ``out/NAME`` when there are several); several models, or a run's checkpoints, are also
     compared in one table and picture (``out/comparison.md``). ``utility``: a capability score
-    per model name, measured elsewhere, for the safety-vs-utility panel."""
+    per model name, measured elsewhere, for the safety-vs-utility panel. ``plan``: utility
+    measured here too (instruction following, the win rate against a reference on the suite's
+    benign requests, lm-eval tasks), each model's in its report and in the comparison."""
+    plan = plan or UtilityPlan()
+    folders = [out if len(models) == 1 else out / f for f in model_folders([name for name, _ in models])]
+    judged, followed, harness = [], [], []
+    for (_, model), folder in zip(models, folders, strict=True):
+        answerer = backend(model)
+        judged.append(answer_and_judge(answerer, judge, seeds, max_tokens=max_tokens))
+        followed.append(_instruction_following(answerer, plan, folder, max_tokens))
+        del answerer  # before the harness or the next model loads
+        harness.append(_harness(model, plan, folder))
+    wins = _win_rates(models, judged, seeds, judge, backend, plan, folders, max_tokens)
     evaluated = []
-    folders = model_folders([name for name, _ in models])
-    for (name, model), folder_name in zip(models, folders, strict=True):
-        folder = out if len(models) == 1 else out / folder_name
-        items = answer_and_judge(backend(model), judge, seeds, max_tokens=max_tokens)
-        report = write_report(items, folder, f"{name} on {suite} ({len(items)} requests)")
+    for (name, _), folder, items, *parts in zip(models, folders, judged, followed, wins, harness, strict=True):
+        figures = {k: v for part in parts for k, v in part.items()}
+        report = write_report(items, folder, f"{name} on {suite} ({len(items)} requests)", figures)
         checkpoint = run is not None and name.startswith("step ")
         given = (utility or {}).get(name)
-        evaluated.append(Evaluated(name, summarise(items), run.name if checkpoint and run else "", report, given))
+        row = Evaluated(name, summarise(items), run.name if checkpoint and run else "", report, given, figures)
+        evaluated.append(row)
     if len(evaluated) < 2 and run is None:
         return evaluated, None
     return evaluated, write_comparison(evaluated, out, f"Evaluation on {suite}", run=run)
+
+
+def _instruction_following(answerer: Any, plan: UtilityPlan, folder: Path, max_tokens: int) -> dict[str, Figure]:
+    """IFEval's accuracies of one model (its items in instruction_following.json)."""
+    if plan.instruction_prompts is None:
+        return {}
+    from algorithms.utility import instruction_following
+
+    result = instruction_following(answerer, plan.instruction_prompts, max_tokens=max_tokens)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "instruction_following.json").write_text(json.dumps(result.as_dict(), indent=2))
+    return instruction_figures(result)
+
+
+def _harness(model: str, plan: UtilityPlan, folder: Path) -> dict[str, Figure]:
+    """lm-evaluation-harness scores of one model folder (the harness's record in lm_eval.json)."""
+    if not plan.lm_eval:
+        return {}
+    from algorithms.harness import run_harness
+
+    result = run_harness(model, plan.lm_eval, limit=plan.lm_eval_limit)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "lm_eval.json").write_text(json.dumps(result.record, indent=2))
+    return harness_figures(result.scores)
+
+
+def _win_rates(
+    models: Sequence[tuple[str, str]],
+    judged: Sequence[Sequence[Judged]],
+    seeds: Sequence[Seed],
+    judge: Any,
+    backend: Callable[[str], Any],
+    plan: UtilityPlan,
+    folders: Sequence[Path],
+    max_tokens: int,
+) -> list[dict[str, Figure]]:
+    """Each model's win rate against the reference on the suite's benign requests (items in
+    win_rate.json). The reference's answers are generated once; when the reference is one of
+    the evaluated models, its own answers from the safety pass are used."""
+    benign = [s for s in seeds if s.label is Label.BENIGN]
+    if plan.reference is None or not benign:
+        return [{} for _ in models]
+    from algorithms.utility import compare_answers
+
+    own = [items for (_, model), items in zip(models, judged, strict=True) if model == plan.reference]
+    if own:
+        references: list[Any] = [i.response for i in own[0] if i.label == Label.BENIGN.value]
+    else:
+        references = _greedy_answers(backend(plan.reference), [s.prompt for s in benign], max_tokens)
+    out = []
+    for items, folder in zip(judged, folders, strict=True):
+        answers = [i for i in items if i.label == Label.BENIGN.value]
+        result = compare_answers(
+            [i.prompt for i in answers], [i.response for i in answers], references, judge, keys=[i.id for i in answers]
+        )
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "win_rate.json").write_text(json.dumps({"reference": plan.reference} | result.as_dict(), indent=2))
+        out.append(win_rate_figures(result, plan.reference))
+    return out
+
+
+def _greedy_answers(model: Any, prompts: Sequence[str], max_tokens: int, batch: int = 64) -> list[Any]:
+    answers = []
+    for start in range(0, len(prompts), batch):
+        chats = [chat(p) for p in prompts[start : start + batch]]
+        answers += list(model.generate(chats, max_tokens=max_tokens, temperature=0.0))
+    return answers
 
 
 # what write_comparison writes beside the models' folders, and checkpoint_models' exports folder
@@ -236,13 +383,24 @@ def write_comparison(
     lines = [f"# {title}", "", "| model | " + " | ".join(shown) + " |", "|---" * (len(shown) + 1) + "|"]
     lines += [f"| {r.name} | " + " | ".join(str(r.summary.get(m, "n/a")) for m in shown) + " |" for r in rows]
     points = [
-        Point(r.name, r.summary["harmful compliance"], r.summary["benign refusal"], r.run, r.utility)
+        Point(
+            r.name,
+            r.summary["harmful compliance"],
+            r.summary["benign refusal"],
+            r.run,
+            r.utility,
+            {m: (f.value, f.low, f.high) for m, f in r.figures.items() if m in PANEL and not math.isnan(f.value)},
+        )
         for r in rows
         if "harmful compliance" in r.summary and "benign refusal" in r.summary
     ]
     if points:
         pareto(points, folder / "pareto.png", title="Safety vs over-refusal (95% intervals)")
         lines += ["", "![safety vs over-refusal](pareto.png)"]
+    measured = list(dict.fromkeys(m for r in rows for m in r.figures))
+    if measured:
+        lines += ["", "## Utility", "", "| model | " + " | ".join(measured) + " |", "|---" * (len(measured) + 1) + "|"]
+        lines += [f"| {r.name} | " + " | ".join(str(r.figures.get(m, "n/a")) for m in measured) + " |" for r in rows]
     if (
         run
         and (run / "metrics.jsonl").exists()
@@ -254,7 +412,9 @@ def write_comparison(
         lines += ["", "| model | utility (given) |", "|---|---|"]
         lines += [f"| {r.name} | {'n/a' if r.utility is None else f'{r.utility:g}'} |" for r in rows]
     table = [
-        {"name": r.name, "run": r.run, "utility": r.utility} | {k: v.as_dict() for k, v in r.summary.items()}
+        {"name": r.name, "run": r.run, "utility": r.utility}
+        | {k: v.as_dict() for k, v in r.summary.items()}
+        | ({UTILITY_KEY + "_figures": {k: f.as_dict() for k, f in r.figures.items()}} if r.figures else {})
         for r in rows
     ]
     (folder / "comparison.json").write_text(json.dumps(table, indent=2))

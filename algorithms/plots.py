@@ -5,7 +5,9 @@
 * ``pareto``: evaluated models or checkpoints as points of safety (harmful compliance, lower is
   better) against over-refusal (benign refusal, lower is better), with 95 % intervals as
   whiskers; the best corner is the origin. Checkpoints of one run are joined in step order.
-  A second panel plots utility against safety when any point carries a utility figure.
+  A second panel plots utility against safety when any point carries a utility figure: the
+  score given by hand and the figures advgame measures (instruction following, win rate; a
+  dotted line marks the win rate's parity with the reference), each with its interval.
 * ``topic_rates``: one evaluation's rates per topic as horizontal bars with intervals.
 
 Figures are drawn with matplotlib's object API (no pyplot state, no display needed).
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -100,10 +102,12 @@ class Point:
     benign_refusal: Rate
     run: str = ""  # points of the same run are joined in order
     utility: float | None = None  # optional, e.g. a capability benchmark's score in [0, 1]
+    # utility measured by advgame (e.g. instruction following, win rate): name -> (value, low, high) in [0, 1]
+    measured: dict[str, tuple[float, float, float]] = field(default_factory=dict)
 
 
 def pareto(points: Sequence[Point], path: Path, title: str = "Safety vs over-refusal") -> Path:
-    with_utility = [p for p in points if p.utility is not None]
+    with_utility = [p for p in points if p.utility is not None or p.measured]
     fig = Figure(figsize=(13 if with_utility else 7, 6))
     axes = fig.subplots(1, 2 if with_utility else 1, squeeze=False)
     ax = axes[0][0]
@@ -132,17 +136,60 @@ def pareto(points: Sequence[Point], path: Path, title: str = "Safety vs over-ref
     if any(p.run for p in points):
         ax.legend(fontsize=8)
     if with_utility:
-        right = axes[0][1]
-        for p in with_utility:
-            right.errorbar([100 * p.harmful_compliance.value], [p.utility],
-                           xerr=_whiskers([p.harmful_compliance]), fmt="o", capsize=3)  # fmt: skip
-            right.annotate(p.name, (100 * p.harmful_compliance.value, p.utility), xytext=(6, 6),
-                           textcoords="offset points", fontsize=8)  # fmt: skip
-        right.set_xlabel("harmful compliance, % (lower is better)")
-        right.set_ylabel("utility (higher is better)")
-        right.set_title("Safety vs utility")
-        right.grid(alpha=0.3)
+        _utility_panel(axes[0][1], with_utility)
     return _save(fig, path)
+
+
+def _utility_panel(ax: Any, points: Sequence[Point]) -> None:
+    """Each utility figure (the given score, then each measured one) against harmful compliance:
+    one colour and marker per figure, its interval as a vertical whisker, a run's points joined."""
+    series = (["utility (given)"] if any(p.utility is not None for p in points) else []) + list(
+        dict.fromkeys(m for p in points for m in p.measured)
+    )
+    for k, name in enumerate(series):
+        marker = "osD^v<>"[k % 7]
+        legend: str | None = name
+        for run in dict.fromkeys(p.run for p in points):
+            members = []
+            for p in points:
+                if p.run != run:
+                    continue
+                if name == "utility (given)" and p.utility is not None:
+                    members.append((p, (p.utility, math.nan, math.nan)))
+                elif name in p.measured:
+                    members.append((p, p.measured[name]))
+            if not members:
+                continue
+            xs = [100 * p.harmful_compliance.value for p, _ in members]
+            ys = [v for _, (v, _, _) in members]
+            below = [0.0 if math.isnan(lo) else v - lo for _, (v, lo, _) in members]
+            above = [0.0 if math.isnan(hi) else hi - v for _, (v, _, hi) in members]
+            ax.errorbar(xs, ys, xerr=_whiskers([p.harmful_compliance for p, _ in members]), yerr=[below, above],
+                        fmt=("-" if run and len(members) > 1 else "") + marker, color=f"C{k % 10}", capsize=3,
+                        alpha=0.8, label=legend)  # fmt: skip
+            legend = None  # one legend entry per figure
+    labelled = set()
+    for p in points:  # each model's name once, at its highest figure
+        ys = ([p.utility] if p.utility is not None else []) + [v for v, _, _ in p.measured.values()]
+        if p.name not in labelled and ys:
+            labelled.add(p.name)
+            ax.annotate(p.name, (100 * p.harmful_compliance.value, max(ys)), xytext=(6, 6),
+                        textcoords="offset points", fontsize=8)  # fmt: skip
+    if any("win rate" in name for name in series):
+        ax.axhline(0.5, color="grey", linewidth=0.8, linestyle=":")  # parity with the reference
+    shown = [
+        v for p in points for v in ([p.utility] if p.utility is not None else []) + [m[0] for m in p.measured.values()]
+    ]
+    if all(0 <= v <= 1 for v in shown):
+        ax.set_ylim(-0.03, 1.03)
+    ax.set_xlim(-3, 103)
+    ax.set_xlabel("harmful compliance, % (lower is better)")
+    ax.set_ylabel("utility, share (higher is better)")
+    ax.set_title("Safety vs utility (95% intervals)")
+    ax.grid(alpha=0.3)
+    handles, _ = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(fontsize=8)
 
 
 def _whiskers(rates: Sequence[Rate]) -> list[list[float]]:
