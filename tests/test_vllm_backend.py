@@ -206,10 +206,10 @@ def test_the_trainer_pushes_the_ema_adapter_in_md_and_the_learner_on_policy(engi
 
     ema, learner = hf_scores("ema"), hf_scores("learner")
     assert (ema - learner).abs().max() > 20 * LOGPROB_TOL  # the two policies differ measurably
-    trainer.sampler.sync("ema")
+    trainer.sampler.sync(dict.fromkeys(("attacker", "defender"), "ema"))
     on_engine = torch.tensor(engine.sequence_logprobs(pairs, adapter="defender"))
     torch.testing.assert_close(on_engine, ema, rtol=0, atol=LOGPROB_TOL)
-    trainer.sampler.sync("learner")
+    trainer.sampler.sync(dict.fromkeys(("attacker", "defender"), "learner"))
     on_engine = torch.tensor(engine.sequence_logprobs(pairs, adapter="defender"))
     torch.testing.assert_close(on_engine, learner, rtol=0, atol=LOGPROB_TOL)
 
