@@ -87,25 +87,27 @@ def read_records(path: Path) -> Iterator[tuple[int, str, Mapping[str, Any]]]:
     The file must be UTF-8 (a byte-order mark is read past). Every string field of a record is
     checked for what no model input may hold (lone surrogates, NUL); each problem is a
     ``SeedFormatError`` naming the file, the line and the field."""
-    for number, where, record in _records(path, _text_of(path)):
+    for number, where, record in _records(path, read_text(path, SeedFormatError)):
         for key, value in record.items():
             if isinstance(value, str):
                 _check_text(value, key, where)
         yield number, where, record
 
 
-def _text_of(path: Path) -> str:
+def read_text(path: Path, error: type[Exception] = ValueError) -> str:
+    """A data file's text: UTF-8, a leading BOM skipped; an unreadable file or a byte that is not
+    UTF-8 is ``error`` naming the file (and the line)."""
     try:
         data = path.read_bytes()
-    except (IsADirectoryError, PermissionError) as error:
-        raise SeedFormatError(f"{path}: cannot be read ({error.strerror})") from None
+    except (IsADirectoryError, PermissionError) as problem:
+        raise error(f"{path}: cannot be read ({problem.strerror})") from None
     data = data.removeprefix(b"\xef\xbb\xbf")
     try:
         return data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
-        raise SeedFormatError(
-            f"{path}, line {line}: not UTF-8 (byte {data[error.start : error.start + 1]!r} at offset {error.start}); "
+    except UnicodeDecodeError as problem:
+        line = data.count(b"\n", 0, problem.start) + 1
+        raise error(
+            f"{path}, line {line}: not UTF-8 (byte {data[problem.start : problem.start + 1]!r} at offset {problem.start}); "
             "save the file as UTF-8"
         ) from None
 

@@ -26,6 +26,7 @@ from typing import Any, Literal
 import yaml
 
 from advgame_env.game import GameConfig
+from advgame_env.seeds import read_text
 
 AlgorithmName = Literal["advgame_dpo_md", "advgame_ipo_md", "dpo", "ipo", "grpo", "self_redteam", "sequential"]
 BaseAlgorithm = Literal["advgame_dpo_md", "advgame_ipo_md", "dpo", "ipo", "grpo"]
@@ -568,16 +569,7 @@ def _read(path: Path, seen: set[Path], origins: dict[str, str]) -> dict[str, Any
     path = path.resolve()
     if path in seen:
         raise ConfigError(f"{path}: config files include each other in a loop")
-    try:
-        raw = path.read_bytes()
-    except (IsADirectoryError, PermissionError) as error:
-        raise ConfigError(f"{path}: cannot be read ({error.strerror})") from None
-    raw = raw.removeprefix(b"\xef\xbb\xbf")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line = raw.count(b"\n", 0, error.start) + 1
-        raise ConfigError(f"{path}, line {line}: not UTF-8 (byte offset {error.start}); save it as UTF-8") from None
+    text = read_text(path, ConfigError)
     try:
         loaded = yaml.safe_load(text) or {}
         lines = _key_lines(yaml.compose(text), "", {}) if isinstance(loaded, dict) else {}

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from advgame_env.seeds import read_text
 from agents.hf import encode, render_chat, token_logprobs
 
 
@@ -33,12 +34,7 @@ def load_sft(path: str | Path, tokenizer: Any, prefill: str = "") -> list[SFTExa
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"SFT data file {path} does not exist")
-    raw = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        at = raw.count(b"\n", 0, error.start) + 1
-        raise SFTFormatError(f"{path}, line {at}: not UTF-8 (byte offset {error.start})") from None
+    text = read_text(path, SFTFormatError)
     out = []
     for n, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
