@@ -8,7 +8,7 @@ argument name, unused ones as null) are dropped.
 
 The bundled suite (``bundled_instruction_prompts()``, 322 prompts over 23 instruction types) is
 written by ``scripts/make_instruction_suite.py`` from the team's own tasks and instruction wordings;
-no prompt of it is a training or held-out seed. Scoring lives in ``algorithms.utility``.
+no prompt of it is a training or held-out seed. Scoring lives in ``algorithms.evaluation.utility``.
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ def one(variant: str) -> dict[str, Any]:
     from training import fixed_pairs
 
     from algorithms.config import load_config
-    from algorithms.trainer import Trainer
+    from algorithms.training.trainer import Trainer
 
     baseline = rss_mib()
     with tempfile.TemporaryDirectory() as folder:

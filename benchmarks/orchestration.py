@@ -30,7 +30,7 @@ from advgame_env import Label
 from agents.hf import HFBackend
 from agents.models import tiny_chat_model
 from algorithms.config import load_config
-from algorithms.trainer import Trainer
+from algorithms.training.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 

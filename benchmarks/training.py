@@ -31,10 +31,10 @@ from common import chats, describe_machine, exponent, interleaved, median_second
 from advgame_env import bundled_seeds
 from agents.hf import encode, prompt_ids
 from agents.models import load_model, tiny_model
-from algorithms.algorithms import PreferenceOptimization
-from algorithms.batches import DEFENDER, PreferencePair
-from algorithms.losses import dpo_loss
-from algorithms.players import FullPlayer
+from algorithms.training.algorithms import PreferenceOptimization
+from algorithms.training.batches import DEFENDER, PreferencePair
+from algorithms.training.losses import dpo_loss
+from algorithms.training.players import FullPlayer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -136,7 +136,7 @@ def step_scaling(
 
 def push_share() -> dict[str, Any]:
     from algorithms.config import load_config
-    from algorithms.trainer import Trainer
+    from algorithms.training.trainer import Trainer
 
     with tempfile.TemporaryDirectory() as folder:
         overrides = ["rollout.backend=vllm", "run.steps=2", "run.validate_every=0", f"run.out_dir={folder}/run"]

@@ -21,8 +21,8 @@ import statistics
 from pathlib import Path
 
 from algorithms.config import load_config
-from algorithms.run import read_metrics
-from algorithms.trainer import Trainer
+from algorithms.training.runlog import read_metrics
+from algorithms.training.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = {

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from algorithms.algorithms import GRPO, PreferenceOptimization, SelfRedTeam, build_algorithm
 from algorithms.config import ConfigError, load_config, save_config
+from algorithms.training.algorithms import GRPO, PreferenceOptimization, SelfRedTeam, build_algorithm
 
 PAPER = sorted((Path(__file__).parent.parent / "configs").rglob("*.yaml"))
 
@@ -64,7 +64,7 @@ def test_set_knobs_are_kept_and_off_policy_grpo_turns_the_ratio_off():
 
 
 def test_self_redteam_weights_tokens_as_the_reference_run_or_sequences_on_request():
-    from algorithms.batches import Rollout
+    from algorithms.training.batches import Rollout
 
     short, long = Rollout("defender", [1], [5], 1.0, (0,)), Rollout("defender", [1], [5, 6, 7], 1.0, (1,))
     _, tokens = algorithm("algorithm.name=self_redteam")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from algorithms.cli import build_parser, main
+from algorithms.cli.main import build_parser, main
 
 ROOT = Path(__file__).parent.parent
 
@@ -52,7 +52,8 @@ def test_train_reports_a_bad_config_key_and_exits_2(capsys):
 def test_the_cpu_smoke_config_trains_end_to_end(tmp_path):
     """The README's smoke run: bundled model, LoRA, DPO-MD, model-free judge (about 2 min here)."""
     from agents import load_model
-    from algorithms.run import checkpoints, read_metrics
+    from algorithms.training.checkpoints import checkpoints
+    from algorithms.training.runlog import read_metrics
 
     out = tmp_path / "smoke"
     command = [sys.executable, "-m", "algorithms.cli", "train", "--config", "configs/cpu_smoke.yaml"]

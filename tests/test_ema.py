@@ -5,7 +5,7 @@ import torch
 
 from agents import tiny_model
 from agents.roles import adapter_parameters, shared_base_players
-from algorithms.ema import ema_update, ema_update_adapter, ema_update_model
+from algorithms.training.ema import ema_update, ema_update_adapter, ema_update_model
 
 
 def test_one_update_from_zero_towards_one_gives_five_percent():

@@ -8,7 +8,7 @@ from PIL import Image
 
 from advgame_env import RuleJudge, bundled_seeds
 from agents import Generation, HFBackend, load_model
-from algorithms.evaluate import (
+from algorithms.evaluation.evaluate import (
     Judged,
     answer_and_judge,
     by_topic,
@@ -68,9 +68,9 @@ def test_an_empty_suite_reports_nothing_rather_than_nan():
 
 
 def test_a_runs_checkpoints_are_exported_evaluated_and_compared(tiny_chat, tmp_path, capsys):
-    from algorithms.cli import main
-    from algorithms.evaluate import checkpoint_models
-    from algorithms.trainer import Trainer
+    from algorithms.cli.main import main
+    from algorithms.evaluation.evaluate import checkpoint_models
+    from algorithms.training.trainer import Trainer
     from tests.test_trainer import config
 
     run = tmp_path / "run"

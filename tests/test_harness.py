@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from algorithms.harness import HarnessError, available, model_args, run_harness, scores, task_specs
+from algorithms.evaluation.harness import HarnessError, available, model_args, run_harness, scores, task_specs
 
 TASK = Path(__file__).parent / "data" / "lm_eval" / "tiny_choice.yaml"
 needs_harness = pytest.mark.skipif(not available(), reason="the `lm_eval` extra is not installed")
@@ -57,6 +57,6 @@ def test_a_failing_run_says_why(tiny_chat):
 
 
 def test_a_missing_harness_is_a_clear_error(monkeypatch, tiny_chat):
-    monkeypatch.setattr("algorithms.harness.available", lambda: False)
+    monkeypatch.setattr("algorithms.evaluation.harness.available", lambda: False)
     with pytest.raises(HarnessError, match=r"pip install 'advgame\[lm_eval\]'"):
         run_harness(tiny_chat, ["arc_easy"])

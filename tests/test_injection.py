@@ -28,7 +28,7 @@ import pytest
 from advgame_env import Game, GameConfig, Label, RuleJudge, Seed
 from advgame_env.parsing import parse_pairwise_scores, parse_pointwise_score, parse_yes_no
 from advgame_env.templates import clean_untrusted, neutralise_tags
-from algorithms.redteam import RedTeamConfig, plan, play_batch
+from algorithms.evaluation.redteam import RedTeamConfig, plan, play_batch
 
 # (verdict tags to inject, how a reader finds the injected verdict)
 PAYLOADS = {

@@ -19,7 +19,7 @@ from advgame_env import (
 from advgame_env.metrics import rate
 from agents import HFBackend, load_model
 from agents.policy import Policy
-from algorithms.utility import (
+from algorithms.evaluation.utility import (
     NEEDS_PUNKT,
     FollowedItem,
     check_prompts,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from agents import load_model
-from algorithms.sft import SFTFormatError, load_sft
+from algorithms.training.sft import SFTFormatError, load_sft
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from algorithms.losses import dpo_loss, group_advantages, grpo_token_loss, ipo_loss, k3_kl, margin
+from algorithms.training.losses import dpo_loss, group_advantages, grpo_token_loss, ipo_loss, k3_kl, margin
 
 
 def t(*values, grad=False):

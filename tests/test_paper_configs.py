@@ -18,7 +18,7 @@ import pytest
 
 from advgame_env import RuleJudge
 from algorithms.config import load_config
-from algorithms.trainer import Trainer
+from algorithms.training.trainer import Trainer
 
 ROOT = Path(__file__).parent.parent
 PAPER = sorted((ROOT / "configs" / "paper").rglob("*.yaml"))

@@ -3,8 +3,8 @@
 from PIL import Image
 
 from advgame_env.metrics import rate
-from algorithms.evaluate import markdown_to_html
-from algorithms.plots import Point, pareto, topic_rates, training_curves
+from algorithms.evaluation.evaluate import markdown_to_html
+from algorithms.evaluation.plots import Point, pareto, topic_rates, training_curves
 
 
 def _picture(path):

@@ -19,8 +19,8 @@ import pytest
 from advgame_env import Game, GameConfig, RuleJudge, bundled_seeds
 from agents import HFBackend, OpenAIBackend, load_model
 from agents.policy import Policy
-from algorithms.cli import main
-from algorithms.redteam import (
+from algorithms.cli.main import main
+from algorithms.evaluation.redteam import (
     Record,
     RedTeamConfig,
     RedTeamError,

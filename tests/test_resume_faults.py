@@ -11,17 +11,15 @@ import pytest
 import torch
 
 from algorithms.config import ConfigError, config_changes, load_config
-from algorithms.run import (
+from algorithms.training.checkpoints import (
     CheckpointError,
-    RunLogError,
     checkpoints,
     load_checkpoint,
     newest_intact_checkpoint,
-    read_metrics,
-    repair_metrics,
     save_checkpoint,
 )
-from algorithms.trainer import Trainer
+from algorithms.training.runlog import RunLogError, read_metrics, repair_metrics
+from algorithms.training.trainer import Trainer
 
 STATE = {"step": 0, "weights": {}, "optimizers": {}, "schedulers": {}, "data": {}, "rng": {}}
 

@@ -14,7 +14,7 @@ import pytest
 from advgame_env.game import Sample
 from agents.hf import Generation
 from agents.vllm_backend import engine_generation
-from algorithms.batches import continuation
+from algorithms.training.batches import continuation
 
 EOS, OTHER_STOP = 2, 0  # <|im_end|> and <|endoftext|> of the bundled tokenizer
 

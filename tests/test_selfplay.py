@@ -16,13 +16,13 @@ from advgame_env import Label, bundled_seeds
 from advgame_env.rule_judge import Behaviour, behaviour
 from agents import HFBackend, load_model
 from agents.policy import Policy, chat
-from algorithms.algorithms import SelfRedTeam, build_algorithm, shares_one_policy
-from algorithms.batches import Rollout, rollouts
 from algorithms.config import load_config
-from algorithms.losses import ppo_clip_loss, reward_to_go, whiten
-from algorithms.run import Dist
-from algorithms.sft import load_sft
-from algorithms.trainer import Trainer
+from algorithms.training.algorithms import SelfRedTeam, build_algorithm, shares_one_policy
+from algorithms.training.batches import Rollout, rollouts
+from algorithms.training.distributed import Dist
+from algorithms.training.losses import ppo_clip_loss, reward_to_go, whiten
+from algorithms.training.sft import load_sft
+from algorithms.training.trainer import Trainer
 from tests.test_trainer import config
 
 ROOT = Path(__file__).parent.parent
@@ -52,7 +52,7 @@ def test_advantages_are_whitened_per_role(tiny_chat):
     and std 1, however different the roles' reward scales."""
     _, tokenizer = load_model(tiny_chat)
     model, _ = load_model(tiny_chat)
-    from algorithms.players import build_players
+    from algorithms.training.players import build_players
 
     player = build_players(roles=("policy",), load=lambda r: (model, tokenizer), lora=True, copies={"initial"})[
         "policy"

@@ -16,13 +16,15 @@ import torch
 
 from advgame_env import Game, GameConfig, Label, Round, RuleJudge, Seed
 from agents import HFBackend, load_model
-from algorithms.algorithms import GRPO, PreferenceOptimization, build_algorithm
-from algorithms.batches import preference_pairs
 from algorithms.config import ConfigError, load_config
-from algorithms.losses import dpo_loss
-from algorithms.players import build_players
-from algorithms.run import Dist, checkpoints, read_metrics
-from algorithms.trainer import Optimizer, Trainer, cosine_scale, update
+from algorithms.training.algorithms import GRPO, PreferenceOptimization, build_algorithm
+from algorithms.training.batches import preference_pairs
+from algorithms.training.checkpoints import checkpoints
+from algorithms.training.distributed import Dist
+from algorithms.training.losses import dpo_loss
+from algorithms.training.players import build_players
+from algorithms.training.runlog import read_metrics
+from algorithms.training.trainer import Optimizer, Trainer, cosine_scale, update
 
 ROOT = Path(__file__).parent.parent
 

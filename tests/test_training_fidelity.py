@@ -11,10 +11,10 @@ import torch
 
 from advgame_env import Game, GameConfig, Label, Round, RuleJudge, Seed
 from agents import HFBackend, load_model
-from algorithms.algorithms import GRPO
 from algorithms.config import load_config
-from algorithms.losses import grpo_token_loss, k3_kl
-from algorithms.trainer import Trainer
+from algorithms.training.algorithms import GRPO
+from algorithms.training.losses import grpo_token_loss, k3_kl
+from algorithms.training.trainer import Trainer
 from tests.test_trainer import config
 
 
@@ -198,8 +198,8 @@ def test_grpo_batch_mean_is_over_every_process(tiny_chat):
 
 
 def test_a_masked_rollout_counts_in_the_normaliser_but_is_not_trained(tiny_chat, tmp_path):
-    from algorithms.run import Dist
-    from algorithms.trainer import update
+    from algorithms.training.distributed import Dist
+    from algorithms.training.trainer import update
 
     trainer = Trainer(config(tiny_chat, tmp_path / "run", "algorithm.name=grpo", "game.judging=pointwise"))
     game, rounds = scripted_rounds()

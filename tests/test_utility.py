@@ -7,7 +7,7 @@ import pytest
 from advgame_env import Label, Rubric, RuleJudge, Seed, bundled_seeds
 from advgame_env.metrics import wilson
 from agents.hf import Generation
-from algorithms.utility import (
+from algorithms.evaluation.utility import (
     PairedItem,
     benign_prompts,
     compare_answers,
@@ -197,9 +197,9 @@ def test_eval_measures_utility_beside_safety_and_plots_it(tiny_chat, tmp_path, c
 
     from PIL import Image
 
-    from algorithms.cli import main
-    from algorithms.evaluate import model_folders, read_summary, read_utility
-    from algorithms.harness import available
+    from algorithms.cli.main import main
+    from algorithms.evaluation.evaluate import model_folders, read_summary, read_utility
+    from algorithms.evaluation.harness import available
 
     pytest.importorskip("if_verifiable", reason="the `utility` extra (if-verifiable) is not installed")
     root = Path(__file__).resolve().parent.parent
@@ -240,7 +240,7 @@ def test_eval_measures_utility_beside_safety_and_plots_it(tiny_chat, tmp_path, c
 
 
 def test_eval_checks_its_utility_options_before_generating(tmp_path, capsys):
-    from algorithms.cli import main
+    from algorithms.cli.main import main
 
     base = ["eval", "--model", "no/such-model", "--suite", str(_suite(tmp_path)), "--out", str(tmp_path / "x")]
     assert main([*base, "--lm-eval", "missing/task.yaml"]) == 2
@@ -254,7 +254,7 @@ def test_eval_checks_its_utility_options_before_generating(tmp_path, capsys):
 
 def test_the_default_reference_is_the_bundled_model_or_the_runs_start(tmp_path, tiny_chat):
     from agents.models import DEFAULT_MODEL
-    from algorithms.cli import _reference, build_parser
+    from algorithms.cli.main import _reference, build_parser
 
     parse = build_parser().parse_args
     assert _reference(parse(["eval", "--model", "m"]), None) is None
@@ -267,8 +267,8 @@ def test_the_default_reference_is_the_bundled_model_or_the_runs_start(tmp_path, 
 
 
 def test_harness_scores_become_report_figures():
-    from algorithms.harness import HarnessScore
-    from algorithms.utility import harness_figures
+    from algorithms.evaluation.harness import HarnessScore
+    from algorithms.evaluation.utility import harness_figures
 
     figures = harness_figures(
         [HarnessScore("arc_easy", "acc", 0.5, 0.1, 20), HarnessScore("gsm8k", "em", 0.25, None, None, "strict")]
@@ -284,8 +284,8 @@ def test_harness_scores_become_report_figures():
 
 
 def test_the_reference_answers_once_or_lends_its_own_answers(tmp_path):
-    from algorithms.evaluate import evaluate_models
-    from algorithms.utility import UtilityPlan
+    from algorithms.evaluation.evaluate import evaluate_models
+    from algorithms.evaluation.utility import UtilityPlan
 
     texts = {
         "long": "Sure. Knead the dough, let it rise, and bake it for forty minutes at a high heat.",

@@ -59,8 +59,8 @@ def _play(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from algorithms.cli.demo import DEMO, QUICK, print_table, run_demo
     from algorithms.config import ConfigError
-    from algorithms.demo import DEMO, QUICK, print_table, run_demo
 
     config = Path(args.config) if args.config else QUICK if args.quick else DEMO
     eval_size = args.eval_size if args.eval_size is not None else 24 if args.quick else None
@@ -78,7 +78,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from algorithms.config import ConfigError, load_config
-    from algorithms.trainer import train
+    from algorithms.training.trainer import train
 
     try:
         cfg = load_config(args.config, args.overrides)
@@ -99,9 +99,9 @@ def _eval(args: argparse.Namespace) -> int:
 
     from advgame_env import RuleJudge, SeedFormatError
     from advgame_env.suites import load_suite
-    from algorithms.evaluate import checkpoint_models, evaluate_models
-    from algorithms.harness import HarnessError
-    from algorithms.utility import plan_from_options
+    from algorithms.evaluation.evaluate import checkpoint_models, evaluate_models
+    from algorithms.evaluation.harness import HarnessError
+    from algorithms.evaluation.utility import plan_from_options
 
     if not args.model and not args.run_dir:
         print("advgame eval: give --model M (repeatable) or --run RUN_DIR", file=sys.stderr)
@@ -156,7 +156,7 @@ def _reference(args: argparse.Namespace, run: Any) -> str | None:
         return str(args.reference)
     if run is not None:
         from algorithms.config import load_config
-        from algorithms.trainer import start_model
+        from algorithms.training.trainer import start_model
 
         return str(start_model(load_config(run / "config.yaml"), args.role))
     from agents.models import DEFAULT_MODEL
@@ -181,8 +181,8 @@ def _utilities(given: list[str] | None, names: list[str]) -> dict[str, float]:
 def _plot(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from algorithms.plots import training_curves
-    from algorithms.run import read_metrics
+    from algorithms.evaluation.plots import training_curves
+    from algorithms.training.runlog import read_metrics
 
     run = Path(args.run_dir)
     if not (run / "metrics.jsonl").exists():
@@ -199,7 +199,7 @@ def _redteam(args: argparse.Namespace) -> int:
     from advgame_env import Game, GameConfig, RuleJudge, SeedFormatError
     from advgame_env.suites import load_suite
     from agents.policy import Policy
-    from algorithms.redteam import RedTeamConfig, RedTeamError, redteam, summarise, write_report
+    from algorithms.evaluation.redteam import RedTeamConfig, RedTeamError, redteam, summarise, write_report
 
     try:
         seeds = load_suite(args.seeds)
@@ -424,9 +424,10 @@ def _user_error(error: BaseException) -> bool:
     """An error in what the user gave (a file, a config, a run folder): a message, not a traceback."""
     from advgame_env.seeds import SeedFormatError
     from algorithms.config import ConfigError
-    from algorithms.redteam import RedTeamError
-    from algorithms.run import CheckpointError, RunLogError
-    from algorithms.sft import SFTFormatError
+    from algorithms.evaluation.redteam import RedTeamError
+    from algorithms.training.checkpoints import CheckpointError
+    from algorithms.training.runlog import RunLogError
+    from algorithms.training.sft import SFTFormatError
 
     documented = (ConfigError, SeedFormatError, SFTFormatError, CheckpointError, RunLogError, RedTeamError)
     return isinstance(error, (*documented, FileExistsError, FileNotFoundError))

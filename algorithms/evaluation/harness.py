@@ -1,6 +1,6 @@
 """Standard capability tasks through EleutherAI's lm-evaluation-harness (the ``lm_eval`` extra).
 
-    from algorithms.harness import run_harness
+    from algorithms.evaluation.harness import run_harness
     result = run_harness("runs/x/final/defender", ["mmlu", "ifeval"])      # task names, or
     result = run_harness("smollm2-135m-instruct", ["tests/data/lm_eval/tiny_choice.yaml"])
     for score in result.scores:
@@ -157,9 +157,9 @@ def run_harness(
         spec_path, out_path = Path(scratch) / "spec.json", Path(scratch) / "out.json"
         spec_path.write_text(json.dumps(spec), encoding="utf-8")
         env = {**OFFLINE, **os.environ}  # offline unless the caller's environment says otherwise
-        root = str(Path(__file__).resolve().parent.parent)
+        root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
-        command = [sys.executable, "-m", "algorithms.harness", str(spec_path), str(out_path)]
+        command = [sys.executable, "-m", "algorithms.evaluation.harness", str(spec_path), str(out_path)]
         try:
             done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, check=False)
         except subprocess.TimeoutExpired as error:

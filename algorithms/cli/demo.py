@@ -25,10 +25,10 @@ from advgame_env import Game, Label, RuleJudge, Seed, bundled_seeds
 from agents import HFBackend, load_model
 from agents.policy import Policy
 from algorithms.config import TrainConfig, load_config
-from algorithms.evaluate import COMPARED, Evaluated, checkpoint_models, evaluate_models, write_comparison
-from algorithms.trainer import train
+from algorithms.evaluation.evaluate import COMPARED, Evaluated, checkpoint_models, evaluate_models, write_comparison
+from algorithms.training.trainer import train
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 DEMO, QUICK = CONFIGS / "cpu_demo.yaml", CONFIGS / "cpu_demo_quick.yaml"
 ATTACK_MEASURES = (
     "attack validity",
@@ -77,7 +77,7 @@ def run_demo(
 
 def attacker_rows(cfg: TrainConfig, run: Path, n_seeds: int) -> list[tuple[str, dict[str, Any]]]:
     """Red-team runs of the start and final attacker against the initial defender."""
-    from algorithms.redteam import RedTeamConfig, diversity, redteam, summarise
+    from algorithms.evaluation.redteam import RedTeamConfig, diversity, redteam, summarise
 
     seeds = [s for s in bundled_seeds("heldout") if s.label is Label.HARMFUL][:n_seeds]
     start = load_model(checkpoint_models(run, "defender", steps="0")[0][1])

@@ -1,6 +1,6 @@
 """The training algorithms: what each one learns from a batch of played rounds.
 
-Every algorithm runs inside the one trainer loop (``algorithms.trainer``) and differs only in
+Every algorithm runs inside the one trainer loop (``algorithms.training.trainer``) and differs only in
   * ``sampler``: whose weights play the rounds ("ema" in the MD recipes, else "learner");
   * ``reference``: the anchor of its loss ("ema", or the frozen "initial" model);
   * ``examples``: the training examples of each role from played rounds, each with a weight;
@@ -27,9 +27,9 @@ import torch
 
 from advgame_env.game import Game, Round
 from agents.hf import token_logprobs
-from algorithms.batches import ATTACKER, DEFENDER, PreferencePair, Rollout, preference_pairs, rollouts
 from algorithms.config import AlgorithmConfig
-from algorithms.losses import (
+from algorithms.training.batches import ATTACKER, DEFENDER, PreferencePair, Rollout, preference_pairs, rollouts
+from algorithms.training.losses import (
     dpo_loss,
     group_advantages,
     grpo_token_loss,
@@ -40,7 +40,7 @@ from algorithms.losses import (
     reward_to_go,
     whiten,
 )
-from algorithms.players import Player, Which
+from algorithms.training.players import Player, Which
 
 Metrics = dict[str, float]
 

@@ -1,7 +1,7 @@
 """Utility: what safety training costs. Instruction following, scored programmatically and offline,
 and the helpfulness win rate against a reference model, judged pairwise.
 
-    from algorithms.utility import instruction_following, win_rate
+    from algorithms.evaluation.utility import instruction_following, win_rate
     result = instruction_following(backend_or_policy)          # the bundled 322-prompt suite
     print(result.prompt_strict, result.instruction_loose)
     wins = win_rate(backend, reference_backend, judge)         # the held-out benign seeds
@@ -581,7 +581,7 @@ def win_rate_figures(result: WinRate, reference: str = "") -> dict[str, Figure]:
 
 
 def harness_figures(scores: Sequence[Any]) -> dict[str, Figure]:
-    """lm-evaluation-harness scores (``algorithms.harness.HarnessScore``) as "lm-eval TASK METRIC"."""
+    """lm-evaluation-harness scores (``algorithms.evaluation.harness.HarnessScore``) as "lm-eval TASK METRIC"."""
     return {
         f"lm-eval {s.name}": Figure(s.value, s.low, s.high, s.n, share=False, detail={"stderr": s.stderr})
         for s in scores
@@ -590,7 +590,7 @@ def harness_figures(scores: Sequence[Any]) -> dict[str, Figure]:
 
 @dataclass(frozen=True)
 class UtilityPlan:
-    """What ``algorithms.evaluate.evaluate_models`` measures of utility beside safety.
+    """What ``algorithms.evaluation.evaluate.evaluate_models`` measures of utility beside safety.
 
     ``instruction_prompts``: instruction following on these prompts (None: not measured).
     ``reference``: the helpfulness win rate against this model (None: not measured), on the
@@ -631,8 +631,8 @@ def plan_from_options(
     if lm_eval is not None and not tasks:
         raise ValueError("--lm-eval takes task names or task YAML paths, comma separated")
     if tasks:
-        from algorithms.harness import EXTRA as HARNESS_EXTRA
-        from algorithms.harness import available
+        from algorithms.evaluation.harness import EXTRA as HARNESS_EXTRA
+        from algorithms.evaluation.harness import available
 
         if not available():
             raise ImportError(f"--lm-eval needs lm-evaluation-harness: pip install 'advgame[{HARNESS_EXTRA}]'")

@@ -33,7 +33,7 @@ from typing import Any
 from advgame_env import ClassifyItem, Label, Seed
 from advgame_env.metrics import Rate, rate
 from agents.policy import chat
-from algorithms.utility import (
+from algorithms.evaluation.utility import (
     LENGTH_DIFFERENCE,
     WIN_RATE,
     Figure,
@@ -127,9 +127,9 @@ def write_report(
 ) -> Path:
     """results.jsonl (every item), summary.json, topics.png, and report.md + report.html.
 
-    ``figures``: utility figures (``algorithms.utility``), in summary.json under "utility" and
+    ``figures``: utility figures (``algorithms.evaluation.utility``), in summary.json under "utility" and
     in the report's utility table."""
-    from algorithms.plots import topic_rates
+    from algorithms.evaluation.plots import topic_rates
 
     folder.mkdir(parents=True, exist_ok=True)
     with (folder / "results.jsonl").open("w", encoding="utf-8") as out:
@@ -221,7 +221,9 @@ class Evaluated:
     run: str = ""
     report: Path | None = None
     utility: float | None = None  # a capability score the user measured elsewhere (higher is better)
-    figures: dict[str, Figure] = dataclass_field(default_factory=dict)  # utility measured here (algorithms.utility)
+    figures: dict[str, Figure] = dataclass_field(
+        default_factory=dict
+    )  # utility measured here (algorithms.evaluation.utility)
 
 
 def evaluate_models(
@@ -270,7 +272,7 @@ def _instruction_following(answerer: Any, plan: UtilityPlan, folder: Path, max_t
     """IFEval's accuracies of one model (its items in instruction_following.json)."""
     if plan.instruction_prompts is None:
         return {}
-    from algorithms.utility import instruction_following
+    from algorithms.evaluation.utility import instruction_following
 
     result = instruction_following(answerer, plan.instruction_prompts, max_tokens=max_tokens)
     folder.mkdir(parents=True, exist_ok=True)
@@ -282,7 +284,7 @@ def _harness(model: str, plan: UtilityPlan, folder: Path) -> dict[str, Figure]:
     """lm-evaluation-harness scores of one model folder (the harness's record in lm_eval.json)."""
     if not plan.lm_eval:
         return {}
-    from algorithms.harness import run_harness
+    from algorithms.evaluation.harness import run_harness
 
     result = run_harness(model, plan.lm_eval, limit=plan.lm_eval_limit)
     folder.mkdir(parents=True, exist_ok=True)
@@ -306,7 +308,7 @@ def _win_rates(
     benign = [s for s in seeds if s.label is Label.BENIGN]
     if plan.reference is None or not benign:
         return [{} for _ in models]
-    from algorithms.utility import compare_answers
+    from algorithms.evaluation.utility import compare_answers
 
     own = [items for (_, model), items in zip(models, judged, strict=True) if model == plan.reference]
     if own:
@@ -375,8 +377,8 @@ def write_comparison(
 ) -> Path:
     """One table (comparison.md/.html, comparison.json) and the Pareto picture of many
     evaluations; a run's training curves and any ``notes`` (Markdown lines) follow them."""
-    from algorithms.plots import Point, pareto, training_curves
-    from algorithms.run import read_metrics
+    from algorithms.evaluation.plots import Point, pareto, training_curves
+    from algorithms.training.runlog import read_metrics
 
     folder.mkdir(parents=True, exist_ok=True)
     shown = [m for m in COMPARED if any(m in r.summary for r in rows)]
@@ -478,9 +480,9 @@ def checkpoint_models(
 
     from agents.models import load_model
     from algorithms.config import load_config
-    from algorithms.players import build_players
-    from algorithms.run import checkpoints, load_checkpoint
-    from algorithms.trainer import start_model
+    from algorithms.training.checkpoints import checkpoints, load_checkpoint
+    from algorithms.training.players import build_players
+    from algorithms.training.trainer import start_model
 
     cfg = load_config(run_dir / "config.yaml")
     found = {int(p.name.removeprefix("step_")): p for p in checkpoints(run_dir)}

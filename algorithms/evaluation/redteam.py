@@ -46,7 +46,7 @@ from advgame_env import ClassifyItem, Failure, Game, Label, Round, Sample, Seed
 from advgame_env.metrics import Rate, embedding_diversity, rate, self_bleu_diversity
 from advgame_env.templates import clean_untrusted
 from agents.policy import Policy, chat
-from algorithms.run import derived_seed
+from algorithms.training.seed_stream import derived_seed
 
 T = TypeVar("T")
 Key = tuple[str, bool, int]  # (seed id, direct baseline, sample)

@@ -9,7 +9,7 @@ Each player (attacker, defender) has up to three policies:
 Two storages, one interface:
   * ``FullPlayer``: separate full models per copy (the paper's full fine-tuning);
   * ``LoraPlayer``: LoRA adapters on one frozen base shared by both players. The EMA is an
-    adapter of its own (an EMA of the adapter tensors, see ``algorithms.ema`` for how that
+    adapter of its own (an EMA of the adapter tensors, see ``algorithms.training.ema`` for how that
     differs from an EMA of merged weights) and "initial" is the base with adapters disabled,
     which equals the start because LoRA adapters start as the identity.
 
@@ -30,7 +30,7 @@ from typing import Any, Literal
 import torch
 
 from agents.roles import adapter_parameters, copy_adapter
-from algorithms.ema import ema_update_adapter, ema_update_model
+from algorithms.training.ema import ema_update_adapter, ema_update_model
 
 Which = Literal["learner", "ema", "initial"]
 

@@ -38,7 +38,8 @@ from advgame_env.rule_judge import Behaviour, behaviour
 from agents.hf import HFBackend
 from agents.models import load_model, resolve_model
 from agents.policy import Policy
-from algorithms.algorithms import (
+from algorithms.config import ConfigError, TrainConfig, check_resumed_config, load_config, save_config, to_dict
+from algorithms.training.algorithms import (
     Algorithm,
     SelfRedTeam,
     build_algorithm,
@@ -46,25 +47,22 @@ from algorithms.algorithms import (
     minibatches,
     shares_one_policy,
 )
-from algorithms.batches import ATTACKER, DEFENDER
-from algorithms.config import ConfigError, TrainConfig, check_resumed_config, load_config, save_config, to_dict
-from algorithms.players import Player, Which, build_players
-from algorithms.run import (
-    Dist,
-    RunLog,
-    SeedStream,
+from algorithms.training.batches import ATTACKER, DEFENDER
+from algorithms.training.checkpoints import (
     checkpoints,
-    derived_seed,
     load_checkpoint,
     newest_intact_checkpoint,
     record_resume,
-    repair_metrics,
     restore_rng,
     rng_state,
     save_checkpoint,
     set_aside,
 )
-from algorithms.sft import load_sft, sft_loss
+from algorithms.training.distributed import Dist
+from algorithms.training.players import Player, Which, build_players
+from algorithms.training.runlog import RunLog, repair_metrics
+from algorithms.training.seed_stream import SeedStream, derived_seed
+from algorithms.training.sft import load_sft, sft_loss
 
 SPLITS = (Label.HARMFUL, Label.BENIGN)
 ROLES = (ATTACKER, DEFENDER)

@@ -1,0 +1,1 @@
+"""The ``advgame`` command line: one subcommand per task (train, eval, redteam, demo, ...)."""

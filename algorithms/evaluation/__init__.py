@@ -1,0 +1,1 @@
+"""Evaluation: the defender against held-out seeds, red-teaming, utility, reports and plots."""

@@ -1,0 +1,57 @@
+"""The order of a split's seeds: reshuffled per epoch with a known seed, its position two ints, so
+a resumed run reads the very seeds (and draws the very sampling noise) it would have."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class SeedStream:
+    """An endless stream of items (one split's seeds, SFT examples), reshuffled every epoch
+    with a known seed."""
+
+    seeds: Sequence[Any]
+    shuffle_seed: int
+    epoch: int = 0
+    position: int = 0
+    _order: list[int] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.seeds:
+            raise ValueError("a seed stream needs at least one seed")
+        self._order = self._shuffled(self.epoch)
+
+    def _shuffled(self, epoch: int) -> list[int]:
+        order = list(range(len(self.seeds)))
+        random.Random(self.shuffle_seed * 1_000_003 + epoch).shuffle(order)
+        return order
+
+    def take(self, n: int) -> list[Any]:
+        out = []
+        for _ in range(n):
+            if self.position == len(self._order):
+                self.epoch, self.position = self.epoch + 1, 0
+                self._order = self._shuffled(self.epoch)
+            out.append(self.seeds[self._order[self.position]])
+            self.position += 1
+        return out
+
+    def state(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def restore(self, state: Mapping[str, int]) -> None:
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        self._order = self._shuffled(self.epoch)
+
+
+def derived_seed(*parts: int) -> int:
+    """A sampling seed for one (run seed, step, split, role, process, ...) combination: every
+    call samples fresh noise, and a resumed run draws exactly what it would have drawn."""
+    value = 0
+    for part in parts:
+        value = (value * 1_000_003 + part + 1) % (2**31 - 1)
+    return value
