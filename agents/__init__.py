@@ -1,5 +1,6 @@
 """agents: attacker and defender policies over generation backends, and model loading."""
 
+from agents.backends import Backend, BackendKind, build_backend
 from agents.hf import Generation, HFBackend, render_chat
 from agents.models import BUNDLED, DEFAULT_MODEL, load_model, resolve_model, tiny_model
 from agents.openai_backend import BackendError, OpenAIBackend
@@ -8,12 +9,15 @@ from agents.vllm_backend import StaleWeightsError, VLLMBackend
 __all__ = [
     "BUNDLED",
     "DEFAULT_MODEL",
+    "Backend",
     "BackendError",
+    "BackendKind",
     "Generation",
     "HFBackend",
     "OpenAIBackend",
     "StaleWeightsError",
     "VLLMBackend",
+    "build_backend",
     "load_model",
     "render_chat",
     "resolve_model",

@@ -33,10 +33,13 @@ from typing import Any
 import torch
 
 from advgame_env import Game, JudgeError, Label, Round, RuleJudge, Seed, bundled_seeds, load_seeds
+from advgame_env.judges import Judge
 from advgame_env.parsing import Failure
 from advgame_env.rule_judge import Behaviour, behaviour
+from agents.backends import build_backend
 from agents.hf import HFBackend
 from agents.models import load_model, resolve_model
+from agents.openai_backend import OpenAIBackend
 from agents.policy import Policy
 from algorithms.config import ConfigError, TrainConfig, check_resumed_config, load_config, save_config, to_dict
 from algorithms.training.algorithms import (
@@ -280,7 +283,7 @@ def refusal_rates(rounds: Sequence[Round]) -> dict[str, float]:
 # ----------------------------------------------------------------------------- the trainer
 
 
-def build_judge(cfg: TrainConfig) -> Any:
+def build_judge(cfg: TrainConfig) -> Judge:
     j = cfg.judge
     if j.kind == "rule":
         return RuleJudge()
@@ -296,23 +299,15 @@ def build_judge(cfg: TrainConfig) -> Any:
             check_game(cfg.game)  # before any model loads
         except ValueError as error:
             raise ConfigError(f"judge.kind: wildguard: {error}") from None
-    backend: Any
-    if j.backend == "openai":
-        from agents.openai_backend import OpenAIBackend
-
-        if not j.url:
-            raise ConfigError("judge.backend: openai needs judge.url (e.g. http://127.0.0.1:8000/v1)")
-        # WildGuard: the server must render the message as it is (see advgame_env.wildguard)
-        backend = OpenAIBackend(j.url, j.model, deadline=j.deadline)
-    elif j.backend == "vllm":
-        from agents.vllm_backend import VLLMBackend
-
-        backend = VLLMBackend(j.model)
-    else:
-        backend = HFBackend(*load_model(j.model))
+    try:
+        # WildGuard over openai: the server must render the message as it is (see advgame_env.wildguard)
+        backend = build_backend(j.backend, j.model, j.url, deadline=j.deadline)
+    except ValueError as error:
+        raise ConfigError(f"judge.backend: {error}; set judge.url") from None
     if j.kind == "wildguard":
-        if j.backend != "openai":  # the in-process engines render chats with their tokenizer
-            backend.tokenizer.chat_template = PASS_THROUGH_CHAT_TEMPLATE
+        if not isinstance(backend, OpenAIBackend):  # the in-process engines render chats with their tokenizer
+            tokenizer: Any = backend.tokenizer  # a Hugging Face tokenizer, whichever engine holds it
+            tokenizer.chat_template = PASS_THROUGH_CHAT_TEMPLATE
         return WildGuardJudge(backend, max_tokens=j.max_tokens, seed=cfg.run.seed)
     return LLMJudge(
         backend,
