@@ -9,6 +9,18 @@ touched; a ``ConfigError`` names the file and line (or the override) that set it
 value and what is allowed.
 The resolved config is written to the run folder (``config.yaml``) and is enough to repeat
 the run.
+
+One mechanism for every command. The command line is built from dataclasses by tyro (as in
+CleanRL; ``algorithms/cli/main.py``): each command declares one, shared options are declared
+once. A run config's sections are dataclasses too, read by one function, :func:`from_dict`,
+which parses a mapping into any given dataclass with the errors and origins described above;
+its range rules live on the fields (``ranged``), cross-key rules in each section's ``check``,
+and :func:`validate` checks them all. Why not OmegaConf structured configs here: tried (2.4.0),
+they handle Literal, ``X | None``, tuples, merges and dotted overrides, but they coerce, where a
+training config must refuse (``steps: "10"`` loads as 10, ``tis: yes`` as True), their errors
+name neither file nor line, and a structured default is an instance, so the default
+algorithm's knobs (filled in by ``AlgorithmConfig``) would leak into every other algorithm.
+tyro reads no YAML. So the strict reader stays here, small and generic; PyYAML reads the files.
 """
 
 from __future__ import annotations
@@ -21,12 +33,65 @@ import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 
-from advgame_env.game import GameConfig
+from advgame_env.game import GameConfig, SelfRedTeamCoefficients
 from advgame_env.seeds import read_text
+
+T = TypeVar("T")
+Tree = dict[str, object]  # a parsed YAML mapping, before it is typed
+
+# ----------------------------------------------------------------------------- allowed values
+#
+# The range of every numeric field (and of a few strings) sits on the field: ``ranged(default,
+# rule)``. The types come from the annotations; the rules say which values of the type make
+# sense. A field whose type is Optional may also be None (meaning what its comment says, e.g.
+# the algorithm's default). Each given value is checked before its section is built, so a
+# section's own checks see only values that pass here. ``tests/test_config.py`` checks that
+# every numeric field has a rule.
+
+
+@dataclass(frozen=True)
+class Rule:
+    test: Callable[[Any], bool]
+    allowed: str  # what is allowed, in words: "an integer >= 1"
+
+
+def at_least(low: int) -> Rule:
+    return Rule(lambda v: v >= low, f"an integer >= {low}")
+
+
+def positive() -> Rule:
+    return Rule(lambda v: v > 0, "a number > 0")
+
+
+def non_negative() -> Rule:
+    return Rule(lambda v: v >= 0, "a number >= 0")
+
+
+def within(low: float, high: float, *, open_high: bool = False, open_low: bool = False) -> Rule:
+    def test(v: Any) -> bool:
+        return (low < v if open_low else low <= v) and (v < high if open_high else v <= high)
+
+    return Rule(test, f"a number in {'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}")
+
+
+def each(rule: Rule) -> Rule:
+    return Rule(lambda v: all(rule.test(x) for x in v), f"each {rule.allowed}")
+
+
+NON_EMPTY = Rule(lambda v: bool(v.strip()), "a non-empty string")
+
+
+RULE = "rule"  # the field metadata key of a field's Rule
+
+
+def ranged(default: T, rule: Rule) -> T:
+    """A field with a default and the rule its values must pass."""
+    return field(default=default, metadata={RULE: rule})
+
 
 AlgorithmName = Literal["advgame_dpo_md", "advgame_ipo_md", "dpo", "ipo", "grpo", "self_redteam", "sequential"]
 BaseAlgorithm = Literal["advgame_dpo_md", "advgame_ipo_md", "dpo", "ipo", "grpo"]
@@ -34,16 +99,24 @@ BaseAlgorithm = Literal["advgame_dpo_md", "advgame_ipo_md", "dpo", "ipo", "grpo"
 
 @dataclass
 class ModelConfig:
-    name: str = "smollm2-135m-instruct"  # bundled name, local folder or hub id; both players start here
+    # bundled name, local folder or hub id; both players start here
+    name: str = ranged("smollm2-135m-instruct", NON_EMPTY)
     attacker: str | None = None  # a different start for one player (full fine-tuning only)
     defender: str | None = None
     lora: bool = True  # LoRA adapters on one frozen shared base; False: full fine-tuning
-    lora_rank: int = 16
-    lora_alpha: int = 32
+    lora_rank: int = ranged(16, at_least(1))
+    lora_alpha: int = ranged(32, at_least(1))
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast where the GPU supports it
     # recompute activations in the backward pass (one layer's activations kept, not all): less
     # memory for about a third more update compute; the reference designs train this way
     gradient_checkpointing: bool = False
+
+    def check(self) -> None:
+        if self.lora and (self.attacker or self.defender):
+            raise ConfigError(
+                "config.model.attacker / model.defender: a start of its own for one player needs full "
+                "fine-tuning (model.lora: false)"
+            )
 
 
 @dataclass
@@ -52,27 +125,34 @@ class JudgeConfig:
     # wildguard: WildGuardJudge (allenai/wildguard's own format; classifies only, so it needs
     # game.reward_rule self_redteam without a faithfulness check: build_judge refuses other games)
     kind: Literal["rule", "llm", "wildguard"] = "rule"
-    model: str = "smollm2-135m-instruct"  # the judge's model (kind: llm or wildguard)
-    backend: Literal["hf", "vllm", "openai"] = "hf"
+    model: str = ranged("smollm2-135m-instruct", NON_EMPTY)  # the judge's model (kind: llm or wildguard)
+    backend: Literal["hf", "vllm", "openai"] = "hf"  # agents.BackendKind (not imported: agents loads torch)
     url: str | None = None  # OpenAI-compatible server (backend: openai)
     mode: Literal["generative", "logprob"] = "generative"  # kind: llm
     both_orders: bool = False  # judge each pair in both orders to cancel position bias (kind: llm)
-    max_tokens: int = 512  # WildGuard's own client uses 128
-    temperature: float = 0.0
-    top_p: float = 1.0  # nucleus sampling of a generative judge (the AdvGame paper: 0.9 at temperature 0.6)
-    retries: int = 2  # a failed judge call is retried this often before the run stops
-    deadline: float = 600.0  # seconds one request to the judge's server may take, retries included (backend: openai)
+    max_tokens: int = ranged(512, at_least(1))  # WildGuard's own client uses 128
+    temperature: float = ranged(0.0, non_negative())
+    # nucleus sampling of a generative judge (the AdvGame paper: 0.9 at temperature 0.6)
+    top_p: float = ranged(1.0, within(0, 1, open_low=True))
+    # a failed judge call is retried this often before the run stops (-1 would play no round at all)
+    retries: int = ranged(2, at_least(0))
+    # seconds one request to the judge's server may take, retries included (backend: openai)
+    deadline: float = ranged(600.0, positive())
+
+    def check(self) -> None:
+        if self.kind != "rule" and self.backend == "openai" and not self.url:
+            raise ConfigError("config.judge.url: judge.backend openai needs judge.url (e.g. http://127.0.0.1:8000/v1)")
 
 
 @dataclass
 class RolloutConfig:
     backend: Literal["hf", "vllm"] = "hf"  # the engine that samples the players' actions
-    attacker_max_tokens: int = 256
-    defender_max_tokens: int = 256
-    temperature: float = 0.6
-    top_p: float = 0.9
-    max_model_len: int = 2048
-    batch_size: int = 32  # sequences per HF generate call
+    attacker_max_tokens: int = ranged(256, at_least(1))
+    defender_max_tokens: int = ranged(256, at_least(1))
+    temperature: float = ranged(0.6, non_negative())
+    top_p: float = ranged(0.9, within(0, 1, open_low=True))
+    max_model_len: int = ranged(2048, at_least(2))
+    batch_size: int = ranged(32, at_least(1))  # sequences per HF generate call
     # Opening of the assistant's turn for players whose format has hidden reasoning
     # (game.attacker_think / defender_think), e.g. "<think>" as in Self-RedTeam; "" for none.
     think_prefill: str = ""
@@ -91,21 +171,23 @@ class AlgorithmConfig:
 
     name: AlgorithmName = "advgame_dpo_md"
     # DPO / IPO: β of DPO, τ of IPO (target margin 1/(2β))
-    beta: float | None = None
+    beta: float | None = ranged(None, positive())
     clip_rejected_to_chosen_length: bool | None = None  # cut an over-length rejected sample to the chosen length
     # DPO / IPO / GRPO: whose weights sample the rounds, and the anchor of the loss
     sampler: Literal["ema", "learner"] | None = None
     reference: Literal["ema", "initial"] | None = None
-    ema_decay: float | None = None  # read where the EMA samples or is the reference
+    # read where the EMA samples or is the reference
+    ema_decay: float | None = ranged(None, within(0, 1, open_high=True))
     # GRPO
-    kl_beta: float | None = None  # weight of the k3 KL to the initial model, in the loss
+    kl_beta: float | None = ranged(None, non_negative())  # weight of the k3 KL to the initial model, in the loss
     tis: bool | None = None  # truncated importance ratio against the sampler's log-probs (default: on-policy only)
-    tis_cap: float | None = None  # its cap (read with tis)
+    tis_cap: float | None = ranged(None, positive())  # its cap (read with tis)
     baseline: Literal["batch_mean", "group_mean"] | None = None  # the advantage baseline
     # Self-RedTeam (REINFORCE++)
-    reward_kl_beta: float | None = None  # weight of the k1 KL to the initial model, in the reward
-    clip: float | None = None  # PPO clip ε
-    minibatches: int | None = None  # optimizer steps per batch of rounds
+    # weight of the k1 KL to the initial model, in the reward
+    reward_kl_beta: float | None = ranged(None, non_negative())
+    clip: float | None = ranged(None, positive())  # PPO clip ε
+    minibatches: int | None = ranged(None, at_least(1))  # optimizer steps per batch of rounds
     # the loss over a minibatch: "token" mean over all its tokens (the reference's packed runs)
     # or "sequence" (each sequence's token mean, then the mean over sequences)
     weighting: Literal["token", "sequence"] | None = None
@@ -115,12 +197,12 @@ class AlgorithmConfig:
     # every algorithm: an auxiliary SFT loss on JSONL chats, added to every micro-batch
     sft_data: str | None = None  # the defender's chats
     attacker_sft_data: str | None = None  # the attacker's (same format, same coef and batch size)
-    sft_coef: float | None = None  # read with a file
-    sft_batch_size: int | None = None  # read with a file
+    sft_coef: float | None = ranged(None, non_negative())  # read with a file
+    sft_batch_size: int | None = ranged(None, at_least(1))  # read with a file
     # sequential baselines: one player trains while the other is frozen
     base: BaseAlgorithm | None = None  # the algorithm the trained player uses (its knobs are read too)
     train: Literal["attacker", "defender", "alternate"] | None = None
-    alternate_every: int | None = None  # steps per turn when alternating (the attacker goes first)
+    alternate_every: int | None = ranged(None, at_least(1))  # steps per turn when alternating (the attacker goes first)
 
     def __post_init__(self) -> None:
         reads = algorithm_reads(self)
@@ -206,34 +288,35 @@ def algorithm_reads(cfg: AlgorithmConfig) -> set[str]:
 
 @dataclass
 class OptimConfig:
-    lr: float = 1e-6
-    betas: tuple[float, float] = (0.9, 0.95)
-    weight_decay: float = 0.1
-    max_grad_norm: float = 1.0
-    final_lr_scale: float = 0.2  # cosine schedule from lr down to lr * final_lr_scale
-    warmup_steps: int = 0  # optimizer steps of linear warm-up
-    micro_batch_size: int = 8  # examples per forward/backward; gradients accumulate over a split
+    lr: float = ranged(1e-6, positive())
+    betas: tuple[float, float] = ranged((0.9, 0.95), each(within(0, 1, open_high=True)))
+    weight_decay: float = ranged(0.1, non_negative())
+    max_grad_norm: float = ranged(1.0, positive())
+    final_lr_scale: float = ranged(0.2, non_negative())  # cosine schedule from lr down to lr * final_lr_scale
+    warmup_steps: int = ranged(0, at_least(0))  # optimizer steps of linear warm-up
+    micro_batch_size: int = ranged(8, at_least(1))  # examples per forward/backward; gradients accumulate over a split
 
 
 @dataclass
 class DataConfig:
-    seeds: str = "bundled"  # "bundled" (the train split) or a JSONL/CSV file of seeds
-    validation_seeds: str = "bundled"  # "bundled" (the held-out split) or a file
-    batch_size: int = 4  # seeds per split per step, per process
-    validation_size: int = 32  # held-out seeds played each validation (direct rounds)
+    seeds: str = ranged("bundled", NON_EMPTY)  # "bundled" (the train split) or a JSONL/CSV file of seeds
+    validation_seeds: str = ranged("bundled", NON_EMPTY)  # "bundled" (the held-out split) or a file
+    batch_size: int = ranged(4, at_least(1))  # seeds per split per step, per process
+    # held-out seeds played each validation (direct rounds); run.validate_every=0 turns validation off
+    validation_size: int = ranged(32, at_least(1))
 
 
 @dataclass
 class RunConfig:
-    steps: int = 1000
-    seed: int = 0
-    out_dir: str = "runs/advgame"
-    checkpoint_every: int = 50
-    keep_checkpoints: int = 3
-    validate_every: int = 25  # 0: never; validation also runs before the first step
+    steps: int = ranged(1000, at_least(1))
+    seed: int = ranged(0, at_least(0))
+    out_dir: str = ranged("runs/advgame", NON_EMPTY)
+    checkpoint_every: int = ranged(50, at_least(1))
+    keep_checkpoints: int = ranged(3, at_least(0))  # 0: keep every checkpoint
+    validate_every: int = ranged(25, at_least(0))  # 0: never; validation also runs before the first step
     tensorboard: bool = True
     wandb: bool = False
-    wandb_project: str = "advgame"
+    wandb_project: str = ranged("advgame", NON_EMPTY)
     progress: bool = True
 
 
@@ -255,126 +338,49 @@ class ConfigError(ValueError):
     key: str | None = None  # the dotted key at fault, where the message alone does not tell it
 
 
-# ----------------------------------------------------------------------------- allowed values
-#
-# The range of every numeric field (and of a few strings), by dotted key. The types come from
-# the dataclasses; these rules say which values of the type make sense. A field whose type is
-# Optional may also be None (meaning what its comment says, e.g. the algorithm's default).
-# Each given value is checked before its section is built, so the game's own checks see only
-# values that pass here. ``tests/test_config.py`` checks that every numeric field has a rule.
-
-
-@dataclass(frozen=True)
-class Rule:
-    test: Callable[[Any], bool]
-    allowed: str  # what is allowed, in words: "an integer >= 1"
-
-
-def at_least(low: int) -> Rule:
-    return Rule(lambda v: v >= low, f"an integer >= {low}")
-
-
-def positive() -> Rule:
-    return Rule(lambda v: v > 0, "a number > 0")
-
-
-def non_negative() -> Rule:
-    return Rule(lambda v: v >= 0, "a number >= 0")
-
-
-def within(low: float, high: float, *, open_high: bool = False, open_low: bool = False) -> Rule:
-    def test(v: Any) -> bool:
-        return (low < v if open_low else low <= v) and (v < high if open_high else v <= high)
-
-    return Rule(test, f"a number in {'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}")
-
-
-def each(rule: Rule) -> Rule:
-    return Rule(lambda v: all(rule.test(x) for x in v), f"each {rule.allowed}")
-
-
-NON_EMPTY = Rule(lambda v: bool(v.strip()), "a non-empty string")
-
-RULES: dict[str, Rule] = {
-    # model
-    "model.name": NON_EMPTY,
-    "model.lora_rank": at_least(1),
-    "model.lora_alpha": at_least(1),
-    # judge
-    "judge.model": NON_EMPTY,
-    "judge.max_tokens": at_least(1),
-    "judge.temperature": non_negative(),
-    "judge.top_p": within(0, 1, open_low=True),
-    "judge.retries": at_least(0),  # -1 would play no round at all
-    "judge.deadline": positive(),
-    # rollout
-    "rollout.attacker_max_tokens": at_least(1),
-    "rollout.defender_max_tokens": at_least(1),
-    "rollout.temperature": non_negative(),
-    "rollout.top_p": within(0, 1, open_low=True),
-    "rollout.max_model_len": at_least(2),
-    "rollout.batch_size": at_least(1),
-    # algorithm
-    "algorithm.beta": positive(),
-    "algorithm.ema_decay": within(0, 1, open_high=True),
-    "algorithm.kl_beta": non_negative(),
-    "algorithm.reward_kl_beta": non_negative(),
-    "algorithm.tis_cap": positive(),
-    "algorithm.clip": positive(),
-    "algorithm.minibatches": at_least(1),
-    "algorithm.sft_coef": non_negative(),
-    "algorithm.sft_batch_size": at_least(1),
-    "algorithm.alternate_every": at_least(1),
-    # optim
-    "optim.lr": positive(),
-    "optim.betas": each(within(0, 1, open_high=True)),
-    "optim.weight_decay": non_negative(),
-    "optim.max_grad_norm": positive(),
-    "optim.final_lr_scale": non_negative(),
-    "optim.warmup_steps": at_least(0),
-    "optim.micro_batch_size": at_least(1),
-    # data
-    "data.seeds": NON_EMPTY,
-    "data.validation_seeds": NON_EMPTY,
-    "data.batch_size": at_least(1),
-    "data.validation_size": at_least(1),  # run.validate_every=0 turns validation off
-    # run
-    "run.steps": at_least(1),
-    "run.seed": at_least(0),
-    "run.out_dir": NON_EMPTY,
-    "run.checkpoint_every": at_least(1),
-    "run.keep_checkpoints": at_least(0),  # 0: keep every checkpoint
-    "run.validate_every": at_least(0),  # 0: never
-    "run.wandb_project": NON_EMPTY,
-    # game (GameConfig checks some of these itself; the rules here name the value)
-    "game.num_attacks": at_least(1),
-    "game.num_responses": at_least(1),
-    "game.max_attack_chars": at_least(1),
-    "game.max_response_chars": at_least(1),
-    "game.direct_fraction": within(0, 1),
-    **{
-        f"game.srt_coefficients.{name}": non_negative()
-        for name in (
-            "attacker_faithful",
-            "attacker_refusal",
-            "attacker_harm",
-            "defender_refusal",
-            "defender_harm",
-            "format",
-        )
+# Rules of sections declared where ``algorithms`` may not reach into (advgame_env imports
+# nothing from us), by class and field: the same rules, kept beside the sections that use them.
+FOREIGN_RULES: dict[type, dict[str, Rule]] = {
+    # GameConfig checks some of these itself; the rules here name the value
+    GameConfig: {
+        "num_attacks": at_least(1),
+        "num_responses": at_least(1),
+        "max_attack_chars": at_least(1),
+        "max_response_chars": at_least(1),
+        "direct_fraction": within(0, 1),
     },
+    SelfRedTeamCoefficients: {f.name: non_negative() for f in dataclasses.fields(SelfRedTeamCoefficients)},
 }
 
 
-def check_value(key: str, value: Any) -> None:
-    """Raise a ConfigError when ``value`` (already of the field's type) is outside ``key``'s rule."""
-    rule = RULES.get(key)
+def rule_of(cls: type, f: dataclasses.Field[object]) -> Rule | None:
+    """The rule of field ``f`` of section ``cls``: its own (``ranged``), else ``FOREIGN_RULES``'."""
+    rule = f.metadata.get(RULE)
+    return rule if isinstance(rule, Rule) else FOREIGN_RULES.get(cls, {}).get(f.name)
+
+
+def _sections(cls: type, prefix: str = "") -> Iterator[tuple[str, type, dataclasses.Field[object]]]:
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        kind = hints[f.name]
+        if isinstance(kind, type) and dataclasses.is_dataclass(kind):
+            yield from _sections(kind, f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}", cls, f
+
+
+# Every rule by dotted key (what the tests and docs list); the checks read the fields themselves.
+RULES: dict[str, Rule] = {key: rule for key, cls, f in _sections(TrainConfig) if (rule := rule_of(cls, f))}
+
+
+def _check_rule(cls: type, f: dataclasses.Field[object], value: object, where: str) -> None:
+    rule = rule_of(cls, f)
     if rule is not None and value is not None and not rule.test(value):
-        raise ConfigError(f"config.{key}: {value!r} is not allowed; expected {rule.allowed}")
+        raise ConfigError(f"{where}: {value!r} is not allowed; expected {rule.allowed}")
 
 
-def _walk(cfg: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
-    for f in dataclasses.fields(cfg):
+def _walk(cfg: object, prefix: str = "") -> Iterator[tuple[str, object]]:
+    for f in dataclasses.fields(cfg):  # type: ignore[arg-type]
         value = getattr(cfg, f.name)
         if dataclasses.is_dataclass(value):
             yield from _walk(value, f"{prefix}{f.name}.")
@@ -382,28 +388,33 @@ def _walk(cfg: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
             yield f"{prefix}{f.name}", value
 
 
-def validate(cfg: TrainConfig) -> TrainConfig:
-    """Check every rule (defaults included) and the rules that tie keys together."""
-    for key, value in _walk(cfg):
-        check_value(key, value)
-    if cfg.model.lora and (cfg.model.attacker or cfg.model.defender):
-        raise ConfigError(
-            "config.model.attacker / model.defender: a start of its own for one player needs full "
-            "fine-tuning (model.lora: false)"
-        )
-    if cfg.judge.kind != "rule" and cfg.judge.backend == "openai" and not cfg.judge.url:
-        raise ConfigError("config.judge.url: judge.backend openai needs judge.url (e.g. http://127.0.0.1:8000/v1)")
+def validate(cfg: T, where: str = "config") -> T:
+    """Check every field's rule (defaults included) and each section's ``check`` of the rules
+    that tie its keys together, depth first; ``cfg`` when all pass."""
+    for f in dataclasses.fields(cfg):  # type: ignore[arg-type]
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            validate(value, f"{where}.{f.name}")
+        else:
+            _check_rule(type(cfg), f, value, f"{where}.{f.name}")
+    check = getattr(cfg, "check", None)
+    if callable(check):
+        check()
     return cfg
 
 
 # ----------------------------------------------------------------------------- dict <-> dataclass
 
+# A section whose class depends on the data (e.g. one class per algorithm, chosen by its name):
+# ``field(default_factory=..., metadata={CHOOSE: function of the section's mapping -> class})``.
+CHOOSE = "choose"
 
-def _from_value(kind: Any, value: Any, where: str) -> Any:
-    if dataclasses.is_dataclass(kind):
+
+def _from_value(kind: object, value: object, where: str) -> object:
+    if isinstance(kind, type) and dataclasses.is_dataclass(kind):
         if not isinstance(value, Mapping):
-            raise ConfigError(f"{where}: expected a mapping of {getattr(kind, '__name__', kind)} fields, got {value!r}")
-        return from_dict(kind, value, where)  # type: ignore[arg-type]
+            raise ConfigError(f"{where}: expected a mapping of {kind.__name__} fields, got {value!r}")
+        return from_dict(kind, value, where)
     origin, args = typing.get_origin(kind), typing.get_args(kind)
     if origin is Literal:
         if value not in args:
@@ -425,23 +436,40 @@ def _from_value(kind: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a finite number, got {value!r}")
         return float(value)
     if kind in (int, str, bool) and type(value) is not kind:
-        raise ConfigError(f"{where}: expected {kind.__name__}, got {value!r}")
+        raise ConfigError(f"{where}: expected {getattr(kind, '__name__', kind)}, got {value!r}")
     return value
 
 
-def from_dict(cls: type, data: Mapping[str, Any], where: str = "config") -> Any:
+def from_dict(
+    cls: type[T], data: Mapping[str, object], where: str = "config", origins: Mapping[str, str] | None = None
+) -> T:
+    """``data`` as a ``cls``: each value of its field's type (nested sections too) and within its
+    rule, unknown keys refused naming the valid ones, then the section's own checks. A
+    ConfigError names ``where`` and the key; with ``origins`` (dotted key below ``config`` ->
+    "file, line N" or "override 'k=v'", as ``load_config`` gathers them) it starts with where
+    the value at fault was set. Any dataclass works, so a caller may pick a section's class
+    from another key first and parse the section with it."""
+    if origins is not None:
+        try:
+            return from_dict(cls, data, where)
+        except ConfigError as error:
+            origin = _origin(origins, error.key or _key_of(str(error)))
+            if origin is None:
+                raise
+            raise ConfigError(f"{origin}: {error}") from None
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(map(str, set(data) - set(names)))
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(map(str, set(data) - set(fields)))
     if unknown:
-        error = ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {', '.join(names)}")
-        error.key = f"{where}.{unknown[0]}".removeprefix("config").removeprefix(".")
-        raise error
-    values = {k: _from_value(hints[k], v, f"{where}.{k}") for k, v in data.items()}
-    if where == "config" or where.startswith("config."):
-        section = where.removeprefix("config").removeprefix(".")
-        for k, v in values.items():
-            check_value(f"{section}.{k}" if section else k, v)
+        refused = ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {', '.join(fields)}")
+        refused.key = _relative(f"{where}.{unknown[0]}")
+        raise refused
+    values = {}
+    for k, v in data.items():
+        choose = fields[k].metadata.get(CHOOSE)
+        kind = choose(v) if callable(choose) and isinstance(v, Mapping) else hints[k]
+        values[k] = _from_value(kind, v, f"{where}.{k}")
+        _check_rule(cls, fields[k], values[k], f"{where}.{k}")
     try:
         built = cls(**values)
     except (TypeError, ValueError, KeyError) as error:  # KeyError: e.g. an unknown template version
@@ -451,13 +479,17 @@ def from_dict(cls: type, data: Mapping[str, Any], where: str = "config") -> Any:
         failed = ConfigError(f"{where}: {message}")
         named = re.match(r"template '(\w+)'", str(message))  # TemplateSet names the template at fault
         if named and named.group(1) in values:
-            failed.key = f"{where}.{named.group(1)}".removeprefix("config").removeprefix(".")
+            failed.key = _relative(f"{where}.{named.group(1)}")
         raise failed from error
-    return validate(built) if cls is TrainConfig else built
+    return validate(built, where) if where == "config" else built
 
 
-def to_dict(cfg: Any) -> dict[str, Any]:
-    def plain(value: Any) -> Any:
+def _relative(key: str) -> str:
+    return key.removeprefix("config").removeprefix(".")
+
+
+def to_dict(cfg: object) -> dict[str, object]:
+    def plain(value: object) -> object:
         if isinstance(value, tuple):
             return list(value)
         return value
@@ -466,14 +498,14 @@ def to_dict(cfg: Any) -> dict[str, Any]:
         f.name: to_dict(getattr(cfg, f.name))
         if dataclasses.is_dataclass(getattr(cfg, f.name))
         else plain(getattr(cfg, f.name))
-        for f in dataclasses.fields(cfg)
+        for f in dataclasses.fields(cfg)  # type: ignore[arg-type]
     }
 
 
 # ----------------------------------------------------------------------------- files and overrides
 
 
-def apply_override(data: dict[str, Any], override: str, origins: dict[str, str] | None = None) -> None:
+def apply_override(data: Tree, override: str, origins: dict[str, str] | None = None) -> None:
     """``a.b.c=value`` with a YAML value (``1e-5``, ``true``, ``[0.9, 0.99]``, ``null``)."""
     key, sep, raw = override.partition("=")
     if not sep or not key:
@@ -481,9 +513,10 @@ def apply_override(data: dict[str, Any], override: str, origins: dict[str, str] 
     *parents, leaf = key.strip().split(".")
     node = data
     for part in parents:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
             raise ConfigError(f"override {override!r}: {part!r} is not a section")
+        node = child
     try:
         node[leaf] = _yaml_value(raw)
     except (yaml.YAMLError, RecursionError) as error:
@@ -495,13 +528,13 @@ def apply_override(data: dict[str, Any], override: str, origins: dict[str, str] 
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
-def _number(value: Any) -> Any:
+def _number(value: object) -> object:
     # PyYAML follows YAML 1.1, which reads 1e-5 as a string (it wants 1.0e-5); a number is
     # what anyone writing it means.
     return float(value) if isinstance(value, str) and _FLOAT.fullmatch(value.strip()) else value
 
 
-def _yaml_value(raw: str) -> Any:
+def _yaml_value(raw: str) -> object:
     return _number(yaml.safe_load(raw)) if raw.strip() else ""
 
 
@@ -527,13 +560,7 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     data = _read(Path(path), set(), origins) if path is not None else {}
     for override in overrides:
         apply_override(data, override, origins)
-    try:
-        return from_dict(TrainConfig, data)
-    except ConfigError as error:
-        origin = _origin(origins, getattr(error, "key", None) or _key_of(str(error)))
-        if origin is None:
-            raise
-        raise ConfigError(f"{origin}: {error}") from None
+    return from_dict(TrainConfig, data, origins=origins)
 
 
 def _key_of(message: str) -> str:
@@ -565,7 +592,7 @@ def _key_lines(node: yaml.Node | None, prefix: str, out: dict[str, int]) -> dict
     return out
 
 
-def _read(path: Path, seen: set[Path], origins: dict[str, str]) -> dict[str, Any]:
+def _read(path: Path, seen: set[Path], origins: dict[str, str]) -> Tree:
     path = path.resolve()
     if path in seen:
         raise ConfigError(f"{path}: config files include each other in a loop")
@@ -581,7 +608,7 @@ def _read(path: Path, seen: set[Path], origins: dict[str, str]) -> dict[str, Any
         raise ConfigError(f"{path}: not valid YAML (nested too deeply)") from None
     if not isinstance(loaded, dict):
         raise ConfigError(f"{path}: the config must be a mapping of sections, got {type(loaded).__name__}")
-    data = _files_beside(_numbers(loaded), path.parent)
+    data = _files_beside(_section(loaded), path.parent)
     base = data.pop("base", None)
     here = {key: f"{path}, line {line}" for key, line in lines.items() if key != "base"}
     if base is not None:
@@ -616,27 +643,35 @@ FILE_KEYS = (
 )
 
 
-def _files_beside(data: dict[str, Any], folder: Path) -> dict[str, Any]:
+def _files_beside(data: Tree, folder: Path) -> Tree:
     for section, key in FILE_KEYS:
-        value = data.get(section, {}).get(key) if isinstance(data.get(section), dict) else None
-        if isinstance(value, str) and value and not Path(value).is_absolute() and (folder / value).is_file():
-            data[section][key] = str((folder / value).resolve())
+        part = data.get(section)
+        value = part.get(key) if isinstance(part, dict) else None
+        beside = folder / value if isinstance(value, str) and value and not Path(value).is_absolute() else None
+        if isinstance(part, dict) and beside is not None and beside.is_file():
+            part[key] = str(beside.resolve())
     return data
 
 
-def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+def _merge(base: Tree, top: Tree) -> Tree:
     out = dict(base)
     for key, value in top.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        under = out.get(key)
+        out[key] = _merge(under, value) if isinstance(value, dict) and isinstance(under, dict) else value
     return out
 
 
-def _numbers(node: Any) -> Any:
+def _numbers(node: object) -> object:
     if isinstance(node, dict):
-        return {k: _numbers(v) for k, v in node.items()}
+        return _section(node)
     if isinstance(node, list):
         return [_numbers(v) for v in node]
     return _number(node)
+
+
+def _section(node: dict[object, object]) -> Tree:
+    # keys as YAML gave them (an int key too: from_dict names it as unknown)
+    return {k: _numbers(v) for k, v in node.items()}  # type: ignore[misc]
 
 
 def save_config(cfg: TrainConfig, path: Path) -> None:
@@ -660,13 +695,15 @@ RESUME_MAY_CHANGE = (
 )
 
 
-def config_changes(old: TrainConfig, new: TrainConfig) -> dict[str, tuple[Any, Any]]:
+def config_changes(old: TrainConfig, new: TrainConfig) -> dict[str, tuple[object, object]]:
     """``{dotted key: (old value, new value)}`` for every key whose value differs."""
     before, after = dict(_walk(old)), dict(_walk(new))
     return {key: (before.get(key), value) for key, value in after.items() if before.get(key) != value}
 
 
-def check_resumed_config(saved: TrainConfig, cfg: TrainConfig, allow: Sequence[str] = ()) -> dict[str, tuple[Any, Any]]:
+def check_resumed_config(
+    saved: TrainConfig, cfg: TrainConfig, allow: Sequence[str] = ()
+) -> dict[str, tuple[object, object]]:
     """The changes of ``cfg`` against the config a run started with, when each is allowed
     (``RESUME_MAY_CHANGE`` or ``allow``); a ConfigError naming every other changed key."""
     keys = {key for key, _ in _walk(cfg)}

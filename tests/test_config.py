@@ -198,3 +198,50 @@ def test_a_bad_override_names_the_override_and_a_file_with_a_bom_loads(tmp_path)
         load_config(None, ["optim.lr=fast"])
     (tmp_path / "bom.yaml").write_bytes(b"\xef\xbb\xbfrun:\n  steps: 7\n")
     assert load_config(tmp_path / "bom.yaml").run.steps == 7
+
+
+# ----------------------------------------------------------------------------- the mechanism, on any dataclass
+
+
+def test_from_dict_parses_any_dataclass_with_the_config_errors_and_origins():
+    from dataclasses import dataclass, field
+
+    from algorithms.config import CHOOSE, at_least, from_dict, ranged
+
+    @dataclass
+    class Plain:
+        name: str = "plain"
+        size: int = ranged(1, at_least(1))
+
+    @dataclass
+    class Wide(Plain):
+        width: float = 1.0
+
+    @dataclass
+    class Top:
+        # the section's class is chosen by its own "name" key
+        part: Plain = field(
+            default_factory=Plain, metadata={CHOOSE: lambda data: Wide if data.get("name") == "wide" else Plain}
+        )
+
+    assert from_dict(Top, {"part": {"name": "wide", "width": 2}}).part == Wide(name="wide", width=2.0)
+    with pytest.raises(ConfigError, match=r"config\.part: unknown key\(s\) \['width'\]; valid keys: name, size"):
+        from_dict(Top, {"part": {"width": 2}})
+    origins = {"part.size": "my.yaml, line 4"}
+    with pytest.raises(ConfigError) as error:
+        from_dict(Top, {"part": {"size": 0}}, origins=origins)
+    assert str(error.value) == "my.yaml, line 4: config.part.size: 0 is not allowed; expected an integer >= 1"
+
+
+def test_one_function_checks_every_rule_and_each_sections_own_check():
+    from algorithms.config import RULES, TrainConfig, validate
+
+    cfg = TrainConfig()
+    cfg.run.steps = 0  # set after loading: the rule on the field still holds
+    with pytest.raises(ConfigError, match=r"config\.run\.steps: 0 is not allowed; expected an integer >= 1"):
+        validate(cfg)
+    cfg = TrainConfig()
+    cfg.judge.kind, cfg.judge.backend = "llm", "openai"
+    with pytest.raises(ConfigError, match=r"config\.judge\.url: judge\.backend openai needs judge\.url"):
+        validate(cfg)
+    assert RULES["optim.lr"].allowed == "a number > 0" and RULES["game.num_attacks"].allowed == "an integer >= 1"
