@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from algorithms.cli.main import build_parser, main
+from algorithms.cli.main import main, parse_command
 
 ROOT = Path(__file__).parent.parent
 
@@ -171,9 +171,7 @@ def test_resume_with_a_changed_config_is_refused_and_a_change_can_be_allowed(tmp
     assert "optim.lr: 1e-06 -> 0.001" in err and "--allow-change optim.lr" in err
     assert main(["train", "--resume", "--allow-change", "run.stepz", f"run.out_dir={run}"]) == 2
     assert "run.stepz: not a config key" in capsys.readouterr().err
-    args = build_parser().parse_args(
-        ["train", "--resume", "--allow-change", "run.steps,optim.lr", "--allow-change", "x"]
-    )
+    args = parse_command(["train", "--resume", "--allow-change", "run.steps,optim.lr", "--allow-change", "x"])
     assert args.allow_change == ["run.steps,optim.lr", "x"]
 
 

@@ -254,9 +254,9 @@ def test_eval_checks_its_utility_options_before_generating(tmp_path, capsys):
 
 def test_the_default_reference_is_the_bundled_model_or_the_runs_start(tmp_path, tiny_chat):
     from agents.models import DEFAULT_MODEL
-    from algorithms.cli.main import _reference, build_parser
+    from algorithms.cli.main import _reference, parse_command
 
-    parse = build_parser().parse_args
+    parse = parse_command
     assert _reference(parse(["eval", "--model", "m"]), None) is None
     assert _reference(parse(["eval", "--model", "m", "--win-rate"]), None) == DEFAULT_MODEL
     assert _reference(parse(["eval", "--model", "m", "--reference", "r"]), None) == "r"

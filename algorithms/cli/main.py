@@ -24,131 +24,249 @@ a line of RUN/resumes.jsonl: its checkpoint, what was skipped or repaired, what 
 
 from __future__ import annotations
 
-import argparse
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Literal, Protocol
+
+import tyro
+from tyro.conf import OmitArgPrefixes, Positional, UseAppendAction, arg
+
+from agents.backends import BackendKind
+from algorithms.evaluation.redteam import RedTeamConfig
+
+if TYPE_CHECKING:
+    from advgame_env.judges import Judge
+    from agents.backends import Backend
+
+# Every command is a dataclass; tyro builds its flags (kebab-case, help from the field comments)
+# and `main` calls its `run`. Options several commands share are dataclasses of their own.
 
 
-def _play(args: argparse.Namespace) -> int:
-    import advgame_env
-    from agents import HFBackend, load_model
-    from agents.policy import Policy
-
-    print(f"loading {args.model} (the first run converts the bundled model once, ~1 minute)", flush=True)
-    model, tokenizer = load_model(args.model)
-    backend = HFBackend(model, tokenizer)
-    attacker = Policy(backend, max_tokens=args.max_tokens, temperature=0.7, seed=args.seed)
-    defender = Policy(backend, max_tokens=2 * args.max_tokens, temperature=0.7, seed=args.seed + 1)
-
-    game = advgame_env.Game(advgame_env.RuleJudge(), advgame_env.GameConfig(attacker_think=not args.no_think))
-    seeds = advgame_env.bundled_seeds("heldout")
-    # Every other round is direct (the seed goes straight to the defender): the untrained
-    # attacker rarely keeps its strict format, and the demo should show the defender judged too.
-    rounds = [
-        advgame_env.Round(seeds[(args.seed + 37 * i) % len(seeds)], direct=i % 2 == 1) for i in range(args.rounds)
-    ]
-    # All rounds advance together: one batched generation per player, one judge call per phase.
-    game.attack(rounds, attacker.attack([game.attacker_observation(r) for r in rounds], game.config.num_attacks))
-    game.respond(rounds, defender.respond([game.defender_observation(r) for r in rounds], game.config.num_responses))
-    for r in rounds:
-        print(advgame_env.transcript(r), end="\n\n")
-    return 0
+class Command(Protocol):
+    def run(self) -> int: ...
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from algorithms.cli.demo import DEMO, QUICK, print_table, run_demo
-    from algorithms.config import ConfigError
-
-    config = Path(args.config) if args.config else QUICK if args.quick else DEMO
-    eval_size = args.eval_size if args.eval_size is not None else 24 if args.quick else None
-    attack_seeds = args.attack_seeds if args.attack_seeds is not None else 4 if args.quick else 24
-    try:
-        evaluated, comparison = run_demo(
-            config, args.overrides, eval_size=eval_size, eval_tokens=args.eval_tokens, attack_seeds=attack_seeds
-        )
-    except (ConfigError, FileNotFoundError) as error:
-        print(f"advgame demo: {error}", file=sys.stderr)
-        return 2
-    print_table(evaluated, comparison)
-    return 0
+class UsageError(Exception):
+    """Options that do not go together: one line naming them, exit status 2."""
 
 
-def _train(args: argparse.Namespace) -> int:
-    from algorithms.config import ConfigError, load_config
-    from algorithms.training.trainer import train
+def _endpoint(kind: BackendKind, model: str, url: str | None, flag: str) -> Backend:
+    """The one backend factory, with its missing-URL error named by the flags the user gave."""
+    from agents.backends import build_backend
 
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except (ConfigError, FileNotFoundError) as error:
-        print(f"advgame train: {error}", file=sys.stderr)
-        return 2
-    allowed = [key.strip() for given in args.allow_change or [] for key in given.split(",") if key.strip()]
-    if allowed and not args.resume:
-        print("advgame train: --allow-change is for --resume", file=sys.stderr)
-        return 2
-    run_dir = train(cfg, resume=args.resume, allow_change=allowed)
-    print(f"run folder: {run_dir} (metrics.jsonl, tensorboard/, checkpoints/, final/)")
-    return 0
+    if kind == "openai" and not url:
+        raise UsageError(f"--{flag}backend openai needs --{flag}url (e.g. http://127.0.0.1:8000/v1)")
+    return build_backend(kind, model, url)
 
 
-def _eval(args: argparse.Namespace) -> int:
-    from pathlib import Path
+@dataclass
+class JudgeOptions:
+    judge: str = "rule"  # rule (model-free) or a judge model
+    judge_backend: BackendKind = "hf"
+    judge_url: str | None = None  # OpenAI-compatible server of the judge (--judge-backend openai)
 
-    from advgame_env import RuleJudge, SeedFormatError
-    from advgame_env.suites import load_suite
-    from algorithms.evaluation.evaluate import checkpoint_models, evaluate_models
-    from algorithms.evaluation.harness import HarnessError
-    from algorithms.evaluation.utility import plan_from_options
+    def check(self) -> None:
+        """Before any model loads: a server judge needs its URL."""
+        if self.judge != "rule" and self.judge_backend == "openai" and not self.judge_url:
+            raise UsageError("--judge-backend openai needs --judge-url (e.g. http://127.0.0.1:8000/v1)")
 
-    if not args.model and not args.run_dir:
-        print("advgame eval: give --model M (repeatable) or --run RUN_DIR", file=sys.stderr)
-        return 2
-    run = Path(args.run_dir) if args.run_dir else None
-    out = Path(args.out or (run / "eval" if run else "runs/eval"))
-    try:
-        seeds = load_suite(args.suite)
-        models = [(m, m) for m in args.model or []]
-        if run:
-            models += checkpoint_models(run, args.role, args.which, args.steps)
-    except (SeedFormatError, FileNotFoundError) as error:
-        print(f"advgame eval: {error}", file=sys.stderr)
-        return 2
-    try:
-        utility = _utilities(args.utility, [name for name, _ in models])
-        plan = plan_from_options(args.instruction_following, _reference(args, run), args.lm_eval, args.lm_eval_limit)
-    except (ValueError, FileNotFoundError, ImportError) as error:
-        print(f"advgame eval: {error}", file=sys.stderr)
-        return 2
-    judge = RuleJudge() if args.judge == "rule" else _llm_judge(args)
-    try:
-        evaluated, comparison = evaluate_models(
-            models,
-            seeds,
-            judge,
-            lambda model: _backend(args.backend, model, args.url),
-            out,
-            args.suite,
-            run=run,
-            max_tokens=args.max_tokens,
-            utility=utility,
-            plan=plan,
-        )
-    except HarnessError as error:
-        print(f"advgame eval: {error}", file=sys.stderr)
-        return 1
-    for row in evaluated:
-        print(f"\n{row.name}: {row.report}")
-        for measure, value in [*row.summary.items(), *row.figures.items()]:
-            print(f"  {measure:34s} {value}")
-    if comparison:
-        print(f"\ncomparison: {comparison}")
-    return 0
+    def build(self) -> Judge:
+        from advgame_env import LLMJudge, RuleJudge
+
+        if self.judge == "rule":
+            return RuleJudge()
+        return LLMJudge(_endpoint(self.judge_backend, self.judge, self.judge_url, "judge-"))
 
 
-def _reference(args: argparse.Namespace, run: Any) -> str | None:
+@dataclass
+class Demo:
+    """The CPU alignment demo: AdvGame-DPO-MD on the bundled model (configs/cpu_demo.yaml, ~45 min on 2 cores),
+    then one before/after table of the defender on held-out seeds and a report with pictures in RUN/eval.
+    An interrupted demo resumes."""
+
+    quick: bool = False  # configs/cpu_demo_quick.yaml: the pipeline in minutes
+    config: str | None = None  # another demo config (e.g. configs/cpu_demo_llm_judge.yaml)
+    eval_size: int | None = None  # held-out seeds evaluated (default: all 170; quick: 24)
+    eval_tokens: int = 64  # answer length when evaluating
+    attack_seeds: int | None = None  # held-out harmful seeds the attackers rewrite (0: skip; default 24, quick: 4)
+    overrides: Annotated[Positional[list[str]], arg(metavar="key=value")] = field(default_factory=list)
+    """config overrides, e.g. run.out_dir=runs/x"""
+
+    def run(self) -> int:
+        from algorithms.cli.demo import DEMO, QUICK, print_table, run_demo
+        from algorithms.config import ConfigError
+
+        config = Path(self.config) if self.config else QUICK if self.quick else DEMO
+        eval_size = self.eval_size if self.eval_size is not None else 24 if self.quick else None
+        attack_seeds = self.attack_seeds if self.attack_seeds is not None else 4 if self.quick else 24
+        try:
+            evaluated, comparison = run_demo(
+                config, self.overrides, eval_size=eval_size, eval_tokens=self.eval_tokens, attack_seeds=attack_seeds
+            )
+        except (ConfigError, FileNotFoundError) as error:
+            print(f"advgame demo: {error}", file=sys.stderr)
+            return 2
+        print_table(evaluated, comparison)
+        return 0
+
+
+@dataclass
+class Play:
+    """Play a few rounds with a model as attacker and defender, print them."""
+
+    model: str = "smollm2-135m-instruct"  # bundled name, local folder or hub id
+    rounds: int = 2
+    max_tokens: int = 160  # attacker budget; the defender gets twice this
+    seed: int = 0
+    no_think: bool = False  # attacker answers with <prompt> only
+
+    def run(self) -> int:
+        import advgame_env
+        from agents import HFBackend, load_model
+        from agents.policy import Policy
+
+        print(f"loading {self.model} (the first run converts the bundled model once, ~1 minute)", flush=True)
+        model, tokenizer = load_model(self.model)
+        backend = HFBackend(model, tokenizer)
+        attacker = Policy(backend, max_tokens=self.max_tokens, temperature=0.7, seed=self.seed)
+        defender = Policy(backend, max_tokens=2 * self.max_tokens, temperature=0.7, seed=self.seed + 1)
+
+        config = advgame_env.GameConfig(attacker_think=not self.no_think)
+        game = advgame_env.Game(advgame_env.RuleJudge(), config)
+        seeds = advgame_env.bundled_seeds("heldout")
+        # Every other round is direct (the seed goes straight to the defender): the untrained
+        # attacker rarely keeps its strict format, and the demo should show the defender judged too.
+        rounds = [
+            advgame_env.Round(seeds[(self.seed + 37 * i) % len(seeds)], direct=i % 2 == 1) for i in range(self.rounds)
+        ]
+        # All rounds advance together: one batched generation per player, one judge call per phase.
+        attacks = attacker.attack([game.attacker_observation(r) for r in rounds], game.config.num_attacks)
+        game.attack(rounds, attacks)
+        answers = defender.respond([game.defender_observation(r) for r in rounds], game.config.num_responses)
+        game.respond(rounds, answers)
+        for r in rounds:
+            print(advgame_env.transcript(r), end="\n\n")
+        return 0
+
+
+@dataclass
+class Train:
+    """Train both players. Example: advgame train --config configs/cpu_smoke.yaml optim.lr=1e-5"""
+
+    config: str | None = None  # YAML run config (configs/); every key has a default
+    # continue the run in run.out_dir from its newest intact checkpoint; the config must be the run's own
+    resume: bool = False
+    allow_change: Annotated[UseAppendAction[list[str]], arg(metavar="KEY[,KEY]")] = field(default_factory=list)
+    """with --resume: a config key that may differ from the run's (e.g. run.steps to extend it); repeatable.
+    Output-only keys (run.progress, run.tensorboard, run.wandb*, run.checkpoint_every, run.keep_checkpoints,
+    run.validate_every) may always change; every change is recorded in RUN/resumes.jsonl"""
+    overrides: Annotated[Positional[list[str]], arg(metavar="key=value")] = field(default_factory=list)
+    """config overrides, e.g. run.steps=10"""
+
+    def run(self) -> int:
+        from algorithms.config import ConfigError, load_config
+        from algorithms.training.trainer import train
+
+        try:
+            cfg = load_config(self.config, self.overrides)
+        except (ConfigError, FileNotFoundError) as error:
+            print(f"advgame train: {error}", file=sys.stderr)
+            return 2
+        allowed = [key.strip() for given in self.allow_change for key in given.split(",") if key.strip()]
+        if allowed and not self.resume:
+            print("advgame train: --allow-change is for --resume", file=sys.stderr)
+            return 2
+        run_dir = train(cfg, resume=self.resume, allow_change=allowed)
+        print(f"run folder: {run_dir} (metrics.jsonl, tensorboard/, checkpoints/, final/)")
+        return 0
+
+
+@dataclass
+class Eval:
+    """Harmful compliance and over-refusal of a model over a suite: greedy answers, judged;
+    writes report.md, summary.json, results.jsonl."""
+
+    model: UseAppendAction[list[str]] = field(default_factory=list)
+    """bundled name, folder (a training export too) or hub id; repeat to compare"""
+    run_dir: Annotated[str | None, arg(name="run")] = None
+    """a training run folder: evaluate its start and its checkpoints (see --steps)"""
+    steps: str = "all"  # with --run: all, or steps and last, e.g. 0,last
+    role: Literal["defender", "attacker"] = "defender"  # with --run
+    which: Literal["learner", "ema"] = "learner"  # with --run: weights to evaluate
+    suite: str = "bundled"  # bundled (held-out seeds), a file, or FORMAT:file
+    backend: BackendKind = "hf"
+    url: str | None = None  # OpenAI-compatible server of the model (--backend openai)
+    judging: OmitArgPrefixes[JudgeOptions] = field(default_factory=JudgeOptions)
+    max_tokens: int = 256
+    out: str | None = None  # report folder (default runs/eval, or RUN/eval with --run)
+    utility: Annotated[UseAppendAction[list[str]], arg(metavar="MODEL=SCORE")] = field(default_factory=list)
+    """a capability score measured elsewhere (e.g. a benchmark accuracy), for the safety-vs-utility panel"""
+    instruction_following: Annotated[int | None, arg(metavar="N")] = None
+    """IFEval-style instruction following on the bundled suite (322 prompts), or its first N prompts
+    (the flag alone: all of them)"""
+    win_rate: bool = False  # helpfulness win rate on the suite's benign requests against --reference, judged by --judge
+    reference: Annotated[str | None, arg(metavar="MODEL")] = None
+    """the win rate's reference model (implies --win-rate; default: the run's initial model, or the bundled one)"""
+    lm_eval: Annotated[str | None, arg(metavar="TASKS")] = None
+    """lm-evaluation-harness tasks (names or task YAML paths, comma separated), run offline on each model folder"""
+    lm_eval_limit: Annotated[int | None, arg(metavar="N")] = None  # with --lm-eval: at most N documents per task
+
+    def run(self) -> int:
+        from advgame_env import SeedFormatError
+        from advgame_env.suites import load_suite
+        from algorithms.evaluation.evaluate import checkpoint_models, evaluate_models
+        from algorithms.evaluation.harness import HarnessError
+        from algorithms.evaluation.utility import plan_from_options
+
+        if not self.model and not self.run_dir:
+            raise UsageError("give --model M (repeatable) or --run RUN_DIR")
+        run = Path(self.run_dir) if self.run_dir else None
+        out = Path(self.out or (run / "eval" if run else "runs/eval"))
+        try:
+            seeds = load_suite(self.suite)
+            models = [(m, m) for m in self.model]
+            if run:
+                models += checkpoint_models(run, self.role, self.which, self.steps)
+        except (SeedFormatError, FileNotFoundError) as error:
+            raise UsageError(str(error)) from None
+        try:
+            utility = _utilities(self.utility, [name for name, _ in models])
+            reference = _reference(self, run)
+            plan = plan_from_options(self.instruction_following, reference, self.lm_eval, self.lm_eval_limit)
+        except (ValueError, FileNotFoundError, ImportError) as error:
+            raise UsageError(str(error)) from None
+        if self.backend == "openai" and not self.url:  # before the judge's model loads
+            raise UsageError("--backend openai needs --url (e.g. http://127.0.0.1:8000/v1)")
+        self.judging.check()
+        judge = self.judging.build()
+        try:
+            evaluated, comparison = evaluate_models(
+                models,
+                seeds,
+                judge,
+                lambda model: _endpoint(self.backend, model, self.url, ""),
+                out,
+                self.suite,
+                run=run,
+                max_tokens=self.max_tokens,
+                utility=utility,
+                plan=plan,
+            )
+        except HarnessError as error:
+            print(f"advgame eval: {error}", file=sys.stderr)
+            return 1
+        for row in evaluated:
+            print(f"\n{row.name}: {row.report}")
+            for measure, value in [*row.summary.items(), *row.figures.items()]:
+                print(f"  {measure:34s} {value}")
+        if comparison:
+            print(f"\ncomparison: {comparison}")
+        return 0
+
+
+def _reference(args: Eval, run: Path | None) -> str | None:
     """The win rate's reference: --reference, else the run's initial model, else the bundled model."""
     if not args.win_rate and not args.reference:
         return None
@@ -164,10 +282,10 @@ def _reference(args: argparse.Namespace, run: Any) -> str | None:
     return DEFAULT_MODEL
 
 
-def _utilities(given: list[str] | None, names: list[str]) -> dict[str, float]:
+def _utilities(given: Sequence[str], names: list[str]) -> dict[str, float]:
     """``--utility NAME=SCORE`` pairs, each naming an evaluated model."""
     out = {}
-    for pair in given or []:
+    for pair in given:
         name, _, score = pair.rpartition("=")
         if name not in names:
             raise ValueError(f"--utility {pair!r}: {name!r} is not an evaluated model ({', '.join(names)})")
@@ -178,246 +296,159 @@ def _utilities(given: list[str] | None, names: list[str]) -> dict[str, float]:
     return out
 
 
-def _plot(args: argparse.Namespace) -> int:
-    from pathlib import Path
+@dataclass
+class Plot:
+    """Training curves of a run folder as a PNG."""
 
-    from algorithms.evaluation.plots import training_curves
-    from algorithms.training.runlog import read_metrics
+    run_dir: Annotated[Positional[str], arg(metavar="RUN")]  # run folder (holds metrics.jsonl)
+    out: str | None = None  # PNG path (default RUN/training.png)
 
-    run = Path(args.run_dir)
-    if not (run / "metrics.jsonl").exists():
-        print(f"advgame plot: {run} has no metrics.jsonl (is it a training run folder?)", file=sys.stderr)
-        return 2
-    path = training_curves(read_metrics(run), Path(args.out or run / "training.png"), run.name)
-    print(f"training curves: {path}" if path else "advgame plot: nothing plottable was logged yet")
-    return 0 if path else 1
+    def run(self) -> int:
+        from algorithms.evaluation.plots import training_curves
+        from algorithms.training.runlog import read_metrics
+
+        run = Path(self.run_dir)
+        if not (run / "metrics.jsonl").exists():
+            raise UsageError(f"{run} has no metrics.jsonl (is it a training run folder?)")
+        path = training_curves(read_metrics(run), Path(self.out or run / "training.png"), run.name)
+        print(f"training curves: {path}" if path else "advgame plot: nothing plottable was logged yet")
+        return 0 if path else 1
 
 
-def _redteam(args: argparse.Namespace) -> int:
-    from pathlib import Path
+@dataclass
+class RedTeam:
+    """A trained attacker against a target model: ASR by category, successful attacks, diversity.
+    The attacker rewrites each seed several times, the target answers, the judge scores; results.jsonl
+    grows batch by batch (a rerun with the same --out resumes), then report.md and summary.json."""
 
-    from advgame_env import Game, GameConfig, RuleJudge, SeedFormatError
-    from advgame_env.suites import load_suite
-    from agents.policy import Policy
-    from algorithms.evaluation.redteam import RedTeamConfig, RedTeamError, redteam, summarise, write_report
+    attacker: str  # bundled name, folder (a trained attacker too) or hub id
+    target: str  # model to attack (the served model's name with openai)
+    attacker_backend: BackendKind = "hf"
+    attacker_url: str | None = None  # OpenAI-compatible server of the attacker
+    target_backend: BackendKind = "hf"
+    target_url: str | None = None  # OpenAI-compatible server of the target, e.g. http://127.0.0.1:8000
+    seeds: str = "bundled"  # bundled (held-out seeds), a file, or FORMAT:file
+    judging: OmitArgPrefixes[JudgeOptions] = field(default_factory=JudgeOptions)
+    out: str = "runs/redteam"
+    redteam: OmitArgPrefixes[RedTeamConfig] = field(default_factory=RedTeamConfig)
+    temperature: float = 1.0  # the attacker's sampling temperature
+    no_think: bool = False  # the attacker answers with <prompt> only
+    prefill: str = ""  # opening of the attacker's turn (e.g. '<think>')
+    retry_errors: bool = False  # play the items recorded with an error again
+    no_embeddings: bool = False  # no SBERT diversity in the report
 
-    try:
-        seeds = load_suite(args.seeds)
-    except (SeedFormatError, FileNotFoundError) as error:
-        print(f"advgame redteam: {error}", file=sys.stderr)
-        return 2
-    for role in ("attacker", "target"):
-        if getattr(args, f"{role}_backend") == "openai" and not getattr(args, f"{role}_url"):
-            print(f"advgame redteam: --{role}-backend openai needs --{role}-url", file=sys.stderr)
-            return 2
-    cfg = RedTeamConfig(
-        samples=args.samples,
-        batch_size=args.batch_size,
-        target_max_tokens=args.max_tokens,
-        retries=args.retries,
-        seed=args.seed,
-        baseline=not args.no_baseline,
-        include_benign=args.include_benign,
-    )
-    # What a resumed run must share with the first one (URLs, batch size and retries may change).
-    kept = ("attacker", "target", "seeds", "judge", "samples", "max_tokens", "temperature", "seed", "no_think")
-    settings = {k: getattr(args, k) for k in (*kept, "prefill", "no_baseline", "include_benign")}
-    attacker_side = (args.attacker_backend, args.attacker, args.attacker_url)
-    attacker_backend = _backend(*attacker_side)
-    target_side = (args.target_backend, args.target, args.target_url)
-    target = attacker_backend if target_side == attacker_side else _backend(*target_side)  # one copy in memory
-    policy = Policy(attacker_backend, args.max_tokens, args.temperature, seed=args.seed, prefill=args.prefill)
-    judge = RuleJudge() if args.judge == "rule" else _llm_judge(args)
-    game = Game(judge, GameConfig(num_attacks=1, attacker_think=not args.no_think))
-    out = Path(args.out)
-    try:
-        records = redteam(policy, target, game, seeds, out, cfg, settings=settings, retry_errors=args.retry_errors)
-    except RedTeamError as error:
-        print(f"advgame redteam: {error}", file=sys.stderr)
-        return 2
-    embedder = None
-    if not args.no_embeddings:
+    def settings(self) -> dict[str, object]:
+        """What a resumed run must share with the first one (URLs, batch size and retries may change)."""
+        cfg = self.redteam
+        return {
+            "attacker": self.attacker,
+            "target": self.target,
+            "seeds": self.seeds,
+            "judge": self.judging.judge,
+            "samples": cfg.samples,
+            "max_tokens": cfg.target_max_tokens,
+            "temperature": self.temperature,
+            "seed": cfg.seed,
+            "no_think": self.no_think,
+            "prefill": self.prefill,
+            "no_baseline": not cfg.baseline,
+            "include_benign": cfg.include_benign,
+        }
+
+    def run(self) -> int:
+        from advgame_env import Game, GameConfig, SeedFormatError
+        from advgame_env.suites import load_suite
+        from agents.policy import Policy
+        from algorithms.evaluation.redteam import redteam, summarise, write_report
+
         try:
-            from agents.embeddings import SentenceEmbedder
+            seeds = load_suite(self.seeds)
+        except (SeedFormatError, FileNotFoundError) as error:
+            raise UsageError(str(error)) from None
+        for role in ("attacker", "target"):
+            if getattr(self, f"{role}_backend") == "openai" and not getattr(self, f"{role}_url"):
+                raise UsageError(f"--{role}-backend openai needs --{role}-url")
+        self.judging.check()
+        cfg = self.redteam
+        attacker_side = (self.attacker_backend, self.attacker, self.attacker_url)
+        attacker_backend = _endpoint(*attacker_side, "attacker-")
+        target_side = (self.target_backend, self.target, self.target_url)
+        # one copy in memory when both sides are the same model
+        target = attacker_backend if target_side == attacker_side else _endpoint(*target_side, "target-")
+        policy = Policy(attacker_backend, cfg.target_max_tokens, self.temperature, seed=cfg.seed, prefill=self.prefill)
+        game = Game(self.judging.build(), GameConfig(num_attacks=1, attacker_think=not self.no_think))
+        out = Path(self.out)
+        records = redteam(
+            policy, target, game, seeds, out, cfg, settings=self.settings(), retry_errors=self.retry_errors
+        )
+        embedder = None
+        if not self.no_embeddings:
+            try:
+                from agents.embeddings import SentenceEmbedder
 
-            embedder = SentenceEmbedder()
-        except Exception as error:  # optional: the report goes on with self-BLEU only
-            print(f"no SBERT diversity ({error})")
-    report = write_report(records, out, f"{args.attacker} against {args.target} on {args.seeds}", embedder)
-    for name, value in summarise(records).items():
-        print(f"{name:46s} {value}")
-    print(f"report: {report}")
-    return 0
-
-
-def _backend(kind: str, model: str, url: str | None) -> Any:
-    if kind == "openai":
-        from agents.openai_backend import OpenAIBackend
-
-        if not url:
-            raise SystemExit("advgame eval: --backend openai needs --url (e.g. http://127.0.0.1:8000/v1)")
-        return OpenAIBackend(url, model)
-    if kind == "vllm":
-        from agents.vllm_backend import VLLMBackend
-
-        return VLLMBackend(model)
-    from agents import HFBackend, load_model
-
-    return HFBackend(*load_model(model))
-
-
-def _llm_judge(args: argparse.Namespace) -> Any:
-    from advgame_env import LLMJudge
-
-    return LLMJudge(_backend(args.judge_backend, args.judge, args.judge_url))
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="advgame", description="LM safety alignment as an attacker-defender game.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser(
-        "demo",
-        help="the CPU alignment demo: train, then compare the defender before and after on held-out seeds",
-        description="AdvGame-DPO-MD on the bundled model (configs/cpu_demo.yaml, ~45 min on 2 cores), then one "
-        "before/after table and a report with pictures in RUN/eval. An interrupted demo resumes.",
-    )
-    demo.add_argument("--quick", action="store_true", help="configs/cpu_demo_quick.yaml: the pipeline in minutes")
-    demo.add_argument("--config", help="another demo config (e.g. configs/cpu_demo_llm_judge.yaml)")
-    demo.add_argument("--eval-size", type=int, help="held-out seeds evaluated (default: all 170; quick: 24)")
-    demo.add_argument("--eval-tokens", type=int, default=64, help="answer length when evaluating")
-    demo.add_argument("--attack-seeds", type=int, help="held-out harmful seeds the attackers rewrite (0: skip)")
-    demo.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. run.out_dir=runs/x")
-    demo.set_defaults(run=_demo)
-    play = commands.add_parser("play", help="play a few rounds with a model as attacker and defender, print them")
-    play.add_argument("--model", default="smollm2-135m-instruct", help="bundled name, local folder or hub id")
-    play.add_argument("--rounds", type=int, default=2)
-    play.add_argument("--max-tokens", type=int, default=160, help="attacker budget; the defender gets twice this")
-    play.add_argument("--seed", type=int, default=0)
-    play.add_argument("--no-think", action="store_true", help="attacker answers with <prompt> only")
-    play.set_defaults(run=_play)
-    train = commands.add_parser(
-        "train",
-        help="train attacker and defender with a run config",
-        description="Train both players. Example: advgame train --config configs/cpu_smoke.yaml optim.lr=1e-5",
-    )
-    train.add_argument("--config", help="YAML run config (configs/); every key has a default")
-    train.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue the run in run.out_dir from its newest intact checkpoint; the config must be the run's own",
-    )
-    train.add_argument(
-        "--allow-change",
-        action="append",
-        metavar="KEY[,KEY]",
-        help="with --resume: a config key that may differ from the run's (e.g. run.steps to extend it); repeatable. "
-        "Output-only keys (run.progress, run.tensorboard, run.wandb*, run.checkpoint_every, run.keep_checkpoints, "
-        "run.validate_every) may always change; every change is recorded in RUN/resumes.jsonl",
-    )
-    train.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. run.steps=10")
-    train.set_defaults(run=_train)
-    ev = commands.add_parser(
-        "eval",
-        help="harmful compliance and over-refusal of a model over a suite, with a report",
-        description="Greedy answers over a suite, judged; writes report.md, summary.json, results.jsonl.",
-    )
-    ev.add_argument(
-        "--model", action="append", help="bundled name, folder (a training export too) or hub id; repeat to compare"
-    )
-    ev.add_argument(
-        "--run", dest="run_dir", help="a training run folder: evaluate its start and its checkpoints (see --steps)"
-    )
-    ev.add_argument("--steps", default="all", help="with --run: all, or steps and last, e.g. 0,last")
-    ev.add_argument("--role", choices=("defender", "attacker"), default="defender", help="with --run")
-    ev.add_argument("--which", choices=("learner", "ema"), default="learner", help="with --run: weights to evaluate")
-    ev.add_argument("--suite", default="bundled", help="bundled (held-out seeds), a file, or FORMAT:file")
-    ev.add_argument("--backend", choices=("hf", "vllm", "openai"), default="hf")
-    ev.add_argument("--url", help="OpenAI-compatible server of the model (--backend openai)")
-    ev.add_argument("--judge", default="rule", help="rule (model-free) or a judge model")
-    ev.add_argument("--judge-backend", choices=("hf", "vllm", "openai"), default="hf")
-    ev.add_argument("--judge-url")
-    ev.add_argument("--max-tokens", type=int, default=256)
-    ev.add_argument("--out", help="report folder (default runs/eval, or RUN/eval with --run)")
-    ev.add_argument(
-        "--utility",
-        action="append",
-        metavar="MODEL=SCORE",
-        help="a capability score measured elsewhere (e.g. a benchmark accuracy), for the safety-vs-utility panel",
-    )
-    ev.add_argument(
-        "--instruction-following",
-        nargs="?",
-        type=int,
-        const=0,
-        metavar="N",
-        help="IFEval-style instruction following on the bundled suite (322 prompts), or its first N prompts",
-    )
-    ev.add_argument(
-        "--win-rate",
-        action="store_true",
-        help="helpfulness win rate on the suite's benign requests against --reference, judged by --judge",
-    )
-    ev.add_argument(
-        "--reference",
-        metavar="MODEL",
-        help="the win rate's reference model (implies --win-rate; default: the run's initial model, or the bundled one)",
-    )
-    ev.add_argument(
-        "--lm-eval",
-        metavar="TASKS",
-        help="lm-evaluation-harness tasks (names or task YAML paths, comma separated), run offline on each model folder",
-    )
-    ev.add_argument("--lm-eval-limit", type=int, metavar="N", help="with --lm-eval: at most N documents per task")
-    ev.set_defaults(run=_eval)
-    plot = commands.add_parser("plot", help="training curves of a run folder as a PNG")
-    plot.add_argument("run_dir", metavar="RUN", help="run folder (holds metrics.jsonl)")
-    plot.add_argument("--out", help="PNG path (default RUN/training.png)")
-    plot.set_defaults(run=_plot)
-    red = commands.add_parser(
-        "redteam",
-        help="a trained attacker against a target model: ASR by category, successful attacks, diversity",
-        description="The attacker rewrites each seed several times, the target answers, the judge scores; "
-        "results.jsonl grows batch by batch (a rerun with the same --out resumes), then report.md and summary.json.",
-    )
-    red.add_argument("--attacker", required=True, help="bundled name, folder (a trained attacker too) or hub id")
-    red.add_argument("--attacker-backend", choices=("hf", "vllm", "openai"), default="hf")
-    red.add_argument("--attacker-url", help="OpenAI-compatible server of the attacker")
-    red.add_argument("--target", required=True, help="model to attack (the served model's name with openai)")
-    red.add_argument("--target-backend", choices=("hf", "vllm", "openai"), default="hf")
-    red.add_argument("--target-url", help="OpenAI-compatible server of the target, e.g. http://127.0.0.1:8000")
-    red.add_argument("--seeds", default="bundled", help="bundled (held-out seeds), a file, or FORMAT:file")
-    red.add_argument("--samples", type=int, default=4, help="attacker rewrites per seed")
-    red.add_argument("--judge", default="rule", help="rule (model-free) or a judge model")
-    red.add_argument("--judge-backend", choices=("hf", "vllm", "openai"), default="hf")
-    red.add_argument("--judge-url")
-    red.add_argument("--out", default="runs/redteam")
-    red.add_argument("--batch-size", type=int, default=16, help="items per batch; results are saved after each")
-    red.add_argument("--max-tokens", type=int, default=256, help="budget of each rewrite and each answer")
-    red.add_argument("--temperature", type=float, default=1.0, help="the attacker's sampling temperature")
-    red.add_argument("--retries", type=int, default=2, help="retries of a failing target call, per item")
-    red.add_argument("--seed", type=int, default=0)
-    red.add_argument("--no-think", action="store_true", help="the attacker answers with <prompt> only")
-    red.add_argument("--prefill", default="", help="opening of the attacker's turn (e.g. '<think>')")
-    red.add_argument("--no-baseline", action="store_true", help="do not also send each seed as it is")
-    red.add_argument("--include-benign", action="store_true", help="benign seeds too (success: a refusal)")
-    red.add_argument("--retry-errors", action="store_true", help="play the items recorded with an error again")
-    red.add_argument("--no-embeddings", action="store_true", help="no SBERT diversity in the report")
-    red.set_defaults(run=_redteam)
-    serve = commands.add_parser(
-        "serve",
-        help="an OpenAI-compatible vLLM server of a model (bundled name, folder or hub id)",
-        description="Runs `vllm serve MODEL [options]` (CPU build included); every vllm serve option works.",
-    )
-    serve.add_argument("model")
-    serve.add_argument("vllm_args", nargs=argparse.REMAINDER, help="options passed to vllm serve")
-    serve.set_defaults(run=lambda args: _serve([args.model, *args.vllm_args]))
-    return parser
+                embedder = SentenceEmbedder()
+            except Exception as error:  # optional: the report goes on with self-BLEU only
+                print(f"no SBERT diversity ({error})")
+        report = write_report(records, out, f"{self.attacker} against {self.target} on {self.seeds}", embedder)
+        for name, value in summarise(records).items():
+            print(f"{name:46s} {value}")
+        print(f"report: {report}")
+        return 0
 
 
-def _serve(argv: list[str]) -> int:
-    from agents.vllm_serve import main as serve
+@dataclass
+class Serve:
+    """An OpenAI-compatible vLLM server of a model (bundled name, folder or hub id): runs
+    `vllm serve MODEL [options]` (CPU build included); every vllm serve option works."""
 
-    return serve(argv)
+    model: Positional[str]
+    vllm_args: Positional[list[str]] = field(default_factory=list)  # options passed to vllm serve
+
+    def run(self) -> int:
+        from agents.vllm_serve import main as serve
+
+        return serve([self.model, *self.vllm_args])
+
+
+COMMANDS: dict[str, Callable[..., Command]] = {
+    "demo": Demo,
+    "play": Play,
+    "train": Train,
+    "eval": Eval,
+    "plot": Plot,
+    "redteam": RedTeam,
+    "serve": Serve,
+}
+
+
+def parse_command(argv: Sequence[str] | None = None) -> Command:
+    """The command dataclass that ``argv`` (default: sys.argv[1:]) names, its fields set from the flags."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["serve"] and len(args) > 1 and args[1] not in ("-h", "--help"):
+        return Serve(args[1], args[2:])  # vllm's options go through untouched, unparsed by us
+    if args[:1] == ["eval"]:
+        args = _flag_alone(args, "--instruction-following", "0")
+    return tyro.extras.subcommand_cli_from_dict(
+        COMMANDS,
+        prog="advgame",
+        description="LM safety alignment as an attacker-defender game.",
+        args=args,
+    )
+
+
+def _flag_alone(args: list[str], flag: str, value: str) -> list[str]:
+    # argparse's nargs="?" (a flag that may come without its value) has no tyro spelling, so the
+    # value the flag alone means is written in before tyro parses.
+    out = []
+    for i, token in enumerate(args):
+        out.append(token)
+        if token == flag and (i + 1 == len(args) or _is_flag(args[i + 1])):
+            out.append(value)
+    return out
+
+
+def _is_flag(token: str) -> bool:
+    return token.startswith("-") and not token.lstrip("-").replace(".", "", 1).isdigit()  # -1 is a value
 
 
 def _user_error(error: BaseException) -> bool:
@@ -429,18 +460,19 @@ def _user_error(error: BaseException) -> bool:
     from algorithms.training.runlog import RunLogError
     from algorithms.training.sft import SFTFormatError
 
-    documented = (ConfigError, SeedFormatError, SFTFormatError, CheckpointError, RunLogError, RedTeamError)
+    documented = (ConfigError, SeedFormatError, SFTFormatError, CheckpointError, RunLogError, RedTeamError, UsageError)
     return isinstance(error, (*documented, FileExistsError, FileNotFoundError))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    command = parse_command(argv)
+    name = next(name for name, kind in COMMANDS.items() if type(command) is kind)
     try:
-        return int(args.run(args))
+        return int(command.run())
     except Exception as error:
         if not _user_error(error):
             raise
-        print(f"advgame {args.command}: {error}", file=sys.stderr)
+        print(f"advgame {name}: {error}", file=sys.stderr)
         return 2
 
 

@@ -40,7 +40,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
+
+import tyro
 
 from advgame_env import ClassifyItem, Failure, Game, Label, Round, Sample, Seed
 from advgame_env.metrics import Rate, embedding_diversity, rate, self_bleu_diversity
@@ -61,13 +63,13 @@ class RedTeamError(ValueError):
 @dataclass(frozen=True)
 class RedTeamConfig:
     samples: int = 4  # attacker rewrites per seed
-    batch_size: int = 16  # items per batch (and per fsync)
-    target_max_tokens: int = 256
-    retries: int = 2  # per item, after the batch call failed
+    batch_size: int = 16  # items per batch; results are saved (and fsync'd) after each
+    target_max_tokens: Annotated[int, tyro.conf.arg(name="max-tokens")] = 256  # budget of each rewrite and each answer
+    retries: int = 2  # retries of a failing target call, per item, after the batch call failed
     backoff: float = 1.0  # seconds before the first retry, doubled after each
-    seed: int = 0
+    seed: int = 0  # of the attacker's sampling
     baseline: bool = True  # the target also answers each seed as it is
-    include_benign: bool = False
+    include_benign: bool = False  # benign seeds too (success: a refusal)
 
     def __post_init__(self) -> None:
         if self.samples < 1 or self.batch_size < 1 or self.retries < 0 or self.backoff < 0:
