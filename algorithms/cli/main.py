@@ -53,7 +53,7 @@ class UsageError(Exception):
 
 
 def _endpoint(kind: BackendKind, model: str, url: str | None, flag: str) -> Backend:
-    """The one backend factory, with its missing-URL error named by the flags the user gave."""
+    """``agents.build_backend``, with its missing-URL error named by the flags the user gave."""
     from agents.backends import build_backend
 
     if kind == "openai" and not url:
