@@ -9,7 +9,7 @@ from agents.models import load_model
 from agents.openai_backend import OpenAIBackend
 from agents.vllm_backend import VLLMBackend
 
-BackendKind = Literal["hf", "vllm", "openai"]
+BackendKind = Literal["hf", "vllm", "openai"]  # algorithms.config.BackendKind mirrors it (agents imports no algorithms)
 Backend = HFBackend | VLLMBackend | OpenAIBackend
 
 

@@ -93,6 +93,8 @@ def ranged(default: T, rule: Rule) -> T:
     return field(default=default, metadata={RULE: rule})
 
 
+# The engines of agents.build_backend (agents.BackendKind; not imported from there: agents loads torch)
+BackendKind = Literal["hf", "vllm", "openai"]
 AlgorithmName = Literal["advgame_dpo_md", "advgame_ipo_md", "dpo", "ipo", "grpo", "self_redteam", "sequential"]
 BaseAlgorithm = Literal["advgame_dpo_md", "advgame_ipo_md", "dpo", "ipo", "grpo"]
 
@@ -126,7 +128,7 @@ class JudgeConfig:
     # game.reward_rule self_redteam without a faithfulness check: build_judge refuses other games)
     kind: Literal["rule", "llm", "wildguard"] = "rule"
     model: str = ranged("smollm2-135m-instruct", NON_EMPTY)  # the judge's model (kind: llm or wildguard)
-    backend: Literal["hf", "vllm", "openai"] = "hf"  # agents.BackendKind (not imported: agents loads torch)
+    backend: BackendKind = "hf"
     url: str | None = None  # OpenAI-compatible server (backend: openai)
     mode: Literal["generative", "logprob"] = "generative"  # kind: llm
     both_orders: bool = False  # judge each pair in both orders to cancel position bias (kind: llm)

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Annotated, Literal, Protocol
 import tyro
 from tyro.conf import OmitArgPrefixes, Positional, UseAppendAction, arg
 
-from agents.backends import BackendKind
+from algorithms.config import BackendKind
 from algorithms.evaluation.redteam import RedTeamConfig
 
 if TYPE_CHECKING:

@@ -40,15 +40,17 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import tyro
 
 from advgame_env import ClassifyItem, Failure, Game, Label, Round, Sample, Seed
 from advgame_env.metrics import Rate, embedding_diversity, rate, self_bleu_diversity
 from advgame_env.templates import clean_untrusted
-from agents.policy import Policy, chat
 from algorithms.training.seed_stream import derived_seed
+
+if TYPE_CHECKING:  # agents loads torch: the CLI reads RedTeamConfig before any command runs
+    from agents.policy import Policy
 
 T = TypeVar("T")
 Key = tuple[str, bool, int]  # (seed id, direct baseline, sample)
@@ -203,6 +205,7 @@ def _retry(call: Callable[[], T], retries: int, backoff: float) -> tuple[T | Non
 
 def _answer(target: Any, prompts: list[str], cfg: RedTeamConfig) -> list[Answer]:
     """(generation or None, error, attempts) per prompt: the batch at once, else each alone."""
+    from agents.policy import chat
 
     def ask(batch: list[str]) -> list[Any]:
         out = list(target.generate([chat(p) for p in batch], max_tokens=cfg.target_max_tokens, temperature=0.0))
