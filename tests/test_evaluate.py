@@ -67,6 +67,7 @@ def test_an_empty_suite_reports_nothing_rather_than_nan():
         rate(-1, 0)
 
 
+@pytest.mark.slow
 def test_a_runs_checkpoints_are_exported_evaluated_and_compared(tiny_chat, tmp_path, capsys):
     from algorithms.cli.main import main
     from algorithms.evaluation.evaluate import checkpoint_models

@@ -131,6 +131,7 @@ def _copy(run: Path, to: Path) -> Path:
     return to
 
 
+@pytest.mark.slow
 def test_a_corrupt_newest_checkpoint_resumes_from_the_one_before(tiny_chat, finished_run, tmp_path, capsys):
     run = _copy(finished_run, tmp_path / "run")
     newest = run / "checkpoints" / "step_0000002" / "state.pt"
@@ -153,6 +154,7 @@ def test_a_corrupt_newest_checkpoint_resumes_from_the_one_before(tiny_chat, fini
     assert record["checkpoint"] == "step_0000001" and "step_0000002" in record["skipped"][0]
 
 
+@pytest.mark.slow
 def test_a_changed_config_is_refused_on_resume_naming_the_keys(tiny_chat, finished_run, tmp_path):
     run = _copy(finished_run, tmp_path / "run")
     before = (run / "config.yaml").read_text()
