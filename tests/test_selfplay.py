@@ -23,7 +23,7 @@ from algorithms.training.distributed import Dist
 from algorithms.training.losses import ppo_clip_loss, reward_to_go, whiten
 from algorithms.training.sft import load_sft
 from algorithms.training.trainer import Trainer
-from tests.test_trainer import config
+from tests.helpers import config, srt_config
 
 ROOT = Path(__file__).parent.parent
 
@@ -101,20 +101,6 @@ def test_a_prefill_opens_the_turn_and_belongs_to_the_prompt(tiny_chat):
 
 
 # ----------------------------------------------------------------------------- the trainer
-
-
-def srt_config(model: Path, out: Path, *extra: str):
-    return config(
-        model,
-        out,
-        "algorithm.name=self_redteam",
-        "algorithm.reward_kl_beta=0.01",
-        "algorithm.minibatches=2",
-        "game.reward_rule=self_redteam",
-        "game.defender_think=false",  # the tiny model answers plainly; its rewards then differ
-        "optim.lr=1e-2",
-        *extra,
-    )
 
 
 def _logprob(player, role_prompt: str, text: str) -> float:

@@ -25,31 +25,9 @@ from algorithms.training.losses import dpo_loss
 from algorithms.training.players import build_players
 from algorithms.training.runlog import read_metrics
 from algorithms.training.trainer import Optimizer, Trainer, cosine_scale, update
+from tests.helpers import config
 
 ROOT = Path(__file__).parent.parent
-
-
-def config(model: Path, out: Path, *overrides: str):
-    return load_config(
-        None,
-        [
-            f"model.name={model}",
-            f"run.out_dir={out}",
-            "run.progress=false",
-            "run.tensorboard=false",
-            "run.validate_every=0",
-            "run.steps=2",
-            "data.batch_size=2",
-            "data.validation_size=4",
-            "rollout.attacker_max_tokens=12",
-            "rollout.defender_max_tokens=24",
-            "rollout.temperature=1.0",
-            "rollout.top_p=1.0",
-            "game.direct_fraction=0.5",
-            "optim.lr=1e-3",
-            *overrides,
-        ],
-    )
 
 
 # ----------------------------------------------------------------------------- pieces

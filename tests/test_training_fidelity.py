@@ -15,7 +15,7 @@ from algorithms.config import load_config
 from algorithms.training.algorithms import GRPO
 from algorithms.training.losses import grpo_token_loss, k3_kl
 from algorithms.training.trainer import Trainer
-from tests.test_trainer import config
+from tests.helpers import config, srt_config
 
 
 def fingerprint(module) -> float:
@@ -133,8 +133,6 @@ def test_self_redteam_old_logprobs_come_from_the_policy_that_played(tiny_chat, t
 def test_self_redteam_prepares_and_updates_once_on_both_splits_mixed(tiny_chat, tmp_path, monkeypatch):
     """The reference whitens each role over the whole buffer (harmful and benign seeds) and mixes
     seed types in each minibatch: one prepare and ``minibatches`` optimizer steps per step."""
-    from tests.test_selfplay import srt_config
-
     trainer = Trainer(srt_config(tiny_chat, tmp_path / "run", "game.direct_fraction=0.5"))
     batches: list[int] = []
     real = trainer.algorithm.prepare
