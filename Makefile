@@ -1,5 +1,5 @@
 # The entry points of the README. Each sets everything up first (idempotent).
-.PHONY: setup demo quick-demo test bench
+.PHONY: setup demo quick-demo test test-fast bench
 
 setup:
 	bash scripts/setup.sh
@@ -17,6 +17,13 @@ test: setup
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
 	.venv/bin/python -m pytest
+
+# The fast tier while working: no training loop, bundled model, engine or subprocess (about a
+# minute on 2 cores); `make test` above stays the whole suite and CI's command.
+test-fast: setup
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/python -m pytest -m "not slow"
 
 # Every benchmark, one table (benchmarks/README.md); TRL is installed for them only.
 bench: setup

@@ -6,7 +6,7 @@ import torch
 from agents import HFBackend, load_model, render_chat, resolve_model, tiny_model
 from agents.hf import branch_paths, encode, token_logprobs
 from agents.policy import Policy
-from tests.samples import assert_same_generations
+from tests.helpers import assert_same_generations
 
 CHAT = [{"role": "user", "content": "Name a fruit."}]
 

@@ -102,6 +102,7 @@ def _demo_args(out: Path, options: tuple[str, ...] = (), *overrides: str) -> lis
     ]
 
 
+@pytest.mark.slow
 def test_the_demo_trains_then_compares_the_defender_before_and_after(tiny_chat, tmp_path, capsys):
     """The demo's whole pipeline on the tiny chat model: train, evaluate both ends, red-team, report."""
     out = tmp_path / "demo"

@@ -67,11 +67,12 @@ def test_an_empty_suite_reports_nothing_rather_than_nan():
         rate(-1, 0)
 
 
+@pytest.mark.slow
 def test_a_runs_checkpoints_are_exported_evaluated_and_compared(tiny_chat, tmp_path, capsys):
     from algorithms.cli.main import main
     from algorithms.evaluation.evaluate import checkpoint_models
     from algorithms.training.trainer import Trainer
-    from tests.test_trainer import config
+    from tests.helpers import config
 
     run = tmp_path / "run"
     Trainer(config(tiny_chat, run, "run.checkpoint_every=1", "optim.lr=1e-2", "run.validate_every=2")).train()

@@ -50,6 +50,7 @@ def test_a_task_yamls_data_files_are_read_beside_it(tmp_path, monkeypatch):
         task_specs(["missing.yaml"])
 
 
+@pytest.mark.slow
 @needs_harness
 def test_a_failing_run_says_why(tiny_chat):
     with pytest.raises(HarnessError, match="failed with exit code"):

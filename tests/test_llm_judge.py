@@ -6,7 +6,6 @@ model through the Hugging Face backend.
 """
 
 import math
-from dataclasses import dataclass
 
 import pytest
 
@@ -23,21 +22,14 @@ from advgame_env import (
     Rubric,
     Seed,
 )
-
-
-@dataclass
-class Out:
-    text: str
-    token_ids: tuple = ()
-    logprobs: tuple = ()
-    finish_reason: str = "stop"
+from agents import Generation
 
 
 class Echo:
     """Answers every chat with its own user message: whatever the judge shows, it repeats."""
 
     def generate(self, chats, *, max_tokens, temperature=1.0, top_p=1.0, seed=None):
-        return [Out(chat[-1]["content"]) for chat in chats]
+        return [Generation(chat[-1]["content"]) for chat in chats]
 
     def score(self, chats, continuations):
         return [0.0 for _ in chats]
@@ -47,7 +39,7 @@ class FirstIsBetter:
     """A position-biased judge: always prefers whichever response is shown first."""
 
     def generate(self, chats, *, max_tokens, temperature=1.0, top_p=1.0, seed=None):
-        return [Out("<think>A looks better.</think><score_A>8</score_A><score_B>2</score_B>") for _ in chats]
+        return [Generation("<think>A looks better.</think><score_A>8</score_A><score_B>2</score_B>") for _ in chats]
 
     def score(self, chats, continuations):
         # log-probs: the first option ("A", "0", "yes") is likelier than the rest
@@ -229,7 +221,7 @@ def test_the_judge_samples_with_its_configured_temperature_and_top_p():
     class Recording:
         def generate(self, chats, *, max_tokens, temperature=1.0, top_p=1.0, seed=None):
             sent.append((temperature, top_p))
-            return [Out("<score>7</score>") for _ in chats]
+            return [Generation("<score>7</score>") for _ in chats]
 
     judge = LLMJudge(Recording(), temperature=0.6, top_p=0.9)
     assert judge.score([PointItem(Rubric.COMPLIANCE, "q", "a")]) == [7.0]

@@ -15,7 +15,7 @@ import pytest
 from agents import Generation, OpenAIBackend
 from agents.openai_backend import BackendError
 from tests.fake_openai import Raw, completion, fake_server, free_port
-from tests.samples import assert_same_generations
+from tests.helpers import assert_same_generations
 
 CHAT = [{"role": "user", "content": "Name a fruit."}]
 

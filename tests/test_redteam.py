@@ -260,6 +260,7 @@ def test_results_written_before_the_non_answer_field_still_load(tmp_path):
     assert Results(tmp_path / "results.jsonl").records[("a", False, 0)].non_answer is None
 
 
+@pytest.mark.slow
 def test_redteam_against_a_faulty_server_is_killed_and_resumed_without_losing_or_repeating(tiny_chat, tmp_path):
     """A real subprocess run against the loopback fake server, whose first answer to each prompt
     is a fault (5xx, 429 with Retry-After, garbage or cut JSON, NaN log-probs, a dropped

@@ -20,6 +20,7 @@ from algorithms.training.checkpoints import (
 )
 from algorithms.training.runlog import RunLogError, read_metrics, repair_metrics
 from algorithms.training.trainer import Trainer
+from tests.helpers import tiny_run
 
 STATE = {"step": 0, "weights": {}, "optimizers": {}, "schedulers": {}, "data": {}, "rng": {}}
 
@@ -99,22 +100,15 @@ def test_config_changes_name_each_key_with_both_values():
 
 
 def _config(model: Path, out: Path, *overrides: str):
-    return load_config(
-        None,
-        [
-            f"model.name={model}",
-            f"run.out_dir={out}",
-            "run.progress=false",
-            "run.tensorboard=false",
-            "run.validate_every=0",
-            "run.steps=2",
-            "run.checkpoint_every=1",
-            "data.batch_size=2",
-            "rollout.attacker_max_tokens=8",
-            "rollout.defender_max_tokens=8",
-            "game.direct_fraction=0.5",
-            *overrides,
-        ],
+    """A checkpoint after each step; short answers, default learning rate and temperature (the
+    changed-config test names their values)."""
+    return tiny_run(
+        model,
+        out,
+        "run.checkpoint_every=1",
+        "rollout.attacker_max_tokens=8",
+        "rollout.defender_max_tokens=8",
+        *overrides,
     )
 
 
@@ -131,6 +125,7 @@ def _copy(run: Path, to: Path) -> Path:
     return to
 
 
+@pytest.mark.slow
 def test_a_corrupt_newest_checkpoint_resumes_from_the_one_before(tiny_chat, finished_run, tmp_path, capsys):
     run = _copy(finished_run, tmp_path / "run")
     newest = run / "checkpoints" / "step_0000002" / "state.pt"
@@ -153,6 +148,7 @@ def test_a_corrupt_newest_checkpoint_resumes_from_the_one_before(tiny_chat, fini
     assert record["checkpoint"] == "step_0000001" and "step_0000002" in record["skipped"][0]
 
 
+@pytest.mark.slow
 def test_a_changed_config_is_refused_on_resume_naming_the_keys(tiny_chat, finished_run, tmp_path):
     run = _copy(finished_run, tmp_path / "run")
     before = (run / "config.yaml").read_text()

@@ -23,7 +23,7 @@ from algorithms.training.distributed import Dist
 from algorithms.training.losses import ppo_clip_loss, reward_to_go, whiten
 from algorithms.training.sft import load_sft
 from algorithms.training.trainer import Trainer
-from tests.test_trainer import config
+from tests.helpers import config, srt_config
 
 ROOT = Path(__file__).parent.parent
 
@@ -103,20 +103,6 @@ def test_a_prefill_opens_the_turn_and_belongs_to_the_prompt(tiny_chat):
 # ----------------------------------------------------------------------------- the trainer
 
 
-def srt_config(model: Path, out: Path, *extra: str):
-    return config(
-        model,
-        out,
-        "algorithm.name=self_redteam",
-        "algorithm.reward_kl_beta=0.01",
-        "algorithm.minibatches=2",
-        "game.reward_rule=self_redteam",
-        "game.defender_think=false",  # the tiny model answers plainly; its rewards then differ
-        "optim.lr=1e-2",
-        *extra,
-    )
-
-
 def _logprob(player, role_prompt: str, text: str) -> float:
     tokenizer = player.tokenizer
     prompt = tokenizer.encode(
@@ -126,6 +112,7 @@ def _logprob(player, role_prompt: str, text: str) -> float:
         return float(HFBackend(model, tokenizer).sequence_logprobs([(prompt, tokenizer.encode(text))])[0])
 
 
+@pytest.mark.slow
 def test_one_shared_update_changes_the_policy_of_both_roles(tiny_chat, tmp_path):
     trainer = Trainer(srt_config(tiny_chat, tmp_path / "run"))
     assert shares_one_policy(trainer.algorithm) and list(trainer.learners) == ["policy"]
@@ -145,6 +132,7 @@ def test_one_shared_update_changes_the_policy_of_both_roles(tiny_chat, tmp_path)
     assert roles == {"attacker", "defender"}
 
 
+@pytest.mark.slow
 def test_more_than_one_sample_per_seed_works(tiny_chat, tmp_path):
     trainer = Trainer(srt_config(tiny_chat, tmp_path / "run", "game.num_attacks=2", "game.num_responses=3"))
     rounds = trainer._play_split(Label.HARMFUL, 0)
@@ -154,6 +142,7 @@ def test_more_than_one_sample_per_seed_works(tiny_chat, tmp_path):
     assert math.isfinite(trainer.train_step()["train/policy_loss"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("train", ["defender", "alternate"])
 def test_a_frozen_opponent_never_changes(tiny_chat, tmp_path, train):
     cfg = config(
@@ -185,6 +174,7 @@ def test_a_frozen_opponent_never_changes(tiny_chat, tmp_path, train):
     )
 
 
+@pytest.mark.slow
 def test_sft_data_errors_name_file_and_line_and_the_term_trains(tiny_chat, tmp_path):
     _, tokenizer = load_model(tiny_chat)
     bad = tmp_path / "bad.jsonl"
@@ -221,6 +211,7 @@ def _sft_roles_seen(trainer: Trainer, steps: int) -> list[tuple[str, str]]:
     return seen
 
 
+@pytest.mark.slow
 def test_each_sft_term_trains_only_its_own_role_in_a_two_player_game(tiny_chat, tmp_path):
     good = tmp_path / "sft.jsonl"
     good.write_text("".join(json.dumps({"prompt": f"Q {i}?", "response": "No."}) + "\n" for i in range(4)))
@@ -306,6 +297,7 @@ def test_every_cpu_config_trains_end_to_end(path, tmp_path):
     assert [m["step"] for m in lines] == [1, 2] and (tmp_path / "final").is_dir()
 
 
+@pytest.mark.slow
 def test_the_comparison_example_prints_one_table(tiny_chat, tmp_path):
     done = subprocess.run(
         [

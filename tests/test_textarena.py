@@ -230,6 +230,7 @@ def test_judge_failure_leaves_the_turn_to_retry() -> None:
     assert not done and env.state.current_player_id == 1
 
 
+@pytest.mark.slow
 def test_importing_the_package_does_not_import_textarena() -> None:
     code = "import sys, advgame_env; assert 'textarena' not in sys.modules, 'textarena imported eagerly'"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -25,31 +25,9 @@ from algorithms.training.losses import dpo_loss
 from algorithms.training.players import build_players
 from algorithms.training.runlog import read_metrics
 from algorithms.training.trainer import Optimizer, Trainer, cosine_scale, update
+from tests.helpers import config
 
 ROOT = Path(__file__).parent.parent
-
-
-def config(model: Path, out: Path, *overrides: str):
-    return load_config(
-        None,
-        [
-            f"model.name={model}",
-            f"run.out_dir={out}",
-            "run.progress=false",
-            "run.tensorboard=false",
-            "run.validate_every=0",
-            "run.steps=2",
-            "data.batch_size=2",
-            "data.validation_size=4",
-            "rollout.attacker_max_tokens=12",
-            "rollout.defender_max_tokens=24",
-            "rollout.temperature=1.0",
-            "rollout.top_p=1.0",
-            "game.direct_fraction=0.5",
-            "optim.lr=1e-3",
-            *overrides,
-        ],
-    )
 
 
 # ----------------------------------------------------------------------------- pieces
@@ -150,6 +128,7 @@ def test_recomputed_activations_give_the_same_update_and_leave_sampling_alone(ti
     assert sampled[0].token_ids == reference.generate(chats, max_tokens=8, temperature=0, adapter=adapter)[0].token_ids
 
 
+@pytest.mark.slow
 def test_md_step_moves_the_ema_by_one_minus_decay_and_samples_from_it(tiny_chat, tmp_path):
     trainer = Trainer(config(tiny_chat, tmp_path / "run", "algorithm.name=advgame_dpo_md"))
     defender = trainer.players["defender"]
@@ -170,6 +149,7 @@ def test_md_step_moves_the_ema_by_one_minus_decay_and_samples_from_it(tiny_chat,
         torch.testing.assert_close(ema[name], want, rtol=0, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_on_policy_samples_from_the_learner_and_keeps_the_initial_model_frozen(tiny_chat, tmp_path):
     trainer = Trainer(config(tiny_chat, tmp_path / "run", "algorithm.name=dpo", "model.lora=false"))
     defender = trainer.players["defender"]
@@ -183,6 +163,7 @@ def test_on_policy_samples_from_the_learner_and_keeps_the_initial_model_frozen(t
     assert "ema" not in defender.copies  # on-policy keeps no EMA
 
 
+@pytest.mark.slow
 def test_grpo_step_starts_with_zero_kl_and_trains(tiny_chat, tmp_path):
     trainer = Trainer(config(tiny_chat, tmp_path / "run", "algorithm.name=grpo", "game.judging=pointwise"))
     first = trainer.train_step()
@@ -198,6 +179,7 @@ def test_grpo_step_starts_with_zero_kl_and_trains(tiny_chat, tmp_path):
     assert metrics["train_harmful/defender_kl"] > 0 and torch.isfinite(torch.tensor(metrics["train/defender_loss"]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lora", [True, False], ids=["lora", "full"])
 def test_exported_players_load_and_score_like_the_learner(tiny_chat, tmp_path, lora):
     trainer = Trainer(config(tiny_chat, tmp_path / "run", f"model.lora={str(lora).lower()}", "optim.lr=1e-2"))
@@ -218,6 +200,7 @@ def test_exported_players_load_and_score_like_the_learner(tiny_chat, tmp_path, l
 # ----------------------------------------------------------------------------- runs and checkpoints
 
 
+@pytest.mark.slow
 def test_a_run_folder_is_never_overwritten_and_keeps_the_newest_checkpoints(tiny_chat, tmp_path):
     out = tmp_path / "run"
     cfg = config(
@@ -248,6 +231,7 @@ def _train_lines(folder: Path) -> dict[int, dict]:
     return {m["step"]: {k: v for k, v in m.items() if not k.startswith("time/")} for m in lines}
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_exactly_where_it_stopped(tiny_chat, tmp_path):
     common = [
         f"model.name={tiny_chat}",
@@ -301,6 +285,7 @@ def accelerate_launch(port: int) -> list[str]:
     return [sys.executable, "-m", "accelerate.commands.launch", *options]
 
 
+@pytest.mark.slow
 def test_two_processes_make_the_same_update_as_one(tiny_chat, tmp_path):
     """accelerate launch with two CPU processes, each with half of the global batch of pairs."""
     env = os.environ | {"OMP_NUM_THREADS": "1"}
@@ -328,6 +313,7 @@ def test_two_processes_make_the_same_update_as_one(tiny_chat, tmp_path):
     assert b["sft"]["grad_norm"] == pytest.approx(a["sft"]["grad_norm"], rel=1e-4)
 
 
+@pytest.mark.slow
 def test_the_whole_loop_runs_in_two_processes(tiny_chat, tmp_path):
     launch = accelerate_launch(29518)
     args = [f"model.name={tiny_chat}", f"run.out_dir={tmp_path / 'run'}", "run.steps=2", "run.progress=false"]

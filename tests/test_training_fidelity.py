@@ -15,7 +15,7 @@ from algorithms.config import load_config
 from algorithms.training.algorithms import GRPO
 from algorithms.training.losses import grpo_token_loss, k3_kl
 from algorithms.training.trainer import Trainer
-from tests.test_trainer import config
+from tests.helpers import config, srt_config
 
 
 def fingerprint(module) -> float:
@@ -65,6 +65,7 @@ def step_until_trained(trainer: Trainer, key: str, tries: int = 4) -> dict[str, 
 # ----------------------------------------------------------------------------- 14.7 one sampler per step
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", ["hf", "snapshot"], ids=["hf", "vllm-like"])
 def test_both_splits_are_sampled_by_the_policy_of_the_steps_start(tiny_chat, tmp_path, monkeypatch, engine):
     """The reference syncs its rollout engine once per step, before the first split: both splits
@@ -98,6 +99,7 @@ def test_both_splits_are_sampled_by_the_policy_of_the_steps_start(tiny_chat, tmp
     assert set(seen) <= set(start.values()), "a split was sampled by weights other than the step's start"
 
 
+@pytest.mark.slow
 def test_self_redteam_old_logprobs_come_from_the_policy_that_played(tiny_chat, tmp_path, monkeypatch):
     """PPO's π_old is the generating policy, also when a vLLM-like engine samples."""
     cfg = config(
@@ -127,11 +129,10 @@ def test_self_redteam_old_logprobs_come_from_the_policy_that_played(tiny_chat, t
 # ----------------------------------------------------------------------------- 14.4 Self-RedTeam's one update
 
 
+@pytest.mark.slow
 def test_self_redteam_prepares_and_updates_once_on_both_splits_mixed(tiny_chat, tmp_path, monkeypatch):
     """The reference whitens each role over the whole buffer (harmful and benign seeds) and mixes
     seed types in each minibatch: one prepare and ``minibatches`` optimizer steps per step."""
-    from tests.test_selfplay import srt_config
-
     trainer = Trainer(srt_config(tiny_chat, tmp_path / "run", "game.direct_fraction=0.5"))
     batches: list[int] = []
     real = trainer.algorithm.prepare
@@ -197,6 +198,7 @@ def test_grpo_batch_mean_is_over_every_process(tiny_chat):
     assert [e.advantage for e in examples] == pytest.approx([r - mean for r in rewards])
 
 
+@pytest.mark.slow
 def test_a_masked_rollout_counts_in_the_normaliser_but_is_not_trained(tiny_chat, tmp_path):
     from algorithms.training.distributed import Dist
     from algorithms.training.trainer import update
@@ -237,6 +239,7 @@ def test_the_reference_undetached_ratio_is_our_loss_with_half_the_kl_weight():
 # ----------------------------------------------------------------------------- 14.8 each role's tokenizer
 
 
+@pytest.mark.slow
 def test_each_roles_examples_use_that_players_tokenizer(tiny_chat, tmp_path, monkeypatch):
     model, tokenizer = load_model(tiny_chat)
     tokenizer.chat_template = "ATTACKER TEMPLATE " + tokenizer.chat_template
@@ -273,6 +276,7 @@ def test_each_roles_examples_use_that_players_tokenizer(tiny_chat, tmp_path, mon
 # ----------------------------------------------------------------------------- 14.11 sequential baselines
 
 
+@pytest.mark.slow
 def test_a_frozen_player_samples_its_final_weights_not_its_stalled_ema(tiny_chat, tmp_path, monkeypatch):
     cfg = config(
         tiny_chat,
@@ -296,6 +300,7 @@ def test_a_frozen_player_samples_its_final_weights_not_its_stalled_ema(tiny_chat
         assert which == ("ema" if learns else "learner"), (step, role, which)
 
 
+@pytest.mark.slow
 def test_each_players_schedule_spans_the_optimizer_steps_it_takes(tiny_chat, tmp_path):
     cfg = config(
         tiny_chat,

@@ -191,6 +191,7 @@ def _suite(tmp_path):
     return suite
 
 
+@pytest.mark.slow
 def test_eval_measures_utility_beside_safety_and_plots_it(tiny_chat, tmp_path, capsys):
     import json
     from pathlib import Path

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from agents import HFBackend, load_model, render_chat
-from tests.samples import assert_same_generations
+from tests.helpers import assert_same_generations
 
 pytestmark = pytest.mark.slow
 

@@ -3,7 +3,7 @@ refuses, and its selection through the run config. Scripted backend outputs; no 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -31,16 +31,9 @@ from advgame_env.wildguard import (
     parse_wildguard,
     wildguard_input,
 )
+from agents import Generation
 
 ROOT = Path(__file__).parent.parent
-
-
-@dataclass
-class Out:
-    text: str
-    token_ids: tuple = ()
-    logprobs: tuple = ()
-    finish_reason: str = "stop"
 
 
 class Scripted:
@@ -52,7 +45,7 @@ class Scripted:
     def generate(self, chats, *, max_tokens, temperature=1.0, top_p=1.0, seed=None):
         self.calls.append({"max_tokens": max_tokens, "temperature": temperature})
         self.sent += [list(chat) for chat in chats]
-        return [Out(self.answers.pop(0)) for _ in chats]
+        return [Generation(self.answers.pop(0)) for _ in chats]
 
     def score(self, chats, continuations):
         raise AssertionError("WildGuard never scores")
