@@ -46,7 +46,7 @@ Hooks (the defaults in brackets):
     [the attribute ``sampler``, "learner"]; ``reference_of(role)``: the anchor of its loss
     [the attribute ``reference``, "initial"]. ``copies()``: the weight copies besides the learner
     that the players keep ["ema"/"initial" where a role samples or anchors with them].
-  * ``ema_decay``: the EMA's decay per step, read where "ema" is a copy [config's ``ema_decay``].
+  * ``ema_decay``: the EMA's decay per step, read where "ema" is a copy [the config's ``ema_decay``].
   * ``examples(rounds, game, tokenizers, prefills, dist)``: the training examples of a batch of
     played rounds, each with a ``role`` (see ``Example``). ``tokenizers``: role -> that player's
     tokenizer; ``prefills``: role -> assistant prefill (part of the prompt); ``dist``: the
@@ -111,17 +111,18 @@ class Algorithm(Generic[E]):
     """Base class of every game algorithm; override ``examples`` and ``loss``, and what else differs."""
 
     config_class: ClassVar[type[AlgorithmConfig]] = AlgorithmConfig
-    name: ClassVar[str] = ""  # set by ``register``
     metric_names: ClassVar[tuple[str, ...]] = ()  # the per-example sums ``loss`` returns
     shares_policy: ClassVar[bool] = False
     sampler: Which = "learner"
     reference: Which = "initial"
     minibatches: int = 1
+    ema_decay: float | None = None  # read where "ema" is one of ``copies()``
     config: AlgorithmConfig
     max_context: int = 2048
 
     def __init__(self, config: AlgorithmConfig, max_context: int = 2048) -> None:
         self.config, self.max_context = config, max_context
+        self.ema_decay = getattr(config, "ema_decay", None)
 
     @classmethod
     def from_config(cls, config: AlgorithmConfig, max_context: int) -> Algorithm[E]:
@@ -139,13 +140,6 @@ class Algorithm(Generic[E]):
 
     def copies(self) -> set[str]:
         return {w for role in ROLES for w in (self.sampler_of(role), self.reference_of(role)) if w != "learner"}
-
-    @property
-    def ema_decay(self) -> float:
-        decay = getattr(getattr(self, "config", None), "ema_decay", None)
-        if decay is None:
-            raise ConfigError(f"algorithm {self.name or type(self).__name__} keeps an EMA but sets no ema_decay")
-        return float(decay)
 
     @property
     def mix_splits(self) -> bool:
@@ -222,8 +216,6 @@ def register(name: str, *, config: type[AlgorithmConfig] | None = None) -> Calla
         known = _REGISTRY.get(name)
         if known is not None and known.algorithm.__qualname__ != cls.__qualname__:
             raise ValueError(f"algorithm name {name!r} is already taken by {known.algorithm.__qualname__}")
-        if not cls.__dict__.get("name"):
-            cls.name = name
         _REGISTRY[name] = Registered(name, cls, section)
         return cls
 
@@ -266,7 +258,7 @@ def lookup(name: str) -> Registered:
                 _load_entry_point(entry)
     if name not in _REGISTRY:
         raise ConfigError(
-            f"config.algorithm.name: no algorithm {name!r}; known: {', '.join(names())}. An algorithm of "
+            f"config.algorithm.name: {name!r} is not one of {', '.join(map(repr, names()))}. An algorithm of "
             f"your own joins with @register in the same process, advgame train --plugin FILE_OR_MODULE, or "
             f"an entry point in the group {ENTRY_POINT_GROUP}"
         )
@@ -278,7 +270,7 @@ def names() -> list[str]:
     _load_builtins()
     for entry in _entry_points():
         _load_entry_point(entry)
-    return list(_REGISTRY)
+    return sorted(_REGISTRY)
 
 
 def build_algorithm(config: AlgorithmConfig, max_context: int) -> Algorithm[Example]:
@@ -311,3 +303,16 @@ def load_plugin(spec: str) -> None:
         if error.name and spec.startswith(error.name):
             raise ConfigError(f"--plugin {spec}: no such file, and no module of that name on the Python path") from None
         raise
+
+
+def policy_logprobs(
+    player: Player, which: Which, sequences: Sequence[tuple[list[int], list[int]]], max_context: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token log-probs of each (prompt ids, continuation ids) under policy ``which`` of the
+    player, and the mask of the continuation tokens: ``[batch, longest continuation]`` each.
+    With gradients when ``which`` is "learner" (wrap it in ``torch.no_grad()`` otherwise)."""
+    from agents.hf import token_logprobs  # torch and transformers: only where a loss is computed
+
+    with player.active(which) as model:
+        logps, mask = token_logprobs(model, sequences, pad_id=player.tokenizer.pad_token_id, max_context=max_context)
+    return logps, mask
