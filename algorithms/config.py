@@ -180,12 +180,13 @@ def algorithm_from_dict(data: Mapping[str, Any], where: str = "config.algorithm"
     registered = lookup(name)
     section = f"{where.removeprefix('config.')}"
     own_rules: Mapping[str, Rule] = getattr(registered.config, "rules", {})
+    hints = typing.get_type_hints(registered.config)
     for key, value in data.items():
-        rule = own_rules.get(key)
-        if rule is not None and value is not None and not rule.test(value):
-            raise ConfigError(f"{where}.{key}: {value!r} is not allowed; expected {rule.allowed}")
-        if f"{section}.{key}" in RULES and value is not None:  # the value's range first, as in every section
-            check_value(f"{section}.{key}", _from_value(_knob_type(key), value, f"{where}.{key}"))
+        rule = own_rules.get(key) or RULES.get(f"{section}.{key}")
+        if rule is not None and value is not None:  # the value's range first, as in every section
+            typed = _from_value(hints.get(key) or _knob_type(key), value, f"{where}.{key}")
+            if not rule.test(typed):
+                raise ConfigError(f"{where}.{key}: {typed!r} is not allowed; expected {rule.allowed}")
     fields = {f.name for f in dataclasses.fields(registered.config)}
     for key, value in data.items():
         if key not in fields and value is not None:
