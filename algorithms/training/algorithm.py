@@ -41,7 +41,8 @@ The trainer's loop, and where each hook enters it::
 Hooks (the defaults in brackets):
   * ``config_class``: the algorithm's config dataclass, a subclass of ``AlgorithmConfig``; a
     config's ``algorithm:`` section is built as it (its fields' defaults: the paper's values).
-    ``from_config(config, max_context)`` builds the algorithm from it [``cls(config, max_context)``].
+    ``from_config(config, max_context)`` builds the algorithm from it [``cls(config, max_context)``];
+    ``config_as(config, MyConfig)`` gives it back as your dataclass, type-checked.
   * ``sampler_of(role)``: whose weights play the rounds of a role: "learner", "ema" or "initial"
     [the attribute ``sampler``, "learner"]; ``reference_of(role)``: the anchor of its loss
     [the attribute ``reference``, "initial"]. ``copies()``: the weight copies besides the learner
@@ -168,6 +169,16 @@ class Algorithm(Generic[E]):
 
     def loss(self, player: Player, chunk: Sequence[E]) -> tuple[torch.Tensor, Metrics]:
         raise NotImplementedError(f"{type(self).__name__} must define loss()")
+
+
+C = TypeVar("C", bound=AlgorithmConfig)
+
+
+def config_as(config: AlgorithmConfig, kind: type[C]) -> C:
+    """``config`` as the algorithm's own config dataclass (for ``from_config``), checked."""
+    if not isinstance(config, kind):
+        raise TypeError(f"expected the {kind.__name__} of the algorithm's section, got {type(config).__name__}")
+    return config
 
 
 # ----------------------------------------------------------------------------- the registry

@@ -25,7 +25,7 @@ import torch
 
 from advgame_env.game import Game, Round
 from algorithms.config import AlgorithmConfig
-from algorithms.training.algorithm import ROLES, Algorithm, Metrics, policy_logprobs, register
+from algorithms.training.algorithm import ROLES, Algorithm, Metrics, config_as, policy_logprobs, register
 from algorithms.training.batches import Rollout, rollouts
 from algorithms.training.distributed import Dist
 from algorithms.training.losses import ppo_clip_loss, reward_to_go, whiten
@@ -71,7 +71,7 @@ class SelfRedTeam(Algorithm[PPORollout]):
 
     @classmethod
     def from_config(cls, config: AlgorithmConfig, max_context: int) -> SelfRedTeam:
-        assert isinstance(config, SelfRedTeamConfig)
+        config = config_as(config, SelfRedTeamConfig)
         return cls(
             kl_beta=config.reward_kl_beta,
             clip=config.clip,

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -58,6 +58,9 @@ from algorithms.training.runlog import RunLog, repair_metrics
 from algorithms.training.seed_stream import SeedStream, derived_seed
 from algorithms.training.sft import load_sft, sft_loss
 
+if TYPE_CHECKING:
+    from agents.vllm_backend import VLLMBackend
+
 SPLITS = (Label.HARMFUL, Label.BENIGN)
 ROLES = (ATTACKER, DEFENDER)
 
@@ -74,11 +77,13 @@ def prefills(cfg: TrainConfig) -> dict[str, str]:
 class Sampler:
     """The players' rollout engine: the HF models themselves, or vLLM engines fed by weight pushes."""
 
-    def __init__(self, cfg: TrainConfig, players: dict[str, Player], lora: bool, engine: Any = None) -> None:
+    def __init__(
+        self, cfg: TrainConfig, players: dict[str, Player], lora: bool, engine: VLLMBackend | None = None
+    ) -> None:
         """``engine``: a running LoRA-enabled VLLMBackend of the base model to use instead of
         starting one (notebooks, tests); it then serves both players' adapters."""
         self.cfg, self.players, self.lora = cfg, players, lora
-        self.engines: dict[str, Any] = {}
+        self.engines: dict[str, VLLMBackend] = {}
         if cfg.rollout.backend == "vllm":
             from agents.vllm_backend import VLLMBackend
 
@@ -109,6 +114,7 @@ class Sampler:
     def policy(self, role: str, which: Which, seed: int, *, greedy: bool = False, hf: bool = False) -> Policy:
         """Policy ``which`` of a player; ``hf`` runs the player's own module even when engines sample."""
         rollout = self.cfg.rollout
+        backend: VLLMBackend | HFBackend
         if role in self.engines and not hf:
             backend, adapter = self.engines[role], (role if self.lora else None)
         else:
@@ -134,11 +140,12 @@ def play(game: Game, attacker: Policy, defender: Policy, rounds: list[Round], re
     return rounds
 
 
-def _judged(call: Any, retries: int) -> None:
+def _judged(call: Callable[[], object], retries: int) -> None:
     # A failed judge call leaves the rounds untouched, so it can simply be made again.
     for attempt in range(retries + 1):
         try:
-            return call()
+            call()
+            return
         except JudgeError:
             if attempt == retries:
                 raise
@@ -185,7 +192,7 @@ def cosine_scale(k: int, total: int, warmup: int, final_scale: float) -> float:
 def update(
     player: Player,
     optimizer: Optimizer,
-    algorithm: Algorithm[Any],
+    algorithm: Algorithm[Example],
     examples: Sequence[Example],
     micro_batch_size: int,
     dist: Dist,
@@ -389,7 +396,7 @@ class Trainer:
                 f"{self.run_dir} already holds a run; pass --resume to continue it, or set run.out_dir"
             )
         resumed = self._resume_point(allow_change) if resume else None  # before any model is loaded
-        self.algorithm: Algorithm[Any] = build_algorithm(cfg.algorithm, cfg.rollout.max_model_len)
+        self.algorithm: Algorithm[Example] = build_algorithm(cfg.algorithm, cfg.rollout.max_model_len)
         device = self.dist.device
         torch.manual_seed(cfg.run.seed)  # LoRA initialisation, identical on every process
         shared = self.algorithm.shares_policy
