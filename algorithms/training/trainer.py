@@ -409,11 +409,13 @@ class Trainer:
             lora_alpha=cfg.model.lora_alpha,
         )
         self.learners = {name: Learner(name, player, ROLES if shared else (name,)) for name, player in players.items()}
-        for learner in self.learners.values():
-            if cfg.model.gradient_checkpointing:
+        if cfg.model.gradient_checkpointing:
+            for learner in self.learners.values():
                 learner.player.enable_recompute()
-            steps = self.optimizer_steps(learner.name)
+        for learner in self.learners.values():
+            steps = self.optimizer_steps(learner.name)  # a learner the schedule never trains has none
             learner.optimizer = Optimizer(learner.player, cfg, steps) if steps else None
+        for learner in self.learners.values():
             learner.sft = self._sft_streams(learner)
         self.tokenizers = {role: player.tokenizer for role, player in self.players.items()}
         self.game = Game(build_judge(cfg), cfg.game)
