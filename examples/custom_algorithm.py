@@ -27,7 +27,7 @@ import torch
 from advgame_env.game import Game, Round
 from algorithms.config import AlgorithmConfig, Rule, non_negative, positive, read_when
 from algorithms.training.algorithm import Algorithm, Metrics, config_as, policy_logprobs, register
-from algorithms.training.batches import PreferencePair, preference_pairs
+from algorithms.training.batches import PreferencePair, Tokenizers, preference_pairs
 from algorithms.training.distributed import Dist
 from algorithms.training.losses import margin
 from algorithms.training.players import Player
@@ -65,7 +65,7 @@ class Hinge(Algorithm[PreferencePair]):
         self,
         rounds: Sequence[Round],
         game: Game,
-        tokenizers: Mapping[str, object],
+        tokenizers: Tokenizers,
         prefills: Mapping[str, str],
         dist: Dist,
     ) -> list[PreferencePair]:

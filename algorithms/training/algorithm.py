@@ -88,6 +88,7 @@ if TYPE_CHECKING:
     import torch
 
     from advgame_env.game import Game, Round
+    from algorithms.training.batches import Tokenizers
     from algorithms.training.distributed import Dist
     from algorithms.training.players import Player, Which
 
@@ -152,7 +153,7 @@ class Algorithm(Generic[E]):
         self,
         rounds: Sequence[Round],
         game: Game,
-        tokenizers: Mapping[str, object],
+        tokenizers: Tokenizers,
         prefills: Mapping[str, str],
         dist: Dist,
     ) -> list[E]:

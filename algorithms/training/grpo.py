@@ -19,7 +19,7 @@ import torch
 from advgame_env.game import Game, Round
 from algorithms.config import AlgorithmConfig, read_when
 from algorithms.training.algorithm import ROLES, Algorithm, Metrics, config_as, policy_logprobs, register
-from algorithms.training.batches import Rollout, rollouts
+from algorithms.training.batches import Rollout, Tokenizers, rollouts
 from algorithms.training.distributed import Dist
 from algorithms.training.losses import group_advantages, grpo_token_loss, k3_kl
 from algorithms.training.players import Player, Which
@@ -85,7 +85,7 @@ class GRPO(Algorithm[GRPORollout]):
         self,
         rounds: Sequence[Round],
         game: Game,
-        tokenizers: object,
+        tokenizers: Tokenizers,
         prefills: Mapping[str, str] | None = None,
         dist: Dist | None = None,
     ) -> list[GRPORollout]:
