@@ -83,6 +83,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Generic, Protocol, TypeVar
 
 from algorithms.config import AlgorithmConfig, ConfigError
+from algorithms.training.batches import ROLES
 
 if TYPE_CHECKING:
     import torch
@@ -92,8 +93,6 @@ if TYPE_CHECKING:
     from algorithms.training.distributed import Dist
     from algorithms.training.players import Player, Which
 
-ATTACKER, DEFENDER = "attacker", "defender"
-ROLES = (ATTACKER, DEFENDER)
 ENTRY_POINT_GROUP = "advgame.algorithms"
 
 Metrics = dict[str, float]

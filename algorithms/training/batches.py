@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 ATTACKER, DEFENDER = "attacker", "defender"
+ROLES = (ATTACKER, DEFENDER)  # the attacker first, wherever both are listed
 # one tokenizer for both roles, or each role's own
 Tokenizers = Union["PreTrainedTokenizerBase", Mapping[str, "PreTrainedTokenizerBase"]]
 

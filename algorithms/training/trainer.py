@@ -41,7 +41,7 @@ from agents.models import load_model, resolve_model
 from agents.policy import Policy
 from algorithms.config import ConfigError, TrainConfig, check_resumed_config, load_config, save_config, to_dict
 from algorithms.training.algorithm import Algorithm, Example, build_algorithm
-from algorithms.training.batches import ATTACKER, DEFENDER
+from algorithms.training.batches import ATTACKER, DEFENDER, ROLES
 from algorithms.training.checkpoints import (
     checkpoints,
     load_checkpoint,
@@ -62,7 +62,6 @@ if TYPE_CHECKING:
     from agents.vllm_backend import VLLMBackend
 
 SPLITS = (Label.HARMFUL, Label.BENIGN)
-ROLES = (ATTACKER, DEFENDER)
 
 
 # ----------------------------------------------------------------------------- rollouts
