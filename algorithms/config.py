@@ -95,8 +95,7 @@ def ranged(default: T, rule: Rule) -> T:
 
 # The engines of agents.build_backend (agents.BackendKind; not imported from there: agents loads torch)
 BackendKind = Literal["hf", "vllm", "openai"]
-AlgorithmName = Literal["advgame_dpo_md", "advgame_ipo_md", "dpo", "ipo", "grpo", "self_redteam", "sequential"]
-BaseAlgorithm = Literal["advgame_dpo_md", "advgame_ipo_md", "dpo", "ipo", "grpo"]
+DEFAULT_ALGORITHM = "advgame_dpo_md"
 
 
 @dataclass
@@ -160,132 +159,169 @@ class RolloutConfig:
     think_prefill: str = ""
 
 
-PREFERENCE = ("advgame_dpo_md", "advgame_ipo_md", "dpo", "ipo")
 SFT_KEYS = ("sft_data", "attacker_sft_data")
 
 
 @dataclass
 class AlgorithmConfig:
-    """The algorithm and its knobs. Every knob is unset (None) by default, which means the
-    chosen algorithm's own value from its paper (``ALGORITHM_DEFAULTS``, filled in when the
-    config is built); a knob the chosen algorithm does not read is an error that names the knob
-    and the algorithm (``algorithm_reads``), so no setting is ever silently ignored."""
+    """The ``algorithm:`` section: the algorithm's name and the knobs every algorithm reads.
 
-    name: AlgorithmName = "advgame_dpo_md"
-    # DPO / IPO: β of DPO, τ of IPO (target margin 1/(2β))
-    beta: float | None = ranged(None, positive())
-    clip_rejected_to_chosen_length: bool | None = None  # cut an over-length rejected sample to the chosen length
-    # DPO / IPO / GRPO: whose weights sample the rounds, and the anchor of the loss
-    sampler: Literal["ema", "learner"] | None = None
-    reference: Literal["ema", "initial"] | None = None
-    # read where the EMA samples or is the reference
-    ema_decay: float | None = ranged(None, within(0, 1, open_high=True))
-    # GRPO
-    kl_beta: float | None = ranged(None, non_negative())  # weight of the k3 KL to the initial model, in the loss
-    tis: bool | None = None  # truncated importance ratio against the sampler's log-probs (default: on-policy only)
-    tis_cap: float | None = ranged(None, positive())  # its cap (read with tis)
-    baseline: Literal["batch_mean", "group_mean"] | None = None  # the advantage baseline
-    # Self-RedTeam (REINFORCE++)
-    # weight of the k1 KL to the initial model, in the reward
-    reward_kl_beta: float | None = ranged(None, non_negative())
-    clip: float | None = ranged(None, positive())  # PPO clip ε
-    minibatches: int | None = ranged(None, at_least(1))  # optimizer steps per batch of rounds
-    # the loss over a minibatch: "token" mean over all its tokens (the reference's packed runs)
-    # or "sequence" (each sequence's token mean, then the mean over sequences)
-    weighting: Literal["token", "sequence"] | None = None
-    # every algorithm but sequential: which roles learn
-    train_attacker: bool | None = None
-    train_defender: bool | None = None
+    Each algorithm extends it with a dataclass of its own knobs, whose defaults are its paper's
+    values (``Algorithm.config_class``, see ``algorithms.training.algorithm``); the section is
+    built as the chosen algorithm's dataclass, so a knob it does not have is an error naming the
+    knob and the algorithm. A knob read only in some settings is unset (None) by default, filled
+    in where it is read, and an error where it is set but not read (``not_read``)."""
+
+    name: str = DEFAULT_ALGORITHM
+    # which roles learn (within train.schedule)
+    train_attacker: bool = True
+    train_defender: bool = True
     # every algorithm: an auxiliary SFT loss on JSONL chats, added to every micro-batch
     sft_data: str | None = None  # the defender's chats
     attacker_sft_data: str | None = None  # the attacker's (same format, same coef and batch size)
-    sft_coef: float | None = ranged(None, non_negative())  # read with a file
-    sft_batch_size: int | None = ranged(None, at_least(1))  # read with a file
-    # sequential baselines: one player trains while the other is frozen
-    base: BaseAlgorithm | None = None  # the algorithm the trained player uses (its knobs are read too)
-    train: Literal["attacker", "defender", "alternate"] | None = None
-    alternate_every: int | None = ranged(None, at_least(1))  # steps per turn when alternating (the attacker goes first)
+    # read with a file: 1.0 (Self-RedTeam's postfill-CoT SFT coefficient; AdvGame has no SFT term)
+    sft_coef: float | None = ranged(None, non_negative())
+    sft_batch_size: int | None = ranged(None, at_least(1))  # read with a file: 4
 
     def __post_init__(self) -> None:
-        reads = algorithm_reads(self)
-        stray = [f.name for f in dataclasses.fields(self) if f.name != "name" and getattr(self, f.name) is not None]
-        stray = [key for key in stray if key not in reads]
-        if stray:
-            key = stray[0]
-            algorithm = self.name if self.name != "sequential" else f"sequential (base {self.base or 'advgame_dpo_md'})"
-            when = f" (it is read only {CONDITIONS[key]})" if key in CONDITIONS else ""
-            raise ConfigError(
-                f"algorithm.{key} is not read by algorithm {algorithm}{when}; unset it (algorithm.{key}=null) "
-                f"or choose an algorithm that reads it. {self.name} reads: {', '.join(sorted(reads))}"
-            )
-        for key in reads:
-            if getattr(self, key) is None and key in _defaults(self):
-                setattr(self, key, _defaults(self)[key])
+        sft = "with algorithm.sft_data or algorithm.attacker_sft_data"
+        with_file = bool(self.sft_data or self.attacker_sft_data)
+        self.sft_coef = read_when(self, "sft_coef", with_file, 1.0, sft)
+        self.sft_batch_size = read_when(self, "sft_batch_size", with_file, 4, sft)
+
+    if not typing.TYPE_CHECKING:
+
+        def __getattr__(self, key: str) -> Any:
+            # The section was once one flat record of every algorithm's knobs: a knob of another
+            # algorithm still reads as unset (None), so code that asks without knowing the
+            # algorithm (reports, old notebooks) keeps working; any other name is an error.
+            if not key.startswith("_") and key in _knob_names():
+                return None
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {key!r}")
 
 
-# Each algorithm's paper values (AdvGame: ../shared/reference/advgame.md §3.4; Self-RedTeam:
-# selfredteam.md §2.4). Keys an algorithm reads only in some settings are defaulted only there.
-ALGORITHM_DEFAULTS: dict[str, dict[str, Any]] = {
-    "advgame_dpo_md": {"beta": 0.1, "clip_rejected_to_chosen_length": True, "sampler": "ema", "reference": "ema"},
-    "advgame_ipo_md": {"beta": 0.1, "clip_rejected_to_chosen_length": True, "sampler": "ema", "reference": "ema"},
-    "dpo": {"beta": 0.1, "clip_rejected_to_chosen_length": True, "sampler": "learner", "reference": "initial"},
-    "ipo": {"beta": 0.1, "clip_rejected_to_chosen_length": True, "sampler": "learner", "reference": "initial"},
-    # kl_beta: the paper's 0.1 came with an undetached importance ratio, which doubles the
-    # policy-gradient term; with our detached ratio the same objective has 0.05 (see losses.py)
-    "grpo": {"sampler": "learner", "reference": "initial", "kl_beta": 0.05, "tis_cap": 2.0, "baseline": "batch_mean"},
-    # minibatches: the reference takes about 6 optimizer steps per rollout (192 samples, batch 32)
-    # weighting: the reference's run packs samples, so its loss is a token mean (longer samples weigh more)
-    "self_redteam": {"reward_kl_beta": 0.01, "clip": 0.2, "minibatches": 6, "weighting": "token"},
-    "sequential": {"base": "advgame_dpo_md", "train": "alternate", "alternate_every": 10},
+def _knob_names() -> set[str]:
+    names, todo = set(), [AlgorithmConfig]
+    while todo:
+        cls = todo.pop()
+        todo += cls.__subclasses__()
+        if dataclasses.is_dataclass(cls):
+            names |= {f.name for f in dataclasses.fields(cls)}
+    return names
+
+
+def read_when(cfg: AlgorithmConfig, key: str, read: bool, default: Any, condition: str) -> Any:
+    """A knob read only in some settings: its value (``default`` where unset) if ``read``, else None,
+    and an error naming the knob and the algorithm when it is set but not read."""
+    value = getattr(cfg, key)
+    if read:
+        return default if value is None else value
+    if value is not None:
+        raise not_read(cfg.name, key, f" (it is read only {condition})")
+    return None
+
+
+def not_read(algorithm: str, key: str, when: str = "", reads: Sequence[str] = ()) -> ConfigError:
+    listed = f". {algorithm} reads: {', '.join(sorted(reads))}" if reads else ""
+    error = ConfigError(
+        f"algorithm.{key} is not read by algorithm {algorithm}{when}; unset it (algorithm.{key}=null) "
+        f"or choose an algorithm that reads it{listed}"
+    )
+    error.key = f"algorithm.{key}"  # so that the message names the file line or override that set it
+    return error
+
+
+# The schedule's old spelling, when it was an algorithm ("sequential"): the error gives the new one.
+_RETIRED_NAMES = ("sequential",)
+_OLD_SCHEDULE_KEYS = {
+    "base": "algorithm.name: <the algorithm>",
+    "train": "train.schedule: attacker | defender | alternate",
+    "alternate_every": "train.period: <steps per turn>",
 }
-CONDITIONS = {
-    "sft_coef": "with algorithm.sft_data or algorithm.attacker_sft_data",
-    "sft_batch_size": "with algorithm.sft_data or algorithm.attacker_sft_data",
-    "tis_cap": "by grpo with algorithm.tis on",
-    "ema_decay": "where the EMA samples or is the reference",
-}
-SHARED_DEFAULTS: dict[str, Any] = {
-    "ema_decay": 0.95,
-    "train_attacker": True,
-    "train_defender": True,
-    "sft_coef": 1.0,  # Self-RedTeam's postfill-CoT SFT coefficient; AdvGame has no SFT term
-    "sft_batch_size": 4,
-}
 
 
-def _defaults(cfg: AlgorithmConfig) -> dict[str, Any]:
-    own = ALGORITHM_DEFAULTS[cfg.name]
-    if cfg.name == "sequential":
-        own = ALGORITHM_DEFAULTS[cfg.base or own["base"]] | own
-    out = SHARED_DEFAULTS | own
-    # GRPO's importance ratio corrects an on-policy sampler's lag; the reference forbids it off-policy
-    out["tis"] = (cfg.sampler or out.get("sampler")) == "learner"
+def algorithm_from_dict(data: Mapping[str, Any], where: str = "config.algorithm") -> AlgorithmConfig:
+    """The ``algorithm:`` section built as the chosen algorithm's own config dataclass.
+
+    A knob the algorithm does not have is an error (set to null it is simply unset); a value
+    is range-checked (its field's rule, or the algorithm's own ``rules``) before anything else."""
+    from algorithms.training.algorithm import lookup  # the registry's modules import this one
+
+    name = data.get("name", DEFAULT_ALGORITHM)
+    if name in _RETIRED_NAMES:  # the schedule was once spelled as an algorithm
+        base = data.get("base", DEFAULT_ALGORITHM)
+        schedule, period = data.get("train", "alternate"), data.get("alternate_every", 10)
+        spelled = f"train.schedule: {schedule}" + (f" and train.period: {period}" if schedule == "alternate" else "")
+        error = ConfigError(
+            f"{where}.name: sequential is no longer an algorithm but the trainer's schedule: write "
+            f"algorithm.name: {base} and {spelled} (a train: section of the config)"
+        )
+        error.key = "algorithm.name"
+        raise error
+    if not isinstance(name, str):
+        raise ConfigError(f"{where}.name: expected the name of an algorithm, got {name!r}")
+    registered = lookup(name)
+    own_rules: Mapping[str, Rule] = getattr(registered.config, "rules", {})
+    hints = typing.get_type_hints(registered.config)
+    for key, value in data.items():
+        rule = own_rules.get(key) or _knob_rule(registered.config, key)
+        if rule is not None and value is not None:  # the value's range first, as in every section
+            typed = _from_value(hints.get(key) or _knob_type(key), value, f"{where}.{key}")
+            if not rule.test(typed):
+                raise ConfigError(f"{where}.{key}: {typed!r} is not allowed; expected {rule.allowed}")
+    fields = {f.name for f in dataclasses.fields(registered.config)}
+    for key, value in data.items():
+        if key not in fields and value is not None:
+            old = _OLD_SCHEDULE_KEYS.get(key)
+            when = f": the schedule is the trainer's now, write {old}" if old else ""
+            raise not_read(name, key, when, [f for f in fields if f != "name"])
+    given = {k: v for k, v in data.items() if k in fields} | {"name": name}
+    built: AlgorithmConfig = from_dict(registered.config, given, where)
+    return built
+
+
+def _knob_type(key: str) -> object:
+    for cls in _config_classes():
+        hints = typing.get_type_hints(cls)
+        if key in hints:
+            return hints[key]
+    return object
+
+
+def _knob_rule(chosen: type[AlgorithmConfig], key: str) -> Rule | None:
+    """The rule of knob ``key``: the chosen algorithm's field, else the first algorithm's that has
+    it (a knob of another algorithm gets its range checked before the error that it is not read)."""
+    for cls in (chosen, *_config_classes()):
+        for f in dataclasses.fields(cls):
+            if f.name == key and (rule := rule_of(cls, f)) is not None:
+                return rule
+    return None
+
+
+def _config_classes() -> list[type[AlgorithmConfig]]:
+    out: list[type[AlgorithmConfig]] = []
+    todo: list[type[AlgorithmConfig]] = [AlgorithmConfig]
+    while todo:
+        cls = todo.pop(0)
+        out.append(cls)
+        todo += cls.__subclasses__()
     return out
 
 
-def algorithm_reads(cfg: AlgorithmConfig) -> set[str]:
-    """The knobs ``cfg.name`` reads, given the knobs set so far (some are read only with others)."""
-    defaults = _defaults(cfg)
-    name = cfg.name
-    reads = {"sft_data", "attacker_sft_data"}
-    if cfg.sft_data or cfg.attacker_sft_data:
-        reads |= {"sft_coef", "sft_batch_size"}
-    if name == "sequential":
-        reads |= {"base", "train", "alternate_every"}
-        name = cfg.base or defaults["base"]
-    else:
-        reads |= {"train_attacker", "train_defender"}
-    if name in PREFERENCE:
-        reads |= {"beta", "clip_rejected_to_chosen_length", "sampler", "reference"}
-    elif name == "grpo":
-        reads |= {"sampler", "reference", "kl_beta", "tis", "baseline"}
-        if cfg.tis if cfg.tis is not None else defaults["tis"]:
-            reads.add("tis_cap")
-    elif name == "self_redteam":
-        reads |= {"reward_kl_beta", "clip", "minibatches", "weighting"}
-    if "sampler" in reads and "ema" in {cfg.sampler or defaults["sampler"], cfg.reference or defaults["reference"]}:
-        reads.add("ema_decay")
-    return reads
+def _default_algorithm() -> AlgorithmConfig:
+    return algorithm_from_dict({})
+
+
+@dataclass
+class ScheduleConfig:
+    """The ``train:`` section: which roles learn at each step, for every algorithm alike.
+
+    both: both players learn every step; attacker / defender: that player learns and the other
+    is frozen (a static opponent); alternate: they take turns of ``period`` steps, the attacker
+    first (the sequential baselines)."""
+
+    schedule: Literal["both", "attacker", "defender", "alternate"] = "both"
+    period: int = ranged(10, at_least(1))  # steps per turn (schedule: alternate)
 
 
 @dataclass
@@ -324,7 +360,8 @@ class RunConfig:
 
 @dataclass
 class TrainConfig:
-    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    algorithm: AlgorithmConfig = field(default_factory=_default_algorithm)
+    train: ScheduleConfig = field(default_factory=ScheduleConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     game: GameConfig = field(default_factory=GameConfig)
     judge: JudgeConfig = field(default_factory=JudgeConfig)
@@ -371,8 +408,35 @@ def _sections(cls: type, prefix: str = "") -> Iterator[tuple[str, type, dataclas
             yield f"{prefix}{f.name}", cls, f
 
 
-# Every rule by dotted key (what the tests and docs list); the checks read the fields themselves.
-RULES: dict[str, Rule] = {key: rule for key, cls, f in _sections(TrainConfig) if (rule := rule_of(cls, f))}
+class _RuleTable(Mapping[str, Rule]):
+    """Every rule by dotted key (what the tests and docs list; the checks read the fields
+    themselves), the built-in algorithms' knobs included. Gathered on first use: the
+    algorithms' modules import this one."""
+
+    def __init__(self) -> None:
+        self._rules: dict[str, Rule] | None = None
+
+    def _table(self) -> dict[str, Rule]:
+        if self._rules is None:
+            from algorithms.training.algorithm import builtin_configs
+
+            rules = {key: rule for key, cls, f in _sections(TrainConfig) if (rule := rule_of(cls, f))}
+            for cls in builtin_configs():
+                rules |= {f"algorithm.{key}": rule for key, owner, f in _sections(cls) if (rule := rule_of(owner, f))}
+            self._rules = rules
+        return self._rules
+
+    def __getitem__(self, key: str) -> Rule:
+        return self._table()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._table())
+
+    def __len__(self) -> int:
+        return len(self._table())
+
+
+RULES: Mapping[str, Rule] = _RuleTable()
 
 
 def _check_rule(cls: type, f: dataclasses.Field[object], value: object, where: str) -> None:
@@ -413,6 +477,12 @@ CHOOSE = "choose"
 
 
 def _from_value(kind: object, value: object, where: str) -> object:
+    if kind is AlgorithmConfig:  # built as the chosen algorithm's own dataclass
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping of the algorithm's knobs, got {value!r}")
+        return algorithm_from_dict(value, where)
+    if kind is object:  # a knob of no known algorithm: its own section says what it is
+        return value
     if isinstance(kind, type) and dataclasses.is_dataclass(kind):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where}: expected a mapping of {kind.__name__} fields, got {value!r}")

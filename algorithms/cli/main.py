@@ -158,6 +158,9 @@ class Train:
     config: str | None = None  # YAML run config (configs/); every key has a default
     # continue the run in run.out_dir from its newest intact checkpoint; the config must be the run's own
     resume: bool = False
+    plugin: Annotated[UseAppendAction[list[str]], arg(metavar="FILE_OR_MODULE")] = field(default_factory=list)
+    """a .py file or module name that registers algorithms (@register); repeatable.
+    Example: --plugin examples/custom_algorithm.py algorithm.name=hinge"""
     allow_change: Annotated[UseAppendAction[list[str]], arg(metavar="KEY[,KEY]")] = field(default_factory=list)
     """with --resume: a config key that may differ from the run's (e.g. run.steps to extend it); repeatable.
     Output-only keys (run.progress, run.tensorboard, run.wandb*, run.checkpoint_every, run.keep_checkpoints,
@@ -167,9 +170,12 @@ class Train:
 
     def run(self) -> int:
         from algorithms.config import ConfigError, load_config
+        from algorithms.training.algorithm import load_plugin
         from algorithms.training.trainer import train
 
         try:
+            for plugin in self.plugin:  # before the config: it may name a plugin's algorithm
+                load_plugin(plugin)
             cfg = load_config(self.config, self.overrides)
         except (ConfigError, FileNotFoundError) as error:
             print(f"advgame train: {error}", file=sys.stderr)
