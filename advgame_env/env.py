@@ -24,6 +24,7 @@ from pettingzoo import ParallelEnv
 from pettingzoo.utils.conversions import parallel_to_aec_wrapper
 from pettingzoo.utils.wrappers import OrderEnforcingWrapper
 
+from advgame_env import roles
 from advgame_env.game import Game, GameConfig, Phase, Round
 from advgame_env.judges import Judge
 from advgame_env.rewards import mean_or_none
@@ -31,7 +32,7 @@ from advgame_env.rule_judge import RuleJudge
 from advgame_env.seeds import Seed, bundled_seeds
 from advgame_env.spaces import Unicode, typed
 
-ATTACKER, DEFENDER = "attacker_0", "defender_0"
+ATTACKER, DEFENDER = roles.agent_id(roles.ATTACKER), roles.agent_id(roles.DEFENDER)  # agent ids
 OBSERVATION_CHARS = 1 << 20
 
 

@@ -36,6 +36,7 @@ from advgame_env.rewards import (
     srt_attacker_reward,
     srt_defender_reward,
 )
+from advgame_env.roles import ATTACKER, DEFENDER
 from advgame_env.seeds import Label, Seed
 from advgame_env.templates import TemplateSet
 
@@ -366,7 +367,7 @@ class Game:
                 valid = [s for s in responses if s.failure is None]
                 if valid:  # the judge's query is the prompt the defender actually saw
                     groups.append((rubric, attack.public or "", valid))
-        self._score_groups(groups, "defender")
+        self._score_groups(groups, DEFENDER)
         for sample in (s for grid in grids for responses in grid for s in responses):
             if sample.failure is None:
                 if sample.score is None:
@@ -403,7 +404,7 @@ class Game:
                 answers = [Sample(response.raw, response.public) for _, response in live]
                 groups.append((rubric, round_.seed.prompt, answers))
                 judged += [(attack, answer) for (attack, _), answer in zip(live, answers, strict=True)]
-        self._score_groups(groups, "attacker")
+        self._score_groups(groups, ATTACKER)
         for attack, answer in judged:
             attack.score = answer.score
             if answer.score is None:

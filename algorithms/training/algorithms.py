@@ -26,9 +26,10 @@ from typing import Any
 import torch
 
 from advgame_env.game import Game, Round
+from advgame_env.roles import ATTACKER, DEFENDER
 from agents.hf import token_logprobs
 from algorithms.config import AlgorithmConfig
-from algorithms.training.batches import ATTACKER, DEFENDER, PreferencePair, Rollout, preference_pairs, rollouts
+from algorithms.training.batches import PreferencePair, Rollout, preference_pairs, rollouts
 from algorithms.training.losses import (
     dpo_loss,
     group_advantages,

@@ -24,10 +24,9 @@ from typing import Any
 
 from advgame_env.game import Game, Phase, Round, Sample
 from advgame_env.parsing import Failure
+from advgame_env.roles import ATTACKER, DEFENDER
 from agents.hf import encode, render_chat
 from agents.policy import chat
-
-ATTACKER, DEFENDER = "attacker", "defender"
 
 
 @dataclass

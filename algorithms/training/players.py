@@ -25,14 +25,13 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
 from agents.roles import adapter_parameters, copy_adapter
+from algorithms.training.copies import Which
 from algorithms.training.ema import ema_update_adapter, ema_update_model
-
-Which = Literal["learner", "ema", "initial"]
 
 
 class Player:
