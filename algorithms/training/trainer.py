@@ -34,6 +34,7 @@ import torch
 
 from advgame_env import Game, JudgeError, Label, Round, RuleJudge, Seed, bundled_seeds, load_seeds
 from advgame_env.parsing import Failure
+from advgame_env.roles import ATTACKER, DEFENDER, ROLES
 from advgame_env.rule_judge import Behaviour, behaviour
 from agents.hf import HFBackend
 from agents.models import load_model, resolve_model
@@ -47,8 +48,10 @@ from algorithms.training.algorithms import (
     minibatches,
     shares_one_policy,
 )
-from algorithms.training.batches import ATTACKER, DEFENDER
 from algorithms.training.checkpoints import (
+    CheckpointState,
+    ResumePoint,
+    checkpoint_step,
     checkpoints,
     load_checkpoint,
     newest_intact_checkpoint,
@@ -57,6 +60,9 @@ from algorithms.training.checkpoints import (
     rng_state,
     save_checkpoint,
     set_aside,
+    sft_stream_key,
+    split_weight_key,
+    weight_key,
 )
 from algorithms.training.distributed import Dist
 from algorithms.training.players import Player, Which, build_players
@@ -65,7 +71,6 @@ from algorithms.training.seed_stream import SeedStream, derived_seed
 from algorithms.training.sft import load_sft, sft_loss
 
 SPLITS = (Label.HARMFUL, Label.BENIGN)
-ROLES = (ATTACKER, DEFENDER)
 
 
 # ----------------------------------------------------------------------------- rollouts
@@ -379,9 +384,10 @@ class Trainer:
         self.validation = self._validation_seeds()
         self.step = 0
         if resumed is not None:
-            self._restore(resumed["path"], resumed.pop("state"))
+            self._restore(resumed.path, resumed.state)
+            resumed.state = None  # the tensors are in the models now
             if self.dist.main:
-                record_resume(self.run_dir, {"step": self.step, **resumed, "path": str(resumed["path"])})
+                record_resume(self.run_dir, resumed.record(self.step))
         self.sampler = Sampler(cfg, self.players, cfg.model.lora)
 
     # ------------------------------------------------------------------ the loop
@@ -601,17 +607,17 @@ class Trainer:
             config=to_dict(self.cfg),
         )
 
-    def state(self) -> dict[str, Any]:
+    def state(self) -> CheckpointState:
         keep: tuple[Which, ...] = ("learner", "ema") if "ema" in copies_needed(self.algorithm) else ("learner",)
-        return {
-            "step": self.step,
-            "weights": {f"{name}/{which}": p.weights(which) for name, p in self.learners.items() for which in keep},
-            "optimizers": {name: o.optimizer.state_dict() for name, o in self.optimizers.items()},
-            "schedulers": {name: o.scheduler.state_dict() for name, o in self.optimizers.items()},
-            "data": {label.value: stream.state() for label, stream in self.streams.items()}
-            | {_sft_key(role): stream.state() for role, stream in self.sft.items()},
-            "rng": rng_state(),
-        }
+        return CheckpointState(
+            step=self.step,
+            weights={weight_key(name, which): p.weights(which) for name, p in self.learners.items() for which in keep},
+            optimizers={name: o.optimizer.state_dict() for name, o in self.optimizers.items()},
+            schedulers={name: o.scheduler.state_dict() for name, o in self.optimizers.items()},
+            data={label.value: stream.state() for label, stream in self.streams.items()}
+            | {sft_stream_key(role): stream.state() for role, stream in self.sft.items()},
+            rng=rng_state(),
+        )
 
     def save(self) -> Path | None:
         path = None
@@ -620,7 +626,7 @@ class Trainer:
         self.dist.barrier()
         return path
 
-    def _resume_point(self, allow_change: Sequence[str]) -> dict[str, Any] | None:
+    def _resume_point(self, allow_change: Sequence[str]) -> ResumePoint | None:
         """What a resumed run continues from, checked before any model is loaded: the run's own
         config (changed keys refused unless allowed), a torn metrics tail (repaired) and the
         newest intact checkpoint (damaged newer ones are set aside, named in the message)."""
@@ -640,22 +646,15 @@ class Trainer:
         notes += [repaired] if repaired else []
         notes += [f"changed {key}: {old!r} -> {new!r}" for key, (old, new) in changes.items()]
         if self.dist.main:
-            newer = [p for p in checkpoints(self.run_dir) if int(p.name[5:]) > int(path.name[5:])]
+            newer = [p for p in checkpoints(self.run_dir) if checkpoint_step(p) > checkpoint_step(path)]
             notes += [f"set aside as {set_aside(p).name}" for p in newer]
             print("advgame train: " + "; ".join(notes), file=sys.stderr, flush=True)
-        return {
-            "path": path,
-            "state": state,
-            "checkpoint": path.name,
-            "skipped": skipped,
-            "repaired": repaired,
-            "changed": {key: [old, new] for key, (old, new) in changes.items()},
-        }
+        return ResumePoint(path, state, skipped, repaired, {key: [old, new] for key, (old, new) in changes.items()})
 
-    def _restore(self, path: Path, state: dict[str, Any] | None = None) -> None:
+    def _restore(self, path: Path, state: CheckpointState | None = None) -> None:
         state = load_checkpoint(path) if state is None else state
         for key, tensors in state["weights"].items():
-            name, which = key.split("/")
+            name, which = split_weight_key(key)
             self.learners[name].load_weights(which, tensors)
         for name, optimizer in self.optimizers.items():
             optimizer.optimizer.load_state_dict(state["optimizers"][name])
@@ -663,7 +662,7 @@ class Trainer:
         for label, stream in self.streams.items():
             stream.restore(state["data"][label.value])
         for role, stream in self.sft.items():
-            stream.restore(state["data"][_sft_key(role)])
+            stream.restore(state["data"][sft_stream_key(role)])
         restore_rng(state["rng"])
         self.step = int(state["step"])
 
@@ -674,11 +673,6 @@ class Trainer:
             player.export("learner", folder / name)
             if "ema" in copies_needed(self.algorithm):
                 player.export("ema", folder / f"{name}_ema")
-
-
-def _sft_key(role: str) -> str:
-    """A role's SFT stream in a checkpoint (the defender's kept its first name, "sft")."""
-    return "sft" if role == DEFENDER else f"{role}_sft"
 
 
 def _with_means(metrics: dict[str, float]) -> dict[str, float]:
