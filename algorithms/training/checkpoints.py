@@ -19,7 +19,6 @@ import os
 import random
 import re
 import shutil
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NotRequired, TypedDict
@@ -43,8 +42,8 @@ class RngState(TypedDict):
 
 
 class CheckpointState(TypedDict):
-    """What ``state.pt`` holds. Every key is required; the formats of older checkpoints are
-    this one (it has not changed since checkpoints were first written)."""
+    """What ``state.pt`` holds (a plain dict on disk). Every key is required; a state.pt written
+    before this schema had a type holds the same keys and loads as it is."""
 
     step: int
     weights: dict[str, dict[str, torch.Tensor]]  # weight_key(learner, which) -> the copy's tensors
@@ -63,8 +62,9 @@ def weight_key(learner: str, which: Which) -> str:
 
 
 def split_weight_key(key: str) -> tuple[str, Which]:
+    """(learner, which) of a ``CheckpointState.weights`` key; a ``CheckpointError`` for any other key."""
     learner, _, which = key.partition("/")
-    for known in WHICH:
+    for known in WHICH:  # a loop, not ``in``: it gives the name back as a Which
         if which == known and learner:
             return learner, known
     raise CheckpointError(f"weights key {key!r} is not LEARNER/COPY with COPY one of {', '.join(WHICH)}")
@@ -241,7 +241,7 @@ class ResumePoint:
         )
 
 
-def record_resume(run_dir: Path, record: ResumeRecord | Mapping[str, object]) -> None:
+def record_resume(run_dir: Path, record: ResumeRecord) -> None:
     """One line per resume in ``resumes.jsonl``: the checkpoint, what was skipped and repaired,
     and the config keys that changed (old and new values)."""
     with (run_dir / RESUMES_FILE).open("a", encoding="utf-8") as out:
