@@ -212,9 +212,10 @@ T = TypeVar("T")
 Item = TypeVar("Item")
 
 
-# One action text, as a player sends it: a str, or a generation with ``.text`` and
-# ``.finish_reason`` (see protocol.py). Actions come from outside, so they are checked here.
-ActionText = tuple[str, str | None, object]  # (text, finish reason, the generation or None)
+# What one action slot holds, read off what the player sent (a str, or a generation with ``.text``
+# and ``.finish_reason``, see protocol.py): (text, finish reason, the generation or None).
+# Actions come from outside the package, so they are typed object and checked here.
+ActionText = tuple[str, str | None, object]
 
 
 def _text_and_finish(value: object, where: str) -> ActionText:
