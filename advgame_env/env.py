@@ -24,18 +24,20 @@ from pettingzoo import ParallelEnv
 from pettingzoo.utils.conversions import parallel_to_aec_wrapper
 from pettingzoo.utils.wrappers import OrderEnforcingWrapper
 
+from advgame_env import roles
 from advgame_env.game import Game, GameConfig, Phase, Round
 from advgame_env.judges import Judge
 from advgame_env.rewards import mean_or_none
 from advgame_env.rule_judge import RuleJudge
 from advgame_env.seeds import Seed, bundled_seeds
-from advgame_env.spaces import Unicode, typed
+from advgame_env.spaces import Observation, Unicode, typed
 
-ATTACKER, DEFENDER = "attacker_0", "defender_0"
+ATTACKER, DEFENDER = roles.agent_id(roles.ATTACKER), roles.agent_id(roles.DEFENDER)  # agent ids
 OBSERVATION_CHARS = 1 << 20
 
 
-class AdvGameEnv(ParallelEnv[str, Any, Any]):
+# Actions are checked by the game (a text, or a generation with .text, per slot), not typed here
+class AdvGameEnv(ParallelEnv[str, Observation, object]):
     """``judge`` defaults to the model-free :class:`RuleJudge`, ``seeds`` to the bundled
     training split; every other keyword is a :class:`GameConfig` switch (``num_attacks``,
     ``num_responses``, ``optimistic_attacker``, ``attacker_think``, ``faithfulness_check``,
@@ -81,15 +83,17 @@ class AdvGameEnv(ParallelEnv[str, Any, Any]):
             DEFENDER: spaces.Tuple([spaces.Tuple([answer_text] * d)] * a),
         }
 
-    def observation_space(self, agent: str) -> spaces.Space[Any]:
+    def observation_space(self, agent: str) -> spaces.Space[object]:
         return self._observation_spaces[agent]
 
-    def action_space(self, agent: str) -> spaces.Space[Any]:
+    def action_space(self, agent: str) -> spaces.Space[object]:
         return self._action_spaces[agent]
 
     # ------------------------------------------------------------------ episode
 
-    def reset(self, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[dict, dict]:
+    def reset(
+        self, seed: int | None = None, options: dict[str, object] | None = None
+    ) -> tuple[dict[str, Observation], dict[str, dict[str, object]]]:
         """``options``: ``{"seed_id": id}`` plays that seed, ``{"direct": bool}`` forces or
         forbids a direct round (the seed goes to the defender unchanged). A value of another
         type is a TypeError; other keys are ignored, as PettingZoo's API test requires."""
@@ -121,7 +125,11 @@ class AdvGameEnv(ParallelEnv[str, Any, Any]):
                 return candidate
         raise KeyError(f"no seed with id {seed_id!r} in this environment's seed list")
 
-    def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
+    def step(
+        self, actions: dict[str, object]
+    ) -> tuple[
+        dict[str, Observation], dict[str, float], dict[str, bool], dict[str, bool], dict[str, dict[str, object]]
+    ]:
         round_ = self.round
         if round_ is None or not self.agents:
             raise RuntimeError("the round is over (or never started): call reset() first")
@@ -151,14 +159,14 @@ class AdvGameEnv(ParallelEnv[str, Any, Any]):
 
     # ------------------------------------------------------------------ views
 
-    def _observations(self) -> dict[str, Any]:
+    def _observations(self) -> dict[str, Observation]:
         assert self.round is not None
         return {
             ATTACKER: self.game.attacker_observation(self.round),
             DEFENDER: self.game.defender_observation(self.round),
         }
 
-    def _infos(self) -> dict[str, dict[str, Any]]:
+    def _infos(self) -> dict[str, dict[str, object]]:
         assert self.round is not None
         r = self.round
         common = {"phase": r.phase.value, "seed_id": r.seed.id, "label": r.seed.label.value, "direct": r.direct}
@@ -224,7 +232,7 @@ class AECGame(parallel_to_aec_wrapper):
     """The parallel game turned AEC (the attacker acts first in each step); its observations
     say their ``dtype`` as the spaces do (see :mod:`advgame_env.spaces`)."""
 
-    def observe(self, agent: str) -> Any:
+    def observe(self, agent: str) -> object:
         return typed(super().observe(agent))
 
 
@@ -233,7 +241,7 @@ def raw_env(**kwargs: Any) -> AECGame:
     return AECGame(parallel_env(**kwargs))
 
 
-def env(**kwargs: Any) -> Any:
+def env(**kwargs: Any) -> OrderEnforcingWrapper[str, object, object]:
     """The AEC environment as PettingZoo's own environments ship it: ``raw_env`` in the
     ``OrderEnforcingWrapper`` (calls out of order are clear errors). The out-of-bounds and
     illegal-action wrappers apply to discrete actions only; text actions have no such checks

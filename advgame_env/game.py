@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Literal, TypeVar
+from typing import Literal, TypedDict, TypeVar
 
 from advgame_env.judges import ClassifyItem, FaithfulnessItem, Judge, JudgeError, PairItem, PointItem, Rubric
 from advgame_env.parsing import Failure, Parsed, failure_reward, parse_attack, parse_response
@@ -36,6 +36,7 @@ from advgame_env.rewards import (
     srt_attacker_reward,
     srt_defender_reward,
 )
+from advgame_env.roles import ATTACKER, DEFENDER
 from advgame_env.seeds import Label, Seed
 from advgame_env.templates import TemplateSet
 
@@ -119,6 +120,17 @@ class Phase(StrEnum):
     DONE = "done"
 
 
+class SampleRecord(TypedDict):
+    """A sample as the env's ``infos`` show it."""
+
+    text: str | None
+    failure: str | None
+    faithful: bool | None
+    score: float | None
+    selected: int | None
+    reward: float | None
+
+
 @dataclass
 class Sample:
     """One player output: raw text, what others see, and how it was judged and paid.
@@ -140,10 +152,11 @@ class Sample:
     reward: float | None = None
     # The action as the player sent it, when it was a generation: its token ids and sampler
     # log-probs are what a trainer learns from (re-tokenising the text need not give them back).
-    generation: Any = field(default=None, repr=False, compare=False)
+    # Opaque here (read with getattr by trainers): any object with a ``.text``, see protocol.py.
+    generation: object = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def parsed(cls, raw: str, parsed: Parsed, generation: Any = None, show_failed: bool = False) -> Sample:
+    def parsed(cls, raw: str, parsed: Parsed, generation: object = None, show_failed: bool = False) -> Sample:
         """``show_failed``: a failed output is shown anyway, as its fallback text (Self-RedTeam)."""
         if parsed.failure is None:
             return cls(raw, parsed.public, parsed.reasoning, generation=generation)
@@ -159,15 +172,15 @@ class Sample:
         self.fail(failure)
         self.public = None
 
-    def record(self) -> dict[str, Any]:
-        return {
-            "text": self.public,
-            "failure": self.failure.value if self.failure else None,
-            "faithful": self.faithful,
-            "score": self.score,
-            "selected": self.selected,
-            "reward": self.reward,
-        }
+    def record(self) -> SampleRecord:
+        return SampleRecord(
+            text=self.public,
+            failure=self.failure.value if self.failure else None,
+            faithful=self.faithful,
+            score=self.score,
+            selected=self.selected,
+            reward=self.reward,
+        )
 
 
 @dataclass
@@ -195,11 +208,17 @@ class Round:
         return [(a, *pair) for a, pair in pairs if pair is not None]
 
 
-Text = Any  # an action text: a str, or a generation with ``.text`` and ``.finish_reason`` (see protocol.py)
 T = TypeVar("T")
+Item = TypeVar("Item")
 
 
-def _text_and_finish(value: Text, where: str) -> tuple[str, str | None, Any]:
+# What one action slot holds, read off what the player sent (a str, or a generation with ``.text``
+# and ``.finish_reason``, see protocol.py): (text, finish reason, the generation or None).
+# Actions come from outside the package, so they are typed object and checked here.
+ActionText = tuple[str, str | None, object]
+
+
+def _text_and_finish(value: object, where: str) -> ActionText:
     """(text, finish reason, the generation itself or None) of one action."""
     if isinstance(value, str):
         return value, None, None
@@ -209,14 +228,16 @@ def _text_and_finish(value: Text, where: str) -> tuple[str, str | None, Any]:
     raise TypeError(f"{where} must be a str or a generation with a .text str, got {type(value).__name__}")
 
 
-def _check_shape(actions: Sequence[Any], size: int, where: str) -> None:
+def _check_shape(actions: object, size: int, where: str) -> Sequence[object]:
+    """``actions`` as the sequence of ``size`` items it must be."""
     if isinstance(actions, str | bytes) or not isinstance(actions, Sequence):
         raise TypeError(f"{where} must be a sequence of {size} texts, got {type(actions).__name__}")
     if len(actions) != size:
         raise ValueError(f"{where} must hold exactly {size} texts, got {len(actions)}")
+    return actions
 
 
-def _judge_call(call: Callable[[list[Any]], list[T]], items: list[Any], role: str) -> list[T]:
+def _judge_call(call: Callable[[list[Item]], list[T]], items: list[Item], role: str) -> list[T]:
     """One batched judge call; a crash or a wrong count becomes a JudgeError."""
     if not items:
         return []
@@ -253,19 +274,19 @@ class Game:
 
     # ------------------------------------------------------------------ attack phase
 
-    def attack(self, rounds: Sequence[Round], actions: Sequence[Any]) -> None:
+    def attack(self, rounds: Sequence[Round], actions: Sequence[object]) -> None:
         """Parse the attacker's rewrites of every round and check their faithfulness."""
         cfg = self.config
         _check_shape(actions, len(rounds), "attacker actions for the batch")
-        texts: list[list[tuple[str, str | None, Any]]] = []
+        texts: list[list[ActionText]] = []
         for r, (round_, action) in enumerate(zip(rounds, actions, strict=True)):
             if round_.phase is not Phase.ATTACK:
                 raise RuntimeError(f"round {r} is in phase {round_.phase.value!r}, not 'attack'")
             if round_.direct:
                 texts.append([(round_.seed.prompt, None, None)] * cfg.num_attacks)
                 continue
-            _check_shape(action, cfg.num_attacks, f"attacker_0's action in round {r}")
-            texts.append([_text_and_finish(t, f"attacker_0's text {i} in round {r}") for i, t in enumerate(action)])
+            texts_of = _check_shape(action, cfg.num_attacks, f"attacker_0's action in round {r}")
+            texts.append([_text_and_finish(t, f"attacker_0's text {i} in round {r}") for i, t in enumerate(texts_of)])
 
         show = cfg.shows_failed_outputs
         attacks = [
@@ -300,7 +321,7 @@ class Game:
 
     # ------------------------------------------------------------------ respond phase
 
-    def respond(self, rounds: Sequence[Round], actions: Sequence[Any]) -> None:
+    def respond(self, rounds: Sequence[Round], actions: Sequence[object]) -> None:
         """Parse the defender's answers, judge both players and pay them."""
         cfg = self.config
         _check_shape(actions, len(rounds), "defender actions for the batch")
@@ -308,11 +329,13 @@ class Game:
         for r, (round_, action) in enumerate(zip(rounds, actions, strict=True)):
             if round_.phase is not Phase.RESPOND:
                 raise RuntimeError(f"round {r} is in phase {round_.phase.value!r}, not 'respond'")
-            _check_shape(action, cfg.num_attacks, f"defender_0's action in round {r}")
+            rows = _check_shape(action, cfg.num_attacks, f"defender_0's action in round {r}")
             grid = []
-            for a, (attack, row) in enumerate(zip(round_.attacks, action, strict=True)):
-                _check_shape(row, cfg.num_responses, f"defender_0's answers to attack {a} in round {r}")
-                texts = [_text_and_finish(t, f"defender_0's text ({a}, {d}) in round {r}") for d, t in enumerate(row)]
+            for a, (attack, row) in enumerate(zip(round_.attacks, rows, strict=True)):
+                answers = _check_shape(row, cfg.num_responses, f"defender_0's answers to attack {a} in round {r}")
+                texts = [
+                    _text_and_finish(t, f"defender_0's text ({a}, {d}) in round {r}") for d, t in enumerate(answers)
+                ]
                 grid.append([self._parse_response(attack, t, f, g) for t, f, g in texts])
             grids.append(grid)
 
@@ -326,7 +349,7 @@ class Game:
         for round_, row, grid in zip(rounds, attacks, grids, strict=True):
             round_.attacks, round_.responses, round_.phase = row, grid, Phase.DONE
 
-    def _parse_response(self, attack: Sample, text: str, finish: str | None, generation: Any) -> Sample:
+    def _parse_response(self, attack: Sample, text: str, finish: str | None, generation: object) -> Sample:
         if attack.public is None:
             sample = Sample(text, None, generation=generation)
             sample.fail(Failure.PROMPT_INVALID)
@@ -366,7 +389,7 @@ class Game:
                 valid = [s for s in responses if s.failure is None]
                 if valid:  # the judge's query is the prompt the defender actually saw
                     groups.append((rubric, attack.public or "", valid))
-        self._score_groups(groups, "defender")
+        self._score_groups(groups, DEFENDER)
         for sample in (s for grid in grids for responses in grid for s in responses):
             if sample.failure is None:
                 if sample.score is None:
@@ -403,7 +426,7 @@ class Game:
                 answers = [Sample(response.raw, response.public) for _, response in live]
                 groups.append((rubric, round_.seed.prompt, answers))
                 judged += [(attack, answer) for (attack, _), answer in zip(live, answers, strict=True)]
-        self._score_groups(groups, "attacker")
+        self._score_groups(groups, ATTACKER)
         for attack, answer in judged:
             attack.score = answer.score
             if answer.score is None:

@@ -18,7 +18,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 from advgame_env.seeds import SeedFormatError
 
@@ -30,9 +29,9 @@ class InstructionPrompt:
     key: str
     prompt: str
     instruction_ids: tuple[str, ...]
-    kwargs: tuple[Mapping[str, Any], ...]  # one per instruction, None-valued arguments dropped
+    kwargs: tuple[Mapping[str, object], ...]  # one per instruction, None-valued arguments dropped
 
-    def as_record(self) -> dict[str, Any]:
+    def as_record(self) -> dict[str, object]:
         """The IFEval-format record (what the JSONL file holds)."""
         return {
             "key": self.key,
@@ -42,7 +41,7 @@ class InstructionPrompt:
         }
 
 
-def instruction_prompt_from_record(record: Mapping[str, Any], where: str) -> InstructionPrompt:
+def instruction_prompt_from_record(record: object, where: str) -> InstructionPrompt:
     """One record, checked; a malformed one raises ``SeedFormatError`` naming ``where`` and the field."""
     if not isinstance(record, Mapping):
         raise SeedFormatError(f"{where}: expected a JSON object")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 
 class Label(StrEnum):
@@ -37,6 +37,8 @@ class SeedFormatError(ValueError):
 
 
 Split = Literal["train", "heldout", "all"]
+# One record of a data file: a JSON object or a CSV row; its values are checked where read
+Record = Mapping[str, object]
 HELDOUT_EVERY = 5  # every 5th seed of each (label, subtype) group is held out: a fixed 80/20 split
 
 # WildJailbreak's data_type values -> (label, which text field holds the request)
@@ -48,7 +50,7 @@ _WJB_TYPES = {
 }
 
 
-def seed_from_record(record: Mapping[str, Any], where: str, default_id: str) -> Seed:
+def seed_from_record(record: Record, where: str, default_id: str) -> Seed:
     """Build a seed from one record in AdvGame (``prompt`` + ``category``) or WildJailbreak
     (``vanilla``/``adversarial`` + ``data_type``) form. ``where`` names the file and line."""
     if "data_type" in record:
@@ -80,7 +82,7 @@ def seed_from_record(record: Mapping[str, Any], where: str, default_id: str) -> 
     )
 
 
-def read_records(path: Path) -> Iterator[tuple[int, str, Mapping[str, Any]]]:
+def read_records(path: Path) -> Iterator[tuple[int, str, Record]]:
     """(number, where, record) for each record of a CSV/TSV, JSON (a list of objects) or JSONL
     file; ``where`` names the file and the line (or JSON item) for error messages.
 
@@ -119,7 +121,7 @@ def _check_text(value: str, field: str, where: str) -> None:
         raise SeedFormatError(f"{where}: field {field!r} holds a lone surrogate (not a Unicode character)")
 
 
-def _json(text: str, where: str) -> Any:
+def _json(text: str, where: str) -> object:
     try:
         return json.loads(text)
     except json.JSONDecodeError as error:
@@ -131,7 +133,7 @@ def _json(text: str, where: str) -> Any:
         raise SeedFormatError(f"{where}: not valid JSON ({error})") from None
 
 
-def _records(path: Path, text: str) -> Iterator[tuple[int, str, Mapping[str, Any]]]:
+def _records(path: Path, text: str) -> Iterator[tuple[int, str, Record]]:
     suffix = path.suffix.lower()
     if suffix in (".csv", ".tsv"):
         reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if suffix == ".tsv" else ",")

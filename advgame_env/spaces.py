@@ -12,17 +12,18 @@ out; they compare, hash and serialise as the plain str and tuple they are.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 from gymnasium.spaces import Text
+
+# What an agent observes: the attacker a text, the defender one text per attack slot.
+Observation = str | tuple[str, ...]
 
 
 class Unicode(Text):
     def __init__(self, max_length: int, *, seed: int | None = None) -> None:
         super().__init__(max_length, min_length=0, seed=seed)
 
-    def contains(self, x: Any) -> bool:
+    def contains(self, x: object) -> bool:
         return isinstance(x, str) and self.min_length <= len(x) <= self.max_length
 
     def __repr__(self) -> str:
@@ -33,11 +34,11 @@ class TextObservation(str):
     dtype = np.dtype(str)
 
 
-class TextTuple(tuple[Any, ...]):
+class TextTuple(tuple[object, ...]):
     dtype = None
 
 
-def typed(observation: Any) -> Any:
+def typed(observation: object) -> object:
     """A text observation (a str, or tuples of them) as the dtype-carrying types above."""
     if isinstance(observation, str):
         return TextObservation(observation)

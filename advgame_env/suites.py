@@ -21,11 +21,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
-from advgame_env.seeds import Label, Seed, SeedFormatError, bundled_seeds, read_records, seed_from_record
-
-Record = Mapping[str, Any]
+from advgame_env.seeds import Label, Record, Seed, SeedFormatError, bundled_seeds, read_records, seed_from_record
 
 
 def _text(record: Record, field: str, where: str) -> str:

@@ -57,6 +57,7 @@ except ImportError as error:  # textarena is a dependency; say which one is miss
         f"importing it failed: {error}"
     ) from error
 
+from advgame_env import roles
 from advgame_env.game import Game, GameConfig, Phase, Round, Sample
 from advgame_env.judges import Judge
 from advgame_env.rule_judge import RuleJudge
@@ -65,8 +66,8 @@ from advgame_env.seeds import Seed, bundled_seeds
 ENV_ID = "AdvGame-v0"
 RAW_ENV_ID = "AdvGame-v0-raw"
 ENTRY_POINT = "advgame_env.textarena_env:AdvGameTextArena"
-ATTACKER, DEFENDER = 0, 1
-ROLES = {ATTACKER: "Attacker", DEFENDER: "Defender"}
+ATTACKER, DEFENDER = roles.PLAYER_IDS[roles.ATTACKER], roles.PLAYER_IDS[roles.DEFENDER]
+ROLES = {player: role.title() for role, player in roles.PLAYER_IDS.items()}  # TextArena's role names
 
 DEFENDER_INTRO = (
     "You are a helpful AI assistant. You will receive one message from a user. "
@@ -135,13 +136,13 @@ class AdvGameTextArena(ta.Env):
             self._show_defender(round_)
             self.state.manually_set_current_player_id(DEFENDER)
 
-    def _prompt(self, player_id: int, game_state: dict[str, Any]) -> str:
+    def _prompt(self, player_id: int, game_state: dict[str, object]) -> str:
         assert self.round is not None
         if player_id == DEFENDER:
             return DEFENDER_INTRO
         return DIRECT_ROUND if self.round.direct else self.game.attacker_observation(self.round)
 
-    def step(self, action: str) -> tuple[bool, dict[str, Any]]:
+    def step(self, action: str) -> tuple[bool, dict[str, object]]:
         round_ = self.round
         if round_ is None:
             raise RuntimeError("call reset() before step()")
@@ -202,12 +203,12 @@ class AdvGameTextArena(ta.Env):
 
     # ------------------------------------------------------------------ views
 
-    def get_observation(self) -> tuple[int, list[tuple[int, str, Any]]]:
+    def get_observation(self) -> tuple[int, list[tuple[int, str, ta.ObservationType]]]:
         if self.round is None:
             raise RuntimeError("call reset() before get_observation()")
         return self.state.current_player_id, self.state.get_current_player_observation()
 
-    def close(self) -> tuple[dict[int, float] | None, dict[int, dict[str, Any]]]:
+    def close(self) -> tuple[dict[int, float] | None, dict[int, dict[str, object]]]:
         """``(rewards, game_info)`` as in TextArena 0.7; rewards are floats, or None if the
         game was closed before it ended."""
         if self.round is None:
@@ -219,12 +220,12 @@ class AdvGameTextArena(ta.Env):
 class EpisodeLLMObservationWrapper(LLMObservationWrapper):
     """TextArena's ``LLMObservationWrapper``, forgetting the previous game on ``reset``."""
 
-    def reset(self, num_players: int, seed: int | None = None) -> Any:
-        self.full_observations: dict[int, list[tuple[int, str, Any]]] = {}
+    def reset(self, num_players: int, seed: int | None = None) -> None:
+        self.full_observations: dict[int, list[tuple[int, str, ta.ObservationType]]] = {}
         return super().reset(num_players=num_players, seed=seed)
 
 
-def clip_to_game_limits(env: Any) -> Any:
+def clip_to_game_limits(env: ta.Env) -> ClipCharactersActionWrapper:
     """TextArena's character clip, one above the game's largest limit: an output the game
     would reject as over-long stays over-long, any other output passes unchanged."""
     config: GameConfig = env.config

@@ -38,11 +38,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from advgame_env.judges import ClassifyItem, FaithfulnessItem, JudgeError, PairItem, PointItem
 from advgame_env.protocol import GenerationBackend
 from advgame_env.rewards import Classification
+
+if TYPE_CHECKING:
+    from advgame_env.game import GameConfig
 
 # The model's documented input format (model card of allenai/wildguard and its client library's
 # WILDGUARD_INPUT_FORMAT). It is the model's interface and must stay verbatim.
@@ -152,24 +155,24 @@ class _Recorder:
     def __init__(self) -> None:
         self.asked: set[str] = set()
 
-    def faithfulness(self, items: Sequence[Any]) -> list[bool | None]:
+    def faithfulness(self, items: Sequence[FaithfulnessItem]) -> list[bool | None]:
         self.asked.add("faithfulness")
         return [True for _ in items]
 
-    def compare(self, items: Sequence[Any]) -> list[tuple[float, float] | None]:
+    def compare(self, items: Sequence[PairItem]) -> list[tuple[float, float] | None]:
         self.asked.add("compare")
         return [(5.0, 5.0) for _ in items]
 
-    def score(self, items: Sequence[Any]) -> list[float | None]:
+    def score(self, items: Sequence[PointItem]) -> list[float | None]:
         self.asked.add("score")
         return [5.0 for _ in items]
 
-    def classify(self, items: Sequence[Any]) -> list[Classification | None]:
+    def classify(self, items: Sequence[ClassifyItem]) -> list[Classification | None]:
         self.asked.add("classify")
         return [Classification(True, True, False) for _ in items]
 
 
-def judge_roles(config: Any) -> set[str]:
+def judge_roles(config: GameConfig) -> set[str]:
     """The judge methods a game with this :class:`~advgame_env.GameConfig` calls, found by
     playing one well-formed round (and one direct round) of it against a recording judge: the
     game's own rules answer, so this stays true whatever they become."""
@@ -190,7 +193,7 @@ def judge_roles(config: Any) -> set[str]:
     return recorder.asked
 
 
-def check_game(config: Any, judge: Any = None) -> None:
+def check_game(config: GameConfig, judge: object = None) -> None:
     """Raise ``ValueError`` when a game with this config needs judge roles WildGuard (or
     ``judge``, given its ``roles``) cannot play."""
     roles = getattr(judge, "roles", WildGuardJudge.roles)

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 MAX_TOKENS = 256  # the model's own max_seq_length (sentence_bert_config.json)
 
@@ -33,8 +36,8 @@ class SentenceEmbedder:
         from transformers import AutoModel, AutoTokenizer
 
         folder = Path(path) if path is not None else minilm_path()
-        self.tokenizer: Any = AutoTokenizer.from_pretrained(folder)
-        self.model: Any = AutoModel.from_pretrained(folder).eval()
+        self.tokenizer: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(folder)
+        self.model: PreTrainedModel = AutoModel.from_pretrained(folder).eval()
         self.batch_size = batch_size
 
     @torch.no_grad()

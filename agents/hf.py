@@ -15,9 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from transformers import GenerationConfig
 
 Chat = Sequence[Mapping[str, str]]
 
@@ -90,7 +93,7 @@ _NEUTRAL_GENERATION_KEYS = frozenset(
 )
 
 
-def neutral_generation_kwargs(generation_config: Any) -> dict[str, None]:
+def neutral_generation_kwargs(generation_config: GenerationConfig | None) -> dict[str, None]:
     """``None`` for every sampling-relevant entry a model's generation_config sets. Passed to
     ``generate``, a keyword wins over both the model's value and transformers' global defaults
     (its top_k=50 among them), and a processor whose setting is None is not built."""

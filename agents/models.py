@@ -14,7 +14,11 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # loaded where used: importing transformers takes seconds
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
@@ -85,8 +89,8 @@ def resolve_model(name_or_path: str | os.PathLike[str]) -> str:
 
 
 def load_model(
-    name_or_path: str | os.PathLike[str] = DEFAULT_MODEL, *, dtype: Any = None, device: str = "cpu"
-) -> tuple[Any, Any]:
+    name_or_path: str | os.PathLike[str] = DEFAULT_MODEL, *, dtype: torch.dtype | None = None, device: str = "cpu"
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """(model, tokenizer) for a bundled name, a local folder or a hub id."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -101,7 +105,7 @@ def load_model(
 
 def tiny_model(
     seed: int = 0, *, hidden_size: int = 64, layers: int = 2, tokenizer_from: str = DEFAULT_MODEL
-) -> tuple[Any, Any]:
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A randomly initialised Llama-shaped model with the bundled tokenizer, for fast tests."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM

@@ -50,9 +50,9 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import NoReturn, TypeVar
 
 import httpx
 
@@ -115,11 +115,11 @@ def _template_flags(messages: Sequence[dict[str, str]]) -> dict[str, bool]:
     return {"add_generation_prompt": not prefill, "continue_final_message": prefill}
 
 
-def _reject_constant(name: str) -> Any:
+def _reject_constant(name: str) -> NoReturn:
     raise ValueError(f"non-finite number {name} in the answer")
 
 
-def _json(content: bytes) -> Any:
+def _json(content: bytes) -> object:
     """The JSON of a body; ``NaN``/``Infinity`` (which Python's parser would take) are refused,
     and so is nesting too deep for the parser (a ``ValueError`` like any other bad body)."""
     try:
@@ -128,11 +128,11 @@ def _json(content: bytes) -> Any:
         raise ValueError("JSON nested too deeply") from None
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _sum_prompt_logprobs(entries: Any, ids: Sequence[int], start: int, url: str) -> float:
+def _sum_prompt_logprobs(entries: object, ids: Sequence[int], start: int, url: str) -> float:
     """Sum of vLLM's ``prompt_logprobs`` (one ``{token_id: {"logprob": ...}}`` per position) from ``start``."""
     if not isinstance(entries, list) or len(entries) != len(ids):
         raise NotImplementedError(f"{SCORING_NEEDS}: the server returned no per-position prompt log-probs")
@@ -216,7 +216,7 @@ class OpenAIBackend:
 
     # ------------------------------------------------------------------ transport
 
-    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    def _post(self, path: str, body: Mapping[str, object]) -> dict[str, object]:
         """POST JSON and return the JSON answer, retrying transient failures with back-off,
         within the request's deadline."""
         url = self.base_url + path
@@ -331,10 +331,11 @@ class OpenAIBackend:
         seed: int | None = None,
     ) -> list[Generation]:
         check_sampling(max_tokens, temperature, top_p)
-        requests = []
+        requests, contents = [], []
         for i, chat in enumerate(chats):
             messages = _messages(chat)
-            body: dict[str, Any] = {
+            contents += [m["content"] for m in messages]
+            body: dict[str, object] = {
                 "model": self.model,
                 "messages": messages,
                 "max_tokens": max_tokens,
@@ -346,7 +347,7 @@ class OpenAIBackend:
             if messages[-1]["role"] == "assistant":
                 body.update(_template_flags(messages))
             requests.append(body)
-        self._check_unicode([m["content"] for body in requests for m in body["messages"]], "/v1/chat/completions")
+        self._check_unicode(contents, "/v1/chat/completions")
         return self._map(self._generate_one, requests)
 
     def _check_unicode(self, texts: Iterable[str], path: str) -> None:
@@ -362,7 +363,7 @@ class OpenAIBackend:
                     url=url,
                 ) from None
 
-    def _generate_one(self, body: dict[str, Any]) -> Generation:
+    def _generate_one(self, body: Mapping[str, object]) -> Generation:
         while True:
             request = dict(body)
             if self._ask_logprobs:
@@ -390,7 +391,7 @@ class OpenAIBackend:
             return True
         return False
 
-    def _parse_generation(self, answer: dict[str, Any]) -> Generation:
+    def _parse_generation(self, answer: Mapping[str, object]) -> Generation:
         url = self.base_url + "/v1/chat/completions"
 
         def malformed(what: str) -> BackendError:
@@ -459,7 +460,7 @@ class OpenAIBackend:
         one = self._score_completions if self.use_completions_for_score else self._score_chat
         return self._map(one, pairs)
 
-    def _scoring_post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    def _scoring_post(self, path: str, body: Mapping[str, object]) -> dict[str, object]:
         try:
             return self._post(path, body)
         except BackendError as error:
@@ -468,7 +469,7 @@ class OpenAIBackend:
                 raise NotImplementedError(f"{SCORING_NEEDS} ({error})") from error
             raise
 
-    def _tokenize(self, body: dict[str, Any]) -> list[int]:
+    def _tokenize(self, body: Mapping[str, object]) -> list[int]:
         answer = self._scoring_post("/tokenize", {"model": self.model, **body})
         tokens = answer.get("tokens")
         if not isinstance(tokens, list) or not all(isinstance(t, int) for t in tokens):

@@ -10,22 +10,28 @@ model per role and per copy.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
+if TYPE_CHECKING:
+    from peft import PeftModel
+    from transformers import PreTrainedModel
+
+# The game's roles (advgame_env.roles.ROLES) as default adapter names. Spelled out, not imported:
+# agents imports nothing of advgame_env; tests/test_roles.py checks that the two agree.
 ROLES = ("attacker", "defender")
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 def shared_base_players(
-    base: Any,
+    base: PreTrainedModel,
     *,
     rank: int = 16,
     alpha: int = 32,
     targets: Sequence[str] = DEFAULT_TARGETS,
     adapters: Sequence[str] = ROLES,
-) -> Any:
+) -> PeftModel:
     """Wrap ``base`` (modified in place: its weights are frozen) with one LoRA adapter per name.
 
     Every adapter starts as the identity (LoRA's B matrices are zero), so all roles begin as
@@ -42,7 +48,7 @@ def shared_base_players(
     return model
 
 
-def copy_adapter(model: Any, source: str, target: str) -> None:
+def copy_adapter(model: PeftModel, source: str, target: str) -> None:
     """Make adapter ``target`` an exact copy of ``source`` (created if missing)."""
     if target not in model.peft_config:
         model.add_adapter(target, model.peft_config[source])
@@ -51,7 +57,7 @@ def copy_adapter(model: Any, source: str, target: str) -> None:
             param.copy_(adapter_parameters(model, source)[name])
 
 
-def adapter_parameters(model: Any, adapter: str) -> dict[str, torch.Tensor]:
+def adapter_parameters(model: torch.nn.Module, adapter: str) -> dict[str, torch.Tensor]:
     """The LoRA tensors of one adapter, keyed by their name with the adapter part removed."""
     marker = f".{adapter}."
     return {name.replace(marker, "."): p for name, p in model.named_parameters() if marker in name and "lora_" in name}

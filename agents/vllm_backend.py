@@ -23,12 +23,19 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from agents.hf import Chat, Generation, HFBackend, check_sampling, continuation_pairs, prompt_ids
 from agents.models import resolve_model
+
+if TYPE_CHECKING:  # vllm is imported where an engine starts (it is an optional, heavy dependency)
+    from peft import PeftModel
+    from vllm.config.model import ModelDType
+    from vllm.inputs import TokensPrompt
+    from vllm.lora.request import LoRARequest
+    from vllm.outputs import CompletionOutput
 
 PROBE_CHAT = [{"role": "user", "content": "Write one sentence about the sea."}]
 PROBE_REPLY = "The sea is wide, cold and full of stories."
@@ -59,7 +66,7 @@ def full_state_dict(model: Any) -> dict[str, torch.Tensor]:
     return state
 
 
-def engine_generation(sample: Any, stop_ids: set[int]) -> Generation:
+def engine_generation(sample: CompletionOutput, stop_ids: set[int]) -> Generation:
     """One of vLLM's ``CompletionOutput`` as a Generation. vLLM keeps the end-of-turn token that
     stopped the sample in its token ids (not in its text); like the HF backend, it is taken off
     the tokens and recorded as ``stop_token_id``. A stop *string* (``stop_reason`` a str) is
@@ -89,7 +96,7 @@ class VLLMBackend:
         self,
         model: str | os.PathLike[str],
         *,
-        dtype: Any = "auto",  # "auto" (the checkpoint's), "float32", "bfloat16", ...
+        dtype: ModelDType = "auto",  # "auto" (the checkpoint's), "float32", "bfloat16", ...
         max_model_len: int = 2048,
         seed: int = 0,
         enable_lora: bool = False,
@@ -139,13 +146,13 @@ class VLLMBackend:
         self.stop_ids = {int(i) for i in ids if i is not None}
         self.max_context, self.lora_enabled = max_model_len, enable_lora
         self.weights_version = 0
-        self.adapters: dict[str, Any] = {}  # name -> the LoRARequest of its newest version
+        self.adapters: dict[str, LoRARequest] = {}  # name -> the LoRARequest of its newest version
         self._lora_ids = 0
         self._scratch = _shared_dir()
 
     # ------------------------------------------------------------------ generation protocol
 
-    def _lora(self, adapter: str | None) -> Any:
+    def _lora(self, adapter: str | None) -> LoRARequest | None:
         if adapter is None:
             return None
         if adapter not in self.adapters:
@@ -167,7 +174,7 @@ class VLLMBackend:
         check_sampling(max_tokens, temperature, top_p)
         if not chats:
             return []
-        prompts: list[Any] = [
+        prompts: list[TokensPrompt] = [
             {"prompt_token_ids": row} for row in prompt_ids(self.tokenizer, chats, self.max_context, max_tokens)
         ]
         # one seed per prompt, so a prompt's sample does not depend on its batch neighbours
@@ -197,7 +204,7 @@ class VLLMBackend:
             return []
         rows = [(p + c)[-self.max_context + 1 :] for p, c in pairs]
         params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
-        prompts: list[Any] = [{"prompt_token_ids": r} for r in rows]
+        prompts: list[TokensPrompt] = [{"prompt_token_ids": r} for r in rows]
         lora = self._lora(adapter)
         if self.lora_enabled:
             # vLLM 0.32 (CPU) applies LoRA to prompt logits with one index per sequence instead
@@ -216,7 +223,7 @@ class VLLMBackend:
 
     # ------------------------------------------------------------------ weight sync
 
-    def push_weights(self, model: Any, *, check: bool = True) -> None:
+    def push_weights(self, model: torch.nn.Module, *, check: bool = True) -> None:
         """Copy ``model``'s full weights (merged, for a PEFT model) into the engine."""
         from safetensors.torch import save_file
 
@@ -232,7 +239,7 @@ class VLLMBackend:
         if check:
             self.check_weights(model)
 
-    def check_weights(self, model: Any) -> None:
+    def check_weights(self, model: torch.nn.Module) -> None:
         """Raise StaleWeightsError unless the engine scores a probe sequence as ``model`` does
         (its active adapter, for a PEFT model). Measured in float32 the two agree to ~1e-4 nats;
         a lower-precision engine is compared loosely."""
@@ -247,7 +254,7 @@ class VLLMBackend:
                 f"weights version {self.weights_version} did not take effect"
             )
 
-    def push_adapter(self, name: str, peft_model: Any, adapter_name: str = "default") -> Any:
+    def push_adapter(self, name: str, peft_model: PeftModel, adapter_name: str = "default") -> LoRARequest:
         """Serve ``peft_model``'s adapter ``adapter_name`` as ``name`` (a new version each call)."""
         from vllm.lora.request import LoRARequest
 

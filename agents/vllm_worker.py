@@ -6,10 +6,13 @@ for an engine in another process on CPU and on GPU, and no tensor crosses the RP
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 
-def refresh_cpu_kernels(model: Any) -> int:
+def refresh_cpu_kernels(model: torch.nn.Module) -> int:
     """Re-pack the CPU GEMM of every layer that kept its weight (vocabulary projections).
 
     vLLM's CPU build packs each linear weight into a kernel-specific copy. An in-place reload

@@ -175,3 +175,20 @@ def test_a_changed_config_is_refused_on_resume_naming_the_keys(tiny_chat, finish
     }
     with pytest.raises(ConfigError, match="not a config key"):
         Trainer(_config(tiny_chat, run), resume=True, allow_change=["run.stepz"])
+
+
+def test_a_checkpoint_in_the_shape_written_before_the_schema_resumes(tiny_chat, finished_run, tmp_path):
+    run = _copy(finished_run, tmp_path / "run")
+    newest = run / "checkpoints" / "step_0000002" / "state.pt"
+    saved = torch.load(newest, weights_only=True)
+    old = {key: saved[key] for key in ("step", "weights", "optimizers", "schedulers", "data", "rng")}
+    torch.save(dict(old), newest)  # a plain dict with the keys spelled out, as Trainer.state() wrote it
+    trainer = Trainer(
+        _config(tiny_chat, run, "run.steps=3", "run.keep_checkpoints=3"), resume=True, allow_change=["run.steps"]
+    )
+    assert trainer.step == 2
+    for key, tensors in old["weights"].items():
+        name, which = key.split("/")
+        for param, value in trainer.learners[name].player.weights(which).items():
+            torch.testing.assert_close(value, tensors[param], rtol=0, atol=0)
+    assert trainer.state()["data"] == old["data"]

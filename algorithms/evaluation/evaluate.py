@@ -28,20 +28,37 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from dataclasses import field as dataclass_field
 from pathlib import Path
-from typing import Any
 
-from advgame_env import ClassifyItem, Label, Seed
+import torch
+
+from advgame_env import ClassifyItem, Judge, Label, Seed
 from advgame_env.metrics import Rate, rate
+from advgame_env.protocol import GenerationBackend
+from agents.models import load_model
 from agents.policy import chat
+from algorithms.config import load_config
 from algorithms.evaluation.utility import (
     LENGTH_DIFFERENCE,
     WIN_RATE,
+    Answer,
     Figure,
     UtilityPlan,
     harness_figures,
     instruction_figures,
     win_rate_figures,
 )
+from algorithms.training.checkpoints import (
+    CONFIG_FILE,
+    STATE_FILE,
+    checkpoint_step,
+    checkpoints,
+    export_dir,
+    learner_weights,
+    load_checkpoint,
+)
+from algorithms.training.copies import Which
+from algorithms.training.players import build_players
+from algorithms.training.trainer import start_model
 
 # utility figures the Pareto picture's utility panel plots against harmful compliance
 PANEL = ("instruction following (prompt, strict)", WIN_RATE)
@@ -61,7 +78,7 @@ class Judged:
 
 
 def answer_and_judge(
-    backend: Any, judge: Any, seeds: Sequence[Seed], *, max_tokens: int = 512, batch: int = 64
+    backend: GenerationBackend, judge: Judge, seeds: Sequence[Seed], *, max_tokens: int = 512, batch: int = 64
 ) -> list[Judged]:
     """Greedy answers to every seed, each labelled by the judge's classifier call."""
     out: list[Judged] = []
@@ -136,7 +153,7 @@ def write_report(
         for item in items:
             out.write(json.dumps(asdict(item)) + "\n")
     summary, topics = summarise(items), by_topic(items)
-    body: dict[str, Any] = {k: r.as_dict() for k, r in summary.items()}
+    body: dict[str, object] = {k: r.as_dict() for k, r in summary.items()}
     if figures:
         body[UTILITY_KEY] = {name: f.as_dict() for name, f in figures.items()}
     (folder / "summary.json").write_text(json.dumps(body, indent=2))
@@ -229,8 +246,8 @@ class Evaluated:
 def evaluate_models(
     models: Sequence[tuple[str, str]],
     seeds: Sequence[Seed],
-    judge: Any,
-    backend: Callable[[str], Any],
+    judge: Judge,
+    backend: Callable[[str], GenerationBackend],
     out: Path,
     suite: str,
     *,
@@ -268,7 +285,9 @@ def evaluate_models(
     return evaluated, write_comparison(evaluated, out, f"Evaluation on {suite}", run=run)
 
 
-def _instruction_following(answerer: Any, plan: UtilityPlan, folder: Path, max_tokens: int) -> dict[str, Figure]:
+def _instruction_following(
+    answerer: GenerationBackend, plan: UtilityPlan, folder: Path, max_tokens: int
+) -> dict[str, Figure]:
     """IFEval's accuracies of one model (its items in instruction_following.json)."""
     if plan.instruction_prompts is None:
         return {}
@@ -296,8 +315,8 @@ def _win_rates(
     models: Sequence[tuple[str, str]],
     judged: Sequence[Sequence[Judged]],
     seeds: Sequence[Seed],
-    judge: Any,
-    backend: Callable[[str], Any],
+    judge: Judge,
+    backend: Callable[[str], GenerationBackend],
     plan: UtilityPlan,
     folders: Sequence[Path],
     max_tokens: int,
@@ -312,7 +331,7 @@ def _win_rates(
 
     own = [items for (_, model), items in zip(models, judged, strict=True) if model == plan.reference]
     if own:
-        references: list[Any] = [i.response for i in own[0] if i.label == Label.BENIGN.value]
+        references: list[Answer] = [i.response for i in own[0] if i.label == Label.BENIGN.value]
     else:
         references = _greedy_answers(backend(plan.reference), [s.prompt for s in benign], max_tokens)
     out = []
@@ -327,8 +346,8 @@ def _win_rates(
     return out
 
 
-def _greedy_answers(model: Any, prompts: Sequence[str], max_tokens: int, batch: int = 64) -> list[Any]:
-    answers = []
+def _greedy_answers(model: GenerationBackend, prompts: Sequence[str], max_tokens: int, batch: int = 64) -> list[Answer]:
+    answers: list[Answer] = []
     for start in range(0, len(prompts), batch):
         chats = [chat(p) for p in prompts[start : start + batch]]
         answers += list(model.generate(chats, max_tokens=max_tokens, temperature=0.0))
@@ -467,27 +486,19 @@ def markdown_to_html(lines: Sequence[str]) -> str:
 
 
 def checkpoint_models(
-    run_dir: Path, role: str = "defender", which: str = "learner", steps: str = "all"
+    run_dir: Path, role: str = "defender", which: Which = "learner", steps: str = "all"
 ) -> list[tuple[str, str]]:
     """(name, loadable model) of a run's ``role`` at its start ("step 0") and at each checkpoint.
 
     A checkpoint holds training state only (``state.pt``); each one's policy is exported once
-    into ``run_dir/eval/exports/step_N/ROLE`` (an adapter folder for LoRA runs), which
+    into ``run_dir/eval/exports/step_N/ROLE_WHICH`` (an adapter folder for LoRA runs), which
     ``agents.load_model`` loads like any model. ``steps``: "all", or step numbers and "last",
     comma separated (e.g. "0,last").
     """
-    import torch
-
-    from agents.models import load_model
-    from algorithms.config import load_config
-    from algorithms.training.checkpoints import checkpoints, load_checkpoint
-    from algorithms.training.players import build_players
-    from algorithms.training.trainer import start_model
-
-    cfg = load_config(run_dir / "config.yaml")
-    found = {int(p.name.removeprefix("step_")): p for p in checkpoints(run_dir)}
+    cfg = load_config(run_dir / CONFIG_FILE)
+    found = {checkpoint_step(p): p for p in checkpoints(run_dir)}
     if not found:
-        raise FileNotFoundError(f"{run_dir} has no checkpoint (checkpoints/step_N/state.pt)")
+        raise FileNotFoundError(f"{run_dir} has no checkpoint (checkpoints/step_N/{STATE_FILE})")
     wanted = (
         sorted({0, *found})
         if steps == "all"
@@ -501,10 +512,9 @@ def checkpoint_models(
         if step == 0:
             models.append(("step 0", start_model(cfg, role)))
             continue
-        folder = run_dir / "eval" / "exports" / f"step_{step}" / f"{role}_{which}"
+        folder = export_dir(run_dir, step, role, which)
         if not (folder / "config.json").exists() and not (folder / "adapter_config.json").exists():
-            weights = load_checkpoint(found[step])["weights"]
-            learner = role if f"{role}/{which}" in weights else "policy"  # self-play: one shared policy
+            learner, weights = learner_weights(load_checkpoint(found[step]), role, which)
             torch.manual_seed(0)  # adapter initialisation, overwritten by the checkpoint
             player = build_players(
                 roles=(learner,),
@@ -514,7 +524,7 @@ def checkpoint_models(
                 lora_rank=cfg.model.lora_rank,
                 lora_alpha=cfg.model.lora_alpha,
             )[learner]
-            player.load_weights(which, weights[f"{learner}/{which}"])  # type: ignore[arg-type]
-            player.export(which, folder)  # type: ignore[arg-type]
+            player.load_weights(which, weights)
+            player.export(which, folder)
         models.append((f"step {step}", str(folder)))
     return models

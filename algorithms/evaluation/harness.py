@@ -92,10 +92,10 @@ def model_args(model: str | os.PathLike[str], dtype: str = "float32") -> dict[st
     return {"pretrained": str(folder), "dtype": dtype}
 
 
-def task_specs(tasks: Sequence[str]) -> list[str | dict[str, Any]]:
+def task_specs(tasks: Sequence[str]) -> list[str | dict[str, object]]:
     """Task names as they are; task YAML paths as the harness's config dicts, their relative
     ``data_files`` made absolute against the YAML's folder."""
-    specs: list[str | dict[str, Any]] = []
+    specs: list[str | dict[str, object]] = []
     for task in tasks:
         if not task.endswith((".yaml", ".yml")):
             specs.append(task)
@@ -113,7 +113,7 @@ def task_specs(tasks: Sequence[str]) -> list[str | dict[str, Any]]:
     return specs
 
 
-def _anchored(files: Any, folder: Path) -> Any:
+def _anchored(files: object, folder: Path) -> object:
     if isinstance(files, str):
         return files if Path(files).is_absolute() or "://" in files else str(folder / files)
     if isinstance(files, Mapping):
@@ -199,7 +199,7 @@ def scores(record: Mapping[str, Any]) -> list[HarnessScore]:
     return out
 
 
-def _number(value: Any) -> bool:
+def _number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 

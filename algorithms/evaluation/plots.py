@@ -19,8 +19,8 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
@@ -58,7 +58,7 @@ CURVE_PANELS: tuple[tuple[str, str, dict[str, str]], ...] = (
 )
 
 
-def training_curves(records: Sequence[Mapping[str, Any]], path: Path, title: str = "") -> Path | None:
+def training_curves(records: Sequence[Mapping[str, float]], path: Path, title: str = "") -> Path | None:
     """The panels of ``CURVE_PANELS`` that have data; None when nothing was logged."""
     panels = [(t, y, {k: v for k, v in keys.items() if _series(records, k)[0]}) for t, y, keys in CURVE_PANELS]
     panels = [p for p in panels if p[2]]
@@ -87,7 +87,7 @@ def training_curves(records: Sequence[Mapping[str, Any]], path: Path, title: str
     return _save(fig, path)
 
 
-def _series(records: Sequence[Mapping[str, Any]], key: str) -> tuple[list[int], list[float]]:
+def _series(records: Sequence[Mapping[str, float]], key: str) -> tuple[list[int], list[float]]:
     pairs = [(int(r["step"]), float(r[key])) for r in records if key in r and r[key] is not None]
     pairs = [(s, v) for s, v in pairs if not math.isnan(v)]
     return [s for s, _ in pairs], [v for _, v in pairs]
@@ -140,7 +140,7 @@ def pareto(points: Sequence[Point], path: Path, title: str = "Safety vs over-ref
     return _save(fig, path)
 
 
-def _utility_panel(ax: Any, points: Sequence[Point]) -> None:
+def _utility_panel(ax: Axes, points: Sequence[Point]) -> None:
     """Each utility figure (the given score, then each measured one) against harmful compliance:
     one colour and marker per figure, its interval as a vertical whisker, a run's points joined."""
     series = (["utility (given)"] if any(p.utility is not None for p in points) else []) + list(

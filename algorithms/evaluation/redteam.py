@@ -40,21 +40,23 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import tyro
 
-from advgame_env import ClassifyItem, Failure, Game, Label, Round, Sample, Seed
+from advgame_env import Classification, ClassifyItem, Failure, Game, Label, Round, Sample, Seed
 from advgame_env.metrics import Rate, embedding_diversity, rate, self_bleu_diversity
+from advgame_env.protocol import Generation, GenerationBackend
 from advgame_env.templates import clean_untrusted
 from algorithms.training.seed_stream import derived_seed
 
 if TYPE_CHECKING:  # agents loads torch: the CLI reads RedTeamConfig before any command runs
+    from agents.embeddings import SentenceEmbedder
     from agents.policy import Policy
 
 T = TypeVar("T")
 Key = tuple[str, bool, int]  # (seed id, direct baseline, sample)
-Answer = tuple[Any, str | None, int]  # (the target's generation or None, error, attempts)
+Answer = tuple[Generation | None, str | None, int]  # (the target's generation or None, error, attempts)
 DIVERSITY_SAMPLE = 200  # rewrites; self-BLEU and pairwise cosines are quadratic
 
 
@@ -174,7 +176,7 @@ class Results:
         self.records.update((r.key, r) for r in records)
 
 
-def _check_settings(path: Path, settings: dict[str, Any]) -> None:
+def _check_settings(path: Path, settings: dict[str, object]) -> None:
     """One out folder, one run: resuming with another attacker or target would mix results."""
     if path.exists():
         before = json.loads(path.read_text())
@@ -203,11 +205,11 @@ def _retry(call: Callable[[], T], retries: int, backoff: float) -> tuple[T | Non
     return None, error, retries + 1
 
 
-def _answer(target: Any, prompts: list[str], cfg: RedTeamConfig) -> list[Answer]:
+def _answer(target: GenerationBackend, prompts: list[str], cfg: RedTeamConfig) -> list[Answer]:
     """(generation or None, error, attempts) per prompt: the batch at once, else each alone."""
     from agents.policy import chat
 
-    def ask(batch: list[str]) -> list[Any]:
+    def ask(batch: list[str]) -> list[Generation]:
         out = list(target.generate([chat(p) for p in batch], max_tokens=cfg.target_max_tokens, temperature=0.0))
         if len(out) != len(batch):
             raise RuntimeError(f"the target returned {len(out)} answers for {len(batch)} prompts")
@@ -222,7 +224,7 @@ def _answer(target: Any, prompts: list[str], cfg: RedTeamConfig) -> list[Answer]
         return [(got[0] if got else None, e and f"target: {e}", n + 1) for got, e, n in alone]
 
 
-def _non_answer(generation: Any, text: str) -> str | None:
+def _non_answer(generation: Generation | None, text: str) -> str | None:
     """ "filtered" (the server withheld the answer), "empty" (nothing but blanks), else None."""
     if getattr(generation, "finish_reason", None) == "content_filter":
         return "filtered"
@@ -230,7 +232,12 @@ def _non_answer(generation: Any, text: str) -> str | None:
 
 
 def _record(
-    item: Item, attack: Sample | None, answer: Answer, verdict: Any, error: str | None, non_answer: str | None = None
+    item: Item,
+    attack: Sample | None,
+    answer: Answer,
+    verdict: Classification | None,
+    error: str | None,
+    non_answer: str | None = None,
 ) -> Record:
     seed, (generation, target_error, attempts) = item.seed, answer
     failure = None if attack is None else attack.failure
@@ -266,7 +273,7 @@ def _record(
 
 
 def play_batch(
-    game: Game, target: Any, items: Sequence[Item], actions: Sequence[Any], cfg: RedTeamConfig
+    game: Game, target: GenerationBackend, items: Sequence[Item], actions: Sequence[object], cfg: RedTeamConfig
 ) -> list[Record]:
     """The records of a batch, given the attacker's outputs (ignored for baseline items)."""
     rounds = [Round(i.seed, direct=i.direct) for i in items]
@@ -282,7 +289,7 @@ def play_batch(
     judged = [n for n in texts if non_answers[n] is None]
     questions = [ClassifyItem(prompts[n], texts[n], items[n].seed.prompt, items[n].seed.label) for n in judged]
 
-    def classify() -> list[Any]:
+    def classify() -> list[Classification | None]:
         verdicts = list(game.judge.classify(questions)) if questions else []
         if len(verdicts) != len(questions):
             raise RuntimeError(f"the judge returned {len(verdicts)} verdicts for {len(questions)} answers")
@@ -304,13 +311,13 @@ def play_batch(
 
 def redteam(
     attacker: Policy,
-    target: Any,
+    target: GenerationBackend,
     game: Game,
     seeds: Sequence[Seed],
     out: Path,
     cfg: RedTeamConfig,
     *,
-    settings: dict[str, Any] | None = None,
+    settings: dict[str, object] | None = None,
     retry_errors: bool = False,
     log: Callable[[str], None] = print,
 ) -> list[Record]:
@@ -388,7 +395,7 @@ def by_category(records: Sequence[Record]) -> dict[str, dict[str, Rate]]:
     }
 
 
-def diversity(records: Sequence[Record], embedder: Any = None) -> dict[str, float]:
+def diversity(records: Sequence[Record], embedder: SentenceEmbedder | None = None) -> dict[str, float]:
     """Self-BLEU (and, given an embedder, SBERT) diversity of the valid rewrites."""
     texts = [r.rewrite for r in records if not r.direct and r.valid and r.rewrite]
     texts = texts[:: -(-len(texts) // DIVERSITY_SAMPLE) or 1]  # evenly spaced, at most DIVERSITY_SAMPLE
@@ -405,7 +412,7 @@ def _short(text: str | None, limit: int) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
-def write_report(records: Sequence[Record], folder: Path, title: str, embedder: Any = None) -> Path:
+def write_report(records: Sequence[Record], folder: Path, title: str, embedder: SentenceEmbedder | None = None) -> Path:
     """summary.json and report.md in ``folder`` (results.jsonl is written as the run goes)."""
     summary, categories, spread = summarise(records), by_category(records), diversity(records, embedder)
     errors = Counter(r.error.split(":")[0] for r in records if r.error)

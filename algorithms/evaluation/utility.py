@@ -43,12 +43,13 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from advgame_env import (
     InstructionPrompt,
+    Judge,
     Label,
     PairItem,
     Rubric,
@@ -58,13 +59,20 @@ from advgame_env import (
     load_instruction_prompts,
 )
 from advgame_env.metrics import Z_95, Rate, rate, wilson
+from advgame_env.protocol import Generation, GenerationBackend
 from agents.policy import Policy
+
+if TYPE_CHECKING:  # for annotations only: the harness is an optional extra, loaded where used
+    from algorithms.evaluation.harness import HarnessScore
+
+Answerer = GenerationBackend | Policy  # what answers the prompts: a backend, or a Policy (adapter, prefill)
+Answer = str | Generation  # a given answer text, or a generation (its .token_ids give its length)
 
 EXTRA = "utility"
 NEEDS_PUNKT = ("length_constraints:number_sentences", "change_case:capital_word_frequency")
 
 
-def _registry() -> Mapping[str, Any]:
+def _registry() -> Mapping[str, type]:
     """IFEval's checker classes by instruction id (if-verifiable), with language detection seeded."""
     try:
         import langdetect
@@ -136,7 +144,7 @@ class InstructionFollowing:
             "instruction following (instruction, loose)": self.instruction_loose,
         }
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, object]:
         """JSON-ready: the rates as ``Rate.as_dict`` writes them, and the items."""
         return {
             "prompt_strict": self.prompt_strict.as_dict(),
@@ -206,7 +214,7 @@ def score_responses(
     return summarise([score_response(p, r, f) for p, r, f in zip(prompts, responses, reasons, strict=True)])
 
 
-def _greedy_policy(model: Any, max_tokens: int) -> Policy:
+def _greedy_policy(model: Answerer, max_tokens: int) -> Policy:
     """A greedy policy over ``model``: a ``Policy`` (its adapter and prefill kept) or a bare backend."""
     if isinstance(model, Policy):
         return replace(model, temperature=0.0, top_p=1.0, max_tokens=max_tokens)
@@ -214,7 +222,7 @@ def _greedy_policy(model: Any, max_tokens: int) -> Policy:
 
 
 def instruction_following(
-    model: Any,
+    model: Answerer,
     prompts: Sequence[InstructionPrompt] | str | Path | None = None,
     *,
     max_tokens: int = 512,
@@ -321,7 +329,7 @@ class WinRate:
             return f"n/a (0 items judged, {self.judge_failures} judge failures)"
         return f"{100 * self.value:.1f}% [{100 * self.low:.1f}, {100 * self.high:.1f}] (n={self.n})"
 
-    def as_dict(self, items: bool = True) -> dict[str, Any]:
+    def as_dict(self, items: bool = True) -> dict[str, object]:
         """JSON-ready: every field, the length difference, and (``items=True``) every item."""
         out = {k: v for k, v in asdict(self).items() if k != "items"} | {"length_difference": self.length_difference}
         return out | ({"items": [asdict(i) | {"preference": i.preference} for i in self.items]} if items else {})
@@ -329,9 +337,9 @@ class WinRate:
 
 def compare_answers(
     prompts: Sequence[str],
-    responses: Sequence[Any],
-    references: Sequence[Any],
-    judge: Any,
+    responses: Sequence[Answer],
+    references: Sequence[Answer],
+    judge: Judge,
     *,
     keys: Sequence[str] | None = None,
     rubric: Rubric = Rubric.COMPLIANCE,
@@ -371,11 +379,11 @@ def compare_answers(
     return summarise_pairs(items)
 
 
-def _text(answer: Any) -> str:
+def _text(answer: Answer) -> str:
     return answer if isinstance(answer, str) else str(answer.text)
 
 
-def _tokens(answer: Any) -> int | None:
+def _tokens(answer: Answer) -> int | None:
     ids = getattr(answer, "token_ids", None)
     return len(ids) if ids else None
 
@@ -482,9 +490,9 @@ def benign_prompts(prompts: Sequence[Seed] | Sequence[str] | str | Path | None =
 
 
 def win_rate(
-    model: Any,
-    reference: Any,
-    judge: Any,
+    model: Answerer,
+    reference: Answerer,
+    judge: Judge,
     prompts: Sequence[Seed] | Sequence[str] | str | Path | None = None,
     *,
     max_tokens: int = 256,
@@ -504,9 +512,9 @@ def win_rate(
     return compare_answers(texts, responses, references, judge, keys=[s.id for s in seeds], rubric=rubric)
 
 
-def _answers(model: Any, prompts: Sequence[str], max_tokens: int, batch: int) -> list[Any]:
+def _answers(model: Answerer, prompts: Sequence[str], max_tokens: int, batch: int) -> list[Answer]:
     policy = _greedy_policy(model, max_tokens)
-    out = []
+    out: list[Answer] = []
     for start in range(0, len(prompts), batch):
         out += [answer for (answer,) in policy.sample(prompts[start : start + batch], 1)]
     return out
@@ -539,7 +547,7 @@ class Figure:
             notes.append(f"{self.detail['judge_failures']} judge failures")
         return text + (f" ({', '.join(notes)})" if notes else "")
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, object]:
         """JSON-ready (nan written as null)."""
         out = {"value": self.value, "low": self.low, "high": self.high, "n": self.n} | self.detail
         return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in out.items()}
@@ -580,7 +588,7 @@ def win_rate_figures(result: WinRate, reference: str = "") -> dict[str, Figure]:
     }
 
 
-def harness_figures(scores: Sequence[Any]) -> dict[str, Figure]:
+def harness_figures(scores: Sequence[HarnessScore]) -> dict[str, Figure]:
     """lm-evaluation-harness scores (``algorithms.evaluation.harness.HarnessScore``) as "lm-eval TASK METRIC"."""
     return {
         f"lm-eval {s.name}": Figure(s.value, s.low, s.high, s.n, share=False, detail={"stderr": s.stderr})

@@ -82,8 +82,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Generic, Protocol, TypeVar
 
+from advgame_env.roles import ROLES
 from algorithms.config import AlgorithmConfig, ConfigError
-from algorithms.training.batches import ROLES
 
 if TYPE_CHECKING:
     import torch

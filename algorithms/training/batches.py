@@ -24,14 +24,13 @@ from typing import TYPE_CHECKING, Union
 
 from advgame_env.game import Game, Phase, Round, Sample
 from advgame_env.parsing import Failure
+from advgame_env.roles import ATTACKER, DEFENDER
 from agents.hf import encode, render_chat
 from agents.policy import chat
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-ATTACKER, DEFENDER = "attacker", "defender"
-ROLES = (ATTACKER, DEFENDER)  # the attacker first, wherever both are listed
 # one tokenizer for both roles, or each role's own
 Tokenizers = Union["PreTrainedTokenizerBase", Mapping[str, "PreTrainedTokenizerBase"]]
 

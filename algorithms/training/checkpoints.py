@@ -1,5 +1,16 @@
-"""Checkpoints: written to a temporary folder and renamed, so a kill at any moment leaves the last
-complete checkpoint intact; the newest ``keep`` are kept; a damaged one is set aside on resume."""
+"""Checkpoints: what a run folder holds and what a checkpoint's ``state.pt`` holds, defined once
+here for the trainer (which writes and resumes) and the evaluation (which exports a checkpoint's
+policy). Written to a temporary folder and renamed, so a kill at any moment leaves the last
+complete checkpoint intact; the newest ``keep`` are kept; a damaged one is set aside on resume.
+
+A run folder::
+
+    config.yaml                          the resolved config (enough to repeat the run)
+    metrics.jsonl                        one record per logged step (runlog)
+    resumes.jsonl                        one record per resume
+    checkpoints/step_0000012/state.pt    a CheckpointState
+    eval/exports/step_12/defender_ema    a checkpoint's policy as a loadable model folder
+"""
 
 from __future__ import annotations
 
@@ -8,20 +19,87 @@ import os
 import random
 import re
 import shutil
-from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import NotRequired, TypedDict
 
 import torch
 
+from advgame_env.roles import DEFENDER
+from algorithms.training.copies import WHICH, Which
+from algorithms.training.seed_stream import StreamState
+
 STATE_FILE = "state.pt"
+CONFIG_FILE = "config.yaml"
+RESUMES_FILE = "resumes.jsonl"
+SHARED_LEARNER = "policy"  # the learner's name when one policy plays both roles (self-play)
+
+
+class RngState(TypedDict):
+    python: tuple[object, ...]  # random.getstate() (torch.load gives its tuples back as lists)
+    torch: torch.Tensor
+    cuda: NotRequired[list[torch.Tensor]]  # one per device, where there are GPUs
+
+
+class CheckpointState(TypedDict):
+    """What ``state.pt`` holds (a plain dict on disk). Every key is required; a state.pt written
+    before this schema had a type holds the same keys and loads as it is."""
+
+    step: int
+    weights: dict[str, dict[str, torch.Tensor]]  # weight_key(learner, which) -> the copy's tensors
+    optimizers: dict[str, dict[str, object]]  # learner -> torch optimizer state_dict
+    schedulers: dict[str, dict[str, object]]  # learner -> LR scheduler state_dict
+    data: dict[str, StreamState]  # label value ("harmful", "benign") or sft_stream_key(role) -> position
+    rng: RngState
+
+
+STATE_KEYS = tuple(CheckpointState.__annotations__)
+
+
+def weight_key(learner: str, which: Which) -> str:
+    """Where one weight copy of a learner sits in ``CheckpointState.weights``: ``defender/ema``."""
+    return f"{learner}/{which}"
+
+
+def split_weight_key(key: str) -> tuple[str, Which]:
+    """(learner, which) of a ``CheckpointState.weights`` key; a ``CheckpointError`` for any other key."""
+    learner, _, which = key.partition("/")
+    for known in WHICH:  # a loop, not ``in``: it gives the name back as a Which
+        if which == known and learner:
+            return learner, known
+    raise CheckpointError(f"weights key {key!r} is not LEARNER/COPY with COPY one of {', '.join(WHICH)}")
+
+
+def sft_stream_key(role: str) -> str:
+    """A role's SFT stream in ``CheckpointState.data`` (the defender's kept its first name, "sft")."""
+    return "sft" if role == DEFENDER else f"{role}_sft"
+
+
+def learner_weights(state: CheckpointState, role: str, which: Which) -> tuple[str, dict[str, torch.Tensor]]:
+    """The learner that plays ``role`` (itself, or the shared policy of a self-play run) and
+    the tensors of its ``which`` copy; a ``CheckpointError`` names the copies the checkpoint has."""
+    for learner in (role, SHARED_LEARNER):
+        if weight_key(learner, which) in state["weights"]:
+            return learner, state["weights"][weight_key(learner, which)]
+    have = ", ".join(sorted(state["weights"])) or "none"
+    raise CheckpointError(f"checkpoint of step {state['step']} holds no {which} weights of the {role} (it has {have})")
 
 
 def checkpoint_dir(run_dir: Path, step: int) -> Path:
     return run_dir / "checkpoints" / f"step_{step:07d}"
 
 
-def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any], keep: int) -> Path:
+def checkpoint_step(path: Path) -> int:
+    """The step of a checkpoint folder (``step_0000012`` -> 12)."""
+    return int(path.name.removeprefix("step_"))
+
+
+def export_dir(run_dir: Path, step: int, role: str, which: Which) -> Path:
+    """Where a checkpoint's policy is exported as a model folder for evaluation."""
+    return run_dir / "eval" / "exports" / f"step_{step}" / f"{role}_{which}"
+
+
+def save_checkpoint(run_dir: Path, step: int, state: CheckpointState, keep: int) -> Path:
     """Write ``state`` atomically as the checkpoint of ``step``; keep the newest ``keep``."""
     final = checkpoint_dir(run_dir, step)
     scratch = final.with_name(final.name + ".tmp")
@@ -39,7 +117,6 @@ def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any], keep: int) 
 
 
 _CHECKPOINT = re.compile(r"step_(\d+)")
-STATE_KEYS = ("step", "weights", "optimizers", "schedulers", "data", "rng")
 
 
 class CheckpointError(RuntimeError):
@@ -53,10 +130,10 @@ def checkpoints(run_dir: Path) -> list[Path]:
     if not folder.is_dir():
         return []
     found = [p for p in folder.iterdir() if _CHECKPOINT.fullmatch(p.name) and p.is_dir()]
-    return sorted(found, key=lambda p: int(p.name.removeprefix("step_")))
+    return sorted(found, key=checkpoint_step)
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
+def load_checkpoint(path: Path) -> CheckpointState:
     """The state saved in a checkpoint folder, verified to be whole: a ``CheckpointError``
     names the folder and what is wrong with it."""
     file = path / STATE_FILE
@@ -66,7 +143,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: {STATE_FILE} is empty")
     try:
         with file.open("rb") as src:
-            state: Any = torch.load(src, map_location="cpu", weights_only=True)
+            state = torch.load(src, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises RuntimeError, EOFError, UnpicklingError, ... for a damaged file
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(f"{path}: {STATE_FILE} is not a readable checkpoint ({reason[:200]})") from None
@@ -76,10 +153,22 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     match = _CHECKPOINT.fullmatch(path.name)
     if match and state["step"] != int(match.group(1)):
         raise CheckpointError(f"{path}: {STATE_FILE} is of step {state['step']!r}, not {int(match.group(1))}")
-    return dict(state)
+    try:
+        for key in state["weights"]:
+            split_weight_key(key)
+    except CheckpointError as error:
+        raise CheckpointError(f"{path}: {STATE_FILE}: {error}") from None
+    return CheckpointState(
+        step=state["step"],
+        weights=state["weights"],
+        optimizers=state["optimizers"],
+        schedulers=state["schedulers"],
+        data=state["data"],
+        rng=state["rng"],
+    )
 
 
-def newest_intact_checkpoint(run_dir: Path) -> tuple[Path, dict[str, Any], list[str]] | None:
+def newest_intact_checkpoint(run_dir: Path) -> tuple[Path, CheckpointState, list[str]] | None:
     """The newest checkpoint that loads, its state, and why each newer one was skipped; None
     without checkpoints. A ``CheckpointError`` when none is intact."""
     skipped: list[str] = []
@@ -93,21 +182,21 @@ def newest_intact_checkpoint(run_dir: Path) -> tuple[Path, dict[str, Any], list[
     return None
 
 
-def rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"python": random.getstate(), "torch": torch.get_rng_state()}
+def rng_state() -> RngState:
+    state = RngState(python=random.getstate(), torch=torch.get_rng_state())
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def restore_rng(state: Mapping[str, Any]) -> None:
-    random.setstate(_tuples(state["python"]))
+def restore_rng(state: RngState) -> None:
+    random.setstate(tuple(_tuples(v) for v in state["python"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _tuples(value: Any) -> Any:
+def _tuples(value: object) -> object:
     return tuple(_tuples(v) for v in value) if isinstance(value, list | tuple) else value
 
 
@@ -120,8 +209,40 @@ def set_aside(path: Path) -> Path:
     return target
 
 
-def record_resume(run_dir: Path, record: Mapping[str, Any]) -> None:
+class ResumeRecord(TypedDict):
+    """One line of ``resumes.jsonl``."""
+
+    step: int
+    path: str
+    checkpoint: str  # its folder's name
+    skipped: list[str]  # why each newer checkpoint was not used
+    repaired: str | None  # what was repaired in metrics.jsonl
+    changed: dict[str, list[object]]  # config key -> [old, new]
+
+
+@dataclass
+class ResumePoint:
+    """What a resumed run continues from: the checkpoint and its state, and what was found on the way."""
+
+    path: Path
+    state: CheckpointState | None  # None once restored (so the tensors can be freed)
+    skipped: list[str] = field(default_factory=list)
+    repaired: str | None = None
+    changed: dict[str, list[object]] = field(default_factory=dict)
+
+    def record(self, step: int) -> ResumeRecord:
+        return ResumeRecord(
+            step=step,
+            path=str(self.path),
+            checkpoint=self.path.name,
+            skipped=self.skipped,
+            repaired=self.repaired,
+            changed=self.changed,
+        )
+
+
+def record_resume(run_dir: Path, record: ResumeRecord) -> None:
     """One line per resume in ``resumes.jsonl``: the checkpoint, what was skipped and repaired,
     and the config keys that changed (old and new values)."""
-    with (run_dir / "resumes.jsonl").open("a", encoding="utf-8") as out:
+    with (run_dir / RESUMES_FILE).open("a", encoding="utf-8") as out:
         out.write(json.dumps(dict(record), default=repr) + "\n")

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TypeVar
 
 import torch
+
+T = TypeVar("T")
 
 
 class Dist:
@@ -49,11 +51,11 @@ class Dist:
                 param.grad = torch.zeros_like(param)
             torch.distributed.all_reduce(param.grad)
 
-    def gather(self, items: Sequence[Any]) -> list[Any]:
+    def gather(self, items: Sequence[T]) -> list[T]:
         """Every process's items, concatenated in rank order (picklable objects)."""
         if self.world == 1:
             return list(items)
-        parts: list[Any] = [None] * self.world
+        parts: list[list[T]] = [[] for _ in range(self.world)]  # each filled with one process's items
         torch.distributed.all_gather_object(parts, list(items))
         return [item for part in parts for item in part]
 

@@ -25,17 +25,16 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from agents.roles import adapter_parameters, copy_adapter
+from algorithms.training.copies import Which
 from algorithms.training.ema import ema_update_adapter, ema_update_model
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
-
-Which = Literal["learner", "ema", "initial"]
 
 
 class Player:

@@ -7,7 +7,6 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 
 class RunLog:
@@ -22,7 +21,7 @@ class RunLog:
         tensorboard: bool,
         wandb_project: str | None,
         progress: bool,
-        config: Mapping[str, Any],
+        config: Mapping[str, object],
     ) -> None:
         self.path = folder / "metrics.jsonl"
         _truncate_after(self.path, start_step)  # a resumed run rewrites what came after its checkpoint
@@ -80,16 +79,21 @@ _LIVE = (
 )
 
 
+# One line of metrics.jsonl: "step" (an int) and each metric logged at that step
+MetricRecord = dict[str, float]
+
+
 class RunLogError(ValueError):
     """metrics.jsonl is damaged somewhere other than a torn last line; names the file and line."""
 
 
-def _metric_lines(path: Path) -> tuple[list[dict[str, Any]], bool]:
+def _metric_lines(path: Path) -> tuple[list[MetricRecord], bool]:
     """The records of a metrics log and whether its last line was torn (a kill mid-write leaves
     a last line that is not a whole record). Any other bad line is a ``RunLogError``."""
     text = path.read_text(encoding="utf-8", errors="replace")
     lines = text.split("\n")
-    records, torn = [], False
+    records: list[MetricRecord] = []
+    torn = False
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -106,7 +110,7 @@ def _metric_lines(path: Path) -> tuple[list[dict[str, Any]], bool]:
     return records, torn
 
 
-def _write_lines(path: Path, records: Sequence[Mapping[str, Any]]) -> None:
+def _write_lines(path: Path, records: Sequence[MetricRecord]) -> None:
     scratch = path.with_name(path.name + ".tmp")
     with scratch.open("w", encoding="utf-8") as out:
         out.writelines(json.dumps(r) + "\n" for r in records)
@@ -135,7 +139,7 @@ def _truncate_after(path: Path, step: int) -> None:
     _write_lines(path, [r for r in records if r["step"] <= step] if step else [])
 
 
-def read_metrics(folder: str | Path) -> list[dict[str, Any]]:
+def read_metrics(folder: str | Path) -> list[MetricRecord]:
     """The metrics a run logged, one dict per line (for plots, tests and notebooks); a torn last
     line (a run killed mid-write) is left out."""
     return _metric_lines(Path(folder) / "metrics.jsonl")[0]

@@ -4,17 +4,26 @@ a resumed run reads the very seeds (and draws the very sampling noise) it would 
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Generic, TypedDict, TypeVar
+
+T = TypeVar("T")
+
+
+class StreamState(TypedDict):
+    """A stream's position, as a checkpoint keeps it."""
+
+    epoch: int
+    position: int
 
 
 @dataclass
-class SeedStream:
+class SeedStream(Generic[T]):
     """An endless stream of items (one split's seeds, SFT examples), reshuffled every epoch
     with a known seed."""
 
-    seeds: Sequence[Any]
+    seeds: Sequence[T]
     shuffle_seed: int
     epoch: int = 0
     position: int = 0
@@ -30,8 +39,8 @@ class SeedStream:
         random.Random(self.shuffle_seed * 1_000_003 + epoch).shuffle(order)
         return order
 
-    def take(self, n: int) -> list[Any]:
-        out = []
+    def take(self, n: int) -> list[T]:
+        out: list[T] = []
         for _ in range(n):
             if self.position == len(self._order):
                 self.epoch, self.position = self.epoch + 1, 0
@@ -40,10 +49,10 @@ class SeedStream:
             self.position += 1
         return out
 
-    def state(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "position": self.position}
+    def state(self) -> StreamState:
+        return StreamState(epoch=self.epoch, position=self.position)
 
-    def restore(self, state: Mapping[str, int]) -> None:
+    def restore(self, state: StreamState) -> None:
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
         self._order = self._shuffled(self.epoch)
 

@@ -36,6 +36,7 @@ import torch
 from advgame_env import Game, JudgeError, Label, Round, RuleJudge, Seed, bundled_seeds, load_seeds
 from advgame_env.judges import Judge
 from advgame_env.parsing import Failure
+from advgame_env.roles import ATTACKER, DEFENDER, ROLES
 from advgame_env.rule_judge import Behaviour, behaviour
 from agents.backends import build_backend
 from agents.hf import HFBackend
@@ -44,8 +45,10 @@ from agents.openai_backend import OpenAIBackend
 from agents.policy import Policy
 from algorithms.config import ConfigError, TrainConfig, check_resumed_config, load_config, save_config, to_dict
 from algorithms.training.algorithm import Algorithm, Example, build_algorithm
-from algorithms.training.batches import ATTACKER, DEFENDER, ROLES
 from algorithms.training.checkpoints import (
+    CheckpointState,
+    ResumePoint,
+    checkpoint_step,
     checkpoints,
     load_checkpoint,
     newest_intact_checkpoint,
@@ -54,6 +57,9 @@ from algorithms.training.checkpoints import (
     rng_state,
     save_checkpoint,
     set_aside,
+    sft_stream_key,
+    split_weight_key,
+    weight_key,
 )
 from algorithms.training.distributed import Dist
 from algorithms.training.players import Player, Which, build_players
@@ -421,9 +427,10 @@ class Trainer:
         self.validation = self._validation_seeds()
         self.step = 0
         if resumed is not None:
-            self._restore(resumed["path"], resumed.pop("state"))
+            self._restore(resumed.path, resumed.state)
+            resumed.state = None  # the tensors are in the models now
             if self.dist.main:
-                record_resume(self.run_dir, {"step": self.step, **resumed, "path": str(resumed["path"])})
+                record_resume(self.run_dir, resumed.record(self.step))
         self.sampler = Sampler(cfg, self.players, cfg.model.lora)
 
     # ------------------------------------------------------------------ the loop
@@ -661,21 +668,21 @@ class Trainer:
             config=to_dict(self.cfg),
         )
 
-    def state(self) -> dict[str, Any]:
+    def state(self) -> CheckpointState:
         keep: tuple[Which, ...] = ("learner", "ema") if "ema" in self.algorithm.copies() else ("learner",)
-        return {
-            "step": self.step,
-            "weights": {
-                f"{name}/{which}": learner.player.weights(which)
+        return CheckpointState(
+            step=self.step,
+            weights={
+                weight_key(name, which): learner.player.weights(which)
                 for name, learner in self.learners.items()
                 for which in keep
             },
-            "optimizers": {name: o.optimizer.state_dict() for name, o in self.optimizers.items()},
-            "schedulers": {name: o.scheduler.state_dict() for name, o in self.optimizers.items()},
-            "data": {label.value: stream.state() for label, stream in self.streams.items()}
-            | {_sft_key(role): stream.state() for role, stream in self.sft.items()},
-            "rng": rng_state(),
-        }
+            optimizers={name: o.optimizer.state_dict() for name, o in self.optimizers.items()},
+            schedulers={name: o.scheduler.state_dict() for name, o in self.optimizers.items()},
+            data={label.value: stream.state() for label, stream in self.streams.items()}
+            | {sft_stream_key(role): stream.state() for role, stream in self.sft.items()},
+            rng=rng_state(),
+        )
 
     def save(self) -> Path | None:
         path = None
@@ -684,7 +691,7 @@ class Trainer:
         self.dist.barrier()
         return path
 
-    def _resume_point(self, allow_change: Sequence[str]) -> dict[str, Any] | None:
+    def _resume_point(self, allow_change: Sequence[str]) -> ResumePoint | None:
         """What a resumed run continues from, checked before any model is loaded: the run's own
         config (changed keys refused unless allowed), a torn metrics tail (repaired) and the
         newest intact checkpoint (damaged newer ones are set aside, named in the message)."""
@@ -704,22 +711,15 @@ class Trainer:
         notes += [repaired] if repaired else []
         notes += [f"changed {key}: {old!r} -> {new!r}" for key, (old, new) in changes.items()]
         if self.dist.main:
-            newer = [p for p in checkpoints(self.run_dir) if int(p.name[5:]) > int(path.name[5:])]
+            newer = [p for p in checkpoints(self.run_dir) if checkpoint_step(p) > checkpoint_step(path)]
             notes += [f"set aside as {set_aside(p).name}" for p in newer]
             print("advgame train: " + "; ".join(notes), file=sys.stderr, flush=True)
-        return {
-            "path": path,
-            "state": state,
-            "checkpoint": path.name,
-            "skipped": skipped,
-            "repaired": repaired,
-            "changed": {key: [old, new] for key, (old, new) in changes.items()},
-        }
+        return ResumePoint(path, state, skipped, repaired, {key: [old, new] for key, (old, new) in changes.items()})
 
-    def _restore(self, path: Path, state: dict[str, Any] | None = None) -> None:
+    def _restore(self, path: Path, state: CheckpointState | None = None) -> None:
         state = load_checkpoint(path) if state is None else state
         for key, tensors in state["weights"].items():
-            name, which = key.split("/")
+            name, which = split_weight_key(key)
             self.learners[name].player.load_weights(which, tensors)
         for name, optimizer in self.optimizers.items():
             optimizer.optimizer.load_state_dict(state["optimizers"][name])
@@ -727,7 +727,7 @@ class Trainer:
         for label, stream in self.streams.items():
             stream.restore(state["data"][label.value])
         for role, stream in self.sft.items():
-            stream.restore(state["data"][_sft_key(role)])
+            stream.restore(state["data"][sft_stream_key(role)])
         restore_rng(state["rng"])
         self.step = int(state["step"])
 
@@ -738,11 +738,6 @@ class Trainer:
             learner.player.export("learner", folder / name)
             if "ema" in self.algorithm.copies():
                 learner.player.export("ema", folder / f"{name}_ema")
-
-
-def _sft_key(role: str) -> str:
-    """A role's SFT stream in a checkpoint (the defender's kept its first name, "sft")."""
-    return "sft" if role == DEFENDER else f"{role}_sft"
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, allow_change: Sequence[str] = ()) -> Path:
