@@ -184,16 +184,6 @@ def _win_rate_notes(figures: Mapping[str, Figure]) -> list[str]:
 UTILITY_KEY = "utility"  # summary.json's section of utility figures
 
 
-def read_summary(folder: Path) -> dict[str, Rate]:
-    """The rates a report's summary.json holds (for comparisons and plots without re-judging)."""
-    data = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
-    return {
-        k: Rate(int(v["successes"]), int(v["n"]), float(v["low"]), float(v["high"]))
-        for k, v in data.items()
-        if k != UTILITY_KEY
-    }
-
-
 def read_utility(folder: Path) -> dict[str, Figure]:
     """The utility figures a report's summary.json holds (empty when none was measured)."""
     data = json.loads((folder / "summary.json").read_text(encoding="utf-8")).get(UTILITY_KEY, {})
@@ -431,34 +421,20 @@ def write_markdown(path: Path, lines: Sequence[str]) -> Path:
 
 
 def markdown_to_html(lines: Sequence[str]) -> str:
-    """The small Markdown subset the reports use: headings, tables, pictures, paragraphs."""
-    body: list[str] = []
-    table: list[list[str]] = []
-    for line in [*lines, ""]:
-        if line.startswith("|"):
-            cells = [c.strip() for c in line.strip("|").split("|")]
-            if not all(set(c) <= set("-: ") for c in cells):
-                table.append(cells)
-            continue
-        if table:
-            head, *rest = table
-            body.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in head) + "</tr>")
-            body += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rest]
-            body.append("</table>")
-            table = []
-        if line.startswith("#"):
-            level = min(len(line) - len(line.lstrip("#")), 4)
-            body.append(f"<h{level}>{html.escape(line.lstrip('#').strip())}</h{level}>")
-        elif picture := re.fullmatch(r"!\[(.*)\]\((.+)\)", line.strip()):
-            alt, src = picture.groups()
-            body.append(f'<p><img src="{html.escape(src)}" alt="{html.escape(alt)}" style="max-width:100%"></p>')
-        elif line.strip():
-            body.append(f"<p>{html.escape(line)}</p>")
+    """The reports' Markdown (headings, tables, pictures, paragraphs) as one HTML page."""
+    import markdown
+
+    # Python-Markdown passes raw HTML through (its safe mode is gone since 3.0), and report text
+    # holds model names and user strings: escape first, so "<x>" reads as text. Each line that
+    # is not a table row is its own block, as the reports are written one statement per line.
+    text = "".join(html.escape(line, quote=False) + ("\n" if line.startswith("|") else "\n\n") for line in lines)
+    body = markdown.markdown(text, extensions=["tables"], output_format="html")
+    body = body.replace("<img ", '<img style="max-width:100%" ')
     title = next((html.escape(line.lstrip("# ")) for line in lines if line.startswith("#")), "report")
     style = "body{font-family:sans-serif;max-width:1100px;margin:2em auto}td,th{border:1px solid #ccc;padding:4px 8px}"
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title><style>{style}</style></head><body>\n"
-        + "\n".join(body)
+        + body
         + "\n</body></html>\n"
     )
 
