@@ -27,6 +27,7 @@ import yaml
 
 from advgame_env.game import GameConfig
 from advgame_env.seeds import read_text
+from algorithms.recipes import find_config
 
 AlgorithmName = Literal["advgame_dpo_md", "advgame_ipo_md", "dpo", "ipo", "grpo", "self_redteam", "sequential"]
 BaseAlgorithm = Literal["advgame_dpo_md", "advgame_ipo_md", "dpo", "ipo", "grpo"]
@@ -524,7 +525,7 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     what is allowed.
     """
     origins: dict[str, str] = {}  # dotted key -> "file, line N" or "override 'k=v'"
-    data = _read(Path(path), set(), origins) if path is not None else {}
+    data = _read(find_config(path), set(), origins) if path is not None else {}  # a shipped recipe's name too
     for override in overrides:
         apply_override(data, override, origins)
     try:
