@@ -33,6 +33,7 @@ from typing import Any
 from advgame_env import ClassifyItem, Label, Seed
 from advgame_env.metrics import Rate, rate
 from agents.policy import chat
+from algorithms.evaluation.progress import progress
 from algorithms.evaluation.utility import (
     LENGTH_DIFFERENCE,
     WIN_RATE,
@@ -61,31 +62,31 @@ class Judged:
 
 
 def answer_and_judge(
-    backend: Any, judge: Any, seeds: Sequence[Seed], *, max_tokens: int = 512, batch: int = 64
+    backend: Any, judge: Any, seeds: Sequence[Seed], *, max_tokens: int = 512, batch: int = 64, name: str = "model"
 ) -> list[Judged]:
-    """Greedy answers to every seed, each labelled by the judge's classifier call."""
-    out: list[Judged] = []
-    for start in range(0, len(seeds), batch):
-        part = seeds[start : start + batch]
-        chats = [chat(s.prompt) for s in part]
-        answers = backend.generate(chats, max_tokens=max_tokens, temperature=0.0)
-        items = [ClassifyItem(s.prompt, a.text, s.prompt, s.label) for s, a in zip(part, answers, strict=True)]
-        labels = judge.classify(items)
-        for seed, answer, c in zip(part, answers, labels, strict=True):
-            out.append(
-                Judged(
-                    seed.id,
-                    seed.label.value,
-                    seed.subtype,
-                    seed.topic,
-                    seed.prompt,
-                    answer.text,
-                    answer.finish_reason,
-                    None if c is None or c.refusal is None else bool(c.refusal),
-                    None if c is None or c.response_harmful is None else bool(c.response_harmful),
-                )
-            )
-    return out
+    """Greedy answers to every seed, each labelled by the judge's classifier call; a progress
+    bar each for answering and for judging (``name`` heads them)."""
+    answers = _greedy_answers(backend, [s.prompt for s in seeds], max_tokens, batch, desc=f"{name}: answering")
+    labels: list[Any] = []
+    with progress(len(seeds), f"{name}: judging", unit="answer") as bar:
+        for start in range(0, len(seeds), batch):
+            part = zip(seeds[start : start + batch], answers[start : start + batch], strict=True)
+            labels += judge.classify([ClassifyItem(s.prompt, a.text, s.prompt, s.label) for s, a in part])
+            bar.update(min(batch, len(seeds) - start))
+    return [
+        Judged(
+            seed.id,
+            seed.label.value,
+            seed.subtype,
+            seed.topic,
+            seed.prompt,
+            answer.text,
+            answer.finish_reason,
+            None if c is None or c.refusal is None else bool(c.refusal),
+            None if c is None or c.response_harmful is None else bool(c.response_harmful),
+        )
+        for seed, answer, c in zip(seeds, answers, labels, strict=True)
+    ]
 
 
 def _rate(items: Sequence[Judged], field: str, want: bool) -> Rate:
@@ -228,19 +229,24 @@ def evaluate_models(
     max_tokens: int = 256,
     utility: dict[str, float] | None = None,
     plan: UtilityPlan | None = None,
+    log: Callable[[str], None] = print,
 ) -> tuple[list[Evaluated], Path | None]:
     """Each (name, model) answers the suite and is judged, with its own report (in ``out``, or in
     ``out/NAME`` when there are several); several models, or a run's checkpoints, are also
     compared in one table and picture (``out/comparison.md``). ``utility``: a capability score
     per model name, measured elsewhere, for the safety-vs-utility panel. ``plan``: utility
     measured here too (instruction following, the win rate against a reference on the suite's
-    benign requests, lm-eval tasks), each model's in its report and in the comparison."""
+    benign requests, lm-eval tasks), each model's in its report and in the comparison. ``log``
+    says where the report will be and what is loaded; progress bars show the answering and judging."""
     plan = plan or UtilityPlan()
     folders = [out if len(models) == 1 else out / f for f in model_folders([name for name, _ in models])]
+    where = out / "comparison.md" if len(models) > 1 or run is not None else out / "report.md"
+    log(f"evaluating {len(models)} model(s) on {suite} ({len(seeds)} requests); the report will be {where}")
     judged, followed, harness = [], [], []
-    for (_, model), folder in zip(models, folders, strict=True):
+    for (name, model), folder in zip(models, folders, strict=True):
+        log(f"loading {model}" if name == model else f"{name}: loading {model}")
         answerer = backend(model)
-        judged.append(answer_and_judge(answerer, judge, seeds, max_tokens=max_tokens))
+        judged.append(answer_and_judge(answerer, judge, seeds, max_tokens=max_tokens, name=name))
         followed.append(_instruction_following(answerer, plan, folder, max_tokens))
         del answerer  # before the harness or the next model loads
         harness.append(_harness(model, plan, folder))
@@ -317,11 +323,21 @@ def _win_rates(
     return out
 
 
-def _greedy_answers(model: Any, prompts: Sequence[str], max_tokens: int, batch: int = 64) -> list[Any]:
-    answers = []
-    for start in range(0, len(prompts), batch):
-        chats = [chat(p) for p in prompts[start : start + batch]]
-        answers += list(model.generate(chats, max_tokens=max_tokens, temperature=0.0))
+def _greedy_answers(
+    model: Any, prompts: Sequence[str], max_tokens: int, batch: int = 64, *, desc: str = "reference: answering"
+) -> list[Any]:
+    """Greedy answers in batches of ``batch``, with a progress bar."""
+    # HFBackend generates a batch in groups of its own batch_size anyway: asking it one group at
+    # a time gives the same answers and a bar that moves with each group, not each 64 prompts.
+    group = max(1, min(batch, int(getattr(model, "batch_size", batch))))
+    answers: list[Any] = []
+    with progress(len(prompts), desc, unit="request") as bar:
+        for start in range(0, len(prompts), batch):
+            part = prompts[start : start + batch]
+            for first in range(0, len(part), group):
+                chats = [chat(p) for p in part[first : first + group]]
+                answers += list(model.generate(chats, max_tokens=max_tokens, temperature=0.0))
+                bar.update(len(chats))
     return answers
 
 
