@@ -1,8 +1,8 @@
 """Stops ``import agents`` when another installed distribution provides ``agents`` too
 (``openai-agents`` does: with both installed, Python loads one of them, or a mix of the two).
 
-Imported first by ``agents/__init__.py``. It repeats the small scan of
-``advgame_env.distribution`` (which algorithms and advgame_env use) because agents imports
+Imported first by ``agents/__init__.py``. It repeats the small scan of the environment
+package's ``distribution`` module (which the other two packages use) because agents imports
 nothing of ours; change both together.
 """
 
