@@ -4,6 +4,7 @@ import advgame_env
 env = advgame_env.parallel_env(judge=advgame_env.RuleJudge())
 """
 
+from advgame_env.distribution import check_top_level
 from advgame_env.env import AdvGameEnv, env, parallel_env, raw_env, transcript
 from advgame_env.game import Game, GameConfig, Phase, Round, Sample
 from advgame_env.instruction_suite import InstructionPrompt, bundled_instruction_prompts, load_instruction_prompts
@@ -36,6 +37,7 @@ def _register() -> None:
         pettingzoo.register("aec", ENV_ID, entry_point="advgame_env.env:env")  # order-enforcing wrapper, as env()
 
 
+check_top_level("advgame_env")
 _register()
 
 __all__ = [

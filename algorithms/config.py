@@ -39,6 +39,7 @@ import yaml
 
 from advgame_env.game import GameConfig, SelfRedTeamCoefficients
 from advgame_env.seeds import read_text
+from algorithms.recipes import find_config
 
 T = TypeVar("T")
 Tree = dict[str, object]  # a parsed YAML mapping, before it is typed
@@ -629,7 +630,7 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     what is allowed.
     """
     origins: dict[str, str] = {}  # dotted key -> "file, line N" or "override 'k=v'"
-    data = _read(Path(path), set(), origins) if path is not None else {}
+    data = _read(find_config(path), set(), origins) if path is not None else {}  # a shipped recipe's name too
     for override in overrides:
         apply_override(data, override, origins)
     return from_dict(TrainConfig, data, origins=origins)

@@ -7,8 +7,8 @@ both splits: seeds, attacker and defender sampling, parsing, the game's rules, t
 rewards; then ``algorithm.examples``: the preference pairs). The overhead ratio is the wall
 time of that divided by the time spent inside the backend's ``generate`` calls.
 
-The players are the tiny test model (``agents.models.tiny_chat_model``: its answers end by
-themselves), whose generation is far cheaper than a real model's, so the ratio here is an
+The players are the tiny test model (``agents.testing.tiny_chat_model`` on the bundled prompts: its answers
+end by themselves), whose generation is far cheaper than a real model's, so the ratio here is an
 upper bound: with the bundled 135M model the same bookkeeping is a smaller share still.
 """
 
@@ -26,9 +26,9 @@ from typing import Any
 
 from common import describe_machine, exponent
 
-from advgame_env import Label
+from advgame_env import Label, bundled_seeds
 from agents.hf import HFBackend
-from agents.models import tiny_chat_model
+from agents.testing import tiny_chat_model
 from algorithms.config import load_config
 from algorithms.training.trainer import Trainer
 
@@ -63,7 +63,7 @@ class BackendClock:
 def trainer(rounds: int, folder: str) -> Trainer:
     """The CPU demo recipe on the tiny model; ``rounds`` seeds per step over both splits."""
     overrides = [
-        f"model.name={tiny_chat_model()}",
+        f"model.name={tiny_chat_model([s.prompt for s in bundled_seeds('all')])}",
         f"data.batch_size={rounds // 2}",
         # shorter than the demo's budgets, so 256 rounds take a few minutes on 2 cores
         "game.num_responses=4",

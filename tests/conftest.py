@@ -1,7 +1,8 @@
 """Shared fixtures: a tiny chat model that answers in short, varied sentences, and a real
 ``vllm serve`` of the bundled model on loopback (``vllm_server``, one per session).
 
-The tiny chat model is built by ``agents.models.tiny_chat_model`` (its docstring says why).
+The tiny chat model is built by ``agents.testing.tiny_chat_model`` (its docstring says why) on the
+bundled seeds' prompts.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ import pytest
 @pytest.fixture(scope="session")
 def tiny_chat() -> Path:
     """Folder of the tiny chat model (built once, ~30 s, then cached beside the bundled model)."""
-    from agents.models import tiny_chat_model
+    from advgame_env import bundled_seeds
+    from agents.testing import tiny_chat_model
 
-    return tiny_chat_model()
+    return tiny_chat_model([s.prompt for s in bundled_seeds("all")])
 
 
 # a real `vllm serve` of the bundled model on loopback, shared by every test module that asks for it

@@ -1,6 +1,7 @@
 """Evaluation of a defender over a suite: rates on hand-made judgements, and a real run."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -107,7 +108,7 @@ def test_a_runs_checkpoints_are_exported_evaluated_and_compared(tiny_chat, tmp_p
     assert "![safety vs over-refusal](pareto.png)" in table and "![training curves](training.png)" in table
     for picture in ("pareto.png", "training.png", "step_0/topics.png", "step_2/topics.png"):
         assert (out / picture).stat().st_size > 10_000
-    assert "<img src=" in (out / "comparison.html").read_text()
+    assert re.search(r"<img [^>]*src=", (out / "comparison.html").read_text())  # attributes in any order
     rows = json.loads((out / "comparison.json").read_text())
     assert [(row["name"], row["utility"]) for row in rows] == [("step 0", 0.52), ("step 2", 0.47)]
     assert "| step 2 | 0.47 |" in table

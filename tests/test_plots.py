@@ -1,5 +1,7 @@
 """Plots and the HTML twin of the reports: made from hand-made figures, checked as pictures."""
 
+import re
+
 from PIL import Image
 
 from advgame_env.metrics import rate
@@ -48,7 +50,9 @@ def test_the_html_twin_keeps_tables_pictures_and_escapes_text():
     page = markdown_to_html(
         ["# Title <x>", "", "| measure | rate |", "|---|---|", "| a & b | 1% |", "", "![curves](training.png)", "text"]
     )
+    compact = re.sub(r">\s+<", "><", page)  # the markdown library puts each cell on its own line
     assert "<h1>Title &lt;x&gt;</h1>" in page
-    assert "<th>measure</th><th>rate</th>" in page and "<td>a &amp; b</td><td>1%</td>" in page
-    assert '<img src="training.png" alt="curves"' in page and "<p>text</p>" in page
+    assert "<th>measure</th><th>rate</th>" in compact and "<td>a &amp; b</td><td>1%</td>" in compact
+    image = re.search(r"<img [^>]*>", page)
+    assert image and 'src="training.png"' in image[0] and 'alt="curves"' in image[0] and "<p>text</p>" in page
     assert "---" not in page  # the separator row is not a table row

@@ -26,10 +26,10 @@ from agents import HFBackend, load_model
 from agents.policy import Policy
 from algorithms.config import TrainConfig, load_config
 from algorithms.evaluation.evaluate import COMPARED, Evaluated, checkpoint_models, evaluate_models, write_comparison
+from algorithms.recipes import recipe
 from algorithms.training.trainer import train
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-DEMO, QUICK = CONFIGS / "cpu_demo.yaml", CONFIGS / "cpu_demo_quick.yaml"
+DEMO, QUICK = recipe("cpu_demo.yaml"), recipe("cpu_demo_quick.yaml")  # package data: a wheel has them too
 ATTACK_MEASURES = (
     "attack validity",
     "faithfulness (well-formed rewrites)",

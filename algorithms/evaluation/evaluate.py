@@ -31,12 +31,13 @@ from pathlib import Path
 
 import torch
 
-from advgame_env import ClassifyItem, Judge, Label, Seed
+from advgame_env import Classification, ClassifyItem, Judge, Label, Seed
 from advgame_env.metrics import Rate, rate
-from advgame_env.protocol import GenerationBackend
+from advgame_env.protocol import Generation, GenerationBackend
 from agents.models import load_model
 from agents.policy import chat
 from algorithms.config import load_config
+from algorithms.evaluation.progress import progress
 from algorithms.evaluation.utility import (
     LENGTH_DIFFERENCE,
     WIN_RATE,
@@ -78,31 +79,37 @@ class Judged:
 
 
 def answer_and_judge(
-    backend: GenerationBackend, judge: Judge, seeds: Sequence[Seed], *, max_tokens: int = 512, batch: int = 64
+    backend: GenerationBackend,
+    judge: Judge,
+    seeds: Sequence[Seed],
+    *,
+    max_tokens: int = 512,
+    batch: int = 64,
+    name: str = "model",
 ) -> list[Judged]:
-    """Greedy answers to every seed, each labelled by the judge's classifier call."""
-    out: list[Judged] = []
-    for start in range(0, len(seeds), batch):
-        part = seeds[start : start + batch]
-        chats = [chat(s.prompt) for s in part]
-        answers = backend.generate(chats, max_tokens=max_tokens, temperature=0.0)
-        items = [ClassifyItem(s.prompt, a.text, s.prompt, s.label) for s, a in zip(part, answers, strict=True)]
-        labels = judge.classify(items)
-        for seed, answer, c in zip(part, answers, labels, strict=True):
-            out.append(
-                Judged(
-                    seed.id,
-                    seed.label.value,
-                    seed.subtype,
-                    seed.topic,
-                    seed.prompt,
-                    answer.text,
-                    answer.finish_reason,
-                    None if c is None or c.refusal is None else bool(c.refusal),
-                    None if c is None or c.response_harmful is None else bool(c.response_harmful),
-                )
-            )
-    return out
+    """Greedy answers to every seed, each labelled by the judge's classifier call; a progress
+    bar each for answering and for judging (``name`` heads them)."""
+    answers = _greedy_answers(backend, [s.prompt for s in seeds], max_tokens, batch, desc=f"{name}: answering")
+    labels: list[Classification | None] = []
+    with progress(len(seeds), f"{name}: judging", unit="answer") as bar:
+        for start in range(0, len(seeds), batch):
+            part = zip(seeds[start : start + batch], answers[start : start + batch], strict=True)
+            labels += judge.classify([ClassifyItem(s.prompt, a.text, s.prompt, s.label) for s, a in part])
+            bar.update(min(batch, len(seeds) - start))
+    return [
+        Judged(
+            seed.id,
+            seed.label.value,
+            seed.subtype,
+            seed.topic,
+            seed.prompt,
+            answer.text,
+            answer.finish_reason,
+            None if c is None or c.refusal is None else bool(c.refusal),
+            None if c is None or c.response_harmful is None else bool(c.response_harmful),
+        )
+        for seed, answer, c in zip(seeds, answers, labels, strict=True)
+    ]
 
 
 def _rate(items: Sequence[Judged], field: str, want: bool) -> Rate:
@@ -201,16 +208,6 @@ def _win_rate_notes(figures: Mapping[str, Figure]) -> list[str]:
 UTILITY_KEY = "utility"  # summary.json's section of utility figures
 
 
-def read_summary(folder: Path) -> dict[str, Rate]:
-    """The rates a report's summary.json holds (for comparisons and plots without re-judging)."""
-    data = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
-    return {
-        k: Rate(int(v["successes"]), int(v["n"]), float(v["low"]), float(v["high"]))
-        for k, v in data.items()
-        if k != UTILITY_KEY
-    }
-
-
 def read_utility(folder: Path) -> dict[str, Figure]:
     """The utility figures a report's summary.json holds (empty when none was measured)."""
     data = json.loads((folder / "summary.json").read_text(encoding="utf-8")).get(UTILITY_KEY, {})
@@ -255,19 +252,24 @@ def evaluate_models(
     max_tokens: int = 256,
     utility: dict[str, float] | None = None,
     plan: UtilityPlan | None = None,
+    log: Callable[[str], None] = print,
 ) -> tuple[list[Evaluated], Path | None]:
     """Each (name, model) answers the suite and is judged, with its own report (in ``out``, or in
     ``out/NAME`` when there are several); several models, or a run's checkpoints, are also
     compared in one table and picture (``out/comparison.md``). ``utility``: a capability score
     per model name, measured elsewhere, for the safety-vs-utility panel. ``plan``: utility
     measured here too (instruction following, the win rate against a reference on the suite's
-    benign requests, lm-eval tasks), each model's in its report and in the comparison."""
+    benign requests, lm-eval tasks), each model's in its report and in the comparison. ``log``
+    says where the report will be and what is loaded; progress bars show the answering and judging."""
     plan = plan or UtilityPlan()
     folders = [out if len(models) == 1 else out / f for f in model_folders([name for name, _ in models])]
+    where = out / "comparison.md" if len(models) > 1 or run is not None else out / "report.md"
+    log(f"evaluating {len(models)} model(s) on {suite} ({len(seeds)} requests); the report will be {where}")
     judged, followed, harness = [], [], []
-    for (_, model), folder in zip(models, folders, strict=True):
+    for (name, model), folder in zip(models, folders, strict=True):
+        log(f"loading {model}" if name == model else f"{name}: loading {model}")
         answerer = backend(model)
-        judged.append(answer_and_judge(answerer, judge, seeds, max_tokens=max_tokens))
+        judged.append(answer_and_judge(answerer, judge, seeds, max_tokens=max_tokens, name=name))
         followed.append(_instruction_following(answerer, plan, folder, max_tokens))
         del answerer  # before the harness or the next model loads
         harness.append(_harness(model, plan, folder))
@@ -333,7 +335,7 @@ def _win_rates(
     if own:
         references: list[Answer] = [i.response for i in own[0] if i.label == Label.BENIGN.value]
     else:
-        references = _greedy_answers(backend(plan.reference), [s.prompt for s in benign], max_tokens)
+        references = list(_greedy_answers(backend(plan.reference), [s.prompt for s in benign], max_tokens))
     out = []
     for items, folder in zip(judged, folders, strict=True):
         answers = [i for i in items if i.label == Label.BENIGN.value]
@@ -346,11 +348,26 @@ def _win_rates(
     return out
 
 
-def _greedy_answers(model: GenerationBackend, prompts: Sequence[str], max_tokens: int, batch: int = 64) -> list[Answer]:
-    answers: list[Answer] = []
-    for start in range(0, len(prompts), batch):
-        chats = [chat(p) for p in prompts[start : start + batch]]
-        answers += list(model.generate(chats, max_tokens=max_tokens, temperature=0.0))
+def _greedy_answers(
+    model: GenerationBackend,
+    prompts: Sequence[str],
+    max_tokens: int,
+    batch: int = 64,
+    *,
+    desc: str = "reference: answering",
+) -> list[Generation]:
+    """Greedy answers in batches of ``batch``, with a progress bar."""
+    # HFBackend generates a batch in groups of its own batch_size anyway: asking it one group at
+    # a time gives the same answers and a bar that moves with each group, not each 64 prompts.
+    group = max(1, min(batch, int(getattr(model, "batch_size", batch))))
+    answers: list[Generation] = []
+    with progress(len(prompts), desc, unit="request") as bar:
+        for start in range(0, len(prompts), batch):
+            part = prompts[start : start + batch]
+            for first in range(0, len(part), group):
+                chats = [chat(p) for p in part[first : first + group]]
+                answers += list(model.generate(chats, max_tokens=max_tokens, temperature=0.0))
+                bar.update(len(chats))
     return answers
 
 
@@ -450,34 +467,20 @@ def write_markdown(path: Path, lines: Sequence[str]) -> Path:
 
 
 def markdown_to_html(lines: Sequence[str]) -> str:
-    """The small Markdown subset the reports use: headings, tables, pictures, paragraphs."""
-    body: list[str] = []
-    table: list[list[str]] = []
-    for line in [*lines, ""]:
-        if line.startswith("|"):
-            cells = [c.strip() for c in line.strip("|").split("|")]
-            if not all(set(c) <= set("-: ") for c in cells):
-                table.append(cells)
-            continue
-        if table:
-            head, *rest = table
-            body.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in head) + "</tr>")
-            body += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rest]
-            body.append("</table>")
-            table = []
-        if line.startswith("#"):
-            level = min(len(line) - len(line.lstrip("#")), 4)
-            body.append(f"<h{level}>{html.escape(line.lstrip('#').strip())}</h{level}>")
-        elif picture := re.fullmatch(r"!\[(.*)\]\((.+)\)", line.strip()):
-            alt, src = picture.groups()
-            body.append(f'<p><img src="{html.escape(src)}" alt="{html.escape(alt)}" style="max-width:100%"></p>')
-        elif line.strip():
-            body.append(f"<p>{html.escape(line)}</p>")
+    """The reports' Markdown (headings, tables, pictures, paragraphs) as one HTML page."""
+    import markdown
+
+    # Python-Markdown passes raw HTML through (its safe mode is gone since 3.0), and report text
+    # holds model names and user strings: escape first, so "<x>" reads as text. Each line that
+    # is not a table row is its own block, as the reports are written one statement per line.
+    text = "".join(html.escape(line, quote=False) + ("\n" if line.startswith("|") else "\n\n") for line in lines)
+    body = markdown.markdown(text, extensions=["tables"], output_format="html")
+    body = body.replace("<img ", '<img style="max-width:100%" ')
     title = next((html.escape(line.lstrip("# ")) for line in lines if line.startswith("#")), "report")
     style = "body{font-family:sans-serif;max-width:1100px;margin:2em auto}td,th{border:1px solid #ccc;padding:4px 8px}"
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title><style>{style}</style></head><body>\n"
-        + "\n".join(body)
+        + body
         + "\n</body></html>\n"
     )
 

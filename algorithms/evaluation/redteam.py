@@ -48,6 +48,7 @@ from advgame_env import Classification, ClassifyItem, Failure, Game, Label, Roun
 from advgame_env.metrics import Rate, embedding_diversity, rate, self_bleu_diversity
 from advgame_env.protocol import Generation, GenerationBackend
 from advgame_env.templates import clean_untrusted
+from algorithms.evaluation.progress import progress
 from algorithms.training.seed_stream import derived_seed
 
 if TYPE_CHECKING:  # agents loads torch: the CLI reads RedTeamConfig before any command runs
@@ -329,18 +330,22 @@ def redteam(
     _check_settings(out / "run.json", settings or {})
     results = Results(out / "results.jsonl", retry_errors=retry_errors)
     todo = [i for i in items if i.key not in results.records]
-    log(f"{len(items) - len(todo)} of {len(items)} items already recorded in {out}")
-    for start in range(0, len(todo), cfg.batch_size):
-        batch = todo[start : start + cfg.batch_size]
-        # fresh sampling noise per batch, the same on a rerun of the same batch
-        keys = zlib.crc32(repr([i.key for i in batch]).encode())
-        policy = replace(attacker, seed=derived_seed(cfg.seed, keys))
-        observations = [game.attacker_observation(Round(i.seed, direct=i.direct)) for i in batch]
-        actions, error, _ = _retry(lambda: policy.attack(observations, 1), cfg.retries, cfg.backoff)  # noqa: B023
-        if error or actions is None:
-            raise RedTeamError(f"the attacker failed {cfg.retries + 1} times: {error}; rerun to resume")
-        results.append(play_batch(game, target, batch, [a[0] for a in actions], cfg))
-        log(f"{len(items) - len(todo) + start + len(batch)} of {len(items)} items recorded")
+    done = len(items) - len(todo)
+    log(f"red-teaming {len(items)} items: records in {results.path}, the report in {out / 'report.md'}")
+    log(f"{done} of {len(items)} items already recorded in {out}")
+    with progress(len(items), "red-teaming (attack, answer, judge)", initial=done) as bar:
+        for start in range(0, len(todo), cfg.batch_size):
+            batch = todo[start : start + cfg.batch_size]
+            # fresh sampling noise per batch, the same on a rerun of the same batch
+            keys = zlib.crc32(repr([i.key for i in batch]).encode())
+            policy = replace(attacker, seed=derived_seed(cfg.seed, keys))
+            observations = [game.attacker_observation(Round(i.seed, direct=i.direct)) for i in batch]
+            actions, error, _ = _retry(lambda: policy.attack(observations, 1), cfg.retries, cfg.backoff)  # noqa: B023
+            if error or actions is None:
+                raise RedTeamError(f"the attacker failed {cfg.retries + 1} times: {error}; rerun to resume")
+            results.append(play_batch(game, target, batch, [a[0] for a in actions], cfg))
+            bar.update(len(batch))
+            log(f"{done + start + len(batch)} of {len(items)} items recorded")
     return [results.records[i.key] for i in items if i.key in results.records]
 
 

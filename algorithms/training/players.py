@@ -20,6 +20,7 @@ weights switched on.
 from __future__ import annotations
 
 import copy
+import json
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from agents.models import ADAPTER_CONFIG, portable_name
 from agents.roles import adapter_parameters, copy_adapter
 from algorithms.training.copies import Which
 from algorithms.training.ema import ema_update_adapter, ema_update_model
@@ -215,8 +217,17 @@ class LoraPlayer(Player):
                 self.model.save_pretrained(scratch, selected_adapters=["default"])
             finally:
                 self.model.delete_adapter("default")
+            _portable_base(Path(scratch))
             shutil.copytree(scratch, folder, dirs_exist_ok=True)
         self.tokenizer.save_pretrained(folder)
+
+
+def _portable_base(folder: Path) -> None:
+    """PEFT names the base by the path it was loaded from (for the bundled model, this machine's
+    cache folder); name it so that ``agents.load_model`` finds it on another machine."""
+    config = json.loads((folder / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    config["base_model_name_or_path"] = portable_name(config["base_model_name_or_path"])
+    (folder / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def build_players(
