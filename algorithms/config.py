@@ -28,8 +28,7 @@ import yaml
 from advgame_env.game import GameConfig
 from advgame_env.seeds import read_text
 
-AlgorithmName = Literal["advgame_dpo_md", "advgame_ipo_md", "dpo", "ipo", "grpo", "self_redteam", "sequential"]
-BaseAlgorithm = Literal["advgame_dpo_md", "advgame_ipo_md", "dpo", "ipo", "grpo"]
+DEFAULT_ALGORITHM = "advgame_dpo_md"
 
 
 @dataclass
@@ -78,130 +77,159 @@ class RolloutConfig:
     think_prefill: str = ""
 
 
-PREFERENCE = ("advgame_dpo_md", "advgame_ipo_md", "dpo", "ipo")
 SFT_KEYS = ("sft_data", "attacker_sft_data")
 
 
 @dataclass
 class AlgorithmConfig:
-    """The algorithm and its knobs. Every knob is unset (None) by default, which means the
-    chosen algorithm's own value from its paper (``ALGORITHM_DEFAULTS``, filled in when the
-    config is built); a knob the chosen algorithm does not read is an error that names the knob
-    and the algorithm (``algorithm_reads``), so no setting is ever silently ignored."""
+    """The ``algorithm:`` section: the algorithm's name and the knobs every algorithm reads.
 
-    name: AlgorithmName = "advgame_dpo_md"
-    # DPO / IPO: β of DPO, τ of IPO (target margin 1/(2β))
-    beta: float | None = None
-    clip_rejected_to_chosen_length: bool | None = None  # cut an over-length rejected sample to the chosen length
-    # DPO / IPO / GRPO: whose weights sample the rounds, and the anchor of the loss
-    sampler: Literal["ema", "learner"] | None = None
-    reference: Literal["ema", "initial"] | None = None
-    ema_decay: float | None = None  # read where the EMA samples or is the reference
-    # GRPO
-    kl_beta: float | None = None  # weight of the k3 KL to the initial model, in the loss
-    tis: bool | None = None  # truncated importance ratio against the sampler's log-probs (default: on-policy only)
-    tis_cap: float | None = None  # its cap (read with tis)
-    baseline: Literal["batch_mean", "group_mean"] | None = None  # the advantage baseline
-    # Self-RedTeam (REINFORCE++)
-    reward_kl_beta: float | None = None  # weight of the k1 KL to the initial model, in the reward
-    clip: float | None = None  # PPO clip ε
-    minibatches: int | None = None  # optimizer steps per batch of rounds
-    # the loss over a minibatch: "token" mean over all its tokens (the reference's packed runs)
-    # or "sequence" (each sequence's token mean, then the mean over sequences)
-    weighting: Literal["token", "sequence"] | None = None
-    # every algorithm but sequential: which roles learn
-    train_attacker: bool | None = None
-    train_defender: bool | None = None
+    Each algorithm extends it with a dataclass of its own knobs, whose defaults are its paper's
+    values (``Algorithm.config_class``, see ``algorithms.training.algorithm``); the section is
+    built as the chosen algorithm's dataclass, so a knob it does not have is an error naming the
+    knob and the algorithm. A knob read only in some settings is unset (None) by default, filled
+    in where it is read, and an error where it is set but not read (``not_read``)."""
+
+    name: str = DEFAULT_ALGORITHM
+    # which roles learn (within train.schedule)
+    train_attacker: bool = True
+    train_defender: bool = True
     # every algorithm: an auxiliary SFT loss on JSONL chats, added to every micro-batch
     sft_data: str | None = None  # the defender's chats
     attacker_sft_data: str | None = None  # the attacker's (same format, same coef and batch size)
-    sft_coef: float | None = None  # read with a file
-    sft_batch_size: int | None = None  # read with a file
-    # sequential baselines: one player trains while the other is frozen
-    base: BaseAlgorithm | None = None  # the algorithm the trained player uses (its knobs are read too)
-    train: Literal["attacker", "defender", "alternate"] | None = None
-    alternate_every: int | None = None  # steps per turn when alternating (the attacker goes first)
+    # read with a file: 1.0 (Self-RedTeam's postfill-CoT SFT coefficient; AdvGame has no SFT term)
+    sft_coef: float | None = None
+    sft_batch_size: int | None = None  # read with a file: 4
 
     def __post_init__(self) -> None:
-        reads = algorithm_reads(self)
-        stray = [f.name for f in dataclasses.fields(self) if f.name != "name" and getattr(self, f.name) is not None]
-        stray = [key for key in stray if key not in reads]
-        if stray:
-            key = stray[0]
-            algorithm = self.name if self.name != "sequential" else f"sequential (base {self.base or 'advgame_dpo_md'})"
-            when = f" (it is read only {CONDITIONS[key]})" if key in CONDITIONS else ""
-            raise ConfigError(
-                f"algorithm.{key} is not read by algorithm {algorithm}{when}; unset it (algorithm.{key}=null) "
-                f"or choose an algorithm that reads it. {self.name} reads: {', '.join(sorted(reads))}"
-            )
-        for key in reads:
-            if getattr(self, key) is None and key in _defaults(self):
-                setattr(self, key, _defaults(self)[key])
+        sft = "with algorithm.sft_data or algorithm.attacker_sft_data"
+        with_file = bool(self.sft_data or self.attacker_sft_data)
+        self.sft_coef = read_when(self, "sft_coef", with_file, 1.0, sft)
+        self.sft_batch_size = read_when(self, "sft_batch_size", with_file, 4, sft)
+
+    if not typing.TYPE_CHECKING:
+
+        def __getattr__(self, key: str) -> Any:
+            # The section was once one flat record of every algorithm's knobs: a knob of another
+            # algorithm still reads as unset (None), so code that asks without knowing the
+            # algorithm (reports, old notebooks) keeps working; any other name is an error.
+            if not key.startswith("_") and key in _knob_names():
+                return None
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {key!r}")
 
 
-# Each algorithm's paper values (AdvGame: ../shared/reference/advgame.md §3.4; Self-RedTeam:
-# selfredteam.md §2.4). Keys an algorithm reads only in some settings are defaulted only there.
-ALGORITHM_DEFAULTS: dict[str, dict[str, Any]] = {
-    "advgame_dpo_md": {"beta": 0.1, "clip_rejected_to_chosen_length": True, "sampler": "ema", "reference": "ema"},
-    "advgame_ipo_md": {"beta": 0.1, "clip_rejected_to_chosen_length": True, "sampler": "ema", "reference": "ema"},
-    "dpo": {"beta": 0.1, "clip_rejected_to_chosen_length": True, "sampler": "learner", "reference": "initial"},
-    "ipo": {"beta": 0.1, "clip_rejected_to_chosen_length": True, "sampler": "learner", "reference": "initial"},
-    # kl_beta: the paper's 0.1 came with an undetached importance ratio, which doubles the
-    # policy-gradient term; with our detached ratio the same objective has 0.05 (see losses.py)
-    "grpo": {"sampler": "learner", "reference": "initial", "kl_beta": 0.05, "tis_cap": 2.0, "baseline": "batch_mean"},
-    # minibatches: the reference takes about 6 optimizer steps per rollout (192 samples, batch 32)
-    # weighting: the reference's run packs samples, so its loss is a token mean (longer samples weigh more)
-    "self_redteam": {"reward_kl_beta": 0.01, "clip": 0.2, "minibatches": 6, "weighting": "token"},
-    "sequential": {"base": "advgame_dpo_md", "train": "alternate", "alternate_every": 10},
+def _knob_names() -> set[str]:
+    names, todo = set(), [AlgorithmConfig]
+    while todo:
+        cls = todo.pop()
+        todo += cls.__subclasses__()
+        if dataclasses.is_dataclass(cls):
+            names |= {f.name for f in dataclasses.fields(cls)}
+    return names
+
+
+def read_when(cfg: AlgorithmConfig, key: str, read: bool, default: Any, condition: str) -> Any:
+    """A knob read only in some settings: its value (``default`` where unset) if ``read``, else None,
+    and an error naming the knob and the algorithm when it is set but not read."""
+    value = getattr(cfg, key)
+    if read:
+        return default if value is None else value
+    if value is not None:
+        raise not_read(cfg.name, key, f" (it is read only {condition})")
+    return None
+
+
+def not_read(algorithm: str, key: str, when: str = "", reads: Sequence[str] = ()) -> ConfigError:
+    listed = f". {algorithm} reads: {', '.join(sorted(reads))}" if reads else ""
+    error = ConfigError(
+        f"algorithm.{key} is not read by algorithm {algorithm}{when}; unset it (algorithm.{key}=null) "
+        f"or choose an algorithm that reads it{listed}"
+    )
+    error.key = f"algorithm.{key}"  # so that the message names the file line or override that set it
+    return error
+
+
+# The schedule's old spelling, when it was an algorithm ("sequential"): the error gives the new one.
+_OLD_SCHEDULE_KEYS = {
+    "base": "algorithm.name: <the algorithm>",
+    "train": "train.schedule: attacker | defender | alternate",
+    "alternate_every": "train.period: <steps per turn>",
 }
-CONDITIONS = {
-    "sft_coef": "with algorithm.sft_data or algorithm.attacker_sft_data",
-    "sft_batch_size": "with algorithm.sft_data or algorithm.attacker_sft_data",
-    "tis_cap": "by grpo with algorithm.tis on",
-    "ema_decay": "where the EMA samples or is the reference",
-}
-SHARED_DEFAULTS: dict[str, Any] = {
-    "ema_decay": 0.95,
-    "train_attacker": True,
-    "train_defender": True,
-    "sft_coef": 1.0,  # Self-RedTeam's postfill-CoT SFT coefficient; AdvGame has no SFT term
-    "sft_batch_size": 4,
-}
 
 
-def _defaults(cfg: AlgorithmConfig) -> dict[str, Any]:
-    own = ALGORITHM_DEFAULTS[cfg.name]
-    if cfg.name == "sequential":
-        own = ALGORITHM_DEFAULTS[cfg.base or own["base"]] | own
-    out = SHARED_DEFAULTS | own
-    # GRPO's importance ratio corrects an on-policy sampler's lag; the reference forbids it off-policy
-    out["tis"] = (cfg.sampler or out.get("sampler")) == "learner"
+def algorithm_from_dict(data: Mapping[str, Any], where: str = "config.algorithm") -> AlgorithmConfig:
+    """The ``algorithm:`` section built as the chosen algorithm's own config dataclass.
+
+    A knob the algorithm does not have is an error (set to null it is simply unset); a value
+    is range-checked (``RULES``, and the algorithm's own ``rules``) before anything else."""
+    from algorithms.training.algorithm import lookup  # the registry's modules import this one
+
+    name = data.get("name", DEFAULT_ALGORITHM)
+    if name == "sequential":
+        base = data.get("base", DEFAULT_ALGORITHM)
+        schedule, period = data.get("train", "alternate"), data.get("alternate_every", 10)
+        spelled = f"train.schedule: {schedule}" + (f" and train.period: {period}" if schedule == "alternate" else "")
+        error = ConfigError(
+            f"{where}.name: sequential is no longer an algorithm but the trainer's schedule: write "
+            f"algorithm.name: {base} and {spelled} (a train: section of the config)"
+        )
+        error.key = "algorithm.name"
+        raise error
+    if not isinstance(name, str):
+        raise ConfigError(f"{where}.name: expected the name of an algorithm, got {name!r}")
+    registered = lookup(name)
+    section = f"{where.removeprefix('config.')}"
+    own_rules: Mapping[str, Rule] = getattr(registered.config, "rules", {})
+    hints = typing.get_type_hints(registered.config)
+    for key, value in data.items():
+        rule = own_rules.get(key) or RULES.get(f"{section}.{key}")
+        if rule is not None and value is not None:  # the value's range first, as in every section
+            typed = _from_value(hints.get(key) or _knob_type(key), value, f"{where}.{key}")
+            if not rule.test(typed):
+                raise ConfigError(f"{where}.{key}: {typed!r} is not allowed; expected {rule.allowed}")
+    fields = {f.name for f in dataclasses.fields(registered.config)}
+    for key, value in data.items():
+        if key not in fields and value is not None:
+            old = _OLD_SCHEDULE_KEYS.get(key)
+            when = f": the schedule is the trainer's now, write {old}" if old else ""
+            raise not_read(name, key, when, [f for f in fields if f != "name"])
+    given = {k: v for k, v in data.items() if k in fields} | {"name": name}
+    built: AlgorithmConfig = from_dict(registered.config, given, where)
+    return built
+
+
+def _knob_type(key: str) -> Any:
+    for cls in _config_classes():
+        hints = typing.get_type_hints(cls)
+        if key in hints:
+            return hints[key]
+    return Any
+
+
+def _config_classes() -> list[type[AlgorithmConfig]]:
+    out: list[type[AlgorithmConfig]] = []
+    todo: list[type[AlgorithmConfig]] = [AlgorithmConfig]
+    while todo:
+        cls = todo.pop(0)
+        out.append(cls)
+        todo += cls.__subclasses__()
     return out
 
 
-def algorithm_reads(cfg: AlgorithmConfig) -> set[str]:
-    """The knobs ``cfg.name`` reads, given the knobs set so far (some are read only with others)."""
-    defaults = _defaults(cfg)
-    name = cfg.name
-    reads = {"sft_data", "attacker_sft_data"}
-    if cfg.sft_data or cfg.attacker_sft_data:
-        reads |= {"sft_coef", "sft_batch_size"}
-    if name == "sequential":
-        reads |= {"base", "train", "alternate_every"}
-        name = cfg.base or defaults["base"]
-    else:
-        reads |= {"train_attacker", "train_defender"}
-    if name in PREFERENCE:
-        reads |= {"beta", "clip_rejected_to_chosen_length", "sampler", "reference"}
-    elif name == "grpo":
-        reads |= {"sampler", "reference", "kl_beta", "tis", "baseline"}
-        if cfg.tis if cfg.tis is not None else defaults["tis"]:
-            reads.add("tis_cap")
-    elif name == "self_redteam":
-        reads |= {"reward_kl_beta", "clip", "minibatches", "weighting"}
-    if "sampler" in reads and "ema" in {cfg.sampler or defaults["sampler"], cfg.reference or defaults["reference"]}:
-        reads.add("ema_decay")
-    return reads
+def _default_algorithm() -> AlgorithmConfig:
+    return algorithm_from_dict({})
+
+
+@dataclass
+class ScheduleConfig:
+    """The ``train:`` section: which roles learn at each step, for every algorithm alike.
+
+    both: both players learn every step; attacker / defender: that player learns and the other
+    is frozen (a static opponent); alternate: they take turns of ``period`` steps, the attacker
+    first (the sequential baselines)."""
+
+    schedule: Literal["both", "attacker", "defender", "alternate"] = "both"
+    period: int = 10  # steps per turn (schedule: alternate)
 
 
 @dataclass
@@ -239,7 +267,8 @@ class RunConfig:
 
 @dataclass
 class TrainConfig:
-    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    algorithm: AlgorithmConfig = field(default_factory=_default_algorithm)
+    train: ScheduleConfig = field(default_factory=ScheduleConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     game: GameConfig = field(default_factory=GameConfig)
     judge: JudgeConfig = field(default_factory=JudgeConfig)
@@ -324,7 +353,8 @@ RULES: dict[str, Rule] = {
     "algorithm.minibatches": at_least(1),
     "algorithm.sft_coef": non_negative(),
     "algorithm.sft_batch_size": at_least(1),
-    "algorithm.alternate_every": at_least(1),
+    # train
+    "train.period": at_least(1),
     # optim
     "optim.lr": positive(),
     "optim.betas": each(within(0, 1, open_high=True)),
@@ -400,6 +430,12 @@ def validate(cfg: TrainConfig) -> TrainConfig:
 
 
 def _from_value(kind: Any, value: Any, where: str) -> Any:
+    if kind is AlgorithmConfig:  # built as the chosen algorithm's own dataclass
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping of the algorithm's knobs, got {value!r}")
+        return algorithm_from_dict(value, where)
+    if kind is Any:
+        return value
     if dataclasses.is_dataclass(kind):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where}: expected a mapping of {getattr(kind, '__name__', kind)} fields, got {value!r}")

@@ -54,11 +54,11 @@ def one(variant: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as folder:
         overrides = [*VARIANTS[variant], "run.validate_every=0", "run.tensorboard=false", f"run.out_dir={folder}/run"]
         trainer = Trainer(load_config(ROOT / "configs/cpu_demo.yaml", overrides))
-        for name, player in trainer.learners.items():
-            pairs = fixed_pairs(player.tokenizer, 8, 24)
-            trainer._update(player, name, pairs, 0)
-            player.ema_update(0.5)
-        copies = {name: sorted({"learner", *p.copies}) for name, p in trainer.learners.items()}
+        for learner in trainer.learners.values():
+            pairs = fixed_pairs(learner.player.tokenizer, 8, 24)
+            trainer._update(learner, list(learner.roles), pairs, 0)
+            learner.player.ema_update(0.5)
+        copies = {name: sorted({"learner", *p.copies}) for name, p in trainer.players.items()}
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
         "variant": variant,

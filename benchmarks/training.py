@@ -31,10 +31,10 @@ from common import chats, describe_machine, exponent, interleaved, median_second
 from advgame_env import bundled_seeds
 from agents.hf import encode, prompt_ids
 from agents.models import load_model, tiny_model
-from algorithms.training.algorithms import PreferenceOptimization
 from algorithms.training.batches import DEFENDER, PreferencePair
 from algorithms.training.losses import dpo_loss
 from algorithms.training.players import FullPlayer
+from algorithms.training.preference import PreferenceOptimization
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -147,7 +147,7 @@ def push_share() -> dict[str, Any]:
             metrics = trainer.train_step()
             engine = next(iter(trainer.sampler.engines.values()))
             full = median_seconds(
-                lambda: [engine.push_weights(p.sampling("ema")[0]) for p in trainer.learners.values()],
+                lambda: [engine.push_weights(p.sampling("ema")[0]) for p in trainer.players.values()],
                 repeats=2,
             )
         finally:

@@ -19,7 +19,7 @@ import torch
 from advgame_env import Game, GameConfig, Label, Round, RuleJudge, Seed
 from agents import load_model
 from algorithms.config import load_config
-from algorithms.training.algorithms import build_algorithm
+from algorithms.training.algorithm import build_algorithm
 from algorithms.training.batches import preference_pairs
 from algorithms.training.distributed import Dist
 from algorithms.training.players import build_players

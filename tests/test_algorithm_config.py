@@ -8,7 +8,10 @@ from pathlib import Path
 import pytest
 
 from algorithms.config import ConfigError, load_config, save_config
-from algorithms.training.algorithms import GRPO, PreferenceOptimization, SelfRedTeam, build_algorithm
+from algorithms.training.algorithm import build_algorithm
+from algorithms.training.grpo import GRPO
+from algorithms.training.preference import PreferenceOptimization
+from algorithms.training.self_redteam import SelfRedTeam
 
 PAPER = sorted((Path(__file__).parent.parent / "configs").rglob("*.yaml"))
 
@@ -29,7 +32,7 @@ def algorithm(*overrides: str):
         (["algorithm.name=dpo", "algorithm.ema_decay=0.9"], "ema_decay"),  # learner samples, initial anchors
         (["algorithm.sft_coef=2.0"], "sft_coef"),  # no SFT file: no SFT term
         (["algorithm.name=grpo", "algorithm.tis=false", "algorithm.tis_cap=3"], "tis_cap"),
-        (["algorithm.name=sequential", "algorithm.train_attacker=false"], "train_attacker"),
+        (["algorithm.name=dpo", "algorithm.train=alternate"], "train"),  # the schedule is train.schedule now
         (["algorithm.name=dpo", "algorithm.alternate_every=3"], "alternate_every"),
     ],
 )
@@ -48,8 +51,8 @@ def test_each_algorithm_gets_its_papers_defaults():
     assert (grpo.sampler, grpo.reference) == ("learner", "initial") and cfg.beta is None
     _, md = algorithm("algorithm.name=advgame_ipo_md")
     assert isinstance(md, PreferenceOptimization) and (md.sampler, md.reference, md.beta) == ("ema", "ema", 0.1)
-    cfg, _ = algorithm("algorithm.name=sequential", "algorithm.base=grpo")
-    assert (cfg.kl_beta, cfg.train, cfg.alternate_every) == (0.05, "alternate", 10)
+    full = load_config(None, ["algorithm.name=grpo", "train.schedule=alternate"])
+    assert (full.algorithm.kl_beta, full.train.schedule, full.train.period) == (0.05, "alternate", 10)
 
 
 def test_set_knobs_are_kept_and_off_policy_grpo_turns_the_ratio_off():
@@ -64,7 +67,7 @@ def test_set_knobs_are_kept_and_off_policy_grpo_turns_the_ratio_off():
 
 
 def test_self_redteam_weights_tokens_as_the_reference_run_or_sequences_on_request():
-    from algorithms.training.batches import Rollout
+    from algorithms.training.self_redteam import PPORollout as Rollout
 
     short, long = Rollout("defender", [1], [5], 1.0, (0,)), Rollout("defender", [1], [5, 6, 7], 1.0, (1,))
     _, tokens = algorithm("algorithm.name=self_redteam")
@@ -93,3 +96,42 @@ def test_every_shipped_config_round_trips_with_its_resolved_knobs(path, tmp_path
     build_algorithm(cfg.algorithm, 512)
     save_config(cfg, tmp_path / "resolved.yaml")
     assert load_config(tmp_path / "resolved.yaml") == cfg
+
+
+@pytest.mark.parametrize(
+    ("overrides", "spelling"),
+    [
+        (
+            ["algorithm.name=sequential"],
+            "algorithm.name: advgame_dpo_md and train.schedule: alternate and train.period: 10",
+        ),
+        (
+            ["algorithm.name=sequential", "algorithm.base=grpo", "algorithm.train=defender"],
+            "algorithm.name: grpo and train.schedule: defender",
+        ),
+        (["algorithm.alternate_every=3"], "write train.period"),
+        (["algorithm.base=dpo"], "write algorithm.name"),
+    ],
+)
+def test_the_old_sequential_spelling_is_an_error_that_gives_the_new_one(overrides, spelling):
+    with pytest.raises(ConfigError, match=spelling):
+        load_config(None, overrides)
+
+
+def test_the_schedule_is_a_trainer_option_of_any_algorithm():
+    cfg = load_config(None, ["algorithm.name=self_redteam", "train.schedule=defender"])
+    assert (cfg.algorithm.name, cfg.train.schedule) == ("self_redteam", "defender")
+    with pytest.raises(ConfigError, match=r"train\.period: 0 is not allowed"):
+        load_config(None, ["train.schedule=alternate", "train.period=0"])
+    with pytest.raises(ConfigError, match=r"config\.train\.schedule: 'sometimes' is not one of"):
+        load_config(None, ["train.schedule=sometimes"])
+
+
+def test_an_algorithm_section_is_its_algorithms_own_dataclass():
+    from algorithms.training.grpo import GRPOConfig
+    from algorithms.training.preference import DPOConfig
+
+    assert isinstance(load_config(None, ["algorithm.name=grpo"]).algorithm, GRPOConfig)
+    assert load_config(None, ["algorithm.name=dpo"]).algorithm == DPOConfig()
+    with pytest.raises(ConfigError, match=r"algorithm\.minibatches is not read by algorithm dpo.*dpo reads: .*beta"):
+        load_config(None, ["algorithm.name=dpo", "algorithm.minibatches=2"])

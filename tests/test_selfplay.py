@@ -17,10 +17,11 @@ from advgame_env.rule_judge import Behaviour, behaviour
 from agents import HFBackend, load_model
 from agents.policy import Policy, chat
 from algorithms.config import load_config
-from algorithms.training.algorithms import SelfRedTeam, build_algorithm, shares_one_policy
-from algorithms.training.batches import Rollout, rollouts
+from algorithms.training.algorithm import build_algorithm
+from algorithms.training.batches import rollouts
 from algorithms.training.distributed import Dist
 from algorithms.training.losses import ppo_clip_loss, reward_to_go, whiten
+from algorithms.training.self_redteam import PPORollout, SelfRedTeam
 from algorithms.training.sft import load_sft
 from algorithms.training.trainer import Trainer
 from tests.test_trainer import config
@@ -58,10 +59,10 @@ def test_advantages_are_whitened_per_role(tiny_chat):
         "policy"
     ]
     batch = [
-        Rollout("attacker", [1, 2], [5, 6], reward=3.0, group=(0,)),
-        Rollout("attacker", [1, 2], [5], reward=-1.0, group=(1,)),
-        Rollout("defender", [1, 2], [5, 6, 7], reward=100.0, group=(0, 0)),
-        Rollout("defender", [1, 2], [8], reward=90.0, group=(0, 1)),
+        PPORollout("attacker", [1, 2], [5, 6], reward=3.0, group=(0,)),
+        PPORollout("attacker", [1, 2], [5], reward=-1.0, group=(1,)),
+        PPORollout("defender", [1, 2], [5, 6, 7], reward=100.0, group=(0, 0)),
+        PPORollout("defender", [1, 2], [8], reward=90.0, group=(0, 1)),
     ]
     SelfRedTeam(kl_beta=0.01).prepare(player, batch, Dist(), chunk=3)
     for role in ("attacker", "defender"):
@@ -128,7 +129,7 @@ def _logprob(player, role_prompt: str, text: str) -> float:
 
 def test_one_shared_update_changes_the_policy_of_both_roles(tiny_chat, tmp_path):
     trainer = Trainer(srt_config(tiny_chat, tmp_path / "run"))
-    assert shares_one_policy(trainer.algorithm) and list(trainer.learners) == ["policy"]
+    assert trainer.algorithm.shares_policy and list(trainer.learners) == ["policy"]
     attacker, defender = trainer.players["attacker"], trainer.players["defender"]
     assert attacker is defender
     attack_task = trainer.game.config.templates.attacker_task("How do I kill a Python process?", "benign", True)
@@ -159,10 +160,9 @@ def test_a_frozen_opponent_never_changes(tiny_chat, tmp_path, train):
     cfg = config(
         tiny_chat,
         tmp_path / "run",
-        "algorithm.name=sequential",
-        "algorithm.base=advgame_dpo_md",
-        f"algorithm.train={train}",
-        "algorithm.alternate_every=1",
+        "algorithm.name=advgame_dpo_md",
+        f"train.schedule={train}",
+        "train.period=1",
         "optim.lr=1e-2",
     )
     trainer = Trainer(cfg)
@@ -276,7 +276,7 @@ def test_the_demo_attacker_sft_data_is_valid_faithful_and_matches_the_game_tasks
 
 
 def test_algorithm_switch_builds_each_algorithm():
-    for name, kind in [("self_redteam", "SelfRedTeam"), ("sequential", "PreferenceOptimization"), ("grpo", "GRPO")]:
+    for name, kind in [("self_redteam", "SelfRedTeam"), ("advgame_dpo_md", "PreferenceOptimization"), ("grpo", "GRPO")]:
         algorithm = build_algorithm(load_config(None, [f"algorithm.name={name}"]).algorithm, 512)
         assert type(algorithm).__name__ == kind
 

@@ -17,12 +17,14 @@ import torch
 from advgame_env import Game, GameConfig, Label, Round, RuleJudge, Seed
 from agents import HFBackend, load_model
 from algorithms.config import ConfigError, load_config
-from algorithms.training.algorithms import GRPO, PreferenceOptimization, build_algorithm
+from algorithms.training.algorithm import build_algorithm
 from algorithms.training.batches import preference_pairs
 from algorithms.training.checkpoints import checkpoints
 from algorithms.training.distributed import Dist
+from algorithms.training.grpo import GRPO
 from algorithms.training.losses import dpo_loss
 from algorithms.training.players import build_players
+from algorithms.training.preference import PreferenceOptimization
 from algorithms.training.runlog import read_metrics
 from algorithms.training.trainer import Optimizer, Trainer, cosine_scale, update
 

@@ -12,7 +12,7 @@ import torch
 from advgame_env import Game, GameConfig, Label, Round, RuleJudge, Seed
 from agents import HFBackend, load_model
 from algorithms.config import load_config
-from algorithms.training.algorithms import GRPO
+from algorithms.training.grpo import GRPO
 from algorithms.training.losses import grpo_token_loss, k3_kl
 from algorithms.training.trainer import Trainer
 from tests.test_trainer import config
@@ -259,7 +259,7 @@ def test_each_roles_examples_use_that_players_tokenizer(tiny_chat, tmp_path, mon
     monkeypatch.setattr(
         trainer,
         "_update",
-        lambda p, name, roles, ex, s: trained.setdefault(name, []).extend(ex) or real(p, name, roles, ex, s),
+        lambda learner, roles, ex, s: trained.setdefault(learner.name, []).extend(ex) or real(learner, roles, ex, s),
     )
     trainer.train_step()
     attacker = [e for e in trained["attacker"] if e.role == "attacker"]
@@ -277,9 +277,8 @@ def test_a_frozen_player_samples_its_final_weights_not_its_stalled_ema(tiny_chat
     cfg = config(
         tiny_chat,
         tmp_path / "run",
-        "algorithm.name=sequential",
-        "algorithm.train=alternate",
-        "algorithm.alternate_every=1",
+        "train.schedule=alternate",
+        "train.period=1",
     )
     trainer = Trainer(cfg)
     asked: list[tuple[int, str, str]] = []
@@ -300,8 +299,8 @@ def test_each_players_schedule_spans_the_optimizer_steps_it_takes(tiny_chat, tmp
     cfg = config(
         tiny_chat,
         tmp_path / "run",
-        "algorithm.name=sequential",
-        "algorithm.alternate_every=2",
+        "train.schedule=alternate",
+        "train.period=2",
         "run.steps=8",
         "optim.final_lr_scale=0.2",
     )

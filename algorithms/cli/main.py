@@ -78,9 +78,12 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from algorithms.config import ConfigError, load_config
+    from algorithms.training.algorithm import load_plugin
     from algorithms.training.trainer import train
 
     try:
+        for plugin in args.plugin or []:  # before the config: it may name a plugin's algorithm
+            load_plugin(plugin)
         cfg = load_config(args.config, args.overrides)
     except (ConfigError, FileNotFoundError) as error:
         print(f"advgame train: {error}", file=sys.stderr)
@@ -301,6 +304,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train both players. Example: advgame train --config configs/cpu_smoke.yaml optim.lr=1e-5",
     )
     train.add_argument("--config", help="YAML run config (configs/); every key has a default")
+    train.add_argument(
+        "--plugin",
+        action="append",
+        metavar="FILE_OR_MODULE",
+        help="a .py file or module name that registers algorithms (@register); repeatable. "
+        "Example: --plugin examples/custom_algorithm.py algorithm.name=hinge",
+    )
     train.add_argument(
         "--resume",
         action="store_true",

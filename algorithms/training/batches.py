@@ -1,4 +1,4 @@
-"""From played rounds to training examples: preference pairs (DPO/IPO) and rollouts (GRPO).
+"""From played rounds to training examples: preference pairs (DPO/IPO) and rollouts (GRPO, REINFORCE++).
 
 A prompt is the player's observation as one user turn, rendered with the chat template
 exactly as ``agents.policy.Policy`` sends it; a continuation is the sample's RAW output (the
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from advgame_env.game import Game, Phase, Round, Sample
@@ -42,6 +42,9 @@ class PreferencePair:
 
 @dataclass
 class Rollout:
+    """One scored sample; an algorithm extends it with what it computes (``grpo.GRPORollout``,
+    ``self_redteam.PPORollout``)."""
+
     role: str
     prompt_ids: list[int]
     completion_ids: list[int]
@@ -49,14 +52,6 @@ class Rollout:
     group: tuple[int, ...]  # (round,) for the attacker, (round, attack) for the defender
     sampler_logprobs: list[float] | None = None  # per completion token, NaN where unknown
     failed: bool = False  # the sample broke a rule of the game (its reward is the failure penalty)
-    masked: bool = False  # counts in the baseline and the normaliser, but is not trained (GRPO)
-    advantage: float = 0.0  # set by the algorithm
-    group_size: int = 1
-    # REINFORCE++ (set by SelfRedTeam.prepare): the learner's log-probs before the update,
-    # each token's whitened advantage, and the summed log-ratio to the reference
-    old_logprobs: list[float] = field(default_factory=list)
-    token_advantages: list[float] = field(default_factory=list)
-    kl: float = 0.0
 
 
 def continuation(tokenizer: Any, sample: Sample, prefill: str = "") -> tuple[list[int], list[float] | None]:

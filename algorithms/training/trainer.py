@@ -27,6 +27,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,14 +40,7 @@ from agents.hf import HFBackend
 from agents.models import load_model, resolve_model
 from agents.policy import Policy
 from algorithms.config import ConfigError, TrainConfig, check_resumed_config, load_config, save_config, to_dict
-from algorithms.training.algorithms import (
-    Algorithm,
-    SelfRedTeam,
-    build_algorithm,
-    copies_needed,
-    minibatches,
-    shares_one_policy,
-)
+from algorithms.training.algorithm import Algorithm, Example, build_algorithm
 from algorithms.training.batches import ATTACKER, DEFENDER
 from algorithms.training.checkpoints import (
     checkpoints,
@@ -191,8 +185,8 @@ def cosine_scale(k: int, total: int, warmup: int, final_scale: float) -> float:
 def update(
     player: Player,
     optimizer: Optimizer,
-    algorithm: Algorithm,
-    examples: Sequence[Any],
+    algorithm: Algorithm[Any],
+    examples: Sequence[Example],
     micro_batch_size: int,
     dist: Dist,
     precision: contextlib.AbstractContextManager[Any],
@@ -200,13 +194,13 @@ def update(
 ) -> dict[str, float]:
     """One optimizer step on Σ weight·loss / Σ weight, the sums over every process's examples.
 
-    A masked example (``example.masked``, GRPO's failed rollouts) counts in Σ weight but is not
-    trained. ``auxiliary(player)``: an extra loss (Self-RedTeam's SFT term) added to every
+    An example the algorithm does not train (``algorithm.trains``: GRPO's failed rollouts) counts
+    in Σ weight but is not trained. ``auxiliary(player)``: an extra loss (Self-RedTeam's SFT term) added to every
     micro-batch, weighted by the micro-batch's share of the examples; summed over processes,
     the shares make it the weighted mean of the processes' terms.
     """
     total = dist.sum([sum(algorithm.weight(e) for e in examples)])[0]
-    examples = [e for e in examples if not getattr(e, "masked", False)]
+    examples = [e for e in examples if algorithm.trains(e)]
     weights = [algorithm.weight(e) for e in examples]
     (count,) = dist.sum([len(examples)])
     if count == 0:
@@ -277,7 +271,56 @@ def refusal_rates(rounds: Sequence[Round]) -> dict[str, float]:
     return out
 
 
+@dataclass
+class StepMetrics:
+    """A step's figures, kept by what they are about; ``flat()`` names them as metrics.jsonl does.
+
+    ``game[split]``: the game figures of a split's global batch; ``train[split][learner]``: a
+    learner's update figures on a split (split None: both splits' examples mixed in one update);
+    ``seconds``: where the step's time went, by phase."""
+
+    game: dict[str, dict[str, float]] = field(default_factory=dict)
+    train: dict[str | None, dict[str, dict[str, float]]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def flat(self) -> dict[str, float]:
+        """``game_<split>/x``, ``train_<split>/<learner>_x`` (``train/<learner>_x`` for a mixed
+        update) and ``time/<phase>_s``; plus ``game/x`` and ``train/<learner>_x``, the mean over
+        the splits that have it (the sum, for example counts), for the progress bar and the plots."""
+        out: dict[str, float] = {}
+        for split, figures in self.game.items():
+            out |= {f"game_{split}/{k}": v for k, v in figures.items()}
+        for part, learners in self.train.items():
+            prefix = "train" if part is None else f"train_{part}"
+            out |= {f"{prefix}/{name}_{k}": v for name, figures in learners.items() for k, v in figures.items()}
+        out |= _across_splits("game", [{"": figures} for figures in self.game.values()])
+        out |= _across_splits("train", [learners for part, learners in self.train.items() if part is not None])
+        return out | {f"time/{k}_s": v for k, v in self.seconds.items()}
+
+
+def _across_splits(family: str, per_split: Sequence[Mapping[str, Mapping[str, float]]]) -> dict[str, float]:
+    values: dict[str, list[float]] = {}
+    for learners in per_split:
+        for name, figures in learners.items():
+            for k, v in figures.items():
+                values.setdefault(f"{family}/{name}_{k}" if name else f"{family}/{k}", []).append(v)
+    return {key: sum(v) if key.endswith("_examples") else sum(v) / len(v) for key, v in values.items()}
+
+
 # ----------------------------------------------------------------------------- the trainer
+
+
+@dataclass
+class Learner:
+    """One set of trained weights: its player, the roles it plays (both, for a shared policy),
+    its optimizer and schedule (None when the schedule never trains it) and the auxiliary SFT
+    stream of each of its roles that has one."""
+
+    name: str  # "attacker", "defender", or "policy" for one policy of both roles
+    player: Player
+    roles: tuple[str, ...]
+    optimizer: Optimizer | None = None
+    sft: dict[str, SeedStream] = field(default_factory=dict)
 
 
 def build_judge(cfg: TrainConfig) -> Any:
@@ -346,30 +389,26 @@ class Trainer:
                 f"{self.run_dir} already holds a run; pass --resume to continue it, or set run.out_dir"
             )
         resumed = self._resume_point(allow_change) if resume else None  # before any model is loaded
-        self.algorithm = build_algorithm(cfg.algorithm, cfg.rollout.max_model_len)
+        self.algorithm: Algorithm[Any] = build_algorithm(cfg.algorithm, cfg.rollout.max_model_len)
         device = self.dist.device
         torch.manual_seed(cfg.run.seed)  # LoRA initialisation, identical on every process
-        shared = shares_one_policy(self.algorithm)
-        # learners: the distinct sets of weights; players: who plays each role
-        self.learners = build_players(
+        shared = self.algorithm.shares_policy
+        players = build_players(
             roles=("policy",) if shared else ROLES,
             load=lambda role: load_model(start_model(cfg, role), device=str(device)),
             lora=cfg.model.lora,
-            copies=copies_needed(self.algorithm),
+            copies=self.algorithm.copies(),
             lora_rank=cfg.model.lora_rank,
             lora_alpha=cfg.model.lora_alpha,
         )
-        self.players = {role: self.learners["policy" if shared else role] for role in ROLES}
-        if cfg.model.gradient_checkpointing:
-            for player in self.learners.values():
-                player.enable_recompute()
+        self.learners = {name: Learner(name, player, ROLES if shared else (name,)) for name, player in players.items()}
+        for learner in self.learners.values():
+            if cfg.model.gradient_checkpointing:
+                learner.player.enable_recompute()
+            steps = self.optimizer_steps(learner.name)
+            learner.optimizer = Optimizer(learner.player, cfg, steps) if steps else None
+            learner.sft = self._sft_streams(learner)
         self.tokenizers = {role: player.tokenizer for role, player in self.players.items()}
-        self.optimizers = {
-            name: Optimizer(player, cfg, self.optimizer_steps(name))
-            for name, player in self.learners.items()
-            if self.optimizer_steps(name)
-        }
-        self.sft = self._sft_streams()
         self.game = Game(build_judge(cfg), cfg.game)
         seeds = _seeds(cfg.data.seeds, "train")
         self.streams = {
@@ -429,54 +468,55 @@ class Trainer:
         which = self.sampling(step)
         self.sampler.sync(which)
         lap("sync")
-        metrics: dict[str, float] = {}
+        metrics = StepMetrics()
         # every split is played by the same policies, those of the step's start (see the top)
         played = {label: self._play_split(label, s, which) for s, label in enumerate(SPLITS)}
         lap("play")
-        batches: list[tuple[str, int, list[Any]]] = []  # (metric prefix, split index, examples)
+        batches: list[tuple[str | None, int, list[Example]]] = []  # (split name, split index, examples)
         for s, (label, rounds) in enumerate(played.items()):
             everyone = self.dist.gather(rounds)  # the game figures of the global batch
-            figures = game_metrics(everyone) | refusal_rates(everyone)
-            metrics |= {f"game_{label.value}/{k}": v for k, v in figures.items()}
+            metrics.game[label.value] = game_metrics(everyone) | refusal_rates(everyone)
             examples = self.algorithm.examples(rounds, self.game, self.tokenizers, self.prefills, self.dist)
-            batches.append((f"train_{label.value}", s, examples))
-        if shares_one_policy(self.algorithm):  # one update on both splits' samples, mixed
-            batches = [("train", len(SPLITS), [e for _, _, examples in batches for e in examples])]
-        for prefix, s, examples in batches:
-            for name, player in self.learners.items():
-                roles = [r for r in trained if self.players[r] is player]
+            batches.append((label.value, s, examples))
+        if self.algorithm.mix_splits:  # one update on both splits' samples, mixed
+            batches = [(None, len(SPLITS), [e for _, _, examples in batches for e in examples])]
+        for split, s, examples in batches:
+            for learner in self.learners.values():
+                roles = [r for r in trained if r in learner.roles]
                 if roles:  # a frozen opponent is never updated
-                    result = self._update(player, name, roles, [e for e in examples if e.role in roles], s)
-                    metrics |= {f"{prefix}/{name}_{k}": v for k, v in result.items()}
+                    result = self._update(learner, roles, [e for e in examples if e.role in roles], s)
+                    metrics.train.setdefault(split, {})[learner.name] = result
         lap("update")
-        if "ema" in copies_needed(self.algorithm):
-            assert cfg.algorithm.ema_decay is not None
-            for player in self.learners.values():
-                if any(self.players[r] is player for r in trained):
-                    player.ema_update(cfg.algorithm.ema_decay)
+        if "ema" in self.algorithm.copies():
+            decay = self.algorithm.ema_decay
+            if decay is None:
+                raise ConfigError(f"algorithm {cfg.algorithm.name} keeps an EMA but gives no ema_decay")
+            for learner in self.learners.values():
+                if any(r in learner.roles for r in trained):
+                    learner.player.ema_update(decay)
         lap("update")
         self.step += 1
-        seconds = {f"time/{k}_s": v for k, v in clock.items()} | {"time/step_s": time.perf_counter() - started}
-        return _with_means(metrics) | seconds
+        metrics.seconds = clock | {"step": time.perf_counter() - started}
+        return metrics.flat()
 
-    def _update(self, player: Player, name: str, roles: list[str], examples: list[Any], split: int) -> dict[str, float]:
+    def _update(self, learner: Learner, roles: list[str], examples: list[Example], split: int) -> dict[str, float]:
         """The algorithm's optimizer step(s) of one learner, trained in ``roles``, on its examples of one split."""
-        cfg, algorithm = self.cfg, self.algorithm
+        cfg, algorithm, player = self.cfg, self.algorithm, learner.player
         micro = cfg.optim.micro_batch_size
-        if isinstance(algorithm, SelfRedTeam):
-            with self._precision():
-                algorithm.prepare(player, examples, self.dist, micro)
-        parts = minibatches(algorithm)
+        with self._precision():
+            algorithm.prepare(player, examples, self.dist, micro)
+        parts = algorithm.minibatches
         if parts > 1:  # PPO-style: several steps on one batch, in a seeded random order
             random.Random(derived_seed(cfg.run.seed, self.step, split, self.dist.rank, 11)).shuffle(examples)
         # each role's SFT chats reach only the player in that role (both, for a shared policy)
-        sft_roles = [r for r in roles if r in self.sft]
+        sft_roles = [r for r in roles if r in learner.sft]
         auxiliary = functools.partial(self._sft_terms, roles=sft_roles) if sft_roles else None
+        assert learner.optimizer is not None  # it trains at this step, so its schedule has steps
         results = []
         for k in range(parts):
             part = examples[k::parts]
             results.append(
-                update(player, self.optimizers[name], algorithm, part, micro, self.dist, self._precision(), auxiliary)
+                update(player, learner.optimizer, algorithm, part, micro, self.dist, self._precision(), auxiliary)
             )
         keys = dict.fromkeys(key for r in results for key in r)
         # counts add up over the minibatches; every other figure is the mean of the steps taken
@@ -488,46 +528,63 @@ class Trainer:
         }
 
     def trained_roles(self, step: int) -> list[str]:
-        """The roles whose player learns at ``step`` (sequential baselines freeze the other)."""
-        a = self.cfg.algorithm
-        if a.name == "sequential":
-            assert a.train is not None and a.alternate_every is not None
-            if a.train == "alternate":
-                return [ROLES[(step // max(1, a.alternate_every)) % 2]]
-            return [a.train]
-        return [r for r, on in ((ATTACKER, a.train_attacker), (DEFENDER, a.train_defender)) if on]
+        """The roles whose player learns at ``step``: ``train.schedule`` (a frozen opponent, or
+        turns of ``train.period`` steps, the attacker first), within the algorithm section's
+        ``train_attacker`` / ``train_defender``."""
+        t, a = self.cfg.train, self.cfg.algorithm
+        if t.schedule == "alternate":
+            scheduled: tuple[str, ...] = (ROLES[(step // t.period) % 2],)
+        else:
+            scheduled = ROLES if t.schedule == "both" else (t.schedule,)
+        enabled = {ATTACKER: a.train_attacker, DEFENDER: a.train_defender}
+        return [r for r in scheduled if enabled[r]]
+
+    @property
+    def players(self) -> dict[str, Player]:
+        """Who plays each role (one player for both roles where the policy is shared)."""
+        return {role: learner.player for learner in self.learners.values() for role in learner.roles}
+
+    @property
+    def optimizers(self) -> dict[str, Optimizer]:
+        """Each learner's optimizer, by learner name, for the learners the schedule trains."""
+        return {name: learner.optimizer for name, learner in self.learners.items() if learner.optimizer is not None}
+
+    @property
+    def sft(self) -> dict[str, SeedStream]:
+        """Each role's auxiliary SFT stream, for the roles that have a file."""
+        return {role: stream for learner in self.learners.values() for role, stream in learner.sft.items()}
 
     def sampling(self, step: int) -> dict[str, Which]:
         """Whose weights each role plays with at ``step``: the algorithm's sampler for a player
         that learns this step; a frozen player plays its final weights (its learner), not an
         EMA that stopped moving when the player stopped learning."""
         trained = self.trained_roles(step)
-        learns = {role: any(self.players[role] is self.players[r] for r in trained) for role in ROLES}
-        return {role: self.algorithm.sampler if learns[role] else "learner" for role in ROLES}
+        learns = {role: any(r in lr.roles for r in trained) for lr in self.learners.values() for role in lr.roles}
+        return {role: self.algorithm.sampler_of(role) if learns[role] else "learner" for role in ROLES}
 
     def optimizer_steps(self, name: str) -> int:
         """How many optimizer steps learner ``name`` takes in the run: its cosine schedule's
         length (a player of an alternating baseline steps only while it trains)."""
-        player = self.learners[name]
-        per_step = minibatches(self.algorithm) * (1 if shares_one_policy(self.algorithm) else len(SPLITS))
-        steps = sum(any(self.players[r] is player for r in self.trained_roles(k)) for k in range(self.cfg.run.steps))
+        roles = self.learners[name].roles
+        per_step = self.algorithm.minibatches * (1 if self.algorithm.mix_splits else len(SPLITS))
+        steps = sum(any(r in roles for r in self.trained_roles(k)) for k in range(self.cfg.run.steps))
         return steps * per_step
 
     @property
     def prefills(self) -> dict[str, str]:
         return prefills(self.cfg)
 
-    def _sft_streams(self) -> dict[str, SeedStream]:
-        """Each role's auxiliary SFT chats, for the roles that have a file."""
+    def _sft_streams(self, learner: Learner) -> dict[str, SeedStream]:
+        """The auxiliary SFT chats of each of the learner's roles that has a file."""
         a = self.cfg.algorithm
         files = {DEFENDER: a.sft_data, ATTACKER: a.attacker_sft_data} if a.sft_coef else {}  # coef: set with a file
         return {
             role: SeedStream(
-                load_sft(path, self.players[role].tokenizer, self.prefills[role]),
+                load_sft(path, learner.player.tokenizer, self.prefills[role]),
                 self.cfg.run.seed + (17 if role == DEFENDER else 19),
             )
             for role, path in files.items()
-            if path
+            if path and role in learner.roles
         }
 
     def _sft_terms(self, player: Player, roles: list[str]) -> torch.Tensor:
@@ -602,10 +659,14 @@ class Trainer:
         )
 
     def state(self) -> dict[str, Any]:
-        keep: tuple[Which, ...] = ("learner", "ema") if "ema" in copies_needed(self.algorithm) else ("learner",)
+        keep: tuple[Which, ...] = ("learner", "ema") if "ema" in self.algorithm.copies() else ("learner",)
         return {
             "step": self.step,
-            "weights": {f"{name}/{which}": p.weights(which) for name, p in self.learners.items() for which in keep},
+            "weights": {
+                f"{name}/{which}": learner.player.weights(which)
+                for name, learner in self.learners.items()
+                for which in keep
+            },
             "optimizers": {name: o.optimizer.state_dict() for name, o in self.optimizers.items()},
             "schedulers": {name: o.scheduler.state_dict() for name, o in self.optimizers.items()},
             "data": {label.value: stream.state() for label, stream in self.streams.items()}
@@ -656,7 +717,7 @@ class Trainer:
         state = load_checkpoint(path) if state is None else state
         for key, tensors in state["weights"].items():
             name, which = key.split("/")
-            self.learners[name].load_weights(which, tensors)
+            self.learners[name].player.load_weights(which, tensors)
         for name, optimizer in self.optimizers.items():
             optimizer.optimizer.load_state_dict(state["optimizers"][name])
             optimizer.scheduler.load_state_dict(state["schedulers"][name])
@@ -670,28 +731,15 @@ class Trainer:
     def export(self, folder: Path) -> None:
         """Loadable folders of every learner's policy (and EMA): ``folder/defender`` etc.
         (``folder/policy`` for a policy shared by both roles)."""
-        for name, player in self.learners.items():
-            player.export("learner", folder / name)
-            if "ema" in copies_needed(self.algorithm):
-                player.export("ema", folder / f"{name}_ema")
+        for name, learner in self.learners.items():
+            learner.player.export("learner", folder / name)
+            if "ema" in self.algorithm.copies():
+                learner.player.export("ema", folder / f"{name}_ema")
 
 
 def _sft_key(role: str) -> str:
     """A role's SFT stream in a checkpoint (the defender's kept its first name, "sft")."""
     return "sft" if role == DEFENDER else f"{role}_sft"
-
-
-def _with_means(metrics: dict[str, float]) -> dict[str, float]:
-    """Adds ``game/x`` and ``train/x``: the mean of ``game_<split>/x`` (``train_<split>/x``) over
-    the splits that have it (the sum, for example counts), for the progress bar and the plots."""
-    grouped: dict[str, list[float]] = {}
-    for key, value in metrics.items():
-        section, _, name = key.partition("/")
-        family = section.split("_", 1)[0]
-        if family in ("game", "train") and section != family:
-            grouped.setdefault(f"{family}/{name}", []).append(value)
-    combined = {k: sum(v) if k.endswith("_examples") else sum(v) / len(v) for k, v in grouped.items()}
-    return metrics | combined
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, allow_change: Sequence[str] = ()) -> Path:
