@@ -468,18 +468,23 @@ class MixtureBackend:
         ]
 
 
+def check_mixable(backend: Any, name: str) -> HFBackend:
+    """``backend`` if it can take part in a geometric mixture (an in-process HF backend), else a
+    TypeError that says why not: vLLM and OpenAI-compatible servers sample each request from
+    one model's logits, so they cannot mix two policies per token."""
+    if not isinstance(backend, HFBackend):
+        raise TypeError(
+            f"geometric-mixture sampling needs in-process HF backends, but the {name} is a "
+            f"{type(backend).__name__}: vLLM and OpenAI-compatible servers sample from one model's "
+            "logits per request and cannot mix two policies per token; use rollout.backend: hf"
+        )
+    return backend
+
+
 def mixture_backend(learner: Any, reference: Any, *, beta: float) -> MixtureBackend:
     """The geometric mixture of two in-process HF backends (same tokenizer, or at least the
-    same vocabulary). Any other backend is refused with the reason: vLLM and OpenAI-compatible
-    servers sample each request from one model's logits, so they cannot mix two policies per
-    token; Nash-MD's mixture samples need ``rollout.backend: hf``."""
-    for name, backend in (("learner", learner), ("reference", reference)):
-        if not isinstance(backend, HFBackend):
-            raise TypeError(
-                f"geometric-mixture sampling needs in-process HF backends, but the {name} is a "
-                f"{type(backend).__name__}: vLLM and OpenAI-compatible servers sample from one model's "
-                "logits per request and cannot mix two policies per token; use rollout.backend: hf"
-            )
+    same vocabulary); any other backend is refused with the reason (``check_mixable``)."""
+    learner, reference = check_mixable(learner, "learner"), check_mixable(reference, "reference")
     return MixtureBackend(
         fixed(learner.model),
         fixed(reference.model),

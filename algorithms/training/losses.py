@@ -223,3 +223,24 @@ def role_conditioned_advantages(
     for role, mean in means.items():
         after[role] = alpha * before[role] + (1.0 - alpha) * mean
     return advantages, after
+
+
+# ----------------------------------------------------------------------------- Nash-MD
+
+
+def nash_md_loss(
+    policy_logps: torch.Tensor, ref_logps: torch.Tensor, preference: torch.Tensor, tau: float
+) -> torch.Tensor:
+    """Nash-MD-PG (Munos et al. 2023, §7) per pair, from SUMMED sequence log-probs of the
+    learner's sample y: the policy gradient of P(π_θ ≻ π_mix) − τ·KL(π_θ ‖ π_ref),
+
+        ∇ ≈ [P(y ≻ y') − 1/2 − τ·(log π_θ(y) − log π_ref(y))] · ∇ log π_θ(y),
+
+    with y' the opponent sample drawn from the geometric mixture (held fixed: no gradient
+    flows through the opponent). The bracket is a constant weight; 1/2 is the baseline of a
+    preference (a tie), so a draw does not move the policy. The value returned is −bracket
+    (the exp(l − sg(l)) = 1 form of the REINFORCE term), so the loss reads as a negative advantage.
+    """
+    log_ratio = (policy_logps - ref_logps).detach()
+    weight = preference - 0.5 - tau * log_ratio
+    return -weight * torch.exp(policy_logps - policy_logps.detach())
