@@ -353,6 +353,9 @@ RULES: dict[str, Rule] = {
     "algorithm.minibatches": at_least(1),
     "algorithm.sft_coef": non_negative(),
     "algorithm.sft_batch_size": at_least(1),
+    "algorithm.mixture_coef": within(0, 1),  # nash_md: β of the geometric mixture
+    "algorithm.tau": non_negative(),  # nash_md: weight of the KL regulariser
+    "algorithm.alpha": within(0, 1, open_high=True),  # spiral_rae: the baselines' decay
     # train
     "train.period": at_least(1),
     # optim

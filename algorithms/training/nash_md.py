@@ -23,14 +23,14 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 
 from advgame_env.game import Game, Round
 from advgame_env.protocol import GenerationBackend
 from agents.hf import Chat, Generation, HFBackend, MixtureBackend, check_mixable
-from algorithms.config import AlgorithmConfig, ConfigError, Rule, non_negative, within
+from algorithms.config import AlgorithmConfig, ConfigError
 from algorithms.training.algorithm import Algorithm, Metrics, policy_logprobs, register
 from algorithms.training.batches import rollouts
 from algorithms.training.distributed import Dist
@@ -47,7 +47,6 @@ PAIRING = (
 class NashMDConfig(AlgorithmConfig):
     """The ``algorithm:`` section of ``algorithm.name: nash_md``."""
 
-    rules: ClassVar[dict[str, Rule]] = {"mixture_coef": within(0.0, 1.0), "tau": non_negative()}
     name: str = "nash_md"
     # β of the geometric mixture π_θ^(1−β)·π_ref^β the opponent sample is drawn from
     mixture_coef: float = 0.5

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 
 from advgame_env.game import Game, Round
 from advgame_env.seeds import Label
-from algorithms.config import AlgorithmConfig, Rule, non_negative, within
+from algorithms.config import AlgorithmConfig
 from algorithms.training.algorithm import ROLES, Algorithm, Metrics, policy_logprobs, register
 from algorithms.training.batches import Rollout, rollouts
 from algorithms.training.distributed import Dist
@@ -32,7 +32,6 @@ from algorithms.training.players import Player, Which
 class SpiralRAEConfig(AlgorithmConfig):
     """The ``algorithm:`` section of ``algorithm.name: spiral_rae``."""
 
-    rules: ClassVar[dict[str, Rule]] = {"alpha": within(0.0, 1.0, open_high=True), "kl_beta": non_negative()}
     name: str = "spiral_rae"
     alpha: float = 0.95  # the baselines' decay per batch: b ← α·b + (1 − α)·mean (SPIRAL: 0.95)
     per_label: bool = True  # one baseline per (seed label, role), SPIRAL's per-(game, role); false: per role
