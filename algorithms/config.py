@@ -150,6 +150,7 @@ def not_read(algorithm: str, key: str, when: str = "", reads: Sequence[str] = ()
 
 
 # The schedule's old spelling, when it was an algorithm ("sequential"): the error gives the new one.
+_RETIRED_NAMES = ("sequential",)
 _OLD_SCHEDULE_KEYS = {
     "base": "algorithm.name: <the algorithm>",
     "train": "train.schedule: attacker | defender | alternate",
@@ -165,7 +166,7 @@ def algorithm_from_dict(data: Mapping[str, Any], where: str = "config.algorithm"
     from algorithms.training.algorithm import lookup  # the registry's modules import this one
 
     name = data.get("name", DEFAULT_ALGORITHM)
-    if name == "sequential":
+    if name in _RETIRED_NAMES:  # the schedule was once spelled as an algorithm
         base = data.get("base", DEFAULT_ALGORITHM)
         schedule, period = data.get("train", "alternate"), data.get("alternate_every", 10)
         spelled = f"train.schedule: {schedule}" + (f" and train.period: {period}" if schedule == "alternate" else "")

@@ -26,8 +26,8 @@ import torch
 
 from advgame_env.game import Game, Round
 from algorithms.config import AlgorithmConfig, Rule, non_negative, positive, read_when
-from algorithms.training.algorithm import Algorithm, Metrics, policy_logprobs, register
-from algorithms.training.batches import PreferencePair, preference_pairs
+from algorithms.training.algorithm import Algorithm, Metrics, config_as, policy_logprobs, register
+from algorithms.training.batches import PreferencePair, Tokenizers, preference_pairs
 from algorithms.training.distributed import Dist
 from algorithms.training.losses import margin
 from algorithms.training.players import Player
@@ -57,7 +57,7 @@ class Hinge(Algorithm[PreferencePair]):
 
     def __init__(self, config: AlgorithmConfig, max_context: int = 2048) -> None:
         super().__init__(config, max_context)
-        assert isinstance(config, HingeConfig)
+        config = config_as(config, HingeConfig)
         self.beta, self.margin = config.beta, config.margin
         self.sampler, self.reference = config.sampler, config.reference
 
@@ -65,7 +65,7 @@ class Hinge(Algorithm[PreferencePair]):
         self,
         rounds: Sequence[Round],
         game: Game,
-        tokenizers: Mapping[str, object],
+        tokenizers: Tokenizers,
         prefills: Mapping[str, str],
         dist: Dist,
     ) -> list[PreferencePair]:

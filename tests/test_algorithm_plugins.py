@@ -24,7 +24,7 @@ from algorithms.training.algorithm import (
     policy_logprobs,
     register,
 )
-from algorithms.training.batches import Rollout, rollouts
+from algorithms.training.batches import Rollout, Tokenizers, rollouts
 from algorithms.training.distributed import Dist
 from algorithms.training.players import Player
 from algorithms.training.runlog import read_metrics
@@ -55,7 +55,7 @@ class Reinforce(Algorithm[Rollout]):
         self,
         rounds: Sequence[Round],
         game: Game,
-        tokenizers: Mapping[str, object],
+        tokenizers: Tokenizers,
         prefills: Mapping[str, str],
         dist: Dist,
     ) -> list[Rollout]:

@@ -41,7 +41,8 @@ The trainer's loop, and where each hook enters it::
 Hooks (the defaults in brackets):
   * ``config_class``: the algorithm's config dataclass, a subclass of ``AlgorithmConfig``; a
     config's ``algorithm:`` section is built as it (its fields' defaults: the paper's values).
-    ``from_config(config, max_context)`` builds the algorithm from it [``cls(config, max_context)``].
+    ``from_config(config, max_context)`` builds the algorithm from it [``cls(config, max_context)``];
+    ``config_as(config, MyConfig)`` gives it back as your dataclass, type-checked.
   * ``sampler_of(role)``: whose weights play the rounds of a role: "learner", "ema" or "initial"
     [the attribute ``sampler``, "learner"]; ``reference_of(role)``: the anchor of its loss
     [the attribute ``reference``, "initial"]. ``copies()``: the weight copies besides the learner
@@ -88,17 +89,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 from algorithms.config import AlgorithmConfig, ConfigError
+from algorithms.training.batches import ROLES
 
 if TYPE_CHECKING:
     import torch
 
     from advgame_env.game import Game, Round
     from advgame_env.protocol import GenerationBackend
+    from algorithms.training.batches import Tokenizers
     from algorithms.training.distributed import Dist
     from algorithms.training.players import Player, Which
 
-ATTACKER, DEFENDER = "attacker", "defender"
-ROLES = (ATTACKER, DEFENDER)
 ENTRY_POINT_GROUP = "advgame.algorithms"
 
 Metrics = dict[str, float]
@@ -158,7 +159,7 @@ class Algorithm(Generic[E]):
         self,
         rounds: Sequence[Round],
         game: Game,
-        tokenizers: Mapping[str, object],
+        tokenizers: Tokenizers,
         prefills: Mapping[str, str],
         dist: Dist,
     ) -> list[E]:
@@ -186,6 +187,16 @@ class Algorithm(Generic[E]):
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         return None
+
+
+C = TypeVar("C", bound=AlgorithmConfig)
+
+
+def config_as(config: AlgorithmConfig, kind: type[C]) -> C:
+    """``config`` as the algorithm's own config dataclass (for ``from_config``), checked."""
+    if not isinstance(config, kind):
+        raise TypeError(f"expected the {kind.__name__} of the algorithm's section, got {type(config).__name__}")
+    return config
 
 
 # ----------------------------------------------------------------------------- the registry

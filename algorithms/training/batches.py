@@ -20,14 +20,20 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Union
 
 from advgame_env.game import Game, Phase, Round, Sample
 from advgame_env.parsing import Failure
 from agents.hf import encode, render_chat
 from agents.policy import chat
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
 ATTACKER, DEFENDER = "attacker", "defender"
+ROLES = (ATTACKER, DEFENDER)  # the attacker first, wherever both are listed
+# one tokenizer for both roles, or each role's own
+Tokenizers = Union["PreTrainedTokenizerBase", Mapping[str, "PreTrainedTokenizerBase"]]
 
 
 @dataclass
@@ -54,7 +60,9 @@ class Rollout:
     failed: bool = False  # the sample broke a rule of the game (its reward is the failure penalty)
 
 
-def continuation(tokenizer: Any, sample: Sample, prefill: str = "") -> tuple[list[int], list[float] | None]:
+def continuation(
+    tokenizer: PreTrainedTokenizerBase, sample: Sample, prefill: str = ""
+) -> tuple[list[int], list[float] | None]:
     """The sample's token ids (and the sampler's log-probs of them, when known); a prefill
     belongs to the prompt, not to the continuation. A stopped generation ends with the token it
     stopped on (``Generation.stop_token_id``), else with the tokenizer's end-of-turn token."""
@@ -88,19 +96,25 @@ def defender_prompts(game: Game, round_: Round) -> tuple[str, ...]:
     return game.defender_observation(replace(round_, phase=Phase.RESPOND))
 
 
-def tokenizer_of(tokenizer: Any, role: str) -> Any:
+def tokenizer_of(tokenizer: Tokenizers, role: str) -> PreTrainedTokenizerBase:
     """The role's tokenizer, from one tokenizer for both roles or a mapping role -> tokenizer."""
     return tokenizer[role] if isinstance(tokenizer, Mapping) else tokenizer
 
 
-def _prompt_ids(tokenizer: Any, observation: str, prefill: str = "") -> list[int]:
+def _prompt_ids(tokenizer: PreTrainedTokenizerBase, observation: str, prefill: str = "") -> list[int]:
     if not observation:
         raise ValueError("a trained sample must have a non-empty observation")
     return encode(tokenizer, render_chat(tokenizer, chat(observation, prefill)))
 
 
 def _pair(
-    tokenizer: Any, role: str, prompt: list[int], chosen: Sample, rejected: Sample, clip: bool, prefill: str
+    tokenizer: PreTrainedTokenizerBase,
+    role: str,
+    prompt: list[int],
+    chosen: Sample,
+    rejected: Sample,
+    clip: bool,
+    prefill: str,
 ) -> PreferencePair:
     assert chosen.reward is not None and rejected.reward is not None  # preference_pair skips None
     (chosen_ids, _) = continuation(tokenizer, chosen, prefill)
@@ -116,7 +130,7 @@ def _pair(
 def preference_pairs(
     rounds: Sequence[Round],
     game: Game,
-    tokenizer: Any,
+    tokenizer: Tokenizers,
     *,
     clip_rejected_to_chosen_length: bool = False,
     prefills: Mapping[str, str] | None = None,
@@ -152,14 +166,20 @@ def _scored(samples: Sequence[Sample]) -> Iterator[tuple[Sample, float]]:
 
 
 def _rollout(
-    tokenizer: Any, role: str, prompt: list[int], sample: Sample, reward: float, group: tuple[int, ...], prefill: str
+    tokenizer: PreTrainedTokenizerBase,
+    role: str,
+    prompt: list[int],
+    sample: Sample,
+    reward: float,
+    group: tuple[int, ...],
+    prefill: str,
 ) -> Rollout:
     ids, logprobs = continuation(tokenizer, sample, prefill)
     return Rollout(role, prompt, ids, reward, group, logprobs, failed=sample.failure is not None)
 
 
 def rollouts(
-    rounds: Sequence[Round], game: Game, tokenizer: Any, *, prefills: Mapping[str, str] | None = None
+    rounds: Sequence[Round], game: Game, tokenizer: Tokenizers, *, prefills: Mapping[str, str] | None = None
 ) -> list[Rollout]:
     """Every non-excluded sample with its reward and group key, attacker rollouts first."""
     pre_a, pre_d = (prefills or {}).get(ATTACKER, ""), (prefills or {}).get(DEFENDER, "")

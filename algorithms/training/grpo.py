@@ -18,8 +18,8 @@ import torch
 
 from advgame_env.game import Game, Round
 from algorithms.config import AlgorithmConfig, read_when
-from algorithms.training.algorithm import ROLES, Algorithm, Metrics, policy_logprobs, register
-from algorithms.training.batches import Rollout, rollouts
+from algorithms.training.algorithm import ROLES, Algorithm, Metrics, config_as, policy_logprobs, register
+from algorithms.training.batches import Rollout, Tokenizers, rollouts
 from algorithms.training.distributed import Dist
 from algorithms.training.losses import group_advantages, grpo_token_loss, k3_kl
 from algorithms.training.players import Player, Which
@@ -75,7 +75,7 @@ class GRPO(Algorithm[GRPORollout]):
 
     @classmethod
     def from_config(cls, config: AlgorithmConfig, max_context: int) -> GRPO:
-        assert isinstance(config, GRPOConfig)
+        config = config_as(config, GRPOConfig)
         tis_cap = config.tis_cap if config.tis else None
         return cls(
             config.sampler, config.kl_beta, tis_cap, config.baseline, max_context, config.reference, config.ema_decay
@@ -85,7 +85,7 @@ class GRPO(Algorithm[GRPORollout]):
         self,
         rounds: Sequence[Round],
         game: Game,
-        tokenizers: object,
+        tokenizers: Tokenizers,
         prefills: Mapping[str, str] | None = None,
         dist: Dist | None = None,
     ) -> list[GRPORollout]:

@@ -32,7 +32,7 @@ from advgame_env.protocol import GenerationBackend
 from agents.hf import Chat, Generation, HFBackend, MixtureBackend, check_mixable
 from algorithms.config import AlgorithmConfig, ConfigError
 from algorithms.training.algorithm import Algorithm, Metrics, policy_logprobs, register
-from algorithms.training.batches import rollouts
+from algorithms.training.batches import Tokenizers, rollouts
 from algorithms.training.distributed import Dist
 from algorithms.training.losses import nash_md_loss
 from algorithms.training.players import Player
@@ -135,7 +135,7 @@ class NashMD(Algorithm[NashMDPair]):
         self,
         rounds: Sequence[Round],
         game: Game,
-        tokenizers: Mapping[str, object],
+        tokenizers: Tokenizers,
         prefills: Mapping[str, str],
         dist: Dist,
     ) -> list[NashMDPair]:

@@ -22,22 +22,25 @@ from __future__ import annotations
 import copy
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
 from agents.roles import adapter_parameters, copy_adapter
 from algorithms.training.ema import ema_update_adapter, ema_update_model
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
 Which = Literal["learner", "ema", "initial"]
 
 
 class Player:
     role: str
-    tokenizer: Any
+    tokenizer: PreTrainedTokenizerBase
     copies: frozenset[str]  # which of "ema" / "initial" this player keeps
     recompute: bool = False  # activation checkpointing in updates (see ``updating``)
 
@@ -109,7 +112,7 @@ def _frozen_copy(model: Any) -> Any:
 
 
 class FullPlayer(Player):
-    def __init__(self, role: str, model: Any, tokenizer: Any, copies: set[str]) -> None:
+    def __init__(self, role: str, model: Any, tokenizer: PreTrainedTokenizerBase, copies: set[str]) -> None:
         self.role, self.tokenizer, self.copies = role, tokenizer, frozenset(copies)
         self.models = {"learner": model} | {which: _frozen_copy(model) for which in sorted(copies)}
 
@@ -148,7 +151,7 @@ class FullPlayer(Player):
 class LoraPlayer(Player):
     """One role's adapters on a PEFT model that may carry the other role's adapters too."""
 
-    def __init__(self, role: str, peft_model: Any, tokenizer: Any, copies: set[str]) -> None:
+    def __init__(self, role: str, peft_model: Any, tokenizer: PreTrainedTokenizerBase, copies: set[str]) -> None:
         self.role, self.tokenizer, self.copies = role, tokenizer, frozenset(copies)
         self.model = peft_model
         self.names = {"learner": role, "ema": f"{role}_ema"}
@@ -220,7 +223,7 @@ class LoraPlayer(Player):
 def build_players(
     *,
     roles: tuple[str, ...],
-    load: Any,
+    load: Callable[[str], tuple[Any, PreTrainedTokenizerBase]],
     lora: bool,
     copies: set[str],
     lora_rank: int = 16,

@@ -15,8 +15,8 @@ import torch
 
 from advgame_env.game import Game, Round
 from algorithms.config import AlgorithmConfig, read_when
-from algorithms.training.algorithm import Algorithm, Metrics, policy_logprobs, register
-from algorithms.training.batches import PreferencePair, preference_pairs
+from algorithms.training.algorithm import Algorithm, Metrics, config_as, policy_logprobs, register
+from algorithms.training.batches import PreferencePair, Tokenizers, preference_pairs
 from algorithms.training.distributed import Dist
 from algorithms.training.losses import dpo_loss, ipo_loss, margin
 from algorithms.training.players import Player, Which
@@ -88,7 +88,7 @@ class PreferenceOptimization(Algorithm[PreferencePair]):
 
     @classmethod
     def from_config(cls, config: AlgorithmConfig, max_context: int) -> PreferenceOptimization:
-        assert isinstance(config, PreferenceConfig)
+        config = config_as(config, PreferenceConfig)
         return cls(
             LOSSES[config.loss],
             config.sampler,
@@ -103,7 +103,7 @@ class PreferenceOptimization(Algorithm[PreferencePair]):
         self,
         rounds: Sequence[Round],
         game: Game,
-        tokenizers: object,
+        tokenizers: Tokenizers,
         prefills: Mapping[str, str] | None = None,
         dist: Dist | None = None,
     ) -> list[PreferencePair]:

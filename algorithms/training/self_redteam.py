@@ -25,8 +25,8 @@ import torch
 
 from advgame_env.game import Game, Round
 from algorithms.config import AlgorithmConfig
-from algorithms.training.algorithm import ROLES, Algorithm, Metrics, policy_logprobs, register
-from algorithms.training.batches import Rollout, rollouts
+from algorithms.training.algorithm import ROLES, Algorithm, Metrics, config_as, policy_logprobs, register
+from algorithms.training.batches import Rollout, Tokenizers, rollouts
 from algorithms.training.distributed import Dist
 from algorithms.training.losses import ppo_clip_loss, reward_to_go, whiten
 from algorithms.training.players import Player, Which
@@ -71,7 +71,7 @@ class SelfRedTeam(Algorithm[PPORollout]):
 
     @classmethod
     def from_config(cls, config: AlgorithmConfig, max_context: int) -> SelfRedTeam:
-        assert isinstance(config, SelfRedTeamConfig)
+        config = config_as(config, SelfRedTeamConfig)
         return cls(
             kl_beta=config.reward_kl_beta,
             clip=config.clip,
@@ -84,7 +84,7 @@ class SelfRedTeam(Algorithm[PPORollout]):
         self,
         rounds: Sequence[Round],
         game: Game,
-        tokenizers: object,
+        tokenizers: Tokenizers,
         prefills: Mapping[str, str] | None = None,
         dist: Dist | None = None,
     ) -> list[PPORollout]:

@@ -22,7 +22,7 @@ from advgame_env.game import Game, Round
 from advgame_env.seeds import Label
 from algorithms.config import AlgorithmConfig
 from algorithms.training.algorithm import ROLES, Algorithm, Metrics, policy_logprobs, register
-from algorithms.training.batches import Rollout, rollouts
+from algorithms.training.batches import Rollout, Tokenizers, rollouts
 from algorithms.training.distributed import Dist
 from algorithms.training.losses import grpo_token_loss, k3_kl, role_conditioned_advantages
 from algorithms.training.players import Player, Which
@@ -71,7 +71,7 @@ class SpiralRAE(Algorithm[RAERollout]):
         self,
         rounds: Sequence[Round],
         game: Game,
-        tokenizers: Mapping[str, object],
+        tokenizers: Tokenizers,
         prefills: Mapping[str, str],
         dist: Dist,
     ) -> list[RAERollout]:

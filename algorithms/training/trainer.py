@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -41,7 +41,7 @@ from agents.models import load_model, resolve_model
 from agents.policy import Policy
 from algorithms.config import ConfigError, TrainConfig, check_resumed_config, load_config, save_config, to_dict
 from algorithms.training.algorithm import Algorithm, Example, build_algorithm
-from algorithms.training.batches import ATTACKER, DEFENDER
+from algorithms.training.batches import ATTACKER, DEFENDER, ROLES
 from algorithms.training.checkpoints import (
     checkpoints,
     load_checkpoint,
@@ -58,8 +58,10 @@ from algorithms.training.runlog import RunLog, repair_metrics
 from algorithms.training.seed_stream import SeedStream, derived_seed
 from algorithms.training.sft import load_sft, sft_loss
 
+if TYPE_CHECKING:
+    from agents.vllm_backend import VLLMBackend
+
 SPLITS = (Label.HARMFUL, Label.BENIGN)
-ROLES = (ATTACKER, DEFENDER)
 
 
 # ----------------------------------------------------------------------------- rollouts
@@ -74,11 +76,13 @@ def prefills(cfg: TrainConfig) -> dict[str, str]:
 class Sampler:
     """The players' rollout engine: the HF models themselves, or vLLM engines fed by weight pushes."""
 
-    def __init__(self, cfg: TrainConfig, players: dict[str, Player], lora: bool, engine: Any = None) -> None:
+    def __init__(
+        self, cfg: TrainConfig, players: dict[str, Player], lora: bool, engine: VLLMBackend | None = None
+    ) -> None:
         """``engine``: a running LoRA-enabled VLLMBackend of the base model to use instead of
         starting one (notebooks, tests); it then serves both players' adapters."""
         self.cfg, self.players, self.lora = cfg, players, lora
-        self.engines: dict[str, Any] = {}
+        self.engines: dict[str, VLLMBackend] = {}
         if cfg.rollout.backend == "vllm":
             from agents.vllm_backend import VLLMBackend
 
@@ -109,6 +113,7 @@ class Sampler:
     def policy(self, role: str, which: Which, seed: int, *, greedy: bool = False, hf: bool = False) -> Policy:
         """Policy ``which`` of a player; ``hf`` runs the player's own module even when engines sample."""
         rollout = self.cfg.rollout
+        backend: VLLMBackend | HFBackend
         if role in self.engines and not hf:
             backend, adapter = self.engines[role], (role if self.lora else None)
         else:
@@ -134,11 +139,12 @@ def play(game: Game, attacker: Policy, defender: Policy, rounds: list[Round], re
     return rounds
 
 
-def _judged(call: Any, retries: int) -> None:
+def _judged(call: Callable[[], object], retries: int) -> None:
     # A failed judge call leaves the rounds untouched, so it can simply be made again.
     for attempt in range(retries + 1):
         try:
-            return call()
+            call()
+            return
         except JudgeError:
             if attempt == retries:
                 raise
@@ -185,7 +191,7 @@ def cosine_scale(k: int, total: int, warmup: int, final_scale: float) -> float:
 def update(
     player: Player,
     optimizer: Optimizer,
-    algorithm: Algorithm[Any],
+    algorithm: Algorithm[Example],
     examples: Sequence[Example],
     micro_batch_size: int,
     dist: Dist,
@@ -389,7 +395,7 @@ class Trainer:
                 f"{self.run_dir} already holds a run; pass --resume to continue it, or set run.out_dir"
             )
         resumed = self._resume_point(allow_change) if resume else None  # before any model is loaded
-        self.algorithm: Algorithm[Any] = build_algorithm(cfg.algorithm, cfg.rollout.max_model_len)
+        self.algorithm: Algorithm[Example] = build_algorithm(cfg.algorithm, cfg.rollout.max_model_len)
         device = self.dist.device
         torch.manual_seed(cfg.run.seed)  # LoRA initialisation, identical on every process
         shared = self.algorithm.shares_policy
@@ -402,11 +408,13 @@ class Trainer:
             lora_alpha=cfg.model.lora_alpha,
         )
         self.learners = {name: Learner(name, player, ROLES if shared else (name,)) for name, player in players.items()}
-        for learner in self.learners.values():
-            if cfg.model.gradient_checkpointing:
+        if cfg.model.gradient_checkpointing:
+            for learner in self.learners.values():
                 learner.player.enable_recompute()
-            steps = self.optimizer_steps(learner.name)
+        for learner in self.learners.values():
+            steps = self.optimizer_steps(learner.name)  # a learner the schedule never trains has none
             learner.optimizer = Optimizer(learner.player, cfg, steps) if steps else None
+        for learner in self.learners.values():
             learner.sft = self._sft_streams(learner)
         self.tokenizers = {role: player.tokenizer for role, player in self.players.items()}
         self.game = Game(build_judge(cfg), cfg.game)
