@@ -75,6 +75,8 @@ class SpiralRAE(Algorithm[RAERollout]):
         prefills: Mapping[str, str],
         dist: Dist,
     ) -> list[RAERollout]:
+        """Every scored sample with its advantage; moves the baselines of the keys it has samples
+        of (the trainer calls it once per split and step, on every process)."""
         played = rollouts(rounds, game, tokenizers, prefills=prefills)
         keys = [self.key(rounds[r.group[0]], r.role) for r in played]
         rewards = [r.reward for r in played]
