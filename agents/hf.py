@@ -13,7 +13,8 @@ are recorded and that scoring (and training) computes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -104,6 +105,39 @@ def neutral_generation_kwargs(generation_config: GenerationConfig | None) -> dic
     }
 
 
+def stop_token_ids(model: Any, tokenizer: Any) -> set[int]:
+    """Every end-of-turn id of the model and of the tokenizer (the chat template's), as vLLM
+    stops on: Qwen2.5 lists <|im_end|> and <|endoftext|>."""
+    eos = model.generation_config.eos_token_id if model.generation_config is not None else None
+    ids = [*(eos if isinstance(eos, list) else [eos]), tokenizer.eos_token_id]
+    return {int(i) for i in ids if i is not None}
+
+
+def pad_rows(rows: Sequence[list[int]], pad_id: int, *, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, attention mask) of token rows padded to the longest, on the left or the right."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        span = slice(width - len(row), width) if left else slice(0, len(row))
+        ids[i, span] = torch.tensor(row, dtype=torch.long)
+        mask[i, span] = 1
+    return ids, mask
+
+
+def finished_generation(tokenizer: Any, stop_ids: set[int], row: list[int], logprobs: list[float]) -> Generation:
+    """A sampled row of new tokens as a generation: cut at its first end-of-turn token."""
+    end = next((i for i, t in enumerate(row) if t in stop_ids), None)
+    kept = row if end is None else row[:end]
+    return Generation(
+        text=tokenizer.decode(kept, skip_special_tokens=True),
+        token_ids=kept,
+        logprobs=logprobs[: len(kept)],
+        finish_reason="length" if end is None else "stop",
+        stop_token_id=None if end is None else row[end],
+    )
+
+
 def check_sampling(max_tokens: int, temperature: float, top_p: float) -> None:
     if max_tokens < 1:
         raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
@@ -125,25 +159,14 @@ class HFBackend:
         self.max_context = max_context or int(getattr(model.config, "max_position_embeddings", 2048))
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
-        # generate() stops on every end-of-turn id of the model and of the tokenizer (the
-        # chat template's), as vLLM does: Qwen2.5 lists <|im_end|> and <|endoftext|>
-        eos = model.generation_config.eos_token_id if model.generation_config is not None else None
-        ids = [*(eos if isinstance(eos, list) else [eos]), tokenizer.eos_token_id]
-        self.stop_ids = {int(i) for i in ids if i is not None}
+        self.stop_ids = stop_token_ids(model, tokenizer)
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
     def _pad(self, rows: Sequence[list[int]], left: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        width = max(len(r) for r in rows)
-        pad = self.tokenizer.pad_token_id
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            span = slice(width - len(row), width) if left else slice(0, len(row))
-            ids[i, span] = torch.tensor(row, dtype=torch.long)
-            mask[i, span] = 1
+        ids, mask = pad_rows(rows, self.tokenizer.pad_token_id, left=left)
         return ids.to(self.device), mask.to(self.device)
 
     @torch.no_grad()
@@ -187,20 +210,10 @@ class HFBackend:
         )
         new = result.sequences[:, ids.shape[1] :]
         logprobs = torch.stack(result.logits, dim=1).float().log_softmax(-1).gather(-1, new.unsqueeze(-1)).squeeze(-1)
-        out = []
-        for row, row_logprobs in zip(new.tolist(), logprobs.tolist(), strict=True):
-            end = next((i for i, t in enumerate(row) if t in self.stop_ids), None)
-            kept = row if end is None else row[:end]
-            out.append(
-                Generation(
-                    text=self.tokenizer.decode(kept, skip_special_tokens=True),
-                    token_ids=kept,
-                    logprobs=row_logprobs[: len(kept)],
-                    finish_reason="length" if end is None else "stop",
-                    stop_token_id=None if end is None else row[end],
-                )
-            )
-        return out
+        return [
+            finished_generation(self.tokenizer, self.stop_ids, row, row_logprobs)
+            for row, row_logprobs in zip(new.tolist(), logprobs.tolist(), strict=True)
+        ]
 
     def use_adapter(self, adapter: str | None) -> None:
         """Activate a LoRA adapter of a PEFT model (``None``: leave the model as it is)."""
@@ -319,3 +332,167 @@ def token_logprobs(
         logps[i, len(cont) - n : len(cont)] = all_logps[i, start:end]
         mask[i, len(cont) - n : len(cont)] = 1.0
     return logps, mask
+
+
+# ----------------------------------------------------------------------------- geometric mixtures (Nash-MD)
+
+# Enters the context in which one policy runs its forwards, yielding the module: a plain model
+# (``fixed(model)``), or one adapter of a PEFT model switched on (a player's ``active(which)``),
+# so a learner and its reference can be two adapters, or adapter on / off, of one shared base.
+PolicyForward = Callable[[], contextlib.AbstractContextManager[Any]]
+
+
+def fixed(model: Any) -> PolicyForward:
+    """A model that runs as it is."""
+    return lambda: contextlib.nullcontext(model)
+
+
+def mixture_logprobs(learner_logits: torch.Tensor, reference_logits: torch.Tensor, beta: float) -> torch.Tensor:
+    """log π_mix(·) ∝ (1 − β)·log π_θ(·) + β·log π_ref(·) over the last (vocabulary) axis,
+    renormalised: the geometric mixture of Nash-MD (Munos et al. 2023, π^β_t ∝ π_t^(1−β) μ^β).
+    β = 0 is the learner itself, β = 1 the reference."""
+    if not 0.0 <= beta <= 1.0:
+        raise ValueError(f"the mixture coefficient beta must lie in [0, 1], got {beta}")
+    learner, reference = learner_logits.float().log_softmax(-1), reference_logits.float().log_softmax(-1)
+    return ((1.0 - beta) * learner + beta * reference).log_softmax(-1)
+
+
+def sample_token(logprobs: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
+    """One token per row of ``logprobs`` [batch, vocab]: greedy at temperature 0, else from the
+    temperature-scaled distribution cut to its top-p nucleus (the most likely token always kept)."""
+    if temperature == 0:
+        return logprobs.argmax(-1)
+    probs = (logprobs / temperature).softmax(-1)
+    if top_p < 1.0:
+        sorted_probs, order = probs.sort(-1, descending=True)
+        outside = sorted_probs.cumsum(-1) - sorted_probs > top_p  # mass before the token already covers top_p
+        sorted_probs = sorted_probs.masked_fill(outside, 0.0)
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+    return torch.multinomial(probs, num_samples=1).squeeze(-1)
+
+
+class MixtureBackend:
+    """``generate()`` of the generation protocol, sampling every token from the geometric
+    mixture π_mix(y_t | x, y<t) ∝ π_θ(y_t | x, y<t)^(1−β) · π_ref(y_t | x, y<t)^β.
+
+    Two forwards per token, one per policy, each with its own KV cache; the recorded
+    per-token log-probs are log π_mix of the sampled tokens, before temperature and top-p (as
+    ``HFBackend`` records the model's own). Written by hand: ``generate()`` runs one model, and
+    a logits processor cannot run a second model's cached forward in step with it.
+
+    Only an in-process backend can do this: vLLM's engine and OpenAI-compatible servers sample
+    from one model's logits per request and accept no per-token combination with a second
+    model (see ``mixture_backend``).
+    """
+
+    def __init__(
+        self,
+        learner: PolicyForward,
+        reference: PolicyForward,
+        tokenizer: Any,
+        *,
+        beta: float,
+        batch_size: int = 16,
+        max_context: int = 2048,
+    ) -> None:
+        mixture_logprobs(torch.zeros(1), torch.zeros(1), beta)  # checks beta
+        self.learner, self.reference, self.tokenizer = learner, reference, tokenizer
+        self.beta, self.batch_size, self.max_context = beta, batch_size, max_context
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        with learner() as model:
+            self.stop_ids = stop_token_ids(model, tokenizer)
+            self.device = next(model.parameters()).device
+
+    @torch.no_grad()
+    def generate(
+        self,
+        chats: Sequence[Chat],
+        *,
+        max_tokens: int,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        adapter: str | None = None,
+    ) -> list[Generation]:
+        if adapter is not None:
+            raise ValueError("a MixtureBackend's two policies choose their adapters themselves; pass adapter=None")
+        check_sampling(max_tokens, temperature, top_p)
+        prompts = prompt_ids(self.tokenizer, chats, self.max_context, max_tokens)
+        if seed is not None:
+            torch.manual_seed(seed)
+        out: list[Generation] = []
+        for start in range(0, len(prompts), self.batch_size):
+            out += self._generate_batch(prompts[start : start + self.batch_size], max_tokens, temperature, top_p)
+        return out
+
+    def _generate_batch(
+        self, prompts: list[list[int]], max_tokens: int, temperature: float, top_p: float
+    ) -> list[Generation]:
+        pad = self.tokenizer.pad_token_id
+        ids, mask = (t.to(self.device) for t in pad_rows(prompts, pad, left=True))
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        caches: list[Any] = [None, None]
+        stops = torch.tensor(sorted(self.stop_ids), device=self.device)
+        done = torch.zeros(len(prompts), dtype=torch.bool, device=self.device)
+        tokens, logprobs = [], []
+        for _ in range(max_tokens):
+            logits = []
+            for k, policy in enumerate((self.learner, self.reference)):
+                with policy() as model:
+                    step = model(
+                        input_ids=ids,
+                        attention_mask=mask,
+                        position_ids=positions,
+                        past_key_values=caches[k],
+                        use_cache=True,
+                        logits_to_keep=1,
+                    )
+                caches[k] = step.past_key_values
+                logits.append(step.logits[:, -1])
+            if logits[0].shape != logits[1].shape:
+                raise ValueError(
+                    f"the learner's vocabulary has {logits[0].shape[-1]} tokens but the reference's "
+                    f"{logits[1].shape[-1]}: a geometric mixture needs two policies over one vocabulary"
+                )
+            mixed = mixture_logprobs(logits[0], logits[1], self.beta)
+            token = sample_token(mixed, temperature, top_p).masked_fill(done, pad)
+            tokens.append(token)
+            logprobs.append(mixed.gather(-1, token.unsqueeze(-1)).squeeze(-1))
+            done |= torch.isin(token, stops)
+            if bool(done.all()):
+                break
+            ids, positions = token.unsqueeze(-1), positions[:, -1:] + 1
+            mask = torch.cat([mask, mask.new_ones((len(prompts), 1))], dim=-1)
+        rows, row_logprobs = torch.stack(tokens, 1).tolist(), torch.stack(logprobs, 1).tolist()
+        return [
+            finished_generation(self.tokenizer, self.stop_ids, row, lp)
+            for row, lp in zip(rows, row_logprobs, strict=True)
+        ]
+
+
+def check_mixable(backend: Any, name: str) -> HFBackend:
+    """``backend`` if it can take part in a geometric mixture (an in-process HF backend), else a
+    TypeError that says why not: vLLM and OpenAI-compatible servers sample each request from
+    one model's logits, so they cannot mix two policies per token."""
+    if not isinstance(backend, HFBackend):
+        raise TypeError(
+            f"geometric-mixture sampling needs in-process HF backends, but the {name} is a "
+            f"{type(backend).__name__}: vLLM and OpenAI-compatible servers sample from one model's "
+            "logits per request and cannot mix two policies per token; use rollout.backend: hf"
+        )
+    return backend
+
+
+def mixture_backend(learner: Any, reference: Any, *, beta: float) -> MixtureBackend:
+    """The geometric mixture of two in-process HF backends (same tokenizer, or at least the
+    same vocabulary); any other backend is refused with the reason (``check_mixable``)."""
+    learner, reference = check_mixable(learner, "learner"), check_mixable(reference, "reference")
+    return MixtureBackend(
+        fixed(learner.model),
+        fixed(reference.model),
+        learner.tokenizer,
+        beta=beta,
+        batch_size=learner.batch_size,
+        max_context=min(learner.max_context, reference.max_context),
+    )

@@ -62,6 +62,12 @@ Hooks (the defaults in brackets):
     ``[len(chunk)]``, with gradients to the learner) and per-example SUMS of the figures named in
     ``metric_names`` (the trainer logs their mean over examples). Run a policy with
     ``player.active(which)``; ``agents.hf.token_logprobs`` gives per-token log-probs.
+  * ``rollout_backend(role, player, backend)`` [``backend``]: the generation backend that plays a
+    role whose player learns this step, given the one that samples ``sampler_of(role)`` (Nash-MD
+    wraps it to draw each pair's second sample from a geometric mixture with the reference).
+  * ``state_dict()`` [{}] and ``load_state_dict(state)`` [nothing]: what the algorithm itself
+    carries from step to step (SPIRAL's running baselines), saved in every checkpoint and
+    restored on resume; plain numbers, strings, lists and dicts (or tensors).
   * ``minibatches`` [1]: optimizer steps per learner and batch (PPO-style reuse of a batch).
   * ``shares_policy`` [False]: one set of weights plays and learns both roles (self-play).
   * ``mix_splits`` [``shares_policy``]: one update on both splits' examples together, instead of
@@ -80,7 +86,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 from advgame_env.roles import ROLES
 from algorithms.config import AlgorithmConfig, ConfigError
@@ -89,6 +95,7 @@ if TYPE_CHECKING:
     import torch
 
     from advgame_env.game import Game, Round
+    from advgame_env.protocol import GenerationBackend
     from algorithms.training.batches import Tokenizers
     from algorithms.training.distributed import Dist
     from algorithms.training.players import Player, Which
@@ -170,6 +177,17 @@ class Algorithm(Generic[E]):
     def loss(self, player: Player, chunk: Sequence[E]) -> tuple[torch.Tensor, Metrics]:
         raise NotImplementedError(f"{type(self).__name__} must define loss()")
 
+    # ---------------------------------------------------------------- rollouts and state
+
+    def rollout_backend(self, role: str, player: Player, backend: GenerationBackend) -> GenerationBackend:
+        return backend
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        return None
+
 
 C = TypeVar("C", bound=AlgorithmConfig)
 
@@ -202,6 +220,8 @@ _BUILTINS = (
     "algorithms.training.preference",
     "algorithms.training.grpo",
     "algorithms.training.self_redteam",
+    "algorithms.training.nash_md",
+    "algorithms.training.spiral_rae",
 )
 _loaded_builtins = False
 _loaded_entry_points: set[str] = set()

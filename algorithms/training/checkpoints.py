@@ -41,10 +41,7 @@ class RngState(TypedDict):
     cuda: NotRequired[list[torch.Tensor]]  # one per device, where there are GPUs
 
 
-class CheckpointState(TypedDict):
-    """What ``state.pt`` holds (a plain dict on disk). Every key is required; a state.pt written
-    before this schema had a type holds the same keys and loads as it is."""
-
+class _RequiredState(TypedDict):
     step: int
     weights: dict[str, dict[str, torch.Tensor]]  # weight_key(learner, which) -> the copy's tensors
     optimizers: dict[str, dict[str, object]]  # learner -> torch optimizer state_dict
@@ -53,7 +50,14 @@ class CheckpointState(TypedDict):
     rng: RngState
 
 
-STATE_KEYS = tuple(CheckpointState.__annotations__)
+class CheckpointState(_RequiredState, total=False):
+    """What ``state.pt`` holds (a plain dict on disk). The keys of ``STATE_KEYS`` are required; a
+    state.pt written before this schema had a type holds the same keys and loads as it is."""
+
+    algorithm: dict[str, object]  # the algorithm's own state (Algorithm.state_dict); older checkpoints lack it
+
+
+STATE_KEYS = tuple(_RequiredState.__annotations__)
 
 
 def weight_key(learner: str, which: Which) -> str:

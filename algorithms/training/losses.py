@@ -8,7 +8,7 @@ per rollout: the caller chooses the reduction (the paper sums, then divides by a
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Literal
 
 import torch
@@ -183,3 +183,64 @@ def ppo_clip_loss(
     tokens = mask.sum(-1).clamp(min=1)
     clipped = (((ratio - 1).abs() > clip).float() * mask).sum(-1) / tokens
     return -(surrogate * mask).sum(-1) / tokens, clipped.detach()
+
+
+# ----------------------------------------------------------------------------- RAE (SPIRAL)
+
+
+def role_conditioned_advantages(
+    rewards: Sequence[float],
+    roles: Sequence[str],
+    baselines: Mapping[str, float],
+    alpha: float = 0.95,
+    means: Mapping[str, float] | None = None,
+) -> tuple[list[float], dict[str, float]]:
+    """SPIRAL's role-conditioned advantage estimation: A = r − b_role, with one running
+    baseline per role. Returns the advantages and the baselines after this batch.
+
+    Each role's baseline moves once per batch, b_role ← α·b_role + (1 − α)·m_role, where m_role
+    is the mean reward of the role's samples in the batch (``means[role]``: the mean over every
+    process's batch, when the caller holds only a share of it; else this batch's own). An
+    advantage is taken against the baseline as it stood BEFORE the batch, so a sample never
+    enters its own baseline; a role seen for the first time starts at its batch mean (then that
+    batch's advantages are r − m_role, as a batch-mean baseline would give). A role without
+    samples in the batch keeps its baseline.
+    """
+    if not 0.0 <= alpha < 1.0:
+        raise ValueError(f"the RAE decay alpha must lie in [0, 1), got {alpha}")
+    if len(rewards) != len(roles):
+        raise ValueError(f"{len(rewards)} rewards but {len(roles)} roles")
+    if means is None:
+        totals: dict[str, list[float]] = {}
+        for role, reward in zip(roles, rewards, strict=True):
+            totals.setdefault(role, []).append(reward)
+        means = {role: sum(values) / len(values) for role, values in totals.items()}
+    before = {role: baselines.get(role, mean) for role, mean in means.items()} | {
+        role: b for role, b in baselines.items() if role not in means
+    }
+    advantages = [reward - before[role] for reward, role in zip(rewards, roles, strict=True)]
+    after = dict(before)
+    for role, mean in means.items():
+        after[role] = alpha * before[role] + (1.0 - alpha) * mean
+    return advantages, after
+
+
+# ----------------------------------------------------------------------------- Nash-MD
+
+
+def nash_md_loss(
+    policy_logps: torch.Tensor, ref_logps: torch.Tensor, preference: torch.Tensor, tau: float
+) -> torch.Tensor:
+    """Nash-MD-PG (Munos et al. 2023, §7) per pair, from SUMMED sequence log-probs of the
+    learner's sample y: the policy gradient of P(π_θ ≻ π_mix) − τ·KL(π_θ ‖ π_ref),
+
+        ∇ ≈ [P(y ≻ y') − 1/2 − τ·(log π_θ(y) − log π_ref(y))] · ∇ log π_θ(y),
+
+    with y' the opponent sample drawn from the geometric mixture (held fixed: no gradient
+    flows through the opponent). The bracket is a constant weight; 1/2 is the baseline of a
+    preference (a tie), so a draw does not move the policy. The value returned is −bracket
+    (the exp(l − sg(l)) = 1 form of the REINFORCE term), so the loss reads as a negative advantage.
+    """
+    log_ratio = (policy_logps - ref_logps).detach()
+    weight = preference - 0.5 - tau * log_ratio
+    return -weight * torch.exp(policy_logps - policy_logps.detach())

@@ -27,7 +27,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -617,10 +617,19 @@ class Trainer:
         rounds = [Round(seed, direct=pick.random() < cfg.game.direct_fraction) for seed in mine]
         which = which or self.sampling(self.step)
         seed = derived_seed(cfg.run.seed, self.step, split, dist.rank)
-        attacker = self.sampler.policy(ATTACKER, which[ATTACKER], seed)
-        defender = self.sampler.policy(DEFENDER, which[DEFENDER], seed + 1)
+        attacker = self._rollout_policy(ATTACKER, which[ATTACKER], seed)
+        defender = self._rollout_policy(DEFENDER, which[DEFENDER], seed + 1)
         with self._precision(), torch.no_grad():
             return play(self.game, attacker, defender, rounds, cfg.judge.retries)
+
+    def _rollout_policy(self, role: str, which: Which, seed: int) -> Policy:
+        """The policy that plays ``role`` this step: policy ``which`` of its player, on the backend
+        the algorithm makes of it where that player learns this step (``Algorithm.rollout_backend``)."""
+        policy = self.sampler.policy(role, which, seed)
+        learner = next(lr for lr in self.learners.values() if role in lr.roles)
+        if any(r in learner.roles for r in self.trained_roles(self.step)):
+            policy = replace(policy, backend=self.algorithm.rollout_backend(role, learner.player, policy.backend))
+        return policy
 
     def _precision(self) -> contextlib.AbstractContextManager[Any]:
         p = self.cfg.model.precision
@@ -682,6 +691,7 @@ class Trainer:
             data={label.value: stream.state() for label, stream in self.streams.items()}
             | {sft_stream_key(role): stream.state() for role, stream in self.sft.items()},
             rng=rng_state(),
+            algorithm=self.algorithm.state_dict(),
         )
 
     def save(self) -> Path | None:
@@ -729,6 +739,7 @@ class Trainer:
         for role, stream in self.sft.items():
             stream.restore(state["data"][sft_stream_key(role)])
         restore_rng(state["rng"])
+        self.algorithm.load_state_dict(state.get("algorithm", {}))  # checkpoints before the hook have none
         self.step = int(state["step"])
 
     def export(self, folder: Path) -> None:
