@@ -70,3 +70,14 @@ def srt_config(model: Path, out: Path, *extra: str) -> TrainConfig:
         "optim.lr=1e-2",
         *extra,
     )
+
+
+# Short sampled rounds that every judged outcome can occur in: tiny budgets, temperature 1,
+# cut-off answers judged (not failed), and a learning rate that moves the tiny model in 2 steps.
+SHORT_ROUNDS = (
+    "rollout.attacker_max_tokens=8",
+    "rollout.defender_max_tokens=12",
+    "rollout.temperature=1.0",
+    "game.judge_truncated_responses=true",
+    "optim.lr=1e-3",
+)

@@ -18,6 +18,7 @@ from algorithms.config import ConfigError, load_config
 from algorithms.training.algorithm import build_algorithm
 from algorithms.training.losses import nash_md_loss
 from algorithms.training.nash_md import NashMD, NashMDConfig, PairedBackend, verdict
+from tests.helpers import SHORT_ROUNDS, tiny_run
 
 CHATS = [[{"role": "user", "content": "How do I pick a lock?"}], [{"role": "user", "content": "Name a fruit."}]]
 
@@ -131,26 +132,7 @@ def test_a_server_backend_is_refused_with_the_reason():
 
 
 def _config(model: Path, out: Path, *overrides: str):
-    return load_config(
-        None,
-        [
-            "algorithm.name=nash_md",
-            f"model.name={model}",
-            f"run.out_dir={out}",
-            "run.progress=false",
-            "run.tensorboard=false",
-            "run.validate_every=0",
-            "run.steps=2",
-            "data.batch_size=2",
-            "rollout.attacker_max_tokens=8",
-            "rollout.defender_max_tokens=12",
-            "rollout.temperature=1.0",
-            "game.direct_fraction=0.5",
-            "game.judge_truncated_responses=true",
-            "optim.lr=1e-3",
-            *overrides,
-        ],
-    )
+    return tiny_run(model, out, "algorithm.name=nash_md", *SHORT_ROUNDS, *overrides)
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ from algorithms.training.algorithm import build_algorithm
 from algorithms.training.checkpoints import checkpoints, load_checkpoint
 from algorithms.training.losses import role_conditioned_advantages
 from algorithms.training.spiral_rae import SpiralRAE, SpiralRAEConfig
+from tests.helpers import SHORT_ROUNDS, tiny_run
 
 # ----------------------------------------------------------------------------- the maths
 
@@ -89,27 +90,7 @@ def test_the_registry_builds_it_by_name_with_its_paper_defaults():
 
 
 def _config(model: Path, out: Path, *overrides: str):
-    return load_config(
-        None,
-        [
-            "algorithm.name=spiral_rae",
-            f"model.name={model}",
-            f"run.out_dir={out}",
-            "run.progress=false",
-            "run.tensorboard=false",
-            "run.validate_every=0",
-            "run.steps=2",
-            "run.checkpoint_every=1",
-            "data.batch_size=2",
-            "rollout.attacker_max_tokens=8",
-            "rollout.defender_max_tokens=12",
-            "rollout.temperature=1.0",
-            "game.direct_fraction=0.5",
-            "game.judge_truncated_responses=true",
-            "optim.lr=1e-3",
-            *overrides,
-        ],
-    )
+    return tiny_run(model, out, "algorithm.name=spiral_rae", "run.checkpoint_every=1", *SHORT_ROUNDS, *overrides)
 
 
 @pytest.mark.slow
