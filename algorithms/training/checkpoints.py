@@ -162,7 +162,7 @@ def load_checkpoint(path: Path) -> CheckpointState:
             split_weight_key(key)
     except CheckpointError as error:
         raise CheckpointError(f"{path}: {STATE_FILE}: {error}") from None
-    return CheckpointState(
+    loaded = CheckpointState(
         step=state["step"],
         weights=state["weights"],
         optimizers=state["optimizers"],
@@ -170,6 +170,9 @@ def load_checkpoint(path: Path) -> CheckpointState:
         data=state["data"],
         rng=state["rng"],
     )
+    if "algorithm" in state:  # the algorithm's own state; checkpoints before that hook have none
+        loaded["algorithm"] = state["algorithm"]
+    return loaded
 
 
 def newest_intact_checkpoint(run_dir: Path) -> tuple[Path, CheckpointState, list[str]] | None:
