@@ -628,7 +628,9 @@ class Trainer:
         policy = self.sampler.policy(role, which, seed)
         learner = next(lr for lr in self.learners.values() if role in lr.roles)
         if any(r in learner.roles for r in self.trained_roles(self.step)):
-            policy = replace(policy, backend=self.algorithm.rollout_backend(role, learner.player, policy.backend))
+            backend = self.algorithm.rollout_backend(role, learner.player, policy.backend)
+            if backend is not policy.backend:  # the policy object stays the sampler's own otherwise
+                policy = replace(policy, backend=backend)
         return policy
 
     def _precision(self) -> contextlib.AbstractContextManager[Any]:
