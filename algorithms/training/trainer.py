@@ -388,8 +388,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, *, resume: bool = False, allow_change: Sequence[str] = ()) -> None:
         self.cfg, self.dist = cfg, Dist()
         self.run_dir = Path(cfg.run.out_dir)
-        if cfg.model.lora and (cfg.model.attacker or cfg.model.defender):
-            raise ConfigError("model.attacker / model.defender need full fine-tuning (model.lora: false)")
+        cfg.model.check()  # load_config checked it; a config built in code has not been
         found = checkpoints(self.run_dir)
         if not resume and (found or (self.run_dir / "metrics.jsonl").exists()):
             raise FileExistsError(
