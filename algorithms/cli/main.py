@@ -52,12 +52,17 @@ class UsageError(Exception):
     """Options that do not go together: one line naming them, exit status 2."""
 
 
+def _need_url(kind: BackendKind, url: str | None, flag: str) -> None:
+    """A server backend needs its URL: named by the flags the user gave (``flag``: "judge-", "")."""
+    if kind == "openai" and not url:
+        raise UsageError(f"--{flag}backend openai needs --{flag}url (e.g. http://127.0.0.1:8000/v1)")
+
+
 def _endpoint(kind: BackendKind, model: str, url: str | None, flag: str) -> Backend:
     """``agents.build_backend``, with its missing-URL error named by the flags the user gave."""
     from agents.backends import build_backend
 
-    if kind == "openai" and not url:
-        raise UsageError(f"--{flag}backend openai needs --{flag}url (e.g. http://127.0.0.1:8000/v1)")
+    _need_url(kind, url, flag)
     return build_backend(kind, model, url)
 
 
@@ -69,8 +74,8 @@ class JudgeOptions:
 
     def check(self) -> None:
         """Before any model loads: a server judge needs its URL."""
-        if self.judge != "rule" and self.judge_backend == "openai" and not self.judge_url:
-            raise UsageError("--judge-backend openai needs --judge-url (e.g. http://127.0.0.1:8000/v1)")
+        if self.judge != "rule":
+            _need_url(self.judge_backend, self.judge_url, "judge-")
 
     def build(self) -> Judge:
         from advgame_env import LLMJudge, RuleJudge
@@ -243,8 +248,7 @@ class Eval:
             plan = plan_from_options(self.instruction_following, reference, self.lm_eval, self.lm_eval_limit)
         except (ValueError, FileNotFoundError, ImportError) as error:
             raise UsageError(str(error)) from None
-        if self.backend == "openai" and not self.url:  # before the judge's model loads
-            raise UsageError("--backend openai needs --url (e.g. http://127.0.0.1:8000/v1)")
+        _need_url(self.backend, self.url, "")  # before the judge's model loads
         self.judging.check()
         judge = self.judging.build()
         try:
@@ -371,9 +375,8 @@ class RedTeam:
             seeds = load_suite(self.seeds)
         except (SeedFormatError, FileNotFoundError) as error:
             raise UsageError(str(error)) from None
-        for role in ("attacker", "target"):
-            if getattr(self, f"{role}_backend") == "openai" and not getattr(self, f"{role}_url"):
-                raise UsageError(f"--{role}-backend openai needs --{role}-url")
+        _need_url(self.attacker_backend, self.attacker_url, "attacker-")  # before any model loads
+        _need_url(self.target_backend, self.target_url, "target-")
         self.judging.check()
         cfg = self.redteam
         attacker_side = (self.attacker_backend, self.attacker, self.attacker_url)
