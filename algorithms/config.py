@@ -202,13 +202,7 @@ class AlgorithmConfig:
 
 
 def _knob_names() -> set[str]:
-    names, todo = set(), [AlgorithmConfig]
-    while todo:
-        cls = todo.pop()
-        todo += cls.__subclasses__()
-        if dataclasses.is_dataclass(cls):
-            names |= {f.name for f in dataclasses.fields(cls)}
-    return names
+    return {f.name for cls in _config_classes() if dataclasses.is_dataclass(cls) for f in dataclasses.fields(cls)}
 
 
 def read_when(cfg: AlgorithmConfig, key: str, read: bool, default: Any, condition: str) -> Any:
