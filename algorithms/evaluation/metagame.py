@@ -44,7 +44,7 @@ class MetaNash:
         }
 
 
-def payoff_matrix(rows: Sequence[Sequence[float]]) -> np.ndarray:
+def payoff_matrix(rows: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
     """A finite, non-empty 2-D float matrix, or a ValueError saying what is wrong."""
     matrix = np.asarray(rows, dtype=float)
     if matrix.ndim != 2 or matrix.shape[0] == 0 or matrix.shape[1] == 0:
