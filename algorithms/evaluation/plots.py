@@ -243,6 +243,8 @@ def crossplay_heatmap(
     interval; the meta-Nash weights, when given, beside the members' names."""
 
     def named(names: Sequence[str], weights: Sequence[float] | None) -> list[str]:
+        # long folder paths keep their ends (the part that tells exports apart); the report has them whole
+        names = [n if len(n) <= 28 else "…" + n[-27:] for n in names]
         return [
             n if weights is None else f"{n}\n(w={w:.2f})"
             for n, w in zip(names, weights or [0.0] * len(names), strict=True)
