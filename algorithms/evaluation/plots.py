@@ -250,8 +250,8 @@ def crossplay_heatmap(
             for n, w in zip(names, weights or [0.0] * len(names), strict=True)
         ]
 
-    width = max(4.5, 1.5 + 1.3 * len(defenders))
-    fig = Figure(figsize=(width * len(panels), max(3.2, 1.6 + 0.8 * len(attackers))))
+    width = max(4.5, 2.0 + 1.6 * len(defenders))
+    fig = Figure(figsize=(width * len(panels), max(4.0, 2.6 + 0.9 * len(attackers))))
     axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, (name, matrix) in zip(axes.flat, panels.items(), strict=True):
         values = [[math.nan if not r.total else r.value for r in row] for row in matrix]
@@ -265,7 +265,8 @@ def crossplay_heatmap(
                 )
                 dark = r.total and r.value > 0.6
                 ax.text(j, i, text, ha="center", va="center", fontsize=8, color="white" if dark else "black")
-        ax.set_xticks(range(len(defenders)), named(defenders, defender_weights), fontsize=8)
+        # slanted: long names of neighbouring columns would run into each other
+        ax.set_xticks(range(len(defenders)), named(defenders, defender_weights), fontsize=8, rotation=25, ha="right")
         ax.set_yticks(range(len(attackers)), named(attackers, attacker_weights), fontsize=8)
         ax.set_xlabel("defender")
         ax.set_ylabel("attacker")
