@@ -233,6 +233,28 @@ def test_bad_input_is_named(tmp_path, capsys):
     assert "--backend openai needs --url" in capsys.readouterr().err
 
 
+def test_a_run_adds_its_checkpoints_of_each_role_named_by_the_run(tmp_path, monkeypatch):
+    import algorithms.evaluation.evaluate as evaluate
+
+    run = tmp_path / "runs" / "demo"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text("{}\n")
+    asked = []
+
+    def checkpoints(run_dir, role, which, steps):  # the exports evaluate.checkpoint_models would write
+        asked.append((run_dir, role, which, steps))
+        return [("step 0", "smollm2-135m-instruct"), ("step 4", str(run_dir))]
+
+    monkeypatch.setattr(evaluate, "checkpoint_models", checkpoints)
+    got = members(["smollm2-135m-instruct"], runs=[run], role="defender", steps="0,last", which="ema")
+    assert got == [
+        ("smollm2-135m-instruct", "smollm2-135m-instruct"),
+        ("demo step 0", "smollm2-135m-instruct"),
+        ("demo step 4", str(run)),
+    ]
+    assert asked == [(run, "defender", "ema", "0,last")]
+
+
 def test_the_seeds_are_half_harmful_half_benign_in_suite_order():
     suite = bundled_seeds("heldout")
     chosen = choose_seeds(suite, 5)
