@@ -81,18 +81,21 @@ def test_with_vllm_an_adapter_is_served_by_the_engine_at_a_rank_vllm_accepts(tmp
 
 
 def test_vllm_engine_arguments_on_cpu_are_the_backends(monkeypatch):
-    from algorithms.evaluation.harness import _vllm_engine
+    import os
+
+    from algorithms.evaluation.harness import _vllm_settings
 
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
-    engine = _vllm_engine()
-    assert engine["enforce_eager"] is True and engine["enable_chunked_prefill"] is False
+    base = {"pretrained": "m", "dtype": "float32"}
+    engine, batch = _vllm_settings(base, 8)
+    assert engine["enforce_eager"] is True and engine["enable_chunked_prefill"] is False and batch == 8
     assert engine["max_model_len"] == 2048 and engine["max_num_batched_tokens"] == 8192
-    import os
-
     assert os.environ["VLLM_CPU_KVCACHE_SPACE"] == "2"
+    # an adapter scores one sequence a call on CPU (vLLM's CPU LoRA fails on a batch)
+    assert _vllm_settings(base | {"lora_local_path": "a"}, 8)[1] == 1
     monkeypatch.setattr("torch.cuda.is_available", lambda: True)
-    assert _vllm_engine() == {}  # a GPU: vLLM's own defaults
+    assert _vllm_settings(base | {"lora_local_path": "a"}, 8) == (base | {"lora_local_path": "a"}, 8)  # a GPU
 
 
 def test_a_missing_vllm_is_a_clear_error(monkeypatch, tiny_chat):

@@ -182,3 +182,15 @@ def test_the_table_shows_a_utility_column_only_where_every_row_measured_it():
     assert header == ["harmful compliance", "benign refusal", IF_STRICT]
     assert [c[-1] for c in cells] == ["50.0% (n=2)", "25.0% (n=2)"]
     assert table_rows([Evaluated("a", safety)])[0] == ["harmful compliance", "benign refusal"]
+
+
+def test_the_quick_demo_does_without_the_utility_extra_unless_asked(monkeypatch, capsys):
+    import importlib.util
+
+    from algorithms.cli.demo import QUICK
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "if_verifiable" else real(name))
+    plan = Demo(quick=True).plan(QUICK)
+    assert plan.instruction_prompts is None and plan.reference is not None  # the win rate needs no extra
+    assert "pip install 'advgame[utility]'" in capsys.readouterr().out

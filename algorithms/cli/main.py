@@ -136,14 +136,20 @@ class Demo:
     def plan(self, config: Path) -> UtilityPlan:
         """The utility measured beside safety, checked before training starts (a missing extra,
         a bad number); the win rate's reference is the run's initial defender."""
+        import importlib.util
+
         from algorithms.cli.demo import QUICK_INSTRUCTIONS, demo_reference
-        from algorithms.evaluation.utility import UtilityPlan, plan_from_options
+        from algorithms.evaluation.utility import EXTRA, UtilityPlan, plan_from_options
 
         if self.no_utility:
             return UtilityPlan()
         prompts = self.instruction_following
         if prompts is None and self.quick:
-            prompts = QUICK_INSTRUCTIONS
+            # --quick's default, unlike an asked-for --instruction-following, does without the extra
+            if importlib.util.find_spec("if_verifiable") is not None:
+                prompts = QUICK_INSTRUCTIONS
+            else:
+                print(f"advgame demo: no instruction following (pip install 'advgame[{EXTRA}]' for it)", flush=True)
         reference = demo_reference(config, self.overrides) if self.win_rate else None
         return plan_from_options(prompts, reference, instruction_tokens=self.instruction_tokens)
 

@@ -243,14 +243,15 @@ def _child(spec_path: str, out_path: str) -> int:
     from lm_eval.utils import handle_non_serializable
 
     spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
-    backend = spec.get("backend", "hf")
-    arguments = spec["model_args"] | (_vllm_engine() if backend == "vllm" else {})
+    backend, arguments, batch_size = spec.get("backend", "hf"), spec["model_args"], spec["batch_size"]
+    if backend == "vllm":
+        arguments, batch_size = _vllm_settings(arguments, batch_size)
     result = lm_eval.simple_evaluate(
         model=backend,
         model_args=arguments,
         tasks=task_specs(spec["tasks"]),
         num_fewshot=spec["num_fewshot"],
-        batch_size=spec["batch_size"],
+        batch_size=batch_size,
         device=spec["device"],
         limit=spec["limit"],
         apply_chat_template=spec["apply_chat_template"],
@@ -264,21 +265,24 @@ def _child(spec_path: str, out_path: str) -> int:
     return 0
 
 
-def _vllm_engine() -> dict[str, object]:
-    """Engine arguments of the harness's vllm model: on CPU, VLLMBackend's (see the reasons
-    there); on a GPU, vLLM's own defaults."""
+def _vllm_settings(arguments: dict[str, Any], batch_size: int | str) -> tuple[dict[str, Any], int | str]:
+    """The harness's vllm model arguments and batch size: on CPU, the engine as VLLMBackend
+    starts it (see the reasons there), and one sequence a call with an adapter (vLLM 0.32's CPU
+    LoRA applies one adapter index per sequence to prompt log-probs, so a batch of several
+    fails: "einsum(): subscript b has size 7 ... does not broadcast"); on a GPU, as given."""
     import torch
 
     if torch.cuda.is_available():
-        return {}
+        return arguments, batch_size
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # read by the CPU build only, in GiB
     context = 2048
-    return {
+    engine = {
         "max_model_len": context,
         "enforce_eager": True,
         "enable_chunked_prefill": False,
         "max_num_batched_tokens": max(context, 8192),
     }
+    return arguments | engine, 1 if "lora_local_path" in arguments else batch_size
 
 
 if __name__ == "__main__":  # vLLM's engine process re-imports this module: the guard keeps it idle
