@@ -194,3 +194,24 @@ def test_the_quick_demo_does_without_the_utility_extra_unless_asked(monkeypatch,
     plan = Demo(quick=True).plan(QUICK)
     assert plan.instruction_prompts is None and plan.reference is not None  # the win rate needs no extra
     assert "pip install 'advgame[utility]'" in capsys.readouterr().out
+
+
+def test_eval_gives_instruction_following_its_own_answer_length(monkeypatch):
+    import algorithms.evaluation.evaluate
+
+    pytest.importorskip("if_verifiable", reason="the `utility` extra (if-verifiable) is not installed")
+    given = {}
+
+    def evaluate_models(models, seeds, judge, make, out, suite, **options):
+        given.update(options)
+        return [], None
+
+    monkeypatch.setattr(algorithms.evaluation.evaluate, "evaluate_models", evaluate_models)
+    args = ["eval", "--model", "m", "--max-tokens", "64", "--instruction-following", "3"]
+    assert main([*args, "--instruction-tokens", "300"]) == 0
+    assert (given["max_tokens"], len(given["plan"].instruction_prompts), given["plan"].instruction_tokens) == (
+        64,
+        3,
+        300,
+    )
+    assert main(args) == 0 and given["plan"].instruction_tokens is None  # --max-tokens serves

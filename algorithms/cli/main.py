@@ -254,6 +254,7 @@ class Eval:
     instruction_following: Annotated[int | None, arg(metavar="N")] = None
     """IFEval-style instruction following on the bundled suite (322 prompts), or its first N prompts
     (the flag alone: all of them)"""
+    instruction_tokens: Annotated[int | None, arg(metavar="N")] = None  # their answer length (default: --max-tokens)
     win_rate: bool = False  # helpfulness win rate on the suite's benign requests against --reference, judged by --judge
     reference: Annotated[str | None, arg(metavar="MODEL")] = None
     """the win rate's reference model (implies --win-rate; default: the run's initial model, or the bundled one)"""
@@ -286,7 +287,12 @@ class Eval:
             # the harness runs each model folder itself: as vLLM's model with --backend vllm, else as HF's
             harness: Literal["hf", "vllm"] = "vllm" if self.backend == "vllm" else "hf"
             plan = plan_from_options(
-                self.instruction_following, reference, self.lm_eval, self.lm_eval_limit, lm_eval_backend=harness
+                self.instruction_following,
+                reference,
+                self.lm_eval,
+                self.lm_eval_limit,
+                instruction_tokens=self.instruction_tokens,
+                lm_eval_backend=harness,
             )
         except (ValueError, FileNotFoundError, ImportError) as error:
             raise UsageError(str(error)) from None
