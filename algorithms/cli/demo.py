@@ -10,12 +10,14 @@
 3. The attacker before and after rewrites held-out harmful seeds against the *initial*
    defender: validity, faithfulness, attack success and diversity of the rewrites.
 
-With a utility plan (``advgame demo``'s ``--instruction-following N`` and ``--win-rate``, see
-``algorithms.evaluation.utility``), step 2 also measures what the safety training cost: the
-instruction following of both defenders and their helpfulness win rate against the initial one
-(on the held-out benign seeds, judged by the same model-free judge; the initial defender's own
-answers from the safety pass serve as the reference, so the win rate generates nothing more).
-The table and the Pareto picture's safety-vs-utility panel then show them.
+With a utility plan (``advgame demo``'s ``--win-rate``, on by default, and
+``--instruction-following N``, off by default and 23 prompts with ``--quick``; see
+``algorithms.evaluation.utility``), step 2 also measures what the safety training cost: both
+defenders' helpfulness win rate against the initial one on the held-out benign seeds (judged
+by the same model-free judge; the initial defender's own answers from the safety pass, in the
+evaluation's short budget, serve as the reference, so the win rate generates nothing more),
+and their instruction following (answered in their own, longer budget). The table, a utility
+table and the Pareto picture's safety-vs-utility panel (before and after joined) show them.
 
 Everything lands in ``RUN/eval`` (comparison.md / .html with its PNGs, a report per model).
 Evaluation always uses the model-free judge, whatever judge trained the run, so runs with
