@@ -148,6 +148,7 @@ def test_the_quick_demo_runs_on_the_bundled_model(tmp_path):
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "before (step 0)" in done.stdout and "after (step 2)" in done.stdout
+    assert "win rate" in done.stdout  # the utility columns, by default (23 instruction prompts too)
     assert (tmp_path / "quick" / "eval" / "comparison.html").exists()
 
 
