@@ -144,11 +144,13 @@ def test_the_demo_names_a_missing_config(capsys):
 @pytest.mark.slow
 def test_the_quick_demo_runs_on_the_bundled_model(tmp_path):
     """`advgame demo --quick` as a user runs it (about 4 min here); the table is printed."""
-    command = [sys.executable, "-m", "algorithms.cli", *_demo_args(tmp_path / "quick")]
+    # a short instruction-following pass keeps CI's time down; the tiny-model demo test covers the panel
+    options = ("--instruction-following", "4", "--instruction-tokens", "64")
+    command = [sys.executable, "-m", "algorithms.cli", *_demo_args(tmp_path / "quick", options)]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "before (step 0)" in done.stdout and "after (step 2)" in done.stdout
-    assert "win rate" in done.stdout  # the utility columns, by default (23 instruction prompts too)
+    assert "win rate" in done.stdout and "instruction" in done.stdout  # the utility columns
     assert (tmp_path / "quick" / "eval" / "comparison.html").exists()
 
 
