@@ -10,6 +10,7 @@ model per role and per copy.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -61,3 +62,45 @@ def adapter_parameters(model: torch.nn.Module, adapter: str) -> dict[str, torch.
     """The LoRA tensors of one adapter, keyed by their name with the adapter part removed."""
     marker = f".{adapter}."
     return {name.replace(marker, "."): p for name, p in model.named_parameters() if marker in name and "lora_" in name}
+
+
+def load_adapter_weights(model: torch.nn.Module, adapter: str, folder: str | Path) -> None:
+    """Set adapter ``adapter`` of ``model`` to the LoRA adapter saved in ``folder`` (PEFT's files).
+
+    The two must have the same shape: the folder's rank, alpha and target modules are those the
+    adapter was made with (a ValueError says which differ). Its tensors are copied in, so the
+    adapter keeps its place on the shared base (and in the optimizer) as if trained to there.
+    """
+    import json
+
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+    mine = model.peft_config[adapter]  # type: ignore[index]  # a PEFT model's configs by adapter name
+    for key in ("r", "lora_alpha"):
+        if config.get(key) != getattr(mine, key):
+            raise ValueError(
+                f"the adapter in {folder} has {key} {config.get(key)} where the run's adapters have "
+                f"{getattr(mine, key)}: set model.lora_rank / model.lora_alpha to the adapter's "
+                f"(r {config.get('r')}, lora_alpha {config.get('lora_alpha')})"
+            )
+    weights = folder / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise ValueError(f"{folder} has no adapter_model.safetensors (a PEFT adapter folder saved as safetensors)")
+    saved = load_file(str(weights))
+    params = adapter_parameters(model, adapter)
+    if saved.keys() != params.keys():
+        missing, extra = sorted(params.keys() - saved.keys()), sorted(saved.keys() - params.keys())
+        raise ValueError(
+            f"the adapter in {folder} does not fit the run's adapters (other target modules?): "
+            f"{len(missing)} tensors missing (e.g. {missing[:1]}), {len(extra)} unexpected (e.g. {extra[:1]})"
+        )
+    with torch.no_grad():
+        for name, param in params.items():
+            if param.shape != saved[name].shape:
+                raise ValueError(
+                    f"the adapter in {folder}: {name} has shape {tuple(saved[name].shape)}, "
+                    f"the run's {tuple(param.shape)}"
+                )
+            param.copy_(saved[name])

@@ -21,26 +21,28 @@ TINY_CHAT_ANSWERS = (
 TINY_CHAT_VERSION = "tiny-chat-v1"  # bump when the recipe below changes
 
 
-def tiny_chat_model(prompts: Sequence[str]) -> Path:
+def tiny_chat_model(prompts: Sequence[str], answers: Sequence[str] = TINY_CHAT_ANSWERS) -> Path:
     """Folder of a tiny chat model whose samples end by themselves and differ (tests, benchmarks).
 
     A randomly initialised model never ends its turn, so every answer would be cut off at the
     token limit and paid the same -1: no pair, no signal. Fine-tuning ``tiny_model`` for a few
     seconds on three answers (a refusal, a deflection, a compliance) to ``prompts``, each ending
-    with the end-of-turn token, gives a real model whose rewards differ. Built once (~30 s) per
-    list of prompts (the cache folder carries their digest), then cached.
+    with the end-of-turn token, gives a real model whose rewards differ. ``answers``: other
+    answers to learn instead (e.g. an attacker's rewrites in the game's format). Built once
+    (~30 s) per list of prompts and answers (the cache folder carries their digest), then cached.
     """
-    if not prompts:
-        raise ValueError("tiny_chat_model needs at least one prompt to train on (e.g. the bundled seeds' prompts)")
-    digest = hashlib.sha256("\0".join(prompts).encode("utf-8")).hexdigest()[:12]
+    if not prompts or not answers:
+        raise ValueError("tiny_chat_model needs at least one prompt (e.g. the bundled seeds' prompts) and one answer")
+    key = "\0".join(prompts) if tuple(answers) == TINY_CHAT_ANSWERS else "\0".join([*prompts, "\1", *answers])
+    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:12]  # the default's digest as it always was
     folder = cache_dir() / "test-models" / f"{TINY_CHAT_VERSION}-{digest}"
     if not folder.exists():
         folder.parent.mkdir(parents=True, exist_ok=True)
-        _train_tiny_chat(folder, list(prompts))
+        _train_tiny_chat(folder, list(prompts), list(answers))
     return folder
 
 
-def _train_tiny_chat(folder: Path, prompts: list[str]) -> None:
+def _train_tiny_chat(folder: Path, prompts: list[str], answers: list[str]) -> None:
     import torch
 
     from agents.hf import HFBackend, encode, render_chat
@@ -53,7 +55,7 @@ def _train_tiny_chat(folder: Path, prompts: list[str]) -> None:
         pairs = [
             (
                 encode(tokenizer, render_chat(tokenizer, c)),
-                [*encode(tokenizer, rng.choice(TINY_CHAT_ANSWERS)), tokenizer.eos_token_id],
+                [*encode(tokenizer, rng.choice(answers)), tokenizer.eos_token_id],
             )
             for c in chats
         ]

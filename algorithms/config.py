@@ -103,7 +103,10 @@ DEFAULT_ALGORITHM = "advgame_dpo_md"
 class ModelConfig:
     # bundled name, local folder or hub id; both players start here
     name: str = ranged("smollm2-135m-instruct", NON_EMPTY)
-    attacker: str | None = None  # a different start for one player (full fine-tuning only)
+    # a different start for one player: under LoRA an adapter folder of model.name (a LoRA run's
+    # export, e.g. runs/x/final/defender), which starts that role's adapter; under full fine-tuning
+    # a model folder
+    attacker: str | None = None
     defender: str | None = None
     lora: bool = True  # LoRA adapters on one frozen shared base; False: full fine-tuning
     lora_rank: int = ranged(16, at_least(1))
@@ -112,13 +115,6 @@ class ModelConfig:
     # recompute activations in the backward pass (one layer's activations kept, not all): less
     # memory for about a third more update compute; the reference designs train this way
     gradient_checkpointing: bool = False
-
-    def check(self) -> None:
-        if self.lora and (self.attacker or self.defender):
-            raise ConfigError(
-                "config.model.attacker / model.defender: a start of its own for one player needs full "
-                "fine-tuning (model.lora: false)"
-            )
 
 
 @dataclass

@@ -9,6 +9,8 @@ advgame eval --run RUN [--steps 0,last]   the same for a run's start and checkpo
 advgame plot RUN                          a run's training curves as a PNG
 advgame redteam --attacker A --target T  the attacker against a target: ASR, successful attacks, diversity
 advgame crossplay --attackers A.. --defenders D..  every attacker against every defender: matrix, meta-Nash
+advgame exploit --defender D --budget N   exploitability: a best-response attacker trained against a frozen
+                [--attacker A]            defender (or a best-response defender against a frozen attacker)
 advgame serve MODEL [vllm serve options]  an OpenAI-compatible vLLM server of a model
 
 A mistake in what the user gave (a config, a seed/suite/SFT file, a damaged checkpoint or log,
@@ -41,6 +43,7 @@ from algorithms.evaluation.redteam import RedTeamConfig
 if TYPE_CHECKING:
     from advgame_env.judges import Judge
     from agents.backends import Backend
+    from algorithms.evaluation.exploit import ExploitConfig
     from algorithms.evaluation.utility import UtilityPlan
 
 # Every command is a dataclass; tyro builds its flags (kebab-case, help from the field comments)
@@ -525,6 +528,72 @@ class CrossPlay:
 
 
 @dataclass
+class Exploit:
+    """Exploitability by best response: freeze one player, train a fresh best response of the other
+    (the game's rules and judge, any registered algorithm) for --budget steps, and report the attack
+    success on held-out seeds over the budget (a curve, the final rate with its interval) and the
+    over-refusal it induces; lower is closer to equilibrium. The run is an ordinary training run in
+    --out (resume with --resume); exploit.json, report.md and exploit.png go beside it."""
+
+    defender: str | None = None
+    """the frozen defender (a model folder; under LoRA an adapter folder of the config's model, e.g.
+    runs/x/final/defender; or the bundled model's name): a best-response attacker is trained against it"""
+    attacker: str | None = None
+    """the frozen attacker (as --defender): a best-response defender is trained against it"""
+    attacker_init: str | None = None  # with --defender: where the best-response attacker starts (default: the base)
+    defender_init: str | None = None  # with --attacker: where the best-response defender starts (default: the base)
+    budget: int = 2  # training steps of the best response
+    eval_every: int | None = None  # steps between curve points (default: the budget, so step 0 and the end)
+    seeds: int = 16  # held-out seeds per curve point, half harmful, half benign
+    samples: int = 2  # attacker rewrites per seed and curve point
+    algorithm: str | None = None  # a registered algorithm (default: the config's, AdvGame-DPO-MD)
+    config: str = "cpu_demo.yaml"  # the base recipe: a shipped config's name or a YAML file
+    out: str = "runs/exploit"
+    resume: bool = False  # continue the run in --out (training and each curve point)
+    overrides: Annotated[Positional[list[str]], arg(metavar="key=value")] = field(default_factory=list)
+    """overrides of the derived config, e.g. rollout.attacker_max_tokens=32"""
+
+    def settings(self) -> ExploitConfig:
+        from algorithms.evaluation.exploit import ExploitConfig
+
+        if (self.defender is None) == (self.attacker is None):
+            raise UsageError("give one frozen player: --defender D (a best-response attacker) or --attacker A")
+        if self.defender is not None and self.defender_init is not None:
+            raise UsageError(
+                "--defender-init is for --attacker (the defender learns); with --defender use --attacker-init"
+            )
+        if self.attacker is not None and self.attacker_init is not None:
+            raise UsageError(
+                "--attacker-init is for --defender (the attacker learns); with --attacker use --defender-init"
+            )
+        side: Literal["attacker", "defender"] = "attacker" if self.defender is not None else "defender"
+        return ExploitConfig(
+            side=side,
+            frozen=self.defender if self.defender is not None else self.attacker,
+            init=self.attacker_init if side == "attacker" else self.defender_init,
+            budget=self.budget,
+            eval_every=self.eval_every,
+            seeds=self.seeds,
+            samples=self.samples,
+            algorithm=self.algorithm,
+            config=self.config,
+            overrides=tuple(self.overrides),
+            out=self.out,
+        )
+
+    def run(self) -> int:
+        from algorithms.evaluation.exploit import exploit
+
+        result = exploit(self.settings(), resume=self.resume)
+        final = result.final
+        print(f"\nbest response: {result.side}, {len(result.curve)} curve points, final step {final.step}")
+        for point in result.curve:
+            print(f"  step {point.step:4d}  ASR {point.asr}  induced refusal {point.induced_refusal}")
+        print(f"report: {result.folder / 'report.md'}")
+        return 0
+
+
+@dataclass
 class Serve:
     """An OpenAI-compatible vLLM server of a model (bundled name, folder or hub id): runs
     `vllm serve MODEL [options]` (CPU build included); every vllm serve option works."""
@@ -546,6 +615,7 @@ COMMANDS: dict[str, Callable[..., Command]] = {
     "plot": Plot,
     "redteam": RedTeam,
     "crossplay": CrossPlay,
+    "exploit": Exploit,
     "serve": Serve,
 }
 

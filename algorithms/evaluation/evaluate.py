@@ -538,7 +538,8 @@ def checkpoint_models(
             torch.manual_seed(0)  # adapter initialisation, overwritten by the checkpoint
             player = build_players(
                 roles=(learner,),
-                load=lambda _: load_model(start_model(cfg, role)),
+                # under LoRA the base is model.name, the role's own start an adapter (overwritten here)
+                load=lambda _: load_model(cfg.model.name if cfg.model.lora else start_model(cfg, role)),
                 lora=cfg.model.lora,
                 copies={"learner", which},
                 lora_rank=cfg.model.lora_rank,

@@ -9,6 +9,7 @@
   score given by hand and the figures advgame measures (instruction following, win rate; a
   dotted line marks the win rate's parity with the reference), each with its interval.
 * ``topic_rates``: one evaluation's rates per topic as horizontal bars with intervals.
+* ``rate_curves``: rates with intervals against training steps (``advgame exploit``'s curve).
 
 Figures are drawn with matplotlib's object API (no pyplot state, no display needed).
 """
@@ -16,6 +17,7 @@ Figures are drawn with matplotlib's object API (no pyplot state, no display need
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -219,6 +221,27 @@ def topic_rates(groups: Mapping[str, Mapping[str, Rate]], path: Path, title: str
         ax.set_title(name)
         ax.grid(axis="x", alpha=0.3)
     fig.suptitle(title)
+    return _save(fig, path)
+
+
+def rate_curves(series: Mapping[str, Sequence[tuple[int, Rate]]], path: Path, title: str) -> Path:
+    """Rates against training steps (e.g. an exploit run's ASR and induced refusal), one line
+    per series with its 95 % interval as whiskers; a point without items is left out."""
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    for name, points in series.items():
+        known = [(step, r) for step, r in points if r.total]
+        if known:
+            steps, rates = [s for s, _ in known], [r for _, r in known]
+            ax.errorbar(steps, [100 * r.value for r in rates], yerr=_whiskers(rates), fmt="o-", capsize=3, label=name)
+    ax.set_ylim(-3, 103)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("training step of the best response")
+    ax.set_ylabel("%")
+    ax.set_title("\n".join(textwrap.wrap(title, 80)), fontsize=9)  # a title of two model paths is long
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
     return _save(fig, path)
 
 

@@ -23,7 +23,7 @@ import copy
 import json
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -238,16 +238,22 @@ def build_players(
     copies: set[str],
     lora_rank: int = 16,
     lora_alpha: int = 32,
+    adapters: Mapping[str, str | Path] | None = None,
 ) -> dict[str, Player]:
     """Players for ``roles``. ``load(role)`` returns (model, tokenizer) of the role's start;
-    with ``lora`` every role's adapter goes on ONE base, loaded once."""
+    with ``lora`` every role's adapter goes on ONE base, loaded once, and ``adapters[role]`` (an
+    adapter folder of that base) is where that role's adapter starts instead of the identity."""
+    if adapters and not lora:
+        raise ValueError("an adapter start needs LoRA players (lora=True); full fine-tuning starts from a model")
     if lora:
-        from agents.roles import shared_base_players
+        from agents.roles import load_adapter_weights, shared_base_players
 
         base, tokenizer = load(roles[0])
         for param in base.parameters():
             param.requires_grad_(False)
         peft_model = shared_base_players(base, rank=lora_rank, alpha=lora_alpha, adapters=roles)
+        for role, folder in (adapters or {}).items():
+            load_adapter_weights(peft_model, role, folder)  # before the EMA copies it
         return {role: LoraPlayer(role, peft_model, tokenizer, copies) for role in roles}
     players: dict[str, Player] = {}
     for role in roles:

@@ -36,11 +36,12 @@ import torch
 from advgame_env import Game, JudgeError, Label, Round, RuleJudge, Seed, bundled_seeds, load_seeds
 from advgame_env.judges import Judge
 from advgame_env.parsing import Failure
+from advgame_env.protocol import GenerationBackend
 from advgame_env.roles import ATTACKER, DEFENDER, ROLES
 from advgame_env.rule_judge import Behaviour, behaviour
 from agents.backends import build_backend
 from agents.hf import HFBackend
-from agents.models import load_model, resolve_model
+from agents.models import adapter_base, load_model, portable_name, resolve_model
 from agents.openai_backend import OpenAIBackend
 from agents.policy import Policy
 from algorithms.config import ConfigError, TrainConfig, check_resumed_config, load_config, save_config, to_dict
@@ -376,8 +377,44 @@ def build_judge(cfg: TrainConfig) -> Judge:
 
 
 def start_model(cfg: TrainConfig, role: str) -> str:
+    """Where ``role``'s player starts: its own model (or, under LoRA, adapter) folder, else ``model.name``."""
     chosen = cfg.model.attacker if role == ATTACKER else cfg.model.defender
     return resolve_model(chosen or cfg.model.name)
+
+
+def adapter_starts(cfg: TrainConfig) -> dict[str, str]:
+    """Under LoRA, the adapter folder each role with a start of its own begins from (its adapter
+    is loaded on the shared base, ``model.name``, which must be the base the adapter names);
+    checked here, before the base loads. Under full fine-tuning a start is a model folder."""
+    m, out = cfg.model, {}
+    for role, chosen in ((ATTACKER, m.attacker), (DEFENDER, m.defender)):
+        if not chosen:
+            continue
+        key = f"model.{role}"
+        try:
+            folder = resolve_model(chosen)
+            base = adapter_base(folder)
+        except (FileNotFoundError, ValueError) as error:
+            raise ConfigError(f"config.{key}: {error}") from None
+        if not m.lora:
+            if base is not None:
+                raise ConfigError(
+                    f"config.{key}: {chosen} is a LoRA adapter folder; full fine-tuning (model.lora: false) "
+                    "starts from a full model folder: set model.lora: true to start the adapter from it"
+                )
+            continue
+        if base is None:
+            raise ConfigError(
+                f"config.{key}: {chosen} is a full model folder; under LoRA a player starts from an adapter "
+                f"folder of model.name ({m.name}): give an adapter (a LoRA run's export) or set model.lora: false"
+            )
+        if portable_name(resolve_model(base)) != portable_name(resolve_model(m.name)):
+            raise ConfigError(
+                f"config.{key}: the adapter in {chosen} is of base {portable_name(base)}, not of model.name "
+                f"({m.name}): set model.name to the adapter's base"
+            )
+        out[role] = folder
+    return out
 
 
 def _seeds(spec: str, split: str) -> list[Seed]:
@@ -385,10 +422,20 @@ def _seeds(spec: str, split: str) -> list[Seed]:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, *, resume: bool = False, allow_change: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        *,
+        resume: bool = False,
+        allow_change: Sequence[str] = (),
+        fixed: Mapping[str, GenerationBackend] | None = None,
+    ) -> None:
+        """``fixed[role]``: a backend that plays a frozen role instead of its player (a served
+        model, or a scripted test double), sampled with the role's rollout settings."""
         self.cfg, self.dist = cfg, Dist()
+        self.fixed = dict(fixed or {})
         self.run_dir = Path(cfg.run.out_dir)
-        cfg.model.check()  # load_config checked it; a config built in code has not been
+        adapters = adapter_starts(cfg)  # the players' own starts fit the run: checked before any model loads
         found = checkpoints(self.run_dir)
         if not resume and (found or (self.run_dir / "metrics.jsonl").exists()):
             raise FileExistsError(
@@ -396,16 +443,31 @@ class Trainer:
             )
         resumed = self._resume_point(allow_change) if resume else None  # before any model is loaded
         self.algorithm: Algorithm[Example] = build_algorithm(cfg.algorithm, cfg.rollout.max_model_len)
+        learns = {role for step in range(cfg.run.steps) for role in self.trained_roles(step)}
+        if not set(self.fixed) <= set(ROLES) - learns:
+            raise ConfigError(
+                "a fixed backend plays a frozen role (attacker or defender, not trained under train.schedule "
+                f"{cfg.train.schedule}), not {sorted(set(self.fixed) - (set(ROLES) - learns))}"
+            )
         device = self.dist.device
         torch.manual_seed(cfg.run.seed)  # LoRA initialisation, identical on every process
         shared = self.algorithm.shares_policy
+        if shared and (cfg.model.attacker or cfg.model.defender):
+            raise ConfigError(
+                f"config.model.attacker / model.defender: algorithm {cfg.algorithm.name} plays both roles with "
+                "one policy, which starts from model.name; unset them"
+            )
+        # under LoRA the shared base is model.name; a role's own start is its adapter (above)
         players = build_players(
             roles=("policy",) if shared else ROLES,
-            load=lambda role: load_model(start_model(cfg, role), device=str(device)),
+            load=lambda role: load_model(
+                cfg.model.name if cfg.model.lora else start_model(cfg, role), device=str(device)
+            ),
             lora=cfg.model.lora,
             copies=self.algorithm.copies(),
             lora_rank=cfg.model.lora_rank,
             lora_alpha=cfg.model.lora_alpha,
+            adapters=adapters,
         )
         self.learners = {name: Learner(name, player, ROLES if shared else (name,)) for name, player in players.items()}
         if cfg.model.gradient_checkpointing:
@@ -625,6 +687,8 @@ class Trainer:
         """The policy that plays ``role`` this step: policy ``which`` of its player, on the backend
         the algorithm makes of it where that player learns this step (``Algorithm.rollout_backend``)."""
         policy = self.sampler.policy(role, which, seed)
+        if role in self.fixed:
+            return replace(policy, backend=self.fixed[role], adapter=None)
         learner = next(lr for lr in self.learners.values() if role in lr.roles)
         if any(r in learner.roles for r in self.trained_roles(self.step)):
             backend = self.algorithm.rollout_backend(role, learner.player, policy.backend)
@@ -655,6 +719,8 @@ class Trainer:
             rounds = [Round(seed, direct=True) for seed in self.validation]
             # the learner itself, not what an engine holds (the EMA, in the MD recipes)
             defender = self.sampler.policy(DEFENDER, "learner", self.cfg.run.seed, greedy=True, hf=True)
+            if DEFENDER in self.fixed:
+                defender = replace(defender, backend=self.fixed[DEFENDER], adapter=None)
             nobody = Policy(defender.backend)  # direct rounds: the attacker sits out
             with self._precision(), torch.no_grad():
                 play(self.game, nobody, defender, rounds, self.cfg.judge.retries)
