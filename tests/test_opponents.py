@@ -250,8 +250,8 @@ def test_a_pooled_run_killed_after_a_checkpoint_resumes_as_if_uninterrupted(tiny
 
     want, have = _lines(whole), _lines(killed)
     assert sorted(have) == [1, 2, 3]
-    assert (have[2]["pool/attacker_opponent_age"], have[2]["pool/defender_opponent_age"]) == (0, 1)
-    assert (have[3]["pool/attacker_opponent_age"], have[3]["pool/defender_opponent_age"]) == (1, 1)
+    assert (have[2]["pool/attacker_opponent_past"], have[2]["pool/defender_opponent_past"]) == (0, 1)
+    assert (have[3]["pool/attacker_opponent_past"], have[3]["pool/defender_opponent_past"]) == (1, 1)
     for step in (1, 2, 3):
         assert have[step] == pytest.approx(want[step], rel=1e-5, abs=1e-6), f"step {step} differs after resuming"
     a, b = (load_checkpoint(checkpoints(run)[-1]) for run in (whole, killed))
@@ -279,3 +279,42 @@ def test_a_pool_that_only_draws_the_rival_as_it_is_now_trains_as_latest(tiny_cha
     for role, player in latest.players.items():
         for name, tensor in player.weights("learner").items():
             assert torch.equal(pooled.players[role].weights("learner")[name], tensor)
+
+
+@pytest.mark.slow
+def test_meta_nash_weighs_the_members_by_the_equilibrium_of_their_cross_play(tiny_chat, tmp_path, monkeypatch):
+    import algorithms.training.trainer as trainer_module
+    from algorithms.evaluation.metagame import solve
+
+    trainer = Trainer(_run(tiny_chat, tmp_path / "run", "opponents.draw=meta_nash", "opponents.meta_seeds=1"))
+    assert trainer.opponents is not None
+    for role, player in trainer.players.items():
+        trainer.opponents.add(role, Snapshot(1, tensors=player.weights("ema")), 1)
+    # attacker members (snapshot of step 1, as it is now) x defender members (the same): the
+    # attacker as it is now beats the defender's snapshot only; scripted, in the order played
+    matrix = [[0.2, 0.2], [0.9, 0.1]]
+    scripted = iter(v for row in matrix for v in row)
+    seen = []
+
+    def success(rounds, answers, judge, game):
+        seen.append((len(rounds), len(answers)))
+        return next(scripted)
+
+    monkeypatch.setattr(trainer_module, "attack_success", success)
+    figures = trainer._meta_nash()
+    assert seen == [(1, 1)] * 4  # one seed, every pair played
+    nash = solve(matrix)
+    assert trainer.opponents.mixtures["attacker"] == pytest.approx(
+        dict(zip([1, CURRENT], nash.attacker_mixture, strict=True))
+    )
+    assert trainer.opponents.mixtures["defender"] == pytest.approx(
+        dict(zip([1, CURRENT], nash.defender_mixture, strict=True))
+    )
+    assert figures["meta_value"] == pytest.approx(nash.value) and "defender_mixture_now" in figures
+    # the attacker's opponents come from the defenders' mixture
+    drawn = Counter(
+        (lambda s: CURRENT if s is None else s.step)(trainer.opponents.draw(k, ["attacker"])["attacker"])
+        for k in range(400)
+    )
+    share = nash.defender_mixture[1]
+    assert abs(drawn[CURRENT] / 400 - share) < 0.1

@@ -139,8 +139,11 @@ class Opponents:
         self.dropped = keep
 
     def metrics(self, step: int, drawn: Mapping[str, Snapshot | None]) -> dict[str, float]:
-        """Pool sizes and, per learning role, how many steps old its drawn opponent is (0: as it is now)."""
+        """Pool sizes and, per learning role, whether it drew a snapshot (``_opponent_past``) and
+        how many steps older than its rival's weights of this step the opponent is (0: as it is now,
+        or a snapshot taken at this step's start)."""
         out = {f"{role}_pool": float(len(self.pools[role])) for role in ROLES}
+        out |= {f"{role}_opponent_past": float(s is not None) for role, s in drawn.items()}
         out |= {f"{role}_opponent_age": float(0 if s is None else step - s.step) for role, s in drawn.items()}
         return out
 
