@@ -315,6 +315,74 @@ class ScheduleConfig:
     period: int = ranged(10, at_least(1))  # steps per turn (schedule: alternate)
 
 
+# ``opponents.draw``: how each player's opponent is drawn from its rival's pool of snapshots
+DRAWS = ("latest", "uniform", "meta_nash")
+_RECENT = re.compile(r"recent:([0-9]+)")
+
+
+def _is_draw(value: str) -> bool:
+    match = _RECENT.fullmatch(value)
+    return value in DRAWS or (match is not None and int(match.group(1)) >= 1)
+
+
+DRAW_RULE = Rule(_is_draw, "latest, uniform, recent:K (K an integer >= 1) or meta_nash")
+
+
+@dataclass
+class OpponentsConfig:
+    """The ``opponents:`` section: who each player trains against.
+
+    latest (the default): its rival as it is now, every step (no pool is kept). Otherwise every
+    ``snapshot_every`` steps each role's sampling weights join that role's pool (the newest
+    ``pool_size`` snapshots are kept, the oldest dropped), and each step a learning player's
+    rounds are played against a member of its rival's pool: the rival as it is now or one of
+    its snapshots, drawn uniformly (uniform), uniformly among the K newest members, the rival
+    as it is now counting as the newest (recent:K; recent:1 is latest), or from the meta-Nash
+    mixture of a cross-play between the members, recomputed every ``meta_every`` steps
+    (meta_nash, PSRO-style; uniform until the first one)."""
+
+    draw: str = ranged("latest", DRAW_RULE)
+    pool_size: int = ranged(4, at_least(1))  # snapshots kept per role (the rival as it is now not counted)
+    snapshot_every: int = ranged(10, at_least(1))  # steps between snapshots
+    meta_every: int | None = ranged(None, at_least(1))  # read with draw meta_nash: 20 (steps between cross-plays)
+    # read with draw meta_nash: 4 (harmful training seeds each attacker member rewrites in a cross-play)
+    meta_seeds: int | None = ranged(None, at_least(1))
+
+    def __post_init__(self) -> None:
+        meta = self.draw == "meta_nash"
+        for key, default in (("meta_every", 20), ("meta_seeds", 4)):
+            value = getattr(self, key)
+            if value is not None and not meta and self.draw in DRAWS:
+                error = ConfigError(
+                    f"config.opponents.{key} is read only with opponents.draw: meta_nash (the draw is "
+                    f"{self.draw}); unset it (opponents.{key}=null) or set opponents.draw=meta_nash"
+                )
+                error.key = f"opponents.{key}"
+                raise error
+            if meta and value is None:
+                setattr(self, key, default)
+
+    @property
+    def pooled(self) -> bool:
+        """Whether pools are kept (any draw but latest)."""
+        return self.draw != "latest"
+
+    @property
+    def recent(self) -> int | None:
+        """K of ``recent:K``, else None."""
+        match = _RECENT.fullmatch(self.draw)
+        return int(match.group(1)) if match else None
+
+    def check(self) -> None:
+        k = self.recent
+        if k is not None and k > self.pool_size + 1:
+            raise ConfigError(
+                f"config.opponents.draw: recent:{k} draws from more members than a pool holds (opponents.pool_size "
+                f"{self.pool_size} snapshots and the rival as it is now); lower K to at most {self.pool_size + 1} "
+                f"or raise opponents.pool_size"
+            )
+
+
 @dataclass
 class OptimConfig:
     lr: float = ranged(1e-6, positive())
@@ -360,6 +428,14 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     data: DataConfig = field(default_factory=DataConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    opponents: OpponentsConfig = field(default_factory=OpponentsConfig)
+
+    def check(self) -> None:
+        if self.opponents.pooled and self.rollout.backend != "hf":
+            raise ConfigError(
+                f"config.opponents.draw: {self.opponents.draw} plays snapshots of the rival, which only the hf "
+                f"rollout backend serves so far; set rollout.backend=hf or opponents.draw=latest"
+            )
 
 
 class ConfigError(ValueError):

@@ -41,6 +41,22 @@ class RngState(TypedDict):
     cuda: NotRequired[list[torch.Tensor]]  # one per device, where there are GPUs
 
 
+class SnapshotRecord(TypedDict, total=False):
+    """One snapshot of an opponent pool: its step and its tensors (LoRA) or its file (full weights)."""
+
+    step: int
+    tensors: dict[str, torch.Tensor]
+    file: str  # under the run folder's opponents/
+
+
+class OpponentsState(TypedDict):
+    """The opponent pools of a run that keeps them (``training.opponents``)."""
+
+    pools: dict[str, list[SnapshotRecord]]  # role -> its snapshots, oldest first
+    mixtures: dict[str, dict[int, float]]  # role -> member id -> meta-Nash weight (empty: none computed yet)
+    dropped: list[tuple[str, int]]  # (file, the step it left its pool): deleted once no kept checkpoint names it
+
+
 class _RequiredState(TypedDict):
     step: int
     weights: dict[str, dict[str, torch.Tensor]]  # weight_key(learner, which) -> the copy's tensors
@@ -55,6 +71,8 @@ class CheckpointState(_RequiredState, total=False):
     state.pt written before this schema had a type holds the same keys and loads as it is."""
 
     algorithm: dict[str, object]  # the algorithm's own state (Algorithm.state_dict); older checkpoints lack it
+    # the opponent pools (training.opponents.OpponentsState), in runs that keep them
+    opponents: OpponentsState
 
 
 STATE_KEYS = tuple(_RequiredState.__annotations__)
@@ -109,15 +127,28 @@ def save_checkpoint(run_dir: Path, step: int, state: CheckpointState, keep: int)
     scratch = final.with_name(final.name + ".tmp")
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
-    with (scratch / STATE_FILE).open("wb") as out:
-        torch.save(state, out)
-        out.flush()
-        os.fsync(out.fileno())
+    _write_synced(scratch / STATE_FILE, state)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(scratch, final)  # the rename is atomic: a checkpoint is complete or absent
     for old in checkpoints(run_dir)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _write_synced(path: Path, obj: object) -> None:
+    with path.open("wb") as out:
+        torch.save(obj, out)
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def write_atomic(path: Path, obj: object) -> None:
+    """``torch.save(obj)`` to ``path`` through a temporary file and a rename, as a checkpoint:
+    a kill leaves the old file or the new one, never a torn one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = path.with_name(path.name + ".tmp")
+    _write_synced(scratch, obj)
+    os.replace(scratch, path)
 
 
 _CHECKPOINT = re.compile(r"step_(\d+)")
@@ -172,6 +203,8 @@ def load_checkpoint(path: Path) -> CheckpointState:
     )
     if "algorithm" in state:  # the algorithm's own state; checkpoints before that hook have none
         loaded["algorithm"] = state["algorithm"]
+    if "opponents" in state:  # only runs with opponent pools keep them
+        loaded["opponents"] = state["opponents"]
     return loaded
 
 

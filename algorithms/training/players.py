@@ -89,6 +89,12 @@ class Player:
     def ema_update(self, decay: float) -> None:
         raise NotImplementedError
 
+    def opponent(self, tensors: dict[str, torch.Tensor]) -> tuple[Any, str | None]:
+        """(module, adapter name or None) that generates as a past snapshot of this player,
+        ``tensors`` as ``weights`` gave them: a slot of its own, so no policy of the player
+        changes (an opponent pool plays it, ``training.opponents``)."""
+        raise NotImplementedError
+
     def weights(self, which: Which) -> dict[str, torch.Tensor]:
         """The tensors that define policy ``which`` beyond the frozen base (for checkpoints)."""
         raise NotImplementedError
@@ -116,6 +122,7 @@ class FullPlayer(Player):
     def __init__(self, role: str, model: Any, tokenizer: PreTrainedTokenizerBase, copies: set[str]) -> None:
         self.role, self.tokenizer, self.copies = role, tokenizer, frozenset(copies)
         self.models = {"learner": model} | {which: _frozen_copy(model) for which in sorted(copies)}
+        self.spare: Any = None  # the opponent slot (``opponent``)
 
     def trainable(self) -> list[torch.Tensor]:
         return [p for p in self.models["learner"].parameters() if p.requires_grad]
@@ -134,6 +141,12 @@ class FullPlayer(Player):
 
     def ema_update(self, decay: float) -> None:
         ema_update_model(self.models["ema"], self.models["learner"], decay)
+
+    def opponent(self, tensors: dict[str, torch.Tensor]) -> tuple[Any, str | None]:
+        if self.spare is None:  # one more full model, made on first use
+            self.spare = _frozen_copy(self.models["learner"])
+        self.spare.load_state_dict(tensors, strict=True)
+        return self.spare, None
 
     def weights(self, which: Which) -> dict[str, torch.Tensor]:
         self._check(which)
@@ -184,6 +197,23 @@ class LoraPlayer(Player):
 
     def ema_update(self, decay: float) -> None:
         ema_update_adapter(self.model, self.names["learner"], self.names["ema"], decay)
+
+    def opponent(self, tensors: dict[str, torch.Tensor]) -> tuple[Any, str | None]:
+        name = f"{self.role}_opponent"
+        if name not in self.model.peft_config:
+            # a new adapter draws its initial A matrices from torch's RNG: keep the run's stream as
+            # it is, so a resumed run (which makes the slot at another step) draws what this one does
+            with torch.random.fork_rng():
+                copy_adapter(self.model, self.role, name)
+            for param in adapter_parameters(self.model, name).values():
+                param.requires_grad_(False)
+        params = adapter_parameters(self.model, name)
+        if params.keys() != tensors.keys():
+            raise ValueError(f"the opponent snapshot's tensors do not match the {self.role}'s adapter")
+        with torch.no_grad():
+            for key, param in params.items():
+                param.copy_(tensors[key])
+        return self.model, name
 
     def weights(self, which: Which) -> dict[str, torch.Tensor]:
         self._check(which)

@@ -63,6 +63,7 @@ from algorithms.training.checkpoints import (
     weight_key,
 )
 from algorithms.training.distributed import Dist
+from algorithms.training.opponents import CURRENT, FOLDER, Opponents, Snapshot, attack_success, members, rival
 from algorithms.training.players import Player, Which, build_players
 from algorithms.training.runlog import RunLog, repair_metrics
 from algorithms.training.seed_stream import SeedStream, derived_seed
@@ -120,14 +121,24 @@ class Sampler:
             else:
                 engine.push_weights(module)
 
-    def policy(self, role: str, which: Which, seed: int, *, greedy: bool = False, hf: bool = False) -> Policy:
-        """Policy ``which`` of a player; ``hf`` runs the player's own module even when engines sample."""
+    def policy(
+        self,
+        role: str,
+        which: Which,
+        seed: int,
+        *,
+        greedy: bool = False,
+        hf: bool = False,
+        source: tuple[Any, str | None] | None = None,
+    ) -> Policy:
+        """Policy ``which`` of a player; ``hf`` runs the player's own module even when engines
+        sample; ``source``: (module, adapter) to run instead, a snapshot's (``Player.opponent``)."""
         rollout = self.cfg.rollout
         backend: VLLMBackend | HFBackend
-        if role in self.engines and not hf:
+        if role in self.engines and not hf and source is None:
             backend, adapter = self.engines[role], (role if self.lora else None)
         else:
-            module, adapter = self.players[role].sampling(which)
+            module, adapter = source or self.players[role].sampling(which)
             backend = HFBackend(
                 module, self.players[role].tokenizer, batch_size=rollout.batch_size, max_context=rollout.max_model_len
             )
@@ -298,11 +309,13 @@ class StepMetrics:
     game: dict[str, dict[str, float]] = field(default_factory=dict)
     train: dict[str | None, dict[str, dict[str, float]]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    pool: dict[str, float] = field(default_factory=dict)  # the opponent pools' figures (``pool/x``)
 
     def flat(self) -> dict[str, float]:
         """``game_<split>/x``, ``train_<split>/<learner>_x`` (``train/<learner>_x`` for a mixed
-        update) and ``time/<phase>_s``; plus ``game/x`` and ``train/<learner>_x``, the mean over
-        the splits that have it (the sum, for example counts), for the progress bar and the plots."""
+        update), ``time/<phase>_s`` and, with opponent pools, ``pool/x``; plus ``game/x`` and
+        ``train/<learner>_x``, the mean over the splits that have it (the sum, for example
+        counts), for the progress bar and the plots."""
         out: dict[str, float] = {}
         for split, figures in self.game.items():
             out |= {f"game_{split}/{k}": v for k, v in figures.items()}
@@ -311,6 +324,7 @@ class StepMetrics:
             out |= {f"{prefix}/{name}_{k}": v for name, figures in learners.items() for k, v in figures.items()}
         out |= _across_splits("game", [{"": figures} for figures in self.game.values()])
         out |= _across_splits("train", [learners for part, learners in self.train.items() if part is not None])
+        out |= {f"pool/{k}": v for k, v in self.pool.items()}
         return out | {f"time/{k}_s": v for k, v in self.seconds.items()}
 
 
@@ -337,6 +351,41 @@ class Learner:
     roles: tuple[str, ...]
     optimizer: Optimizer | None = None
     sft: dict[str, SeedStream] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Match:
+    """One set of rounds a step plays per split: the roles that learn from it, and the snapshot
+    that plays a role instead of its player as it is now (the rest play as they are now)."""
+
+    learners: tuple[str, ...]
+    against: Mapping[str, Snapshot] = field(default_factory=dict)
+
+
+EVERYONE = Match(ROLES)  # no opponent pool, or every learning role drew its rival as it is now
+
+
+def matches(drawn: Mapping[str, Snapshot | None]) -> list[Match]:
+    """The step's matches given each learning role's draw (``Opponents.draw``): one of players as
+    they are now for the roles that drew that, and one per role that drew a snapshot, in which
+    that role plays (and learns) against the snapshot of its rival."""
+    past = {role: s for role, s in drawn.items() if s is not None}
+    if not past:
+        return [EVERYONE]
+    now = [Match(tuple(r for r in ROLES if r not in past))] if len(past) < len(drawn) else []
+    return now + [Match((role,), {rival(role): s}) for role, s in past.items()]
+
+
+def match_figures(match: Match, figures: Mapping[str, float], alone: bool) -> dict[str, float]:
+    """The game figures a match gives a step's log: all of them when it is the step's only
+    match; else each learning role's own (``<role>_x``), the defender's refusal rates and the
+    round count too where the defender learns (figures of a snapshot are not the run's)."""
+    if alone:
+        return dict(figures)
+    keep = tuple(f"{role}_" for role in match.learners)
+    if DEFENDER in match.learners:
+        keep += ("refusal_", "rounds")
+    return {k: v for k, v in figures.items() if k.startswith(keep)}
 
 
 def build_judge(cfg: TrainConfig) -> Judge:
@@ -486,6 +535,7 @@ class Trainer:
             for i, label in enumerate(SPLITS)
         }
         self.validation = self._validation_seeds()
+        self.opponents = self._opponents()
         self.step = 0
         if resumed is not None:
             self._restore(resumed.path, resumed.state)
@@ -540,14 +590,30 @@ class Trainer:
         self.sampler.sync(which)
         lap("sync")
         metrics = StepMetrics()
+        # with opponent pools, each learning role's rival may be a snapshot (seeded by the step)
+        drawn = self.opponents.draw(step, trained) if self.opponents is not None else {}
+        games = matches(drawn)
         # every split is played by the same policies, those of the step's start (see the top)
-        played = {label: self._play_split(label, s, which) for s, label in enumerate(SPLITS)}
+        played = {
+            label: [(EVERYONE, self._play_split(label, s, which))]
+            if games == [EVERYONE]
+            else self._play_matches(label, s, which, games)
+            for s, label in enumerate(SPLITS)
+        }
         lap("play")
         batches: list[tuple[str | None, int, list[Example]]] = []  # (split name, split index, examples)
-        for s, (label, rounds) in enumerate(played.items()):
-            everyone = self.dist.gather(rounds)  # the game figures of the global batch
-            metrics.game[label.value] = game_metrics(everyone) | refusal_rates(everyone)
-            examples = self.algorithm.examples(rounds, self.game, self.tokenizers, self.prefills, self.dist)
+        for s, (label, split_games) in enumerate(played.items()):
+            figures: dict[str, float] = {}
+            examples: list[Example] = []
+            alone = len(split_games) == 1
+            for match, rounds in split_games:
+                everyone = self.dist.gather(rounds)  # the game figures of the global batch
+                figures |= match_figures(match, game_metrics(everyone) | refusal_rates(everyone), alone)
+                made = self.algorithm.examples(rounds, self.game, self.tokenizers, self.prefills, self.dist)
+                # a match trains only its learning roles (the other side was a snapshot, or it is
+                # trained in the match against the snapshot it drew)
+                examples += made if alone else [e for e in made if e.role in match.learners]
+            metrics.game[label.value] = figures
             batches.append((label.value, s, examples))
         if self.algorithm.mix_splits:  # one update on both splits' samples, mixed
             batches = [(None, len(SPLITS), [e for _, _, examples in batches for e in examples])]
@@ -567,6 +633,10 @@ class Trainer:
                     learner.player.ema_update(decay)
         lap("update")
         self.step += 1
+        if self.opponents is not None:
+            metrics.pool = self.opponents.metrics(step, drawn) | self._grow_pools()
+            clock["pool"] = 0.0
+            lap("pool")
         metrics.seconds = clock | {"step": time.perf_counter() - started}
         return metrics.flat()
 
@@ -670,22 +740,41 @@ class Trainer:
         return a.sft_coef * loss
 
     def _play_split(self, label: Label, split: int, which: Mapping[str, Which] | None = None) -> list[Round]:
+        """A split's batch of rounds, played by the players as they are now."""
+        return self._play_matches(label, split, which or self.sampling(self.step), [EVERYONE])[0][1]
+
+    def _play_matches(
+        self, label: Label, split: int, which: Mapping[str, Which], games: Sequence[Match]
+    ) -> list[tuple[Match, list[Round]]]:
+        """The rounds of each match on one batch of the split's seeds (the stream moves once).
+        A match where the defender does not learn skips the direct rounds (no attacker in them)."""
         cfg, dist = self.cfg, self.dist
         # every process draws the same global batch and plays its own share of it
         batch = self.streams[label].take(cfg.data.batch_size * dist.world)
         mine = batch[dist.rank :: dist.world]
         pick = random.Random(derived_seed(cfg.run.seed, self.step, split, dist.rank, 7))
-        rounds = [Round(seed, direct=pick.random() < cfg.game.direct_fraction) for seed in mine]
-        which = which or self.sampling(self.step)
-        seed = derived_seed(cfg.run.seed, self.step, split, dist.rank)
-        attacker = self._rollout_policy(ATTACKER, which[ATTACKER], seed)
-        defender = self._rollout_policy(DEFENDER, which[DEFENDER], seed + 1)
-        with self._precision(), torch.no_grad():
-            return play(self.game, attacker, defender, rounds, cfg.judge.retries)
+        direct = [pick.random() < cfg.game.direct_fraction for _ in mine]
+        out = []
+        for n, match in enumerate(games):
+            rounds = [
+                Round(s, direct=d) for s, d in zip(mine, direct, strict=True) if DEFENDER in match.learners or not d
+            ]
+            # the first match samples as a run without pools does; the others with seeds of their own
+            seed = derived_seed(cfg.run.seed, self.step, split, dist.rank, *((31, n) if n else ()))
+            attacker = self._rollout_policy(ATTACKER, which[ATTACKER], seed, match.against.get(ATTACKER))
+            defender = self._rollout_policy(DEFENDER, which[DEFENDER], seed + 1, match.against.get(DEFENDER))
+            with self._precision(), torch.no_grad():
+                out.append((match, play(self.game, attacker, defender, rounds, cfg.judge.retries) if rounds else []))
+        return out
 
-    def _rollout_policy(self, role: str, which: Which, seed: int) -> Policy:
+    def _rollout_policy(self, role: str, which: Which, seed: int, snapshot: Snapshot | None = None) -> Policy:
         """The policy that plays ``role`` this step: policy ``which`` of its player, on the backend
-        the algorithm makes of it where that player learns this step (``Algorithm.rollout_backend``)."""
+        the algorithm makes of it where that player learns this step (``Algorithm.rollout_backend``);
+        with ``snapshot``, that past policy of the player, as it played (an opponent of a pool)."""
+        if snapshot is not None:
+            assert self.opponents is not None
+            source = self.players[role].opponent(self.opponents.tensors(snapshot))
+            return self.sampler.policy(role, which, seed, source=source)
         policy = self.sampler.policy(role, which, seed)
         if role in self.fixed:
             return replace(policy, backend=self.fixed[role], adapter=None)
@@ -695,6 +784,94 @@ class Trainer:
             if backend is not policy.backend:  # the policy object stays the sampler's own otherwise
                 policy = replace(policy, backend=backend)
         return policy
+
+    # ------------------------------------------------------------------ opponent pools
+
+    def _opponents(self) -> Opponents | None:
+        """The opponent pools of ``opponents.draw`` (None for latest: no pool is kept)."""
+        o = self.cfg.opponents
+        if not o.pooled:
+            return None
+        if self.algorithm.shares_policy:
+            raise ConfigError(
+                f"config.opponents.draw: {o.draw} keeps a pool of each player's snapshots, but algorithm "
+                f"{self.cfg.algorithm.name} trains one policy in both roles; set opponents.draw=latest"
+            )
+        return Opponents(o, self.cfg.run.seed, self.run_dir / FOLDER)
+
+    def _grow_pools(self) -> dict[str, float]:
+        """After a step: every ``snapshot_every`` steps each role's sampling weights join its pool
+        (LoRA: the adapter's tensors; full weights: a file of the run folder), and with meta_nash
+        every ``meta_every`` steps the mixtures are recomputed. The figures for the log."""
+        assert self.opponents is not None
+        o, step = self.cfg.opponents, self.step
+        if step % o.snapshot_every == 0:
+            which = self.sampling(step)  # what each role plays with next
+            for role, player in self.players.items():
+                tensors = player.weights(which[role])
+                snapshot = (
+                    Snapshot(step, tensors=tensors)
+                    if self.cfg.model.lora
+                    else self.opponents.save_file(role, step, tensors, write=self.dist.main)
+                )
+                self.opponents.add(role, snapshot, step)
+            self.dist.barrier()  # every process finds the files the main one wrote
+        if o.draw == "meta_nash" and o.meta_every is not None and step % o.meta_every == 0:
+            return self._meta_nash()
+        return {}
+
+    def _member_policy(self, role: str, member: int, seed: int) -> Policy:
+        """A pool member as a policy: the player as it is now (sampling weights), or a snapshot."""
+        assert self.opponents is not None
+        which = self.sampling(self.step)[role]
+        if member == CURRENT:
+            return self.sampler.policy(role, which, seed)
+        snapshot = next(s for s in self.opponents.pools[role] if s.step == member)
+        return self.sampler.policy(
+            role, which, seed, source=self.players[role].opponent(self.opponents.tensors(snapshot))
+        )
+
+    def _meta_nash(self) -> dict[str, float]:
+        """The cross-play of every attacker member against every defender member on
+        ``opponents.meta_seeds`` harmful training seeds (seeded by the step; each attacker
+        rewrites once, each defender answers its rewrites), its attack success solved as a
+        zero-sum meta-game (``metagame.solve``); the mixtures then weigh the draws."""
+        from algorithms.evaluation.metagame import solve  # nashpy: only runs that solve a meta-game
+
+        cfg, game, count = self.cfg, self.game, self.cfg.opponents.meta_seeds
+        assert self.opponents is not None and count is not None  # meta_nash sets it
+        ids = {role: members(self.opponents.pools[role]) for role in ROLES}
+        success = [[0.0] * len(ids[DEFENDER]) for _ in ids[ATTACKER]]
+        if self.dist.main:  # one process plays it; the sum below hands the matrix to every other
+            harmful = list(self.streams[Label.HARMFUL].seeds)
+            pick = random.Random(derived_seed(cfg.run.seed, self.step, 37))
+            seeds = pick.sample(harmful, min(count, len(harmful)))
+            base = derived_seed(cfg.run.seed, self.step, 41)
+            with self._precision(), torch.no_grad():
+                for i, a in enumerate(ids[ATTACKER]):
+                    rounds = [Round(seed) for seed in seeds]
+                    attacker = self._member_policy(ATTACKER, a, base + i)
+                    attacks = attacker.attack([game.attacker_observation(r) for r in rounds], game.config.num_attacks)
+                    _judged(functools.partial(game.attack, rounds, attacks), cfg.judge.retries)
+                    for j, d in enumerate(ids[DEFENDER]):
+                        defender = self._member_policy(DEFENDER, d, base + 1_000 + j)
+                        observations = [game.defender_observation(r) for r in rounds]
+                        answers = defender.respond(observations, game.config.num_responses)
+                        success[i][j] = attack_success(rounds, answers, game.judge, game.config)
+        flat = self.dist.sum([v for row in success for v in row])
+        width = len(ids[DEFENDER])
+        nash = solve([flat[i * width : (i + 1) * width] for i in range(len(ids[ATTACKER]))])
+        mixtures = {ATTACKER: nash.attacker_mixture, DEFENDER: nash.defender_mixture}
+        if max(flat) == min(flat):  # every mixture is an equilibrium (the LP picks the first member): uniform
+            mixtures = {role: (1.0 / len(ids[role]),) * len(ids[role]) for role in ROLES}
+        self.opponents.mixtures = {role: dict(zip(ids[role], mixtures[role], strict=True)) for role in ROLES}
+        out = {"meta_value": nash.value}
+        for role in ROLES:
+            out |= {
+                f"{role}_mixture_{'now' if m == CURRENT else f'step_{m}'}": w
+                for m, w in self.opponents.mixtures[role].items()
+            }
+        return out
 
     def _precision(self) -> contextlib.AbstractContextManager[Any]:
         p = self.cfg.model.precision
@@ -746,7 +923,7 @@ class Trainer:
 
     def state(self) -> CheckpointState:
         keep: tuple[Which, ...] = ("learner", "ema") if "ema" in self.algorithm.copies() else ("learner",)
-        return CheckpointState(
+        state = CheckpointState(
             step=self.step,
             weights={
                 weight_key(name, which): learner.player.weights(which)
@@ -760,11 +937,16 @@ class Trainer:
             rng=rng_state(),
             algorithm=self.algorithm.state_dict(),
         )
+        if self.opponents is not None:
+            state["opponents"] = self.opponents.state_dict()
+        return state
 
     def save(self) -> Path | None:
         path = None
         if self.dist.main:
             path = save_checkpoint(self.run_dir, self.step, self.state(), self.cfg.run.keep_checkpoints)
+            if self.opponents is not None and self.cfg.run.keep_checkpoints > 0:
+                self.opponents.prune(checkpoint_step(checkpoints(self.run_dir)[0]))
         self.dist.barrier()
         return path
 
@@ -807,6 +989,8 @@ class Trainer:
             stream.restore(state["data"][sft_stream_key(role)])
         restore_rng(state["rng"])
         self.algorithm.load_state_dict(state.get("algorithm", {}))  # checkpoints before the hook have none
+        if self.opponents is not None and "opponents" in state:  # a run without pools had none
+            self.opponents.load_state_dict(state["opponents"])
         self.step = int(state["step"])
 
     def export(self, folder: Path) -> None:
