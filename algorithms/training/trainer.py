@@ -498,6 +498,11 @@ class Trainer:
                 "a fixed backend plays a frozen role (attacker or defender, not trained under train.schedule "
                 f"{cfg.train.schedule}), not {sorted(set(self.fixed) - (set(ROLES) - learns))}"
             )
+        if self.fixed and cfg.opponents.pooled:  # a fixed backend has no weights to snapshot
+            raise ConfigError(
+                f"config.opponents.draw: {cfg.opponents.draw} keeps a pool of each player's snapshots, but "
+                f"{', '.join(sorted(self.fixed))} is played by a fixed backend; set opponents.draw=latest"
+            )
         device = self.dist.device
         torch.manual_seed(cfg.run.seed)  # LoRA initialisation, identical on every process
         shared = self.algorithm.shares_policy
