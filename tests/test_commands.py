@@ -4,12 +4,13 @@ import dataclasses
 
 import pytest
 
-from algorithms.cli.main import COMMANDS, Eval, JudgeOptions, RedTeam, main, parse_command
+from algorithms.cli.main import COMMANDS, CrossPlay, Eval, JudgeOptions, RedTeam, main, parse_command
+from algorithms.evaluation.crossplay import CrossPlayConfig
 from algorithms.evaluation.redteam import RedTeamConfig
 
 
 def test_every_command_is_a_dataclass_parsed_from_its_flags():
-    assert set(COMMANDS) == {"demo", "play", "train", "eval", "plot", "redteam", "serve"}
+    assert set(COMMANDS) == {"demo", "play", "train", "eval", "plot", "redteam", "exploit", "crossplay", "serve"}
     assert all(dataclasses.is_dataclass(command) for command in COMMANDS.values())
     command = parse_command(["demo", "--quick", "--eval-size", "4", "run.out_dir=x", "run.steps=2"])
     assert (command.quick, command.eval_size, command.overrides) == (True, 4, ["run.out_dir=x", "run.steps=2"])
@@ -29,6 +30,28 @@ def test_the_redteam_flags_build_its_config_directly():
     assert isinstance(red, RedTeam)
     assert red.redteam == RedTeamConfig(target_max_tokens=9, baseline=False)
     assert red.settings()["no_baseline"] is True and red.settings()["max_tokens"] == 9
+
+
+def test_the_crossplay_flags_name_both_sides_and_build_its_config():
+    command = parse_command(
+        [
+            "crossplay",
+            "--attackers",
+            "a1",
+            "a2",
+            "--defenders",
+            "d",
+            "--seeds",
+            "8",
+            "--max-tokens",
+            "9",
+            "--judge",
+            "j",
+        ]
+    )
+    assert isinstance(command, CrossPlay)
+    assert (command.attackers, command.defenders, command.judging.judge) == (["a1", "a2"], ["d"], "j")
+    assert command.crossplay == CrossPlayConfig(seeds=8, max_tokens=9)
 
 
 def test_serve_passes_its_options_to_vllm_untouched():

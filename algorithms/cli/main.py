@@ -10,6 +10,7 @@ advgame plot RUN                          a run's training curves as a PNG
 advgame redteam --attacker A --target T  the attacker against a target: ASR, successful attacks, diversity
 advgame exploit --defender D --budget N   exploitability: a best-response attacker trained against a frozen
                 [--attacker A]            defender (or a best-response defender against a frozen attacker)
+advgame crossplay --attackers A.. --defenders D..  every attacker against every defender: matrix, meta-Nash
 advgame serve MODEL [vllm serve options]  an OpenAI-compatible vLLM server of a model
 
 A mistake in what the user gave (a config, a seed/suite/SFT file, a damaged checkpoint or log,
@@ -36,6 +37,7 @@ import tyro
 from tyro.conf import OmitArgPrefixes, Positional, UseAppendAction, arg
 
 from algorithms.config import BackendKind
+from algorithms.evaluation.crossplay import CrossPlayConfig
 from algorithms.evaluation.redteam import RedTeamConfig
 
 if TYPE_CHECKING:
@@ -475,6 +477,75 @@ class Exploit:
 
 
 @dataclass
+class CrossPlay:
+    """Every attacker against every defender on the same held-out seeds: a matrix of attack success and
+    of induced over-refusal with 95% intervals, a heatmap, and the zero-sum meta-game's Nash mixture over
+    each side with Nash-averaged ratings. Writes crossplay.json, report.md and heatmap.png in --out; the
+    records grow batch by batch (a rerun with the same --out resumes)."""
+
+    attackers: list[str] = field(default_factory=list)  # bundled names, folders (trained exports too) or hub ids
+    defenders: list[str] = field(default_factory=list)
+    run_dir: Annotated[UseAppendAction[list[str]], arg(name="run", metavar="RUN")] = field(default_factory=list)
+    """a training run folder: its attacker and defender at the start and at the checkpoints of --steps
+    join the two sides"""
+    steps: str = "0,last"  # with --run: all, or steps and last, e.g. 0,last
+    which: Literal["learner", "ema"] = "learner"  # with --run: weights to play
+    backend: BackendKind = "hf"  # of every member
+    url: str | None = None  # OpenAI-compatible server of the members (--backend openai; members are served names)
+    suite: str = "bundled"  # bundled (held-out seeds), a file, or FORMAT:file
+    judging: OmitArgPrefixes[JudgeOptions] = field(default_factory=JudgeOptions)
+    crossplay: OmitArgPrefixes[CrossPlayConfig] = field(default_factory=CrossPlayConfig)
+    no_think: bool = False  # the attackers answer with <prompt> only
+    out: str = "runs/crossplay"
+    retry_errors: bool = False  # play the records saved with an error again
+
+    def run(self) -> int:
+        from advgame_env import Game, GameConfig, SeedFormatError
+        from advgame_env.suites import load_suite
+        from algorithms.evaluation.crossplay import check_sides, crossplay, members
+
+        try:
+            seeds = load_suite(self.suite)
+        except (SeedFormatError, FileNotFoundError) as error:
+            raise UsageError(str(error)) from None
+        _need_url(self.backend, self.url, "")  # before any model loads
+        self.judging.check()
+        local, runs = self.backend != "openai", [Path(r) for r in self.run_dir]
+        attackers = members(self.attackers, runs=runs, role="attacker", steps=self.steps, which=self.which, local=local)
+        defenders = members(self.defenders, runs=runs, role="defender", steps=self.steps, which=self.which, local=local)
+        check_sides(attackers, defenders)
+        result = crossplay(
+            attackers,
+            defenders,
+            seeds,
+            Game(self.judging.build(), GameConfig(num_attacks=1, attacker_think=not self.no_think)),
+            lambda model: _endpoint(self.backend, model, self.url, ""),
+            Path(self.out),
+            self.crossplay,
+            settings={"suite": self.suite, "judge": self.judging.judge, "backend": self.backend},
+            retry_errors=self.retry_errors,
+        )
+        for i, name in enumerate(result.attackers):
+            cells = ", ".join(f"{d} {r}" for d, r in zip(result.defenders, result.success[i], strict=True))
+            print(f"attack success of {name}: {cells}")
+        if result.meta is None:
+            print(f"meta-game not solved: {result.unsolved}")
+        else:
+            meta = result.meta
+            print(f"meta-Nash value {100 * meta.value:.1f}%")
+            print(
+                "attackers' mixture: "
+                + ", ".join(f"{n} {w:.3f}" for n, w in zip(result.attackers, meta.attacker_mixture, strict=True))
+            )
+            print(
+                "defenders' mixture: "
+                + ", ".join(f"{n} {w:.3f}" for n, w in zip(result.defenders, meta.defender_mixture, strict=True))
+            )
+        print(f"report: {Path(self.out) / 'report.md'}")
+        return 0
+
+
+@dataclass
 class Serve:
     """An OpenAI-compatible vLLM server of a model (bundled name, folder or hub id): runs
     `vllm serve MODEL [options]` (CPU build included); every vllm serve option works."""
@@ -496,6 +567,7 @@ COMMANDS: dict[str, Callable[..., Command]] = {
     "plot": Plot,
     "redteam": RedTeam,
     "exploit": Exploit,
+    "crossplay": CrossPlay,
     "serve": Serve,
 }
 

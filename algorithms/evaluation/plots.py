@@ -249,3 +249,51 @@ def _save(fig: Figure, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     return path
+
+
+def crossplay_heatmap(
+    attackers: Sequence[str],
+    defenders: Sequence[str],
+    panels: Mapping[str, Sequence[Sequence[Rate]]],
+    path: Path,
+    title: str = "",
+    *,
+    attacker_weights: Sequence[float] | None = None,
+    defender_weights: Sequence[float] | None = None,
+) -> Path:
+    """One heatmap per matrix of rates (rows attackers, columns defenders), each cell its rate and
+    interval; the meta-Nash weights, when given, beside the members' names."""
+
+    def named(names: Sequence[str], weights: Sequence[float] | None) -> list[str]:
+        # long folder paths keep their ends (the part that tells exports apart); the report has them whole
+        names = [n if len(n) <= 28 else "…" + n[-27:] for n in names]
+        return [
+            n if weights is None else f"{n}\n(w={w:.2f})"
+            for n, w in zip(names, weights or [0.0] * len(names), strict=True)
+        ]
+
+    width = max(4.5, 2.0 + 1.6 * len(defenders))
+    fig = Figure(figsize=(width * len(panels), max(4.0, 2.6 + 0.9 * len(attackers))))
+    axes = fig.subplots(1, len(panels), squeeze=False)
+    for ax, (name, matrix) in zip(axes.flat, panels.items(), strict=True):
+        values = [[math.nan if not r.total else r.value for r in row] for row in matrix]
+        image = ax.imshow(values, cmap="Reds", vmin=0.0, vmax=1.0, aspect="auto")
+        for i, row in enumerate(matrix):
+            for j, r in enumerate(row):
+                text = (
+                    "n/a"
+                    if not r.total
+                    else f"{100 * r.value:.0f}%\n[{100 * r.low:.0f}, {100 * r.high:.0f}]\nn={r.total}"
+                )
+                dark = r.total and r.value > 0.6
+                ax.text(j, i, text, ha="center", va="center", fontsize=8, color="white" if dark else "black")
+        # slanted: long names of neighbouring columns would run into each other
+        ax.set_xticks(range(len(defenders)), named(defenders, defender_weights), fontsize=8, rotation=25, ha="right")
+        ax.set_yticks(range(len(attackers)), named(attackers, attacker_weights), fontsize=8)
+        ax.set_xlabel("defender")
+        ax.set_ylabel("attacker")
+        ax.set_title(name)
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)

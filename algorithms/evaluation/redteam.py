@@ -277,10 +277,31 @@ def play_batch(
     game: Game, target: GenerationBackend, items: Sequence[Item], actions: Sequence[object], cfg: RedTeamConfig
 ) -> list[Record]:
     """The records of a batch, given the attacker's outputs (ignored for baseline items)."""
+    attacks, attack_error = judge_attacks(game, items, actions, cfg)
+    return answer_attacks(game, target, items, attacks, attack_error, cfg)
+
+
+def judge_attacks(
+    game: Game, items: Sequence[Item], actions: Sequence[object], cfg: RedTeamConfig
+) -> tuple[list[Sample | None], str | None]:
+    """The game's reading of each output (format, faithfulness): its attack, or None when the
+    faithfulness judge failed (the error is the second value). Cross-play judges an attacker's
+    rewrites once and shows the same attacks to every defender (``answer_attacks``)."""
     rounds = [Round(i.seed, direct=i.direct) for i in items]
     # A failed faithfulness call leaves the rounds untouched (no attack), so it can be retried.
     _, attack_error, _ = _retry(lambda: game.attack(rounds, [(a,) for a in actions]), cfg.retries, cfg.backoff)
-    attacks = [r.attacks[0] if r.attacks else None for r in rounds]
+    return [r.attacks[0] if r.attacks else None for r in rounds], attack_error
+
+
+def answer_attacks(
+    game: Game,
+    target: GenerationBackend,
+    items: Sequence[Item],
+    attacks: Sequence[Sample | None],
+    attack_error: str | None,
+    cfg: RedTeamConfig,
+) -> list[Record]:
+    """The records of a batch of judged attacks: the target answers the valid ones, the judge classifies."""
     # only a valid rewrite reaches the target (a failed sample may still carry what it showed)
     prompts = {n: a.public for n, a in enumerate(attacks) if a is not None and a.failure is None and a.public}
     answers = dict(zip(prompts, _answer(target, list(prompts.values()), cfg), strict=True))
