@@ -11,6 +11,8 @@ advgame redteam --attacker A --target T  the attacker against a target: ASR, suc
 advgame exploit --defender D --budget N   exploitability: a best-response attacker trained against a frozen
                 [--attacker A]            defender (or a best-response defender against a frozen attacker)
 advgame crossplay --attackers A.. --defenders D..  every attacker against every defender: matrix, meta-Nash
+advgame compare --config A --config B --seeds 3  configs trained over seeds, final pairs measured alike,
+                [--steps N --exploit-budget K]    one table of means with 95% t-intervals
 advgame serve MODEL [vllm serve options]  an OpenAI-compatible vLLM server of a model
 
 A mistake in what the user gave (a config, a seed/suite/SFT file, a damaged checkpoint or log,
@@ -43,6 +45,7 @@ from algorithms.evaluation.redteam import RedTeamConfig
 if TYPE_CHECKING:
     from advgame_env.judges import Judge
     from agents.backends import Backend
+    from algorithms.evaluation.compare import CompareConfig
     from algorithms.evaluation.exploit import ExploitConfig
 
 # Every command is a dataclass; tyro builds its flags (kebab-case, help from the field comments)
@@ -546,6 +549,77 @@ class CrossPlay:
 
 
 @dataclass
+class Compare:
+    """Configs compared over seeds: each --config trained under each seed in OUT/LABEL/seed_S (a
+    finished run is reused, an interrupted one resumed), each final pair measured alike (held-out
+    harmful compliance and benign refusal, the attacker against the initial defender, best-response
+    exploitability, cross-play ratings, utility where asked), one table of the mean and 95%
+    Student-t interval over seeds: OUT/comparison.md (+ .html, .json, .png). Each measurement is saved
+    per run, so a rerun skips what is done."""
+
+    config: Annotated[UseAppendAction[list[str]], arg(metavar="CONFIG")] = field(default_factory=list)
+    """a shipped config's name or a YAML file; repeat for each compared config (the row label: its file name)"""
+    seeds: int = 2  # run seeds 0 .. N-1
+    seed_list: list[int] = field(default_factory=list)  # explicit run seeds instead of --seeds
+    steps: int | None = None  # every run's training budget (run.steps; default: each config's own)
+    eval_seeds: int = 24  # held-out requests the final defender answers, half harmful
+    attack_seeds: int = 8  # held-out harmful seeds the final attacker rewrites against the initial defender (0: skip)
+    exploit_budget: int = 2  # steps of the best-response attacker against each final defender (0: skip)
+    exploit_seeds: int = 8  # held-out seeds of each exploit curve point
+    exploit_algorithm: str = "advgame_dpo_md"  # the best response's algorithm, the same against every defender
+    crossplay_seeds: int = 16  # seeds of the cross-play of every final attacker and defender (0: skip)
+    max_tokens: int = 64  # answer budget of the held-out evaluation and the cross-play
+    judging: OmitArgPrefixes[JudgeOptions] = field(default_factory=JudgeOptions)
+    instruction_following: Annotated[int | None, arg(metavar="N")] = None
+    """utility: IFEval-style instruction following on the first N bundled prompts (0: all; off by default)"""
+    win_rate: bool = False  # utility: win rate on benign requests against each run's initial defender
+    plugin: Annotated[UseAppendAction[list[str]], arg(metavar="FILE_OR_MODULE")] = field(default_factory=list)
+    """a .py file or module name that registers algorithms (@register); repeatable"""
+    out: str = "runs/compare"
+    overrides: Annotated[Positional[list[str]], arg(metavar="key=value")] = field(default_factory=list)
+    """overrides of every config, e.g. rollout.attacker_max_tokens=32"""
+
+    def settings(self) -> CompareConfig:
+        from algorithms.evaluation.compare import CompareConfig, Entry
+
+        return CompareConfig(
+            configs=tuple(Entry(c) for c in self.config),
+            seeds=self.seeds,
+            seed_list=tuple(self.seed_list),
+            steps=self.steps,
+            eval_seeds=self.eval_seeds,
+            attack_seeds=self.attack_seeds,
+            exploit_budget=self.exploit_budget,
+            exploit_seeds=self.exploit_seeds,
+            exploit_algorithm=self.exploit_algorithm,
+            crossplay_seeds=self.crossplay_seeds,
+            max_tokens=self.max_tokens,
+            judge=self.judging.judge,
+            judge_backend=self.judging.judge_backend,
+            judge_url=self.judging.judge_url,
+            instruction_following=self.instruction_following,
+            win_rate=self.win_rate,
+            out=self.out,
+            overrides=tuple(self.overrides),
+        )
+
+    def run(self) -> int:
+        from algorithms.evaluation.compare import compare
+        from algorithms.training.algorithm import load_plugin
+
+        for plugin in self.plugin:  # before the configs: they may name a plugin's algorithm
+            load_plugin(plugin)
+        self.judging.check()
+        result = compare(self.settings())
+        for label in result.labels:
+            print(f"\n{label}:")
+            for column in result.columns:
+                print(f"  {column:38s} {result.rows[label][column]}")
+        print(f"\ntable: {result.folder / 'comparison.md'}")
+        return 0
+
+
+@dataclass
 class Serve:
     """An OpenAI-compatible vLLM server of a model (bundled name, folder or hub id): runs
     `vllm serve MODEL [options]` (CPU build included); every vllm serve option works."""
@@ -568,6 +642,7 @@ COMMANDS: dict[str, Callable[..., Command]] = {
     "redteam": RedTeam,
     "exploit": Exploit,
     "crossplay": CrossPlay,
+    "compare": Compare,
     "serve": Serve,
 }
 
