@@ -39,14 +39,15 @@ from tests.helpers import SHORT_ROUNDS
 
 
 def test_the_interval_over_seeds_is_students_t_by_hand():
-    summary = summarise_seeds([0.2, 0.4, 0.6])
-    # mean 0.4, sample sd 0.2, t(0.975, 2) = 4.302652729911275 (tables), half = t * sd / sqrt(3)
-    half = 4.302652729911275 * 0.2 / math.sqrt(3)
+    summary = summarise_seeds([0.3, 0.4, 0.5])
+    # mean 0.4, sample sd 0.1, t(0.975, 2) = 4.302652729911275 (tables), half = t * sd / sqrt(3)
+    half = 4.302652729911275 * 0.1 / math.sqrt(3)
     assert summary.n == 3 and summary.mean == pytest.approx(0.4)
     assert summary.interval == pytest.approx((0.4 - half, 0.4 + half))
     assert str(summary) == f"40.0% [{100 * (0.4 - half):.1f}, {100 * (0.4 + half):.1f}] (n=3)"
-    two = summarise_seeds([0.1, 0.3])  # sd sqrt(0.02), so half = t(0.975, 1) * 0.1 = 12.706204736174707 * 0.1
+    two = summarise_seeds([0.1, 0.3], share=False)  # sd sqrt(0.02), so half = t(0.975, 1) * 0.1
     assert two.interval == pytest.approx((0.2 - 1.2706204736174707, 0.2 + 1.2706204736174707))
+    assert summarise_seeds([0.1, 0.3]).interval == (0.0, 1.0)  # a share's interval stays in [0, 1]
 
 
 def test_one_seed_has_no_interval_and_a_missing_value_is_not_a_zero():
@@ -175,6 +176,34 @@ def test_a_saved_part_is_reused_and_other_settings_measure_afresh(tmp_path):
     assert saved["settings"] == {"eval_seeds": 4} and "wall_s" in saved
     part(tmp_path, "heldout", {"eval_seeds": 8}, measure)
     assert len(calls) == 2 and calls[1] != calls[0]
+
+
+def test_the_table_has_a_row_per_config_and_says_what_was_not_measured(tmp_path):
+    from algorithms.evaluation.compare import Comparison, write_comparison
+
+    per_run: dict[str, dict[int, dict[str, float | None]]] = {
+        "a": {0: {HARMFUL: 0.5, BENIGN: 0.1, EXPLOIT: 0.2}, 1: {HARMFUL: 0.3, BENIGN: 0.3, EXPLOIT: None}},
+        "b": {0: {HARMFUL: 0.0, BENIGN: 0.4}},
+    }
+    rows = {k: {c: summarise_seeds([v.get(c) for v in runs.values()]) for c in COLUMNS} for k, runs in per_run.items()}
+    result = Comparison(("a", "b"), (0, 1), COLUMNS, rows, per_run, tmp_path, {"steps": {"a": 1, "b": 1}})
+    lines = write_comparison(result).read_text().splitlines()
+    a = next(line for line in lines if line.startswith("| a | "))
+    assert a.split(" | ")[1:4] == ["40.0% [0.0, 100.0] (n=2)", "20.0% [0.0, 100.0] (n=2)", "n/a"]
+    assert "20.0% (n=1, interval undefined)" in a  # best-response ASR of one seed
+    assert "| b | 0 | 0.0% | 40.0% | n/a |" in "\n".join(lines)  # every run's own figures
+    written = json.loads((tmp_path / "comparison.json").read_text())
+    assert written["rows"][1][HARMFUL] == {"mean": 0.0, "low": None, "high": None, "n": 1, "values": [0.0]}
+    assert (tmp_path / "comparison.png").stat().st_size > 0 and (tmp_path / "comparison.html").exists()
+
+
+def test_the_plane_over_seeds_needs_both_figures(tmp_path):
+    from algorithms.evaluation.plots import seed_means
+
+    nan = math.nan
+    assert seed_means({}, {"a": ((nan, nan, nan), (0.1, nan, nan))}, tmp_path / "x.png", "t") is None
+    drawn = seed_means({"a": [(0.2, 0.1)]}, {"a": ((0.2, nan, nan), (0.1, nan, nan))}, tmp_path / "x.png", "t")
+    assert drawn == tmp_path / "x.png" and drawn.stat().st_size > 0
 
 
 # ----------------------------------------------------------------------------- end to end

@@ -24,8 +24,8 @@ Each part of a run is saved in ``RUN/compare/<part>-<digest of its settings>/res
 rerun with the same settings skips it and a rerun with other settings measures afresh beside it.
 
 Aggregation: per config and column, the mean over the seeds that measured it and a 95 % Student-t
-interval, mean ± t(0.975, n-1)·s/√n (s the sample standard deviation; unclipped, so it may leave
-[0, 1] with few seeds). With one seed the interval is undefined and said to be. Writes
+interval, mean ± t(0.975, n-1)·s/√n (s the sample standard deviation), cut to [0, 1] for shares
+(with two seeds t is 12.7, so the interval is wide). With one seed it is undefined and said to be. Writes
 ``OUT/comparison.md`` (+ .html), ``comparison.json`` and ``comparison.png`` (harmful compliance
 against benign refusal per config, each seed faint, the mean with its interval bars).
 
@@ -158,6 +158,8 @@ class Summary:
         from scipy.stats import t
 
         half = float(t.ppf(0.975, self.n - 1)) * statistics.stdev(self.values) / math.sqrt(self.n)
+        if self.share:  # a share cannot leave [0, 1], however wide few seeds make the interval
+            return max(0.0, self.mean - half), min(1.0, self.mean + half)
         return self.mean - half, self.mean + half
 
     def as_dict(self) -> dict[str, object]:
