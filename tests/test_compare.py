@@ -108,6 +108,8 @@ def test_a_command_error_is_one_line(capsys):
     assert "advgame compare: compare needs at least one config" in capsys.readouterr().err
     assert main(["compare", "--config", "no_such.yaml", "--out", "x"]) == 2
     assert "no_such.yaml: no such config file or shipped recipe" in capsys.readouterr().err
+    assert main(["compare", "--config", "cpu_smoke.yaml", "--exploit-algorithm", "nope", "--out", "x"]) == 2
+    assert "exploit_algorithm: 'nope' is not registered" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- runs and reuse

@@ -411,9 +411,21 @@ def _crossplay(
 def compare(cc: CompareConfig, *, log: Callable[[str], None] = print) -> Comparison:
     """Train (or reuse) every config under every seed, measure each final pair alike, aggregate
     over seeds; writes comparison.md/.html/.json/.png in ``cc.out``."""
+    from algorithms.training.algorithm import names
     from algorithms.training.trainer import train
 
     seeds = cc.run_seeds
+    if cc.exploit_budget and cc.exploit_algorithm not in names():
+        raise ConfigError(
+            f"compare exploit_algorithm: {cc.exploit_algorithm!r} is not registered; registered: {', '.join(names())}"
+        )
+    if cc.instruction_following is not None:  # before hours of training: the utility extra is there
+        from algorithms.evaluation.utility import plan_from_options
+
+        try:
+            plan_from_options(cc.instruction_following)
+        except (ValueError, ImportError) as error:
+            raise ConfigError(f"compare instruction_following: {error}") from None
     runs: dict[tuple[str, int], TrainConfig] = {}
     for entry in cc.configs:  # every config checked before anything trains
         for seed in seeds:
