@@ -218,7 +218,7 @@ def test_two_configs_over_two_seeds_write_one_table(tiny_chat, tmp_path):
     base = tmp_path / "tiny.yaml"
     base.write_text(
         f"model: {{name: {tiny_chat}}}\n"
-        "data: {batch_size: 2}\n"
+        "data: {batch_size: 1}\n"
         "game: {direct_fraction: 0.5}\n"
         "run: {progress: false, tensorboard: false, validate_every: 0}\n"
     )
@@ -226,7 +226,7 @@ def test_two_configs_over_two_seeds_write_one_table(tiny_chat, tmp_path):
         configs=(Entry(str(base), "dpo_md"), Entry(str(base), "ipo_md", ("algorithm.name=advgame_ipo_md",))),
         seeds=2,
         steps=1,
-        eval_seeds=4,
+        eval_seeds=2,
         attack_seeds=1,
         exploit_budget=1,
         exploit_seeds=2,
