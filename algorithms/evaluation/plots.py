@@ -19,6 +19,7 @@ Figures are drawn with matplotlib's object API (no pyplot state, no display need
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -239,7 +240,7 @@ def rate_curves(series: Mapping[str, Sequence[tuple[int, Rate]]], path: Path, ti
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("training step of the best response")
     ax.set_ylabel("%")
-    ax.set_title(title, fontsize=9)
+    ax.set_title("\n".join(textwrap.wrap(title, 80)), fontsize=9)  # a title of two model paths is long
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
