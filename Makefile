@@ -5,12 +5,14 @@ setup:
 	bash scripts/setup.sh
 
 # The CPU alignment demo: AdvGame-DPO-MD on the bundled model, then the defender before/after.
+# DEMO_ARGS: more `advgame demo` options, e.g. make demo DEMO_ARGS=--instruction-following
+DEMO_ARGS ?=
 demo: setup
-	.venv/bin/advgame demo
+	.venv/bin/advgame demo $(DEMO_ARGS)
 
 # The same pipeline in a few minutes (2 training steps, a small evaluation).
 quick-demo: setup
-	.venv/bin/advgame demo --quick
+	.venv/bin/advgame demo --quick $(DEMO_ARGS)
 
 test: setup
 	.venv/bin/ruff check .

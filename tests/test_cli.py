@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from algorithms.cli.main import main, parse_command
 
@@ -109,15 +110,25 @@ def test_the_demo_trains_then_compares_the_defender_before_and_after(tiny_chat, 
     out.mkdir()  # a demo killed before its first checkpoint left a log line: it starts afresh
     (out / "metrics.jsonl").write_text('{"step": 0, "val/refusal_harmful": 0.125}\n')
     small = ("--eval-size", "4", "--eval-tokens", "8", "--attack-seeds", "2")
+    small += ("--instruction-following", "2", "--instruction-tokens", "8")  # the utility panel too
     tiny = (f"model.name={tiny_chat}", "rollout.attacker_max_tokens=12", "rollout.defender_max_tokens=12")
     assert main(_demo_args(out, small, *tiny)) == 0
     printed = capsys.readouterr().out
     assert "before (step 0)" in printed and "after (step 2)" in printed and "harmful compliance" in printed
+    assert "instruction following (prompt, strict)" in printed and "win rate" in printed
     table = (out / "eval" / "comparison.md").read_text()
     assert "| before (step 0) |" in table and "| after (step 2) |" in table
     assert "## The attacker against the initial defender" in table and "| step 2 |" in table
+    assert "## Utility" in table
+    rows = json.loads((out / "eval" / "comparison.json").read_text())
+    assert [r["run"] for r in rows] == ["demo", "demo"]  # before and after: one run's joined points
+    # the initial defender is the win rate's reference: against its own answers, all ties
+    assert rows[0]["utility_figures"]["win rate"]["value"] == 0.5
+    assert all(r["utility_figures"]["instruction following (prompt, strict)"]["n"] == 2 for r in rows)
     for picture in ("pareto.png", "training.png"):
         assert (out / "eval" / picture).exists()
+    with Image.open(out / "eval" / "pareto.png") as image:
+        assert image.size[0] > 1200  # the safety-vs-utility panel beside the Pareto picture
     lines = (out / "metrics.jsonl").read_text()
     assert [json.loads(line)["step"] for line in lines.splitlines()] == [0, 1, 2, 2] and "0.125" not in lines
     # a second call finds the finished run and only measures again: no second training
@@ -133,10 +144,13 @@ def test_the_demo_names_a_missing_config(capsys):
 @pytest.mark.slow
 def test_the_quick_demo_runs_on_the_bundled_model(tmp_path):
     """`advgame demo --quick` as a user runs it (about 4 min here); the table is printed."""
-    command = [sys.executable, "-m", "algorithms.cli", *_demo_args(tmp_path / "quick")]
+    # a short instruction-following pass keeps CI's time down; the tiny-model demo test covers the panel
+    options = ("--instruction-following", "4", "--instruction-tokens", "64")
+    command = [sys.executable, "-m", "algorithms.cli", *_demo_args(tmp_path / "quick", options)]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "before (step 0)" in done.stdout and "after (step 2)" in done.stdout
+    assert "win rate" in done.stdout and "instruction" in done.stdout  # the utility columns
     assert (tmp_path / "quick" / "eval" / "comparison.html").exists()
 
 

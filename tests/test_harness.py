@@ -61,3 +61,70 @@ def test_a_missing_harness_is_a_clear_error(monkeypatch, tiny_chat):
     monkeypatch.setattr("algorithms.evaluation.harness.available", lambda: False)
     with pytest.raises(HarnessError, match=r"pip install 'advgame\[lm_eval\]'"):
         run_harness(tiny_chat, ["arc_easy"])
+
+
+def test_with_vllm_an_adapter_is_served_by_the_engine_at_a_rank_vllm_accepts(tmp_path, tiny_chat):
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    settings = {"base_model_name_or_path": str(tiny_chat), "r": 12}
+    (adapter / "adapter_config.json").write_text(json.dumps(settings))
+    assert model_args(adapter, backend="vllm") == {
+        "pretrained": str(tiny_chat),
+        "lora_local_path": str(adapter),
+        "max_lora_rank": 16,
+        "dtype": "float32",
+    }
+    assert model_args(tiny_chat, backend="vllm") == model_args(tiny_chat)
+    (adapter / "adapter_config.json").write_text(json.dumps(settings | {"r": 1024}))
+    with pytest.raises(HarnessError, match="LoRA rank 1024 is above vLLM's largest"):
+        model_args(adapter, backend="vllm")
+
+
+def test_vllm_engine_arguments_on_cpu_are_the_backends(monkeypatch):
+    import os
+
+    from algorithms.evaluation.harness import _vllm_settings
+
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
+    base = {"pretrained": "m", "dtype": "float32"}
+    engine, batch = _vllm_settings(base, 8)
+    assert engine["enforce_eager"] is True and engine["enable_chunked_prefill"] is False and batch == 8
+    assert engine["max_model_len"] == 2048 and engine["max_num_batched_tokens"] == 8192
+    assert os.environ["VLLM_CPU_KVCACHE_SPACE"] == "2"
+    # an adapter scores one sequence a call on CPU (vLLM's CPU LoRA fails on a batch)
+    assert _vllm_settings(base | {"lora_local_path": "a"}, 8)[1] == 1
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    assert _vllm_settings(base | {"lora_local_path": "a"}, 8) == (base | {"lora_local_path": "a"}, 8)  # a GPU
+
+
+def test_a_missing_vllm_is_a_clear_error(monkeypatch, tiny_chat):
+    from algorithms.evaluation.utility import plan_from_options
+
+    monkeypatch.setattr("algorithms.evaluation.harness.available", lambda: True)
+    monkeypatch.setattr("algorithms.evaluation.harness.vllm_available", lambda: False)
+    with pytest.raises(HarnessError, match="needs vLLM installed"):
+        run_harness(tiny_chat, ["arc_easy"], backend="vllm")
+    with pytest.raises(ImportError, match="--backend vllm needs vLLM installed"):
+        plan_from_options(lm_eval="arc_easy", lm_eval_backend="vllm")
+    with pytest.raises(ValueError, match="hf or the vllm backend"):
+        run_harness(tiny_chat, ["arc_easy"], backend="openai")  # type: ignore[arg-type]
+
+
+@needs_harness
+@pytest.mark.parametrize(("backend", "harness"), [("vllm", "vllm"), ("hf", "hf"), ("openai", "hf")])
+def test_eval_runs_the_harness_on_the_backend_it_was_given(monkeypatch, backend, harness):
+    import algorithms.evaluation.evaluate
+    from algorithms.cli.main import main
+
+    monkeypatch.setattr("algorithms.evaluation.harness.vllm_available", lambda: True)
+    given = {}
+
+    def evaluate_models(models, seeds, judge, make, out, suite, **options):
+        given.update(options)
+        return [], None
+
+    monkeypatch.setattr(algorithms.evaluation.evaluate, "evaluate_models", evaluate_models)
+    url = ["--url", "http://127.0.0.1:1/v1"] if backend == "openai" else []
+    assert main(["eval", "--model", "m", "--backend", backend, *url, "--lm-eval", "arc_easy"]) == 0
+    assert given["plan"].lm_eval == ("arc_easy",) and given["plan"].lm_eval_backend == harness

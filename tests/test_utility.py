@@ -253,6 +253,8 @@ def test_eval_checks_its_utility_options_before_generating(tmp_path, capsys):
     assert "comma separated" in capsys.readouterr().err
     assert main([*base, "--instruction-following", "-1"]) == 2
     assert "number of prompts" in capsys.readouterr().err
+    assert main([*base, "--instruction-following", "--instruction-tokens", "0"]) == 2
+    assert "--instruction-tokens must be at least 1" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 
 

@@ -10,6 +10,15 @@
 3. The attacker before and after rewrites held-out harmful seeds against the *initial*
    defender: validity, faithfulness, attack success and diversity of the rewrites.
 
+With a utility plan (``advgame demo``'s ``--win-rate``, on by default, and
+``--instruction-following N``, off by default and 23 prompts with ``--quick``; see
+``algorithms.evaluation.utility``), step 2 also measures what the safety training cost: both
+defenders' helpfulness win rate against the initial one on the held-out benign seeds (judged
+by the same model-free judge; the initial defender's own answers from the safety pass, in the
+evaluation's short budget, serve as the reference, so the win rate generates nothing more),
+and their instruction following (answered in their own, longer budget). The table, a utility
+table and the Pareto picture's safety-vs-utility panel (before and after joined) show them.
+
 Everything lands in ``RUN/eval`` (comparison.md / .html with its PNGs, a report per model).
 Evaluation always uses the model-free judge, whatever judge trained the run, so runs with
 different training judges are measured with one yardstick.
@@ -25,11 +34,20 @@ from advgame_env import Game, Judge, Label, RuleJudge, Seed, bundled_seeds
 from agents import HFBackend, load_model
 from agents.policy import Policy
 from algorithms.config import TrainConfig, load_config
-from algorithms.evaluation.evaluate import COMPARED, Evaluated, checkpoint_models, evaluate_models, write_comparison
+from algorithms.evaluation.evaluate import (
+    COMPARED,
+    PANEL,
+    Evaluated,
+    checkpoint_models,
+    evaluate_models,
+    write_comparison,
+)
+from algorithms.evaluation.utility import UtilityPlan
 from algorithms.recipes import recipe
-from algorithms.training.trainer import train
+from algorithms.training.trainer import start_model, train
 
 DEMO, QUICK = recipe("cpu_demo.yaml"), recipe("cpu_demo_quick.yaml")  # package data: a wheel has them too
+QUICK_INSTRUCTIONS = 23  # --quick's instruction-following prompts: the suite's first 23, one of each type
 ATTACK_MEASURES = (
     "attack validity",
     "faithfulness (well-formed rewrites)",
@@ -48,8 +66,17 @@ def heldout(size: int | None) -> list[Seed]:
 
 
 def run_demo(
-    config: Path, overrides: list[str], *, eval_size: int | None, eval_tokens: int, attack_seeds: int
+    config: Path,
+    overrides: list[str],
+    *,
+    eval_size: int | None,
+    eval_tokens: int,
+    attack_seeds: int,
+    plan: UtilityPlan | None = None,
 ) -> tuple[list[Evaluated], Path]:
+    """Train (or resume), evaluate the defender before and after, red-team; ``plan``: utility
+    measured beside safety (see the module docstring); its ``reference``, when set, should be
+    the run's initial defender (``demo_reference``)."""
     cfg = load_config(config, overrides)
     run = Path(cfg.run.out_dir)
     if not (run / "final").exists():
@@ -67,12 +94,20 @@ def run_demo(
         "held-out seeds",
         run=run,
         max_tokens=eval_tokens,
+        plan=plan,
+        run_members=set(names.values()),  # before and after are the run's checkpoints: joined
     )
     print("red-teaming the initial defender with the attacker before and after", flush=True)
     attack = attacker_rows(cfg, run, attack_seeds) if attack_seeds else []
     notes = ["", "## The attacker against the initial defender", "", *attack_table(attack)] if attack else []
     comparison = write_comparison(evaluated, run / "eval", "CPU alignment demo: held-out seeds", run=run, notes=notes)
     return evaluated, comparison
+
+
+def demo_reference(config: Path, overrides: list[str]) -> str:
+    """The win rate's reference in the demo: the run's initial defender, "before (step 0)" (as
+    ``checkpoint_models`` names its model, so that its safety-pass answers serve)."""
+    return str(start_model(load_config(config, overrides), "defender"))
 
 
 def attacker_rows(
@@ -123,10 +158,20 @@ def _cell(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
-def print_table(evaluated: list[Evaluated], comparison: Path) -> None:
+def table_rows(evaluated: list[Evaluated]) -> tuple[list[str], list[list[str]]]:
+    """The before/after table: the safety rates every row has, then the utility panel's figures
+    (instruction following, win rate) where every row measured them."""
     shown = [m for m in COMPARED if all(m in e.summary for e in evaluated)]
+    measured = [m for m in PANEL if evaluated and all(m in e.figures for e in evaluated)]
+    rows = [[str(e.summary[m]) for m in shown] + [str(e.figures[m]) for m in measured] for e in evaluated]
+    return shown + measured, rows
+
+
+def print_table(evaluated: list[Evaluated], comparison: Path) -> None:
+    header, rows = table_rows(evaluated)
     width = max(len(e.name) for e in evaluated) + 2
-    print("\n" + "".ljust(width) + "".join(m.ljust(34) for m in shown))
-    for e in evaluated:
-        print(e.name.ljust(width) + "".join(str(e.summary[m]).ljust(34) for m in shown))
+    widths = [max(len(h), *(len(r[k]) for r in rows)) + 2 for k, h in enumerate(header)]
+    print("\n" + "".ljust(width) + "".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
+    for e, cells in zip(evaluated, rows, strict=True):
+        print(e.name.ljust(width) + "".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)))
     print(f"\nreport with pictures: {comparison} (and {comparison.with_suffix('.html').name} beside it)")

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from agents.backends import Backend
     from algorithms.evaluation.compare import CompareConfig
     from algorithms.evaluation.exploit import ExploitConfig
+    from algorithms.evaluation.utility import UtilityPlan
 
 # Every command is a dataclass; tyro builds its flags (kebab-case, help from the field comments)
 # and `main` calls its `run`. Options several commands share are dataclasses of their own.
@@ -96,7 +97,8 @@ class JudgeOptions:
 @dataclass
 class Demo:
     """The CPU alignment demo: AdvGame-DPO-MD on the bundled model (configs/cpu_demo.yaml, ~45 min on 2 cores),
-    then one before/after table of the defender on held-out seeds and a report with pictures in RUN/eval.
+    then one before/after table of the defender on held-out seeds and a report with pictures in RUN/eval,
+    with the after defender's win rate against the before one (and instruction following on request).
     An interrupted demo resumes."""
 
     quick: bool = False  # configs/cpu_demo_quick.yaml: the pipeline in minutes
@@ -104,6 +106,15 @@ class Demo:
     eval_size: int | None = None  # held-out seeds evaluated (default: all 170; quick: 24)
     eval_tokens: int = 64  # answer length when evaluating
     attack_seeds: int | None = None  # held-out harmful seeds the attackers rewrite (0: skip; default 24, quick: 4)
+    instruction_following: Annotated[int | None, arg(metavar="N")] = None
+    """instruction following of both defenders on the bundled suite (322 prompts: the flag alone), or its first
+    N prompts (it interleaves its 23 instruction types: 23 is one of each); default: off (all 322 add about half
+    an hour on 2 cores), --quick: 23"""
+    instruction_tokens: int = 256  # answer length of instruction following (its prompts ask for paragraphs)
+    win_rate: bool = True
+    """the helpfulness win rate of both defenders against the initial one on the held-out benign seeds, judged
+    by the model-free judge (the initial defender's answers are reused: nothing more is generated)"""
+    no_utility: bool = False  # measure no utility: neither instruction following nor the win rate
     overrides: Annotated[Positional[list[str]], arg(metavar="key=value")] = field(default_factory=list)
     """config overrides, e.g. run.out_dir=runs/x"""
 
@@ -115,14 +126,40 @@ class Demo:
         eval_size = self.eval_size if self.eval_size is not None else 24 if self.quick else None
         attack_seeds = self.attack_seeds if self.attack_seeds is not None else 4 if self.quick else 24
         try:
+            plan = self.plan(config)
             evaluated, comparison = run_demo(
-                config, self.overrides, eval_size=eval_size, eval_tokens=self.eval_tokens, attack_seeds=attack_seeds
+                config,
+                self.overrides,
+                eval_size=eval_size,
+                eval_tokens=self.eval_tokens,
+                attack_seeds=attack_seeds,
+                plan=plan,
             )
-        except (ConfigError, FileNotFoundError) as error:
+        except (ConfigError, FileNotFoundError, ValueError, ImportError) as error:
             print(f"advgame demo: {error}", file=sys.stderr)
             return 2
         print_table(evaluated, comparison)
         return 0
+
+    def plan(self, config: Path) -> UtilityPlan:
+        """The utility measured beside safety, checked before training starts (a missing extra,
+        a bad number); the win rate's reference is the run's initial defender."""
+        import importlib.util
+
+        from algorithms.cli.demo import QUICK_INSTRUCTIONS, demo_reference
+        from algorithms.evaluation.utility import EXTRA, UtilityPlan, plan_from_options
+
+        if self.no_utility:
+            return UtilityPlan()
+        prompts = self.instruction_following
+        if prompts is None and self.quick:
+            # --quick's default, unlike an asked-for --instruction-following, does without the extra
+            if importlib.util.find_spec("if_verifiable") is not None:
+                prompts = QUICK_INSTRUCTIONS
+            else:
+                print(f"advgame demo: no instruction following (pip install 'advgame[{EXTRA}]' for it)", flush=True)
+        reference = demo_reference(config, self.overrides) if self.win_rate else None
+        return plan_from_options(prompts, reference, instruction_tokens=self.instruction_tokens)
 
 
 @dataclass
@@ -225,11 +262,13 @@ class Eval:
     instruction_following: Annotated[int | None, arg(metavar="N")] = None
     """IFEval-style instruction following on the bundled suite (322 prompts), or its first N prompts
     (the flag alone: all of them)"""
+    instruction_tokens: Annotated[int | None, arg(metavar="N")] = None  # their answer length (default: --max-tokens)
     win_rate: bool = False  # helpfulness win rate on the suite's benign requests against --reference, judged by --judge
     reference: Annotated[str | None, arg(metavar="MODEL")] = None
     """the win rate's reference model (implies --win-rate; default: the run's initial model, or the bundled one)"""
     lm_eval: Annotated[str | None, arg(metavar="TASKS")] = None
-    """lm-evaluation-harness tasks (names or task YAML paths, comma separated), run offline on each model folder"""
+    """lm-evaluation-harness tasks (names or task YAML paths, comma separated), run offline on each model folder
+    (as the harness's vllm model with --backend vllm, else its hf model)"""
     lm_eval_limit: Annotated[int | None, arg(metavar="N")] = None  # with --lm-eval: at most N documents per task
 
     def run(self) -> int:
@@ -253,7 +292,16 @@ class Eval:
         try:
             utility = _utilities(self.utility, [name for name, _ in models])
             reference = _reference(self, run)
-            plan = plan_from_options(self.instruction_following, reference, self.lm_eval, self.lm_eval_limit)
+            # the harness runs each model folder itself: as vLLM's model with --backend vllm, else as HF's
+            harness: Literal["hf", "vllm"] = "vllm" if self.backend == "vllm" else "hf"
+            plan = plan_from_options(
+                self.instruction_following,
+                reference,
+                self.lm_eval,
+                self.lm_eval_limit,
+                instruction_tokens=self.instruction_tokens,
+                lm_eval_backend=harness,
+            )
         except (ValueError, FileNotFoundError, ImportError) as error:
             raise UsageError(str(error)) from None
         _need_url(self.backend, self.url, "")  # before the judge's model loads
@@ -652,7 +700,7 @@ def parse_command(argv: Sequence[str] | None = None) -> Command:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["serve"] and len(args) > 1 and args[1] not in ("-h", "--help"):
         return Serve(args[1], args[2:])  # vllm's options go through untouched, unparsed by us
-    if args[:1] == ["eval"]:
+    if args[:1] in (["eval"], ["demo"]):
         args = _flag_alone(args, "--instruction-following", "0")
     return tyro.extras.subcommand_cli_from_dict(
         COMMANDS,

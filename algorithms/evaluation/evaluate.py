@@ -24,10 +24,11 @@ import html
 import json
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from dataclasses import field as dataclass_field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -60,6 +61,9 @@ from algorithms.training.checkpoints import (
 from algorithms.training.copies import Which
 from algorithms.training.players import build_players
 from algorithms.training.trainer import start_model
+
+if TYPE_CHECKING:  # plots loads matplotlib: imported where a picture is drawn
+    from algorithms.evaluation.plots import Point
 
 # utility figures the Pareto picture's utility panel plots against harmful compliance
 PANEL = ("instruction following (prompt, strict)", WIN_RATE)
@@ -252,6 +256,7 @@ def evaluate_models(
     max_tokens: int = 256,
     utility: dict[str, float] | None = None,
     plan: UtilityPlan | None = None,
+    run_members: Collection[str] | None = None,
     log: Callable[[str], None] = print,
 ) -> tuple[list[Evaluated], Path | None]:
     """Each (name, model) answers the suite and is judged, with its own report (in ``out``, or in
@@ -259,8 +264,11 @@ def evaluate_models(
     compared in one table and picture (``out/comparison.md``). ``utility``: a capability score
     per model name, measured elsewhere, for the safety-vs-utility panel. ``plan``: utility
     measured here too (instruction following, the win rate against a reference on the suite's
-    benign requests, lm-eval tasks), each model's in its report and in the comparison. ``log``
-    says where the report will be and what is loaded; progress bars show the answering and judging."""
+    benign requests, lm-eval tasks), each model's in its report and in the comparison.
+    ``run_members``: the names of ``models`` that are ``run``'s checkpoints, whose points the
+    pictures join in order (default: those named "step N", as ``checkpoint_models`` names them).
+    ``log`` says where the report will be and what is loaded; progress bars show the answering
+    and judging."""
     plan = plan or UtilityPlan()
     folders = [out if len(models) == 1 else out / f for f in model_folders([name for name, _ in models])]
     where = out / "comparison.md" if len(models) > 1 or run is not None else out / "report.md"
@@ -278,7 +286,7 @@ def evaluate_models(
     for (name, _), folder, items, *parts in zip(models, folders, judged, followed, wins, harness, strict=True):
         figures = {k: v for part in parts for k, v in part.items()}
         report = write_report(items, folder, f"{name} on {suite} ({len(items)} requests)", figures)
-        checkpoint = run is not None and name.startswith("step ")
+        checkpoint = run is not None and (name in run_members if run_members is not None else name.startswith("step "))
         given = (utility or {}).get(name)
         row = Evaluated(name, summarise(items), run.name if checkpoint and run else "", report, given, figures)
         evaluated.append(row)
@@ -295,7 +303,8 @@ def _instruction_following(
         return {}
     from algorithms.evaluation.utility import instruction_following
 
-    result = instruction_following(answerer, plan.instruction_prompts, max_tokens=max_tokens)
+    tokens = plan.instruction_tokens or max_tokens
+    result = instruction_following(answerer, plan.instruction_prompts, max_tokens=tokens)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "instruction_following.json").write_text(json.dumps(result.as_dict(), indent=2))
     return instruction_figures(result)
@@ -307,7 +316,7 @@ def _harness(model: str, plan: UtilityPlan, folder: Path) -> dict[str, Figure]:
         return {}
     from algorithms.evaluation.harness import run_harness
 
-    result = run_harness(model, plan.lm_eval, limit=plan.lm_eval_limit)
+    result = run_harness(model, plan.lm_eval, limit=plan.lm_eval_limit, backend=plan.lm_eval_backend)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "lm_eval.json").write_text(json.dumps(result.record, indent=2))
     return harness_figures(result.scores)
@@ -408,19 +417,12 @@ def model_folders(names: Sequence[str]) -> list[str]:
     return folders
 
 
-def write_comparison(
-    rows: Sequence[Evaluated], folder: Path, title: str, *, run: Path | None = None, notes: Sequence[str] = ()
-) -> Path:
-    """One table (comparison.md/.html, comparison.json) and the Pareto picture of many
-    evaluations; a run's training curves and any ``notes`` (Markdown lines) follow them."""
-    from algorithms.evaluation.plots import Point, pareto, training_curves
-    from algorithms.training.runlog import read_metrics
+def comparison_points(rows: Sequence[Evaluated]) -> list[Point]:
+    """The Pareto picture's points: each row with both safety rates, its run (a run's checkpoints
+    are joined), any given utility, and the measured figures of the utility panel (``PANEL``)."""
+    from algorithms.evaluation.plots import Point
 
-    folder.mkdir(parents=True, exist_ok=True)
-    shown = [m for m in COMPARED if any(m in r.summary for r in rows)]
-    lines = [f"# {title}", "", "| model | " + " | ".join(shown) + " |", "|---" * (len(shown) + 1) + "|"]
-    lines += [f"| {r.name} | " + " | ".join(str(r.summary.get(m, "n/a")) for m in shown) + " |" for r in rows]
-    points = [
+    return [
         Point(
             r.name,
             r.summary["harmful compliance"],
@@ -432,6 +434,21 @@ def write_comparison(
         for r in rows
         if "harmful compliance" in r.summary and "benign refusal" in r.summary
     ]
+
+
+def write_comparison(
+    rows: Sequence[Evaluated], folder: Path, title: str, *, run: Path | None = None, notes: Sequence[str] = ()
+) -> Path:
+    """One table (comparison.md/.html, comparison.json) and the Pareto picture of many
+    evaluations; a run's training curves and any ``notes`` (Markdown lines) follow them."""
+    from algorithms.evaluation.plots import pareto, training_curves
+    from algorithms.training.runlog import read_metrics
+
+    folder.mkdir(parents=True, exist_ok=True)
+    shown = [m for m in COMPARED if any(m in r.summary for r in rows)]
+    lines = [f"# {title}", "", "| model | " + " | ".join(shown) + " |", "|---" * (len(shown) + 1) + "|"]
+    lines += [f"| {r.name} | " + " | ".join(str(r.summary.get(m, "n/a")) for m in shown) + " |" for r in rows]
+    points = comparison_points(rows)
     if points:
         pareto(points, folder / "pareto.png", title="Safety vs over-refusal (95% intervals)")
         lines += ["", "![safety vs over-refusal](pareto.png)"]

