@@ -1,52 +1,46 @@
-"""Compare game algorithms, picked by name from the registry, on the same seeds and budget.
+"""Compare game algorithms, picked by name from the registry, over seeds: a thin call of
+``advgame compare`` (algorithms/evaluation/compare.py), which trains, evaluates and tabulates.
 
-    python examples/compare_algorithms.py                 # bundled model, 3 steps each (~6 min on 2 cores)
-    python examples/compare_algorithms.py --steps 10 --model path/to/model
+    python examples/compare_algorithms.py                 # bundled model, 3 steps, 2 seeds each
+    python examples/compare_algorithms.py --steps 10 --seeds 3 --model path/to/model
     python examples/compare_algorithms.py --algorithms dpo grpo hinge --plugin examples/custom_algorithm.py
 
 An entry is an algorithm's registered name (built-in, from ``--plugin``, or an installed
 package's ``advgame.algorithms`` entry point), optionally with a schedule: ``NAME@alternate``
 trains it as a sequential baseline (``train.schedule: alternate``, one step per turn), likewise
 ``@attacker`` / ``@defender``. The default compares AdvGame-DPO-MD, Self-RedTeam and the
-sequential DPO-MD baseline. Each algorithm starts from its CPU recipe (``configs/cpu_<name>.yaml``
-where one is shipped, else ``configs/cpu_smoke.yaml``) and trains from the same start on the same
-seed stream (same run seed) for the same number of steps, with the same token budgets; then the
-trained defender answers the same held-out seeds greedily. One Markdown table of game figures is
-printed:
+sequential DPO-MD baseline. Each entry becomes one compared config: its CPU recipe
+(``configs/cpu_<name>.yaml`` where one is shipped, else ``configs/cpu_smoke.yaml``) with the
+entry's algorithm and schedule as overrides; every config is trained from the same start under
+the same run seeds for the same number of steps, then its final pair is measured alike (held-out
+harmful compliance and benign refusal, the attacker against the initial defender, best-response
+exploitability, cross-play ratings). The table (mean and 95 % t-interval over seeds) is
+``OUT/comparison.md``; the same command line:
 
-  defender reward  the judge's mean reward of the defender during training (its own scale per
-                   reward rule: AdvGame's 0-10 rubric scores vs Self-RedTeam's ±3 table)
-  refusal          held-out refusal rates (keyword detector) after training, harmful / benign
-  attack valid     share of attacker outputs that were well formed and faithful
+    advgame compare --config cpu_smoke.yaml --config cpu_self_redteam.yaml --seeds 2 --steps 3
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import sys
-from pathlib import Path
 
-from algorithms.config import load_config
+from algorithms.evaluation.compare import CompareConfig, Entry, compare
 from algorithms.training.algorithm import load_plugin, names
-from algorithms.training.runlog import read_metrics
-from algorithms.training.trainer import Trainer
 
-ROOT = Path(__file__).resolve().parent.parent
 # the shipped CPU recipe of an algorithm, where its knobs or game differ from the smoke run's
 RECIPES = {
-    "self_redteam": "configs/cpu_self_redteam.yaml",
-    "grpo": "configs/cpu_grpo.yaml",
-    "dpo": "configs/cpu_dpo.yaml",
-    "advgame_ipo_md": "configs/cpu_ipo_md.yaml",
+    "self_redteam": "cpu_self_redteam.yaml",
+    "grpo": "cpu_grpo.yaml",
+    "dpo": "cpu_dpo.yaml",
+    "advgame_ipo_md": "cpu_ipo_md.yaml",
 }
 DEFAULT = ["advgame_dpo_md", "self_redteam", "advgame_dpo_md@alternate"]
 
 
-def plan(entry: str) -> tuple[str, str, list[str]]:
-    """(row label, config file, overrides) of an entry ``NAME`` or ``NAME@SCHEDULE``."""
-    name, _, schedule = entry.partition("@")
+def entry(text: str) -> Entry:
+    """The compared config of ``NAME`` or ``NAME@SCHEDULE``: its recipe, label and overrides."""
+    name, _, schedule = text.partition("@")
     known = names()
     if name not in known:
         sys.exit(f"compare_algorithms: no algorithm {name!r}; known: {', '.join(known)} (or give --plugin)")
@@ -54,59 +48,44 @@ def plan(entry: str) -> tuple[str, str, list[str]]:
     label = name
     if schedule:
         overrides += [f"train.schedule={schedule}", "train.period=1"]
-        label = f"{name}, sequential ({schedule})" if schedule == "alternate" else f"{name}, {schedule} only"
-    return label, RECIPES.get(name, "configs/cpu_smoke.yaml"), overrides
-
-
-def run(entry: str, args: argparse.Namespace) -> tuple[str, dict[str, float]]:
-    label, config, overrides = plan(entry)
-    out = Path(args.out) / entry.replace("@", "_")
-    overrides += [
-        f"model.name={args.model}",
-        f"run.out_dir={out}",
-        f"run.steps={args.steps}",
-        f"run.seed={args.seed}",
-        f"run.validate_every={args.steps}",  # held-out figures before and after training
-        f"run.checkpoint_every={args.steps}",
-        "run.progress=false",
-        "run.tensorboard=false",
-    ]
-    Trainer(load_config(ROOT / config, overrides)).train()
-    metrics = read_metrics(out)
-    training = [m for m in metrics if any(k.startswith("game") for k in m)]
-    final = [m for m in metrics if "val/refusal_harmful" in m][-1]
-
-    def mean(key: str) -> float:
-        values = [m[key] for m in training if key in m]
-        return statistics.fmean(values) if values else float("nan")
-
-    return label, {
-        "defender reward": mean("game/defender_reward"),
-        "attack valid": mean("game/attacker_valid"),
-        "refusal harmful": final.get("val/refusal_harmful", float("nan")),
-        "refusal benign": final.get("val/refusal_benign", float("nan")),
-    }
+        label = f"{name}_sequential" if schedule == "alternate" else f"{name}_{schedule}_only"
+    return Entry(RECIPES.get(name, "cpu_smoke.yaml"), label, tuple(overrides))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--exploit-budget", type=int, default=1)  # 0: no exploitability
+    parser.add_argument("--eval-seeds", type=int, default=24)
+    parser.add_argument("--attack-seeds", type=int, default=8)  # 0: no attacker column
+    parser.add_argument("--crossplay-seeds", type=int, default=16)  # 0: no cross-play
     parser.add_argument("--out", default="runs/compare")
     parser.add_argument("--algorithms", nargs="+", default=DEFAULT, metavar="NAME[@SCHEDULE]")
     parser.add_argument("--plugin", action="append", default=[], metavar="FILE_OR_MODULE")
     args = parser.parse_args()
     for plugin in args.plugin:
         load_plugin(plugin)
-    results = dict(run(entry, args) for entry in args.algorithms)
-    columns = list(next(iter(results.values())))
-    print(f"\n{args.steps} steps each, run seed {args.seed}, model {args.model}\n")
-    print("| algorithm | " + " | ".join(columns) + " |")
-    print("|---" * (len(columns) + 1) + "|")
-    for name, row in results.items():
-        print(f"| {name} | " + " | ".join(f"{row[c]:.3f}" for c in columns) + " |")
-    Path(args.out, "comparison.json").write_text(json.dumps(results, indent=2))
+    result = compare(
+        CompareConfig(
+            configs=tuple(entry(e) for e in args.algorithms),
+            seeds=args.seeds,
+            steps=args.steps,
+            exploit_budget=args.exploit_budget,
+            eval_seeds=args.eval_seeds,
+            attack_seeds=args.attack_seeds,
+            crossplay_seeds=args.crossplay_seeds,
+            out=args.out,
+            overrides=(f"model.name={args.model}", "run.progress=false", "run.tensorboard=false"),
+        )
+    )
+    print(f"\n{args.steps} steps each, run seeds {list(result.seeds)}, model {args.model}\n")
+    print("| algorithm | " + " | ".join(result.columns) + " |")
+    print("|---" * (len(result.columns) + 1) + "|")
+    for label in result.labels:
+        print(f"| {label} | " + " | ".join(str(result.rows[label][c]) for c in result.columns) + " |")
+    print(f"\nreport with the plane of every seed: {result.folder / 'comparison.md'}")
 
 
 if __name__ == "__main__":

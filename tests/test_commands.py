@@ -10,7 +10,18 @@ from algorithms.evaluation.redteam import RedTeamConfig
 
 
 def test_every_command_is_a_dataclass_parsed_from_its_flags():
-    assert set(COMMANDS) == {"demo", "play", "train", "eval", "plot", "redteam", "crossplay", "exploit", "serve"}
+    assert set(COMMANDS) == {
+        "demo",
+        "play",
+        "train",
+        "eval",
+        "plot",
+        "redteam",
+        "exploit",
+        "crossplay",
+        "compare",
+        "serve",
+    }
     assert all(dataclasses.is_dataclass(command) for command in COMMANDS.values())
     command = parse_command(["demo", "--quick", "--eval-size", "4", "run.out_dir=x", "run.steps=2"])
     assert (command.quick, command.eval_size, command.overrides) == (True, 4, ["run.out_dir=x", "run.steps=2"])

@@ -307,6 +307,16 @@ def test_the_comparison_example_prints_one_table(tiny_chat, tmp_path):
             str(tiny_chat),
             "--steps",
             "1",
+            "--seeds",
+            "1",
+            "--exploit-budget",
+            "0",
+            "--eval-seeds",
+            "4",
+            "--attack-seeds",
+            "1",
+            "--crossplay-seeds",
+            "0",
             "--out",
             str(tmp_path),
         ],
@@ -318,3 +328,5 @@ def test_the_comparison_example_prints_one_table(tiny_chat, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     table = [line for line in done.stdout.splitlines() if line.startswith("|")]
     assert len(table) == 5 and "advgame_dpo_md" in table[2] and "self_redteam" in table[3] and "sequential" in table[4]
+    assert "harmful compliance" in table[0] and "(n=1, interval undefined)" in table[2]
+    assert (tmp_path / "comparison.md").exists() and (tmp_path / "self_redteam" / "seed_0" / "final").is_dir()

@@ -8,9 +8,11 @@ advgame eval --model M [--suite S]        a defender's harmful compliance and ov
 advgame eval --run RUN [--steps 0,last]   the same for a run's start and checkpoints, one table
 advgame plot RUN                          a run's training curves as a PNG
 advgame redteam --attacker A --target T  the attacker against a target: ASR, successful attacks, diversity
-advgame crossplay --attackers A.. --defenders D..  every attacker against every defender: matrix, meta-Nash
 advgame exploit --defender D --budget N   exploitability: a best-response attacker trained against a frozen
                 [--attacker A]            defender (or a best-response defender against a frozen attacker)
+advgame crossplay --attackers A.. --defenders D..  every attacker against every defender: matrix, meta-Nash
+advgame compare --config A --config B --seeds 3  configs trained over seeds, final pairs measured alike,
+                [--steps N --exploit-budget K]    one table of means with 95% t-intervals
 advgame serve MODEL [vllm serve options]  an OpenAI-compatible vLLM server of a model
 
 A mistake in what the user gave (a config, a seed/suite/SFT file, a damaged checkpoint or log,
@@ -43,6 +45,7 @@ from algorithms.evaluation.redteam import RedTeamConfig
 if TYPE_CHECKING:
     from advgame_env.judges import Judge
     from agents.backends import Backend
+    from algorithms.evaluation.compare import CompareConfig
     from algorithms.evaluation.exploit import ExploitConfig
     from algorithms.evaluation.utility import UtilityPlan
 
@@ -459,6 +462,72 @@ class RedTeam:
 
 
 @dataclass
+class Exploit:
+    """Exploitability by best response: freeze one player, train a fresh best response of the other
+    (the game's rules and judge, any registered algorithm) for --budget steps, and report the attack
+    success on held-out seeds over the budget (a curve, the final rate with its interval) and the
+    over-refusal it induces; lower is closer to equilibrium. The run is an ordinary training run in
+    --out (resume with --resume); exploit.json, report.md and exploit.png go beside it."""
+
+    defender: str | None = None
+    """the frozen defender (a model folder; under LoRA an adapter folder of the config's model, e.g.
+    runs/x/final/defender; or the bundled model's name): a best-response attacker is trained against it"""
+    attacker: str | None = None
+    """the frozen attacker (as --defender): a best-response defender is trained against it"""
+    attacker_init: str | None = None  # with --defender: where the best-response attacker starts (default: the base)
+    defender_init: str | None = None  # with --attacker: where the best-response defender starts (default: the base)
+    budget: int = 2  # training steps of the best response
+    eval_every: int | None = None  # steps between curve points (default: the budget, so step 0 and the end)
+    seeds: int = 16  # held-out seeds per curve point, half harmful, half benign
+    samples: int = 2  # attacker rewrites per seed and curve point
+    algorithm: str | None = None  # a registered algorithm (default: the config's, AdvGame-DPO-MD)
+    config: str = "cpu_demo.yaml"  # the base recipe: a shipped config's name or a YAML file
+    out: str = "runs/exploit"
+    resume: bool = False  # continue the run in --out (training and each curve point)
+    overrides: Annotated[Positional[list[str]], arg(metavar="key=value")] = field(default_factory=list)
+    """overrides of the derived config, e.g. rollout.attacker_max_tokens=32"""
+
+    def settings(self) -> ExploitConfig:
+        from algorithms.evaluation.exploit import ExploitConfig
+
+        if (self.defender is None) == (self.attacker is None):
+            raise UsageError("give one frozen player: --defender D (a best-response attacker) or --attacker A")
+        if self.defender is not None and self.defender_init is not None:
+            raise UsageError(
+                "--defender-init is for --attacker (the defender learns); with --defender use --attacker-init"
+            )
+        if self.attacker is not None and self.attacker_init is not None:
+            raise UsageError(
+                "--attacker-init is for --defender (the attacker learns); with --attacker use --defender-init"
+            )
+        side: Literal["attacker", "defender"] = "attacker" if self.defender is not None else "defender"
+        return ExploitConfig(
+            side=side,
+            frozen=self.defender if self.defender is not None else self.attacker,
+            init=self.attacker_init if side == "attacker" else self.defender_init,
+            budget=self.budget,
+            eval_every=self.eval_every,
+            seeds=self.seeds,
+            samples=self.samples,
+            algorithm=self.algorithm,
+            config=self.config,
+            overrides=tuple(self.overrides),
+            out=self.out,
+        )
+
+    def run(self) -> int:
+        from algorithms.evaluation.exploit import exploit
+
+        result = exploit(self.settings(), resume=self.resume)
+        final = result.final
+        print(f"\nbest response: {result.side}, {len(result.curve)} curve points, final step {final.step}")
+        for point in result.curve:
+            print(f"  step {point.step:4d}  ASR {point.asr}  induced refusal {point.induced_refusal}")
+        print(f"report: {result.folder / 'report.md'}")
+        return 0
+
+
+@dataclass
 class CrossPlay:
     """Every attacker against every defender on the same held-out seeds: a matrix of attack success and
     of induced over-refusal with 95% intervals, a heatmap, and the zero-sum meta-game's Nash mixture over
@@ -528,68 +597,73 @@ class CrossPlay:
 
 
 @dataclass
-class Exploit:
-    """Exploitability by best response: freeze one player, train a fresh best response of the other
-    (the game's rules and judge, any registered algorithm) for --budget steps, and report the attack
-    success on held-out seeds over the budget (a curve, the final rate with its interval) and the
-    over-refusal it induces; lower is closer to equilibrium. The run is an ordinary training run in
-    --out (resume with --resume); exploit.json, report.md and exploit.png go beside it."""
+class Compare:
+    """Configs compared over seeds: each --config trained under each seed in OUT/LABEL/seed_S (a
+    finished run is reused, an interrupted one resumed), each final pair measured alike (held-out
+    harmful compliance and benign refusal, the attacker against the initial defender, best-response
+    exploitability, cross-play ratings, utility where asked), one table of the mean and 95%
+    Student-t interval over seeds: OUT/comparison.md (+ .html, .json, .png). Each measurement is saved
+    per run, so a rerun skips what is done."""
 
-    defender: str | None = None
-    """the frozen defender (a model folder; under LoRA an adapter folder of the config's model, e.g.
-    runs/x/final/defender; or the bundled model's name): a best-response attacker is trained against it"""
-    attacker: str | None = None
-    """the frozen attacker (as --defender): a best-response defender is trained against it"""
-    attacker_init: str | None = None  # with --defender: where the best-response attacker starts (default: the base)
-    defender_init: str | None = None  # with --attacker: where the best-response defender starts (default: the base)
-    budget: int = 2  # training steps of the best response
-    eval_every: int | None = None  # steps between curve points (default: the budget, so step 0 and the end)
-    seeds: int = 16  # held-out seeds per curve point, half harmful, half benign
-    samples: int = 2  # attacker rewrites per seed and curve point
-    algorithm: str | None = None  # a registered algorithm (default: the config's, AdvGame-DPO-MD)
-    config: str = "cpu_demo.yaml"  # the base recipe: a shipped config's name or a YAML file
-    out: str = "runs/exploit"
-    resume: bool = False  # continue the run in --out (training and each curve point)
+    config: Annotated[UseAppendAction[list[str]], arg(metavar="CONFIG")] = field(default_factory=list)
+    """a shipped config's name or a YAML file; repeat for each compared config (the row label: its file name)"""
+    seeds: int = 2  # run seeds 0 .. N-1
+    seed_list: list[int] = field(default_factory=list)  # explicit run seeds instead of --seeds
+    steps: int | None = None  # every run's training budget (run.steps; default: each config's own)
+    eval_seeds: int = 24  # held-out requests the final defender answers, half harmful
+    attack_seeds: int = 8  # held-out harmful seeds the final attacker rewrites against the initial defender (0: skip)
+    exploit_budget: int = 2  # steps of the best-response attacker against each final defender (0: skip)
+    exploit_seeds: int = 8  # held-out seeds of each exploit curve point
+    exploit_algorithm: str = "advgame_dpo_md"  # the best response's algorithm, the same against every defender
+    crossplay_seeds: int = 16  # seeds of the cross-play of every final attacker and defender (0: skip)
+    max_tokens: int = 64  # answer budget of the held-out evaluation and the cross-play
+    judging: OmitArgPrefixes[JudgeOptions] = field(default_factory=JudgeOptions)
+    instruction_following: Annotated[int | None, arg(metavar="N")] = None
+    """utility: IFEval-style instruction following on the first N bundled prompts (0: all; off by default)"""
+    win_rate: bool = False  # utility: win rate on benign requests against each run's initial defender
+    plugin: Annotated[UseAppendAction[list[str]], arg(metavar="FILE_OR_MODULE")] = field(default_factory=list)
+    """a .py file or module name that registers algorithms (@register); repeatable"""
+    out: str = "runs/compare"
     overrides: Annotated[Positional[list[str]], arg(metavar="key=value")] = field(default_factory=list)
-    """overrides of the derived config, e.g. rollout.attacker_max_tokens=32"""
+    """overrides of every config, e.g. rollout.attacker_max_tokens=32"""
 
-    def settings(self) -> ExploitConfig:
-        from algorithms.evaluation.exploit import ExploitConfig
+    def settings(self) -> CompareConfig:
+        from algorithms.evaluation.compare import CompareConfig, Entry
 
-        if (self.defender is None) == (self.attacker is None):
-            raise UsageError("give one frozen player: --defender D (a best-response attacker) or --attacker A")
-        if self.defender is not None and self.defender_init is not None:
-            raise UsageError(
-                "--defender-init is for --attacker (the defender learns); with --defender use --attacker-init"
-            )
-        if self.attacker is not None and self.attacker_init is not None:
-            raise UsageError(
-                "--attacker-init is for --defender (the attacker learns); with --attacker use --defender-init"
-            )
-        side: Literal["attacker", "defender"] = "attacker" if self.defender is not None else "defender"
-        return ExploitConfig(
-            side=side,
-            frozen=self.defender if self.defender is not None else self.attacker,
-            init=self.attacker_init if side == "attacker" else self.defender_init,
-            budget=self.budget,
-            eval_every=self.eval_every,
+        return CompareConfig(
+            configs=tuple(Entry(c) for c in self.config),
             seeds=self.seeds,
-            samples=self.samples,
-            algorithm=self.algorithm,
-            config=self.config,
-            overrides=tuple(self.overrides),
+            seed_list=tuple(self.seed_list),
+            steps=self.steps,
+            eval_seeds=self.eval_seeds,
+            attack_seeds=self.attack_seeds,
+            exploit_budget=self.exploit_budget,
+            exploit_seeds=self.exploit_seeds,
+            exploit_algorithm=self.exploit_algorithm,
+            crossplay_seeds=self.crossplay_seeds,
+            max_tokens=self.max_tokens,
+            judge=self.judging.judge,
+            judge_backend=self.judging.judge_backend,
+            judge_url=self.judging.judge_url,
+            instruction_following=self.instruction_following,
+            win_rate=self.win_rate,
             out=self.out,
+            overrides=tuple(self.overrides),
         )
 
     def run(self) -> int:
-        from algorithms.evaluation.exploit import exploit
+        from algorithms.evaluation.compare import compare
+        from algorithms.training.algorithm import load_plugin
 
-        result = exploit(self.settings(), resume=self.resume)
-        final = result.final
-        print(f"\nbest response: {result.side}, {len(result.curve)} curve points, final step {final.step}")
-        for point in result.curve:
-            print(f"  step {point.step:4d}  ASR {point.asr}  induced refusal {point.induced_refusal}")
-        print(f"report: {result.folder / 'report.md'}")
+        for plugin in self.plugin:  # before the configs: they may name a plugin's algorithm
+            load_plugin(plugin)
+        self.judging.check()
+        result = compare(self.settings())
+        for label in result.labels:
+            print(f"\n{label}:")
+            for column in result.columns:
+                print(f"  {column:38s} {result.rows[label][column]}")
+        print(f"\ntable: {result.folder / 'comparison.md'}")
         return 0
 
 
@@ -614,8 +688,9 @@ COMMANDS: dict[str, Callable[..., Command]] = {
     "eval": Eval,
     "plot": Plot,
     "redteam": RedTeam,
-    "crossplay": CrossPlay,
     "exploit": Exploit,
+    "crossplay": CrossPlay,
+    "compare": Compare,
     "serve": Serve,
 }
 

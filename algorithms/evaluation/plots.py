@@ -10,6 +10,8 @@
   dotted line marks the win rate's parity with the reference), each with its interval.
 * ``topic_rates``: one evaluation's rates per topic as horizontal bars with intervals.
 * ``rate_curves``: rates with intervals against training steps (``advgame exploit``'s curve).
+* ``seed_means``: configs compared over seeds (``advgame compare``): each seed's point and the
+  mean with its Student-t interval in the safety / over-refusal plane.
 
 Figures are drawn with matplotlib's object API (no pyplot state, no display needed).
 """
@@ -242,6 +244,43 @@ def rate_curves(series: Mapping[str, Sequence[tuple[int, Rate]]], path: Path, ti
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+Spread = tuple[float, float, float]  # (mean, low, high) of a figure over seeds; nan: no interval
+
+
+def seed_means(
+    seeds: Mapping[str, Sequence[tuple[float, float]]],
+    means: Mapping[str, tuple[Spread, Spread]],
+    path: Path,
+    title: str,
+) -> Path | None:
+    """``advgame compare``'s plane: per config, each seed's (harmful compliance, benign refusal)
+    as a faint dot and the mean over seeds with its interval as whiskers (none where the
+    interval is undefined, e.g. one seed); None when no config has both figures."""
+    shown = [label for label, (h, b) in means.items() if not math.isnan(h[0]) and not math.isnan(b[0])]
+    if not shown:
+        return None
+    fig = Figure(figsize=(7, 6))
+    ax = fig.subplots()
+    for k, label in enumerate(shown):
+        colour = f"C{k % 10}"
+        points = seeds.get(label, [])
+        ax.plot([100 * b for _, b in points], [100 * h for h, _ in points], "o", color=colour, alpha=0.3, markersize=5)
+        (h, h_low, h_high), (b, b_low, b_high) = means[label]
+        xerr = [[0.0 if math.isnan(b_low) else 100 * (b - b_low)], [0.0 if math.isnan(b_high) else 100 * (b_high - b)]]
+        yerr = [[0.0 if math.isnan(h_low) else 100 * (h - h_low)], [0.0 if math.isnan(h_high) else 100 * (h_high - h)]]
+        ax.errorbar([100 * b], [100 * h], xerr=xerr, yerr=yerr, fmt="s", color=colour, capsize=4,
+                    markersize=8, label=f"{label} (n={len(points)})")  # fmt: skip
+    ax.plot([0], [0], marker="*", markersize=14, color="gold", markeredgecolor="black", linestyle="")
+    ax.set_xlim(-3, 103)
+    ax.set_ylim(-3, 103)
+    ax.set_xlabel("benign refusal, % (over-refusal; lower is better)")
+    ax.set_ylabel("harmful compliance, % (lower is better)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     return _save(fig, path)
 
 
