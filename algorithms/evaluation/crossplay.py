@@ -62,11 +62,11 @@ from algorithms.evaluation.redteam import (
     RedTeamConfig,
     RedTeamError,
     Results,
-    _check_settings,
-    _retry,
     answer_attacks,
+    check_settings,
     judge_attacks,
     play_batch,
+    retry_call,
 )
 from algorithms.training.seed_stream import derived_seed
 
@@ -287,7 +287,7 @@ def _write_rewrites(
             # fresh sampling noise per batch, the same on a rerun of the same batch (as red-teaming)
             keyed = replace(policy, seed=derived_seed(cfg.seed, zlib.crc32(repr([i.key for i in batch]).encode())))
             observations = [game.attacker_observation(Round(i.seed)) for i in batch]
-            actions, error, _ = _retry(lambda: keyed.attack(observations, 1), cfg.retries, cfg.backoff)  # noqa: B023
+            actions, error, _ = retry_call(lambda: keyed.attack(observations, 1), cfg.retries, cfg.backoff)  # noqa: B023
             if error or actions is None:
                 raise CrossPlayError(f"attacker {name} failed {cfg.retries + 1} times: {error}; rerun to resume")
             written = [
@@ -358,7 +358,7 @@ def crossplay(
     items = [Item(s, False, k) for s in chosen for k in range(cfg.samples)]
     direct = [Item(s, True, 0) for s in chosen] if cfg.baseline else []
     out.mkdir(parents=True, exist_ok=True)
-    _check_settings(
+    check_settings(
         out / SETTINGS_FILE,
         {
             "attackers": [list(m) for m in attackers],

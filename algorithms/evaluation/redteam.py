@@ -177,7 +177,7 @@ class Results:
         self.records.update((r.key, r) for r in records)
 
 
-def _check_settings(path: Path, settings: dict[str, object]) -> None:
+def check_settings(path: Path, settings: dict[str, object]) -> None:
     """One out folder, one run: resuming with another attacker or target would mix results."""
     if path.exists():
         before = json.loads(path.read_text())
@@ -193,7 +193,7 @@ def _check_settings(path: Path, settings: dict[str, object]) -> None:
 # ----------------------------------------------------------------------------- playing
 
 
-def _retry(call: Callable[[], T], retries: int, backoff: float) -> tuple[T | None, str | None, int]:
+def retry_call(call: Callable[[], T], retries: int, backoff: float) -> tuple[T | None, str | None, int]:
     """(result, None, attempts) or (None, the last error, attempts)."""
     error = ""
     for attempt in range(retries + 1):
@@ -221,7 +221,7 @@ def _answer(target: GenerationBackend, prompts: list[str], cfg: RedTeamConfig) -
     try:
         return [(g, None, 1) for g in ask(prompts)]
     except Exception:  # one bad prompt (or a hiccup) must not sink the batch: each alone, with retries
-        alone = [_retry(partial(ask, [p]), cfg.retries, cfg.backoff) for p in prompts]
+        alone = [retry_call(partial(ask, [p]), cfg.retries, cfg.backoff) for p in prompts]
         return [(got[0] if got else None, e and f"target: {e}", n + 1) for got, e, n in alone]
 
 
@@ -289,7 +289,7 @@ def judge_attacks(
     rewrites once and shows the same attacks to every defender (``answer_attacks``)."""
     rounds = [Round(i.seed, direct=i.direct) for i in items]
     # A failed faithfulness call leaves the rounds untouched (no attack), so it can be retried.
-    _, attack_error, _ = _retry(lambda: game.attack(rounds, [(a,) for a in actions]), cfg.retries, cfg.backoff)
+    _, attack_error, _ = retry_call(lambda: game.attack(rounds, [(a,) for a in actions]), cfg.retries, cfg.backoff)
     return [r.attacks[0] if r.attacks else None for r in rounds], attack_error
 
 
@@ -317,7 +317,7 @@ def answer_attacks(
             raise RuntimeError(f"the judge returned {len(verdicts)} verdicts for {len(questions)} answers")
         return verdicts
 
-    verdicts, judge_error, _ = _retry(classify, cfg.retries, cfg.backoff)
+    verdicts, judge_error, _ = retry_call(classify, cfg.retries, cfg.backoff)
     labels = dict(zip(judged, verdicts or [None] * len(judged), strict=True))
 
     def error(n: int, attack: Sample | None) -> str | None:
@@ -348,7 +348,7 @@ def redteam(
         raise ValueError("red-teaming plays one attack per round (an item is one sample)")
     items = plan(seeds, cfg)
     out.mkdir(parents=True, exist_ok=True)
-    _check_settings(out / "run.json", settings or {})
+    check_settings(out / "run.json", settings or {})
     results = Results(out / "results.jsonl", retry_errors=retry_errors)
     todo = [i for i in items if i.key not in results.records]
     done = len(items) - len(todo)
@@ -361,7 +361,7 @@ def redteam(
             keys = zlib.crc32(repr([i.key for i in batch]).encode())
             policy = replace(attacker, seed=derived_seed(cfg.seed, keys))
             observations = [game.attacker_observation(Round(i.seed, direct=i.direct)) for i in batch]
-            actions, error, _ = _retry(lambda: policy.attack(observations, 1), cfg.retries, cfg.backoff)  # noqa: B023
+            actions, error, _ = retry_call(lambda: policy.attack(observations, 1), cfg.retries, cfg.backoff)  # noqa: B023
             if error or actions is None:
                 raise RedTeamError(f"the attacker failed {cfg.retries + 1} times: {error}; rerun to resume")
             results.append(play_batch(game, target, batch, [a[0] for a in actions], cfg))
