@@ -213,10 +213,10 @@ def test_a_dead_replica_is_probed_after_its_cooldown_and_used_again():
         before = len(server_a.requests)
         assert texts(backend.generate(CHATS, max_tokens=4)) == ANSWERS
         assert len(server_a.requests) > before
-        # a probe that fails starts a new cool-down
+        # a probe that fails starts a new cool-down (two chats: one of them goes to a)
         healthy.clear()
         clock.now += 100.0
-        assert texts(backend.generate(CHATS[:1], max_tokens=4)) == ANSWERS[:1]
+        assert texts(backend.generate(CHATS[:2], max_tokens=4)) == ANSWERS[:2]
         assert backend.replicas()[0].dead_until == clock.now + 30.0
 
 
