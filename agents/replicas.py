@@ -13,8 +13,8 @@ Failover. A request that fails because of its server (``BackendError.server_faul
 dropped connections, 5xx/429 and bad bodies after that replica's own retries, its deadline, a
 malformed or aborted answer) marks that replica dead for ``cooldown`` seconds and is sent to
 another live replica it has not tried yet, ``max_tries`` replicas at most. A dead replica gets no
-requests until its cool-down ends; the next request sent to it is the probe: success makes it
-live again, failure starts a new cool-down. When a request finds no replica left to try, the call
+requests until its cool-down ends; then it takes one request at a time, the probe: an answer makes
+it live again, a failure starts a new cool-down. When a request finds no replica left to try, the call
 raises :class:`BackendError` naming every replica and its last error; an ``LLMJudge`` over this
 backend then fails its call (a ``JudgeError`` in the game), so a dead judge never becomes a score.
 A refusal of the request itself (another 4xx, text that is not Unicode, an empty chat) is raised
@@ -78,6 +78,10 @@ class Replica:
 
     def live(self, now: float) -> bool:
         return self.dead_until is None or now >= self.dead_until
+
+    def takes(self, now: float) -> bool:
+        """Whether it takes a request now: live, and, once its cool-down is over, one probe at a time."""
+        return self.dead_until is None or (now >= self.dead_until and self.in_flight == 0)
 
 
 class ReplicatedBackend:
@@ -162,7 +166,7 @@ class ReplicatedBackend:
         with self._lock:
             now = self.clock()
             n = len(self._replicas)
-            candidates = [i for i, r in enumerate(self._replicas) if i not in tried and r.live(now)]
+            candidates = [i for i, r in enumerate(self._replicas) if i not in tried and r.takes(now)]
             if not candidates:
                 return None
             best = min(candidates, key=lambda i: (self._replicas[i].in_flight, (i - self._turn) % n))
@@ -217,6 +221,8 @@ class ReplicatedBackend:
             for i, r in enumerate(self._replicas):
                 if i in errors:
                     state = f"failed: {errors[i]}"
+                elif r.dead_until is not None and r.live(now):
+                    state = f"being probed after its cool-down; last error: {r.last_error}"
                 elif r.live(now):
                     state = "live, not tried (the retry budget was spent)"
                 else:

@@ -220,6 +220,34 @@ def test_a_dead_replica_is_probed_after_its_cooldown_and_used_again():
         assert backend.replicas()[0].dead_until == clock.now + 30.0
 
 
+def test_after_its_cooldown_a_replica_takes_one_probe_at_a_time():
+    """The probe is held until the other replica has answered the rest of the batch: a replica
+    fresh out of its cool-down gets one request, not a share of the batch."""
+    clock, probe_may_answer = Clock(), threading.Event()
+
+    def recovering(n, path, body, stopping):
+        if n == 1:
+            return broken(n, path, body, stopping)
+        probe_may_answer.wait(10.0)
+        return echo(n, path, body, stopping)
+
+    def healthy(n, path, body, stopping):
+        if n == 6:  # 1 chat of the first call + 5 of the batch
+            probe_may_answer.set()
+        return echo(n, path, body, stopping)
+
+    with (
+        fake_server(recovering, max_requests=20) as (a, server_a),
+        fake_server(healthy, max_requests=20) as (b, server_b),
+        replicated([a, b], cooldown=30.0, clock=clock) as backend,
+    ):
+        assert texts(backend.generate(CHATS[:1], max_tokens=4)) == ANSWERS[:1]  # a failed: dead
+        clock.now += 30.0
+        assert texts(backend.generate(CHATS, max_tokens=4)) == ANSWERS
+        assert (len(server_a.requests), len(server_b.requests)) == (2, 6)
+        assert backend.replicas()[0].dead_until is None  # the probe answered: live again
+
+
 def test_scoring_fails_over_too():
     def vllm_like(n, path, body, stopping):
         if path == "/tokenize":
