@@ -309,6 +309,9 @@ def test_build_backend_serves_several_urls_as_replicas_and_one_as_before():
     ):
         with pytest.raises(ValueError, match=says):
             build_backend("openai", "m", bad)
+    for bad_options in ({"cooldown": -1.0}, {"max_tries": 0}, {"deadline": 0.0}):
+        with pytest.raises(ValueError, match=r"cooldown >= 0|deadline > 0"):
+            ReplicatedBackend(["http://127.0.0.1:9", "http://127.0.0.1:10"], "m", **bad_options)
 
 
 def test_the_run_config_takes_judge_urls_and_builds_a_replicated_judge():
