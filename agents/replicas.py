@@ -13,10 +13,15 @@ Failover. A request that fails because of its server (``BackendError.server_faul
 dropped connections, 5xx/429 and bad bodies after that replica's own retries, its deadline, a
 malformed or aborted answer) marks that replica dead for ``cooldown`` seconds and is sent to
 another live replica it has not tried yet, ``max_tries`` replicas at most. A dead replica gets no
-requests until its cool-down ends; then it takes one request at a time, the probe: an answer makes
-it live again, a failure starts a new cool-down. When a request finds no replica left to try, the call
-raises :class:`BackendError` naming every replica and its last error; an ``LLMJudge`` over this
-backend then fails its call (a ``JudgeError`` in the game), so a dead judge never becomes a score.
+requests while a live one is left, until its cool-down ends; then it takes one request at a time,
+the probe: an answer makes it live again, a failure starts a new cool-down. A request that finds
+no live replica left to try is sent to the dead ones anyway (the soonest out of its cool-down
+first): with nowhere else to go, a cool-down must not fail a request unsent, so a call made again
+(the trainer's ``judge.retries``) really tries again. When every replica it may try has failed
+it, the call raises :class:`BackendError` naming every replica and its last error; an
+``LLMJudge`` over this backend then fails its call (a ``JudgeError`` in the game), so a dead
+judge never becomes a score. Each replica retries a failed request ``max_retries`` times itself
+(1 here, against 3 for one server: failing over is the better retry when there are replicas).
 A refusal of the request itself (another 4xx, text that is not Unicode, an empty chat) is raised
 at once and marks nothing dead: every replica would refuse it alike, and routing around it would
 take healthy replicas out of service.
@@ -106,7 +111,7 @@ class ReplicatedBackend:
         api_key: str | None = None,
         timeout: float = 60.0,
         deadline: float = 600.0,
-        max_retries: int = 3,
+        max_retries: int = 1,
         backoff: float = 0.5,
         use_completions_for_score: bool = True,
     ) -> None:
@@ -166,10 +171,14 @@ class ReplicatedBackend:
         with self._lock:
             now = self.clock()
             n = len(self._replicas)
-            candidates = [i for i, r in enumerate(self._replicas) if i not in tried and r.takes(now)]
-            if not candidates:
+            untried = [i for i in range(n) if i not in tried]
+            if not untried:
                 return None
-            best = min(candidates, key=lambda i: (self._replicas[i].in_flight, (i - self._turn) % n))
+            candidates = [i for i in untried if self._replicas[i].takes(now)]
+            if candidates:
+                best = min(candidates, key=lambda i: (self._replicas[i].in_flight, (i - self._turn) % n))
+            else:  # no live replica left: the dead ones anyway, the soonest out of its cool-down first
+                best = min(untried, key=lambda i: (self._replicas[i].dead_until or now, i))
             self._turn = (best + 1) % n
             replica = self._replicas[best]
             replica.in_flight += 1

@@ -163,7 +163,7 @@ def test_a_request_the_server_refuses_is_not_failed_over_and_kills_no_replica():
 def test_every_replica_dead_is_a_backend_error_naming_each_one():
     down = nowhere()
     with (
-        fake_server(broken) as (bad, _),
+        fake_server(broken) as (bad, server_bad),
         fake_server(stalled) as (slow, _),
         replicated([down, bad, slow], deadline=0.5, clock=Clock()) as backend,
     ):
@@ -173,9 +173,31 @@ def test_every_replica_dead_is_a_backend_error_naming_each_one():
         for url, error in ((down, "ConnectError"), (bad, "HTTP 500"), (slow, "deadline")):
             assert f"{url.removesuffix('/v1')}: failed: " in message and error in message
         assert caught.value.server_fault and caught.value.status is None
-        # every replica in its cool-down: the next call fails at once, saying when each is probed
-        with pytest.raises(BackendError, match=r"tried 0 of 3.*dead, probed again in 30 s"):
+        # every replica in its cool-down: with nowhere else to go, a call made again (the trainer's
+        # judge.retries) tries them anyway rather than failing unsent
+        with pytest.raises(BackendError, match=r"no replica answered \(tried 3 of 3"):
             backend.generate(CHATS[:1], max_tokens=4)
+        assert len(server_bad.requests) == 2
+
+
+def test_dead_replicas_are_tried_as_a_last_resort_and_an_answer_revives_them():
+    clock, healthy = Clock(), threading.Event()
+
+    def flaky(n, path, body, stopping):
+        return echo(n, path, body, stopping) if healthy.is_set() else broken(n, path, body, stopping)
+
+    with (
+        fake_server(flaky, max_requests=20) as (a, _),
+        fake_server(broken, max_requests=20) as (b, server_b),
+        replicated([a, b], clock=clock) as backend,
+    ):
+        with pytest.raises(BackendError, match="tried 2 of 2"):
+            backend.generate(CHATS[:1], max_tokens=4)
+        healthy.set()  # a is back, both still in their cool-down: the next call finds it anyway
+        assert texts(backend.generate(CHATS[:1], max_tokens=4)) == ANSWERS[:1]
+        assert backend.replicas()[0].dead_until is None and backend.replicas()[1].dead_until is not None
+        assert len(server_b.requests) == 1  # a went first (same cool-down end, listed first) and answered
+        assert texts(backend.generate(CHATS, max_tokens=4)) == ANSWERS and len(server_b.requests) == 1
 
 
 def test_the_retry_budget_bounds_the_replicas_one_request_tries():
