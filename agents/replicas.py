@@ -94,7 +94,8 @@ class ReplicatedBackend:
 
     ``cooldown``: seconds a failed replica is left alone. ``max_tries``: replicas one request may
     try (default: all). ``concurrency``: requests in flight per replica. The other keywords are
-    each replica's :class:`OpenAIBackend`'s; its ``deadline`` bounds one try, so one request takes
+    each replica's :class:`OpenAIBackend`'s (``max_retries`` 1 here, not 3: the other replicas are
+    the better retry); its ``deadline`` bounds one try, so one request takes
     at most ``max_tries * deadline``. ``clock`` is the time source of the cool-downs (tests pass
     their own).
     """
@@ -117,7 +118,9 @@ class ReplicatedBackend:
     ) -> None:
         roots = check_urls(list(urls))
         if cooldown < 0 or (max_tries is not None and max_tries < 1) or concurrency < 1:
-            raise ValueError(f"need cooldown >= 0, max_tries >= 1 and concurrency >= 1; got {cooldown=}, {max_tries=}")
+            raise ValueError(
+                f"need cooldown >= 0, max_tries >= 1 and concurrency >= 1; got {cooldown=}, {max_tries=}, {concurrency=}"
+            )
         self.model, self.cooldown, self.clock = model, cooldown, clock
         self.max_tries = len(roots) if max_tries is None else min(max_tries, len(roots))
         self._replicas: list[Replica] = []
