@@ -57,9 +57,9 @@ class Clock:
         return self.now
 
 
-def replicated(urls, **kw) -> ReplicatedBackend:
+def replicated(urls, model="m", **kw) -> ReplicatedBackend:
     options = {"max_retries": 0, "backoff": 0.01, "timeout": 5.0, "deadline": 10.0, **kw}
-    return ReplicatedBackend(urls, "m", **options)
+    return ReplicatedBackend(urls, model, **options)
 
 
 def texts(generations) -> list[str]:
@@ -403,7 +403,7 @@ def test_a_served_model_answers_through_the_replicas_as_it_does_alone(vllm_serve
     with OpenAIBackend(vllm_server, "smollm2", timeout=120) as alone:
         expected = alone.generate(chats, max_tokens=12, temperature=0)
         expected_scores = alone.score(chats[:2], [g.text for g in expected[:2]])
-    with replicated([nowhere(), vllm_server], timeout=120, deadline=300) as backend:
+    with replicated([nowhere(), vllm_server], "smollm2", timeout=120, deadline=300) as backend:
         got = backend.generate(chats, max_tokens=12, temperature=0)
         assert [g.token_ids for g in got] == [g.token_ids for g in expected] and texts(got) == texts(expected)
         assert backend.score(chats[:2], [g.text for g in expected[:2]]) == pytest.approx(expected_scores, abs=1e-3)
