@@ -5,6 +5,7 @@ from agents.backends import Backend, BackendKind, build_backend
 from agents.hf import Generation, HFBackend, render_chat
 from agents.models import BUNDLED, DEFAULT_MODEL, load_model, resolve_model, tiny_model
 from agents.openai_backend import BackendError, OpenAIBackend
+from agents.replicas import ReplicatedBackend
 from agents.vllm_backend import StaleWeightsError, VLLMBackend
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "Generation",
     "HFBackend",
     "OpenAIBackend",
+    "ReplicatedBackend",
     "StaleWeightsError",
     "VLLMBackend",
     "build_backend",

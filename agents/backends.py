@@ -2,27 +2,47 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Sequence
+from typing import Any, Literal
 
 from agents.hf import HFBackend
 from agents.models import load_model
 from agents.openai_backend import OpenAIBackend
+from agents.replicas import ReplicatedBackend, check_urls, split_urls
 from agents.vllm_backend import VLLMBackend
 
 BackendKind = Literal["hf", "vllm", "openai"]  # algorithms.config.BackendKind mirrors it (agents imports no algorithms)
-Backend = HFBackend | VLLMBackend | OpenAIBackend
+Backend = HFBackend | VLLMBackend | OpenAIBackend | ReplicatedBackend
 
 
-def build_backend(kind: BackendKind, model: str, url: str | None = None, *, deadline: float | None = None) -> Backend:
+def build_backend(
+    kind: BackendKind,
+    model: str,
+    url: str | Sequence[str] | None = None,
+    *,
+    deadline: float | None = None,
+    cooldown: float | None = None,
+) -> Backend:
     """``model`` behind ``kind``: in-process Hugging Face or vLLM, or the OpenAI-compatible server at ``url``.
 
-    ``deadline`` bounds one request to a server, retries included (openai only; its default otherwise).
-    A ValueError says what is missing; the caller names the option the user gave it by.
+    ``url`` may name several replicas of one server (a list, or one string of comma-separated
+    URLs): they are served as one :class:`ReplicatedBackend` (least-loaded dispatch, failover,
+    ``cooldown`` seconds before a failed replica is tried again); one URL is a plain
+    :class:`OpenAIBackend`. ``deadline`` bounds one request to a server, retries included (openai
+    only; its default otherwise). A ValueError says what is missing; the caller names the option
+    the user gave it by.
     """
     if kind == "openai":
-        if not url:
+        urls = split_urls(url or [])
+        if not urls:
             raise ValueError("backend openai needs the server's URL (e.g. http://127.0.0.1:8000/v1)")
-        return OpenAIBackend(url, model) if deadline is None else OpenAIBackend(url, model, deadline=deadline)
+        check_urls(urls)
+        options: dict[str, Any] = {} if deadline is None else {"deadline": deadline}
+        if len(urls) == 1:
+            return OpenAIBackend(urls[0], model, **options)
+        if cooldown is not None:
+            options["cooldown"] = cooldown
+        return ReplicatedBackend(urls, model, **options)
     if kind == "vllm":
         return VLLMBackend(model)
     if kind == "hf":

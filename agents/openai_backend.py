@@ -71,12 +71,23 @@ class BackendError(RuntimeError):
     """A request to the server failed: after the retries, or at once for a refusal (4xx).
 
     ``status`` is the last HTTP status (``None`` when no response came back), ``server_message``
-    the server's own error text.
+    the server's own error text. ``server_fault`` is True when the server, not the request, is at
+    fault (transport failures, 5xx/429 and bad bodies after the retries, the deadline, a malformed
+    or aborted answer): another replica may answer the same request (``agents.replicas``).
     """
 
-    def __init__(self, message: str, *, url: str, status: int | None = None, server_message: str = "") -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        url: str,
+        status: int | None = None,
+        server_message: str = "",
+        server_fault: bool = False,
+    ) -> None:
         super().__init__(message)
         self.url, self.status, self.server_message = url, status, server_message
+        self.server_fault = server_fault
 
 
 def _server_message(content: bytes, headers: httpx.Headers) -> str:
@@ -145,7 +156,9 @@ def _sum_prompt_logprobs(entries: object, ids: Sequence[int], start: int, url: s
         value = found["logprob"]
         if not _is_number(value) or not math.isfinite(value):
             raise BackendError(
-                f"{url} answered a malformed or non-finite log-prob {value!r} for prompt token {position}", url=url
+                f"{url} answered a malformed or non-finite log-prob {value!r} for prompt token {position}",
+                url=url,
+                server_fault=True,
             )
         total += float(value)
     return total
@@ -252,6 +265,7 @@ class OpenAIBackend:
                     url=url,
                     status=last_status,
                     server_message=last_message,
+                    server_fault=True,
                 ) from None
             except httpx.HTTPError as error:  # refused, timed out, dropped, cut short, undecodable
                 last_error, last_status, last_message = f"{type(error).__name__}: {error}", None, str(error)
@@ -285,6 +299,7 @@ class OpenAIBackend:
             url=url,
             status=last_status,
             server_message=last_message,
+            server_fault=True,
         )
 
     def _send(self, path: str, payload: bytes, deadline: float) -> tuple[int, httpx.Headers, bytes]:
@@ -395,7 +410,7 @@ class OpenAIBackend:
         url = self.base_url + "/v1/chat/completions"
 
         def malformed(what: str) -> BackendError:
-            return BackendError(f"{url} answered with {what}: {str(answer)[:300]}", url=url)
+            return BackendError(f"{url} answered with {what}: {str(answer)[:300]}", url=url, server_fault=True)
 
         choices = answer.get("choices")
         if not isinstance(choices, list):
@@ -411,7 +426,7 @@ class OpenAIBackend:
         text = content or ""  # null content: an empty answer (what it means is the caller's call)
         reason = choice.get("finish_reason")
         if reason in _FAILED_REASONS:
-            raise BackendError(f"{url} ended the generation with finish_reason={reason!r}", url=url)
+            raise BackendError(f"{url} ended the generation with finish_reason={reason!r}", url=url, server_fault=True)
         finish_reason = (
             "length" if reason in _LENGTH_REASONS else CONTENT_FILTER if reason == CONTENT_FILTER else "stop"
         )
@@ -491,7 +506,7 @@ class OpenAIBackend:
         first = choices[0] if isinstance(choices, list) and len(choices) == 1 else None
         if not isinstance(first, dict):
             url = self.base_url + "/v1/completions"
-            raise BackendError(f"{url} answered with no single choice: {str(answer)[:300]}", url=url)
+            raise BackendError(f"{url} answered with no single choice: {str(answer)[:300]}", url=url, server_fault=True)
         return _sum_prompt_logprobs(first.get("prompt_logprobs"), ids, len(prompt), self.base_url + "/v1/completions")
 
     def _score_chat(self, pair: tuple[list[dict[str, str]], str]) -> float:

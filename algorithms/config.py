@@ -126,6 +126,10 @@ class JudgeConfig:
     model: str = ranged("smollm2-135m-instruct", NON_EMPTY)  # the judge's model (kind: llm or wildguard)
     backend: BackendKind = "hf"
     url: str | None = None  # OpenAI-compatible server (backend: openai)
+    # several replicas of that server, instead of url: least-loaded dispatch with failover
+    # (agents.replicas); a replica that fails is left alone for replica_cooldown seconds
+    urls: tuple[str, ...] | None = None
+    replica_cooldown: float = ranged(30.0, non_negative())
     mode: Literal["generative", "logprob"] = "generative"  # kind: llm
     both_orders: bool = False  # judge each pair in both orders to cancel position bias (kind: llm)
     max_tokens: int = ranged(512, at_least(1))  # WildGuard's own client uses 128
@@ -137,9 +141,36 @@ class JudgeConfig:
     # seconds one request to the judge's server may take, retries included (backend: openai)
     deadline: float = ranged(600.0, positive())
 
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        """The judge's server URLs: ``urls``, or ``url`` as the one-element case."""
+        return self.urls if self.urls is not None else (self.url,) if self.url else ()
+
     def check(self) -> None:
-        if self.kind != "rule" and self.backend == "openai" and not self.url:
-            raise ConfigError("config.judge.url: judge.backend openai needs judge.url (e.g. http://127.0.0.1:8000/v1)")
+        if self.url is not None and self.urls is not None:
+            raise ConfigError(
+                "config.judge.urls: set judge.url (one server) or judge.urls (its replicas), not both; "
+                "put every replica in judge.urls"
+            )
+        if self.urls is not None:
+            where = "config.judge.urls"
+            if self.kind == "rule" or self.backend != "openai":
+                raise ConfigError(f"{where}: judge replicas need judge.kind llm or wildguard and judge.backend openai")
+            if not self.urls:
+                raise ConfigError(f"{where}: an empty list; list the replicas (e.g. [http://10.0.0.5:8000/v1, ...])")
+            # as agents.replicas.check_urls checks them (not imported: agents loads torch)
+            roots: list[str] = []
+            for url in self.urls:
+                if not url.startswith(("http://", "https://")):
+                    raise ConfigError(f"{where}: {url!r} must start with http:// or https://")
+                if url.rstrip("/").removesuffix("/v1") in roots:
+                    raise ConfigError(f"{where}: {url!r} is listed twice; list each replica once")
+                roots.append(url.rstrip("/").removesuffix("/v1"))
+        if self.kind != "rule" and self.backend == "openai" and not self.endpoints:
+            raise ConfigError(
+                "config.judge.url: judge.backend openai needs judge.url (e.g. http://127.0.0.1:8000/v1) "
+                "or judge.urls (several replicas)"
+            )
 
 
 @dataclass
@@ -564,6 +595,10 @@ def _from_value(kind: object, value: object, where: str) -> object:
             return None
         (inner,) = [a for a in args if a is not type(None)]
         return _from_value(inner, value, where)
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:  # tuple[X, ...]: a list of any length
+        if not isinstance(value, Sequence) or isinstance(value, str):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return tuple(_from_value(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
     if origin is tuple:
         if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != len(args):
             raise ConfigError(f"{where}: expected a list of {len(args)} values, got {value!r}")

@@ -72,14 +72,19 @@ def _endpoint(kind: BackendKind, model: str, url: str | None, flag: str) -> Back
     from agents.backends import build_backend
 
     _need_url(kind, url, flag)
-    return build_backend(kind, model, url)
+    if kind != "openai":
+        return build_backend(kind, model, url)
+    try:  # several URLs joined by commas: replicas of one server (agents.replicas)
+        return build_backend(kind, model, url)
+    except ValueError as error:
+        raise UsageError(f"--{flag}url: {error}") from None
 
 
 @dataclass
 class JudgeOptions:
     judge: str = "rule"  # rule (model-free) or a judge model
     judge_backend: BackendKind = "hf"
-    judge_url: str | None = None  # OpenAI-compatible server of the judge (--judge-backend openai)
+    judge_url: str | None = None  # OpenAI-compatible server of the judge (--judge-backend openai); replicas: a,b,...
 
     def check(self) -> None:
         """Before any model loads: a server judge needs its URL."""

@@ -44,6 +44,7 @@ from agents.hf import HFBackend
 from agents.models import adapter_base, load_model, portable_name, resolve_model
 from agents.openai_backend import OpenAIBackend
 from agents.policy import Policy
+from agents.replicas import ReplicatedBackend
 from algorithms.config import ConfigError, TrainConfig, check_resumed_config, load_config, save_config, to_dict
 from algorithms.training.algorithm import Algorithm, Example, build_algorithm
 from algorithms.training.checkpoints import (
@@ -406,11 +407,13 @@ def build_judge(cfg: TrainConfig) -> Judge:
             raise ConfigError(f"judge.kind: wildguard: {error}") from None
     try:
         # WildGuard over openai: the server must render the message as it is (see advgame_env.wildguard)
-        backend = build_backend(j.backend, j.model, j.url, deadline=j.deadline)
+        backend = build_backend(j.backend, j.model, j.endpoints, deadline=j.deadline, cooldown=j.replica_cooldown)
     except ValueError as error:
-        raise ConfigError(f"judge.backend: {error}; set judge.url") from None
+        raise ConfigError(f"judge.backend: {error}; set judge.url or judge.urls") from None
     if j.kind == "wildguard":
-        if not isinstance(backend, OpenAIBackend):  # the in-process engines render chats with their tokenizer
+        if not isinstance(
+            backend, OpenAIBackend | ReplicatedBackend
+        ):  # the in-process engines render chats with their tokenizer
             tokenizer: Any = backend.tokenizer  # a Hugging Face tokenizer, whichever engine holds it
             tokenizer.chat_template = PASS_THROUGH_CHAT_TEMPLATE
         return WildGuardJudge(backend, max_tokens=j.max_tokens, seed=cfg.run.seed)
