@@ -137,3 +137,16 @@ def test_a_sharded_checkpoint_resumes_on_another_world_size(tiny_chat, tmp_path)
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert sorted({m["step"] for m in lines if "game/rounds" in m or "time/step_s" in m}) == [1, 2, 3, 4]
     assert len((run / "resumes.jsonl").read_text().splitlines()) == 2
+
+
+def test_the_benchmark_table_reports_the_reduction_ratio():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("benchmarks_run", ROOT / "benchmarks" / "run.py")
+    assert spec is not None and spec.loader is not None
+    run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run)
+    figures = {"machine": "m", "tensors": 272, "engine_reduce_s": 0.05, "per_tensor_reduce_s": 0.2}
+    figures |= {"ratio": 0.25, "backward_ratio": 1.5}
+    row = next(line for line in run.table({"reduction": figures}).splitlines() if "Gradient reduction" in line)
+    assert "| 50 ms | 200 ms | 0.25 | report | backward + reduction 1.50 |" in row

@@ -1017,7 +1017,10 @@ class Trainer:
                 out[weight_key(name, which)] = learner.player.shards(which)
             if learner.optimizer is not None:
                 module, optimizer = learner.player.learner_module(), learner.optimizer.optimizer
-                out[optimizer_key(name)] = get_optimizer_state_dict(module, optimizer)
+                # a fresh optimizer's states are made by a zero step over the parameters that
+                # require grad; under LoRA only the active adapter does (set_adapter)
+                with learner.player.active("learner"):
+                    out[optimizer_key(name)] = get_optimizer_state_dict(module, optimizer)
         return out
 
     def save(self) -> Path | None:
