@@ -133,9 +133,15 @@ def shard_module(model: torch.nn.Module, mesh: Any) -> None:
 
     units = [*decoder_layers(model), model]
     for unit in units:
-        fully_shard(unit, mesh=mesh)
+        # the root too (FSDP2 keeps the root gathered after a forward by default): a frozen
+        # copy only runs forwards, and its parameters must be shards again for the EMA update
+        # and for checkpoints
+        fully_shard(unit, mesh=mesh, reshard_after_forward=True)
     for unit in units:
         unit.set_gradient_divide_factor(1.0)  # type: ignore[operator]
+        # a plain SUM collective: NCCL's pre-multiplied sum (how FSDP2 applies a factor) does
+        # not exist in gloo, and a factor of 1 needs no scaling anyway
+        unit.set_force_sum_reduction_for_comms(True)  # type: ignore[operator]
 
 
 def is_sharded(model: torch.nn.Module) -> bool:
