@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import os
 import socket
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -137,6 +137,10 @@ def shard_module(model: torch.nn.Module, mesh: Any) -> None:
         # copy only runs forwards, and its parameters must be shards again for the EMA update
         # and for checkpoints
         fully_shard(unit, mesh=mesh, reshard_after_forward=True)
+    # FSDP2 finds its root at the first forward; ``unsharded`` may gather before any forward
+    # (validation before the first step), so settle the root now (a private call: FSDP2 has
+    # no public one, and gathering before it re-registers shards under the gathered modules)
+    model._get_fsdp_state()._lazy_init()  # type: ignore[operator]
     for unit in units:
         unit.set_gradient_divide_factor(1.0)  # type: ignore[operator]
         # a plain SUM collective: NCCL's pre-multiplied sum (how FSDP2 applies a factor) does
@@ -151,7 +155,7 @@ def is_sharded(model: torch.nn.Module) -> bool:
 
 
 @contextmanager
-def unsharded(models: Iterable[torch.nn.Module]) -> Iterator[None]:
+def unsharded(models: Sequence[torch.nn.Module]) -> Iterator[None]:
     """Full parameters of sharded ``models`` for a while, with no collective in their forwards.
 
     FSDP2 all-gathers in every forward, so processes that generate different numbers of tokens
@@ -167,12 +171,20 @@ def unsharded(models: Iterable[torch.nn.Module]) -> Iterator[None]:
             if isinstance(m, FSDPModule):
                 seen.setdefault(id(m), m)
     units = list(seen.values())
+    # transformers' generate syncs every process at every token (synced_gpus) when it sees a
+    # module FSDP manages: gathered weights need no such sync, and one process generating
+    # alone (validation) would wait for the others forever
+    flagged = [m for model in models for m in model.modules() if getattr(m, "_is_fsdp_managed_module", False)]
     for unit in units:
         unit.unshard()
         unit.set_reshard_after_forward(False, recurse=False)
+    for m in flagged:
+        m._is_fsdp_managed_module = False
     try:
         yield
     finally:
+        for m in flagged:
+            m._is_fsdp_managed_module = True
         for unit in units:
             unit.reshard()
             unit.set_reshard_after_forward(True, recurse=False)
