@@ -179,12 +179,12 @@ def unsharded(models: Sequence[torch.nn.Module]) -> Iterator[None]:
         unit.unshard()
         unit.set_reshard_after_forward(False, recurse=False)
     for m in flagged:
-        m._is_fsdp_managed_module = False
+        m._is_fsdp_managed_module = False  # type: ignore[assignment]
     try:
         yield
     finally:
         for m in flagged:
-            m._is_fsdp_managed_module = True
+            m._is_fsdp_managed_module = True  # type: ignore[assignment]
         for unit in units:
             unit.reshard()
             unit.set_reshard_after_forward(True, recurse=False)
