@@ -98,8 +98,13 @@ def resume(run_dir: str, out: str, steps: str) -> None:
         for name, learner in trainer.learners.items()
         for which in trainer._kept()
     }
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    full = StateDictOptions(full_state_dict=True, cpu_offload=True)
     adam = {
-        name: sorted({int(s["step"]) for s in o.optimizer.state.values()}) for name, o in trainer.optimizers.items()
+        name: get_optimizer_state_dict(learner.player.learner_module(), learner.optimizer.optimizer, options=full)
+        for name, learner in trainer.learners.items()
+        if learner.optimizer is not None
     }
     if trainer.dist.main:
         torch.save({"world": trainer.dist.world, "step": trainer.step, "weights": weights, "adam": adam}, out)
