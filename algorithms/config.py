@@ -449,6 +449,19 @@ class RunConfig:
 
 
 @dataclass
+class ParallelConfig:
+    """The ``parallel:`` section: how the learners spread over the processes.
+
+    none: every process holds each player's full weights, EMA / initial copies and AdamW state,
+    and gradients are summed over processes by hand (plain data parallelism). fsdp2: each of
+    them is sharded over the processes with torch's FSDP2 (``fully_shard``, per decoder layer
+    and the root), gradients are reduce-scattered by the engine, and checkpoints are written
+    sharded with ``torch.distributed.checkpoint``."""
+
+    sharding: Literal["none", "fsdp2"] = "none"
+
+
+@dataclass
 class TrainConfig:
     algorithm: AlgorithmConfig = field(default_factory=_default_algorithm)
     train: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -460,12 +473,18 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     run: RunConfig = field(default_factory=RunConfig)
     opponents: OpponentsConfig = field(default_factory=OpponentsConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
 
     def check(self) -> None:
         if self.opponents.pooled and self.rollout.backend != "hf":
             raise ConfigError(
                 f"config.opponents.draw: {self.opponents.draw} plays snapshots of the rival, which only the hf "
                 f"rollout backend serves so far; set rollout.backend=hf or opponents.draw=latest"
+            )
+        if self.parallel.sharding == "fsdp2" and self.opponents.pooled:
+            raise ConfigError(
+                f"config.opponents.draw: {self.opponents.draw} keeps snapshots in extra model slots, which "
+                "parallel.sharding=fsdp2 does not shard yet; set parallel.sharding=none or opponents.draw=latest"
             )
 
 

@@ -28,6 +28,7 @@ SCRIPTS = {
     "judge": "judge.py",
     "memory": "memory.py",
     "gpu": "gpu.py",
+    "reduction": "reduction.py",
 }
 # memory.py's comparisons: (LoRA variant, full variant)
 COMPARED = [("lora", "full"), ("lora", "full_6"), ("lora_gc", "full_gc"), ("lora_gc", "full_6_gc")]
@@ -161,6 +162,18 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
                 ]
             )
 
+    def reduction(r: dict[str, Any]) -> None:
+        out.append(
+            [
+                f"Gradient reduction, 2 processes, {r['tensors']} tensors: FSDP2 reduce-scatter / per-tensor all-reduce",
+                f"{r['engine_reduce_s'] * 1e3:.0f} ms",
+                f"{r['per_tensor_reduce_s'] * 1e3:.0f} ms",
+                f"{r['ratio']:.2f}",
+                "report",
+                f"backward + reduction {r['backward_ratio']:.2f}",
+            ]
+        )
+
     add: dict[str, Callable[[dict[str, Any]], None]] = {
         "orchestration": orchestration,
         "vllm": vllm,
@@ -168,6 +181,7 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
         "judge": judge,
         "memory": memory,
         "gpu": gpu,
+        "reduction": reduction,
     }
     for name, result in results.items():
         if "error" in result:

@@ -9,6 +9,8 @@ A run folder::
     metrics.jsonl                        one record per logged step (runlog)
     resumes.jsonl                        one record per resume
     checkpoints/step_0000012/state.pt    a CheckpointState
+    checkpoints/step_0000012/dcp/        parallel.sharding=fsdp2: the weights and optimizer states,
+                                         sharded (torch.distributed.checkpoint; state.pt holds the rest)
     eval/exports/step_12/defender_ema    a checkpoint's policy as a loadable model folder
 """
 
@@ -21,7 +23,7 @@ import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NotRequired, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 import torch
 
@@ -30,6 +32,7 @@ from algorithms.training.copies import WHICH, Which
 from algorithms.training.seed_stream import StreamState
 
 STATE_FILE = "state.pt"
+SHARDS_FOLDER = "dcp"  # a sharded checkpoint's tensors (torch.distributed.checkpoint)
 CONFIG_FILE = "config.yaml"
 RESUMES_FILE = "resumes.jsonl"
 SHARED_LEARNER = "policy"  # the learner's name when one policy plays both roles (self-play)
@@ -73,6 +76,9 @@ class CheckpointState(_RequiredState, total=False):
     algorithm: dict[str, object]  # the algorithm's own state (Algorithm.state_dict); older checkpoints lack it
     # the opponent pools (training.opponents.OpponentsState), in runs that keep them
     opponents: OpponentsState
+    # parallel.sharding=fsdp2: ``weights`` and ``optimizers`` are empty; the tensors are in the
+    # checkpoint's SHARDS_FOLDER, under weight_key(...) and optimizer_key(learner)
+    sharded: bool
 
 
 STATE_KEYS = tuple(_RequiredState.__annotations__)
@@ -81,6 +87,11 @@ STATE_KEYS = tuple(_RequiredState.__annotations__)
 def weight_key(learner: str, which: Which) -> str:
     """Where one weight copy of a learner sits in ``CheckpointState.weights``: ``defender/ema``."""
     return f"{learner}/{which}"
+
+
+def optimizer_key(learner: str) -> str:
+    """Where a learner's optimizer state sits in a sharded checkpoint's tensors."""
+    return f"{learner}/optimizer"
 
 
 def split_weight_key(key: str) -> tuple[str, Which]:
@@ -104,6 +115,11 @@ def learner_weights(state: CheckpointState, role: str, which: Which) -> tuple[st
         if weight_key(learner, which) in state["weights"]:
             return learner, state["weights"][weight_key(learner, which)]
     have = ", ".join(sorted(state["weights"])) or "none"
+    if state.get("sharded"):
+        raise CheckpointError(
+            f"checkpoint of step {state['step']} is sharded (parallel.sharding=fsdp2): its weights are in its "
+            f"{SHARDS_FOLDER}/ folder; use the run's final/ export, or resume the run to export another step"
+        )
     raise CheckpointError(f"checkpoint of step {state['step']} holds no {which} weights of the {role} (it has {have})")
 
 
@@ -133,6 +149,47 @@ def save_checkpoint(run_dir: Path, step: int, state: CheckpointState, keep: int)
     for old in checkpoints(run_dir)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def save_sharded_checkpoint(
+    run_dir: Path, step: int, state: CheckpointState, tensors: dict[str, Any], keep: int, dist: Any
+) -> Path:
+    """``save_checkpoint`` for sharded runs, a collective: every process writes its shards of
+    ``tensors`` with torch.distributed.checkpoint into the temporary folder, then the main
+    process adds ``state`` (the rest, ``sharded`` set), renames and prunes, as there."""
+    import torch.distributed.checkpoint as dcp
+
+    final = checkpoint_dir(run_dir, step)
+    scratch = final.with_name(final.name + ".tmp")
+    if dist.main:
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir(parents=True)
+    dist.barrier()
+    dcp.save(tensors, checkpoint_id=scratch / SHARDS_FOLDER)
+    dist.barrier()  # every shard is on disk before the folder counts as a checkpoint
+    if dist.main:
+        _write_synced(scratch / STATE_FILE, CheckpointState(**{**state, "sharded": True}))
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(scratch, final)
+        for old in checkpoints(run_dir)[:-keep] if keep > 0 else []:
+            shutil.rmtree(old, ignore_errors=True)
+    dist.barrier()
+    return final
+
+
+def load_shards(path: Path, tensors: dict[str, Any]) -> None:
+    """Fill ``tensors`` (laid out as this run shards them, at any world size) from a sharded
+    checkpoint, in place; a ``CheckpointError`` names a folder that lacks or breaks them."""
+    import torch.distributed.checkpoint as dcp
+
+    folder = path / SHARDS_FOLDER
+    if not (folder / ".metadata").is_file():
+        raise CheckpointError(f"{path} is a sharded checkpoint without its {SHARDS_FOLDER}/.metadata")
+    try:
+        dcp.load(tensors, checkpoint_id=folder)
+    except Exception as error:  # DCP raises CheckpointException and others for missing or torn files
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{path}: {SHARDS_FOLDER}/ does not load ({reason[:200]})") from None
 
 
 def _write_synced(path: Path, obj: object) -> None:
@@ -205,6 +262,10 @@ def load_checkpoint(path: Path) -> CheckpointState:
         loaded["algorithm"] = state["algorithm"]
     if "opponents" in state:  # only runs with opponent pools keep them
         loaded["opponents"] = state["opponents"]
+    if state.get("sharded"):
+        if not (path / SHARDS_FOLDER / ".metadata").is_file():
+            raise CheckpointError(f"{path} is a sharded checkpoint without its {SHARDS_FOLDER}/.metadata")
+        loaded["sharded"] = True
     return loaded
 
 

@@ -1,12 +1,29 @@
 """Data parallelism over processes started by ``accelerate launch`` (or torchrun); one process is
-the plain case. Gradients are summed over processes by hand after backward, so the global
-objective is exactly the sum over all processes' examples / the global weight."""
+the plain case.
+
+Two ways to spread the learners (``parallel.sharding``):
+  * none: every process holds full weights and gradients are summed over processes by hand
+    after backward (``Dist.sum_grads``), so the global objective is exactly the sum over all
+    processes' examples / the global weight;
+  * fsdp2: torch's FSDP2 (``fully_shard``) shards parameters, gradients and optimizer states
+    over the processes and reduce-scatters the gradients itself (``shard_module``). ``Dist``
+    then only gives what the engine does not: sums of statistics, gathers and barriers.
+
+Why ``fully_shard`` is called here rather than through accelerate's FSDP plugin
+(``fsdp_version=2``): accelerate's ``prepare`` shards one trained model with its optimizer per
+call, while a player here also holds frozen EMA / initial copies (no optimizer) that must be
+sharded the same way, and the EMA is updated shard by shard on the local shards. accelerate
+still starts the processes and sets up their group (``PartialState``), and the mesh is torch's.
+"""
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Sequence
-from typing import TypeVar
+import socket
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
 import torch
 
@@ -36,6 +53,20 @@ class Dist:
     def device(self) -> torch.device:
         return torch.device(f"cuda:{self.local_rank}") if torch.cuda.is_available() else torch.device("cpu")
 
+    @functools.cached_property
+    def mesh(self) -> Any:
+        """The 1-D device mesh FSDP2 shards over: every process. A single process (a plain
+        ``python`` run) gets a process group of its own, so the sharded path is the same code
+        at any world size (and its checkpoints load at any other)."""
+        from torch.distributed.device_mesh import init_device_mesh
+
+        if not torch.distributed.is_initialized():
+            os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+            os.environ.setdefault("MASTER_PORT", str(_free_port()))
+            backend = "nccl" if self.device.type == "cuda" else "gloo"
+            torch.distributed.init_process_group(backend, rank=self.rank, world_size=self.world)
+        return init_device_mesh(self.device.type, (self.world,))
+
     def sum(self, values: Sequence[float]) -> list[float]:
         if self.world == 1:
             return list(values)
@@ -44,6 +75,7 @@ class Dist:
         return tensor.tolist()
 
     def sum_grads(self, params: Sequence[torch.Tensor]) -> None:
+        """Unsharded data parallelism only: one all-reduce per parameter (FSDP2 reduces its own)."""
         if self.world == 1:
             return
         for param in params:
@@ -62,3 +94,103 @@ class Dist:
     def barrier(self) -> None:
         if self.world > 1:
             torch.distributed.barrier()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# ----------------------------------------------------------------------------- FSDP2
+
+
+def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The transformer blocks of a Hugging Face model (or of the model under a PEFT wrapper):
+    the classes its ``_no_split_modules`` names, the unit transformers itself never splits."""
+    inner: Any = model
+    while not hasattr(inner, "_no_split_modules") and hasattr(inner, "base_model") and inner.base_model is not inner:
+        inner = inner.base_model  # PeftModel -> LoraModel -> the transformers model
+    if hasattr(inner, "model") and not hasattr(inner, "_no_split_modules"):
+        inner = inner.model
+    names = set(getattr(inner, "_no_split_modules", None) or ())
+    layers = [m for m in model.modules() if type(m).__name__ in names]
+    if not layers:
+        raise ValueError(
+            f"parallel.sharding=fsdp2 shards per decoder layer, but {type(model).__name__} names no layer class "
+            "in _no_split_modules; use a transformers causal LM, or parallel.sharding=none"
+        )
+    return layers
+
+
+def shard_module(model: torch.nn.Module, mesh: Any) -> None:
+    """FSDP2 in place: each decoder layer one unit (all-gathered for its forward and backward,
+    reduce-scattered after), the root (embeddings, final norm, head) another.
+
+    The losses are already divided by the global weight, so the engine must SUM gradients over
+    processes (as ``Dist.sum_grads`` does), not average them: divide factor 1."""
+    from torch.distributed.fsdp import fully_shard
+
+    units = [*decoder_layers(model), model]
+    for unit in units:
+        # the root too (FSDP2 keeps the root gathered after a forward by default): a frozen
+        # copy only runs forwards, and its parameters must be shards again for the EMA update
+        # and for checkpoints
+        fully_shard(unit, mesh=mesh, reshard_after_forward=True)
+    # FSDP2 finds its root at the first forward; ``unsharded`` may gather before any forward
+    # (validation before the first step), so settle the root now (a private call: FSDP2 has
+    # no public one, and gathering before it re-registers shards under the gathered modules)
+    model._get_fsdp_state()._lazy_init()  # type: ignore[operator]
+    for unit in units:
+        unit.set_gradient_divide_factor(1.0)  # type: ignore[operator]
+        # a plain SUM collective: NCCL's pre-multiplied sum (how FSDP2 applies a factor) does
+        # not exist in gloo, and a factor of 1 needs no scaling anyway
+        unit.set_force_sum_reduction_for_comms(True)  # type: ignore[operator]
+
+
+def is_sharded(model: torch.nn.Module) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+@contextmanager
+def unsharded(models: Sequence[torch.nn.Module]) -> Iterator[None]:
+    """Full parameters of sharded ``models`` for a while, with no collective in their forwards.
+
+    FSDP2 all-gathers in every forward, so processes that generate different numbers of tokens
+    (or one process alone, for validation) would wait on each other forever. Gathered once here
+    (a collective: every process enters together) and kept through each forward, sampling is
+    local; on exit every module is sharded again. Forward passes only: a backward would
+    reduce-scatter."""
+    from torch.distributed.fsdp import FSDPModule
+
+    seen: dict[int, FSDPModule] = {}
+    for model in models:
+        for m in model.modules():
+            if isinstance(m, FSDPModule):
+                seen.setdefault(id(m), m)
+    units = list(seen.values())
+    # transformers' generate syncs every process at every token (synced_gpus) when it sees a
+    # module FSDP manages: gathered weights need no such sync, and one process generating
+    # alone (validation) would wait for the others forever
+    flagged = [m for model in models for m in model.modules() if getattr(m, "_is_fsdp_managed_module", False)]
+    for unit in units:
+        unit.unshard()
+        unit.set_reshard_after_forward(False, recurse=False)
+    for m in flagged:
+        m._is_fsdp_managed_module = False  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        for m in flagged:
+            m._is_fsdp_managed_module = True  # type: ignore[assignment]
+        for unit in units:
+            unit.reshard()
+            unit.set_reshard_after_forward(True, recurse=False)
+
+
+def local_value(tensor: torch.Tensor) -> float:
+    """A scalar that may be a replicated DTensor (``clip_grad_norm_`` of sharded gradients)."""
+    full = getattr(tensor, "full_tensor", None)
+    return float(full() if full is not None else tensor)

@@ -15,6 +15,13 @@ Two storages, one interface:
 
 ``player.active(which)`` is the one way to run a policy: it yields the module with the right
 weights switched on.
+
+With ``parallel.sharding=fsdp2`` every module a player holds is sharded over the processes
+(``build_players(mesh=...)``, ``distributed.shard_module``): the learner, its EMA and initial
+copies alike (LoRA: the one shared base with every adapter). The EMA update is elementwise, so
+it runs on the local shards as it is. ``weights`` / ``export`` then gather full tensors
+(collectives: every process calls them), and forwards outside a gradient update run inside
+``gathered()`` so that processes need not take the same number of them.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import torch
 from agents.models import ADAPTER_CONFIG, portable_name
 from agents.roles import adapter_parameters, copy_adapter
 from algorithms.training.copies import Which
+from algorithms.training.distributed import shard_module, unsharded
 from algorithms.training.ema import ema_update_adapter, ema_update_model
 
 if TYPE_CHECKING:
@@ -44,6 +52,28 @@ class Player:
     tokenizer: PreTrainedTokenizerBase
     copies: frozenset[str]  # which of "ema" / "initial" this player keeps
     recompute: bool = False  # activation checkpointing in updates (see ``updating``)
+    sharded: bool = False  # FSDP2 (``shard``): every module of the player sharded over the processes
+
+    def modules(self) -> list[Any]:
+        """Every distinct module the player holds (its copies; LoRA: the one shared model)."""
+        raise NotImplementedError
+
+    def shard(self, mesh: Any) -> None:
+        """Shard every module of the player over ``mesh`` (FSDP2), before any optimizer is made."""
+        for module in self.modules():
+            shard_module(module, mesh)
+        self.sharded = True
+
+    @contextmanager
+    def gathered(self) -> Iterator[None]:
+        """The player's full weights for a while (forward passes only), so that each process
+        may run as many forwards as it needs, alone or not (sampling, validation): a collective
+        on entry and exit. A no-op unsharded."""
+        if not self.sharded:
+            yield
+            return
+        with unsharded(self.modules()):
+            yield
 
     def trainable(self) -> list[torch.Tensor]:
         raise NotImplementedError
@@ -106,6 +136,15 @@ class Player:
         """A folder ``agents.load_model`` (and transformers' ``from_pretrained``) loads."""
         raise NotImplementedError
 
+    def shards(self, which: Which) -> dict[str, torch.Tensor]:
+        """Sharded players: this process's shards of policy ``which`` (DTensors), for
+        ``torch.distributed.checkpoint``, which saves and loads them in place (at any world size)."""
+        raise NotImplementedError
+
+    def load_shards(self, which: Which, tensors: dict[str, torch.Tensor]) -> None:
+        """Set policy ``which`` from ``shards``' tensors as a checkpoint loaded them."""
+        raise NotImplementedError
+
     def _check(self, which: Which) -> None:
         if which != "learner" and which not in self.copies:
             raise ValueError(f"the {self.role} keeps no {which!r} copy (it keeps {sorted(self.copies)})")
@@ -130,6 +169,9 @@ class FullPlayer(Player):
     def learner_module(self) -> Any:
         return self.models["learner"]
 
+    def modules(self) -> list[Any]:
+        return list(self.models.values())
+
     @contextmanager
     def active(self, which: Which) -> Iterator[Any]:
         self._check(which)
@@ -149,17 +191,54 @@ class FullPlayer(Player):
         return self.spare, None
 
     def weights(self, which: Which) -> dict[str, torch.Tensor]:
+        """Sharded: full tensors on the main process (a collective; the others get {})."""
         self._check(which)
+        if self.sharded:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+            options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+            state: dict[str, Any] = get_model_state_dict(self.models[which], options=options)
+            return state
         return dict(self.models[which].state_dict())
 
     def load_weights(self, which: Which, tensors: dict[str, torch.Tensor]) -> None:
+        """Sharded: every process passes the same full tensors; each keeps its shards."""
         self._check(which)
+        if self.sharded:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+            given: dict[str, Any] = dict(tensors)
+            set_model_state_dict(self.models[which], given, options=StateDictOptions(full_state_dict=True))
+            return
         self.models[which].load_state_dict(tensors, strict=True)
 
     def export(self, which: Which, folder: Path) -> None:
+        """Sharded: a collective; the main process writes the folder from the gathered tensors."""
         self._check(which)
-        self.models[which].save_pretrained(folder)
-        self.tokenizer.save_pretrained(folder)
+        if not self.sharded:
+            self.models[which].save_pretrained(folder)
+            self.tokenizer.save_pretrained(folder)
+            return
+        state = self.weights(which)
+        if torch.distributed.get_rank() == 0:
+            model = self.models[which]
+            model.save_pretrained(folder, state_dict=state)
+            _plain_architecture(folder, model)
+            self.tokenizer.save_pretrained(folder)
+
+    def shards(self, which: Which) -> dict[str, torch.Tensor]:
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+        self._check(which)
+        state: dict[str, Any] = get_model_state_dict(self.models[which])
+        return state
+
+    def load_shards(self, which: Which, tensors: dict[str, torch.Tensor]) -> None:
+        from torch.distributed.checkpoint.state_dict import set_model_state_dict
+
+        self._check(which)
+        given: dict[str, Any] = dict(tensors)
+        set_model_state_dict(self.models[which], given)
 
 
 class LoraPlayer(Player):
@@ -177,6 +256,9 @@ class LoraPlayer(Player):
 
     def learner_module(self) -> Any:
         return self.model
+
+    def modules(self) -> list[Any]:
+        return [self.model]
 
     @contextmanager
     def active(self, which: Which) -> Iterator[Any]:
@@ -219,7 +301,8 @@ class LoraPlayer(Player):
         self._check(which)
         if which == "initial":
             return {}  # the frozen base, rebuilt from the model name
-        return {k: v.detach().clone() for k, v in adapter_parameters(self.model, self.names[which]).items()}
+        params = adapter_parameters(self.model, self.names[which])
+        return {k: _full(v).detach().clone() for k, v in params.items()}  # sharded: on every process
 
     def load_weights(self, which: Which, tensors: dict[str, torch.Tensor]) -> None:
         self._check(which)
@@ -230,7 +313,20 @@ class LoraPlayer(Player):
             raise ValueError(f"checkpoint tensors do not match the {self.names[which]!r} adapter's")
         with torch.no_grad():
             for name, param in params.items():
-                param.copy_(tensors[name])
+                param.copy_(_like(tensors[name], param))
+
+    def shards(self, which: Which) -> dict[str, torch.Tensor]:
+        self._check(which)
+        if which == "initial":
+            return {}
+        return {k: v.detach() for k, v in adapter_parameters(self.model, self.names[which]).items()}
+
+    def load_shards(self, which: Which, tensors: dict[str, torch.Tensor]) -> None:
+        params = self.shards(which)
+        with torch.no_grad():
+            for key, param in params.items():
+                if tensors[key] is not param:
+                    param.copy_(tensors[key])
 
     def export(self, which: Which, folder: Path) -> None:
         """An adapter folder (adapter_config.json names the base); ``initial`` is not exported."""
@@ -238,6 +334,12 @@ class LoraPlayer(Player):
         if which == "initial":
             raise ValueError("the initial policy of a LoRA player is the base model itself")
         name = self.names[which]
+        if self.sharded:  # the adapter's full tensors, gathered; written by the main process
+            tensors = self.weights(which)
+            if torch.distributed.get_rank() == 0:
+                _write_adapter(self.model, name, tensors, folder)
+                self.tokenizer.save_pretrained(folder)
+            return
         folder.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=folder.parent) as scratch:
             # PEFT writes a non-default adapter into a sub-folder named after it; save under
@@ -250,6 +352,46 @@ class LoraPlayer(Player):
             _portable_base(Path(scratch))
             shutil.copytree(scratch, folder, dirs_exist_ok=True)
         self.tokenizer.save_pretrained(folder)
+
+
+def _full(tensor: torch.Tensor) -> torch.Tensor:
+    """The whole tensor of a (possibly sharded) parameter: a DTensor's is all-gathered."""
+    full = getattr(tensor, "full_tensor", None)
+    return full() if full is not None else tensor
+
+
+def _like(tensor: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
+    """``tensor`` laid out as ``param``: a DTensor param takes this process's shard of it."""
+    mesh = getattr(param, "device_mesh", None)
+    if mesh is None:
+        return tensor
+    from torch.distributed.tensor import distribute_tensor
+
+    return distribute_tensor(tensor.to(param.dtype), mesh, getattr(param, "placements"))  # noqa: B009
+
+
+def _plain_architecture(folder: Path, model: Any) -> None:
+    """FSDP2 swaps a module's class for ``FSDP<Class>``, which transformers writes into
+    config.json; name the model class itself, so that ``from_pretrained`` and vLLM know it."""
+    plain = next(c for c in type(model).__mro__ if not c.__name__.startswith("FSDP"))
+    path = folder / "config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    config["architectures"] = [plain.__name__]
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _write_adapter(peft_model: Any, name: str, tensors: dict[str, torch.Tensor], folder: Path) -> None:
+    """PEFT's adapter folder written by hand from gathered tensors: ``save_pretrained`` would
+    read the sharded parameters. ``adapter_parameters`` keys are PEFT's saved names already
+    (the adapter's name taken out)."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    config = copy.deepcopy(peft_model.peft_config[name])
+    config.inference_mode = True
+    config.save_pretrained(str(folder))
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(folder / "adapter_model.safetensors"))
+    _portable_base(folder)
 
 
 def _portable_base(folder: Path) -> None:
@@ -269,10 +411,33 @@ def build_players(
     lora_rank: int = 16,
     lora_alpha: int = 32,
     adapters: Mapping[str, str | Path] | None = None,
+    mesh: Any = None,
 ) -> dict[str, Player]:
     """Players for ``roles``. ``load(role)`` returns (model, tokenizer) of the role's start;
     with ``lora`` every role's adapter goes on ONE base, loaded once, and ``adapters[role]`` (an
-    adapter folder of that base) is where that role's adapter starts instead of the identity."""
+    adapter folder of that base) is where that role's adapter starts instead of the identity.
+    ``mesh``: shard every module over it (FSDP2), once all copies and adapters exist."""
+    players = _build_players(roles, load, lora, copies, lora_rank, lora_alpha, adapters)
+    if mesh is not None:
+        done: set[int] = set()
+        for player in players.values():
+            if id(player.modules()[0]) in done:  # LoRA: the shared model is sharded once
+                player.sharded = True
+                continue
+            player.shard(mesh)
+            done |= {id(m) for m in player.modules()}
+    return players
+
+
+def _build_players(
+    roles: tuple[str, ...],
+    load: Callable[[str], tuple[Any, PreTrainedTokenizerBase]],
+    lora: bool,
+    copies: set[str],
+    lora_rank: int,
+    lora_alpha: int,
+    adapters: Mapping[str, str | Path] | None,
+) -> dict[str, Player]:
     if adapters and not lora:
         raise ValueError("an adapter start needs LoRA players (lora=True); full fine-tuning starts from a model")
     if lora:

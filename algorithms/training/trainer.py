@@ -53,17 +53,20 @@ from algorithms.training.checkpoints import (
     checkpoint_step,
     checkpoints,
     load_checkpoint,
+    load_shards,
     newest_intact_checkpoint,
+    optimizer_key,
     record_resume,
     restore_rng,
     rng_state,
     save_checkpoint,
+    save_sharded_checkpoint,
     set_aside,
     sft_stream_key,
     split_weight_key,
     weight_key,
 )
-from algorithms.training.distributed import Dist
+from algorithms.training.distributed import Dist, local_value, unsharded
 from algorithms.training.opponents import CURRENT, FOLDER, Opponents, Snapshot, attack_success, members, rival
 from algorithms.training.players import Player, Which, build_players
 from algorithms.training.runlog import RunLog, repair_metrics
@@ -180,7 +183,8 @@ class Optimizer:
 
     def __init__(self, player: Player, cfg: TrainConfig, total_steps: int) -> None:
         o = cfg.optim
-        self.params = player.trainable()
+        self.params = player.trainable()  # sharded players: DTensors, so AdamW's states are sharded too
+        self.sharded = player.sharded
         self.max_grad_norm = o.max_grad_norm
         self.optimizer = torch.optim.AdamW(self.params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -188,13 +192,15 @@ class Optimizer:
         )
 
     def step(self, dist: Dist) -> dict[str, float]:
-        dist.sum_grads(self.params)
+        if not self.sharded:  # FSDP2 has reduce-scattered the gradients in backward already
+            dist.sum_grads(self.params)
+        # of DTensor gradients: the global norm (a replicated DTensor), each shard clipped by it
         norm = torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
         lr = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
-        return {"grad_norm": float(norm), "lr": float(lr)}
+        return {"grad_norm": local_value(norm), "lr": float(lr)}
 
     def skip(self) -> None:
         """No example anywhere: the weights stay, but the schedule counts the step."""
@@ -244,9 +250,15 @@ def update(
     # every process sums the same keys, in the same order, even with no example of its own
     sums = dict.fromkeys(("loss", *algorithm.metric_names), 0.0)
     sft_loss = 0.0  # this process's weighted auxiliary term
-    for start in range(0, len(examples), micro_batch_size):
-        chunk = examples[start : start + micro_batch_size]
-        w = torch.tensor(weights[start : start + micro_batch_size])
+    chunks = [
+        (examples[start : start + micro_batch_size], weights[start : start + micro_batch_size])
+        for start in range(0, len(examples), micro_batch_size)
+    ]
+    real = len(chunks)
+    if player.sharded:
+        chunks += padding(chunks, examples, dist)
+    for n, (chunk, chunk_weights) in enumerate(chunks):
+        w = torch.tensor(chunk_weights)
         with precision, player.updating():
             losses, metrics = algorithm.loss(player, chunk)
             objective = (losses * w.to(losses.device)).sum().div(total)
@@ -256,6 +268,8 @@ def update(
                 objective = objective + term * share
                 sft_loss += float(term.detach()) * share
         objective.backward()
+        if n >= real:  # a padding micro-batch: weight 0, no figures
+            continue
         sums["loss"] += float((losses.detach().cpu() * w).sum())
         for key, value in metrics.items():
             sums[key] += value
@@ -265,6 +279,25 @@ def update(
     if auxiliary is not None:
         out["sft_loss"] = sft_loss
     return out | optimizer.step(dist)
+
+
+def padding(
+    chunks: Sequence[tuple[list[Example], list[float]]], examples: Sequence[Example], dist: Dist
+) -> list[tuple[list[Example], list[float]]]:
+    """Zero-weight micro-batches that bring this process up to the most any process has.
+
+    Every forward and backward through an FSDP2 module is a collective (all-gather, then
+    reduce-scatter), so every process must run the same number of them; processes hold
+    different numbers of examples. A padding micro-batch repeats a real example with weight 0:
+    its gradient is exactly zero and it adds nothing to the sums. A process with no example
+    borrows the first example of the first process that has one."""
+    counts = dist.gather([len(chunks)])
+    missing = max(counts) - len(chunks)
+    filler = list(examples[:1])
+    if min(counts) == 0:  # some process has nothing to repeat: every process takes part in the gather
+        everyone = dist.gather(list(examples[:1]))
+        filler = filler or everyone[:1]
+    return [(filler, [0.0])] * missing
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -507,6 +540,13 @@ class Trainer:
                 f"{', '.join(sorted(self.fixed))} is played by a fixed backend; set opponents.draw=latest"
             )
         device = self.dist.device
+        self.sharded = cfg.parallel.sharding == "fsdp2"
+        if self.sharded and cfg.rollout.backend == "vllm":
+            raise ConfigError(
+                "config.parallel.sharding: fsdp2 shards the players, but rollout.backend=vllm (the in-process "
+                "engine) is fed the full weights of every process's own model; set rollout.backend=hf, or "
+                "parallel.sharding=none"
+            )
         torch.manual_seed(cfg.run.seed)  # LoRA initialisation, identical on every process
         shared = self.algorithm.shares_policy
         if shared and (cfg.model.attacker or cfg.model.defender):
@@ -525,6 +565,7 @@ class Trainer:
             lora_rank=cfg.model.lora_rank,
             lora_alpha=cfg.model.lora_alpha,
             adapters=adapters,
+            mesh=self.dist.mesh if self.sharded else None,
         )
         self.learners = {name: Learner(name, player, ROLES if shared else (name,)) for name, player in players.items()}
         if cfg.model.gradient_checkpointing:
@@ -571,7 +612,7 @@ class Trainer:
                     self._validate(log)
                 if self.step % cfg.run.checkpoint_every == 0 or self.step == cfg.run.steps:
                     self.save()
-            if self.dist.main:
+            if self.dist.main or self.sharded:  # sharded: every process takes part in the gathers
                 self.export(self.run_dir / "final")
         finally:
             if log is not None:
@@ -601,13 +642,15 @@ class Trainer:
         # with opponent pools, each learning role's rival may be a snapshot (seeded by the step)
         drawn = self.opponents.draw(step, trained) if self.opponents is not None else {}
         games = matches(drawn)
-        # every split is played by the same policies, those of the step's start (see the top)
-        played = {
-            label: [(EVERYONE, self._play_split(label, s, which))]
-            if games == [EVERYONE]
-            else self._play_matches(label, s, which, games)
-            for s, label in enumerate(SPLITS)
-        }
+        # every split is played by the same policies, those of the step's start (see the top);
+        # sharded players are gathered for it, so each process samples as long as it needs
+        with self._gathered():
+            played = {
+                label: [(EVERYONE, self._play_split(label, s, which))]
+                if games == [EVERYONE]
+                else self._play_matches(label, s, which, games)
+                for s, label in enumerate(SPLITS)
+            }
         lap("play")
         batches: list[tuple[str | None, int, list[Example]]] = []  # (split name, split index, examples)
         for s, (label, split_games) in enumerate(played.items()):
@@ -652,7 +695,7 @@ class Trainer:
         """The algorithm's optimizer step(s) of one learner, trained in ``roles``, on its examples of one split."""
         cfg, algorithm, player = self.cfg, self.algorithm, learner.player
         micro = cfg.optim.micro_batch_size
-        with self._precision():
+        with self._precision(), player.gathered():  # forwards only: as many as each process needs
             algorithm.prepare(player, examples, self.dist, micro)
         parts = algorithm.minibatches
         if parts > 1:  # PPO-style: several steps on one batch, in a seeded random order
@@ -900,7 +943,20 @@ class Trainer:
     def _validate(self, log: RunLog | None) -> dict[str, float]:
         """The learner defender answers held-out seeds directly (greedy); judged and keyword-classified."""
         metrics: dict[str, float] = {}
-        if self.dist.main and self.validation:
+        with self._gathered():  # the main process alone runs the sharded defender's forwards
+            if self.dist.main and self.validation:
+                metrics = self._validate_main(log)
+        self.dist.barrier()
+        return metrics
+
+    def _gathered(self) -> contextlib.AbstractContextManager[None]:
+        """Every sharded player's full weights for forwards outside an update (``Player.gathered``)."""
+        modules = [m for p in self.players.values() if p.sharded for m in p.modules()]
+        return unsharded(modules) if modules else contextlib.nullcontext()
+
+    def _validate_main(self, log: RunLog | None) -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        if self.validation:
             rounds = [Round(seed, direct=True) for seed in self.validation]
             # the learner itself, not what an engine holds (the EMA, in the MD recipes)
             defender = self.sampler.policy(DEFENDER, "learner", self.cfg.run.seed, greedy=True, hf=True)
@@ -912,7 +968,6 @@ class Trainer:
             metrics = {f"val/{k}": v for k, v in (game_metrics(rounds) | refusal_rates(rounds)).items()}
             if log is not None:
                 log.log(self.step, metrics, advance=False)
-        self.dist.barrier()
         return metrics
 
     # ------------------------------------------------------------------ logs and checkpoints
@@ -929,8 +984,13 @@ class Trainer:
             config=to_dict(self.cfg),
         )
 
+    def _kept(self) -> tuple[Which, ...]:
+        """The weight copies a checkpoint holds (the initial model is rebuilt from its name)."""
+        return ("learner", "ema") if "ema" in self.algorithm.copies() else ("learner",)
+
     def state(self) -> CheckpointState:
-        keep: tuple[Which, ...] = ("learner", "ema") if "ema" in self.algorithm.copies() else ("learner",)
+        """What a checkpoint holds; sharded, without the tensors (``shards`` has them)."""
+        keep = () if self.sharded else self._kept()
         state = CheckpointState(
             step=self.step,
             weights={
@@ -938,7 +998,7 @@ class Trainer:
                 for name, learner in self.learners.items()
                 for which in keep
             },
-            optimizers={name: o.optimizer.state_dict() for name, o in self.optimizers.items()},
+            optimizers={} if self.sharded else {name: o.optimizer.state_dict() for name, o in self.optimizers.items()},
             schedulers={name: o.scheduler.state_dict() for name, o in self.optimizers.items()},
             data={label.value: stream.state() for label, stream in self.streams.items()}
             | {sft_stream_key(role): stream.state() for role, stream in self.sft.items()},
@@ -949,8 +1009,29 @@ class Trainer:
             state["opponents"] = self.opponents.state_dict()
         return state
 
+    def shards(self) -> dict[str, Any]:
+        """This process's shards of every kept weight copy and optimizer state, laid out for
+        torch.distributed.checkpoint (which reshards them on load, at any world size)."""
+        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+        out: dict[str, Any] = {}
+        for name, learner in self.learners.items():
+            for which in self._kept():
+                out[weight_key(name, which)] = learner.player.shards(which)
+            if learner.optimizer is not None:
+                module, optimizer = learner.player.learner_module(), learner.optimizer.optimizer
+                # a fresh optimizer's states are made by a zero step over the parameters that
+                # require grad; under LoRA only the active adapter does (set_adapter)
+                with learner.player.active("learner"):
+                    out[optimizer_key(name)] = get_optimizer_state_dict(module, optimizer)
+        return out
+
     def save(self) -> Path | None:
         path = None
+        if self.sharded:  # every process writes its shards
+            return save_sharded_checkpoint(
+                self.run_dir, self.step, self.state(), self.shards(), self.cfg.run.keep_checkpoints, self.dist
+            )
         if self.dist.main:
             path = save_checkpoint(self.run_dir, self.step, self.state(), self.cfg.run.keep_checkpoints)
             if self.opponents is not None and self.cfg.run.keep_checkpoints > 0:
@@ -985,11 +1066,19 @@ class Trainer:
 
     def _restore(self, path: Path, state: CheckpointState | None = None) -> None:
         state = load_checkpoint(path) if state is None else state
+        if bool(state.get("sharded")) != self.sharded:
+            raise ConfigError(
+                f"{path} was written with parallel.sharding={'fsdp2' if state.get('sharded') else 'none'}; "
+                "resume it with the same parallel.sharding"
+            )
+        if self.sharded:
+            self._restore_shards(path)
         for key, tensors in state["weights"].items():
             name, which = split_weight_key(key)
             self.learners[name].player.load_weights(which, tensors)
         for name, optimizer in self.optimizers.items():
-            optimizer.optimizer.load_state_dict(state["optimizers"][name])
+            if not self.sharded:
+                optimizer.optimizer.load_state_dict(state["optimizers"][name])
             optimizer.scheduler.load_state_dict(state["schedulers"][name])
         for label, stream in self.streams.items():
             stream.restore(state["data"][label.value])
@@ -1000,6 +1089,19 @@ class Trainer:
         if self.opponents is not None and "opponents" in state:  # a run without pools had none
             self.opponents.load_state_dict(state["opponents"])
         self.step = int(state["step"])
+
+    def _restore_shards(self, path: Path) -> None:
+        """Weights and optimizer states from a sharded checkpoint, resharded for this run's world size."""
+        from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+
+        tensors = self.shards()  # the layout to fill: this run's own shards
+        load_shards(path, tensors)
+        for name, learner in self.learners.items():
+            for which in self._kept():
+                learner.player.load_shards(which, tensors[weight_key(name, which)])
+            if learner.optimizer is not None:
+                module, optimizer = learner.player.learner_module(), learner.optimizer.optimizer
+                set_optimizer_state_dict(module, optimizer, tensors[optimizer_key(name)])
 
     def export(self, folder: Path) -> None:
         """Loadable folders of every learner's policy (and EMA): ``folder/defender`` etc.
