@@ -256,3 +256,14 @@ def test_full_weights_train_two_steps_on_a_real_server(server, tmp_path):
         fleet.push_weights(load_model()[0])  # leave the base model served, as it started
         trainer.sampler.close()
         client.close()
+
+
+def test_the_benchmark_table_reports_the_push_share():
+    from tests.test_benchmarks import table
+
+    push = {"config": "configs/cpu_smoke.yaml"}
+    push["lora"] = {"push_s": 0.5, "step_s": 10.0, "ratio": 0.05}
+    push["full"] = {"push_s": 2.0, "step_s": 10.0, "ratio": 0.2}
+    lines = table({"weight_push": push}).splitlines()
+    assert "| met |" in next(line for line in lines if "Weight push (lora)" in line)
+    assert "**missed**" in next(line for line in lines if "Weight push (full)" in line)
