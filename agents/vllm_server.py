@@ -29,6 +29,7 @@ served name over the fleet's URLs, so any backend over several URLs can replace 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -387,6 +388,11 @@ class ServerFleet:
     def close(self) -> None:
         for served in list(self._generators):
             self._drop_generator(served)
+        if self.sender:  # leave the servers serving what they were started with
+            for version in self.adapters.values():
+                with contextlib.suppress(ServerError):
+                    self._all(lambda c, v=version: c.unload_adapter(v))
+        self.adapters.clear()
         for engine in self._engines or []:
             engine.shutdown()
             client = getattr(engine, "client", None)
