@@ -157,7 +157,12 @@ class FanOut:
 
 
 def trainer_engines(
-    transport: str, clients: Sequence[ServerClient], *, nccl_address: str = "127.0.0.1", nccl_port: int = 29600
+    transport: str,
+    clients: Sequence[ServerClient],
+    source: Any,
+    *,
+    nccl_address: str = "127.0.0.1",
+    nccl_port: int = 29600,
 ) -> list[Any]:
     """vLLM trainer-side weight-transfer engines that reach every replica (made once per fleet).
 
@@ -171,7 +176,8 @@ def trainer_engines(
     if transport == "advgame_file":
         from agents.weight_transfer import FileTrainerInitInfo
 
-        return [WeightTransferTrainerFactory.trainer_init(FileTrainerInitInfo(rank=rank), client=FanOut(clients))]
+        info = FileTrainerInitInfo(rank=rank)
+        return [WeightTransferTrainerFactory.trainer_init(info, client=FanOut(clients), source=source)]
     if transport == "nccl":
         from vllm.distributed.weight_transfer.nccl_engine import NCCLTrainerInitInfo
 
@@ -184,6 +190,7 @@ def trainer_engines(
                     world_size=1 + client.world_size(),
                 ),
                 client=client,
+                source=source,
             )
             for i, client in enumerate(clients)
         ]
@@ -249,6 +256,8 @@ class ServerFleet:
     ``tokenizer``: the trainer's (the probe's reference log-prob is computed with it).
     ``tolerance``: how far (nats) the served probe log-prob may be from the trainer's: ~1e-4
     apart in float32 on both sides; use ~0.5 for a bf16 server.
+    ``nccl_address``/``nccl_port``: transport ``nccl`` only, the trainer's address as the servers
+    reach it and the first port of the per-replica NCCL groups.
     ``sender``: whether this process drives the servers. In a run of several trainer processes
     only rank 0 does; the others take part in the weight source's gathers (sharded tensors) and
     track the adapters' versioned names, which every rank counts alike.
@@ -264,6 +273,8 @@ class ServerFleet:
         connect: Callable[[Sequence[str], str], Any] = split_openai,
         scratch: str | Path | None = None,
         sender: bool = True,
+        nccl_address: str = "127.0.0.1",
+        nccl_port: int = 29600,
     ) -> None:
         if not urls:
             raise ValueError("a server fleet needs at least one URL (rollout.urls)")
@@ -271,6 +282,7 @@ class ServerFleet:
             raise ValueError(f"weight transport {transport!r} is not one of {TRANSPORTS}")
         self.urls, self.tokenizer, self.transport, self.tolerance = list(urls), tokenizer, transport, tolerance
         self.connect, self.sender = connect, sender
+        self.nccl = {"nccl_address": nccl_address, "nccl_port": nccl_port}
         self.clients = [ServerClient(url) for url in self.urls]
         served = [c.models() for c in self.clients]
         self.model = served[0][0]  # the base model's served name (the first of /v1/models)
@@ -333,10 +345,11 @@ class ServerFleet:
     def _send(self, state: dict[str, torch.Tensor]) -> None:
         from agents.weight_transfer import StateSource
 
+        source = StateSource(state)
         if self._engines is None:
-            self._engines = trainer_engines(self.transport, self.clients)
+            self._engines = trainer_engines(self.transport, self.clients, source, **self.nccl)
         for engine in self._engines:
-            engine.source = StateSource(state)
+            engine.source = source  # the sampling policy's tensors of this push
             engine.send_weights()
 
     # adapters

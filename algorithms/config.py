@@ -157,6 +157,10 @@ class RolloutConfig:
     # vllm_server: how full weights travel (the servers' --weight-transfer-config backend):
     # advgame_file (safetensors in /dev/shm: CPU or one machine) or nccl (vLLM's NCCL engine: GPUs)
     weight_transport: Literal["advgame_file", "nccl"] = "advgame_file"
+    # nccl: the trainer's address as the servers reach it, and the first port of the NCCL
+    # groups (one per replica, on consecutive ports)
+    nccl_address: str = ranged("127.0.0.1", NON_EMPTY)
+    nccl_port: int = ranged(29600, at_least(1))
     # vllm_server: nats the served probe log-prob may differ from the learner's after a push
     # (float32 servers agree to ~1e-4; a bf16 server needs ~0.5)
     probe_tolerance: float = ranged(5e-3, positive())

@@ -180,6 +180,8 @@ def server_fleets(cfg: TrainConfig, players: dict[str, Player], lora: bool) -> d
             transport=r.weight_transport,
             tolerance=r.probe_tolerance,
             sender=sender,
+            nccl_address=r.nccl_address,
+            nccl_port=r.nccl_port,
         )
 
     if lora:
