@@ -83,7 +83,10 @@ class ServerClient:
             )
         if response.status_code >= 400:
             raise ServerError(f"{method} {self.url}{path} answered HTTP {response.status_code}: {response.text[:500]}")
-        return response.json() if response.content else None
+        try:
+            return response.json() if response.content else None
+        except ValueError:  # some routes answer plain text ("Success: LoRA adapter ... added")
+            return response.text
 
     def models(self) -> list[str]:
         return [m["id"] for m in self._call("GET", "/v1/models")["data"]]
