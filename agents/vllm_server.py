@@ -8,9 +8,10 @@ tensor-parallel itself). Per push:
   the weights with vLLM's own trainer-side weight-transfer engine (``/start_weight_update``,
   ``/update_weights``..., ``/finish_weight_update``; ``/init_weight_transfer_engine`` once),
   stamp a new weight version (``/update_weight_version``), check that every replica reports it
-  (``/weight_info``) *and* scores a probe sequence as the pushed model does (a mismatch raises
-  :class:`~agents.vllm_backend.StaleWeightsError`, as the in-process engine's check), then
-  ``/resume``;
+  (``/weight_info``), ``/resume``, and check that every replica scores a probe sequence as the
+  pushed model does (a mismatch raises :class:`~agents.vllm_backend.StaleWeightsError`, as the
+  in-process engine's check; a paused server schedules no request, so the probe comes after
+  the resume, before the trainer samples);
 * a LoRA adapter (:meth:`ServerFleet.push_adapter`): saved to a folder the servers can read and
   loaded under a fresh versioned name (``/v1/load_lora_adapter``: vLLM caches adapters by name),
   probe-checked the same way, and the previous version unloaded.
@@ -340,10 +341,10 @@ class ServerFleet:
             stale = {c.url: v for c, v in zip(self.clients, self._all(lambda c: c.weight_version()), strict=True)}
             if any(v != version for v in stale.values()):
                 raise StaleWeightsError(f"weights version {version} pushed, but the replicas report {stale}")
-            if check:
-                self.check(model, None)
         finally:
             self._all(lambda c: c.resume())
+        if check:  # a paused server schedules no request, the probe's neither: checked once resumed
+            self.check(model, None)
 
     def _send(self, state: dict[str, torch.Tensor]) -> None:
         from agents.weight_transfer import StateSource
@@ -389,7 +390,7 @@ class ServerFleet:
             want = HFBackend(model, self.tokenizer).score([PROBE_CHAT], [PROBE_REPLY], adapter=adapter)[0]
         name = served or self.model
         for url in self.urls:
-            with OpenAIBackend(url, name, concurrency=1) as probe:
+            with OpenAIBackend(url, name, concurrency=1, deadline=120) as probe:
                 (have,) = probe.score([PROBE_CHAT], [PROBE_REPLY])
             if abs(have - want) > self.tolerance:
                 what = f"adapter {name}" if served else f"weights version {self.weights_version}"

@@ -217,10 +217,11 @@ def test_lora_adapters_train_two_steps_on_a_real_server(server, tmp_path):
         assert isinstance(policy.backend, Served)
         (g,) = policy.backend.generate([[{"role": "user", "content": "Hi"}]], max_tokens=4, adapter="defender")
         assert g.token_ids and len(g.logprobs) == len(g.token_ids)
+        trainer.sampler.sync(dict.fromkeys(("attacker", "defender"), "ema"))  # the EMA after step 2's update
         module, adapter = trainer.players["defender"].sampling("ema")
-        fleet.check(module, adapter, served="defender-v4")  # what the server holds is the EMA adapter
-        with pytest.raises(StaleWeightsError, match="defender-v4"):
-            fleet.check(module, trainer.players["attacker"].sampling("ema")[1], served="defender-v4")
+        fleet.check(module, adapter, served="defender-v6")  # what the server holds is the EMA adapter
+        with pytest.raises(StaleWeightsError, match="defender-v6"):
+            fleet.check(module, trainer.players["attacker"].sampling("ema")[1], served="defender-v6")
     finally:
         trainer.sampler.close()
 
@@ -242,13 +243,14 @@ def test_full_weights_train_two_steps_on_a_real_server(server, tmp_path):
             trainer.train_step()
         assert fleet.weights_version == 2 and client.weight_version() == "2"
         assert httpx.get(f"{server}/is_paused").json() == {"is_paused": False}
+        trainer.sampler.sync(dict.fromkeys(("attacker", "defender"), "ema"))  # the EMA after step 2's update
         ema = trainer.players["defender"].sampling("ema")[0]
         learner = trainer.players["defender"].sampling("learner")[0]
         fleet.check(ema, None)  # the server holds the EMA weights (the MD recipe's sampler)
-        with pytest.raises(StaleWeightsError, match="version 2"):
+        with pytest.raises(StaleWeightsError, match="version 3"):
             fleet.check(_perturbed(learner), None)
         fleet.push_weights(learner)  # and now it holds these
-        assert client.weight_version() == "3"
+        assert client.weight_version() == "4"
     finally:
         from agents.models import load_model
 
