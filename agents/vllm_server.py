@@ -286,7 +286,7 @@ class ServerFleet:
             raise ValueError(f"weight transport {transport!r} is not one of {TRANSPORTS}")
         self.urls, self.tokenizer, self.transport, self.tolerance = list(urls), tokenizer, transport, tolerance
         self.connect, self.sender = connect, sender
-        self.nccl = {"nccl_address": nccl_address, "nccl_port": nccl_port}
+        self.nccl_address, self.nccl_port = nccl_address, nccl_port
         self.clients = [ServerClient(url) for url in self.urls]
         served = [c.models() for c in self.clients]
         self.model = served[0][0]  # the base model's served name (the first of /v1/models)
@@ -351,7 +351,9 @@ class ServerFleet:
 
         source = StateSource(state)
         if self._engines is None:
-            self._engines = trainer_engines(self.transport, self.clients, source, **self.nccl)
+            self._engines = trainer_engines(
+                self.transport, self.clients, source, nccl_address=self.nccl_address, nccl_port=self.nccl_port
+            )
         for engine in self._engines:
             engine.source = source  # the sampling policy's tensors of this push
             engine.send_weights()
@@ -407,14 +409,15 @@ class ServerFleet:
             self._drop_generator(served)
         if self.sender:  # leave the servers serving what they were started with
             for version in self.adapters.values():
-                with contextlib.suppress(ServerError):
-                    self._all(lambda c, v=version: c.unload_adapter(v))
+                for client in self.clients:
+                    with contextlib.suppress(ServerError):
+                        client.unload_adapter(version)
         self.adapters.clear()
         for engine in self._engines or []:
             engine.shutdown()
-            client = getattr(engine, "client", None)
-            if isinstance(client, FanOut):
-                client.close()
+            fan_out = getattr(engine, "client", None)
+            if isinstance(fan_out, FanOut):
+                fan_out.close()
         for client in self.clients:
             client.close()
         shutil.rmtree(self._scratch, ignore_errors=True)
