@@ -14,11 +14,24 @@ model's ``generation_config.json`` (Qwen2.5: repetition_penalty 1.05, top_k 20, 
 tokens would not come from the distribution whose log-probs it reports and a trainer scores.
 With ``vllm`` the server samples exactly as each request asks; end-of-turn ids still come from
 the model's generation config.
+
+For training against the server (``rollout.backend: vllm_server``):
+
+* ``--worker-extension-cls agents.vllm_worker.WeightSyncExtension`` is passed unless set: importing
+  it in each worker registers the CPU weight-transfer engine ``advgame_file``
+  (``agents.weight_transfer``), which ``--weight-transfer-config '{"backend": "advgame_file"}'``
+  selects;
+* with ``--weight-transfer-config`` the RL routes (``/pause``, ``/update_weights``, ...) are
+  switched on (``VLLM_SERVER_DEV_MODE=1``: vLLM serves them only in its dev mode, so keep such a
+  server on a private network);
+* with ``--enable-lora`` adapters may be loaded at run time (``/v1/load_lora_adapter``,
+  ``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True``).
 """
 
 from __future__ import annotations
 
 import importlib.metadata as metadata
+import os
 import sys
 from collections.abc import Sequence
 
@@ -43,8 +56,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and not args[0].startswith("-"):
         args[0] = resolve_model(args[0])  # a bundled name becomes its converted folder
-    if not any(a.split("=")[0].replace("_", "-") == "--generation-config" for a in args):
+    given = {a.split("=")[0].replace("_", "-") for a in args if a.startswith("--")}
+    if "--generation-config" not in given:
         args += ["--generation-config", "vllm"]
+    if "--worker-extension-cls" not in given:
+        args += ["--worker-extension-cls", "agents.vllm_worker.WeightSyncExtension"]
+    if "--weight-transfer-config" in given:
+        os.environ.setdefault("VLLM_SERVER_DEV_MODE", "1")
+    if "--enable-lora" in given:
+        os.environ.setdefault("VLLM_ALLOW_RUNTIME_LORA_UPDATING", "True")
     _answer_for_the_cpu_build()
     from vllm.entrypoints.cli.main import main as vllm_main
 

@@ -2,10 +2,15 @@
 
 Weights travel as a safetensors file (in ``/dev/shm`` where it exists): the same route works
 for an engine in another process on CPU and on GPU, and no tensor crosses the RPC channel.
+
+Importing this module (vLLM does, in every worker, before the model loads) also registers the
+``advgame_file`` weight-transfer engine of ``agents.weight_transfer``, so a ``vllm serve`` started
+with this extension (``python -m agents.vllm_serve``) accepts weights through vLLM's RL API on CPU.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -32,6 +37,10 @@ def refresh_cpu_kernels(model: torch.nn.Module) -> int:
             dispatch_cpu_unquantized_gemm(module, remove_weight=False)
             refreshed += 1
     return refreshed
+
+
+with contextlib.suppress(ImportError):  # without vLLM there is nothing to register into
+    import agents.weight_transfer  # noqa: F401  (registers on import)
 
 
 class WeightSyncExtension:

@@ -175,7 +175,26 @@ class JudgeConfig:
 
 @dataclass
 class RolloutConfig:
-    backend: Literal["hf", "vllm"] = "hf"  # the engine that samples the players' actions
+    # the engine that samples the players' actions: hf (the learners themselves), vllm (an
+    # in-process engine beside the learner: the colocated mode), vllm_server (vllm serve
+    # replicas at rollout.urls, fed through vLLM's weight-transfer API; agents.vllm_server)
+    backend: Literal["hf", "vllm", "vllm_server"] = "hf"
+    # vllm_server: replicas serving model.name for both players (LoRA: their adapters on one base)
+    urls: tuple[str, ...] = ()
+    # vllm_server with full fine-tuning: each player's own replicas (its weights are pushed there);
+    # a role with none samples in process from its learner (hf)
+    attacker_urls: tuple[str, ...] = ()
+    defender_urls: tuple[str, ...] = ()
+    # vllm_server: how full weights travel (the servers' --weight-transfer-config backend):
+    # advgame_file (safetensors in /dev/shm: CPU or one machine) or nccl (vLLM's NCCL engine: GPUs)
+    weight_transport: Literal["advgame_file", "nccl"] = "advgame_file"
+    # nccl: the trainer's address as the servers reach it, and the first port of the NCCL
+    # groups (one per replica, on consecutive ports)
+    nccl_address: str = ranged("127.0.0.1", NON_EMPTY)
+    nccl_port: int = ranged(29600, at_least(1))
+    # vllm_server: nats the served probe log-prob may differ from the learner's after a push
+    # (float32 servers agree to ~1e-4; a bf16 server needs ~0.5)
+    probe_tolerance: float = ranged(5e-3, positive())
     attacker_max_tokens: int = ranged(256, at_least(1))
     defender_max_tokens: int = ranged(256, at_least(1))
     temperature: float = ranged(0.6, non_negative())
@@ -476,6 +495,33 @@ class TrainConfig:
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
 
     def check(self) -> None:
+        r = self.rollout
+        if r.backend == "vllm_server":
+            if self.model.lora and not r.urls:
+                raise ConfigError(
+                    "config.rollout.urls: rollout.backend vllm_server needs the servers' URLs "
+                    "(e.g. [http://127.0.0.1:8000]; start one with python -m agents.vllm_serve MODEL "
+                    '--weight-transfer-config \'{"backend": "advgame_file"}\' --enable-lora)'
+                )
+            if self.model.lora and (r.attacker_urls or r.defender_urls):
+                raise ConfigError(
+                    "config.rollout.attacker_urls: LoRA players share one base, served at rollout.urls; "
+                    "per-player servers are for full fine-tuning"
+                )
+            if not self.model.lora and r.urls:
+                raise ConfigError(
+                    "config.rollout.urls: under full fine-tuning each player's own weights are pushed to its own "
+                    "servers: give rollout.attacker_urls and rollout.defender_urls instead"
+                )
+            if not self.model.lora and not (r.attacker_urls or r.defender_urls):
+                raise ConfigError(
+                    "config.rollout.defender_urls: rollout.backend vllm_server needs rollout.attacker_urls "
+                    "and/or rollout.defender_urls under full fine-tuning"
+                )
+        elif r.urls or r.attacker_urls or r.defender_urls:
+            raise ConfigError(
+                f"config.rollout.urls: server URLs are read only with rollout.backend vllm_server, not {r.backend}"
+            )
         if self.opponents.pooled and self.rollout.backend != "hf":
             raise ConfigError(
                 f"config.opponents.draw: {self.opponents.draw} plays snapshots of the rival, which only the hf "

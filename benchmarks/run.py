@@ -29,6 +29,7 @@ SCRIPTS = {
     "memory": "memory.py",
     "gpu": "gpu.py",
     "reduction": "reduction.py",
+    "weight_push": "weight_push.py",
 }
 # memory.py's comparisons: (LoRA variant, full variant)
 COMPARED = [("lora", "full"), ("lora", "full_6"), ("lora_gc", "full_gc"), ("lora_gc", "full_6_gc")]
@@ -174,6 +175,20 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
             ]
         )
 
+    def weight_push(r: dict[str, Any]) -> None:
+        for kind in ("lora", "full"):
+            p = r[kind]
+            out.append(
+                [
+                    f"Weight push ({kind}) through `vllm serve` / {Path(r['config']).stem} step on the server",
+                    f"{p['push_s']:.2f} s",
+                    f"{p['step_s']:.1f} s step",
+                    f"{p['ratio']:.3f}",
+                    "< 0.10",
+                    verdict(p["ratio"], 0.10, True),
+                ]
+            )
+
     add: dict[str, Callable[[dict[str, Any]], None]] = {
         "orchestration": orchestration,
         "vllm": vllm,
@@ -182,6 +197,7 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
         "memory": memory,
         "gpu": gpu,
         "reduction": reduction,
+        "weight_push": weight_push,
     }
     for name, result in results.items():
         if "error" in result:

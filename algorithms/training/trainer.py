@@ -75,6 +75,7 @@ from algorithms.training.sft import load_sft, sft_loss
 
 if TYPE_CHECKING:
     from agents.vllm_backend import VLLMBackend
+    from agents.vllm_server import ServerFleet
 
 SPLITS = (Label.HARMFUL, Label.BENIGN)
 
@@ -89,7 +90,9 @@ def prefills(cfg: TrainConfig) -> dict[str, str]:
 
 
 class Sampler:
-    """The players' rollout engine: the HF models themselves, or vLLM engines fed by weight pushes."""
+    """The players' rollout engine: the HF models themselves, vLLM engines in this process fed by
+    weight pushes (``rollout.backend: vllm``, the colocated mode), or ``vllm serve`` replicas fed
+    through vLLM's weight-transfer API (``vllm_server``, ``agents.vllm_server``)."""
 
     def __init__(
         self, cfg: TrainConfig, players: dict[str, Player], lora: bool, engine: VLLMBackend | None = None
@@ -98,6 +101,7 @@ class Sampler:
         starting one (notebooks, tests); it then serves both players' adapters."""
         self.cfg, self.players, self.lora = cfg, players, lora
         self.engines: dict[str, VLLMBackend] = {}
+        self.fleets: dict[str, ServerFleet] = {}
         if cfg.rollout.backend == "vllm":
             from agents.vllm_backend import VLLMBackend
 
@@ -115,15 +119,20 @@ class Sampler:
                     role: VLLMBackend(start_model(cfg, role), dtype="float32", max_model_len=cfg.rollout.max_model_len)
                     for role in ROLES
                 }
+        elif cfg.rollout.backend == "vllm_server":
+            self.fleets = server_fleets(cfg, players, lora)
 
     def sync(self, which: Mapping[str, Which]) -> None:
-        """Make the engine sample from policy ``which[role]`` of each player (no-op for HF)."""
-        for role, engine in self.engines.items():
+        """Make the engines sample from policy ``which[role]`` of each player (no-op for HF)."""
+        targets: list[tuple[str, VLLMBackend | ServerFleet]] = [*self.engines.items(), *self.fleets.items()]
+        for role, engine in targets:
             module, adapter = self.players[role].sampling(which[role])
             if adapter is not None:
                 engine.push_adapter(role, module, adapter_name=adapter)
             else:
                 engine.push_weights(module)
+        if self.fleets and torch.distributed.is_initialized():
+            torch.distributed.barrier()  # no rank samples before the pushes (made by rank 0) are in
 
     def policy(
         self,
@@ -138,9 +147,12 @@ class Sampler:
         """Policy ``which`` of a player; ``hf`` runs the player's own module even when engines
         sample; ``source``: (module, adapter) to run instead, a snapshot's (``Player.opponent``)."""
         rollout = self.cfg.rollout
-        backend: VLLMBackend | HFBackend
+        backend: Any
         if role in self.engines and not hf and source is None:
             backend, adapter = self.engines[role], (role if self.lora else None)
+        elif role in self.fleets and not hf and source is None:
+            adapter = role if self.lora else None
+            backend = self.fleets[role].backend(adapter)
         else:
             module, adapter = source or self.players[role].sampling(which)
             backend = HFBackend(
@@ -151,8 +163,36 @@ class Sampler:
         return Policy(backend, max_tokens, temperature, rollout.top_p, seed, adapter, prefills(self.cfg)[role])
 
     def close(self) -> None:
-        for engine in {id(e): e for e in self.engines.values()}.values():
+        engines: list[VLLMBackend | ServerFleet] = [*self.engines.values(), *self.fleets.values()]
+        for engine in {id(e): e for e in engines}.values():
             engine.close()
+
+
+def server_fleets(cfg: TrainConfig, players: dict[str, Player], lora: bool) -> dict[str, ServerFleet]:
+    """The ``vllm serve`` replicas of each role (``rollout.urls`` for LoRA players, their
+    adapters on one served base; per-player URLs under full fine-tuning). Only rank 0 drives
+    them (a pusher per run); the others sample from them."""
+    from agents.vllm_server import ServerFleet
+
+    r = cfg.rollout
+    sender = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
+
+    def fleet(urls: Sequence[str], role: str) -> ServerFleet:
+        return ServerFleet(
+            urls,
+            players[role].tokenizer,
+            transport=r.weight_transport,
+            tolerance=r.probe_tolerance,
+            sender=sender,
+            nccl_address=r.nccl_address,
+            nccl_port=r.nccl_port,
+        )
+
+    if lora:
+        shared = fleet(r.urls, ATTACKER)
+        return dict.fromkeys(ROLES, shared)
+    own = {ATTACKER: r.attacker_urls, DEFENDER: r.defender_urls}
+    return {role: fleet(urls, role) for role, urls in own.items() if urls}
 
 
 def play(game: Game, attacker: Policy, defender: Policy, rounds: list[Round], retries: int = 0) -> list[Round]:
