@@ -234,3 +234,18 @@ def test_paper_configs_point_at_the_recipes() -> None:
     for path in (ROOT / "configs/paper").glob("*.yaml"):
         text = path.read_text(encoding="utf-8")
         assert "advgame plan" in text and "configs/accelerate/" in text, path.name
+
+
+@pytest.mark.slow  # builds a model, runs two trainer steps in a subprocess
+def test_gpu_training_script_runs_on_cpu_with_a_tiny_shape(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / "gpu.json"
+    command = [sys.executable, str(ROOT / "benchmarks/gpu_train.py"), "--device", "cpu", "--tiny"]
+    command += ["--steps", "2", "--seeds", "2", "--micro-batch", "2", "--json", str(out)]
+    subprocess.run(command, check=True, cwd=tmp_path, capture_output=True, timeout=600)
+    result = json.loads(out.read_text())
+    assert result["steps"] == 2 and len(result["step_s"]) == 2
+    assert result["update_tokens"] > 0 and result["update_tokens_per_s"] > 0
+    assert result["plan_learner_gib"] > 0 and result["peak_memory_gib"] is None  # no GPU: no peak figure
