@@ -32,7 +32,11 @@ per token) is kept, plus one layer's full set while it is recomputed. The vocabu
 the scored (completion) positions come on top: ``logits_to_keep`` keeps only those
 (``agents.hf.token_logprobs``), and logits, their float32 copy for log-softmax and their
 gradient live at once in the backward. A DPO example is a (chosen, rejected) pair: two
-sequences per example in one forward; other algorithms score one sequence per example.
+sequences per example in one forward; other algorithms score one sequence per example. The
+update's working memory is the largest of: activations + logits, the AdamW step's float32
+temporary (one player's local parameters), and the HF rollout's KV cache when the players
+generate on the learner GPU: these phases do not overlap. The state terms assume the steady
+state of a run (every AdamW moment exists, gradients accumulate over micro-batches).
 
 All figures are estimates, checked against measured peak memory by ``benchmarks/plan_check.py``.
 """
@@ -317,10 +321,15 @@ def learner_terms(s: Setup) -> list[Term]:
             terms.append(Term("fsdp gather", 2 * biggest * 4, "two all-gathered parameter groups, float32"))
     activations, logits, generation = _working(s)
     update = activations + logits
+    # AdamW's foreach step makes one float32 temporary the size of the player's (local) trained
+    # parameters (the square root of the second moment), after the backward has freed the activations
+    stepping = (h.lora_params(s.lora_rank) if s.lora else n / shards) * 4 if s.trained else 0.0
     tokens = f"{s.micro_batch * s.sequences_per_example} x {s.seq_len} tokens"
     kind = "checkpointed" if s.checkpointing else "all layers kept"
-    if generation > update:
+    if generation > max(update, stepping):
         terms.append(Term("generation", generation, f"HF KV cache, {s.rollout_batch} x {s.seq_len} tokens"))
+    elif stepping > update:
+        terms.append(Term("optimizer step", stepping, "AdamW's float32 temporary of one player's parameters"))
     else:
         terms += [
             Term("activations", activations, f"{tokens}, {kind}"),

@@ -3,10 +3,11 @@
     python benchmarks/plan_check.py [--json FILE] [--only CASE ...]
 
 Each case runs in a fresh process: it builds the trainer of ``configs/cpu_smoke.yaml``
-(AdvGame-DPO-MD, rule judge) on the case's model with the case's overrides, then takes one
-optimizer step per player through the trainer's own update (``Trainer._update``) on fixed
-pairs of exactly the plan's lengths (prompt + completion tokens), and an EMA update, so every
-copy, gradient and AdamW moment exists. Measured: the process's peak RSS above the RSS it had
+(AdvGame-DPO-MD, rule judge) on the case's model with the case's overrides, then takes two
+optimizer steps per player through the trainer's own update (``Trainer._update``), each on two
+micro-batches of fixed pairs of exactly the plan's lengths (prompt + completion tokens), and an
+EMA update: the steady state the plan models, where every copy and AdamW moment exists and
+gradients accumulate while the next micro-batch's activations are alive. Measured: the process's peak RSS above the RSS it had
 after its imports (Python, torch, transformers), which is what the plan models; the plan is
 ``algorithms.plan.learner_terms`` for one CPU process (float32, no headroom), without the
 rollout's generation term (no rollout runs here). Target (issue 16): within 15%.
@@ -89,8 +90,11 @@ def one(case: str) -> dict[str, Any]:
             pairs = [
                 PreferencePair(role, ids(PROMPT), ids(COMPLETION), ids(COMPLETION), 1.0, 0.0) for role in learner.roles
             ]
-            pairs = [pairs[i % len(pairs)] for i in range(MICRO)]
-            trainer._update(learner, list(learner.roles), pairs, 0)
+            # two micro-batches, twice: the steady state the plan models (gradients accumulate
+            # while the next micro-batch's activations exist; every AdamW moment exists)
+            pairs = [pairs[i % len(pairs)] for i in range(2 * MICRO)]
+            for _ in range(2):
+                trainer._update(learner, list(learner.roles), pairs, 0)
             learner.player.ema_update(0.5)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         setup = setup_of(cfg, gpus=1, gpu_memory_gib=24, on_gpu=False)
