@@ -18,6 +18,7 @@ from algorithms.plan import (
     Setup,
     Shape,
     _config_sharding,
+    _working,
     learner_terms,
     make_plan,
     model_shape,
@@ -143,31 +144,33 @@ def test_sharding_divides_the_state_by_the_learners() -> None:
     for name in ("weights", "copies", "gradients", "optimizer"):
         assert sharded[name] == alone[name] / 4
     assert sharded["fsdp gather"] == 2 * max(TINY.layer_params(), TINY.embedding_params()) * 4
-    assert sharded["activations"] == alone["activations"]  # per process, not sharded
-
-
-def test_lora_counts_one_base_and_the_adapters() -> None:
-    n, a = TINY.params(), TINY.lora_params(4)
-    t = terms(setup(lora=True))
-    assert t["weights"] == n * 4
-    assert t["adapters"] == 2 * 2 * a * 4  # learner + EMA adapter per player
-    assert t["gradients"] == 2 * a * 4 and t["optimizer"] == 2 * a * 8
-    assert terms(setup(lora=True, copies=("initial",)))["adapters"] == 2 * a * 4  # initial: adapters off
+    # the working memory is per process, not sharded
+    assert _working(setup(learners=4, sharding="fsdp2")) == _working(setup(learners=4))
 
 
 def test_activations_by_the_formula() -> None:
     h = TINY
     per_token = 9 * 64 + 2 * 32 + 4 * 128
     tokens = 2 * 2 * 10  # micro-batch 2 pairs, 2 sequences each, 10 tokens
-    assert terms(setup())["activations"] == h.layers * per_token * 4 * tokens
-    assert terms(setup(checkpointing=True))["activations"] == (h.layers * 64 * 4 + per_token * 4) * tokens
-    assert terms(setup())["logits"] == 4 * 4 * 1000 * 8  # 4 sequences x 4 scored tokens x vocab, value + grad
+    activations, logits, generation = _working(setup())
+    assert activations == h.layers * per_token * 4 * tokens
+    assert _working(setup(checkpointing=True))[0] == (h.layers * 64 * 4 + per_token * 4) * tokens
+    assert logits == 4 * 4 * 1000 * 8  # 4 sequences x 4 scored tokens x vocab: value + gradient, float32
+    assert generation == 0.0  # no rollout batch on this GPU
+
+
+def test_the_largest_working_phase_is_counted() -> None:
+    # small sequences: the AdamW step's float32 temporary (one player's parameters) is the largest
+    assert terms(setup())["optimizer step"] == TINY.params() * 4
+    long = terms(setup(seq_len=4000, completion_len=2000))
+    assert "optimizer step" not in long and long["activations"] > TINY.params() * 4
+    generating = terms(setup(rollout_batch=512, seq_len=4000))
+    assert generating["generation"] > 0 and "activations" not in generating
 
 
 def test_bf16_adds_the_autocast_cache_and_halves_activations() -> None:
-    t, b = terms(setup()), terms(setup(bf16=True))
-    assert b["autocast cache"] == TINY.params() * 2
-    assert b["activations"] == t["activations"] / 2
+    assert terms(setup(bf16=True))["autocast cache"] == TINY.params() * 2
+    assert _working(setup(bf16=True))[0] == _working(setup())[0] / 2
 
 
 def test_plan_says_what_to_change_when_it_does_not_fit() -> None:
