@@ -252,3 +252,21 @@ def test_gpu_training_script_runs_on_cpu_with_a_tiny_shape(tmp_path: Path) -> No
     assert result["steps"] == 2 and len(result["step_s"]) == 2
     assert result["update_tokens"] > 0 and result["update_tokens_per_s"] > 0
     assert result["plan_learner_gib"] > 0 and result["peak_memory_gib"] is None  # no GPU: no peak figure
+
+
+def test_benchmark_table_rows_of_the_plan_check() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("benchmarks_run", ROOT / "benchmarks/run.py")
+    assert spec is not None and spec.loader is not None
+    run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run)
+    rows = {"a": {"planned_mib": 110.0, "measured_mib": 100.0, "plan_over_measured": 1.1}}
+    rows["b"] = {"planned_mib": 130.0, "measured_mib": 100.0, "plan_over_measured": 1.3}
+    results = {"plan": {"machine": "m", "rows": rows}, "gpu_train": {"skipped": "no GPU on this machine"}}
+    lines = run.table(results).splitlines()
+    assert "| met |" in next(
+        line for line in lines if line.endswith("a | 110 MiB | 100 MiB | 1.10 | within 15% | met |")
+    )
+    assert "**missed**" in next(line for line in lines if ", b |" in line)
+    assert "not measured" in next(line for line in lines if "DPO-MD steps" in line)
