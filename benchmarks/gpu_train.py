@@ -23,7 +23,7 @@ dense bf16); the recomputation of checkpointing is not counted, as MFU conventio
 
 On a GPU machine with only torch, transformers, peft and accelerate (the lent ``device``):
 ``--bundle DIR`` copies the pure-Python packages the trainer imports (pettingzoo, gymnasium,
-tyro, rich, httpx, ...) and the bundled tokenizer into DIR (about 35 MB); carry DIR and pass
+tyro, rich, httpx, ...) and the bundled tokenizer into DIR (about 20 MB); carry DIR and pass
 ``--deps DIR``, which appends it to ``sys.path`` (the machine's own packages come first).
 """
 
