@@ -231,6 +231,12 @@ def test_accelerate_configs_parse(name: str, machines: int, processes: int) -> N
     assert (config.num_machines, config.num_processes) == (machines, processes)
     assert config.fsdp_config["fsdp_version"] == 2
     assert config.mixed_precision == "no"  # bf16 is the run config's model.precision, applied by the trainer
+    # and `accelerate launch` reads it into the FSDP2 launch it does (its own argument check, no process starts)
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+
+    given = ["--config_file", str(ROOT / f"configs/accelerate/{name}.yaml"), "-m", "algorithms.cli", "train"]
+    args, _, _ = _validate_launch_command(launch_command_parser().parse_args(given))
+    assert args.use_fsdp and str(args.fsdp_version) == "2" and args.num_processes == processes
 
 
 def test_paper_configs_point_at_the_recipes() -> None:
