@@ -30,7 +30,8 @@ def configs_dir() -> Path:
 def shipped() -> list[str]:
     """Every shipped config, as its path under ``configs/`` ("cpu_smoke.yaml", "paper/qwen25_grpo.yaml")."""
     root = configs_dir()
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*.yaml"))
+    # configs/accelerate/ holds accelerate launch configs, not run configs
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*.yaml") if p.parent.name != "accelerate")
 
 
 def recipe(name: str) -> Path:

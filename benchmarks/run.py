@@ -30,6 +30,8 @@ SCRIPTS = {
     "gpu": "gpu.py",
     "reduction": "reduction.py",
     "weight_push": "weight_push.py",
+    "plan": "plan_check.py",
+    "gpu_train": "gpu_train.py",
 }
 # memory.py's comparisons: (LoRA variant, full variant)
 COMPARED = [("lora", "full"), ("lora", "full_6"), ("lora_gc", "full_gc"), ("lora_gc", "full_6_gc")]
@@ -189,6 +191,45 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
                 ]
             )
 
+    def plan(r: dict[str, Any]) -> None:
+        for case, row in r["rows"].items():
+            ratio = row["plan_over_measured"]
+            out.append(
+                [
+                    f"`advgame plan` / measured peak RSS above imports, {case}",
+                    f"{row['planned_mib']:.0f} MiB",
+                    f"{row['measured_mib']:.0f} MiB",
+                    f"{ratio:.2f}",
+                    "within 15%",
+                    "met" if abs(ratio - 1) <= 0.15 else "**missed**",
+                ]
+            )
+
+    def gpu_train(r: dict[str, Any]) -> None:
+        if "skipped" in r:
+            out.append(["3 DPO-MD steps, 0.5B Llama, full FT (GPU)", "not measured", r["skipped"], "", "report", ""])
+            return
+        out.append(
+            [
+                f"3 DPO-MD steps, {r['parameters'] / 1e6:.0f}M Llama: peak GPU memory / `advgame plan`",
+                f"{r['peak_memory_gib']:.1f} GiB",
+                f"plan {r['plan_learner_gib']:.1f} GiB",
+                f"{r['plan_over_measured']:.2f}",
+                "within 15%",
+                "met" if abs(r["plan_over_measured"] - 1) <= 0.15 else "**missed**",
+            ]
+        )
+        out.append(
+            [
+                "the same, the update (GPU)",
+                f"{r['update_tokens_per_s']:.0f} tok/s",
+                f"{r['update_tflops']:.1f} TFLOP/s",
+                f"MFU {r['mfu']:.2f}",
+                "report",
+                "",
+            ]
+        )
+
     add: dict[str, Callable[[dict[str, Any]], None]] = {
         "orchestration": orchestration,
         "vllm": vllm,
@@ -198,6 +239,8 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
         "gpu": gpu,
         "reduction": reduction,
         "weight_push": weight_push,
+        "plan": plan,
+        "gpu_train": gpu_train,
     }
     for name, result in results.items():
         if "error" in result:

@@ -13,7 +13,7 @@ from algorithms.training.grpo import GRPO
 from algorithms.training.preference import PreferenceOptimization
 from algorithms.training.self_redteam import SelfRedTeam
 
-PAPER = sorted((Path(__file__).parent.parent / "configs").rglob("*.yaml"))
+PAPER = sorted(p for p in (Path(__file__).parent.parent / "configs").rglob("*.yaml") if p.parent.name != "accelerate")
 
 
 def algorithm(*overrides: str):

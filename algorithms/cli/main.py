@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal, Protocol
 
 import tyro
-from tyro.conf import OmitArgPrefixes, Positional, UseAppendAction, arg
+from tyro.conf import FlagCreatePairsOff, OmitArgPrefixes, Positional, UseAppendAction, arg
 
 from algorithms.config import BackendKind
 from algorithms.evaluation.crossplay import CrossPlayConfig
@@ -686,6 +686,53 @@ class Serve:
         return serve([self.model, *self.vllm_args])
 
 
+@dataclass
+class Plan:
+    """Bytes per GPU of a run config: weights, gradients, AdamW state, EMA/initial copies, activations
+    and the vLLM KV share; whether it fits and what to change. Arithmetic only, offline.
+    Example: advgame plan --config configs/paper/qwen25_dpo_md.yaml --gpus 8 --rollout-gpus 2 --judge-gpus 2"""
+
+    config: str | None = None  # YAML run config (configs/)
+    gpus: int = 1  # GPUs per node
+    gpu_memory: float = 80.0  # GiB per GPU
+    nodes: int = 1
+    rollout_gpus: int = 0  # GPUs of vLLM rollout replicas of their own (0: rollouts on the learner GPUs)
+    judge_gpus: int = 0  # GPUs of LLM-judge replicas (0: the judge is the rule judge, in-process or elsewhere)
+    # the config's parallel.sharding where it has one; else fsdp2 over more than one learner GPU
+    sharding: Literal["none", "fsdp2"] | None = None
+    # on or off whatever the config's model.gradient_checkpointing says (default: as the config)
+    activation_checkpointing: Annotated[bool, FlagCreatePairsOff] = False
+    no_activation_checkpointing: Annotated[bool, FlagCreatePairsOff] = False
+    json: bool = False  # print the plan as JSON
+    overrides: Annotated[Positional[list[str]], arg(metavar="key=value")] = field(default_factory=list)
+    """config overrides, e.g. optim.micro_batch_size=2"""
+
+    def run(self) -> int:
+        from algorithms.config import ConfigError, load_config
+        from algorithms.plan import dumps, plan_config, render
+
+        if self.activation_checkpointing and self.no_activation_checkpointing:
+            raise UsageError("--activation-checkpointing and --no-activation-checkpointing: give one")
+        checkpointing = True if self.activation_checkpointing else False if self.no_activation_checkpointing else None
+        try:
+            cfg = load_config(self.config, self.overrides)
+            plan = plan_config(
+                cfg,
+                gpus=self.gpus,
+                nodes=self.nodes,
+                gpu_memory_gib=self.gpu_memory,
+                rollout_gpus=self.rollout_gpus,
+                judge_gpus=self.judge_gpus,
+                sharding=self.sharding,
+                checkpointing=checkpointing,
+            )
+        except (ConfigError, FileNotFoundError, ValueError) as error:
+            print(f"advgame plan: {error}", file=sys.stderr)
+            return 2
+        print(dumps(plan) if self.json else render(plan, self.config or "defaults"))
+        return 0
+
+
 COMMANDS: dict[str, Callable[..., Command]] = {
     "demo": Demo,
     "play": Play,
@@ -697,6 +744,7 @@ COMMANDS: dict[str, Callable[..., Command]] = {
     "crossplay": CrossPlay,
     "compare": Compare,
     "serve": Serve,
+    "plan": Plan,
 }
 
 

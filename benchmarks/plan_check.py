@@ -1,0 +1,163 @@
+"""``advgame plan`` against measured peak memory on this CPU: plan / measured per case.
+
+    python benchmarks/plan_check.py [--json FILE] [--only CASE ...]
+
+Each case runs in a fresh process: it builds the trainer of ``configs/cpu_smoke.yaml``
+(AdvGame-DPO-MD, rule judge) on the case's model with the case's overrides, then takes two
+optimizer steps per player through the trainer's own update (``Trainer._update``), each on two
+micro-batches of fixed pairs of exactly the plan's lengths (prompt + completion tokens), and an
+EMA update: the steady state the plan models, where every copy and AdamW moment exists and
+gradients accumulate while the next micro-batch's activations are alive. Measured: the process's peak RSS above the RSS it had
+after its imports (Python, torch, transformers), which is what the plan models; the plan is
+``algorithms.plan.learner_terms`` for one CPU process (float32, no headroom), without the
+rollout's generation term (no rollout runs here). Target (issue 16): within 15%. By default the
+cases run with glibc told to return freed blocks (``--malloc return``, see ``main``), so RSS
+follows the live tensors; ``--malloc default`` measures glibc as it comes, whose RSS keeps
+every freed block and grows with each micro-batch.
+
+Cases: the bundled 135M model (LoRA and full fine-tuning, activation checkpointing off and
+on) and a tiny random-init Llama (full fine-tuning, saved with the bundled tokenizer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PROMPT, COMPLETION, MICRO = 64, 64, 4  # tokens per prompt, per completion; pairs per micro-batch
+CASES: dict[str, tuple[str, list[str]]] = {
+    "bundled_lora": ("bundled", ["model.lora=true"]),
+    "bundled_lora_gc": ("bundled", ["model.lora=true", "model.gradient_checkpointing=true"]),
+    "bundled_full": ("bundled", ["model.lora=false"]),
+    "bundled_full_gc": ("bundled", ["model.lora=false", "model.gradient_checkpointing=true"]),
+    "tiny_full": ("tiny", ["model.lora=false"]),
+}
+TINY = {"hidden_size": 256, "layers": 4}  # about 14M parameters, most of them the embedding
+
+
+def rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def one(case: str) -> dict[str, Any]:
+    import torch
+
+    from agents.models import tiny_model
+    from algorithms.config import load_config
+    from algorithms.plan import GIB, learner_terms, setup_of
+    from algorithms.training.batches import PreferencePair
+    from algorithms.training.trainer import Trainer
+
+    kind, overrides = CASES[case]
+    torch.set_num_threads(2)
+    with tempfile.TemporaryDirectory() as folder:
+        model = "smollm2-135m-instruct"
+        if kind == "tiny":
+            built, tokenizer = tiny_model(0, hidden_size=TINY["hidden_size"], layers=TINY["layers"])
+            built.save_pretrained(f"{folder}/tiny")
+            tokenizer.save_pretrained(f"{folder}/tiny")
+            model = f"{folder}/tiny"
+            del built
+        baseline = rss_mib()  # imports done, nothing of the run built yet
+        base = [
+            "run.validate_every=0",
+            "run.tensorboard=false",
+            "run.progress=false",
+            f"optim.micro_batch_size={MICRO}",
+        ]
+        tokens = [f"rollout.attacker_max_tokens={COMPLETION}", f"rollout.defender_max_tokens={COMPLETION}"]
+        cfg = load_config(
+            ROOT / "configs/cpu_smoke.yaml",
+            [*base, *tokens, f"model.name={model}", f"run.out_dir={folder}/run", *overrides],
+        )
+        trainer = Trainer(cfg)
+        rng = random.Random(0)
+        for learner in trainer.learners.values():
+            vocab = len(learner.player.tokenizer)
+
+            def ids(n: int, vocab: int = vocab) -> list[int]:
+                return [rng.randrange(3, vocab) for _ in range(n)]
+
+            pairs = [
+                PreferencePair(role, ids(PROMPT), ids(COMPLETION), ids(COMPLETION), 1.0, 0.0) for role in learner.roles
+            ]
+            # two micro-batches, twice: the steady state the plan models (gradients accumulate
+            # while the next micro-batch's activations exist; every AdamW moment exists)
+            pairs = [pairs[i % len(pairs)] for i in range(2 * MICRO)]
+            for _ in range(2):
+                trainer._update(learner, list(learner.roles), pairs, 0)
+            learner.player.ema_update(0.5)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        setup = setup_of(cfg, gpus=1, gpu_memory_gib=24, on_gpu=False)
+        setup = dataclasses.replace(setup, seq_len=PROMPT + COMPLETION, completion_len=COMPLETION, rollout_batch=0)
+        terms = learner_terms(setup)
+    planned = sum(t.bytes for t in terms) / 2**20
+    measured = peak - baseline
+    return {
+        "case": case,
+        "parameters": setup.shape.params(),
+        "planned_mib": planned,
+        "measured_mib": measured,
+        "plan_over_measured": planned / measured,
+        "baseline_mib": baseline,
+        "terms_gib": {t.name: t.bytes / GIB for t in terms},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--case", choices=sorted(CASES), help="measure one case in this process")
+    parser.add_argument("--only", nargs="*", choices=sorted(CASES), help="these cases (default: all)")
+    parser.add_argument(
+        "--malloc",
+        choices=["return", "default"],
+        default="return",
+        help="return: freed blocks go back to the OS (RSS follows live tensors); default: glibc as it comes",
+    )
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    if args.case:
+        print(json.dumps(one(args.case)))
+        return
+    from common import describe_machine
+
+    rows = {}
+    for case in args.only or CASES:
+        env = dict(os.environ)
+        if args.malloc == "return":
+            # glibc keeps freed blocks for reuse and RSS never falls, so a second micro-batch's
+            # activations land beside the first's freed ones; a fixed mmap threshold makes every
+            # block of 64 KiB or more its own mapping, returned on free: RSS then follows the live
+            # tensors, as max_memory_allocated does on a GPU
+            env["MALLOC_MMAP_THRESHOLD_"] = "65536"
+        done = subprocess.run(
+            [sys.executable, __file__, "--case", case], capture_output=True, text=True, check=True, env=env
+        )
+        rows[case] = json.loads(done.stdout.strip().splitlines()[-1])
+        r = rows[case]
+        print(
+            f"{case:18s} plan {r['planned_mib']:8.0f} MiB  measured {r['measured_mib']:8.0f} MiB  "
+            f"plan/measured {r['plan_over_measured']:.3f}",
+            file=sys.stderr,
+            flush=True,
+        )
+    result = {"machine": describe_machine(), "malloc": args.malloc, "rows": rows}
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
