@@ -259,6 +259,33 @@ def test_full_weights_train_two_steps_on_a_real_server(server, tmp_path):
         client.close()
 
 
+@pytest.mark.slow
+def test_sharded_players_push_their_gathered_weights_to_a_real_server(server, tmp_path):
+    """parallel.sharding=fsdp2 (the paper configs' setting) with the defender on the server: each
+    push gathers the sharded EMA first, so the server gets full tensors and the probe (checked in
+    every push) matches; after the run the players are shards again."""
+    from agents.models import load_model
+    from agents.vllm_server import ServerClient
+    from algorithms.training.distributed import is_sharded
+    from algorithms.training.trainer import gathered
+
+    cfg = _smoke(tmp_path, "model.lora=false", "parallel.sharding=fsdp2", f"rollout.defender_urls=[{server}]")
+    trainer = _trainer(cfg)
+    fleet = trainer.sampler.fleets["defender"]
+    try:
+        for _ in range(2):
+            trainer.train_step()
+        assert fleet.weights_version == 2 and ServerClient(server).weight_version() == "2"
+        ema = trainer.players["defender"].sampling("ema")[0]
+        assert is_sharded(ema)
+        trainer.sampler.sync(dict.fromkeys(("attacker", "defender"), "ema"))  # the EMA after step 2's update
+        with gathered(trainer.players.values()):
+            fleet.check(ema, None)
+    finally:
+        fleet.push_weights(load_model()[0])  # leave the base model served, as it started
+        trainer.sampler.close()
+
+
 def test_the_benchmark_table_reports_the_push_share():
     from tests.test_benchmarks import table
 

@@ -26,7 +26,7 @@ import random
 import statistics
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -89,6 +89,13 @@ def prefills(cfg: TrainConfig) -> dict[str, str]:
     return {ATTACKER: prefill if game.attacker_think else "", DEFENDER: prefill if game.defender_think else ""}
 
 
+def gathered(players: Iterable[Player]) -> contextlib.AbstractContextManager[None]:
+    """Every sharded player's full weights for forwards outside an update (``Player.gathered``);
+    a collective: every process enters together."""
+    modules = [m for p in players if p.sharded for m in p.modules()]
+    return unsharded(modules) if modules else contextlib.nullcontext()
+
+
 class Sampler:
     """The players' rollout engine: the HF models themselves, vLLM engines in this process fed by
     weight pushes (``rollout.backend: vllm``, the colocated mode), or ``vllm serve`` replicas fed
@@ -125,12 +132,15 @@ class Sampler:
     def sync(self, which: Mapping[str, Which]) -> None:
         """Make the engines sample from policy ``which[role]`` of each player (no-op for HF)."""
         targets: list[tuple[str, VLLMBackend | ServerFleet]] = [*self.engines.items(), *self.fleets.items()]
-        for role, engine in targets:
-            module, adapter = self.players[role].sampling(which[role])
-            if adapter is not None:
-                engine.push_adapter(role, module, adapter_name=adapter)
-            else:
-                engine.push_weights(module)
+        # sharded players are gathered (every process enters together), so each push reads full
+        # tensors and its probe forward is local
+        with gathered(self.players.values()) if targets else contextlib.nullcontext():
+            for role, engine in targets:
+                module, adapter = self.players[role].sampling(which[role])
+                if adapter is not None:
+                    engine.push_adapter(role, module, adapter_name=adapter)
+                else:
+                    engine.push_weights(module)
         if self.fleets and torch.distributed.is_initialized():
             torch.distributed.barrier()  # no rank samples before the pushes (made by rank 0) are in
 
@@ -581,12 +591,6 @@ class Trainer:
             )
         device = self.dist.device
         self.sharded = cfg.parallel.sharding == "fsdp2"
-        if self.sharded and cfg.rollout.backend == "vllm":
-            raise ConfigError(
-                "config.parallel.sharding: fsdp2 shards the players, but rollout.backend=vllm (the in-process "
-                "engine) is fed the full weights of every process's own model; set rollout.backend=hf, or "
-                "parallel.sharding=none"
-            )
         torch.manual_seed(cfg.run.seed)  # LoRA initialisation, identical on every process
         shared = self.algorithm.shares_policy
         if shared and (cfg.model.attacker or cfg.model.defender):
@@ -990,9 +994,7 @@ class Trainer:
         return metrics
 
     def _gathered(self) -> contextlib.AbstractContextManager[None]:
-        """Every sharded player's full weights for forwards outside an update (``Player.gathered``)."""
-        modules = [m for p in self.players.values() if p.sharded for m in p.modules()]
-        return unsharded(modules) if modules else contextlib.nullcontext()
+        return gathered(self.players.values())
 
     def _validate_main(self, log: RunLog | None) -> dict[str, float]:
         metrics: dict[str, float] = {}
