@@ -168,6 +168,17 @@ class _DeadlineExceeded(Exception):
     pass
 
 
+def ordered_map(pool: ThreadPoolExecutor, function: Callable[[T], R], items: Iterable[T]) -> list[R]:
+    """``function`` over ``items`` on ``pool``, results in order; the first failure (in order) is
+    raised and requests not yet started are cancelled."""
+    futures: list[Future[R]] = [pool.submit(function, item) for item in items]
+    try:
+        return [future.result() for future in futures]
+    finally:
+        for future in futures:
+            future.cancel()
+
+
 class OpenAIBackend:
     """Generation and scoring through an OpenAI-compatible server (see the module docstring).
 
@@ -325,14 +336,7 @@ class OpenAIBackend:
             raise
 
     def _map(self, function: Callable[[T], R], items: Iterable[T]) -> list[R]:
-        """``function`` over ``items`` on the thread pool, results in order; the first failure
-        (in order) is raised and requests not yet started are cancelled."""
-        futures: list[Future[R]] = [self._pool.submit(function, item) for item in items]
-        try:
-            return [future.result() for future in futures]
-        finally:
-            for future in futures:
-                future.cancel()
+        return ordered_map(self._pool, function, items)
 
     # ------------------------------------------------------------------ generation protocol
 

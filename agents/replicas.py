@@ -36,12 +36,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
 from agents.hf import Chat, Generation, check_sampling
-from agents.openai_backend import BackendError, OpenAIBackend
+from agents.openai_backend import BackendError, OpenAIBackend, ordered_map
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -251,12 +251,7 @@ class ReplicatedBackend:
     def _map(self, function: Callable[[T], R], items: Iterable[T]) -> list[R]:
         """``function`` over ``items`` on the pool, results in order; the first failure (in order)
         is raised and requests not yet started are cancelled (as ``OpenAIBackend`` does)."""
-        futures: list[Future[R]] = [self._pool.submit(function, item) for item in items]
-        try:
-            return [future.result() for future in futures]
-        finally:
-            for future in futures:
-                future.cancel()
+        return ordered_map(self._pool, function, items)
 
     # ------------------------------------------------------------------ generation protocol
 
