@@ -15,8 +15,8 @@ follow what the trainer does (``algorithms.training``), not a generic recipe:
   fine-tuning (``players.FullPlayer``), an extra adapter (EMA) or nothing (initial: the base with
   adapters off) under LoRA (``players.LoraPlayer``, one frozen base for both players);
 * ``parallel.sharding: fsdp2`` (or ``--sharding``) divides weights, copies, gradients and AdamW
-  state by the learner processes (FSDP2 ``fully_shard``); a LoRA run's shared base is counted
-  whole on every learner (the sharding engineer keeps one shared base; adapters are tiny);
+  state by the learner processes (FSDP2 ``fully_shard``); a LoRA run's one shared model (base
+  and adapters) is sharded alike;
 * autocast caches the bf16 cast of every trained weight it meets within one ``autocast`` region
   (torch caches casts of leaf tensors that require grad), and the trainer opens one region per
   micro-batch: a bf16 copy of the learner's weights lives through each forward + backward.
@@ -298,11 +298,20 @@ def learner_terms(s: Setup) -> list[Term]:
     if s.lora:
         adapter = h.lora_params(s.lora_rank)
         adapters = s.players * (1 + ("ema" in s.copies)) * adapter
+        # the shared model (base and adapters) is sharded as one module (players.build_players)
         terms += [
-            Term("weights", n * 4, "one frozen float32 base shared by both players (not sharded)"),
-            Term("adapters", adapters * 4, f"{s.players} player(s) x {1 + ('ema' in s.copies)} adapter(s), float32"),
-            Term("gradients", s.trained * adapter * 4, "float32, trained adapters"),
-            Term("optimizer", s.trained * adapter * 8, "AdamW: 2 float32 moments per trained adapter parameter"),
+            Term("weights", n * 4 / shards, f"one frozen float32 base shared by both players{split}"),
+            Term(
+                "adapters",
+                adapters * 4 / shards,
+                f"{s.players} player(s) x {1 + ('ema' in s.copies)} adapter(s), float32{split}",
+            ),
+            Term("gradients", s.trained * adapter * 4 / shards, f"float32, trained adapters{split}"),
+            Term(
+                "optimizer",
+                s.trained * adapter * 8 / shards,
+                f"AdamW: 2 float32 moments per trained adapter parameter{split}",
+            ),
         ]
     else:
         copies = [c for c in s.copies if c in ("ema", "initial")]
@@ -441,13 +450,6 @@ def advise(plan: Plan) -> list[str]:
 # ----------------------------------------------------------------------------- from a config
 
 
-def _config_sharding(cfg: TrainConfig) -> str | None:
-    """``parallel.sharding`` where the config has that section (the FSDP2 work adds it)."""
-    parallel = getattr(cfg, "parallel", None)
-    value = getattr(parallel, "sharding", None)
-    return str(value) if value is not None else None
-
-
 def setup_of(
     cfg: TrainConfig,
     *,
@@ -474,10 +476,7 @@ def setup_of(
             f"{gpus * nodes} GPUs cannot hold {rollout_gpus} rollout and {judge_gpus} judge GPUs and a learner: "
             "lower --rollout-gpus / --judge-gpus or raise --gpus / --nodes"
         )
-    from_config = _config_sharding(cfg)
-    if sharding is not None and from_config is not None and sharding != from_config:
-        raise ValueError(f"--sharding {sharding} contradicts the config's parallel.sharding {from_config}; drop one")
-    chosen = sharding or from_config or ("fsdp2" if learners > 1 else "none")
+    chosen = sharding or cfg.parallel.sharding  # --sharding plans another setting than the config's
     if chosen not in ("none", "fsdp2"):
         raise ValueError(f"sharding {chosen!r}: plan knows none and fsdp2")
     algorithm = build_algorithm(cfg.algorithm, cfg.rollout.max_model_len)

@@ -21,6 +21,7 @@ def test_every_command_is_a_dataclass_parsed_from_its_flags():
         "crossplay",
         "compare",
         "serve",
+        "plan",
     }
     assert all(dataclasses.is_dataclass(command) for command in COMMANDS.values())
     command = parse_command(["demo", "--quick", "--eval-size", "4", "run.out_dir=x", "run.steps=2"])

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -17,7 +16,6 @@ from algorithms.plan import (
     PUBLISHED,
     Setup,
     Shape,
-    _config_sharding,
     _working,
     learner_terms,
     make_plan,
@@ -180,16 +178,12 @@ def test_plan_says_what_to_change_when_it_does_not_fit() -> None:
     assert make_plan(setup()).fits and make_plan(setup()).advice == []
 
 
-def test_sharding_comes_from_the_config_when_it_has_the_key() -> None:
-    assert _config_sharding(SimpleNamespace(parallel=SimpleNamespace(sharding="fsdp2"))) == "fsdp2"  # type: ignore[arg-type]
-    assert _config_sharding(load_config(ROOT / "configs/cpu_smoke.yaml")) is None
-
-
-def test_default_sharding_follows_the_learner_count() -> None:
-    cfg = load_config(ROOT / "configs/paper/qwen25_dpo_md.yaml")
-    assert plan_config(cfg, gpus=1).setup.sharding == "none"
-    assert plan_config(cfg, gpus=8).setup.sharding == "fsdp2"
-    assert plan_config(cfg, gpus=8, sharding="none").setup.sharding == "none"
+def test_sharding_comes_from_the_config_unless_given() -> None:
+    paper = load_config(ROOT / "configs/paper/qwen25_dpo_md.yaml")
+    assert plan_config(paper, gpus=8).setup.sharding == "fsdp2"
+    assert plan_config(paper, gpus=8, sharding="none").setup.sharding == "none"
+    smoke = plan_config(load_config(ROOT / "configs/cpu_smoke.yaml"), gpus=8)
+    assert smoke.setup.sharding == "none"
 
 
 @pytest.mark.parametrize("path", PAPER, ids=lambda p: p.stem)

@@ -87,4 +87,6 @@ def test_the_serve_launcher_turns_off_the_models_sampling_defaults(monkeypatch, 
     # an explicit choice on the command line is kept, in either spelling
     for given in (["--generation-config", "auto"], ["--generation_config=/cfg"]):
         argv = _launched(monkeypatch, [model, *given])
-        assert argv[3:] == given
+        assert argv[3 : 3 + len(given)] == given and "--generation-config" not in argv[3 + len(given) :]
+    # the worker extension (weight pushes, the advgame_file transport) is added unless given
+    assert argv[argv.index("--worker-extension-cls") + 1] == "agents.vllm_worker.WeightSyncExtension"

@@ -698,7 +698,7 @@ class Plan:
     nodes: int = 1
     rollout_gpus: int = 0  # GPUs of vLLM rollout replicas of their own (0: rollouts on the learner GPUs)
     judge_gpus: int = 0  # GPUs of LLM-judge replicas (0: the judge is the rule judge, in-process or elsewhere)
-    # the config's parallel.sharding where it has one; else fsdp2 over more than one learner GPU
+    # None: the config's parallel.sharding; given: plan that setting instead
     sharding: Literal["none", "fsdp2"] | None = None
     # on or off whatever the config's model.gradient_checkpointing says (default: as the config)
     activation_checkpointing: Annotated[bool, FlagCreatePairsOff] = False
