@@ -51,6 +51,20 @@ def _drop_table() -> dict[int, None]:
 _PASSES = 4  # rounds of decoding: double or triple encodings are undone; deeper ones are broken
 
 
+def valid_unicode(text: str) -> str:
+    """``text`` with every lone surrogate replaced by U+FFFD, so that it encodes as UTF-8.
+
+    A JSON answer may carry ``"\\ud800"``, which Python decodes to a lone surrogate: the string
+    is then unwritable (``UTF-8 codec can't encode``) in a report, a prompt or a tokenizer. A
+    pair split over two code units is joined (UTF-16 round trip), not replaced.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
 def clean_untrusted(text: str) -> str:
     """Untrusted text as a normalising reader would read it, and a fixed point of that reading.
 
@@ -58,8 +72,11 @@ def clean_untrusted(text: str) -> str:
     drop format and control characters, decode HTML entities (``&lt;`` -> ``<``). Decoding
     can uncover more (``&#xFF1C;``, ``&amp;lt;``), so rounds repeat until nothing changes.
     Entities still decoding after ``_PASSES`` rounds are nested on purpose: every ``&`` is
-    then followed by a blank, which no decoder reads as an entity. Each round is linear.
+    then followed by a blank, which no decoder reads as an entity. Each round is linear. Lone
+    surrogates become U+FFFD first (``valid_unicode``), and decoding cannot make new ones
+    (``html.unescape`` turns ``&#xD800;`` into U+FFFD).
     """
+    text = valid_unicode(text)
     for _ in range(_PASSES):
         cleaned = html.unescape(unicodedata.normalize("NFKC", text).translate(_drop_table()))
         if cleaned == text:
@@ -74,9 +91,12 @@ def clean_untrusted(text: str) -> str:
 # fullwidth and small forms): single guillemets, angle brackets, ornaments, modifier and
 # syllabics look-alikes. In a tag they are rewritten like the ASCII ones.
 _OPEN, _CLOSE = "<\u2039\u2329\u3008\u27e8\u276e\u02c2\u1438\u300a", ">\u203a\u232a\u3009\u27e9\u276f\u02c3\u1433\u300b"
+# Possessive blanks (``\s*+``): a blank run is never handed back and forth between the runs
+# around the optional ``/``, which made ``<`` + n blanks cost n**2 steps (18.6 s at n = 16,000);
+# the texts matched are the same, as blanks can only be blanks (tests/test_templates.py).
 _JUDGE_TAG = re.compile(
-    rf"[{_OPEN}]\s*(/?)\s*(score_a|score_b|score|answer|think|prompt_harmful|refusal|response_harmful"
-    rf"|query|response_a|response_b|response|original|rewrite|user|assistant|request)\s*[{_CLOSE}]",
+    rf"[{_OPEN}]\s*+(/?)\s*+(score_a|score_b|score|answer|think|prompt_harmful|refusal|response_harmful"
+    rf"|query|response_a|response_b|response|original|rewrite|user|assistant|request)\s*+[{_CLOSE}]",
     re.IGNORECASE,
 )
 
