@@ -44,9 +44,24 @@ def failure_reward(failure: Failure) -> float | None:
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
+def valid_unicode(text: str) -> str:
+    """``text`` with every lone surrogate replaced by U+FFFD, so that it encodes as UTF-8.
+
+    A JSON answer may carry ``"\\ud800"``, which Python decodes to a lone surrogate: the string
+    is then unwritable (``UTF-8 codec can't encode``) in a report, a prompt or a tokenizer. A
+    pair split over two code units is joined (UTF-16 round trip), not replaced.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
 def clean_text(text: str) -> str:
-    """Normalise line ends and drop control characters (a defined outcome, never an error)."""
-    return _CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+    """Lone surrogates replaced (``valid_unicode``), line ends normalised, control characters
+    dropped (a defined outcome, never an error)."""
+    return _CONTROL.sub("", valid_unicode(text).replace("\r\n", "\n").replace("\r", "\n"))
 
 
 @dataclass(frozen=True)

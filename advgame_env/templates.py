@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields
 from functools import cache
 from importlib import resources
 
+from advgame_env.parsing import valid_unicode
 from advgame_env.seeds import Label
 
 
@@ -49,20 +50,6 @@ def _drop_table() -> dict[int, None]:
 
 
 _PASSES = 4  # rounds of decoding: double or triple encodings are undone; deeper ones are broken
-
-
-def valid_unicode(text: str) -> str:
-    """``text`` with every lone surrogate replaced by U+FFFD, so that it encodes as UTF-8.
-
-    A JSON answer may carry ``"\\ud800"``, which Python decodes to a lone surrogate: the string
-    is then unwritable (``UTF-8 codec can't encode``) in a report, a prompt or a tokenizer. A
-    pair split over two code units is joined (UTF-16 round trip), not replaced.
-    """
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-    return text
 
 
 def clean_untrusted(text: str) -> str:

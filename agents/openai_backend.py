@@ -41,7 +41,8 @@ parser would accept ``NaN`` and ``-Infinity``; here they are refused), one per t
 malformed answer is a :class:`BackendError`. ``finish_reason`` is ``"stop"``, ``"length"`` or
 ``"content_filter"`` (the server's filter withheld the answer; kept apart from a stop, since an
 empty filtered answer is not the model's). A request holding text that is not valid Unicode (a
-lone surrogate) is a :class:`BackendError` before anything is sent.
+lone surrogate) is a :class:`BackendError` before anything is sent; an answer holding one (JSON
+may escape ``"\\ud800"``) has it replaced by U+FFFD, so every text it returns can be written.
 """
 
 from __future__ import annotations
@@ -137,6 +138,16 @@ def _json(content: bytes) -> object:
         return json.loads(content, parse_constant=_reject_constant)
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
+
+
+def _valid_unicode(text: str) -> str:
+    """Lone surrogates replaced by U+FFFD (as ``advgame_env.parsing.valid_unicode``; agents
+    imports nothing of advgame_env): a surrogate in an answer would crash whoever writes it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
 
 
 def _is_number(value: object) -> bool:
@@ -427,7 +438,7 @@ class OpenAIBackend:
         content = choice["message"].get("content")
         if content is not None and not isinstance(content, str):
             raise malformed(f"non-string content ({type(content).__name__})")
-        text = content or ""  # null content: an empty answer (what it means is the caller's call)
+        text = _valid_unicode(content or "")  # null content: an empty answer (what it means is the caller's call)
         reason = choice.get("finish_reason")
         if reason in _FAILED_REASONS:
             raise BackendError(f"{url} ended the generation with finish_reason={reason!r}", url=url, server_fault=True)

@@ -40,12 +40,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import tyro
 
 from advgame_env import Classification, ClassifyItem, Failure, Game, Label, Round, Sample, Seed
 from advgame_env.metrics import Rate, embedding_diversity, rate, self_bleu_diversity
+from advgame_env.parsing import valid_unicode
 from advgame_env.protocol import Generation, GenerationBackend
 from advgame_env.templates import clean_untrusted
 from algorithms.evaluation.progress import progress
@@ -148,7 +149,12 @@ class Results:
             if not line.strip():
                 continue
             try:
-                record = Record(**json.loads(line))
+                fields: object = json.loads(line)
+                if not isinstance(fields, dict):
+                    raise TypeError(f"a JSON {type(fields).__name__}, not an object")
+                # a file written before answers were made valid may hold "\ud800" escapes
+                valid: dict[str, Any] = {k: valid_unicode(v) if isinstance(v, str) else v for k, v in fields.items()}
+                record = Record(**valid)
             except (ValueError, TypeError) as error:
                 raise RedTeamError(f"{path}, line {number}: not a red-team record ({error})") from None
             if record.key in self.records:
@@ -491,5 +497,7 @@ def write_report(records: Sequence[Record], folder: Path, title: str, embedder: 
                 lines += [f"- **{r.seed_id}** {_short(r.seed, 200)}", f"  - rewrite: {_short(r.rewrite, 400)}"]
                 lines += [f"  - response: {_short(r.response, 300)}"]
     path = folder / "report.md"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    # records from a results.jsonl written before answers were made valid at the backend may
+    # still hold lone surrogates: written as U+FFFD, never a crash that leaves report.md empty
+    path.write_text(valid_unicode("\n".join(lines) + "\n"), encoding="utf-8")
     return path
