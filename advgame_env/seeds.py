@@ -174,7 +174,26 @@ def load_seeds(path: str | Path) -> list[Seed]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"seed file {path} does not exist")
-    seeds = [seed_from_record(rec, where, f"{path.stem}-{n}") for n, where, rec in read_records(path)]
+    records = list(read_records(path))
+    # Ids key results, resumes and red-team records: unique per file. A record without an id gets
+    # ``<stem>-<number>``, passed over when a record gives that id itself (then ``<stem>-<number>-2``...).
+    given: dict[str, str] = {}
+    for _, where, rec in records:
+        if rec.get("id"):
+            if str(rec["id"]) in given:
+                raise SeedFormatError(
+                    f"{where}: seed id {str(rec['id'])!r} is given twice (first at {given[str(rec['id'])]})"
+                )
+            given[str(rec["id"])] = where.removeprefix(f"{path}, ")
+    taken, seeds = set(given), []
+    for n, where, rec in records:
+        default = f"{path.stem}-{n}"
+        k = 1
+        while not rec.get("id") and default in taken:
+            k += 1
+            default = f"{path.stem}-{n}-{k}"
+        taken.add(default)
+        seeds.append(seed_from_record(rec, where, default))
     if not seeds:
         raise SeedFormatError(f"{path}: no seeds (the file has no records)")
     return seeds

@@ -826,15 +826,24 @@ def _origin(origins: Mapping[str, str], key: str) -> str | None:
         if ".".join(parts) in origins:
             return origins[".".join(parts)]
         parts.pop()
-    return None
+    # an unknown section has no origin of its own; the first key set under it names where it came from
+    below = [where for k, where in origins.items() if key and k.startswith(key + ".")]
+    return below[0] if below else None
 
 
-def _key_lines(node: yaml.Node | None, prefix: str, out: dict[str, int]) -> dict[str, int]:
+def _key_lines(node: yaml.Node | None, prefix: str, out: dict[str, int], path: Path) -> dict[str, int]:
+    """The line of every dotted key; a key given twice in one mapping is a ConfigError (PyYAML
+    would keep the last one silently: ``run: {steps: 3, steps: 9}`` ran 9 steps)."""
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
             if isinstance(key, yaml.ScalarNode):
-                out[prefix + str(key.value)] = key.start_mark.line + 1
-                _key_lines(value, f"{prefix}{key.value}.", out)
+                dotted, line = prefix + str(key.value), key.start_mark.line + 1
+                if dotted in out:
+                    raise ConfigError(
+                        f"{path}, line {line}: config.{dotted} is given twice (first on line {out[dotted]}); keep one"
+                    )
+                out[dotted] = line
+                _key_lines(value, f"{dotted}.", out, path)
     return out
 
 
@@ -845,7 +854,7 @@ def _read(path: Path, seen: set[Path], origins: dict[str, str]) -> Tree:
     text = read_text(path, ConfigError)
     try:
         loaded = yaml.safe_load(text) or {}
-        lines = _key_lines(yaml.compose(text), "", {}) if isinstance(loaded, dict) else {}
+        lines = _key_lines(yaml.compose(text), "", {}, path) if isinstance(loaded, dict) else {}
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         at = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""

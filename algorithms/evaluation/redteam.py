@@ -201,6 +201,8 @@ def check_settings(path: Path, settings: dict[str, object]) -> None:
 
 def retry_call(call: Callable[[], T], retries: int, backoff: float) -> tuple[T | None, str | None, int]:
     """(result, None, attempts) or (None, the last error, attempts)."""
+    if retries < 0:  # range(0) would make no call at all and report neither a result nor an error
+        raise ValueError(f"retries must be >= 0, got {retries!r}")
     error = ""
     for attempt in range(retries + 1):
         if attempt:

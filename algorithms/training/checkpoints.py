@@ -237,8 +237,7 @@ def load_checkpoint(path: Path) -> CheckpointState:
         with file.open("rb") as src:
             state = torch.load(src, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises RuntimeError, EOFError, UnpicklingError, ... for a damaged file
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"{path}: {STATE_FILE} is not a readable checkpoint ({reason[:200]})") from None
+        raise CheckpointError(f"{path}: {STATE_FILE} is not a readable checkpoint ({_load_problem(error)})") from None
     missing = [k for k in STATE_KEYS if not isinstance(state, dict) or k not in state]
     if missing:
         raise CheckpointError(f"{path}: {STATE_FILE} lacks {', '.join(missing)}")
@@ -267,6 +266,20 @@ def load_checkpoint(path: Path) -> CheckpointState:
             raise CheckpointError(f"{path} is a sharded checkpoint without its {SHARDS_FOLDER}/.metadata")
         loaded["sharded"] = True
     return loaded
+
+
+def _load_problem(error: Exception) -> str:
+    """What was wrong with a state file, without torch's advice to retry with ``weights_only=False``:
+    that would run whatever code a damaged or planted file holds."""
+    text = str(error).strip()
+    if text.startswith("Weights only load failed"):
+        detail = text.partition("WeightsUnpickler error:")[2].strip().split("\n\n")[0].strip()
+        return (
+            f"not a checkpoint this library wrote: the safe loader refused it{f' ({detail[:120]})' if detail else ''}; "
+            "do not load it with weights_only=False, which runs any code in the file; "
+            "delete it, or resume from an older checkpoint"
+        )
+    return text.splitlines()[0][:200] if text else type(error).__name__
 
 
 def newest_intact_checkpoint(run_dir: Path) -> tuple[Path, CheckpointState, list[str]] | None:

@@ -30,12 +30,14 @@ class SFTFormatError(ValueError):
     """An SFT data file is malformed; the message names the file and the line."""
 
 
-def load_sft(path: str | Path, tokenizer: Any, prefill: str = "") -> list[SFTExample]:
+def read_sft(path: str | Path) -> list[list[dict[str, str]]]:
+    """The chats of an SFT file, each ending in the assistant turn to learn; read and checked
+    without a tokenizer, so a run checks its files before any model loads."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"SFT data file {path} does not exist")
     text = read_text(path, SFTFormatError)
-    out = []
+    chats = []
     for n, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
@@ -56,13 +58,20 @@ def load_sft(path: str | Path, tokenizer: Any, prefill: str = "") -> list[SFTExa
                 raise ValueError("the last message must be a non-empty assistant turn after at least one other")
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as error:
             raise SFTFormatError(f"{path}, line {n}: not an SFT record ({error})") from None
+        chats.append(list(messages))
+    if not chats:
+        raise SFTFormatError(f"{path}: no SFT records")
+    return chats
+
+
+def load_sft(path: str | Path, tokenizer: Any, prefill: str = "") -> list[SFTExample]:
+    out = []
+    for *context, target in read_sft(path):
         text = str(target["content"])
         opening = prefill if prefill and text.startswith(prefill) else ""
         chat = [*context, {"role": "assistant", "content": opening}] if opening else list(context)
         ids = [*encode(tokenizer, text.removeprefix(opening)), tokenizer.eos_token_id]
         out.append(SFTExample(encode(tokenizer, render_chat(tokenizer, chat)), ids))
-    if not out:
-        raise SFTFormatError(f"{path}: no SFT records")
     return out
 
 
