@@ -5,7 +5,9 @@ that holds its promises or the loader's documented error (``SeedFormatError``,
 
 The budget is fixed and the examples derandomised, so the default run is the same every time
 (ADVGAME_FUZZ_EXAMPLES=N raises the budget for a longer hunt; the README's reliability figures
-come from such a run). Each test counts the inputs it tried in ``TRIED``.
+come from such a run). Each test runs its hypothesis search, counts the inputs it tried in
+``TRIED`` and asserts it tried the whole budget (``fuzzed``), printing the count when the
+budget is raised.
 """
 
 from __future__ import annotations
@@ -37,6 +39,19 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 TRIED: Counter[str] = Counter()  # inputs tried per loader (printed by -s runs for the README)
+
+
+def fuzzed(name: str, search: Any) -> None:
+    """Runs a hypothesis search (a ``@given`` function called without arguments) and checks that
+    it tried ``EXAMPLES`` inputs: a search cut short, or a strategy that generates nothing, fails
+    here instead of passing on fewer inputs than the README claims."""
+    before = TRIED[name]
+    search()
+    tried = TRIED[name] - before
+    assert tried == EXAMPLES, f"{name}: {tried} inputs tried, not {EXAMPLES}"
+    if os.environ.get("ADVGAME_FUZZ_EXAMPLES"):
+        print(f"\nfuzzed {name}: {tried} inputs; crashes: 0 (a crash fails its test)")
+
 
 # ----------------------------------------------------------------------------- building blocks
 
@@ -148,9 +163,13 @@ def _good_seeds(seeds: list[Any]) -> None:
 # ----------------------------------------------------------------------------- seeds and suites
 
 
+def test_seed_files_load_or_raise_seed_format_error():
+    fuzzed("seeds", _seed_files)
+
+
 @FUZZ
 @given(FILE, NAME)
-def test_seed_files_load_or_raise_seed_format_error(file, name):
+def _seed_files(file, name):
     TRIED["seeds"] += 1
     with tempfile.TemporaryDirectory() as folder:
         path = _file(Path(folder), name, *file)
@@ -162,9 +181,13 @@ def test_seed_files_load_or_raise_seed_format_error(file, name):
         _good_seeds(seeds)
 
 
+def test_suite_files_load_or_raise_seed_format_error():
+    fuzzed("suites", _suite_files)
+
+
 @FUZZ
 @given(FILE, NAME, st.sampled_from([None, *FORMATS]))
-def test_suite_files_load_or_raise_seed_format_error(file, name, kind):
+def _suite_files(file, name, kind):
     TRIED["suites"] += 1
     with tempfile.TemporaryDirectory() as folder:
         path = _file(Path(folder), name, *file)
@@ -254,9 +277,13 @@ def _good_config(cfg: TrainConfig) -> None:
         assert not (isinstance(value, float) and not math.isfinite(value))
 
 
+def test_overrides_load_or_raise_config_error():
+    fuzzed("config overrides", _overrides)
+
+
 @FUZZ
 @given(st.lists(OVERRIDE, max_size=4))
-def test_overrides_load_or_raise_config_error(overrides):
+def _overrides(overrides):
     TRIED["config overrides"] += 1
     try:
         cfg = load_config(None, overrides)
@@ -265,9 +292,13 @@ def test_overrides_load_or_raise_config_error(overrides):
     _good_config(cfg)
 
 
+def test_config_files_load_or_raise_config_error():
+    fuzzed("config files", _config_files)
+
+
 @FUZZ
 @given(YAML_DOC, st.lists(OVERRIDE, max_size=2))
-def test_config_files_load_or_raise_config_error(content, overrides):
+def _config_files(content, overrides):
     TRIED["config files"] += 1
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "run.yaml"
@@ -281,8 +312,67 @@ def test_config_files_load_or_raise_config_error(content, overrides):
         _good_config(cfg)
 
 
-def test_zz_report_counts(capsys):
-    """Prints the inputs tried per loader (run with -s; the README's reliability figures)."""
-    with capsys.disabled():
-        if os.environ.get("ADVGAME_FUZZ_EXAMPLES"):
-            print(f"\nfuzzed inputs tried: {dict(TRIED)}; crashes: 0 (a crash fails its test)")
+# ----------------------------------------------------------------------------- ids and duplicate keys
+
+# ids a file may give, generated-looking ones among them (a record without an id is seeds-<line>)
+SEED_ID = st.one_of(st.none(), st.just(""), st.sampled_from(["a", "b", "seeds-1", "seeds-2", "seeds-3", "seeds-2-2"]))
+
+
+def test_seed_ids_are_unique_or_the_repeated_one_is_named():
+    fuzzed("seed ids", _seed_ids)
+
+
+@FUZZ
+@given(st.lists(st.tuples(SEED_ID, st.sampled_from(["harmful", "benign"])), min_size=1, max_size=8), SUFFIX)
+def _seed_ids(rows, suffix):
+    TRIED["seed ids"] += 1
+    records = [{"prompt": f"p{n}", "category": c} | ({} if i is None else {"id": i}) for n, (i, c) in enumerate(rows)]
+    given_ids = [r["id"] for r in records if r.get("id")]
+    with tempfile.TemporaryDirectory() as folder:
+        path = _file(Path(folder), "seeds", suffix, _write_records(records, suffix))
+        try:
+            seeds = load_seeds(path)
+        except SeedFormatError as error:
+            assert len(set(given_ids)) < len(given_ids) and "is given twice" in str(error)
+            return
+    ids = [seed.id for seed in seeds]
+    assert len(set(given_ids)) == len(given_ids) and len(set(ids)) == len(ids) == len(records)
+    assert [i for i, r in zip(ids, records, strict=True) if r.get("id")] == given_ids  # given ids kept
+
+
+SECTION_KEYS = [("run", "steps", "3"), ("run", "seed", "4"), ("optim", "lr", "1.0e-5"), ("game", "num_attacks", "2")]
+
+
+def test_a_key_given_twice_is_always_named():
+    fuzzed("duplicate keys", _duplicate_keys)
+
+
+@FUZZ
+@given(st.lists(st.sampled_from(SECTION_KEYS), min_size=1, max_size=6), st.booleans())
+def _duplicate_keys(entries, flow):
+    """Sections written block style (a section may come back) or flow style; whatever repeats, a
+    key given twice in one mapping is a ConfigError naming it, and nothing else is."""
+    TRIED["duplicate keys"] += 1
+    if flow:  # run: {steps: 3, steps: 9} -- one mapping per section, keys as drawn
+        sections = dict.fromkeys(section for section, _, _ in entries)
+        text = "".join(
+            f"{sec}: {{{', '.join(f'{k}: {v}' for s_, k, v in entries if s_ == sec)}}}\n" for sec in sections
+        )
+        repeated = [f"{sec}.{k}" for sec in sections for k in _repeats([k for s_, k, _ in entries if s_ == sec])]
+    else:  # each entry its own block: a section that comes back is itself given twice
+        text = "".join(f"{sec}:\n  {k}: {v}\n" for sec, k, v in entries)
+        repeated = _repeats([sec for sec, _, _ in entries])
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "run.yaml"
+        path.write_text(text)
+        try:
+            load_config(path)
+        except ConfigError as error:
+            assert repeated and "is given twice" in str(error) and str(path) in str(error)
+            assert any(f"config.{key} is given twice" in str(error) for key in repeated)
+            return
+    assert not repeated
+
+
+def _repeats(keys: list[str]) -> list[str]:
+    return [k for k, n in Counter(keys).items() if n > 1]

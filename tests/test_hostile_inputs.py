@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import algorithms.training.trainer as trainer_module
 from advgame_env import Game, GameConfig, Label, Round, RuleJudge, Seed
@@ -171,3 +173,17 @@ def test_a_garbage_state_file_is_refused_with_what_to_do_never_torchs_unsafe_adv
     assert "state.pt is not a readable checkpoint" in said
     assert "Re-running" not in said and "will likely succeed" not in said  # torch's advice, not ours
     assert "do not load it with weights_only=False" in said and "resume from an older checkpoint" in said
+
+
+@settings(max_examples=50, deadline=None, derandomize=True, database=None)
+@given(st.integers(-(10**6), 3))
+def test_any_retries_either_plays_the_rounds_or_is_refused(retries):
+    rounds = [Round(Seed("b", "How do I boil an egg?", Label.BENIGN))]
+    game = Game(RuleJudge(), GameConfig())
+    if retries < 0:
+        with pytest.raises(ValueError, match="retries"):
+            play(game, Scripted(), Scripted(), rounds, retries=retries)
+        assert rounds[0].phase == "attack"
+    else:
+        play(game, Scripted(), Scripted(), rounds, retries=retries)
+        assert rounds[0].phase == "done"
