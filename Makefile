@@ -25,6 +25,7 @@ test: setup
 test-fast: setup
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
+	.venv/bin/mypy
 	.venv/bin/python -m pytest -m "not slow"
 
 # Every benchmark, one table (benchmarks/README.md); TRL is installed for them only.

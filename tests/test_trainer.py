@@ -71,6 +71,15 @@ def scripted_pairs(tokenizer):
     return pairs
 
 
+def train_until_the_defender_has_examples(trainer: Trainer, steps: int = 8) -> None:
+    """Steps until one trains the defender on at least one example; a run that never gets one
+    (all its pairs tied) fails after ``steps`` instead of looping for ever."""
+    for _ in range(steps):
+        if trainer.train_step().get("train/defender_examples", 0) > 0:
+            return
+    pytest.fail(f"no defender examples in {steps} steps: every pair tied")
+
+
 @pytest.mark.parametrize("lora", [True, False], ids=["lora", "full"])
 def test_one_update_raises_the_dpo_margin_of_the_trained_pairs(tiny_chat, lora):
     model_name = str(tiny_chat)
@@ -158,8 +167,7 @@ def test_on_policy_samples_from_the_learner_and_keeps_the_initial_model_frozen(t
     policy = trainer.sampler.policy("defender", "learner", 0)
     assert policy.backend.model is defender.models["learner"] and policy.adapter is None
     initial = {k: v.clone() for k, v in defender.weights("initial").items()}
-    while trainer.train_step().get("train/defender_examples", 0) == 0:
-        pass
+    train_until_the_defender_has_examples(trainer)
     assert all(torch.equal(initial[k], v) for k, v in defender.weights("initial").items())
     assert any(not torch.equal(initial[k], v) for k, v in defender.weights("learner").items())
     assert "ema" not in defender.copies  # on-policy keeps no EMA
@@ -185,8 +193,7 @@ def test_grpo_step_starts_with_zero_kl_and_trains(tiny_chat, tmp_path):
 @pytest.mark.parametrize("lora", [True, False], ids=["lora", "full"])
 def test_exported_players_load_and_score_like_the_learner(tiny_chat, tmp_path, lora):
     trainer = Trainer(config(tiny_chat, tmp_path / "run", f"model.lora={str(lora).lower()}", "optim.lr=1e-2"))
-    while trainer.train_step().get("train/defender_examples", 0) == 0:
-        pass
+    train_until_the_defender_has_examples(trainer)
     trainer.export(tmp_path / "export")
     model, tokenizer = load_model(tmp_path / "export" / "defender")
     pairs = [p for p in scripted_pairs(tokenizer)]
