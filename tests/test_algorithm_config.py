@@ -6,8 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
-from algorithms.config import ConfigError, load_config, save_config
+from algorithms.config import ConfigError, _number, load_config, save_config
 from algorithms.training.algorithm import build_algorithm
 from algorithms.training.grpo import GRPO
 from algorithms.training.preference import PreferenceOptimization
@@ -90,9 +91,33 @@ def test_an_ablation_that_switches_algorithm_does_not_inherit_the_base_algorithm
         load_config(tmp_path / "dpo.yaml", ["algorithm.name=grpo"])  # an override on top is no new file
 
 
+def _leaves(node: dict, prefix: str = ""):
+    for key, value in node.items():
+        if isinstance(value, dict) and value:
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def _as_loaded(value: object) -> object:
+    """A YAML value as the config holds it: 1e-6 a number (PyYAML reads it as text), lists tuples."""
+    value = _number(value)
+    return tuple(value) if isinstance(value, list) else value
+
+
 @pytest.mark.parametrize("path", PAPER, ids=[str(p.relative_to(p.parents[1])) for p in PAPER])
-def test_every_shipped_config_round_trips_with_its_resolved_knobs(path, tmp_path):
+def test_every_shipped_config_carries_its_values_and_round_trips_with_its_resolved_knobs(path, tmp_path):
     cfg = load_config(path)
+    own = yaml.safe_load(path.read_text()) or {}
+    own.pop("base", None)
+    for key, want in _leaves(own):  # every value the file sets itself is the value loaded
+        got = cfg
+        for part in key.split("."):
+            got = getattr(got, part)
+        if isinstance(got, str) and Path(got).is_absolute() and isinstance(want, str):
+            assert Path(got) == (path.parent / want).resolve(), key  # a data file found beside the config
+        else:
+            assert got == _as_loaded(want), f"{key}: loaded {got!r}, the file says {want!r}"
     build_algorithm(cfg.algorithm, 512)
     save_config(cfg, tmp_path / "resolved.yaml")
     assert load_config(tmp_path / "resolved.yaml") == cfg

@@ -12,6 +12,7 @@ import torch
 
 from advgame_env import Label, RuleJudge, Seed
 from advgame_env.game import Game, GameConfig, Phase, Round, Sample
+from advgame_env.roles import ROLES
 from agents.hf import HFBackend, MixtureBackend, fixed
 from agents.models import load_model, tiny_model
 from algorithms.config import ConfigError, load_config
@@ -141,16 +142,19 @@ def test_two_steps_train_both_players_on_mixture_pairs(tiny_chat, tmp_path, lora
     from algorithms.training.trainer import Trainer
 
     trainer = Trainer(_config(tiny_chat, tmp_path / "run", f"model.lora={str(lora).lower()}"))
-    before = {k: v.clone() for k, v in trainer.players["defender"].weights("learner").items()}
+    before = {role: {k: v.clone() for k, v in trainer.players[role].weights("learner").items()} for role in ROLES}
     rounds = trainer._play_split(Label.HARMFUL, 0)
     # every answered prompt got a pair: one learner answer, one mixture answer
     answered = [row for r in rounds for row in r.responses if len(row) == 2]
     assert answered
+    examples = dict.fromkeys(ROLES, 0.0)
     for _ in range(2):
         metrics = trainer.train_step()
-        for name in ("attacker", "defender"):
+        for name in ROLES:
             if f"train/{name}_loss" in metrics:
                 assert math.isfinite(metrics[f"train/{name}_loss"])
-    assert metrics["train/defender_examples"] > 0
-    after = trainer.players["defender"].weights("learner")
-    assert any(not torch.equal(before[k], after[k]) for k in after)
+            examples[name] += metrics.get(f"train/{name}_examples", 0)
+    for role in ROLES:  # both players trained: examples, and their learner weights moved
+        assert examples[role] > 0, f"{role}: no examples in two steps"
+        after = trainer.players[role].weights("learner")
+        assert any(not torch.equal(before[role][k], after[k]) for k in after), f"{role} did not change"
