@@ -99,7 +99,13 @@ def test_a_results_file_holding_surrogates_from_before_still_reports(tmp_path):
     assert "ok \ufffd \u2026" in strict_utf8(tmp_path / "report.md")
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(answers=st.lists(invalid_text, min_size=3, max_size=3), bad_bytes=st.binary(min_size=1, max_size=4))
 def test_any_invalid_unicode_from_the_target_ends_in_a_written_report(tmp_path_factory, answers, bad_bytes):
     folder = tmp_path_factory.mktemp("red")
@@ -132,7 +138,7 @@ class Recorder:
         return [0.0 for _ in chats]
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, derandomize=True, database=None)
 @given(a=invalid_text, b=invalid_text, mode=st.sampled_from(["generative", "logprob"]))
 def test_judge_prompts_are_valid_unicode_whatever_the_text_under_judgement(a, b, mode):
     backend = Recorder()
@@ -146,7 +152,13 @@ def test_judge_prompts_are_valid_unicode_whatever_the_text_under_judgement(a, b,
         prompt.encode("utf-8")  # what every backend must do to send it
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(
     attack=invalid_text,
     answers=st.tuples(invalid_text, invalid_text),
