@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from advgame_env import RuleJudge
 from algorithms.config import load_config
@@ -104,9 +105,22 @@ def test_every_paper_config_plays_and_updates_two_steps(path, tiny_chat, tmp_pat
     trainer = Trainer(cfg)
     trainer.game.judge = FlakyJudge()
     mix_in_well_formed_outputs(trainer)
+    before = {
+        name: {k: v.clone() for k, v in learner.player.weights("learner").items()}
+        for name, learner in trainer.learners.items()
+    }
     trainer.train()
     lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in lines] == [1, 2]
     trained = [k for m in lines for k, v in m.items() if k.endswith("_examples") and v > 0]
     assert trained, "two steps and not one example trained"
+    # every learner that got an example for one of its roles has weights unlike its start
+    for name, learner in trainer.learners.items():
+        if any(k.endswith(f"/{role}_examples") for k in trained for role in learner.roles):
+            after = learner.player.weights("learner")
+            assert any(not torch.equal(before[name][k], after[k]) for k in after), f"{name} trained but unchanged"
+    assert any(
+        any(not torch.equal(before[n][k], v) for k, v in learner.player.weights("learner").items())
+        for n, learner in trainer.learners.items()
+    )
     assert (tmp_path / "run" / "final").is_dir()
