@@ -28,7 +28,8 @@ from advgame_env import (
 )
 from advgame_env.parsing import valid_unicode
 from agents import Generation, OpenAIBackend
-from algorithms.evaluation.redteam import Record, RedTeamConfig, Results, plan, play_batch, write_report
+from agents.policy import Policy
+from algorithms.evaluation.redteam import Record, RedTeamConfig, Results, plan, play_batch, redteam, write_report
 from algorithms.training.runlog import RunLog, read_metrics
 from algorithms.training.trainer import game_metrics
 from tests.fake_openai import Raw, completion, fake_server
@@ -191,3 +192,29 @@ def test_the_openai_backend_returns_answers_holding_lone_surrogates_as_valid_tex
     with fake_server(lambda n, path, body, stopping: (200, answer)) as (url, _), OpenAIBackend(url, "m") as backend:
         (g,) = backend.generate([[{"role": "user", "content": "hi"}]], max_tokens=4)
     assert g.text == "half \ufffd \ufffd pair"
+
+
+class PlainRewriter:
+    """A test double of an attacker backend: rewrites each seed as itself (valid and faithful)."""
+
+    def generate(self, chats, *, max_tokens, temperature=1.0, top_p=1.0, seed=None):
+        seeds = {s.prompt for s in HARMFUL}
+        task = [chat[-1]["content"] for chat in chats]
+        return [Generation(f"<think>Plain.</think><prompt>{next(p for p in seeds if p in t)}</prompt>") for t in task]
+
+
+def test_a_red_team_run_against_a_surrogate_answering_target_reports_and_resumes(tmp_path):
+    # the reproduction end to end: the run, its report, then a rerun over the same folder
+    reply = (200, completion(COMPLY + " ok \ud800 \u2026"))
+    game, cfg = Game(RuleJudge(), GameConfig(num_attacks=1)), RedTeamConfig(samples=1, batch_size=2, retries=0)
+    attacker = Policy(PlainRewriter())
+    server = fake_server(lambda n, path, body, stopping: reply, max_requests=50)
+    with server as (url, _), OpenAIBackend(url, "m", max_retries=0) as target:
+        first = redteam(attacker, target, game, HARMFUL[:2], tmp_path, cfg, log=lambda _: None)
+        write_report(first, tmp_path, "run")
+        again = redteam(attacker, target, game, HARMFUL[:2], tmp_path, cfg, log=lambda _: None)
+        write_report(again, tmp_path, "rerun")
+    assert len(first) == len(again) == 4 and again == first  # nothing replayed, nothing lost
+    assert all(r.error is None and r.response == COMPLY + " ok \ufffd \u2026" for r in again)
+    report = strict_utf8(tmp_path / "report.md")
+    assert report.startswith("# rerun") and "ok \ufffd \u2026" in report
