@@ -187,3 +187,10 @@ def test_any_retries_either_plays_the_rounds_or_is_refused(retries):
     else:
         play(game, Scripted(), Scripted(), rounds, retries=retries)
         assert rounds[0].phase == "done"
+
+
+def test_advgame_train_names_a_missing_seed_file_in_one_line_before_any_model(tmp_path, capsys, no_model):
+    run = tmp_path / "run"
+    assert main(["train", f"data.seeds={tmp_path / 'nope.jsonl'}", f"run.out_dir={run}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"advgame train: seed file {tmp_path / 'nope.jsonl'} does not exist"
