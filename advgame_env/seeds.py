@@ -187,12 +187,12 @@ def load_seeds(path: str | Path) -> list[Seed]:
             given[str(rec["id"])] = where.removeprefix(f"{path}, ")
     taken, seeds = set(given), []
     for n, where, rec in records:
-        default = f"{path.stem}-{n}"
-        k = 1
-        while not rec.get("id") and default in taken:
-            k += 1
-            default = f"{path.stem}-{n}-{k}"
-        taken.add(default)
+        default, k = f"{path.stem}-{n}", 1
+        if not rec.get("id"):
+            while default in taken:
+                k += 1
+                default = f"{path.stem}-{n}-{k}"
+            taken.add(default)
         seeds.append(seed_from_record(rec, where, default))
     if not seeds:
         raise SeedFormatError(f"{path}: no seeds (the file has no records)")
