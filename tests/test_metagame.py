@@ -56,3 +56,45 @@ def test_duplicating_a_member_leaves_the_ratings_unchanged():
 def test_a_bad_matrix_is_refused(bad):
     with pytest.raises(ValueError, match="cross-play matrix"):
         solve(bad)
+
+
+def test_a_tied_meta_game_rates_a_member_against_the_even_mix_of_the_tied_equilibria():
+    # defenders 0 and 1 stop both attackers, so every attacker mixture is an equilibrium; the
+    # maximum-entropy one is the even mix, against which defender 2 is 50% safe
+    success = [[0.0, 0.0, 1.0], [0.0, 0.0, 0.0]]
+    meta = solve(success)
+    assert meta.value == pytest.approx(0.0, abs=1e-9)
+    assert meta.attacker_mixture == pytest.approx((0.5, 0.5), abs=1e-6)
+    assert meta.defender_mixture == pytest.approx((0.5, 0.5, 0.0), abs=1e-6)
+    assert meta.defender_ratings == pytest.approx((1.0, 1.0, 0.5), abs=1e-6)
+
+
+@pytest.mark.parametrize("copied", [0, 1])
+def test_a_copied_member_changes_no_rating_even_where_the_equilibrium_is_tied(copied):
+    success = np.array([[0.0, 0.0, 1.0], [0.0, 0.0, 0.0]])
+    once = solve(success)
+    twice = solve(np.vstack([success, success[copied : copied + 1]]))
+    assert twice.defender_ratings == pytest.approx(once.defender_ratings, abs=1e-6)
+    assert twice.attacker_ratings[:2] == pytest.approx(once.attacker_ratings, abs=1e-6)
+    # the copies share their member's weight evenly
+    assert twice.attacker_mixture[copied] == pytest.approx(twice.attacker_mixture[2], abs=1e-6)
+    assert twice.attacker_mixture[copied] + twice.attacker_mixture[2] == pytest.approx(
+        once.attacker_mixture[copied], abs=1e-6
+    )
+    # a copied defender column, likewise
+    cols = solve(np.hstack([success, success[:, 2:3]]))
+    assert cols.defender_ratings[:3] == pytest.approx(once.defender_ratings, abs=1e-6)
+    assert cols.attacker_ratings == pytest.approx(once.attacker_ratings, abs=1e-6)
+
+
+def test_a_failed_linear_program_is_an_error_not_a_mixture(monkeypatch):
+    import scipy.optimize
+
+    from algorithms.evaluation import metagame
+
+    class Failed:
+        success, status, message, x = False, 4, "numerical difficulties", None
+
+    monkeypatch.setattr(scipy.optimize, "linprog", lambda *a, **k: Failed())
+    with pytest.raises(metagame.MetaGameError, match="numerical difficulties"):
+        metagame.solve([[0.2, 0.8], [0.6, 0.4]])

@@ -20,11 +20,12 @@ rewrites greedily, and the judge's classifier says whether it refused. The play 
     induced refusal  benign seeds, counted the same way: the share the defender refused
                      (over-refusal the attacker induced)
 
-The meta-game is the zero-sum game of attack success (``metagame.solve``, nashpy's LP): the
+The meta-game is the zero-sum game of attack success (``metagame.solve``): the
 meta-Nash mixture over each side, the value, and the Nash-averaged ratings (each attacker's
 success against the defenders' mixture, each defender's safety against the attackers' mixture).
 When the equilibrium is not unique (ties, e.g. two attackers that both fail against the safest
-defender) the LP returns one of them; the value is the same for all.
+defender) the maximum-entropy one is taken, and identical members share one weight, so a member
+entered twice changes no rating.
 
 Cost: (attackers × seeds × samples) rewrites and (defenders × (attackers × seeds × samples +
 seeds)) answers of at most ``max_tokens`` tokens, and as many judge calls. One model is in memory

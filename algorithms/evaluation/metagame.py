@@ -9,11 +9,17 @@ defenders minimise it. Its Nash equilibrium ``(x*, y*)`` is a mixture over each 
 where ``v = x*ᵀ P y*`` is the game's value: the success rate the best attacker mixture is sure of
 against any defender mixture. Nash averaging (Balduzzi et al., 2018, "Re-evaluating evaluation")
 rates each member by its payoff against the rival population's equilibrium mixture: an attacker
-``i`` by ``(P y*)_i``, a defender ``j`` by ``1 - (x*ᵀ P)_j`` (its safety). Copies of one member do
-not change these ratings, unlike averages over the population.
+``i`` by ``(P y*)_i``, a defender ``j`` by ``1 - (x*ᵀ P)_j`` (its safety).
 
-The linear program is nashpy's (``Game.linear_program``, the minimax LP of a zero-sum game); we
-only orient the matrix and read the ratings off the mixtures.
+A tied game has a whole polytope of equilibria, and members outside every equilibrium's support
+are rated differently against different ones. So, as Nash averaging prescribes, we take the
+*maximum-entropy* equilibrium, which is unique (entropy is strictly concave on the convex set of
+equilibria): first the game's value by the minimax LP (scipy's ``linprog``, HiGHS), then the
+mixture of maximum entropy among those that secure it (scipy's SLSQP). Members whose payoff rows
+(or columns) are identical are one strategy: they are merged before solving and share its weight
+evenly after, so entering a member twice changes no rating and no other member's weight (the
+plain maximum-entropy mixture alone would give a copied member more weight). A solver that does
+not report success is a ``MetaGameError``, never a mixture.
 """
 
 from __future__ import annotations
@@ -62,14 +68,70 @@ def _clean(mixture: np.ndarray) -> np.ndarray:
     return clipped / clipped.sum()
 
 
-def solve(success: Sequence[Sequence[float]] | np.ndarray) -> MetaNash:
-    """The meta-Nash equilibrium of attack success ``success[attacker][defender]`` (attackers maximise)."""
-    import nashpy  # imported here: only the commands that solve a meta-game pay for it
+class MetaGameError(ValueError):
+    """The meta-game's solver failed (the matrix was valid): names the solver and its message."""
 
+
+def _maximin(matrix: np.ndarray) -> np.ndarray:
+    """The row player's maximum-entropy maximin mixture of ``matrix`` (the row player maximises)."""
+    from scipy import optimize  # imported here: only the commands that solve a meta-game pay for it
+
+    m, n = matrix.shape
+    # variables (x, v): maximise v subject to (xᵀ A)_j >= v for every column, x a distribution
+    lp = optimize.linprog(
+        c=np.r_[np.zeros(m), -1.0],
+        A_ub=np.c_[-matrix.T, np.ones(n)],
+        b_ub=np.zeros(n),
+        A_eq=np.r_[np.ones(m), 0.0][None, :],
+        b_eq=[1.0],
+        bounds=[(0.0, None)] * m + [(None, None)],
+        method="highs",
+    )
+    if not lp.success:
+        raise MetaGameError(f"the meta-game's minimax LP failed (status {lp.status}): {lp.message}")
+    value, start = float(lp.x[-1]), _clean(lp.x[:m])
+    if m == 1:
+        return start
+    floor = value - 1e-9 * max(1.0, float(np.abs(matrix).max()))  # the LP's own round-off
+
+    def neg_entropy(x: np.ndarray) -> tuple[float, np.ndarray]:
+        safe = np.maximum(x, 1e-300)
+        return float(np.sum(x * np.log(safe))), np.log(safe) + 1.0
+
+    best = optimize.minimize(
+        neg_entropy,
+        start,
+        jac=True,
+        method="SLSQP",
+        bounds=[(0.0, 1.0)] * m,
+        constraints=[
+            {"type": "eq", "fun": lambda x: np.sum(x) - 1.0, "jac": lambda x: np.ones((1, m))},
+            {"type": "ineq", "fun": lambda x: matrix.T @ x - floor, "jac": lambda x: matrix.T},
+        ],
+        options={"ftol": 1e-12, "maxiter": 1000},
+    )
+    if not best.success:
+        raise MetaGameError(f"the meta-game's maximum-entropy step failed: {best.message}")
+    return _clean(best.x)
+
+
+def _merged(matrix: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``matrix`` with identical rows (axis 0) or columns (axis 1) kept once; for each original
+    member, its merged index; for each merged one, its number of copies."""
+    unique, index, counts = np.unique(matrix, axis=axis, return_inverse=True, return_counts=True)
+    return unique, index.reshape(-1), counts
+
+
+def solve(success: Sequence[Sequence[float]] | np.ndarray) -> MetaNash:
+    """The maximum-entropy meta-Nash equilibrium of attack success ``success[attacker][defender]``
+    (attackers maximise); copies of a member share its weight evenly."""
     matrix = payoff_matrix(success)
-    # nashpy's LP solves the zero-sum game whose row player receives A; the attackers are the rows.
-    rows, cols = nashpy.Game(matrix).linear_program()
-    x, y = _clean(rows), _clean(cols)
+    rows, row_of, row_copies = _merged(matrix, 0)
+    reduced, col_of, col_copies = _merged(rows, 1)
+    x_merged = _maximin(reduced)
+    y_merged = _maximin(-reduced.T)  # the defenders maximise the attackers' failure
+    x = x_merged[row_of] / row_copies[row_of]
+    y = y_merged[col_of] / col_copies[col_of]
     return MetaNash(
         attacker_mixture=tuple(float(v) for v in x),
         defender_mixture=tuple(float(v) for v in y),
