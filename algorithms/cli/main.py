@@ -470,8 +470,10 @@ class RedTeam:
 class Exploit:
     """Exploitability by best response: freeze one player, train a fresh best response of the other
     (the game's rules and judge, any registered algorithm) for --budget steps, and report the attack
-    success on held-out seeds over the budget (a curve, the final rate with its interval) and the
-    over-refusal it induces; lower is closer to equilibrium. The run is an ordinary training run in
+    success on held-out seeds over the budget (a curve, over every sample and over valid attacks),
+    the best response's gain over its step-0 rate (the exploitability of a frozen defender; for a
+    frozen attacker, the lower its rate falls the more exploitable it is) and the over-refusal it
+    induces. The run is an ordinary training run in
     --out (resume with --resume); exploit.json, report.md and exploit.png go beside it."""
 
     defender: str | None = None
@@ -527,7 +529,11 @@ class Exploit:
         final = result.final
         print(f"\nbest response: {result.side}, {len(result.curve)} curve points, final step {final.step}")
         for point in result.curve:
-            print(f"  step {point.step:4d}  ASR {point.asr}  induced refusal {point.induced_refusal}")
+            print(
+                f"  step {point.step:4d}  ASR {point.asr}  ASR (valid attacks) {point.asr_valid}  "
+                f"induced refusal {point.induced_refusal}"
+            )
+        print(f"ASR gain over step 0: {result.gain} (valid attacks: {result.gain_valid})")
         print(f"report: {result.folder / 'report.md'}")
         return 0
 
