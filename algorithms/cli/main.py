@@ -523,9 +523,13 @@ class Exploit:
         )
 
     def run(self) -> int:
+        import torch.distributed
+
         from algorithms.evaluation.exploit import exploit
 
         result = exploit(self.settings(), resume=self.resume)
+        if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+            return 0  # a sharded run's other processes: the main one reports
         final = result.final
         print(f"\nbest response: {result.side}, {len(result.curve)} curve points, final step {final.step}")
         for point in result.curve:
