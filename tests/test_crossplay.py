@@ -314,3 +314,21 @@ def test_a_failed_meta_game_solver_leaves_the_matrices_and_says_why(tmp_path, mo
     assert result.meta is None and "numerical difficulties" in result.unsolved
     assert values(result.success) == RPS
     assert "Not solved: the meta-game's minimax LP failed" in (tmp_path / "report.md").read_text()
+
+
+def test_the_command_prints_attack_success_over_every_sample_and_over_valid_attacks(tmp_path, capsys, monkeypatch):
+    import algorithms.evaluation.crossplay as module
+    from advgame_env.metrics import rate
+
+    def scripted(attackers, defenders, *args, **kwargs):
+        return CrossPlay(
+            ("a",), ("d",), ((rate(1, 4),),), ((rate(0, 2),),), (rate(2, 4),), (), (), None, "scripted",
+            ((rate(1, 2),),),
+        )  # fmt: skip
+
+    monkeypatch.setattr(module, "crossplay", scripted)
+    argv = ["crossplay", "--attackers", "a", "--defenders", "d", "--backend", "openai", "--url", "http://127.0.0.1:9"]
+    assert main([*argv, "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "attack success of a: d 25.0% [" in out
+    assert "attack success of a over valid attacks: d 50.0% [" in out

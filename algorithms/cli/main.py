@@ -594,6 +594,8 @@ class CrossPlay:
         for i, name in enumerate(result.attackers):
             cells = ", ".join(f"{d} {r}" for d, r in zip(result.defenders, result.success[i], strict=True))
             print(f"attack success of {name}: {cells}")
+            valid = ", ".join(f"{d} {r}" for d, r in zip(result.defenders, result.success_valid[i], strict=True))
+            print(f"attack success of {name} over valid attacks: {valid}")
         if result.meta is None:
             print(f"meta-game not solved: {result.unsolved}")
         else:
