@@ -25,6 +25,7 @@ from algorithms.evaluation.compare import (
     COLUMNS,
     DEFENDER_RATING,
     EXPLOIT,
+    EXPLOIT_GAIN,
     HARMFUL,
     CompareConfig,
     Entry,
@@ -240,9 +241,11 @@ def test_two_configs_over_two_seeds_write_one_table(tiny_chat, tmp_path):
     assert result.labels == ("dpo_md", "ipo_md") and result.seeds == (0, 1)
     assert result.columns == COLUMNS
     for label in result.labels:
-        for column in (HARMFUL, BENIGN, ATTACK, EXPLOIT, ATTACKER_RATING, DEFENDER_RATING):
+        for column in (HARMFUL, BENIGN, ATTACK, EXPLOIT, EXPLOIT_GAIN, ATTACKER_RATING, DEFENDER_RATING):
             assert result.rows[label][column].n == 2, (label, column)
             assert result.rows[label][column].interval is not None
+        gain = result.rows[label][EXPLOIT_GAIN]
+        assert gain.signed and all(-1 <= v <= 1 for v in gain.values)
     out = tmp_path / "cmp"
     table = (out / "comparison.md").read_text()
     assert "| dpo_md | " in table and "| ipo_md | " in table and EXPLOIT in table
