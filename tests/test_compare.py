@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -24,6 +25,7 @@ from algorithms.evaluation.compare import (
     COLUMNS,
     DEFENDER_RATING,
     EXPLOIT,
+    EXPLOIT_GAIN,
     HARMFUL,
     CompareConfig,
     Entry,
@@ -239,9 +241,11 @@ def test_two_configs_over_two_seeds_write_one_table(tiny_chat, tmp_path):
     assert result.labels == ("dpo_md", "ipo_md") and result.seeds == (0, 1)
     assert result.columns == COLUMNS
     for label in result.labels:
-        for column in (HARMFUL, BENIGN, ATTACK, EXPLOIT, ATTACKER_RATING, DEFENDER_RATING):
+        for column in (HARMFUL, BENIGN, ATTACK, EXPLOIT, EXPLOIT_GAIN, ATTACKER_RATING, DEFENDER_RATING):
             assert result.rows[label][column].n == 2, (label, column)
             assert result.rows[label][column].interval is not None
+        gain = result.rows[label][EXPLOIT_GAIN]
+        assert gain.signed and all(-1 <= v <= 1 for v in gain.values)
     out = tmp_path / "cmp"
     table = (out / "comparison.md").read_text()
     assert "| dpo_md | " in table and "| ipo_md | " in table and EXPLOIT in table
@@ -254,3 +258,47 @@ def test_two_configs_over_two_seeds_write_one_table(tiny_chat, tmp_path):
     again = compare(cc, log=lambda _: None)
     assert again.per_run == result.per_run
     assert again.settings["wall_s (training this call)"] == {}
+
+
+def test_a_run_s_attack_columns_count_valid_attacks_and_every_sample_and_the_best_response_s_gain(
+    tmp_path, monkeypatch
+):
+    """The per-run measurements with their players scripted: the red-team rows and the exploit
+    curve are known answers, so each column must carry exactly its figure."""
+    import algorithms.cli.demo as demo
+    import algorithms.evaluation.evaluate as evaluate
+    import algorithms.evaluation.exploit as exploit_module
+    from advgame_env.metrics import rate
+    from algorithms.evaluation.compare import (
+        ATTACK_VALID,
+        EXPLOIT_GAIN,
+        EXPLOIT_VALID,
+        _measure_run,
+    )
+    from algorithms.evaluation.exploit import ASR_VALID, CurvePoint, ExploitResult
+
+    cfg = run_config(Entry("cpu_smoke.yaml"), 0, CompareConfig(configs=(Entry("cpu_smoke.yaml"),), out=str(tmp_path)))
+    (Path(cfg.run.out_dir) / "final" / "defender").mkdir(parents=True)
+
+    row = SimpleNamespace(summary={HARMFUL: rate(1, 4), BENIGN: rate(0, 4)}, figures={})
+    monkeypatch.setattr(evaluate, "evaluate_models", lambda *a, **k: ([row], None))
+    red = {"ASR (every sample)": rate(1, 8), "ASR (valid attacks)": rate(1, 2)}
+    monkeypatch.setattr(demo, "attacker_rows", lambda *a, **k: [("step last", red)])
+
+    def point(step: int, asr: tuple[int, int], valid: tuple[int, int]) -> CurvePoint:
+        return CurvePoint(step, rate(*asr), rate(0, 2), rate(0, 2), {ASR_VALID: rate(*valid)})
+
+    curve = [point(0, (1, 8), (1, 4)), point(2, (3, 8), (3, 4))]
+    monkeypatch.setattr(exploit_module, "exploit", lambda ec, **k: ExploitResult("attacker", curve, tmp_path, {}))
+    cc = CompareConfig(configs=(Entry("cpu_smoke.yaml"),), attack_seeds=2, exploit_budget=2, crossplay_seeds=0)
+    figures = _measure_run(cfg, cc, judge=None, log=lambda _: None)  # type: ignore[arg-type]
+    assert figures[ATTACK] == 1 / 8 and figures[ATTACK_VALID] == 1 / 2
+    assert figures[EXPLOIT] == 3 / 8 and figures[EXPLOIT_VALID] == 3 / 4
+    assert figures[EXPLOIT_GAIN] == pytest.approx(2 / 8)
+
+
+def test_a_gain_s_interval_may_be_negative_and_shows_its_sign():
+    summary = summarise_seeds([-0.2, 0.0, 0.1], signed=True)
+    low, high = summary.interval  # type: ignore[misc]
+    assert low < -0.2 and high > 0.1 and low >= -1.0
+    assert str(summary).startswith("-3.3 pts [")

@@ -282,3 +282,53 @@ def test_the_cli_on_the_tiny_model_writes_the_matrix_and_the_heatmap(tiny_chat, 
     assert all(cell["n"] == 2 for row in body["attack_success"] for cell in row)  # 2 harmful seeds, 1 sample
     assert body["meta_nash"] is not None and sum(body["meta_nash"]["attacker_mixture"]) == pytest.approx(1.0)
     assert (out / "heatmap.png").stat().st_size > 10_000 and "meta-Nash value" in capsys.readouterr().out
+
+
+def test_attack_success_is_reported_over_valid_attacks_beside_every_sample(tmp_path):
+    attackers, defenders, backend, _ = population([[1.0], [1.0]])
+    broken = Scripted(lambda task: "no format at all")  # attacker 1 never keeps the format
+    cfg = CrossPlayConfig(seeds=6, batch_size=4, baseline=False)
+    game = Game(RuleJudge(), GameConfig(num_attacks=1))
+    result = crossplay(
+        attackers, defenders, SEEDS, game, lambda m: broken if m == "a1" else backend(m), tmp_path, cfg,
+        log=lambda _: None,
+    )  # fmt: skip
+    assert values(result.success) == [[1.0], [0.0]]  # every sample: an invalid attack fails
+    valid = result.success_valid
+    assert valid[0][0].value == 1.0 and valid[0][0].total == 4 and valid[1][0].total == 0  # no valid attack
+    body = json.loads((tmp_path / "crossplay.json").read_text())
+    assert body["attack_success_valid"][0][0]["rate"] == 1.0
+    report = (tmp_path / "report.md").read_text()
+    assert "## Attack success over valid attacks (harmful seeds)" in report
+
+
+def test_a_failed_meta_game_solver_leaves_the_matrices_and_says_why(tmp_path, monkeypatch):
+    import algorithms.evaluation.crossplay as module
+    from algorithms.evaluation.metagame import MetaGameError
+
+    def fail(_):
+        raise MetaGameError("the meta-game's minimax LP failed (status 4): numerical difficulties")
+
+    monkeypatch.setattr(module, "solve", fail)
+    result, _ = play(tmp_path, RPS)
+    assert result.meta is None and "numerical difficulties" in result.unsolved
+    assert values(result.success) == RPS
+    assert "Not solved: the meta-game's minimax LP failed" in (tmp_path / "report.md").read_text()
+
+
+def test_the_command_prints_attack_success_over_every_sample_and_over_valid_attacks(tmp_path, capsys, monkeypatch):
+    import algorithms.evaluation.crossplay as module
+    from advgame_env.metrics import rate
+
+    def scripted(attackers, defenders, *args, **kwargs):
+        return CrossPlay(
+            ("a",), ("d",), ((rate(1, 4),),), ((rate(0, 2),),), (rate(2, 4),), (), (), None, "scripted",
+            ((rate(1, 2),),),
+        )  # fmt: skip
+
+    monkeypatch.setattr(module, "crossplay", scripted)
+    argv = ["crossplay", "--attackers", "a", "--defenders", "d", "--backend", "openai", "--url", "http://127.0.0.1:9"]
+    assert main([*argv, "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "attack success of a: d 25.0% [" in out
+    assert "attack success of a over valid attacks: d 50.0% [" in out

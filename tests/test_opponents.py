@@ -318,3 +318,24 @@ def test_meta_nash_weighs_the_members_by_the_equilibrium_of_their_cross_play(tin
     )
     share = nash.defender_mixture[1]
     assert abs(drawn[CURRENT] / 400 - share) < 0.1
+
+
+@pytest.mark.slow
+def test_a_meta_game_the_solver_cannot_solve_leaves_the_mixtures_and_says_so(tiny_chat, tmp_path, monkeypatch, capsys):
+    import algorithms.evaluation.metagame as metagame
+    import algorithms.training.trainer as trainer_module
+
+    trainer = Trainer(_run(tiny_chat, tmp_path / "run", "opponents.draw=meta_nash", "opponents.meta_seeds=1"))
+    assert trainer.opponents is not None
+    for role, player in trainer.players.items():
+        trainer.opponents.add(role, Snapshot(1, tensors=player.weights("ema")), 1)
+    before = {role: dict(m) for role, m in trainer.opponents.mixtures.items()}
+    monkeypatch.setattr(trainer_module, "attack_success", lambda *args: 0.5)
+
+    def fail(matrix):
+        raise metagame.MetaGameError("the meta-game's minimax LP failed (status 4): numerical difficulties")
+
+    monkeypatch.setattr(metagame, "solve", fail)
+    assert trainer._meta_nash() == {"meta_unsolved": 1.0}
+    assert trainer.opponents.mixtures == before
+    assert "numerical difficulties; the opponents' mixtures stay" in capsys.readouterr().err

@@ -470,8 +470,10 @@ class RedTeam:
 class Exploit:
     """Exploitability by best response: freeze one player, train a fresh best response of the other
     (the game's rules and judge, any registered algorithm) for --budget steps, and report the attack
-    success on held-out seeds over the budget (a curve, the final rate with its interval) and the
-    over-refusal it induces; lower is closer to equilibrium. The run is an ordinary training run in
+    success on held-out seeds over the budget (a curve, over every sample and over valid attacks),
+    the best response's gain over its step-0 rate (the exploitability of a frozen defender; for a
+    frozen attacker, the lower its rate falls the more exploitable it is) and the over-refusal it
+    induces. The run is an ordinary training run in
     --out (resume with --resume); exploit.json, report.md and exploit.png go beside it."""
 
     defender: str | None = None
@@ -521,13 +523,21 @@ class Exploit:
         )
 
     def run(self) -> int:
+        import torch.distributed
+
         from algorithms.evaluation.exploit import exploit
 
         result = exploit(self.settings(), resume=self.resume)
+        if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+            return 0  # a sharded run's other processes: the main one reports
         final = result.final
         print(f"\nbest response: {result.side}, {len(result.curve)} curve points, final step {final.step}")
         for point in result.curve:
-            print(f"  step {point.step:4d}  ASR {point.asr}  induced refusal {point.induced_refusal}")
+            print(
+                f"  step {point.step:4d}  ASR {point.asr}  ASR (valid attacks) {point.asr_valid}  "
+                f"induced refusal {point.induced_refusal}"
+            )
+        print(f"ASR gain over step 0: {result.gain} (valid attacks: {result.gain_valid})")
         print(f"report: {result.folder / 'report.md'}")
         return 0
 
@@ -584,6 +594,8 @@ class CrossPlay:
         for i, name in enumerate(result.attackers):
             cells = ", ".join(f"{d} {r}" for d, r in zip(result.defenders, result.success[i], strict=True))
             print(f"attack success of {name}: {cells}")
+            valid = ", ".join(f"{d} {r}" for d, r in zip(result.defenders, result.success_valid[i], strict=True))
+            print(f"attack success of {name} over valid attacks: {valid}")
         if result.meta is None:
             print(f"meta-game not solved: {result.unsolved}")
         else:

@@ -11,9 +11,12 @@ another config refused. Then each run's final pair is measured the same way:
     harmful compliance   held-out harmful seeds the final defender answers (greedy) instead of
     benign refusal       refusing; held-out benign seeds it refuses (``evaluate_models``)
     attack success       the final attacker against the run's *initial* defender on held-out
-                         harmful seeds, every sample counted (``demo.attacker_rows``)
+                         harmful seeds, every sample counted (``demo.attacker_rows``), and over
+                         the valid attacks alone (what the rewrites achieve, beside the format)
     best-response ASR    exploitability: a fresh attacker trained for ``exploit_budget`` steps
-                         against the frozen final defender (``exploit``), its final ASR
+                         against the frozen final defender (``exploit``): its final ASR (every
+                         sample, valid attacks) and its gain over its step-0 ASR (what training
+                         found; the final rate also counts what the untrained attacker could do)
     cross-play ratings   every run's final attacker against every run's final defender on the
                          same seeds (``crossplay``); a run's attacker rating is its success
                          against the meta-Nash mixture of defenders, its defender rating its
@@ -66,10 +69,20 @@ if TYPE_CHECKING:
 
 HARMFUL, BENIGN = "harmful compliance", "benign refusal"
 ATTACK = "attack success vs initial defender"
+ATTACK_VALID = "attack success vs initial defender (valid attacks)"
 EXPLOIT = "best-response ASR"
+EXPLOIT_VALID = "best-response ASR (valid attacks)"
+EXPLOIT_GAIN = "best-response ASR gain over step 0"
 ATTACKER_RATING, DEFENDER_RATING = "cross-play attacker rating", "cross-play defender rating"
-COLUMNS = (HARMFUL, BENIGN, ATTACK, EXPLOIT, ATTACKER_RATING, DEFENDER_RATING)  # then utility, where measured
-LOWER_IS_BETTER = {HARMFUL: True, BENIGN: True, ATTACK: False, EXPLOIT: True, ATTACKER_RATING: False}
+COLUMNS = (
+    *(HARMFUL, BENIGN, ATTACK, ATTACK_VALID, EXPLOIT, EXPLOIT_VALID, EXPLOIT_GAIN),
+    *(ATTACKER_RATING, DEFENDER_RATING),
+)  # then utility, where measured
+SIGNED = {EXPLOIT_GAIN}  # differences of shares: in [-1, 1], shown with their sign
+LOWER_IS_BETTER = {
+    **{HARMFUL: True, BENIGN: True, ATTACK: False, ATTACK_VALID: False},
+    **{EXPLOIT: True, EXPLOIT_VALID: True, EXPLOIT_GAIN: True, ATTACKER_RATING: False},
+}
 PARTS = "compare"  # a run's folder of compare's measurements
 
 
@@ -141,6 +154,7 @@ class Summary:
 
     values: tuple[float, ...]  # one per seed that measured it
     share: bool = True  # shown in %
+    signed: bool = False  # a difference of shares: in [-1, 1], in points with its sign
 
     @property
     def n(self) -> int:
@@ -158,6 +172,8 @@ class Summary:
         from scipy.stats import t
 
         half = float(t.ppf(0.975, self.n - 1)) * statistics.stdev(self.values) / math.sqrt(self.n)
+        if self.signed:
+            return max(-1.0, self.mean - half), min(1.0, self.mean + half)
         if self.share:  # a share cannot leave [0, 1], however wide few seeds make the interval
             return max(0.0, self.mean - half), min(1.0, self.mean + half)
         return self.mean - half, self.mean + half
@@ -177,16 +193,18 @@ class Summary:
             return "n/a"
         shown = (lambda v: f"{100 * v:.1f}") if self.share else (lambda v: f"{v:.4g}")
         unit = "%" if self.share else ""
+        if self.signed:
+            shown, unit = (lambda v: f"{100 * v:+.1f}"), " pts"
         interval = self.interval
         if interval is None:
             return f"{shown(self.mean)}{unit} (n=1, interval undefined)"
         return f"{shown(self.mean)}{unit} [{shown(interval[0])}, {shown(interval[1])}] (n={self.n})"
 
 
-def summarise_seeds(values: Sequence[float | None], share: bool = True) -> Summary:
+def summarise_seeds(values: Sequence[float | None], share: bool = True, signed: bool = False) -> Summary:
     """The summary of per-seed values; a seed without a value (None, nan: not measured, or no
-    judged item) is left out, never counted as zero."""
-    return Summary(tuple(float(v) for v in values if v is not None and not math.isnan(v)), share)
+    judged item) is left out, never counted as zero. ``signed``: differences of shares."""
+    return Summary(tuple(float(v) for v in values if v is not None and not math.isnan(v)), share, signed)
 
 
 # ----------------------------------------------------------------------------- runs
@@ -343,7 +361,11 @@ def _measure_run(
 
         def attack(folder: Path) -> dict[str, float | None]:
             rows = attacker_rows(cfg, run, cc.attack_seeds, steps="last", judge=judge, folder=folder)
-            return {ATTACK: _value(rows[-1][1].get("ASR (every sample)"))}
+            final = rows[-1][1]
+            return {
+                ATTACK: _value(final.get("ASR (every sample)")),
+                ATTACK_VALID: _value(final.get("ASR (valid attacks)")),
+            }
 
         figures |= part(run, "attack", {"attack_seeds": cc.attack_seeds, "judge": cc.judge}, attack)
     if cc.exploit_budget:
@@ -360,7 +382,13 @@ def _measure_run(
                 overrides=("run.progress=false", "run.tensorboard=false"),
                 out=str(folder / "run"),
             )
-            return {EXPLOIT: _value(exploit(ec, resume=True, log=log).final.asr)}
+            result = exploit(ec, resume=True, log=log)
+            gain = result.gain.value
+            return {
+                EXPLOIT: _value(result.final.asr),
+                EXPLOIT_VALID: _value(result.final.asr_valid),
+                EXPLOIT_GAIN: None if math.isnan(gain) else gain,
+            }
 
         figures |= part(run, "exploit", ec_settings, best_response)
     return figures
@@ -453,7 +481,7 @@ def compare(cc: CompareConfig, *, log: Callable[[str], None] = print) -> Compari
     utility = list(dict.fromkeys(k for r in per_run.values() for v in r.values() for k in v if k not in COLUMNS))
     columns = (*COLUMNS, *utility)
     rows = {
-        label: {c: summarise_seeds([v.get(c) for v in runs_of.values()]) for c in columns}
+        label: {c: summarise_seeds([v.get(c) for v in runs_of.values()], signed=c in SIGNED) for c in columns}
         for label, runs_of in per_run.items()
     }
     settings = {k: v for k, v in asdict(cc).items() if k != "configs"} | {
@@ -497,9 +525,11 @@ def write_comparison(result: Comparison) -> Path:
         lines.append(f"| {label} | " + " | ".join(str(result.rows[label][c]) for c in result.columns) + " |")
     lines += [
         "",
-        "Lower is better for harmful compliance, benign refusal and best-response ASR (exploitability); "
+        "Lower is better for harmful compliance, benign refusal and the best-response ASR and its gain over "
+        "step 0 (the exploitability: what training a fresh attacker against the final defender added); "
         "higher is better for the attacker's success and ratings and for the defender rating (its safety "
-        "against the attackers' meta-Nash mixture).",
+        "against the attackers' meta-Nash mixture). Attack success is given over every sample (an invalid "
+        "rewrite fails) and over valid attacks alone (what the rewrites achieve).",
     ]
 
     def spread(summary: Summary) -> tuple[float, float, float]:
@@ -527,7 +557,8 @@ def write_comparison(result: Comparison) -> Path:
     for label in result.labels:
         for seed, values in result.per_run[label].items():
             cells = [
-                str(summarise_seeds([values.get(c)])).removesuffix(" (n=1, interval undefined)") for c in result.columns
+                str(summarise_seeds([values.get(c)], signed=c in SIGNED)).removesuffix(" (n=1, interval undefined)")
+                for c in result.columns
             ]
             lines.append(f"| {label} | {seed} | " + " | ".join(cells) + " |")
     return write_markdown(folder / "comparison.md", lines)

@@ -942,7 +942,7 @@ class Trainer:
         ``opponents.meta_seeds`` harmful training seeds (seeded by the step; each attacker
         rewrites once, each defender answers its rewrites), its attack success solved as a
         zero-sum meta-game (``metagame.solve``); the mixtures then weigh the draws."""
-        from algorithms.evaluation.metagame import solve  # nashpy: only runs that solve a meta-game
+        from algorithms.evaluation.metagame import MetaGameError, solve  # scipy: only runs that solve one
 
         cfg, game, count = self.cfg, self.game, self.cfg.opponents.meta_seeds
         assert self.opponents is not None and count is not None  # meta_nash sets it
@@ -966,9 +966,15 @@ class Trainer:
                         success[i][j] = attack_success(rounds, answers, game.judge, game.config)
         flat = self.dist.sum([v for row in success for v in row])
         width = len(ids[DEFENDER])
-        nash = solve([flat[i * width : (i + 1) * width] for i in range(len(ids[ATTACKER]))])
+        try:
+            nash = solve([flat[i * width : (i + 1) * width] for i in range(len(ids[ATTACKER]))])
+        except MetaGameError as error:  # every process has the same matrix, so all land here
+            # the last solved mixtures stay (none yet: uniform draws); the run goes on and says so
+            if self.dist.main:
+                print(f"advgame train: step {self.step}: {error}; the opponents' mixtures stay", file=sys.stderr)
+            return {"meta_unsolved": 1.0}
         mixtures = {ATTACKER: nash.attacker_mixture, DEFENDER: nash.defender_mixture}
-        if max(flat) == min(flat):  # every mixture is an equilibrium (the LP picks the first member): uniform
+        if max(flat) == min(flat):  # every mixture is an equilibrium: uniform (as the maximum-entropy one)
             mixtures = {role: (1.0 / len(ids[role]),) * len(ids[role]) for role in ROLES}
         self.opponents.mixtures = {role: dict(zip(ids[role], mixtures[role], strict=True)) for role in ROLES}
         out = {"meta_value": nash.value}

@@ -1,0 +1,93 @@
+"""What the players train on and what they are evaluated on never share a request.
+
+Training prompts: the bundled training seeds and every shipped recipe's data (``data.seeds``, the
+defender's and the attacker's SFT files, whose attacker prompts carry the seed between
+``<request>`` tags). Evaluation suites: the bundled held-out seeds (safety, over-refusal,
+benign-but-scary, the win rate's benign requests) and the instruction-following suite. Texts are
+compared after normalisation (case, punctuation, spacing), and a training request inside an
+evaluation prompt counts (the instruction suite's prompts are a request plus a constraint).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from advgame_env import bundled_seeds, load_seeds
+from advgame_env.instruction_suite import bundled_instruction_prompts
+from algorithms.config import load_config
+from algorithms.recipes import configs_dir
+
+REQUEST = re.compile(r"<request>\s*(.*?)\s*</request>", re.DOTALL)
+
+
+def normal(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s]", " ", text.casefold()).split())
+
+
+def sft_requests(path: Path) -> list[str]:
+    """The requests of an SFT chat file: the attacker's seed inside its task, else the prompt."""
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    out = []
+    for row in rows:
+        inside = REQUEST.search(row["prompt"])
+        out.append(inside.group(1) if inside else row["prompt"])
+    return out
+
+
+def training_prompts() -> dict[str, str]:
+    """normalised request -> where it comes from."""
+    found = {normal(s.prompt): f"bundled train seed {s.id}" for s in bundled_seeds("train")}
+    recipes = [*configs_dir().glob("*.yaml"), *(configs_dir() / "paper").glob("*.yaml")]  # not accelerate/
+    for path in sorted(recipes):
+        cfg = load_config(path)
+        if cfg.data.seeds != "bundled":
+            found |= {normal(s.prompt): f"{path.name} data.seeds {s.id}" for s in load_seeds(cfg.data.seeds)}
+        for key in ("sft_data", "attacker_sft_data"):
+            file = getattr(cfg.algorithm, key)
+            if file:
+                found |= {normal(p): f"{path.name} algorithm.{key}" for p in sft_requests(Path(file))}
+    return found
+
+
+def evaluation_prompts() -> dict[str, str]:
+    found = {normal(s.prompt): f"held-out seed {s.id}" for s in bundled_seeds("heldout")}
+    found |= {normal(p.prompt): f"instruction suite {p.key}" for p in bundled_instruction_prompts()}
+    return found
+
+
+def test_the_sft_files_are_read_as_requests():
+    # the check below is only as good as this extraction: every attacker SFT prompt holds its seed
+    for path in sorted((configs_dir() / "data").glob("*.jsonl")):
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        requests = sft_requests(path)
+        assert rows and len(requests) == len(rows)
+        assert all(len(normal(r)) > 10 for r in requests)
+        if "attacker" in path.name:
+            assert all(REQUEST.search(row["prompt"]) for row in rows), path
+
+
+def test_no_training_request_is_an_evaluation_prompt_or_inside_one():
+    train, evaluation = training_prompts(), evaluation_prompts()
+    assert len(train) > 100 and len(evaluation) > 300  # the seeds, the SFT files and the 322-prompt suite
+    same = sorted(f"{train[t]} = {evaluation[t]}" for t in train.keys() & evaluation.keys())
+    assert not same, same[:10]
+    inside = sorted(
+        f"{train[t]} in {evaluation[e]}" for t in train for e in evaluation if len(t) > 20 and f" {t} " in f" {e} "
+    )
+    assert not inside, inside[:10]
+
+
+@pytest.mark.parametrize("leak", ["heldout", "instruction"])
+def test_the_check_finds_a_leak(leak, monkeypatch):
+    # the same check with one evaluation prompt copied into the training seeds must fail
+    import tests.test_data_disjoint as me
+
+    prompt = bundled_seeds("heldout")[0].prompt if leak == "heldout" else bundled_instruction_prompts()[0].prompt
+    original = me.training_prompts
+    monkeypatch.setattr(me, "training_prompts", lambda: original() | {normal(prompt): "planted"})
+    with pytest.raises(AssertionError, match="planted"):
+        me.test_no_training_request_is_an_evaluation_prompt_or_inside_one()
