@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import random
 import shutil
 import sys
@@ -163,10 +162,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ]
         sharded = accepts_sharding()
         if sharded:
-            overrides.append("parallel.sharding=fsdp2")
-            # one process: Dist.mesh makes its process group on a free loopback port
-            for key, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0"}.items():
-                os.environ.setdefault(key, value)
+            overrides.append("parallel.sharding=fsdp2")  # one process: Dist.mesh makes a group of its own
         cfg = load_config(ROOT / "configs/cpu_smoke.yaml", overrides)
         memory = torch.cuda.get_device_properties(0).total_memory / GIB if cuda else 80.0
         plan = plan_config(cfg, gpus=1, gpu_memory_gib=memory, sharding="fsdp2" if sharded else None, on_gpu=cuda)

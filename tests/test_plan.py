@@ -248,8 +248,7 @@ def test_gpu_training_script_runs_on_cpu_with_a_tiny_shape(tmp_path: Path) -> No
     out = tmp_path / "gpu.json"
     command = [sys.executable, str(ROOT / "benchmarks/gpu_train.py"), "--device", "cpu", "--tiny"]
     command += ["--steps", "2", "--seeds", "2", "--micro-batch", "2", "--json", str(out)]
-    # without the process-group variables an earlier in-process fsdp2 test left (Dist.mesh sets
-    # MASTER_ADDR/PORT; that port is still held by this process's group)
+    # a plain one-process run, whatever launcher variables the test process was started with
     drop = {"MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK"}
     env = {k: v for k, v in os.environ.items() if k not in drop}
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)

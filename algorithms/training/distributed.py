@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import os
-import socket
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -61,10 +60,13 @@ class Dist:
         from torch.distributed.device_mesh import init_device_mesh
 
         if not torch.distributed.is_initialized():
-            os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-            os.environ.setdefault("MASTER_PORT", str(_free_port()))
             backend = "nccl" if self.device.type == "cuda" else "gloo"
-            torch.distributed.init_process_group(backend, rank=self.rank, world_size=self.world)
+            # One process meets nobody, so its rendezvous is an in-memory store: no port to take
+            # and nothing written into os.environ, which every later subprocess would inherit
+            # (a child that saw MASTER_PORT would try to join this group). Several processes
+            # were started by a launcher that set the rendezvous variables itself (env://).
+            store = torch.distributed.HashStore() if self.world == 1 else None
+            torch.distributed.init_process_group(backend, store=store, rank=self.rank, world_size=self.world)
         return init_device_mesh(self.device.type, (self.world,))
 
     def sum(self, values: Sequence[float]) -> list[float]:
@@ -94,12 +96,6 @@ class Dist:
     def barrier(self) -> None:
         if self.world > 1:
             torch.distributed.barrier()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # ----------------------------------------------------------------------------- FSDP2
