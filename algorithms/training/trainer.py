@@ -252,6 +252,24 @@ class Optimizer:
         self.scheduler.step()
         return {"grad_norm": local_value(norm), "lr": float(lr)}
 
+    def shards(self, player: Player) -> dict[str, Any]:
+        """This process's shards of the AdamW states (a sharded player), for a checkpoint."""
+        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+        fresh = not self.optimizer.state
+        # a fresh optimizer's states are made by a zero step over the parameters that require
+        # grad; under LoRA only the active adapter does (set_adapter)
+        with player.active("learner"):
+            state: dict[str, Any] = get_optimizer_state_dict(player.learner_module(), self.optimizer)
+        if fresh:
+            # That zero step (zero gradients, lr 0) leaves zero moments, as AdamW's own first
+            # step starts from, but counts itself: with step 1 already taken, the bias
+            # correction would make the first real update about a quarter smaller than an
+            # unsharded learner's. Back to step 0, in the optimizer and in what is saved.
+            for moments in [*self.optimizer.state.values(), *state["state"].values()]:
+                moments["step"].zero_()
+        return state
+
     def skip(self) -> None:
         """No example anywhere: the weights stay, but the schedule counts the step."""
         self.optimizer.step()  # every grad is None: AdamW leaves each parameter alone
@@ -1054,18 +1072,12 @@ class Trainer:
     def shards(self) -> dict[str, Any]:
         """This process's shards of every kept weight copy and optimizer state, laid out for
         torch.distributed.checkpoint (which reshards them on load, at any world size)."""
-        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
-
         out: dict[str, Any] = {}
         for name, learner in self.learners.items():
             for which in self._kept():
                 out[weight_key(name, which)] = learner.player.shards(which)
             if learner.optimizer is not None:
-                module, optimizer = learner.player.learner_module(), learner.optimizer.optimizer
-                # a fresh optimizer's states are made by a zero step over the parameters that
-                # require grad; under LoRA only the active adapter does (set_adapter)
-                with learner.player.active("learner"):
-                    out[optimizer_key(name)] = get_optimizer_state_dict(module, optimizer)
+                out[optimizer_key(name)] = learner.optimizer.shards(learner.player)
         return out
 
     def save(self) -> Path | None:
