@@ -58,3 +58,25 @@ def test_a_learner_saved_before_its_first_step_takes_the_same_first_update(tiny_
         assert have.keys() == want.keys()
         for name, tensor in want.items():
             torch.testing.assert_close(have[name], tensor, rtol=0, atol=1e-6, msg=f"{sharding} {name}")
+
+
+def test_bf16_compute_through_fsdp2_keeps_float32_master_weights_and_gradients(tiny_chat):
+    from agents import load_model
+    from agents.hf import token_logprobs
+    from algorithms.training.distributed import shard_module
+
+    (plain, _), (sharded, _) = load_model(tiny_chat), load_model(tiny_chat)
+    shard_module(sharded, Dist().mesh, bf16=True)
+    seen: list[torch.dtype] = []
+    layer = sharded.model.layers[0].self_attn.q_proj
+    hook = layer.register_forward_pre_hook(lambda module, args: seen.append(module.weight.dtype))
+    pairs = [([5, 6, 7, 8], [9, 10, 11]), ([12, 13], [14, 15, 16, 17])]
+    have = token_logprobs(sharded, pairs, pad_id=0, max_context=64)[0]
+    hook.remove()
+    assert seen == [torch.bfloat16]  # the gathered compute copy
+    have.sum().backward()
+    want = token_logprobs(plain, pairs, pad_id=0, max_context=64)[0]
+    torch.testing.assert_close(have.detach(), want.detach(), rtol=0, atol=0.1)  # bf16 rounding only
+    for name, param in sharded.named_parameters():
+        assert param.dtype == torch.float32, name  # the master shards
+        assert param.grad is not None and param.grad.dtype == torch.float32, name

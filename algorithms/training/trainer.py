@@ -628,6 +628,7 @@ class Trainer:
             lora_alpha=cfg.model.lora_alpha,
             adapters=adapters,
             mesh=self.dist.mesh if self.sharded else None,
+            bf16=self._bf16(),
         )
         self.learners = {name: Learner(name, player, ROLES if shared else (name,)) for name, player in players.items()}
         if cfg.model.gradient_checkpointing:
@@ -986,10 +987,16 @@ class Trainer:
             }
         return out
 
-    def _precision(self) -> contextlib.AbstractContextManager[Any]:
+    def _bf16(self) -> bool:
         p = self.cfg.model.precision
         on_gpu = self.dist.device.type == "cuda"
-        if p == "bf16" or (p == "auto" and on_gpu and torch.cuda.is_bf16_supported()):
+        return p == "bf16" or (p == "auto" and on_gpu and torch.cuda.is_bf16_supported())
+
+    def _precision(self) -> contextlib.AbstractContextManager[Any]:
+        """The context of an update's forwards: autocast to bf16 for unsharded players. Sharded
+        players compute in bf16 through FSDP2's MixedPrecisionPolicy (``shard_module``) instead,
+        which keeps no cast cache of the weights."""
+        if self._bf16() and not self.sharded:
             return torch.autocast(self.dist.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
