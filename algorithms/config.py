@@ -197,6 +197,10 @@ class RolloutConfig:
     # vllm_server: nats the served probe log-prob may differ from the learner's after a push
     # (float32 servers agree to ~1e-4; a bf16 server needs ~0.5)
     probe_tolerance: float = ranged(5e-3, positive())
+    # rollout.backend vllm: the in-process engines' weights. auto: bfloat16 on a GPU that
+    # supports it (half the bytes of float32), float32 elsewhere: the CPU build, where pushed
+    # weights are checked against the learner's log-probs to 5e-3 nats (bf16 would need ~0.5)
+    engine_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     attacker_max_tokens: int = ranged(256, at_least(1))
     defender_max_tokens: int = ranged(256, at_least(1))
     temperature: float = ranged(0.6, non_negative())

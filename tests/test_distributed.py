@@ -80,3 +80,15 @@ def test_bf16_compute_through_fsdp2_keeps_float32_master_weights_and_gradients(t
     for name, param in sharded.named_parameters():
         assert param.dtype == torch.float32, name  # the master shards
         assert param.grad is not None and param.grad.dtype == torch.float32, name
+
+
+def test_in_process_engines_take_bf16_where_the_device_has_it():
+    from algorithms.config import ConfigError, load_config
+    from algorithms.training.trainer import engine_dtype
+
+    assert load_config(None, []).rollout.engine_dtype == "auto"
+    want = "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32"
+    assert engine_dtype("auto") == want  # this CPU build: float32
+    assert engine_dtype("bfloat16") == "bfloat16" and engine_dtype("float32") == "float32"
+    with pytest.raises(ConfigError, match="engine_dtype"):
+        load_config(None, ["rollout.engine_dtype=float16"])

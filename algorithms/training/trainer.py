@@ -112,10 +112,11 @@ class Sampler:
         if cfg.rollout.backend == "vllm":
             from agents.vllm_backend import VLLMBackend
 
+            dtype = engine_dtype(cfg.rollout.engine_dtype)
             if lora:  # one engine serves both players' adapters
                 engine = engine or VLLMBackend(
                     resolve_model(cfg.model.name),
-                    dtype="float32",
+                    dtype=dtype,
                     max_model_len=cfg.rollout.max_model_len,
                     enable_lora=True,
                     max_lora_rank=cfg.model.lora_rank,
@@ -123,7 +124,7 @@ class Sampler:
                 self.engines = dict.fromkeys(ROLES, engine)
             else:
                 self.engines = {
-                    role: VLLMBackend(start_model(cfg, role), dtype="float32", max_model_len=cfg.rollout.max_model_len)
+                    role: VLLMBackend(start_model(cfg, role), dtype=dtype, max_model_len=cfg.rollout.max_model_len)
                     for role in ROLES
                 }
         elif cfg.rollout.backend == "vllm_server":
@@ -176,6 +177,14 @@ class Sampler:
         engines: list[VLLMBackend | ServerFleet] = [*self.engines.values(), *self.fleets.values()]
         for engine in {id(e): e for e in engines}.values():
             engine.close()
+
+
+def engine_dtype(setting: str) -> str:
+    """The in-process vLLM engines' dtype for ``rollout.engine_dtype`` (auto: bfloat16 where a
+    GPU supports it, float32 on the CPU build)."""
+    if setting != "auto":
+        return setting
+    return "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32"
 
 
 def server_fleets(cfg: TrainConfig, players: dict[str, Player], lora: bool) -> dict[str, ServerFleet]:
