@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
@@ -179,7 +179,7 @@ class Sampler:
             engine.close()
 
 
-def engine_dtype(setting: str) -> str:
+def engine_dtype(setting: Literal["auto", "float32", "bfloat16"]) -> Literal["float32", "bfloat16"]:
     """The in-process vLLM engines' dtype for ``rollout.engine_dtype`` (auto: bfloat16 where a
     GPU supports it, float32 on the CPU build)."""
     if setting != "auto":
