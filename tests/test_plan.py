@@ -22,6 +22,7 @@ from algorithms.plan import (
     make_plan,
     model_shape,
     plan_config,
+    render,
     shape_from_config,
 )
 
@@ -275,3 +276,32 @@ def test_benchmark_table_rows_of_the_plan_check() -> None:
     )
     assert "**missed**" in next(line for line in lines if ", b |" in line)
     assert "not measured" in next(line for line in lines if "DPO-MD steps" in line)
+
+
+# Each paper's hardware: AdvGame trained on 2 nodes x 8 H100 (learners on one, rollout replicas
+# on the other, the judge served elsewhere), Self-RedTeam on 8 GPUs (rollouts colocated).
+def paper_layout(path: Path) -> dict[str, int]:
+    return {"gpus": 8} if path.name.startswith("selfredteam") else {"gpus": 8, "nodes": 2, "rollout_gpus": 8}
+
+
+@pytest.mark.parametrize("path", [p for p in PAPER if p.parent.name == "paper"], ids=lambda p: p.name)
+def test_each_paper_recipe_fits_its_papers_hardware_at_its_batch_sizes(path: Path) -> None:
+    plan = plan_config(load_config(path), **paper_layout(path))
+    assert plan.fits, render(plan, path.name)
+    names = {t.name for t in plan.learner}
+    assert "autocast cache" not in names  # bf16 through FSDP2's MixedPrecisionPolicy
+
+
+def test_sharded_bf16_gathers_bf16_and_keeps_no_cast_cache() -> None:
+    sharded = terms(setup(learners=4, sharding="fsdp2", bf16=True))
+    assert "autocast cache" not in sharded
+    assert sharded["fsdp gather"] == 2 * max(TINY.layer_params(), TINY.embedding_params()) * 2
+    assert "autocast cache" in terms(setup(learners=4, bf16=True))  # unsharded: autocast
+
+
+def test_logits_are_one_chunk_of_scored_positions() -> None:
+    from agents.hf import CHUNK_LOGITS
+
+    big = dataclasses.replace(TINY, vocab=152064)
+    _, logits, _ = _working(setup(shape=big, micro_batch=8, completion_len=2048, seq_len=4096))
+    assert logits == (CHUNK_LOGITS // 152064) * 152064 * (4 + 4)  # float32 value + gradient
