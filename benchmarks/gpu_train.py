@@ -8,7 +8,8 @@ A Llama-shaped model is built from a config (no weights to download: random init
 model's tokenizer) and saved as a Hugging Face folder, which the trainer loads by path. Then
 ``Trainer.train_step`` runs three times: HF rollouts of both players, the rule judge, DPO-MD
 pairs, one update per player and split (learner forward + backward, EMA reference forward),
-the EMA update, in bf16 autocast with activation checkpointing, as the paper recipes train.
+the EMA update, in bf16 (FSDP2's MixedPrecisionPolicy when sharded, autocast otherwise) with
+activation checkpointing, as the paper recipes train.
 Where the config has ``parallel.sharding`` (the FSDP2 work), the run passes
 ``parallel.sharding=fsdp2`` at world size 1; otherwise it runs unsharded and says so.
 
