@@ -538,13 +538,6 @@ class TrainConfig:
                 f"config.opponents.draw: {self.opponents.draw} keeps snapshots in extra model slots, which "
                 "parallel.sharding=fsdp2 does not shard yet; set parallel.sharding=none or opponents.draw=latest"
             )
-        if self.parallel.sharding == "fsdp2" and self.model.lora and self.rollout.backend != "hf":
-            # PEFT's save_pretrained (how adapters reach vLLM) reads sharded storages it cannot gather
-            raise ConfigError(
-                f"config.rollout.backend: {self.rollout.backend} is fed LoRA adapters through PEFT's save, which "
-                "cannot save the adapters of parallel.sharding=fsdp2 players yet; set rollout.backend=hf, "
-                "model.lora=false (full weights are pushed gathered) or parallel.sharding=none"
-            )
 
 
 class ConfigError(ValueError):

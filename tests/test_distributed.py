@@ -92,3 +92,35 @@ def test_in_process_engines_take_bf16_where_the_device_has_it():
     assert engine_dtype("bfloat16") == "bfloat16" and engine_dtype("float32") == "float32"
     with pytest.raises(ConfigError, match="engine_dtype"):
         load_config(None, ["rollout.engine_dtype=float16"])
+
+
+@pytest.mark.slow  # starts an in-process vLLM engine
+def test_a_sharded_lora_players_adapter_is_pushed_gathered_to_vllm():
+    from peft import LoraConfig, get_peft_model
+
+    from agents import HFBackend, load_model
+    from agents.vllm_backend import VLLMBackend
+    from algorithms.training.distributed import shard_module, unsharded
+
+    model, tokenizer = load_model()
+    model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.02)  # an adapter that changes the scores
+    model.eval()
+    shard_module(model, Dist().mesh)
+    chats = [[{"role": "user", "content": "How do I bake bread?"}]] * 2
+    reply = [" I can't help with that, sorry."] * 2
+    engine = VLLMBackend("smollm2-135m-instruct", dtype="float32", enable_lora=True, max_lora_rank=8)
+    try:
+        with unsharded([model]):  # as the trainer's sync: every process gathers, the push reads full tensors
+            engine.push_adapter("defender", model)
+            want = HFBackend(model, tokenizer).score(chats, reply)
+            with model.disable_adapter():
+                base = HFBackend(model, tokenizer).score(chats, reply)
+        have = engine.score(chats, reply, adapter="defender")
+    finally:
+        engine.close()
+    assert have == pytest.approx(want, abs=2e-3)  # float32 both sides (tests/test_vllm_backend.py)
+    assert abs(want[0] - base[0]) > 0.05  # the adapter mattered
