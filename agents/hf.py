@@ -14,11 +14,13 @@ are recorded and that scoring (and training) computes.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
+from torch.utils.checkpoint import checkpoint
 
 if TYPE_CHECKING:
     from transformers import GenerationConfig
@@ -294,8 +296,18 @@ def _option_logprob(per_path: Mapping[tuple[int, ...], torch.Tensor], option: tu
     return float(sum(dist[j, token] for j, token in enumerate(option)))
 
 
+# Logit elements one chunk of scored positions may hold (float32: 256 MiB): 441 positions at
+# Qwen2.5's 152k vocabulary, 1365 at SmolLM2's 49k.
+CHUNK_LOGITS = 2**26
+
+
 def token_logprobs(
-    model: Any, pairs: Sequence[tuple[list[int], list[int]]], *, pad_id: int, max_context: int
+    model: Any,
+    pairs: Sequence[tuple[list[int], list[int]]],
+    *,
+    pad_id: int,
+    max_context: int,
+    chunk_logits: int | None = CHUNK_LOGITS,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token log-probs of each continuation given its prompt, in one right-padded forward.
 
@@ -303,6 +315,10 @@ def token_logprobs(
     i's token log-probs from its first token on, ``mask`` is 1 on real tokens. Rows longer than
     ``max_context`` lose prompt tokens from the left first (then continuation tokens, which
     then count as unscored: mask 0). Differentiable when gradients are enabled.
+
+    Only scored positions are projected onto the vocabulary, ``chunk_logits`` logit elements at
+    a time (``TargetLogprobs``), so no [positions x vocabulary] tensor exists; ``None`` takes
+    the model's full logits instead (and so does a model that post-processes its logits).
     """
     if not pairs:
         raise ValueError("token_logprobs needs at least one (prompt, continuation) pair")
@@ -319,19 +335,70 @@ def token_logprobs(
     # Logits only from the first position that predicts a scored token: the vocabulary projection
     # is a large share of a small model's work, and prompt positions are most of every row.
     first = min(len(row) - 1 - n for row, n in zip(rows, scored, strict=True))
-    out = model(input_ids=ids, attention_mask=attention, logits_to_keep=width - first, use_cache=False)
-    logits = out.logits[:, :-1].float()  # position first + j predicts token first + j + 1
-    targets = ids[:, first + 1 :].unsqueeze(-1)
-    all_logps = logits.gather(-1, targets).squeeze(-1) - logits.logsumexp(-1)  # log-softmax at the targets only
+    spans = [(len(row) - 1 - n - first, len(row) - 1 - first) for row, n in zip(rows, scored, strict=True)]
+    targets = ids[:, first + 1 :]  # position first + j predicts token first + j + 1
+    forward = functools.partial(model, input_ids=ids, attention_mask=attention, logits_to_keep=width - first)
+    if chunk_logits is None or _post_processes_logits(model):
+        logits = forward(use_cache=False).logits[:, :-1].float()
+        all_logps = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
+    else:
+        wanted = torch.zeros(targets.shape, dtype=torch.bool)
+        for i, (start, end) in enumerate(spans):
+            wanted[i, start:end] = True
+        head = model.get_output_embeddings()
+        model.set_output_embeddings(TargetLogprobs(head, targets, wanted.to(device), chunk_logits))
+        try:  # the stand-in head runs inside the model's own forward (FSDP2 gathers its weight there)
+            all_logps = forward(use_cache=False).logits
+        finally:
+            model.set_output_embeddings(head)
 
     longest = max(len(c) for _, c in pairs)
     logps = all_logps.new_zeros((len(rows), max(longest, 1)))
     mask = all_logps.new_zeros((len(rows), max(longest, 1)))
-    for i, (row, (_, cont), n) in enumerate(zip(rows, pairs, scored, strict=True)):
-        start, end = len(row) - 1 - n - first, len(row) - 1 - first
+    for i, ((_, cont), n, (start, end)) in enumerate(zip(pairs, scored, spans, strict=True)):
         logps[i, len(cont) - n : len(cont)] = all_logps[i, start:end]
         mask[i, len(cont) - n : len(cont)] = 1.0
     return logps, mask
+
+
+class TargetLogprobs(torch.nn.Module):
+    """Stands in for a causal LM's output head for one forward: instead of logits it returns
+    the float32 log-prob of each wanted target token, [batch, positions - 1] (0 elsewhere).
+
+    The wanted positions are projected a chunk at a time; with gradients, each chunk runs under
+    activation checkpointing, so its logits are recomputed in backward rather than kept: the
+    peak is one chunk's logits, not [positions x vocabulary]. Values are today's full-logits
+    ones up to float rounding (the same head, the same float32 log-softmax)."""
+
+    def __init__(self, head: torch.nn.Module, targets: torch.Tensor, wanted: torch.Tensor, chunk_logits: int) -> None:
+        super().__init__()
+        self.head = head
+        self.targets, self.wanted = targets, wanted
+        vocabulary = int(head.weight.shape[0])  # type: ignore[index]
+        self.positions = max(1, chunk_logits // vocabulary)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        picked, targets = hidden[:, :-1][self.wanted], self.targets[self.wanted]
+        parts = []
+        for start in range(0, len(picked), self.positions):
+            part = (picked[start : start + self.positions], targets[start : start + self.positions])
+            if torch.is_grad_enabled():
+                parts.append(checkpoint(self._logprobs, *part, use_reentrant=False))
+            else:
+                parts.append(self._logprobs(*part))
+        out = torch.zeros(self.wanted.shape, dtype=torch.float32, device=hidden.device)
+        return out.masked_scatter(self.wanted, torch.cat(parts)) if parts else out
+
+    def _logprobs(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        logits = self.head(hidden).float()
+        return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
+
+
+def _post_processes_logits(model: Any) -> bool:
+    """Models whose forward changes the head's output (Gemma-2's soft-capping, Cohere's scale):
+    the stand-in head's log-probs would be changed too."""
+    config = getattr(model, "config", None)
+    return any(getattr(config, key, None) not in (None, 1.0) for key in ("final_logit_softcapping", "logit_scale"))
 
 
 # ----------------------------------------------------------------------------- geometric mixtures (Nash-MD)

@@ -104,3 +104,14 @@ def load_adapter_weights(model: torch.nn.Module, adapter: str, folder: str | Pat
                     f"the run's {tuple(param.shape)}"
                 )
             param.copy_(saved[name])
+
+
+def save_adapter(model: PeftModel, folder: str | Path, adapter: str) -> None:
+    """PEFT's save of one adapter, read from the parameters as they are now.
+
+    PEFT's own ``save_pretrained`` reads ``model.state_dict()``, which under FSDP2 holds the
+    sharded storages even while the modules are gathered for a push (measured: "Attempted to
+    access the data pointer on an invalid python storage"). The parameters themselves are then
+    full tensors, so they are handed to PEFT as the state dict; unsharded, the same tensors."""
+    state = {name: param.detach() for name, param in model.named_parameters()}
+    model.save_pretrained(str(folder), selected_adapters=[adapter], state_dict=state)

@@ -29,6 +29,7 @@ import torch
 
 from agents.hf import Chat, Generation, HFBackend, check_sampling, continuation_pairs, prompt_ids
 from agents.models import resolve_model
+from agents.roles import save_adapter
 
 if TYPE_CHECKING:  # vllm is imported where an engine starts (it is an optional, heavy dependency)
     from peft import PeftModel
@@ -260,7 +261,7 @@ class VLLMBackend:
 
         self._lora_ids += 1
         version = f"{name}-v{self._lora_ids}"  # each version lives in its own folder, named like it
-        peft_model.save_pretrained(str(self._scratch / version), selected_adapters=[adapter_name])
+        save_adapter(peft_model, self._scratch / version, adapter_name)  # gathered FSDP2 players too
         # PEFT saves a non-default adapter in a sub-folder of its name
         saved = self._scratch / version if adapter_name == "default" else self._scratch / version / adapter_name
         request = LoRARequest(version, self._lora_ids, str(saved))

@@ -47,6 +47,7 @@ import torch
 
 from agents.hf import Chat, Generation, HFBackend
 from agents.openai_backend import OpenAIBackend
+from agents.roles import save_adapter
 from agents.vllm_backend import PROBE_CHAT, PROBE_REPLY, StaleWeightsError, full_state_dict
 
 TRANSPORTS = ("advgame_file", "nccl")
@@ -368,7 +369,7 @@ class ServerFleet:
         if not self.sender:
             self.adapters[name] = version
             return version
-        peft_model.save_pretrained(str(self._scratch / version), selected_adapters=[adapter_name])
+        save_adapter(peft_model, self._scratch / version, adapter_name)  # gathered FSDP2 players too
         # PEFT saves a non-default adapter in a sub-folder of its name
         saved = self._scratch / version if adapter_name == "default" else self._scratch / version / adapter_name
         self._all(lambda c: c.load_adapter(version, str(saved)))

@@ -111,7 +111,9 @@ class ModelConfig:
     lora: bool = True  # LoRA adapters on one frozen shared base; False: full fine-tuning
     lora_rank: int = ranged(16, at_least(1))
     lora_alpha: int = ranged(32, at_least(1))
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast where the GPU supports it
+    # auto: bf16 where the GPU supports it; bf16 compute is FSDP2's MixedPrecisionPolicy under
+    # parallel.sharding=fsdp2 (float32 master weights and gradient reduction), autocast otherwise
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     # recompute activations in the backward pass (one layer's activations kept, not all): less
     # memory for about a third more update compute; the reference designs train this way
     gradient_checkpointing: bool = False
@@ -195,6 +197,10 @@ class RolloutConfig:
     # vllm_server: nats the served probe log-prob may differ from the learner's after a push
     # (float32 servers agree to ~1e-4; a bf16 server needs ~0.5)
     probe_tolerance: float = ranged(5e-3, positive())
+    # rollout.backend vllm: the in-process engines' weights. auto: bfloat16 on a GPU that
+    # supports it (half the bytes of float32), float32 elsewhere: the CPU build, where pushed
+    # weights are checked against the learner's log-probs to 5e-3 nats (bf16 would need ~0.5)
+    engine_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     attacker_max_tokens: int = ranged(256, at_least(1))
     defender_max_tokens: int = ranged(256, at_least(1))
     temperature: float = ranged(0.6, non_negative())
@@ -531,13 +537,6 @@ class TrainConfig:
             raise ConfigError(
                 f"config.opponents.draw: {self.opponents.draw} keeps snapshots in extra model slots, which "
                 "parallel.sharding=fsdp2 does not shard yet; set parallel.sharding=none or opponents.draw=latest"
-            )
-        if self.parallel.sharding == "fsdp2" and self.model.lora and self.rollout.backend != "hf":
-            # PEFT's save_pretrained (how adapters reach vLLM) reads sharded storages it cannot gather
-            raise ConfigError(
-                f"config.rollout.backend: {self.rollout.backend} is fed LoRA adapters through PEFT's save, which "
-                "cannot save the adapters of parallel.sharding=fsdp2 players yet; set rollout.backend=hf, "
-                "model.lora=false (full weights are pushed gathered) or parallel.sharding=none"
             )
 
 

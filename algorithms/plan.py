@@ -6,9 +6,10 @@ Arithmetic only: nothing is loaded but the config and the models' ``config.json`
 paper configs' hub models, their published shapes below, so the plan runs offline). The terms
 follow what the trainer does (``algorithms.training``), not a generic recipe:
 
-* weights are float32: ``agents.load_model`` loads every player in float32 and
-  ``model.precision: bf16`` is autocast over float32 weights, so there is no separate fp32
-  master copy (the weights are the master copy);
+* weights are float32: ``agents.load_model`` loads every player in float32, and bf16 compute
+  (``model.precision: bf16``) keeps them as the master copy: under ``parallel.sharding: fsdp2``
+  through FSDP2's MixedPrecisionPolicy (each unit gathered as a bf16 copy for its own forward
+  and backward, gradients reduced in float32), otherwise through autocast;
 * AdamW (``torch.optim.AdamW``) keeps two float32 moments per trained parameter; gradients are float32;
 * each player keeps the copies its algorithm names (``Algorithm.copies()``: ``ema`` for the MD
   recipes, ``initial`` for on-policy and GRPO references), full float32 models under full
@@ -17,9 +18,10 @@ follow what the trainer does (``algorithms.training``), not a generic recipe:
 * ``parallel.sharding: fsdp2`` (or ``--sharding``) divides weights, copies, gradients and AdamW
   state by the learner processes (FSDP2 ``fully_shard``); a LoRA run's one shared model (base
   and adapters) is sharded alike;
-* autocast caches the bf16 cast of every trained weight it meets within one ``autocast`` region
-  (torch caches casts of leaf tensors that require grad), and the trainer opens one region per
-  micro-batch: a bf16 copy of the learner's weights lives through each forward + backward.
+* autocast (unsharded players only) caches the bf16 cast of every trained weight it meets within
+  one ``autocast`` region (torch caches casts of leaf tensors that require grad), and the trainer
+  opens one region per micro-batch: a bf16 copy of the learner's weights lives through each
+  forward + backward. FSDP2's MixedPrecisionPolicy keeps no such cache.
 
 Activations (per learner process, not divided by sharding): a Llama/Qwen decoder layer under
 SDPA attention saves about ``9h + 2·kv + 4·I`` values per token for its backward (two RMSNorms
@@ -28,10 +30,10 @@ o_proj input h; SwiGLU gate, up, SiLU(gate) and their product, I each), counted 
 Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large Transformer Models",
 arXiv 2205.05198, §4.1) count a GPT layer's 34·s·b·h bytes, without the attention scores that
 SDPA/flash attention never stores. With activation checkpointing only each layer's input (h
-per token) is kept, plus one layer's full set while it is recomputed. The vocabulary logits of
-the scored (completion) positions come on top: ``logits_to_keep`` keeps only those
-(``agents.hf.token_logprobs``), and logits, their float32 copy for log-softmax and their
-gradient live at once in the backward. A DPO example is a (chosen, rejected) pair: two
+per token) is kept, plus one layer's full set while it is recomputed. The vocabulary logits
+come on top: ``agents.hf.token_logprobs`` projects only the scored positions, one chunk of
+``CHUNK_LOGITS`` logit elements at a time (recomputed in the backward), so one chunk's logits,
+their float32 copy for log-softmax and their gradient live at once, never all positions'. A DPO example is a (chosen, rejected) pair: two
 sequences per example in one forward; other algorithms score one sequence per example. The
 update's working memory is the largest of: activations + logits, the AdamW step's float32
 temporary (one player's local parameters), and the HF rollout's KV cache when the players
@@ -217,6 +219,7 @@ class Setup:
     judge_gpus: int
     judge_context: int  # tokens of one judge call (prompt with the players' texts + its answer)
     gpu_memory: float  # bytes per GPU
+    engine_bytes: int = 2  # bytes per weight of an in-process vLLM engine (rollout.engine_dtype)
     on_gpu: bool = True  # False: the CPU check (benchmarks/plan_check.py), usable memory is all of it
 
 
@@ -268,6 +271,17 @@ class Plan:
         }
 
 
+def _dtype(width: int) -> str:
+    return "bf16" if width == 2 else "float32"
+
+
+def _chunk_positions(s: Setup) -> int:
+    """Scored positions projected onto the vocabulary at once (agents.hf.token_logprobs)."""
+    from agents.hf import CHUNK_LOGITS
+
+    return min(s.micro_batch * s.sequences_per_example * s.completion_len, max(1, CHUNK_LOGITS // s.shape.vocab))
+
+
 def _working(s: Setup) -> tuple[float, float, float]:
     """(activations, logits, HF generation) bytes of one learner process: the update's working
     memory and, when the players generate on the learner GPU with HF, the KV cache of a batch."""
@@ -276,13 +290,16 @@ def _working(s: Setup) -> tuple[float, float, float]:
     width = 2 if s.bf16 else 4
     sequences = s.micro_batch * s.sequences_per_example
     tokens = sequences * s.seq_len
+    # the residual stream between layers: float32 under autocast (float32 weights), bf16 under
+    # FSDP2's MixedPrecisionPolicy (every unit computes in bf16)
+    residual = 2 if s.bf16 and s.sharding == "fsdp2" else 4
     if s.checkpointing:
-        activations = (h.layers * h.hidden * 4 + per_token * width) * tokens  # layer inputs: the fp32 residual
+        activations = (h.layers * h.hidden * residual + per_token * width) * tokens  # layer inputs
     else:
         activations = h.layers * per_token * width * tokens
-    # logits (bf16 under autocast, float32 otherwise), the float32 copy log-softmax reads (the same
-    # tensor in float32), and their gradient in the backward
-    logits = sequences * s.completion_len * h.vocab * (width + (4 if s.bf16 else 0) + 4)
+    # one chunk of scored positions' logits (bf16 under bf16 compute, float32 otherwise), the
+    # float32 copy log-softmax reads, and their gradient in the backward (agents.hf.TargetLogprobs)
+    logits = _chunk_positions(s) * h.vocab * (width + (4 if s.bf16 else 0) + 4)
     generation = 0.0
     if s.rollout == "hf" and s.rollout_gpus == 0:
         generation = s.rollout_batch * s.seq_len * h.kv_bytes_per_token(width) + s.rollout_batch * h.vocab * 4 * 2
@@ -321,13 +338,16 @@ def learner_terms(s: Setup) -> list[Term]:
             Term("gradients", s.trained * n * 4 / shards, f"float32{split}"),
             Term("optimizer", s.trained * n * 8 / shards, f"AdamW: 2 float32 moments{split}"),
         ]
-        if s.bf16:
+        if s.bf16 and s.sharding == "none":
             terms.append(Term("autocast cache", n * 2, "bf16 casts of the trained weights, kept per micro-batch"))
         if shards > 1:
             # one group unsharded while it runs and the next prefetched (FSDP2's default), the
-            # largest group being the root (embeddings, LM head)
+            # largest group being the root (embeddings, LM head); gathered as the compute dtype
             biggest = max(h.layer_params(), h.embedding_params())
-            terms.append(Term("fsdp gather", 2 * biggest * 4, "two all-gathered parameter groups, float32"))
+            gathered = 2 if s.bf16 else 4
+            terms.append(
+                Term("fsdp gather", 2 * biggest * gathered, f"two all-gathered parameter groups, {_dtype(gathered)}")
+            )
     activations, logits, generation = _working(s)
     update = activations + logits
     # AdamW's foreach step makes one float32 temporary the size of the player's (local) trained
@@ -342,12 +362,17 @@ def learner_terms(s: Setup) -> list[Term]:
     else:
         terms += [
             Term("activations", activations, f"{tokens}, {kind}"),
-            Term("logits", logits, f"{s.micro_batch * s.sequences_per_example} x {s.completion_len} scored positions"),
+            Term(
+                "logits",
+                logits,
+                f"{_chunk_positions(s)} positions at a time of {s.micro_batch * s.sequences_per_example} x "
+                f"{s.completion_len} scored",
+            ),
         ]
     if s.rollout != "hf" and s.rollout_gpus == 0:
-        # the rollout engine on the learner GPU: the in-process engine loads float32 weights
-        # (trainer.Sampler); a colocated server serves bf16 (its checkpoint's dtype)
-        width = 4 if s.rollout == "vllm" else 2
+        # the rollout engine on the learner GPU: the in-process engine in rollout.engine_dtype
+        # (trainer.engine_dtype: bf16 on a GPU that has it); a colocated server serves bf16
+        width = s.engine_bytes if s.rollout == "vllm" else 2
         engines = 1 if s.lora else s.players
         terms.append(Term("vllm weights", engines * n * width, f"{engines} colocated engine(s), {width}-byte weights"))
     if s.judge_where == "learner" and s.judge_shape is not None:
@@ -418,10 +443,10 @@ def advise(plan: Plan) -> list[str]:
             if _total(s, micro_batch=m) <= usable:
                 out.append(f"optim.micro_batch_size={m}: {gib(_total(s, micro_batch=m))}")
                 break
-        if s.bf16 and not s.lora:
+        if s.bf16 and not s.lora and s.sharding == "none":
             out.append(
-                f"bf16 compute through FSDP2's MixedPrecisionPolicy instead of autocast (no cast cache): frees "
-                f"{gib(s.shape.params() * 2)}"
+                f"parallel.sharding=fsdp2 computes bf16 through FSDP2's MixedPrecisionPolicy (no autocast cast "
+                f"cache): {gib(_total(s, sharding='fsdp2'))}"
             )
         together = {"sharding": "fsdp2", "checkpointing": True, "micro_batch": 1}
         if _total(s, **together) <= usable:
@@ -523,6 +548,7 @@ def setup_of(
         judge_gpus=judge_gpus,
         judge_context=seq_len + judge.max_tokens,
         gpu_memory=gpu_memory_gib * GIB,
+        engine_bytes={"float32": 4, "bfloat16": 2}.get(r.engine_dtype, 2 if on_gpu else 4),
         on_gpu=on_gpu,
     )
 
@@ -579,7 +605,7 @@ def render(plan: Plan, title: str = "") -> str:
     head = (
         f"{title}: {s.shape.params() / 1e9:.2f}B parameters, {'LoRA r' + str(s.lora_rank) if s.lora else 'full'}, "
         f"{s.learners} learner GPU(s), sharding {s.sharding}, checkpointing {'on' if s.checkpointing else 'off'}, "
-        f"{'bf16 autocast' if s.bf16 else 'float32'}"
+        f"{('bf16 (FSDP2 mixed precision)' if s.sharding == 'fsdp2' else 'bf16 autocast') if s.bf16 else 'float32'}"
     )
     lines = [head, "per learner GPU:", *_rows(plan.learner)]
     lines.append(

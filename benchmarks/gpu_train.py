@@ -8,7 +8,8 @@ A Llama-shaped model is built from a config (no weights to download: random init
 model's tokenizer) and saved as a Hugging Face folder, which the trainer loads by path. Then
 ``Trainer.train_step`` runs three times: HF rollouts of both players, the rule judge, DPO-MD
 pairs, one update per player and split (learner forward + backward, EMA reference forward),
-the EMA update, in bf16 autocast with activation checkpointing, as the paper recipes train.
+the EMA update, in bf16 (FSDP2's MixedPrecisionPolicy when sharded, autocast otherwise) with
+activation checkpointing, as the paper recipes train.
 Where the config has ``parallel.sharding`` (the FSDP2 work), the run passes
 ``parallel.sharding=fsdp2`` at world size 1; otherwise it runs unsharded and says so.
 
@@ -32,7 +33,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import random
 import shutil
 import sys
@@ -163,10 +163,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ]
         sharded = accepts_sharding()
         if sharded:
-            overrides.append("parallel.sharding=fsdp2")
-            # one process: Dist.mesh makes its process group on a free loopback port
-            for key, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0"}.items():
-                os.environ.setdefault(key, value)
+            overrides.append("parallel.sharding=fsdp2")  # one process: Dist.mesh makes a group of its own
         cfg = load_config(ROOT / "configs/cpu_smoke.yaml", overrides)
         memory = torch.cuda.get_device_properties(0).total_memory / GIB if cuda else 80.0
         plan = plan_config(cfg, gpus=1, gpu_memory_gib=memory, sharding="fsdp2" if sharded else None, on_gpu=cuda)

@@ -32,6 +32,7 @@ SCRIPTS = {
     "weight_push": "weight_push.py",
     "plan": "plan_check.py",
     "gpu_train": "gpu_train.py",
+    "logprobs": "logprobs.py",
 }
 # memory.py's comparisons: (LoRA variant, full variant)
 COMPARED = [("lora", "full"), ("lora", "full_6"), ("lora_gc", "full_gc"), ("lora_gc", "full_6_gc")]
@@ -230,6 +231,21 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
             ]
         )
 
+    def logprobs(r: dict[str, Any]) -> None:
+        full, chunked = r["full"], r["chunked"]
+        out.append(
+            [
+                f"Log-probs + backward, peak memory above the model, {r['batch']} x {r['positions']} positions, "
+                f"vocabulary {full['vocabulary']}, checkpointing {'on' if r['checkpointing'] else 'off'} "
+                "(chunked / full logits)",
+                f"{chunked['peak_above_mib']:.0f} MiB, log-prob sum {chunked['logp_sum']:.4f}",
+                f"{full['peak_above_mib']:.0f} MiB, log-prob sum {full['logp_sum']:.4f}",
+                f"{r['peak_ratio']:.3f}",
+                "report",
+                "",
+            ]
+        )
+
     add: dict[str, Callable[[dict[str, Any]], None]] = {
         "orchestration": orchestration,
         "vllm": vllm,
@@ -241,6 +257,7 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
         "weight_push": weight_push,
         "plan": plan,
         "gpu_train": gpu_train,
+        "logprobs": logprobs,
     }
     for name, result in results.items():
         if "error" in result:

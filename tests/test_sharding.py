@@ -33,9 +33,8 @@ def test_the_parallel_section_is_checked():
         load_config(None, ["parallel.sharding=zero3"])
     with pytest.raises(ConfigError, match=r"opponents\.draw=latest"):
         load_config(None, ["parallel.sharding=fsdp2", "opponents.draw=uniform"])
-    # sharded LoRA adapters cannot reach vLLM yet (full weights can: they are pushed gathered)
-    with pytest.raises(ConfigError, match=r"model\.lora=false"):
-        load_config(None, ["parallel.sharding=fsdp2", "model.lora=true", "rollout.backend=vllm"])
+    # sharded players reach vLLM gathered: full weights and LoRA adapters (agents.roles.save_adapter)
+    assert load_config(None, ["parallel.sharding=fsdp2", "model.lora=true", "rollout.backend=vllm"])
     assert load_config(None, ["parallel.sharding=fsdp2", "model.lora=false", "rollout.backend=vllm"])
 
 

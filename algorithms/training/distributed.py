@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import os
-import socket
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -61,10 +60,13 @@ class Dist:
         from torch.distributed.device_mesh import init_device_mesh
 
         if not torch.distributed.is_initialized():
-            os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-            os.environ.setdefault("MASTER_PORT", str(_free_port()))
             backend = "nccl" if self.device.type == "cuda" else "gloo"
-            torch.distributed.init_process_group(backend, rank=self.rank, world_size=self.world)
+            # One process meets nobody, so its rendezvous is an in-memory store: no port to take
+            # and nothing written into os.environ, which every later subprocess would inherit
+            # (a child that saw MASTER_PORT would try to join this group). Several processes
+            # were started by a launcher that set the rendezvous variables itself (env://).
+            store = torch.distributed.HashStore() if self.world == 1 else None
+            torch.distributed.init_process_group(backend, store=store, rank=self.rank, world_size=self.world)
         return init_device_mesh(self.device.type, (self.world,))
 
     def sum(self, values: Sequence[float]) -> list[float]:
@@ -96,12 +98,6 @@ class Dist:
             torch.distributed.barrier()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 # ----------------------------------------------------------------------------- FSDP2
 
 
@@ -123,20 +119,26 @@ def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
     return layers
 
 
-def shard_module(model: torch.nn.Module, mesh: Any) -> None:
+def shard_module(model: torch.nn.Module, mesh: Any, bf16: bool = False) -> None:
     """FSDP2 in place: each decoder layer one unit (all-gathered for its forward and backward,
     reduce-scattered after), the root (embeddings, final norm, head) another.
 
-    The losses are already divided by the global weight, so the engine must SUM gradients over
-    processes (as ``Dist.sum_grads`` does), not average them: divide factor 1."""
-    from torch.distributed.fsdp import fully_shard
+    ``bf16``: compute in bfloat16 through FSDP2's ``MixedPrecisionPolicy``: the float32 shards
+    stay the master weights (AdamW, EMA and checkpoints read them), each unit is gathered as a
+    bfloat16 copy for its forward and backward only, and gradients are reduced and kept in
+    float32. Unlike autocast, nothing holds a bf16 copy of every weight through the micro-batch.
 
+    The losses are already divided by the global weight, so the engine must SUM gradients over
+    processes, not average them: divide factor 1."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16 if bf16 else None, reduce_dtype=torch.float32)
     units = [*decoder_layers(model), model]
     for unit in units:
         # the root too (FSDP2 keeps the root gathered after a forward by default): a frozen
         # copy only runs forwards, and its parameters must be shards again for the EMA update
         # and for checkpoints
-        fully_shard(unit, mesh=mesh, reshard_after_forward=True)
+        fully_shard(unit, mesh=mesh, reshard_after_forward=True, mp_policy=policy)
     # FSDP2 finds its root at the first forward; ``unsharded`` may gather before any forward
     # (validation before the first step), so settle the root now (a private call: FSDP2 has
     # no public one, and gathering before it re-registers shards under the gathered modules)

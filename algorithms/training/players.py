@@ -58,10 +58,11 @@ class Player:
         """Every distinct module the player holds (its copies; LoRA: the one shared model)."""
         raise NotImplementedError
 
-    def shard(self, mesh: Any) -> None:
-        """Shard every module of the player over ``mesh`` (FSDP2), before any optimizer is made."""
+    def shard(self, mesh: Any, bf16: bool = False) -> None:
+        """Shard every module of the player over ``mesh`` (FSDP2), before any optimizer is made;
+        ``bf16``: bfloat16 compute over float32 master shards (``shard_module``)."""
         for module in self.modules():
-            shard_module(module, mesh)
+            shard_module(module, mesh, bf16)
         self.sharded = True
 
     @contextmanager
@@ -412,11 +413,13 @@ def build_players(
     lora_alpha: int = 32,
     adapters: Mapping[str, str | Path] | None = None,
     mesh: Any = None,
+    bf16: bool = False,
 ) -> dict[str, Player]:
     """Players for ``roles``. ``load(role)`` returns (model, tokenizer) of the role's start;
     with ``lora`` every role's adapter goes on ONE base, loaded once, and ``adapters[role]`` (an
     adapter folder of that base) is where that role's adapter starts instead of the identity.
-    ``mesh``: shard every module over it (FSDP2), once all copies and adapters exist."""
+    ``mesh``: shard every module over it (FSDP2), once all copies and adapters exist, computing
+    in bfloat16 when ``bf16`` (FSDP2's MixedPrecisionPolicy)."""
     players = _build_players(roles, load, lora, copies, lora_rank, lora_alpha, adapters)
     if mesh is not None:
         done: set[int] = set()
@@ -424,7 +427,7 @@ def build_players(
             if id(player.modules()[0]) in done:  # LoRA: the shared model is sharded once
                 player.sharded = True
                 continue
-            player.shard(mesh)
+            player.shard(mesh, bf16)
             done |= {id(m) for m in player.modules()}
     return players
 

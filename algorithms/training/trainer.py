@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
@@ -112,10 +112,11 @@ class Sampler:
         if cfg.rollout.backend == "vllm":
             from agents.vllm_backend import VLLMBackend
 
+            dtype = engine_dtype(cfg.rollout.engine_dtype)
             if lora:  # one engine serves both players' adapters
                 engine = engine or VLLMBackend(
                     resolve_model(cfg.model.name),
-                    dtype="float32",
+                    dtype=dtype,
                     max_model_len=cfg.rollout.max_model_len,
                     enable_lora=True,
                     max_lora_rank=cfg.model.lora_rank,
@@ -123,7 +124,7 @@ class Sampler:
                 self.engines = dict.fromkeys(ROLES, engine)
             else:
                 self.engines = {
-                    role: VLLMBackend(start_model(cfg, role), dtype="float32", max_model_len=cfg.rollout.max_model_len)
+                    role: VLLMBackend(start_model(cfg, role), dtype=dtype, max_model_len=cfg.rollout.max_model_len)
                     for role in ROLES
                 }
         elif cfg.rollout.backend == "vllm_server":
@@ -176,6 +177,14 @@ class Sampler:
         engines: list[VLLMBackend | ServerFleet] = [*self.engines.values(), *self.fleets.values()]
         for engine in {id(e): e for e in engines}.values():
             engine.close()
+
+
+def engine_dtype(setting: Literal["auto", "float32", "bfloat16"]) -> Literal["float32", "bfloat16"]:
+    """The in-process vLLM engines' dtype for ``rollout.engine_dtype`` (auto: bfloat16 where a
+    GPU supports it, float32 on the CPU build)."""
+    if setting != "auto":
+        return setting
+    return "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32"
 
 
 def server_fleets(cfg: TrainConfig, players: dict[str, Player], lora: bool) -> dict[str, ServerFleet]:
@@ -255,6 +264,24 @@ class Optimizer:
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         return {"grad_norm": local_value(norm), "lr": float(lr)}
+
+    def shards(self, player: Player) -> dict[str, Any]:
+        """This process's shards of the AdamW states (a sharded player), for a checkpoint."""
+        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+        fresh = not self.optimizer.state
+        # a fresh optimizer's states are made by a zero step over the parameters that require
+        # grad; under LoRA only the active adapter does (set_adapter)
+        with player.active("learner"):
+            state: dict[str, Any] = get_optimizer_state_dict(player.learner_module(), self.optimizer)
+        if fresh:
+            # That zero step (zero gradients, lr 0) leaves zero moments, as AdamW's own first
+            # step starts from, but counts itself: with step 1 already taken, the bias
+            # correction would make the first real update about a quarter smaller than an
+            # unsharded learner's. Back to step 0, in the optimizer and in what is saved.
+            for moments in [*self.optimizer.state.values(), *state["state"].values()]:
+                moments["step"].zero_()
+        return state
 
     def skip(self) -> None:
         """No example anywhere: the weights stay, but the schedule counts the step."""
@@ -619,6 +646,7 @@ class Trainer:
             lora_alpha=cfg.model.lora_alpha,
             adapters=adapters,
             mesh=self.dist.mesh if self.sharded else None,
+            bf16=self._bf16(),
         )
         self.learners = {name: Learner(name, player, ROLES if shared else (name,)) for name, player in players.items()}
         if cfg.model.gradient_checkpointing:
@@ -985,10 +1013,16 @@ class Trainer:
             }
         return out
 
-    def _precision(self) -> contextlib.AbstractContextManager[Any]:
+    def _bf16(self) -> bool:
         p = self.cfg.model.precision
         on_gpu = self.dist.device.type == "cuda"
-        if p == "bf16" or (p == "auto" and on_gpu and torch.cuda.is_bf16_supported()):
+        return p == "bf16" or (p == "auto" and on_gpu and torch.cuda.is_bf16_supported())
+
+    def _precision(self) -> contextlib.AbstractContextManager[Any]:
+        """The context of an update's forwards: autocast to bf16 for unsharded players. Sharded
+        players compute in bf16 through FSDP2's MixedPrecisionPolicy (``shard_module``) instead,
+        which keeps no cast cache of the weights."""
+        if self._bf16() and not self.sharded:
             return torch.autocast(self.dist.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
@@ -1071,18 +1105,12 @@ class Trainer:
     def shards(self) -> dict[str, Any]:
         """This process's shards of every kept weight copy and optimizer state, laid out for
         torch.distributed.checkpoint (which reshards them on load, at any world size)."""
-        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
-
         out: dict[str, Any] = {}
         for name, learner in self.learners.items():
             for which in self._kept():
                 out[weight_key(name, which)] = learner.player.shards(which)
             if learner.optimizer is not None:
-                module, optimizer = learner.player.learner_module(), learner.optimizer.optimizer
-                # a fresh optimizer's states are made by a zero step over the parameters that
-                # require grad; under LoRA only the active adapter does (set_adapter)
-                with learner.player.active("learner"):
-                    out[optimizer_key(name)] = get_optimizer_state_dict(module, optimizer)
+                out[optimizer_key(name)] = learner.optimizer.shards(learner.player)
         return out
 
     def save(self) -> Path | None:
