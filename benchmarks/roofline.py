@@ -208,6 +208,7 @@ def update_of(mode: str, peak: dict[str, float], n_pairs: int) -> dict[str, Any]
         "seconds": seconds["step"],
         "flops": flops["step"],
         "computed_gflops": flops["step"] / seconds["step"] / 1e9,
+        "peak_gflops": peak["float32"],
         "computed_fraction_of_peak": flops["step"] / seconds["step"] / 1e9 / peak["float32"],
         "nominal_gflops": 6 * n * tokens / seconds["step"] / 1e9,  # the 6·N·tokens
         "nominal_fraction_of_peak": 6 * n * tokens / seconds["step"] / 1e9 / peak["float32"],

@@ -296,7 +296,7 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
                         f"Update ({mode}), DPO-MD micro-batch of {x['pairs']} pairs, {x['tokens']} tokens: "
                         "FLOP/s computed / float32 peak",
                         f"{x['computed_gflops']:.0f} GFLOP/s",
-                        f"peak {fp32:.0f} GFLOP/s",
+                        f"peak {x['peak_gflops']:.0f} GFLOP/s",
                         f"{x['computed_fraction_of_peak']:.2f}",
                         ">= 0.5",
                         verdict(x["computed_fraction_of_peak"], 0.5, False)
