@@ -125,6 +125,34 @@ def pad_rows(rows: Sequence[list[int]], pad_id: int, *, left: bool) -> tuple[tor
     return ids, mask
 
 
+def shared_prompt_cache(model: Any, prompts: list[list[int]], pad_id: int) -> Any:
+    """The KV cache of every prompt but its last token, each distinct prompt encoded once and
+    its cache copied to every row that asks for it; ``None`` when no prompt repeats.
+
+    A rollout samples many answers to one prompt (the CPU demo: 8 per rewrite), and the
+    prompt is most of each row's tokens, so encoding it once per row is most of the forward
+    work. The caller then feeds each row's last prompt token on this cache and samples as
+    before: the rows, their order, their left padding and the random draws are unchanged, so a
+    seed gives the same tokens; the logits differ from one full forward only by float
+    summation order (about 1e-6 in float32, tests/test_rollout_speed.py)."""
+    distinct = list(dict.fromkeys(tuple(p) for p in prompts))
+    if len(distinct) == len(prompts) or max(len(p) for p in distinct) < 2:
+        return None
+    device = next(model.parameters()).device
+    ids, mask = (t.to(device) for t in pad_rows([list(p) for p in distinct], pad_id, left=True))
+    positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)  # as generate() derives them
+    cache = model(
+        input_ids=ids[:, :-1],
+        attention_mask=mask[:, :-1],
+        position_ids=positions[:, :-1],
+        use_cache=True,
+        logits_to_keep=1,
+    ).past_key_values
+    row = {p: i for i, p in enumerate(distinct)}
+    cache.batch_select_indices(torch.tensor([row[tuple(p)] for p in prompts], device=device))
+    return cache
+
+
 def finished_generation(tokenizer: Any, stop_ids: set[int], row: list[int], logprobs: list[float]) -> Generation:
     """A sampled row of new tokens as a generation: cut at its first end-of-turn token."""
     end = next((i for i, t in enumerate(row) if t in stop_ids), None)
@@ -232,30 +260,7 @@ class HFBackend:
         ]
 
     def _encoded_once(self, prompts: list[list[int]]) -> Any:
-        """The KV cache of every prompt but its last token, each distinct prompt encoded once and
-        its cache copied to every row that asks for it; ``None`` when no prompt repeats.
-
-        A rollout samples many answers to one prompt (the CPU demo: 8 per rewrite), and the
-        prompt is most of each row's tokens, so encoding it once per row is most of the
-        forward work. ``generate`` then encodes only each row's last prompt token and samples
-        as before: the rows, their order, their padding and the random draws are unchanged, so
-        a seed gives the same tokens; the logits differ from one full forward only by float
-        summation order (about 1e-6 in float32, see the test)."""
-        distinct = list(dict.fromkeys(tuple(p) for p in prompts))
-        if not self.share_prompts or len(distinct) == len(prompts) or max(len(p) for p in distinct) < 2:
-            return None
-        ids, mask = self._pad([list(p) for p in distinct], left=True)
-        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)  # as generate() derives them
-        cache = self.model(
-            input_ids=ids[:, :-1],
-            attention_mask=mask[:, :-1],
-            position_ids=positions[:, :-1],
-            use_cache=True,
-            logits_to_keep=1,
-        ).past_key_values
-        row = {p: i for i, p in enumerate(distinct)}
-        cache.batch_select_indices(torch.tensor([row[tuple(p)] for p in prompts], device=self.device))
-        return cache
+        return shared_prompt_cache(self.model, prompts, self.tokenizer.pad_token_id) if self.share_prompts else None
 
     def use_adapter(self, adapter: str | None) -> None:
         """Activate a LoRA adapter of a PEFT model (``None``: leave the model as it is)."""
@@ -436,10 +441,12 @@ class MixtureBackend:
         beta: float,
         batch_size: int = 16,
         max_context: int = 2048,
+        share_prompts: bool = True,
     ) -> None:
         mixture_logprobs(torch.zeros(1), torch.zeros(1), beta)  # checks beta
         self.learner, self.reference, self.tokenizer = learner, reference, tokenizer
         self.beta, self.batch_size, self.max_context = beta, batch_size, max_context
+        self.share_prompts = share_prompts  # as HFBackend's: a repeated prompt encoded once per policy
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         with learner() as model:
@@ -475,6 +482,12 @@ class MixtureBackend:
         ids, mask = (t.to(self.device) for t in pad_rows(prompts, pad, left=True))
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         caches: list[Any] = [None, None]
+        if self.share_prompts:
+            for k, policy in enumerate((self.learner, self.reference)):
+                with policy() as model:
+                    caches[k] = shared_prompt_cache(model, prompts, pad)
+            if caches[0] is not None:  # both or neither: the same prompts
+                ids, positions = ids[:, -1:], positions[:, -1:]
         stops = torch.tensor(sorted(self.stop_ids), device=self.device)
         done = torch.zeros(len(prompts), dtype=torch.bool, device=self.device)
         tokens, logprobs = [], []

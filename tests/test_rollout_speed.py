@@ -1,6 +1,8 @@
 """Rollout speed-ups that must not change what is sampled: a prompt that several rows of a batch
 share is encoded once (issue 35), and the same seed still gives the same tokens."""
 
+import copy
+
 import pytest
 import torch
 
@@ -67,3 +69,22 @@ def test_lora_players_share_prompts_with_their_own_adapter():
     d = shared.generate(CHATS, max_tokens=6, temperature=0, adapter="defender")
     flat = [[x for g in gens for x in g.logprobs] for gens in (a, d)]
     assert len(flat[0]) != len(flat[1]) or flat[0] != pytest.approx(flat[1], abs=1e-3)  # the adapter took part
+
+
+def test_the_mixture_sampler_shares_prompts_too(tiny_chat):
+    from agents.hf import MixtureBackend, fixed
+
+    learner, tokenizer = load_model(tiny_chat)
+    reference = copy.deepcopy(learner)
+    with torch.no_grad():
+        for p in reference.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(2)))
+    seen: list[int] = []
+    hook = learner.get_input_embeddings().register_forward_hook(lambda _m, args, _out: seen.append(args[0].shape[0]))
+    got = {}
+    for share in (True, False):
+        mixture = MixtureBackend(fixed(learner), fixed(reference), tokenizer, beta=0.5, share_prompts=share)
+        got[share] = mixture.generate(CHATS, max_tokens=8, temperature=1.0, seed=4)
+    hook.remove()
+    assert_same_generations(got[True], got[False], abs=1e-5)
+    assert seen[0] == 3 and seen[1] == len(CHATS)  # the learner: three distinct prompts, then every row
