@@ -260,7 +260,12 @@ class HFBackend:
         ]
 
     def _encoded_once(self, prompts: list[list[int]]) -> Any:
-        return shared_prompt_cache(self.model, prompts, self.tokenizer.pad_token_id) if self.share_prompts else None
+        # a model that names its own cache class (static, hybrid) gets it from generate(), which
+        # refuses a cache passed in beside it: such models encode every row as before
+        own_cache = getattr(self.model.generation_config, "cache_implementation", None)
+        if not self.share_prompts or own_cache is not None:
+            return None
+        return shared_prompt_cache(self.model, prompts, self.tokenizer.pad_token_id)
 
     def use_adapter(self, adapter: str | None) -> None:
         """Activate a LoRA adapter of a PEFT model (``None``: leave the model as it is)."""

@@ -88,3 +88,11 @@ def test_the_mixture_sampler_shares_prompts_too(tiny_chat):
     hook.remove()
     assert_same_generations(got[True], got[False], abs=1e-5)
     assert seen[0] == 3 and seen[1] == len(CHATS)  # the learner: three distinct prompts, then every row
+
+
+def test_a_model_with_its_own_cache_class_encodes_every_row(tiny_chat):
+    model, tokenizer = load_model(tiny_chat)
+    model.generation_config.cache_implementation = "static"
+    want = HFBackend(model, tokenizer, share_prompts=False).generate(CHATS, max_tokens=4, temperature=1.0, seed=1)
+    got = HFBackend(model, tokenizer).generate(CHATS, max_tokens=4, temperature=1.0, seed=1)
+    assert_same_generations(got, want, abs=1e-5)
