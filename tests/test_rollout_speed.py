@@ -96,3 +96,20 @@ def test_a_model_with_its_own_cache_class_encodes_every_row(tiny_chat):
     want = HFBackend(model, tokenizer, share_prompts=False).generate(CHATS, max_tokens=4, temperature=1.0, seed=1)
     got = HFBackend(model, tokenizer).generate(CHATS, max_tokens=4, temperature=1.0, seed=1)
     assert_same_generations(got, want, abs=1e-5)
+
+
+def test_grouped_query_attention_in_the_kernel_samples_the_same_tokens(tiny_chat):
+    from agents.hf import GQA_SDPA
+
+    model, tokenizer = load_model(tiny_chat)
+    assert model.config.num_key_value_heads < model.config.num_attention_heads  # the tiny model is GQA
+    seen: list[str] = []
+    hook = model.model.layers[0].register_forward_hook(lambda *_: seen.append(model.config._attn_implementation))
+    got = {}
+    for kernel in (True, False):
+        backend = HFBackend(model, tokenizer, share_prompts=False)
+        backend.gqa_in_kernel = kernel
+        got[kernel] = backend.generate(CHATS, max_tokens=10, temperature=1.0, seed=6)
+    hook.remove()
+    assert_same_generations(got[True], got[False], abs=1e-5)
+    assert seen[0] == GQA_SDPA and seen[-1] == "sdpa" and model.config._attn_implementation == "sdpa"
