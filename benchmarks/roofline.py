@@ -9,7 +9,8 @@
   caps at the demo's batch (every step reads the weights once for all rows).
 * ``rollout``: the demo's defender call (``HFBackend.generate``, 16 prompts x 8 answers in one
   128-row batch, 24 tokens, temperature 1) on the bundled model, with the shared prompt encoded
-  once per group (today) and once per row (before): generated tokens/s, the model FLOP/s
+  once per group (today) and once per row (before), and with grouped-query attention in the
+  SDPA kernel (today) and transformers' copy of the KV heads (before): generated tokens/s, the model FLOP/s
   (2·N per generated token) and the FLOP/s computed (torch's FLOP counter) as fractions of the
   float32 peak; and a bfloat16 copy of the model against the float32 one, same call.
 * ``update``: one AdvGame-DPO-MD micro-batch of the demo (16 pairs, 24-token answers, LoRA
@@ -120,7 +121,9 @@ def rollout(model: Any, tokenizer: Any, peak: dict[str, float], batch: int) -> d
     variants = {
         "shared": HFBackend(model, tokenizer, batch_size=batch),
         "per_row": HFBackend(model, tokenizer, batch_size=batch, share_prompts=False),
+        "repeat_kv": HFBackend(model, tokenizer, batch_size=batch),  # transformers' copy of KV heads
     }
+    variants["repeat_kv"].gqa_in_kernel = False
     # bfloat16 only where its matmuls beat float32's (CPUs with AVX512-BF16 or AMX); elsewhere
     # torch emulates it and a rollout would take many times as long
     bf16_fast = peak["bfloat16"] > peak["float32"]
@@ -144,6 +147,8 @@ def rollout(model: Any, tokenizer: Any, peak: dict[str, float], batch: int) -> d
         }
     result["shared_over_per_row_time"] = got["shared"]["s"] / got["per_row"]["s"]
     result["same_tokens_shared_per_row"] = got["shared"]["ids"] == got["per_row"]["ids"]
+    result["gqa_over_repeat_kv_time"] = got["shared"]["s"] / got["repeat_kv"]["s"]
+    result["same_tokens_gqa_repeat_kv"] = got["shared"]["ids"] == got["repeat_kv"]["ids"]
     if bf16_fast:
         result["bf16_over_fp32_time"] = got["bf16_shared"]["s"] / got["shared"]["s"]
         same = sum(a == b for a, b in zip(got["bf16_shared"]["ids"], got["shared"]["ids"], strict=True))

@@ -274,6 +274,17 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
                     "same tokens" if o["same_tokens_shared_per_row"] else "**tokens differ**",
                 ]
             )
+            if "gqa_over_repeat_kv_time" in o:
+                out.append(
+                    [
+                        "Rollout, grouped-query attention in the SDPA kernel / KV heads copied per query head (time)",
+                        f"{shared['seconds']:.1f} s",
+                        f"{o['repeat_kv']['seconds']:.1f} s",
+                        f"{o['gqa_over_repeat_kv_time']:.2f}",
+                        "report",
+                        "same tokens" if o["same_tokens_gqa_repeat_kv"] else "**tokens differ**",
+                    ]
+                )
             if "bf16_over_fp32_time" in o:
                 out.append(
                     [

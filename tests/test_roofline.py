@@ -29,6 +29,9 @@ def _roofline(bf16_fast: bool, same_tokens: bool) -> dict:
         "per_row": {"seconds": 20.0},
         "shared_over_per_row_time": 0.5,
         "same_tokens_shared_per_row": same_tokens,
+        "repeat_kv": {"seconds": 12.5},
+        "gqa_over_repeat_kv_time": 0.8,
+        "same_tokens_gqa_repeat_kv": True,
         "tokens_per_s_cap_fp32": 370.0,
     }
     if bf16_fast:
@@ -65,6 +68,8 @@ def test_the_roofline_rows_mark_the_half_peak_targets():
     assert "same tokens" in next(line for line in lines if "encoded once per group" in line)
     assert "not measured" in next(line for line in lines if line.startswith("| Rollout, bfloat16"))
     assert "12.0 GB/s" in next(line for line in lines if line.startswith("| Memory bandwidth"))
+    gqa = next(line for line in lines if "grouped-query attention" in line)
+    assert "| 10.0 s | 12.5 s | 0.80 | report | same tokens |" in gqa
 
 
 def test_a_bf16_rollout_and_changed_tokens_are_reported():
