@@ -549,7 +549,7 @@ class MixtureBackend:
         caches: list[Any] = [None, None]
         if self.share_prompts:
             for k, policy in enumerate((self.learner, self.reference)):
-                with policy() as model:
+                with policy() as model, gqa_attention(model):
                     caches[k] = shared_prompt_cache(model, prompts, pad)
             if caches[0] is not None:  # both or neither: the same prompts
                 ids, positions = ids[:, -1:], positions[:, -1:]
@@ -559,7 +559,7 @@ class MixtureBackend:
         for _ in range(max_tokens):
             logits = []
             for k, policy in enumerate((self.learner, self.reference)):
-                with policy() as model:
+                with policy() as model, gqa_attention(model):
                     step = model(
                         input_ids=ids,
                         attention_mask=mask,
