@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -105,7 +106,7 @@ def demo_chats(rows: int) -> list[list[dict[str, str]]]:
     return [c for c in chats(rows // ANSWERS, "harmful") for _ in range(ANSWERS)]
 
 
-def rollout(model: Any, tokenizer: Any, peak: dict[str, float], batch: int) -> dict[str, Any]:
+def rollout(model: Any, tokenizer: Any, peak: dict[str, float], batch: int, repeats: int) -> dict[str, Any]:
     n = sum(p.numel() for p in model.parameters())
     rows = demo_chats(batch)
 
@@ -131,8 +132,16 @@ def rollout(model: Any, tokenizer: Any, peak: dict[str, float], batch: int) -> d
         variants["bf16_shared"] = HFBackend(copy.deepcopy(model).to(torch.bfloat16), tokenizer, batch_size=batch)
     for backend in variants.values():
         backend.generate(rows[:ANSWERS], max_tokens=2, seed=0)  # warm-up: first-call allocations
-    got = {name: run(backend) for name, backend in variants.items()}
-    result: dict[str, Any] = {"rows": batch, "answers_per_prompt": ANSWERS, "max_tokens": MAX_TOKENS, "params": n}
+    # in turns (A B C A B C ...), so that a change of load on a shared machine hits every variant
+    runs = [{name: run(backend) for name, backend in variants.items()} for _ in range(repeats)]
+    got = {name: runs[0][name] | {"s": statistics.median(r[name]["s"] for r in runs)} for name in variants}
+    result: dict[str, Any] = {
+        "rows": batch,
+        "repeats": repeats,
+        "answers_per_prompt": ANSWERS,
+        "max_tokens": MAX_TOKENS,
+        "params": n,
+    }
     for name, r in got.items():
         dtype = "bfloat16" if name.startswith("bf16") else "float32"
         result[name] = {
@@ -229,6 +238,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=["matmul", "bandwidth", "rollout", "update"])
     parser.add_argument("--pairs", type=int, default=MICRO_PAIRS, help="pairs in the update's micro-batch (demo: 16)")
     parser.add_argument("--rows", type=int, default=ROWS, help="rows of the rollout's batch (demo: 128)")
+    parser.add_argument("--repeats", type=int, default=2, help="turns of the rollout's variants (median time)")
     args = parser.parse_args()
     torch.manual_seed(0)
     model, tokenizer = load_model("smollm2-135m-instruct")
@@ -241,7 +251,7 @@ def main() -> None:
         if name == "bandwidth":
             result[name] = bandwidth()
         elif name == "rollout":
-            result[name] = rollout(model, tokenizer, peak, args.rows)
+            result[name] = rollout(model, tokenizer, peak, args.rows, args.repeats)
         elif name == "update":
             result[name] = update(peak, args.pairs)
         else:
