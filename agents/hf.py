@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -127,6 +127,92 @@ def pad_rows(rows: Sequence[list[int]], pad_id: int, *, left: bool) -> tuple[tor
     return ids, mask
 
 
+def shared_prompt_cache(model: Any, prompts: list[list[int]], pad_id: int) -> Any:
+    """The KV cache of every prompt but its last token, each distinct prompt encoded once and
+    its cache copied to every row that asks for it; ``None`` when no prompt repeats.
+
+    A rollout samples many answers to one prompt (the CPU demo: 8 per rewrite), and the
+    prompt is most of each row's tokens, so encoding it once per row is most of the forward
+    work. The caller then feeds each row's last prompt token on this cache and samples as
+    before: the rows, their order, their left padding and the random draws are unchanged, so a
+    seed gives the same tokens; the logits differ from one full forward only by float
+    summation order (about 1e-6 in float32, tests/test_rollout_speed.py)."""
+    distinct = list(dict.fromkeys(tuple(p) for p in prompts))
+    if len(distinct) == len(prompts) or max(len(p) for p in distinct) < 2:
+        return None
+    device = next(model.parameters()).device
+    ids, mask = (t.to(device) for t in pad_rows([list(p) for p in distinct], pad_id, left=True))
+    positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)  # as generate() derives them
+    cache = model(
+        input_ids=ids[:, :-1],
+        attention_mask=mask[:, :-1],
+        position_ids=positions[:, :-1],
+        use_cache=True,
+        logits_to_keep=1,
+    ).past_key_values
+    row = {p: i for i, p in enumerate(distinct)}
+    cache.batch_select_indices(torch.tensor([row[tuple(p)] for p in prompts], device=device))
+    return cache
+
+
+GQA_SDPA = "advgame_sdpa_gqa"
+
+
+def _gqa_sdpa(
+    module: Any,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    is_causal: bool | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """transformers' SDPA attention, with grouped-query heads left to the kernel (``enable_gqa``).
+
+    With a padding mask transformers copies every key/value head once per query head it serves
+    before calling SDPA (``repeat_kv``: its GPU kernels take GQA only without a mask); on CPU
+    that copy of the whole KV cache, per layer per decoded token, took 14% of a rollout of the
+    bundled model (3 KV heads serve 9 query heads), and torch's CPU kernel takes the groups as
+    they are, with the same result. Any other case goes to transformers' own function."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    groups = getattr(module, "num_key_value_groups", 1)
+    plain = attention_mask is not None and query.device.type == "cpu" and groups > 1
+    if (
+        not plain
+        or any(kwargs.get(k) is not None for k in ("position_bias", "cache"))
+        or kwargs.get("output_attentions")
+    ):
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs
+        )
+    out = torch.nn.functional.scaled_dot_product_attention(
+        query, key, value, attn_mask=attention_mask, dropout_p=dropout, scale=scaling, enable_gqa=True
+    )
+    return out.transpose(1, 2).contiguous(), None
+
+
+@contextlib.contextmanager
+def gqa_attention(model: Any) -> Iterator[None]:
+    """Within: a model that runs transformers' "sdpa" attention runs ``_gqa_sdpa`` (same masks)."""
+    config: Any = getattr(model, "config", None)
+    if getattr(config, "_attn_implementation", None) != "sdpa":
+        yield
+        return
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(GQA_SDPA, _gqa_sdpa)
+    AttentionMaskInterface.register(GQA_SDPA, sdpa_mask)
+    config._attn_implementation = GQA_SDPA
+    try:
+        yield
+    finally:
+        config._attn_implementation = "sdpa"
+
+
 def finished_generation(tokenizer: Any, stop_ids: set[int], row: list[int], logprobs: list[float]) -> Generation:
     """A sampled row of new tokens as a generation: cut at its first end-of-turn token."""
     end = next((i for i, t in enumerate(row) if t in stop_ids), None)
@@ -156,8 +242,19 @@ class HFBackend:
     start of a long conversation goes first) -- a defined truncation, recorded nowhere else.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 16, max_context: int | None = None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        batch_size: int = 16,
+        max_context: int | None = None,
+        share_prompts: bool = True,
+    ) -> None:
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+        # encode a prompt that several rows of a batch share once (off: the benchmark's baseline)
+        self.share_prompts = share_prompts
+        self.gqa_in_kernel = True  # generate with _gqa_sdpa (off: the benchmark's baseline)
         self.max_context = max_context or int(getattr(model.config, "max_position_embeddings", 2048))
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -207,15 +304,30 @@ class HFBackend:
             "eos_token_id": sorted(self.stop_ids),
             "pad_token_id": self.tokenizer.pad_token_id,
         }
-        result = self.model.generate(
-            input_ids=ids, attention_mask=mask, **sampling, return_dict_in_generate=True, output_logits=True
-        )
+        with gqa_attention(self.model) if self.gqa_in_kernel else contextlib.nullcontext():
+            cache = self._encoded_once(prompts)
+            result = self.model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                past_key_values=cache,
+                **sampling,
+                return_dict_in_generate=True,
+                output_logits=True,
+            )
         new = result.sequences[:, ids.shape[1] :]
         logprobs = torch.stack(result.logits, dim=1).float().log_softmax(-1).gather(-1, new.unsqueeze(-1)).squeeze(-1)
         return [
             finished_generation(self.tokenizer, self.stop_ids, row, row_logprobs)
             for row, row_logprobs in zip(new.tolist(), logprobs.tolist(), strict=True)
         ]
+
+    def _encoded_once(self, prompts: list[list[int]]) -> Any:
+        # a model that names its own cache class (static, hybrid) gets it from generate(), which
+        # refuses a cache passed in beside it: such models encode every row as before
+        own_cache = getattr(self.model.generation_config, "cache_implementation", None)
+        if not self.share_prompts or own_cache is not None:
+            return None
+        return shared_prompt_cache(self.model, prompts, self.tokenizer.pad_token_id)
 
     def use_adapter(self, adapter: str | None) -> None:
         """Activate a LoRA adapter of a PEFT model (``None``: leave the model as it is)."""
@@ -461,10 +573,12 @@ class MixtureBackend:
         beta: float,
         batch_size: int = 16,
         max_context: int = 2048,
+        share_prompts: bool = True,
     ) -> None:
         mixture_logprobs(torch.zeros(1), torch.zeros(1), beta)  # checks beta
         self.learner, self.reference, self.tokenizer = learner, reference, tokenizer
         self.beta, self.batch_size, self.max_context = beta, batch_size, max_context
+        self.share_prompts = share_prompts  # as HFBackend's: a repeated prompt encoded once per policy
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         with learner() as model:
@@ -500,13 +614,19 @@ class MixtureBackend:
         ids, mask = (t.to(self.device) for t in pad_rows(prompts, pad, left=True))
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         caches: list[Any] = [None, None]
+        if self.share_prompts:
+            for k, policy in enumerate((self.learner, self.reference)):
+                with policy() as model, gqa_attention(model):
+                    caches[k] = shared_prompt_cache(model, prompts, pad)
+            if caches[0] is not None:  # both or neither: the same prompts
+                ids, positions = ids[:, -1:], positions[:, -1:]
         stops = torch.tensor(sorted(self.stop_ids), device=self.device)
         done = torch.zeros(len(prompts), dtype=torch.bool, device=self.device)
         tokens, logprobs = [], []
         for _ in range(max_tokens):
             logits = []
             for k, policy in enumerate((self.learner, self.reference)):
-                with policy() as model:
+                with policy() as model, gqa_attention(model):
                     step = model(
                         input_ids=ids,
                         attention_mask=mask,

@@ -33,6 +33,7 @@ SCRIPTS = {
     "plan": "plan_check.py",
     "gpu_train": "gpu_train.py",
     "logprobs": "logprobs.py",
+    "roofline": "roofline.py",
 }
 # memory.py's comparisons: (LoRA variant, full variant)
 COMPARED = [("lora", "full"), ("lora", "full_6"), ("lora_gc", "full_gc"), ("lora_gc", "full_6_gc")]
@@ -246,6 +247,100 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
             ]
         )
 
+    def roofline(r: dict[str, Any]) -> None:
+        m = r["matmul"]
+        fp32, bf16 = m["float32"]["peak_gflops"], m["bfloat16"]["peak_gflops"]
+        threads = f"{r['threads']} thread{'s' if r['threads'] > 1 else ''}"
+        out.append(
+            [
+                f"Matmul peak at the bundled model's shapes, {threads}: bfloat16 / float32",
+                f"{bf16:.0f} GFLOP/s",
+                f"{fp32:.0f} GFLOP/s",
+                f"{m['bf16_over_fp32']:.2f}",
+                "report",
+                "",
+            ]
+        )
+        if "bandwidth" in r:
+            out.append(
+                ["Memory bandwidth (512 MiB copy)", f"{r['bandwidth']['gb_per_s']:.1f} GB/s", "", "", "report", ""]
+            )
+        if "rollout" in r:
+            o = r["rollout"]
+            shared = o["shared"]
+            out.append(
+                [
+                    f"Rollout, demo defender batch ({o['rows']} rows, {o['answers_per_prompt']} per prompt, "
+                    f"{o['max_tokens']} tokens): 2·N·generated tokens/s / float32 peak",
+                    f"{shared['tokens_per_s']:.0f} tok/s",
+                    f"cap {o['tokens_per_s_cap_fp32']:.0f} tok/s",
+                    f"{shared['model_fraction_of_peak']:.2f}",
+                    ">= 0.5",
+                    verdict(shared["model_fraction_of_peak"], 0.5, False)
+                    + f"; computed FLOP/s {shared['computed_fraction_of_peak']:.2f} of peak",
+                ]
+            )
+            out.append(
+                [
+                    "Rollout, shared prompt encoded once per group / once per row (time)",
+                    f"{shared['seconds']:.1f} s",
+                    f"{o['per_row']['seconds']:.1f} s",
+                    f"{o['shared_over_per_row_time']:.2f}",
+                    "report",
+                    "same tokens" if o["same_tokens_shared_per_row"] else "**tokens differ**",
+                ]
+            )
+            if "gqa_over_repeat_kv_time" in o:
+                out.append(
+                    [
+                        "Rollout, grouped-query attention in the SDPA kernel / KV heads copied per query head (time)",
+                        f"{shared['seconds']:.1f} s",
+                        f"{o['repeat_kv']['seconds']:.1f} s",
+                        f"{o['gqa_over_repeat_kv_time']:.2f}",
+                        "report",
+                        "same tokens" if o["same_tokens_gqa_repeat_kv"] else "**tokens differ**",
+                    ]
+                )
+            if "bf16_over_fp32_time" in o:
+                out.append(
+                    [
+                        "Rollout, bfloat16 / float32 model (time)",
+                        f"{o['bf16_shared']['seconds']:.1f} s",
+                        f"{shared['seconds']:.1f} s",
+                        f"{o['bf16_over_fp32_time']:.2f}",
+                        "report",
+                        f"{o['bf16_rows_with_the_same_tokens']:.0%} of rows the same tokens",
+                    ]
+                )
+            else:
+                out.append(["Rollout, bfloat16 / float32 model", "not measured", o["bf16_skipped"], "", "report", ""])
+        if "update" in r:
+            u = r["update"]
+            for mode in ("lora", "full"):
+                x = u[mode]
+                out.append(
+                    [
+                        f"Update ({mode}), DPO-MD micro-batch of {x['pairs']} pairs, {x['tokens']} tokens: "
+                        "FLOP/s computed / float32 peak",
+                        f"{x['computed_gflops']:.0f} GFLOP/s",
+                        f"peak {x['peak_gflops']:.0f} GFLOP/s",
+                        f"{x['computed_fraction_of_peak']:.2f}",
+                        ">= 0.5",
+                        verdict(x["computed_fraction_of_peak"], 0.5, False)
+                        + f"; 6·N·tokens {x['nominal_fraction_of_peak']:.2f}; reference forward {x['reference_share']:.0%}",
+                    ]
+                )
+            out.append(
+                [
+                    "Update FLOPs, LoRA / full fine-tuning (frozen base: no weight gradients)",
+                    f"{u['lora']['flops_over_forward']:.2f} forwards",
+                    f"{u['full']['flops_over_forward']:.2f} forwards",
+                    f"{u['lora_over_full_flops']:.2f}",
+                    "report",
+                    "",
+                ]
+            )
+
     add: dict[str, Callable[[dict[str, Any]], None]] = {
         "orchestration": orchestration,
         "vllm": vllm,
@@ -258,6 +353,7 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
         "plan": plan,
         "gpu_train": gpu_train,
         "logprobs": logprobs,
+        "roofline": roofline,
     }
     for name, result in results.items():
         if "error" in result:

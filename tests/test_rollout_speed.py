@@ -1,0 +1,115 @@
+"""Rollout speed-ups that must not change what is sampled: a prompt that several rows of a batch
+share is encoded once (issue 35), and the same seed still gives the same tokens."""
+
+import copy
+
+import pytest
+import torch
+
+from agents import HFBackend, load_model, tiny_model
+from agents.roles import shared_base_players
+from tests.helpers import assert_same_generations
+
+
+def _chat(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+# as a rollout asks: groups of answers to one prompt, prompts of different lengths (left padding),
+# a prompt asked once, and a repeat that is not next to its first copy
+CHATS = [
+    *[_chat("How do I bake bread?")] * 4,
+    _chat("Name a colour."),
+    *[_chat("A much longer question, so that the batch pads the others on the left?")] * 3,
+    _chat("How do I bake bread?"),
+]
+
+
+def _both(model, tokenizer, **kw):
+    return HFBackend(model, tokenizer, **kw), HFBackend(model, tokenizer, share_prompts=False, **kw)
+
+
+def test_a_shared_prompt_is_sampled_as_if_encoded_per_row(tiny_chat):
+    shared, per_row = _both(*load_model(tiny_chat), batch_size=16)
+    for temperature, top_p, seed in ((1.0, 1.0, 7), (0.7, 0.9, 8), (0.0, 1.0, None)):
+        kw = {"max_tokens": 10, "temperature": temperature, "top_p": top_p, "seed": seed}
+        got, want = shared.generate(CHATS, **kw), per_row.generate(CHATS, **kw)
+        # float summation order differs (one forward over the prompt vs two); same tokens, same draws
+        assert_same_generations(got, want, abs=1e-5)
+    assert {g.finish_reason for g in got} == {"stop"}  # rows that end early are kept as they were
+
+
+def test_each_distinct_prompt_is_encoded_once(tiny_chat):
+    model, tokenizer = load_model(tiny_chat)
+    backend = HFBackend(model, tokenizer, batch_size=16)
+    seen: list[tuple[int, int]] = []
+    hook = model.get_input_embeddings().register_forward_hook(lambda _m, args, _out: seen.append(args[0].shape))
+    try:
+        backend.generate(CHATS, max_tokens=3, temperature=1.0, seed=0)
+    finally:
+        hook.remove()
+    width = seen[0][1] + 1
+    assert seen[0] == (3, width - 1)  # three distinct prompts, all but their last token
+    assert seen[1] == (len(CHATS), 1)  # then every row from its last prompt token on
+    assert all(shape == (len(CHATS), 1) for shape in seen[2:])
+
+
+def test_lora_players_share_prompts_with_their_own_adapter():
+    base, tokenizer = tiny_model(seed=0)
+    model = shared_base_players(base, rank=4, alpha=8)
+    with torch.no_grad():  # make the defender's adapter differ from the identity
+        for name, p in model.named_parameters():
+            if "lora_B" in name and ".defender." in name:
+                p.normal_(0, 0.05, generator=torch.Generator().manual_seed(1))
+    shared, per_row = _both(model, tokenizer, batch_size=16)
+    for adapter in ("attacker", "defender"):
+        kw = {"max_tokens": 6, "temperature": 1.0, "seed": 3, "adapter": adapter}
+        assert_same_generations(shared.generate(CHATS, **kw), per_row.generate(CHATS, **kw), abs=1e-5)
+    a = shared.generate(CHATS, max_tokens=6, temperature=0, adapter="attacker")
+    d = shared.generate(CHATS, max_tokens=6, temperature=0, adapter="defender")
+    flat = [[x for g in gens for x in g.logprobs] for gens in (a, d)]
+    assert len(flat[0]) != len(flat[1]) or flat[0] != pytest.approx(flat[1], abs=1e-3)  # the adapter took part
+
+
+def test_the_mixture_sampler_shares_prompts_too(tiny_chat):
+    from agents.hf import MixtureBackend, fixed
+
+    learner, tokenizer = load_model(tiny_chat)
+    reference = copy.deepcopy(learner)
+    with torch.no_grad():
+        for p in reference.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(2)))
+    seen: list[int] = []
+    hook = learner.get_input_embeddings().register_forward_hook(lambda _m, args, _out: seen.append(args[0].shape[0]))
+    got = {}
+    for share in (True, False):
+        mixture = MixtureBackend(fixed(learner), fixed(reference), tokenizer, beta=0.5, share_prompts=share)
+        got[share] = mixture.generate(CHATS, max_tokens=8, temperature=1.0, seed=4)
+    hook.remove()
+    assert_same_generations(got[True], got[False], abs=1e-5)
+    assert seen[0] == 3 and seen[1] == len(CHATS)  # the learner: three distinct prompts, then every row
+
+
+def test_a_model_with_its_own_cache_class_encodes_every_row(tiny_chat):
+    model, tokenizer = load_model(tiny_chat)
+    model.generation_config.cache_implementation = "static"
+    want = HFBackend(model, tokenizer, share_prompts=False).generate(CHATS, max_tokens=4, temperature=1.0, seed=1)
+    got = HFBackend(model, tokenizer).generate(CHATS, max_tokens=4, temperature=1.0, seed=1)
+    assert_same_generations(got, want, abs=1e-5)
+
+
+def test_grouped_query_attention_in_the_kernel_samples_the_same_tokens(tiny_chat):
+    from agents.hf import GQA_SDPA
+
+    model, tokenizer = load_model(tiny_chat)
+    assert model.config.num_key_value_heads < model.config.num_attention_heads  # the tiny model is GQA
+    seen: list[str] = []
+    hook = model.model.layers[0].register_forward_hook(lambda *_: seen.append(model.config._attn_implementation))
+    got = {}
+    for kernel in (True, False):
+        backend = HFBackend(model, tokenizer, share_prompts=False)
+        backend.gqa_in_kernel = kernel
+        got[kernel] = backend.generate(CHATS, max_tokens=10, temperature=1.0, seed=6)
+    hook.remove()
+    assert_same_generations(got[True], got[False], abs=1e-5)
+    assert seen[0] == GQA_SDPA and seen[-1] == "sdpa" and model.config._attn_implementation == "sdpa"
