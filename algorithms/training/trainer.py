@@ -45,7 +45,15 @@ from agents.models import adapter_base, load_model, portable_name, resolve_model
 from agents.openai_backend import OpenAIBackend
 from agents.policy import Policy
 from agents.replicas import ReplicatedBackend
-from algorithms.config import ConfigError, TrainConfig, check_resumed_config, load_config, save_config, to_dict
+from algorithms.config import (
+    ConfigError,
+    JudgeConfig,
+    TrainConfig,
+    check_resumed_config,
+    load_config,
+    save_config,
+    to_dict,
+)
 from algorithms.training.algorithm import Algorithm, Example, build_algorithm
 from algorithms.training.checkpoints import (
     CheckpointState,
@@ -472,13 +480,22 @@ def match_figures(match: Match, figures: Mapping[str, float], alone: bool) -> di
     return {k: v for k, v in figures.items() if k.startswith(keep)}
 
 
-def build_judge(cfg: TrainConfig) -> Judge:
-    j = cfg.judge
+def build_judge(cfg: TrainConfig, section: JudgeConfig | None = None) -> Judge:
+    """The judge of ``section`` (default: the run's ``judge``; an ensemble's member, the audit's judge)."""
+    j = cfg.judge if section is None else section
     if j.kind == "rule":
         return RuleJudge()
     from advgame_env import LLMJudge
+    from advgame_env.ensemble import EnsembleJudge
     from advgame_env.wildguard import PASS_THROUGH_CHAT_TEMPLATE, WildGuardJudge, check_game
 
+    if j.kind == "ensemble":
+        ensemble = EnsembleJudge([build_judge(cfg, member) for member in j.members], both_orders=j.both_orders)
+        try:
+            check_game(cfg.game, ensemble)  # an ensemble plays only the roles all its members play
+        except ValueError as error:
+            raise ConfigError(f"judge.kind: ensemble: {error}") from None
+        return ensemble
     if j.kind == "wildguard":
         if j.mode != "generative" or j.both_orders:
             raise ConfigError(
