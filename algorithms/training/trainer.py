@@ -75,6 +75,7 @@ from algorithms.training.checkpoints import (
     weight_key,
 )
 from algorithms.training.distributed import Dist, local_value, unsharded
+from algorithms.training.judge_monitor import JudgeMonitor
 from algorithms.training.opponents import CURRENT, FOLDER, Opponents, Snapshot, attack_success, members, rival
 from algorithms.training.players import Player, Which, build_players
 from algorithms.training.runlog import RunLog, repair_metrics
@@ -638,7 +639,10 @@ class Trainer:
         for learner in self.learners.values():
             learner.sft = self._sft_streams(learner)
         self.tokenizers = {role: player.tokenizer for role, player in self.players.items()}
-        self.game = Game(build_judge(cfg), cfg.game)
+        judge, audit = build_judge(cfg), cfg.judge.audit
+        # judge.audit: a second judge re-scores a share of the verdicts; canaries ride in each call
+        self.monitor = JudgeMonitor(audit, judge, build_judge(cfg, audit.judge), cfg.run.seed) if audit else None
+        self.game = Game(self.monitor.judge if self.monitor else judge, cfg.game)
         seeds = _seeds(cfg.data.seeds, "train")
         self.streams = {
             label: SeedStream([s for s in seeds if s.label is label], cfg.run.seed + i)
@@ -667,8 +671,12 @@ class Trainer:
                 self._validate(log)
             while self.step < cfg.run.steps:
                 metrics = self.train_step()
+                if self.monitor is not None:
+                    metrics |= self.monitor.after_step(self.step)
                 if log is not None:
                     log.log(self.step, metrics)
+                if self.monitor is not None:
+                    self.monitor.check(self.step)  # warns, or stops the run with JudgeAlarm
                 if cfg.run.validate_every and self.step % cfg.run.validate_every == 0:
                     self._validate(log)
                 if self.step % cfg.run.checkpoint_every == 0 or self.step == cfg.run.steps:
