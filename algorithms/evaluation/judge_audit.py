@@ -175,8 +175,11 @@ class Figure:
         kept = [v for v in values if v is not None]
         if not kept:
             return cls(name, None, None, None, 0, len(values) - len(kept), ideal, note)
+        value = sum(kept) / len(kept)
         low, high = wilson(sum(kept), len(kept)) if binary else bootstrap(kept)
-        return cls(name, sum(kept) / len(kept), low, high, len(kept), len(values) - len(kept), ideal, note)
+        # the bootstrap's quantiles of identical means can miss the mean by a rounding error
+        low, high = min(low, value), max(high, value)
+        return cls(name, value, low, high, len(kept), len(values) - len(kept), ideal, note)
 
     @classmethod
     def not_applicable(cls, name: str, ideal: float, role: str) -> Figure:
@@ -537,7 +540,7 @@ def plot(report: AuditReport, path: Path) -> None:
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
     ax.set_title(f"judge audit: {report.judge}")
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.08), frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
