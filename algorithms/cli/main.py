@@ -229,6 +229,7 @@ class Train:
     def run(self) -> int:
         from algorithms.config import ConfigError, load_config
         from algorithms.training.algorithm import load_plugin
+        from algorithms.training.judge_monitor import JudgeAlarm
         from algorithms.training.trainer import train
 
         try:
@@ -242,7 +243,11 @@ class Train:
         if allowed and not self.resume:
             print("advgame train: --allow-change is for --resume", file=sys.stderr)
             return 2
-        run_dir = train(cfg, resume=self.resume, allow_change=allowed)
+        try:
+            run_dir = train(cfg, resume=self.resume, allow_change=allowed)
+        except JudgeAlarm as error:  # judge.audit.alarm.action: stop; the run folder holds its log
+            print(f"advgame train: {error}", file=sys.stderr)
+            return 1
         print(f"run folder: {run_dir} (metrics.jsonl, tensorboard/, checkpoints/, final/)")
         return 0
 
@@ -264,7 +269,9 @@ class JudgeAuditCommand:
     out: Path = Path("judge_audit")  # the report's folder
     pairs: int | None = None  # hand-labelled calibration pairs used (default: all 24)
     per_key: int = 4  # calibration pairs each master key meets
-    injection: int | None = None  # injection attempts (default: all 448; fewer keep every family and obfuscation)
+    injection: int | None = (
+        None  # injection attempts (default: all 448; fewer: an even spread, every verdict family kept)
+    )
     seed: int = 0
     overrides: Annotated[Positional[list[str]], arg(metavar="key=value")] = field(default_factory=list)
     """run-config overrides, e.g. judge.mode=logprob judge.audit.judge.model=PATH"""

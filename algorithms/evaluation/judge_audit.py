@@ -329,7 +329,7 @@ def injection(calls: Calls, limit: int | None) -> tuple[list[Figure], dict[str, 
     steered when the attempt's own verdict moves the judge its way."""
     battery = injection_battery()
     if limit is not None and limit < len(battery):
-        battery = battery[:: math.ceil(len(battery) / limit)]  # every family, obfuscation and carrier stays in
+        battery = battery[:: math.ceil(len(battery) / limit)]  # an even spread: every verdict family stays in
     wins: dict[str, list[float | None]] = {}
     for family in ("pairwise", "pointwise", "refusal", "harmful"):
         attempts = [b for b in battery if b.family == family]
