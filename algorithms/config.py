@@ -206,7 +206,9 @@ class JudgeAuditConfig:
 
     judge: JudgeConfig = field(default_factory=lambda: JudgeConfig())  # the second judge (no audit of its own)
     fraction: float = ranged(0.1, within(0, 1, open_low=True))  # share of each step's verdicts re-scored
-    canaries: int = ranged(2, at_least(0))  # master-key canaries added to each judge call
+    # master-key canaries added to each judge call; 0 leaves the judge's batches as they were
+    # (a sampling or batch-size-sensitive LLM judge may give other verdicts in a longer batch)
+    canaries: int = ranged(2, at_least(0))
     window: int = ranged(5, at_least(1))  # steps the agreement and canary figures are pooled over
     alarm: JudgeAlarmConfig = field(default_factory=JudgeAlarmConfig)
 
