@@ -45,15 +45,7 @@ from agents.models import adapter_base, load_model, portable_name, resolve_model
 from agents.openai_backend import OpenAIBackend
 from agents.policy import Policy
 from agents.replicas import ReplicatedBackend
-from algorithms.config import (
-    ConfigError,
-    JudgeConfig,
-    TrainConfig,
-    check_resumed_config,
-    load_config,
-    save_config,
-    to_dict,
-)
+from algorithms.config import ConfigError, TrainConfig, check_resumed_config, load_config, save_config, to_dict
 from algorithms.training.algorithm import Algorithm, Example, build_algorithm
 from algorithms.training.checkpoints import (
     CheckpointState,
@@ -84,6 +76,7 @@ from algorithms.training.sft import load_sft, sft_loss
 
 if TYPE_CHECKING:
     from agents.vllm_backend import VLLMBackend
+    from algorithms.config import JudgeConfig
     from agents.vllm_server import ServerFleet
 
 SPLITS = (Label.HARMFUL, Label.BENIGN)
