@@ -76,8 +76,8 @@ from algorithms.training.sft import load_sft, sft_loss
 
 if TYPE_CHECKING:
     from agents.vllm_backend import VLLMBackend
-    from algorithms.config import JudgeConfig
     from agents.vllm_server import ServerFleet
+    from algorithms.config import JudgeConfig
 
 SPLITS = (Label.HARMFUL, Label.BENIGN)
 
