@@ -33,7 +33,7 @@ from __future__ import annotations
 import itertools
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal, Protocol
 
@@ -277,6 +277,7 @@ class JudgeAuditCommand:
     """run-config overrides, e.g. judge.mode=logprob judge.audit.judge.model=PATH"""
 
     def run(self) -> int:
+        from advgame_env import GameConfig
         from advgame_env.judge_probes import calibration_pairs
         from algorithms.config import ConfigError, load_config
         from algorithms.evaluation.judge_audit import audit, markdown, write
@@ -293,6 +294,9 @@ class JudgeAuditCommand:
             print(f"advgame judge-audit: {error}", file=sys.stderr)
             return 2
         second = cfg.judge.audit.judge if cfg.judge.audit is not None else None
+        # the audit plays no game: the judges are built for the game that asks least of them
+        # (classification only), so a classifier-only judge (WildGuard) is audited on what it does
+        cfg = replace(cfg, game=GameConfig(reward_rule="self_redteam", faithfulness_check=False))
         judge = build_judge(cfg)
         other = build_judge(cfg, second) if second is not None else None
         pairs = _balanced(calibration_pairs(), self.pairs)
