@@ -271,6 +271,22 @@ def test_the_ensemble_config_is_checked():
     assert cfg.judge.audit is not None and cfg.judge.audit.canaries == 3 and len(cfg.judge.members) == 2
 
 
+def test_a_run_config_with_an_ensemble_and_an_audit_saves_and_loads_back(tmp_path):
+    from algorithms.config import save_config
+
+    cfg = load_config(
+        None,
+        [
+            "judge.kind=ensemble",
+            "judge.members=[{kind: rule}, {kind: llm, mode: logprob}]",
+            "judge.audit.judge.kind=llm",
+            "judge.audit.alarm.max_canary_rate=0.1",
+        ],
+    )
+    save_config(cfg, tmp_path / "config.yaml")  # what a run folder keeps, and --resume reads
+    assert load_config(tmp_path / "config.yaml") == cfg
+
+
 # ----------------------------------------------------------------------------- the training monitor
 
 

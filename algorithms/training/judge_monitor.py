@@ -17,6 +17,7 @@ ends after logging the step, with :class:`JudgeAlarm` naming the rubric and the 
 cost is logged: the re-scored items (``audit/rescored``, and their share of the step's
 verdicts), the canaries' share of the judge's items, and the re-scoring's seconds
 (``time/audit_s``). Judge calls made between two steps (validation) count with the next step.
+The window is not kept in checkpoints: a resumed run starts a fresh one.
 A failed verdict of either judge is counted (``audit/failures``) and never enters a figure.
 """
 
