@@ -123,8 +123,14 @@ class ModelConfig:
 class JudgeConfig:
     # rule: the model-free RuleJudge; llm: LLMJudge (our templates, any instruct model);
     # wildguard: WildGuardJudge (allenai/wildguard's own format; classifies only, so it needs
-    # game.reward_rule self_redteam without a faithfulness check: build_judge refuses other games)
-    kind: Literal["rule", "llm", "wildguard"] = "rule"
+    # game.reward_rule self_redteam without a faithfulness check: build_judge refuses other games);
+    # ensemble: the judges of judge.members as one (majority for labels, mean for scores;
+    # advgame_env.ensemble), judge.both_orders asking every member for each pair in both orders
+    kind: Literal["rule", "llm", "wildguard", "ensemble"] = "rule"
+    members: tuple[JudgeConfig, ...] = ()  # kind: ensemble; each a judge section (kind, model, ...)
+    # a second judge re-scores a share of each step's verdicts, with master-key canaries and
+    # alarms (algorithms.training.judge_monitor); None: no audit
+    audit: JudgeAuditConfig | None = None
     model: str = ranged("smollm2-135m-instruct", NON_EMPTY)  # the judge's model (kind: llm or wildguard)
     backend: BackendKind = "hf"
     url: str | None = None  # OpenAI-compatible server (backend: openai)
@@ -149,6 +155,14 @@ class JudgeConfig:
         return self.urls if self.urls is not None else (self.url,) if self.url else ()
 
     def check(self) -> None:
+        if self.kind == "ensemble" and len(self.members) < 2:
+            raise ConfigError("config.judge.members: judge.kind ensemble needs at least two member judges")
+        if self.kind != "ensemble" and self.members:
+            raise ConfigError(f"config.judge.members: only judge.kind ensemble has members, not {self.kind}")
+        for n, member in enumerate(self.members):
+            if member.audit is not None:
+                raise ConfigError(f"config.judge.members[{n}].audit: audit the ensemble (judge.audit), not a member")
+            validate(member, f"config.judge.members[{n}]")
         if self.url is not None and self.urls is not None:
             raise ConfigError(
                 "config.judge.urls: set judge.url (one server) or judge.urls (its replicas), not both; "
@@ -173,6 +187,36 @@ class JudgeConfig:
                 "config.judge.url: judge.backend openai needs judge.url (e.g. http://127.0.0.1:8000/v1) "
                 "or judge.urls (several replicas)"
             )
+
+
+@dataclass
+class JudgeAlarmConfig:
+    """When the audit of the judge raises its alarm: any rubric with at least ``min_count``
+    re-scored verdicts in the window whose agreement with the audit judge falls below a floor,
+    or a master-key canary favour rate above ``max_canary_rate`` (over ``min_count`` canaries)."""
+
+    min_kappa: float | None = ranged(None, within(-1, 1))  # Cohen's kappa floor per rubric; None: no floor
+    min_agreement: float | None = ranged(None, within(0, 1))  # raw agreement floor per rubric
+    max_canary_rate: float | None = ranged(None, within(0, 1))  # ceiling on the canaries' favour rate
+    min_count: int = ranged(8, at_least(1))  # verdicts (or canaries) before a figure can alarm
+    action: Literal["warn", "stop"] = "warn"  # warn: progress bar and metrics.jsonl; stop: end the run
+
+
+@dataclass
+class JudgeAuditConfig:
+    """``judge.audit``: independent re-scoring of the run's own verdicts while it trains."""
+
+    judge: JudgeConfig = field(default_factory=lambda: JudgeConfig())  # the second judge (no audit of its own)
+    fraction: float = ranged(0.1, within(0, 1, open_low=True))  # share of each step's verdicts re-scored
+    # master-key canaries added to each judge call; 0 leaves the judge's batches as they were
+    # (a sampling or batch-size-sensitive LLM judge may give other verdicts in a longer batch)
+    canaries: int = ranged(2, at_least(0))
+    window: int = ranged(5, at_least(1))  # steps the agreement and canary figures are pooled over
+    alarm: JudgeAlarmConfig = field(default_factory=JudgeAlarmConfig)
+
+    def check(self) -> None:
+        if self.judge.audit is not None:
+            raise ConfigError("config.judge.audit.judge.audit: the audit judge is not audited in turn")
 
 
 @dataclass
@@ -736,7 +780,7 @@ def _relative(key: str) -> str:
 def to_dict(cfg: object) -> dict[str, object]:
     def plain(value: object) -> object:
         if isinstance(value, tuple):
-            return list(value)
+            return [to_dict(v) if dataclasses.is_dataclass(v) else v for v in value]
         return value
 
     return {

@@ -34,6 +34,7 @@ SCRIPTS = {
     "gpu_train": "gpu_train.py",
     "logprobs": "logprobs.py",
     "roofline": "roofline.py",
+    "judge_audit": "judge_audit.py",
 }
 # memory.py's comparisons: (LoRA variant, full variant)
 COMPARED = [("lora", "full"), ("lora", "full_6"), ("lora_gc", "full_gc"), ("lora_gc", "full_6_gc")]
@@ -135,6 +136,18 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
                     f"verdicts within {j['max_verdict_difference']:.0e}",
                 ]
             )
+
+    def judge_audit(r: dict[str, Any]) -> None:
+        out.append(
+            [
+                f"CPU smoke run, {r['steps']} steps: judge.audit on (LLM re-scores {r['fraction']:g}) / off",
+                f"{r['audited_s']:.1f} s",
+                f"{r['plain_s']:.1f} s",
+                f"{r['wall_ratio']:.2f}",
+                "report",
+                f"in-run (steps + re-scoring) / steps {r['in_run_ratio']:.2f}",
+            ]
+        )
 
     def memory(r: dict[str, Any]) -> None:
         m = r["rows"]
@@ -354,6 +367,7 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
         "gpu_train": gpu_train,
         "logprobs": logprobs,
         "roofline": roofline,
+        "judge_audit": judge_audit,
     }
     for name, result in results.items():
         if "error" in result:

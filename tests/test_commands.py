@@ -22,6 +22,7 @@ def test_every_command_is_a_dataclass_parsed_from_its_flags():
         "compare",
         "serve",
         "plan",
+        "judge-audit",
     }
     assert all(dataclasses.is_dataclass(command) for command in COMMANDS.values())
     command = parse_command(["demo", "--quick", "--eval-size", "4", "run.out_dir=x", "run.steps=2"])

@@ -14,6 +14,7 @@ advgame crossplay --attackers A.. --defenders D..  every attacker against every 
 advgame compare --config A --config B --seeds 3  configs trained over seeds, final pairs measured alike,
                 [--steps N --exploit-budget K]    one table of means with 95% t-intervals
 advgame serve MODEL [vllm serve options]  an OpenAI-compatible vLLM server of a model
+advgame judge-audit --judge J [--against J2]  a judge's biases, master keys, injection, calibration, agreement
 
 A mistake in what the user gave (a config, a seed/suite/SFT file, a damaged checkpoint or log,
 an existing or missing run folder) is one line on stderr naming the file, line and key, and
@@ -29,20 +30,22 @@ a line of RUN/resumes.jsonl: its checkpoint, what was skipped or repaired, what 
 
 from __future__ import annotations
 
+import itertools
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal, Protocol
 
 import tyro
 from tyro.conf import FlagCreatePairsOff, OmitArgPrefixes, Positional, UseAppendAction, arg
 
-from algorithms.config import BackendKind
+from algorithms.config import BackendKind, JudgeConfig
 from algorithms.evaluation.crossplay import CrossPlayConfig
 from algorithms.evaluation.redteam import RedTeamConfig
 
 if TYPE_CHECKING:
+    from advgame_env.judge_probes import CalibrationPair
     from advgame_env.judges import Judge
     from agents.backends import Backend
     from algorithms.evaluation.compare import CompareConfig
@@ -226,6 +229,7 @@ class Train:
     def run(self) -> int:
         from algorithms.config import ConfigError, load_config
         from algorithms.training.algorithm import load_plugin
+        from algorithms.training.judge_monitor import JudgeAlarm
         from algorithms.training.trainer import train
 
         try:
@@ -239,9 +243,92 @@ class Train:
         if allowed and not self.resume:
             print("advgame train: --allow-change is for --resume", file=sys.stderr)
             return 2
-        run_dir = train(cfg, resume=self.resume, allow_change=allowed)
+        try:
+            run_dir = train(cfg, resume=self.resume, allow_change=allowed)
+        except JudgeAlarm as error:  # judge.audit.alarm.action: stop; the run folder holds its log
+            print(f"advgame train: {error}", file=sys.stderr)
+            return 1
         print(f"run folder: {run_dir} (metrics.jsonl, tensorboard/, checkpoints/, final/)")
         return 0
+
+
+JudgeKind = Literal["rule", "llm", "wildguard", "ensemble"]
+
+
+@dataclass
+class JudgeAuditCommand:
+    """How far a judge can be trusted: position and length bias, master-key replies, injection, calibration on
+    hand-labelled pairs, agreement with a second judge; audit.md, audit.json and audit.png in --out.
+    The judges are a run config's judge sections: --judge sets judge.kind, --against judge.audit.judge.kind,
+    and key=value overrides set the rest. Example:
+    advgame judge-audit --judge llm judge.mode=logprob --against rule --pairs 8 --injection 64"""
+
+    judge: JudgeKind | None = None  # judge.kind (default: the config's, else rule)
+    against: JudgeKind | None = None  # the second judge's kind (judge.audit.judge.kind); none: no agreement
+    config: str | None = None  # a run config whose judge section is audited
+    out: Path = Path("judge_audit")  # the report's folder
+    pairs: int | None = None  # hand-labelled calibration pairs used (default: all 24)
+    per_key: int = 4  # calibration pairs each master key meets
+    injection: int | None = (
+        None  # injection attempts (default: all 448; fewer: an even spread, every verdict family kept)
+    )
+    seed: int = 0
+    overrides: Annotated[Positional[list[str]], arg(metavar="key=value")] = field(default_factory=list)
+    """run-config overrides, e.g. judge.mode=logprob judge.audit.judge.model=PATH"""
+
+    def run(self) -> int:
+        from advgame_env import GameConfig
+        from advgame_env.judge_probes import calibration_pairs
+        from algorithms.config import ConfigError, load_config
+        from algorithms.evaluation.judge_audit import audit, markdown, write
+        from algorithms.training.trainer import build_judge
+
+        for flag, value in (("--pairs", self.pairs), ("--per-key", self.per_key), ("--injection", self.injection)):
+            if value is not None and value < 1:
+                raise UsageError(f"{flag} {value}: give at least 1")
+        given = [f"judge.kind={self.judge}"] if self.judge else []
+        given += [f"judge.audit.judge.kind={self.against}"] if self.against else []
+        try:
+            cfg = load_config(self.config, [*given, *self.overrides])
+        except (ConfigError, FileNotFoundError) as error:
+            print(f"advgame judge-audit: {error}", file=sys.stderr)
+            return 2
+        second = cfg.judge.audit.judge if cfg.judge.audit is not None else None
+        # the audit plays no game: the judges are built for the game that asks least of them
+        # (classification only), so a classifier-only judge (WildGuard) is audited on what it does
+        cfg = replace(cfg, game=GameConfig(reward_rule="self_redteam", faithfulness_check=False))
+        judge = build_judge(cfg)
+        other = build_judge(cfg, second) if second is not None else None
+        pairs = _balanced(calibration_pairs(), self.pairs)
+        report = audit(
+            judge,
+            pairs,
+            against=other,
+            names=(_judge_name(cfg.judge), None if second is None else _judge_name(second)),
+            per_key=self.per_key,
+            injection_limit=self.injection,
+            seed=self.seed,
+            progress=lambda probe: print(f"judge-audit: {probe}", file=sys.stderr, flush=True),
+        )
+        write(report, self.out)
+        print(markdown(report))
+        print(f"report: {self.out}/audit.md, audit.json, audit.png")
+        return 0
+
+
+def _balanced(pairs: list[CalibrationPair], count: int | None) -> list[CalibrationPair]:
+    """The first ``count`` pairs taking harmful and benign requests in turn, so a few keep both labels."""
+    by_label = [[p for p in pairs if p.label is label] for label in {p.label: None for p in pairs}]
+    mixed = [p for group in itertools.zip_longest(*by_label) for p in group if p is not None]
+    return mixed[:count]
+
+
+def _judge_name(j: JudgeConfig) -> str:
+    if j.kind == "rule":
+        return "rule"
+    if j.kind == "ensemble":
+        return f"ensemble({', '.join(_judge_name(m) for m in j.members)})"
+    return f"{j.kind}:{j.model} ({j.mode}{', both orders' if j.both_orders else ''})"
 
 
 @dataclass
@@ -757,6 +844,7 @@ COMMANDS: dict[str, Callable[..., Command]] = {
     "compare": Compare,
     "serve": Serve,
     "plan": Plan,
+    "judge-audit": JudgeAuditCommand,
 }
 
 

@@ -76,6 +76,8 @@ _LIVE = (
     "game/attacker_reward",
     "val/refusal_harmful",
     "val/refusal_benign",
+    "audit/canary_favour",
+    "audit/alarm",
 )
 
 

@@ -67,6 +67,7 @@ from algorithms.training.checkpoints import (
     weight_key,
 )
 from algorithms.training.distributed import Dist, local_value, unsharded
+from algorithms.training.judge_monitor import JudgeMonitor
 from algorithms.training.opponents import CURRENT, FOLDER, Opponents, Snapshot, attack_success, members, rival
 from algorithms.training.players import Player, Which, build_players
 from algorithms.training.runlog import RunLog, repair_metrics
@@ -76,6 +77,7 @@ from algorithms.training.sft import load_sft, read_sft, sft_loss
 if TYPE_CHECKING:
     from agents.vllm_backend import VLLMBackend
     from agents.vllm_server import ServerFleet
+    from algorithms.config import JudgeConfig
 
 SPLITS = (Label.HARMFUL, Label.BENIGN)
 
@@ -503,13 +505,22 @@ def match_figures(match: Match, figures: Mapping[str, float], alone: bool) -> di
     return {k: v for k, v in figures.items() if k.startswith(keep)}
 
 
-def build_judge(cfg: TrainConfig) -> Judge:
-    j = cfg.judge
+def build_judge(cfg: TrainConfig, section: JudgeConfig | None = None) -> Judge:
+    """The judge of ``section`` (default: the run's ``judge``; an ensemble's member, the audit's judge)."""
+    j = cfg.judge if section is None else section
     if j.kind == "rule":
         return RuleJudge()
     from advgame_env import LLMJudge
+    from advgame_env.ensemble import EnsembleJudge
     from advgame_env.wildguard import PASS_THROUGH_CHAT_TEMPLATE, WildGuardJudge, check_game
 
+    if j.kind == "ensemble":
+        ensemble = EnsembleJudge([build_judge(cfg, member) for member in j.members], both_orders=j.both_orders)
+        try:
+            check_game(cfg.game, ensemble)  # an ensemble plays only the roles all its members play
+        except ValueError as error:
+            raise ConfigError(f"judge.kind: ensemble: {error}") from None
+        return ensemble
     if j.kind == "wildguard":
         if j.mode != "generative" or j.both_orders:
             raise ConfigError(
@@ -658,7 +669,10 @@ class Trainer:
         for learner in self.learners.values():
             learner.sft = self._sft_streams(learner)
         self.tokenizers = {role: player.tokenizer for role, player in self.players.items()}
-        self.game = Game(build_judge(cfg), cfg.game)
+        judge, audit = build_judge(cfg), cfg.judge.audit
+        # judge.audit: a second judge re-scores a share of the verdicts; canaries ride in each call
+        self.monitor = JudgeMonitor(audit, judge, build_judge(cfg, audit.judge), cfg.run.seed) if audit else None
+        self.game = Game(self.monitor.judge if self.monitor else judge, cfg.game)
         self.streams = {
             label: SeedStream([s for s in seeds if s.label is label], cfg.run.seed + i)
             for i, label in enumerate(SPLITS)
@@ -685,8 +699,12 @@ class Trainer:
                 self._validate(log)
             while self.step < cfg.run.steps:
                 metrics = self.train_step()
+                if self.monitor is not None:
+                    metrics |= self.monitor.after_step(self.step)
                 if log is not None:
                     log.log(self.step, metrics)
+                if self.monitor is not None:
+                    self.monitor.check(self.step)  # warns, or stops the run with JudgeAlarm
                 if cfg.run.validate_every and self.step % cfg.run.validate_every == 0:
                     self._validate(log)
                 if self.step % cfg.run.checkpoint_every == 0 or self.step == cfg.run.steps:

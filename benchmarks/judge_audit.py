@@ -1,0 +1,82 @@
+"""The cost of ``judge.audit``: a short CPU run with the audit on / the same run without it.
+
+    python benchmarks/judge_audit.py [--steps 3] [--fraction 0.25] [--json FILE]
+
+Both runs are configs/cpu_smoke.yaml (rule judge, bundled 135M players, same seed, no validation),
+one after the other in this process; the audited one re-scores ``--fraction`` of each step's
+verdicts with the bundled model as a log-prob LLM judge and mixes 2 master-key canaries into every
+judge call. Two ratios: wall time of the audited run / the plain run (both runs' load included),
+and inside the audited run, the re-scoring's seconds / the steps' seconds (immune to a neighbour's
+load between the runs). Also the run's last agreement and canary figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from common import describe_machine
+
+from algorithms.config import load_config
+from algorithms.training.runlog import read_metrics
+from algorithms.training.trainer import train
+
+
+def run(folder: Path, steps: int, audit: list[str]) -> tuple[float, list[dict[str, float]]]:
+    cfg = load_config(
+        "cpu_smoke.yaml",
+        [f"run.out_dir={folder}", f"run.steps={steps}", "run.validate_every=0", "run.progress=false", *audit],
+    )
+    started = time.perf_counter()
+    train(cfg)
+    return time.perf_counter() - started, read_metrics(folder)
+
+
+def measure(steps: int, fraction: float) -> dict[str, Any]:
+    audit = [
+        f"judge.audit.fraction={fraction}",
+        "judge.audit.canaries=2",
+        f"judge.audit.window={steps}",
+        "judge.audit.judge.kind=llm",
+        "judge.audit.judge.mode=logprob",
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        plain_s, _ = run(Path(tmp) / "plain", steps, [])
+        audited_s, lines = run(Path(tmp) / "audited", steps, audit)
+    step_s = sum(line["time/step_s"] for line in lines)
+    audit_s = sum(line["time/audit_s"] for line in lines)
+    last = lines[-1]
+    return {
+        "steps": steps,
+        "fraction": fraction,
+        "plain_s": plain_s,
+        "audited_s": audited_s,
+        "wall_ratio": audited_s / plain_s,
+        "audit_s": audit_s,
+        "step_s": step_s,
+        "in_run_ratio": (step_s + audit_s) / step_s,
+        "rescored": sum(line["audit/rescored"] for line in lines),
+        "rescored_fraction": sum(line["audit/rescored_fraction"] for line in lines) / len(lines),
+        "last_step": {k: v for k, v in last.items() if k.startswith("audit/")},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--fraction", type=float, default=0.25)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    result = measure(args.steps, args.fraction) | {"machine": describe_machine()}
+    print(json.dumps(result, indent=1), file=sys.stderr)
+    if args.json:
+        args.json.write_text(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
