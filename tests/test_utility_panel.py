@@ -207,7 +207,7 @@ def test_eval_gives_instruction_following_its_own_answer_length(monkeypatch):
         return [], None
 
     monkeypatch.setattr(algorithms.evaluation.evaluate, "evaluate_models", evaluate_models)
-    args = ["eval", "--model", "m", "--max-tokens", "64", "--instruction-following", "3"]
+    args = ["eval", "--model", "smollm2-135m-instruct", "--max-tokens", "64", "--instruction-following", "3"]
     assert main([*args, "--instruction-tokens", "300"]) == 0
     assert (given["max_tokens"], len(given["plan"].instruction_prompts), given["plan"].instruction_tokens) == (
         64,

@@ -67,6 +67,16 @@ def _need_url(kind: BackendKind, url: str | None, flag: str) -> None:
         raise UsageError(f"--{flag}backend openai needs --{flag}url (e.g. http://127.0.0.1:8000/v1)")
 
 
+def _check_models(kind: BackendKind, *names: str) -> None:
+    """Local models exist before anything loads: a missing folder is one line, not a minute of hub
+    retries after torch imports (a server backend's names are the server's to check)."""
+    from agents.models import check_model
+
+    if kind != "openai":
+        for name in names:
+            check_model(name)
+
+
 def _endpoint(kind: BackendKind, model: str, url: str | None, flag: str) -> Backend:
     """``agents.build_backend``, with its missing-URL error named by the flags the user gave."""
     from agents.backends import build_backend
@@ -90,6 +100,7 @@ class JudgeOptions:
         """Before any model loads: a server judge needs its URL."""
         if self.judge != "rule":
             _need_url(self.judge_backend, self.judge_url, "judge-")
+            _check_models(self.judge_backend, self.judge)
 
     def build(self) -> Judge:
         from advgame_env import LLMJudge, RuleJudge
@@ -182,6 +193,7 @@ class Play:
         from agents import HFBackend, load_model
         from agents.policy import Policy
 
+        _check_models("hf", self.model)
         print(f"loading {self.model} (the first run converts the bundled model once, ~1 minute)", flush=True)
         model, tokenizer = load_model(self.model)
         backend = HFBackend(model, tokenizer)
@@ -277,6 +289,7 @@ class Eval:
     lm_eval_limit: Annotated[int | None, arg(metavar="N")] = None  # with --lm-eval: at most N documents per task
 
     def run(self) -> int:
+        _check_models(self.backend, *self.model)  # before torch imports: a missing folder fails in a second
         from advgame_env import SeedFormatError
         from advgame_env.suites import load_suite
         from algorithms.evaluation.evaluate import checkpoint_models, evaluate_models
@@ -439,6 +452,8 @@ class RedTeam:
         _need_url(self.attacker_backend, self.attacker_url, "attacker-")  # before any model loads
         _need_url(self.target_backend, self.target_url, "target-")
         self.judging.check()
+        _check_models(self.attacker_backend, self.attacker)
+        _check_models(self.target_backend, self.target)
         cfg = self.redteam
         attacker_side = (self.attacker_backend, self.attacker, self.attacker_url)
         attacker_backend = _endpoint(*attacker_side, "attacker-")
@@ -780,6 +795,8 @@ def _is_flag(token: str) -> bool:
 
 def _user_error(error: BaseException) -> bool:
     """An error in what the user gave (a file, a config, a run folder): a message, not a traceback."""
+    if isinstance(error, (UsageError, FileExistsError, FileNotFoundError)):
+        return True  # without the imports below, which load torch (seconds on a busy machine)
     from advgame_env.seeds import SeedFormatError
     from algorithms.config import ConfigError
     from algorithms.evaluation.redteam import RedTeamError
