@@ -44,6 +44,7 @@ from algorithms.evaluation.redteam import RedTeamConfig
 
 if TYPE_CHECKING:
     from advgame_env.judges import Judge
+    from advgame_env.seeds import Seed
     from agents.backends import Backend
     from algorithms.evaluation.compare import CompareConfig
     from algorithms.evaluation.exploit import ExploitConfig
@@ -269,6 +270,7 @@ class Eval:
     role: Literal["defender", "attacker"] = "defender"  # with --run
     which: Literal["learner", "ema"] = "learner"  # with --run: weights to evaluate
     suite: str = "bundled"  # bundled (held-out seeds), a file, or FORMAT:file
+    limit: Annotated[int | None, arg(metavar="N")] = None  # the suite's first N requests, half harmful, half benign
     backend: BackendKind = "hf"
     url: str | None = None  # OpenAI-compatible server of the model (--backend openai)
     judging: OmitArgPrefixes[JudgeOptions] = field(default_factory=JudgeOptions)
@@ -301,11 +303,11 @@ class Eval:
         run = Path(self.run_dir) if self.run_dir else None
         out = Path(self.out or (run / "eval" if run else "runs/eval"))
         try:
-            seeds = load_suite(self.suite)
+            seeds = _limited(load_suite(self.suite), self.limit)
             models = [(m, m) for m in self.model]
             if run:
                 models += checkpoint_models(run, self.role, self.which, self.steps)
-        except (SeedFormatError, FileNotFoundError) as error:
+        except (SeedFormatError, FileNotFoundError, ValueError) as error:
             raise UsageError(str(error)) from None
         try:
             utility = _utilities(self.utility, [name for name, _ in models])
@@ -348,6 +350,17 @@ class Eval:
         if comparison:
             print(f"\ncomparison: {comparison}")
         return 0
+
+
+def _limited(seeds: list[Seed], limit: int | None) -> list[Seed]:
+    """``--limit N``: a small run of a suite that still has both labels (``first_seeds``)."""
+    from advgame_env.suites import first_seeds
+
+    if limit is None:
+        return seeds
+    if limit < 1:
+        raise UsageError(f"--limit must be at least 1, not {limit}")
+    return first_seeds(seeds, limit)
 
 
 def _reference(args: Eval, run: Path | None) -> str | None:
@@ -412,6 +425,9 @@ class RedTeam:
     target_backend: BackendKind = "hf"
     target_url: str | None = None  # OpenAI-compatible server of the target, e.g. http://127.0.0.1:8000
     seeds: str = "bundled"  # bundled (held-out seeds), a file, or FORMAT:file
+    limit: Annotated[int | None, arg(metavar="N")] = None
+    """the first N seeds attacked (harmful ones; with --include-benign half harmful, half benign); a rerun
+    with a larger N in the same --out resumes and plays the rest"""
     judging: OmitArgPrefixes[JudgeOptions] = field(default_factory=JudgeOptions)
     out: str = "runs/redteam"
     redteam: OmitArgPrefixes[RedTeamConfig] = field(default_factory=RedTeamConfig)
@@ -440,7 +456,7 @@ class RedTeam:
         }
 
     def run(self) -> int:
-        from advgame_env import Game, GameConfig, SeedFormatError
+        from advgame_env import Game, GameConfig, Label, SeedFormatError
         from advgame_env.suites import load_suite
         from agents.policy import Policy
         from algorithms.evaluation.redteam import redteam, summarise, write_report
@@ -449,6 +465,9 @@ class RedTeam:
             seeds = load_suite(self.seeds)
         except (SeedFormatError, FileNotFoundError) as error:
             raise UsageError(str(error)) from None
+        if not self.redteam.include_benign:  # benign seeds are not attacked: N counts harmful ones
+            seeds = [seed for seed in seeds if seed.label is Label.HARMFUL]
+        seeds = _limited(seeds, self.limit)
         _need_url(self.attacker_backend, self.attacker_url, "attacker-")  # before any model loads
         _need_url(self.target_backend, self.target_url, "target-")
         self.judging.check()

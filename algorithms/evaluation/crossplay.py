@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING
 from advgame_env import Game, Label, Round, Sample, Seed
 from advgame_env.metrics import Rate, rate
 from advgame_env.protocol import GenerationBackend
+from advgame_env.suites import first_seeds
 from algorithms.config import at_least, non_negative, ranged, validate
 from algorithms.evaluation.metagame import MetaNash, solve
 from algorithms.evaluation.progress import progress
@@ -195,13 +196,9 @@ def check_sides(attackers: Sequence[Member], defenders: Sequence[Member]) -> Non
 
 def choose_seeds(suite: Sequence[Seed], count: int) -> list[Seed]:
     """The first ``count`` seeds, half harmful (the odd one too) and half benign, in suite order."""
-    harmful = [s for s in suite if s.label is Label.HARMFUL]
-    benign = [s for s in suite if s.label is Label.BENIGN]
-    if not harmful:
+    if not any(s.label is Label.HARMFUL for s in suite):
         raise CrossPlayError("the suite has no harmful seed: attack success needs some")
-    take_harmful = min(len(harmful), max((count + 1) // 2, count - len(benign)))
-    take_benign = min(len(benign), count - take_harmful)
-    return harmful[:take_harmful] + benign[:take_benign]
+    return first_seeds(suite, count)
 
 
 # ----------------------------------------------------------------------------- playing

@@ -114,6 +114,9 @@ class Record:
     error: str | None  # "target: ...", "judge: ..." or "faithfulness judge: ..."
     attempts: int  # target calls that included this item
     non_answer: str | None = None  # "empty" or "filtered": no answer to judge (default: files of older runs)
+    # an invalid attack's raw output as the attacker wrote it (never sent to the target), so a
+    # report can show why it failed; None for a valid one (its text is ``rewrite``)
+    invalid_output: str | None = None
 
     @property
     def key(self) -> Key:
@@ -270,6 +273,7 @@ def _record(
         error=error,
         attempts=attempts,
         non_answer=non_answer,
+        invalid_output=attack.raw if attack is not None and valid is False else None,
     )
 
 
@@ -438,6 +442,24 @@ def _short(text: str | None, limit: int) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
+def _format_warning(records: Sequence[Record]) -> list[str]:
+    """First lines of a report where most attacks were malformed: the attacker's output format
+    (think block, prefill) likely differs from the one it was trained with, and every other figure
+    then measures that mismatch. A few raw outputs show what it wrote."""
+    attacks = [r for r in records if not r.direct]
+    malformed = [r for r in attacks if r.failure == Failure.BAD_FORMAT.value]
+    if not attacks or 2 * len(malformed) <= len(attacks):
+        return []
+    lines = [
+        f"**Most attacks were malformed: {len(malformed)} of {len(attacks)} `bad_format`.** The attacker did not "
+        "write the game's format (`<think>...</think><prompt>...</prompt>`, or `<prompt>` only with `--no-think`); "
+        "check `--no-think` and `--prefill` against how it was trained. What it wrote:",
+        "",
+    ]
+    lines += [f"- {r.seed_id}: {_short(r.invalid_output, 300)!r}" for r in malformed[:3]]
+    return [*lines, ""]
+
+
 def write_report(records: Sequence[Record], folder: Path, title: str, embedder: SentenceEmbedder | None = None) -> Path:
     """summary.json and report.md in ``folder`` (results.jsonl is written as the run goes)."""
     summary, categories, spread = summarise(records), by_category(records), diversity(records, embedder)
@@ -458,6 +480,7 @@ def write_report(records: Sequence[Record], folder: Path, title: str, embedder: 
     lines = [
         f"# {title}",
         "",
+        *_format_warning(records),
         "| measure | rate [95% CI] |",
         "|---|---|",
         *(f"| {k} | {r} |" for k, r in summary.items()),
@@ -471,19 +494,22 @@ def write_report(records: Sequence[Record], folder: Path, title: str, embedder: 
         f"Empty or filtered answers (not judged, never a success): empty {non_answers['empty']}, "
         f"filtered {non_answers['filtered']}."
     ]
-    lines += [
-        "",
-        "## Harmful seeds by category",
-        "",
-        "| category | ASR (valid attacks) | baseline compliance |",
-        "|---|---|---|",
-    ]
-    lines += [
-        f"| {c} | {rows['ASR (valid attacks)']} | {rows['baseline compliance']} |" for c, rows in categories.items()
-    ]
-    lines += ["", "## Successful attacks by category"]
-    for label, category in sorted({(r.label, r.category) for r in records}, key=lambda k: (k[0] != "harmful", k)):
-        hits = [r for r in records if (r.label, r.category) == (label, category) and r.success and not r.direct]
+    if categories:
+        lines += [
+            "",
+            "## Harmful seeds by category",
+            "",
+            "| category | ASR (valid attacks) | baseline compliance |",
+            "|---|---|---|",
+        ]
+        lines += [
+            f"| {c} | {rows['ASR (valid attacks)']} | {rows['baseline compliance']} |" for c, rows in categories.items()
+        ]
+    groups = sorted({(r.label, r.category) for r in records}, key=lambda k: (k[0] != "harmful", k))
+    successes = {g: [r for r in records if (r.label, r.category) == g and r.success and not r.direct] for g in groups}
+    if any(successes.values()):  # no empty heading: a run without a success says so in its table
+        lines += ["", "## Successful attacks by category"]
+    for (label, category), hits in successes.items():
         if hits:
             kind = " (benign: refusals induced)" if label == Label.BENIGN.value else ""
             lines += ["", f"### {category}{kind}: {len(hits)}", ""]
