@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from algorithms.evaluation.compare import CompareConfig
     from algorithms.evaluation.exploit import ExploitConfig
     from algorithms.evaluation.utility import UtilityPlan
+    from algorithms.training.game_format import AttackerFormat
 
 # Every command is a dataclass; tyro builds its flags (kebab-case, help from the field comments)
 # and `main` calls its `run`. Options several commands share are dataclasses of their own.
@@ -66,6 +67,13 @@ def _need_url(kind: BackendKind, url: str | None, flag: str) -> None:
     """A server backend needs its URL: named by the flags the user gave (``flag``: "judge-", "")."""
     if kind == "openai" and not url:
         raise UsageError(f"--{flag}backend openai needs --{flag}url (e.g. http://127.0.0.1:8000/v1)")
+
+
+def _think(think: bool, no_think: bool) -> bool | None:
+    """``--think`` / ``--no-think``: the attacker's format when given, else None (as it was trained)."""
+    if think and no_think:
+        raise UsageError("--think and --no-think: give one")
+    return True if think else False if no_think else None
 
 
 def _check_models(kind: BackendKind, *names: str) -> None:
@@ -187,7 +195,9 @@ class Play:
     rounds: int = 2
     max_tokens: int = 160  # attacker budget; the defender gets twice this
     seed: int = 0
-    no_think: bool = False  # attacker answers with <prompt> only
+    think: Annotated[bool, FlagCreatePairsOff] = False  # the attacker writes <think> then <prompt>
+    no_think: Annotated[bool, FlagCreatePairsOff] = False
+    """the attacker writes <prompt> only (default for both: as an exported model was trained, else --think)"""
 
     def run(self) -> int:
         import advgame_env
@@ -195,13 +205,16 @@ class Play:
         from agents.policy import Policy
 
         _check_models("hf", self.model)
+        from algorithms.training.game_format import attacker_format
+
+        fmt = attacker_format([self.model], _think(self.think, self.no_think), None, command="play")
         print(f"loading {self.model} (the first run converts the bundled model once, ~1 minute)", flush=True)
         model, tokenizer = load_model(self.model)
         backend = HFBackend(model, tokenizer)
-        attacker = Policy(backend, max_tokens=self.max_tokens, temperature=0.7, seed=self.seed)
+        attacker = Policy(backend, max_tokens=self.max_tokens, temperature=0.7, seed=self.seed, prefill=fmt.prefill)
         defender = Policy(backend, max_tokens=2 * self.max_tokens, temperature=0.7, seed=self.seed + 1)
 
-        config = advgame_env.GameConfig(attacker_think=not self.no_think)
+        config = advgame_env.GameConfig(attacker_think=fmt.think)
         game = advgame_env.Game(advgame_env.RuleJudge(), config)
         seeds = advgame_env.bundled_seeds("heldout")
         # Every other round is direct (the seed goes straight to the defender): the untrained
@@ -432,14 +445,21 @@ class RedTeam:
     out: str = "runs/redteam"
     redteam: OmitArgPrefixes[RedTeamConfig] = field(default_factory=RedTeamConfig)
     temperature: float = 1.0  # the attacker's sampling temperature
-    no_think: bool = False  # the attacker answers with <prompt> only
-    prefill: str = ""  # opening of the attacker's turn (e.g. '<think>')
+    think: Annotated[bool, FlagCreatePairsOff] = False  # the attacker writes <think> then <prompt>
+    no_think: Annotated[bool, FlagCreatePairsOff] = False
+    """the attacker writes <prompt> only (default for both: as a trained attacker's export records, else --think)"""
+    prefill: str | None = None  # opening of the attacker's turn, e.g. '<think>' (default: as trained, else none)
     retry_errors: bool = False  # play the items recorded with an error again
     no_embeddings: bool = False  # no SBERT diversity in the report
 
-    def settings(self) -> dict[str, object]:
+    def attacker_format(self) -> AttackerFormat:
+        from algorithms.training.game_format import attacker_format
+
+        return attacker_format([self.attacker], _think(self.think, self.no_think), self.prefill, command="redteam")
+
+    def settings(self, fmt: AttackerFormat | None = None) -> dict[str, object]:
         """What a resumed run must share with the first one (URLs, batch size and retries may change)."""
-        cfg = self.redteam
+        cfg, fmt = self.redteam, fmt or self.attacker_format()
         return {
             "attacker": self.attacker,
             "target": self.target,
@@ -449,8 +469,8 @@ class RedTeam:
             "max_tokens": cfg.target_max_tokens,
             "temperature": self.temperature,
             "seed": cfg.seed,
-            "no_think": self.no_think,
-            "prefill": self.prefill,
+            "no_think": not fmt.think,
+            "prefill": fmt.prefill,
             "no_baseline": not cfg.baseline,
             "include_benign": cfg.include_benign,
         }
@@ -473,17 +493,18 @@ class RedTeam:
         self.judging.check()
         _check_models(self.attacker_backend, self.attacker)
         _check_models(self.target_backend, self.target)
+        fmt = self.attacker_format()
         cfg = self.redteam
         attacker_side = (self.attacker_backend, self.attacker, self.attacker_url)
         attacker_backend = _endpoint(*attacker_side, "attacker-")
         target_side = (self.target_backend, self.target, self.target_url)
         # one copy in memory when both sides are the same model
         target = attacker_backend if target_side == attacker_side else _endpoint(*target_side, "target-")
-        policy = Policy(attacker_backend, cfg.target_max_tokens, self.temperature, seed=cfg.seed, prefill=self.prefill)
-        game = Game(self.judging.build(), GameConfig(num_attacks=1, attacker_think=not self.no_think))
+        policy = Policy(attacker_backend, cfg.target_max_tokens, self.temperature, seed=cfg.seed, prefill=fmt.prefill)
+        game = Game(self.judging.build(), GameConfig(num_attacks=1, attacker_think=fmt.think))
         out = Path(self.out)
         records = redteam(
-            policy, target, game, seeds, out, cfg, settings=self.settings(), retry_errors=self.retry_errors
+            policy, target, game, seeds, out, cfg, settings=self.settings(fmt), retry_errors=self.retry_errors
         )
         embedder = None
         if not self.no_embeddings:
@@ -585,7 +606,9 @@ class CrossPlay:
     suite: str = "bundled"  # bundled (held-out seeds), a file, or FORMAT:file
     judging: OmitArgPrefixes[JudgeOptions] = field(default_factory=JudgeOptions)
     crossplay: OmitArgPrefixes[CrossPlayConfig] = field(default_factory=CrossPlayConfig)
-    no_think: bool = False  # the attackers answer with <prompt> only
+    think: Annotated[bool, FlagCreatePairsOff] = False  # the attackers write <think> then <prompt>
+    no_think: Annotated[bool, FlagCreatePairsOff] = False
+    """the attackers write <prompt> only (default for both: as their exports record, else --think)"""
     out: str = "runs/crossplay"
     retry_errors: bool = False  # play the records saved with an error again
 
@@ -604,11 +627,15 @@ class CrossPlay:
         attackers = members(self.attackers, runs=runs, role="attacker", steps=self.steps, which=self.which, local=local)
         defenders = members(self.defenders, runs=runs, role="defender", steps=self.steps, which=self.which, local=local)
         check_sides(attackers, defenders)
+        from algorithms.training.game_format import attacker_format
+
+        given = _think(self.think, self.no_think)
+        think = attacker_format([model for _, model in attackers], given, None, command="crossplay").think
         result = crossplay(
             attackers,
             defenders,
             seeds,
-            Game(self.judging.build(), GameConfig(num_attacks=1, attacker_think=not self.no_think)),
+            Game(self.judging.build(), GameConfig(num_attacks=1, attacker_think=think)),
             lambda model: _endpoint(self.backend, model, self.url, ""),
             Path(self.out),
             self.crossplay,
