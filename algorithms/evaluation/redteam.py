@@ -31,6 +31,7 @@ error and no verdict. An attacker that keeps failing stops the run (resume it la
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -48,7 +49,7 @@ from advgame_env import Classification, ClassifyItem, Failure, Game, Label, Roun
 from advgame_env.metrics import Rate, embedding_diversity, rate, self_bleu_diversity
 from advgame_env.protocol import Generation, GenerationBackend
 from advgame_env.templates import clean_untrusted
-from algorithms.evaluation.progress import progress
+from algorithms.evaluation.progress import OnItem, progress
 from algorithms.training.seed_stream import derived_seed
 
 if TYPE_CHECKING:  # agents loads torch: the CLI reads RedTeamConfig before any command runs
@@ -346,8 +347,10 @@ def redteam(
     settings: dict[str, object] | None = None,
     retry_errors: bool = False,
     log: Callable[[str], None] = print,
+    on_item: OnItem | None = None,
 ) -> list[Record]:
-    """Play every item not yet in ``out/results.jsonl``; all the run's records, in plan order."""
+    """Play every item not yet in ``out/results.jsonl``; all the run's records, in plan order.
+    ``on_item(done, total)`` after each recorded item (default: a progress bar on stderr)."""
     if game.config.num_attacks != 1:
         raise ValueError("red-teaming plays one attack per round (an item is one sample)")
     items = plan(seeds, cfg)
@@ -358,7 +361,10 @@ def redteam(
     done = len(items) - len(todo)
     log(f"red-teaming {len(items)} items: records in {results.path}, the report in {out / 'report.md'}")
     log(f"{done} of {len(items)} items already recorded in {out}")
-    with progress(len(items), "red-teaming (attack, answer, judge)", initial=done) as bar:
+    with contextlib.ExitStack() as stack:
+        if on_item is None:
+            bar = stack.enter_context(progress(len(items), "red-teaming (attack, answer, judge)", initial=done))
+            on_item = lambda done, total: bar.update(1)  # noqa: E731
         for start in range(0, len(todo), cfg.batch_size):
             batch = todo[start : start + cfg.batch_size]
             # fresh sampling noise per batch, the same on a rerun of the same batch
@@ -368,8 +374,10 @@ def redteam(
             actions, error, _ = retry_call(lambda: policy.attack(observations, 1), cfg.retries, cfg.backoff)  # noqa: B023
             if error or actions is None:
                 raise RedTeamError(f"the attacker failed {cfg.retries + 1} times: {error}; rerun to resume")
-            results.append(play_batch(game, target, batch, [a[0] for a in actions], cfg))
-            bar.update(len(batch))
+            records = play_batch(game, target, batch, [a[0] for a in actions], cfg)
+            results.append(records)
+            for n in range(1, len(records) + 1):
+                on_item(done + start + n, len(items))
             log(f"{done + start + len(batch)} of {len(items)} items recorded")
     return [results.records[i.key] for i in items if i.key in results.records]
 
