@@ -29,6 +29,7 @@ a line of RUN/resumes.jsonl: its checkpoint, what was skipped or repaired, what 
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -811,7 +812,7 @@ COMMANDS: dict[str, Callable[..., Command]] = {
 
 def parse_command(argv: Sequence[str] | None = None) -> Command:
     """The command dataclass that ``argv`` (default: sys.argv[1:]) names, its fields set from the flags."""
-    args = list(sys.argv[1:] if argv is None else argv)
+    args = _threads_flag(list(sys.argv[1:] if argv is None else argv))
     if args[:1] == ["serve"] and len(args) > 1 and args[1] not in ("-h", "--help"):
         return Serve(args[1], args[2:])  # vllm's options go through untouched, unparsed by us
     if args[:1] in (["eval"], ["demo"]):
@@ -819,9 +820,28 @@ def parse_command(argv: Sequence[str] | None = None) -> Command:
     return tyro.extras.subcommand_cli_from_dict(
         COMMANDS,
         prog="advgame",
-        description="LM safety alignment as an attacker-defender game.",
+        description=(
+            "LM safety alignment as an attacker-defender game. Every command runs torch on one CPU thread "
+            "(fastest on a shared 2-core machine); --threads N before or after the command, or ADVGAME_THREADS=N, "
+            "asks for N."
+        ),
         args=args,
     )
+
+
+def _threads_flag(args: list[str]) -> list[str]:
+    # One option for every command (the thread policy, agents.threads), read before tyro, which
+    # has no option shared across subcommands; it travels in ADVGAME_THREADS.
+    out, rest = [], iter(args)
+    for token in rest:
+        if token == "--threads" or token.startswith("--threads="):
+            value = token.partition("=")[2] or next(rest, "")
+            if not value.isdigit() or int(value) < 1:
+                raise UsageError(f"--threads {value!r}: give a whole number of threads, at least 1")
+            os.environ["ADVGAME_THREADS"] = value
+        else:
+            out.append(token)
+    return out
 
 
 def _flag_alone(args: list[str], flag: str, value: str) -> list[str]:
@@ -855,8 +875,19 @@ def _user_error(error: BaseException) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    command = parse_command(argv)
+    try:
+        command = parse_command(argv)
+    except UsageError as error:
+        print(f"advgame: {error}", file=sys.stderr)
+        return 2
     name = next(name for name, kind in COMMANDS.items() if type(command) is kind)
+    from agents.threads import apply_thread_policy
+
+    try:
+        apply_thread_policy()
+    except ValueError as error:  # a bad ADVGAME_THREADS / OMP_NUM_THREADS
+        print(f"advgame: {error}", file=sys.stderr)
+        return 2
     try:
         return int(command.run())
     except Exception as error:
