@@ -76,3 +76,15 @@ def test_a_training_export_records_its_format(tiny_chat, tmp_path):
     for name in ("attacker", "defender"):
         fmt = read_format(run / "final" / name)
         assert fmt == GameFormat.of(cfg) and fmt is not None and fmt.attacker_think is False
+
+
+@pytest.mark.parametrize(
+    "name", ["demo", "play", "train", "eval", "redteam", "exploit", "crossplay", "compare", "plan"]
+)
+def test_no_command_offers_a_double_negative(name, capsys):
+    from algorithms.cli.main import parse_command as parse
+
+    with pytest.raises(SystemExit):
+        parse([name, "--help"])
+    shown = capsys.readouterr().out
+    assert "--" in shown and "--no-no-" not in shown

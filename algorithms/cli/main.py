@@ -826,6 +826,8 @@ def parse_command(argv: Sequence[str] | None = None) -> Command:
             "asks for N."
         ),
         args=args,
+        # one flag per switch, the one that changes its default: --no-think, never --no-no-think
+        config=(FlagCreatePairsOff,),
     )
 
 
