@@ -122,14 +122,14 @@ class JudgeOptions:
 
 @dataclass
 class Demo:
-    """The CPU alignment demo: AdvGame-DPO-MD on the bundled model (configs/cpu_demo.yaml, ~45 min on 2 cores),
+    """The CPU alignment demo: AdvGame-DPO-MD on the bundled model (configs/cpu_demo.yaml, 36-39 min on 2 idle cores),
     then one before/after table of the defender on held-out seeds and a report with pictures in RUN/eval,
     with the after defender's win rate against the before one (and instruction following on request).
     An interrupted demo resumes."""
 
     quick: bool = False  # configs/cpu_demo_quick.yaml: the pipeline in minutes
     config: str | None = None  # another demo config (e.g. configs/cpu_demo_llm_judge.yaml)
-    eval_size: int | None = None  # held-out seeds evaluated (default: all 170; quick: 24)
+    eval_size: int | None = None  # held-out seeds evaluated (default: all 169; quick: 24)
     eval_tokens: int = 64  # answer length when evaluating
     attack_seeds: int | None = None  # held-out harmful seeds the attackers rewrite (0: skip; default 24, quick: 4)
     instruction_following: Annotated[int | None, arg(metavar="N")] = None
