@@ -34,3 +34,15 @@ def test_instruction_following_reports_every_answer():
         Scripted("A short answer."), prompts, max_tokens=8, batch=2, on_item=lambda *a: calls.append(a)
     )
     assert calls == [(n, 5) for n in range(1, 6)] and result.prompt_strict.total == 5
+
+
+def test_the_win_rate_counts_each_sides_answers(capsys):
+    from advgame_env import RuleJudge
+    from algorithms.evaluation.utility import win_rate
+    from tests.test_progress import last_count
+
+    benign = [s for s in bundled_seeds("heldout") if s.label is Label.BENIGN][:5]
+    win_rate(Scripted("A helpful answer."), Scripted("Another answer."), RuleJudge(), benign, batch=2)
+    err = capsys.readouterr().err
+    assert last_count(err, "win rate: the model answering") == (5, 5)
+    assert last_count(err, "win rate: the reference answering") == (5, 5)

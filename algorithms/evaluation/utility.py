@@ -505,7 +505,7 @@ def win_rate(
     prompts: Sequence[Seed] | Sequence[str] | str | Path | None = None,
     *,
     max_tokens: int = 256,
-    batch: int = 64,
+    batch: int = 16,
     rubric: Rubric = Rubric.COMPLIANCE,
 ) -> WinRate:
     """``model``'s greedy answers against ``reference``'s (each a backend or a ``Policy``), judged
@@ -517,15 +517,20 @@ def win_rate(
     if not seeds:
         raise ValueError("no benign request to measure a win rate on")
     texts = [s.prompt for s in seeds]
-    responses, references = (_answers(m, texts, max_tokens, batch) for m in (model, reference))
+    responses, references = (
+        _answers(m, texts, max_tokens, batch, who) for m, who in ((model, "model"), (reference, "reference"))
+    )
     return compare_answers(texts, responses, references, judge, keys=[s.id for s in seeds], rubric=rubric)
 
 
-def _answers(model: Answerer, prompts: Sequence[str], max_tokens: int, batch: int) -> list[Answer]:
+def _answers(model: Answerer, prompts: Sequence[str], max_tokens: int, batch: int, who: str) -> list[Answer]:
     policy = _greedy_policy(model, max_tokens)
     out: list[Answer] = []
-    for start in range(0, len(prompts), batch):
-        out += [answer for (answer,) in policy.sample(prompts[start : start + batch], 1)]
+    with progress(len(prompts), f"win rate: the {who} answering") as bar:
+        for start in range(0, len(prompts), batch):
+            for (answer,) in policy.sample(prompts[start : start + batch], 1):
+                out.append(answer)
+                bar.update(1)
     return out
 
 
