@@ -25,14 +25,14 @@ def spin(stop: multiprocessing.synchronize.Event) -> None:  # type: ignore[name-
 
 def workloads() -> dict[str, object]:
     model, tokenizer = load_model()
-    backend = HFBackend(model, tokenizer, batch_size=8)
-    chats = [[{"role": "user", "content": f"Name {n} fruits and say one thing about each."}] for n in range(8)]
+    backend = HFBackend(model, tokenizer, batch_size=4)
+    chats = [[{"role": "user", "content": f"Name {n} fruits and say one thing about each."}] for n in range(4)]
     batch = tokenizer(
         [f"A sentence number {n} about apples and pears." for n in range(8)], return_tensors="pt", padding=True
     )
 
     def generate() -> None:
-        backend.generate(chats, max_tokens=24, temperature=0.0)
+        backend.generate(chats, max_tokens=16, temperature=0.0)
 
     def step() -> None:
         model.train()
@@ -41,7 +41,7 @@ def workloads() -> dict[str, object]:
         model.zero_grad()
         model.eval()
 
-    return {"generate 8 x 24 tokens": generate, "forward+backward 8 sequences": step}
+    return {"generate 4 x 16 tokens": generate, "forward+backward 8 sequences": step}
 
 
 def at(threads: int, fn):  # type: ignore[no-untyped-def]
@@ -52,27 +52,29 @@ def at(threads: int, fn):  # type: ignore[no-untyped-def]
     return run
 
 
-def measure(repeats: int) -> dict[str, dict[str, float]]:
+def measure(work: dict[str, object], repeats: int) -> dict[str, dict[str, float]]:
     cores = os.cpu_count() or 1
     out = {}
-    for name, fn in workloads().items():
+    for name, fn in work.items():
         times = interleaved({"1": at(1, fn), str(cores): at(cores, fn)}, repeats=repeats)  # type: ignore[arg-type]
         out[name] = {
             "one thread s": times["1"],
             f"{cores} threads s": times[str(cores)],
             "ratio": times[str(cores)] / times["1"],
         }
+        print(name, out[name], file=sys.stderr, flush=True)
     return out
 
 
 def main() -> None:
     repeats = int(sys.argv[1]) if len(sys.argv) > 1 else 3
-    results = {"machine": describe_machine(), "as is": measure(repeats)}
+    work = workloads()
+    results = {"machine": describe_machine(), "as is": measure(work, repeats)}
     stop = multiprocessing.Event()
     busy = multiprocessing.Process(target=spin, args=(stop,), daemon=True)
     busy.start()
     try:
-        results["beside a busy process"] = measure(repeats)
+        results["beside a busy process"] = measure(work, repeats)
     finally:
         stop.set()
         busy.join()
