@@ -88,3 +88,16 @@ def test_no_command_offers_a_double_negative(name, capsys):
         parse([name, "--help"])
     shown = capsys.readouterr().out
     assert "--" in shown and "--no-no-" not in shown
+
+
+def test_crossplay_plays_an_export_in_its_recorded_format(tiny_chat, tmp_path):
+    from algorithms.evaluation.crossplay import SETTINGS_FILE
+
+    attacker = tmp_path / "final" / "attacker"
+    shutil.copytree(tiny_chat, attacker)
+    write_format(attacker, replace(GameFormat.of(load_config("configs/cpu_demo.yaml")), attacker_prefill="<prompt>"))
+    out = tmp_path / "cross"
+    args = ["crossplay", "--attackers", str(attacker), "--defenders", str(tiny_chat), "--seeds", "2"]
+    assert main([*args, "--max-tokens", "8", "--no-baseline", "--out", str(out)]) == 0
+    settings = json.loads((out / SETTINGS_FILE).read_text())
+    assert settings["no_think"] is True and settings["config"]["prefill"] == "<prompt>"

@@ -32,7 +32,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal, Protocol
 
@@ -631,7 +631,11 @@ class CrossPlay:
         from algorithms.training.game_format import attacker_format
 
         given = _think(self.think, self.no_think)
-        think = attacker_format([model for _, model in attackers], given, None, command="crossplay").think
+        # a --prefill given wins; none (the default "") takes the attackers' recorded one
+        fmt = attacker_format(
+            [model for _, model in attackers], given, self.crossplay.prefill or None, command="crossplay"
+        )
+        think, played = fmt.think, replace(self.crossplay, prefill=fmt.prefill)
         result = crossplay(
             attackers,
             defenders,
@@ -639,7 +643,7 @@ class CrossPlay:
             Game(self.judging.build(), GameConfig(num_attacks=1, attacker_think=think)),
             lambda model: _endpoint(self.backend, model, self.url, ""),
             Path(self.out),
-            self.crossplay,
+            played,
             settings={"suite": self.suite, "judge": self.judging.judge, "backend": self.backend},
             retry_errors=self.retry_errors,
         )
