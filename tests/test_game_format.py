@@ -101,3 +101,7 @@ def test_crossplay_plays_an_export_in_its_recorded_format(tiny_chat, tmp_path):
     assert main([*args, "--max-tokens", "8", "--no-baseline", "--out", str(out)]) == 0
     settings = json.loads((out / SETTINGS_FILE).read_text())
     assert settings["no_think"] is True and settings["config"]["prefill"] == "<prompt>"
+    # the tiny model's 8-token rewrites: however valid they came out, the report's first lines agree
+    validity = json.loads((out / "crossplay.json").read_text())["attack_validity"][0]
+    head = "\n".join((out / "report.md").read_text().splitlines()[:4])
+    assert ("rewrites were valid.** Most were not" in head) == (2 * validity["successes"] < validity["n"])
