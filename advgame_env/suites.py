@@ -130,3 +130,16 @@ def load_suite(spec: str = "bundled") -> list[Seed]:
         raise SeedFormatError(f"{path}: no records")
     kind = kind or detect_format([record for _, _, record in records], path.name)
     return [FORMATS[kind](record, where, n, path) for n, (_, where, record) in enumerate(records, start=1)]
+
+
+def first_seeds(suite: Sequence[Seed], count: int) -> list[Seed]:
+    """The first ``count`` seeds, half harmful (the odd one too) and half benign, each in suite
+    order (one label fills in when the other runs out): a small run that still measures both
+    compliance and over-refusal. ``advgame eval --limit``, ``redteam --limit`` and cross-play."""
+    if count < 0:
+        raise ValueError(f"the number of seeds must be at least 0, not {count}")
+    harmful = [s for s in suite if s.label is Label.HARMFUL]
+    benign = [s for s in suite if s.label is Label.BENIGN]
+    take_harmful = min(len(harmful), max((count + 1) // 2, count - len(benign)))
+    take_benign = min(len(benign), count - take_harmful)
+    return harmful[:take_harmful] + benign[:take_benign]

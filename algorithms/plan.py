@@ -175,7 +175,10 @@ def model_shape(name: str) -> Shape:
         return PUBLISHED[name]
     from agents.models import ADAPTER_CONFIG, resolve_model
 
-    path = Path(resolve_model(name))
+    try:
+        path = Path(resolve_model(name))
+    except FileNotFoundError:  # the message below says what plan can read instead
+        path = Path(name)
     adapter = path / ADAPTER_CONFIG
     if adapter.is_file():
         return model_shape(json.loads(adapter.read_text(encoding="utf-8"))["base_model_name_or_path"])

@@ -87,7 +87,7 @@ def test_eval_writes_a_report_for_a_model_on_a_suite(tiny_chat, tmp_path, capsys
 def test_eval_names_a_malformed_suite_file(tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "x"}\n')
-    assert main(["eval", "--model", "unused", "--suite", str(bad)]) == 2
+    assert main(["eval", "--model", "smollm2-135m-instruct", "--suite", str(bad)]) == 2
     assert "bad.jsonl, line 1: missing field 'category'" in capsys.readouterr().err
 
 
@@ -192,7 +192,7 @@ def test_resume_with_a_changed_config_is_refused_and_a_change_can_be_allowed(tmp
 
 def test_a_user_error_from_any_command_is_a_message_and_exit_2(tmp_path, capsys):
     (tmp_path / "bad.jsonl").write_bytes(b'{"prompt": "caf\xe9", "category": "benign"}\n')
-    assert main(["eval", "--model", "unused", "--suite", str(tmp_path / "bad.jsonl")]) == 2
+    assert main(["eval", "--model", "smollm2-135m-instruct", "--suite", str(tmp_path / "bad.jsonl")]) == 2
     assert "bad.jsonl, line 1: not UTF-8" in capsys.readouterr().err
     assert main(["redteam", "--attacker", "a", "--target", "t", "--seeds", str(tmp_path / "bad.jsonl")]) == 2
     assert "bad.jsonl, line 1: not UTF-8" in capsys.readouterr().err

@@ -126,5 +126,5 @@ def test_eval_runs_the_harness_on_the_backend_it_was_given(monkeypatch, backend,
 
     monkeypatch.setattr(algorithms.evaluation.evaluate, "evaluate_models", evaluate_models)
     url = ["--url", "http://127.0.0.1:1/v1"] if backend == "openai" else []
-    assert main(["eval", "--model", "m", "--backend", backend, *url, "--lm-eval", "arc_easy"]) == 0
+    assert main(["eval", "--model", "smollm2-135m-instruct", "--backend", backend, *url, "--lm-eval", "arc_easy"]) == 0
     assert given["plan"].lm_eval == ("arc_easy",) and given["plan"].lm_eval_backend == harness

@@ -246,7 +246,7 @@ def test_eval_measures_utility_beside_safety_and_plots_it(tiny_chat, tmp_path, c
 def test_eval_checks_its_utility_options_before_generating(tmp_path, capsys):
     from algorithms.cli.main import main
 
-    base = ["eval", "--model", "no/such-model", "--suite", str(_suite(tmp_path)), "--out", str(tmp_path / "x")]
+    base = ["eval", "--model", "smollm2-135m-instruct", "--suite", str(_suite(tmp_path)), "--out", str(tmp_path / "x")]
     assert main([*base, "--lm-eval", "missing/task.yaml"]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert main([*base, "--lm-eval", " , "]) == 2

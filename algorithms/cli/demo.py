@@ -1,6 +1,6 @@
 """The CPU alignment demo (``advgame demo``): train both players, then measure what changed.
 
-    advgame demo            configs/cpu_demo.yaml: AdvGame-DPO-MD on the bundled model (~45 min, 2 cores)
+    advgame demo            configs/cpu_demo.yaml: AdvGame-DPO-MD on the bundled model (36-39 min, 2 idle cores)
     advgame demo --quick    configs/cpu_demo_quick.yaml: the same pipeline in a few minutes
 
 1. Train (or resume an interrupted run) with the demo config.
@@ -167,11 +167,38 @@ def table_rows(evaluated: list[Evaluated]) -> tuple[list[str], list[list[str]]]:
     return shown + measured, rows
 
 
-def print_table(evaluated: list[Evaluated], comparison: Path) -> None:
+COLUMNS = 100  # a terminal table wider than this wraps into noise
+
+
+def render_table(evaluated: list[Evaluated], columns: int = COLUMNS) -> list[str]:
+    """The table for a terminal: one row per model when it fits ``columns``; else one row per
+    measure (models as columns); else one block per model."""
     header, rows = table_rows(evaluated)
-    width = max(len(e.name) for e in evaluated) + 2
-    widths = [max(len(h), *(len(r[k]) for r in rows)) + 2 for k, h in enumerate(header)]
-    print("\n" + "".ljust(width) + "".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
-    for e, cells in zip(evaluated, rows, strict=True):
-        print(e.name.ljust(width) + "".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)))
+    names = [e.name for e in evaluated]
+
+    def grid(top: list[str], lines: list[tuple[str, list[str]]]) -> list[str]:
+        first = max(len(label) for label, _ in lines) + 2
+        widths = [max(len(h), *(len(cells[k]) for _, cells in lines)) + 2 for k, h in enumerate(top)]
+        out = ["".ljust(first) + "".join(h.ljust(w) for h, w in zip(top, widths, strict=True))]
+        out += [
+            label.ljust(first) + "".join(c.ljust(w) for c, w in zip(cells, widths, strict=True))
+            for label, cells in lines
+        ]
+        return [line.rstrip() for line in out]
+
+    wide = grid(header, list(zip(names, rows, strict=True)))
+    if max(map(len, wide)) <= columns:
+        return wide
+    tall = grid(names, [(measure, [r[k] for r in rows]) for k, measure in enumerate(header)])
+    if max(map(len, tall)) <= columns:
+        return tall
+    return [
+        line
+        for name, cells in zip(names, rows, strict=True)
+        for line in (f"{name}:", *(f"  {h}: {c}" for h, c in zip(header, cells, strict=True)))
+    ]
+
+
+def print_table(evaluated: list[Evaluated], comparison: Path) -> None:
+    print("\n" + "\n".join(render_table(evaluated)))
     print(f"\nreport with pictures: {comparison} (and {comparison.with_suffix('.html').name} beside it)")

@@ -31,6 +31,7 @@ a line of RUN/resumes.jsonl: its checkpoint, what was skipped or repaired, what 
 from __future__ import annotations
 
 import itertools
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -47,10 +48,12 @@ from algorithms.evaluation.redteam import RedTeamConfig
 if TYPE_CHECKING:
     from advgame_env.judge_probes import CalibrationPair
     from advgame_env.judges import Judge
+    from advgame_env.seeds import Seed
     from agents.backends import Backend
     from algorithms.evaluation.compare import CompareConfig
     from algorithms.evaluation.exploit import ExploitConfig
     from algorithms.evaluation.utility import UtilityPlan
+    from algorithms.training.game_format import AttackerFormat
 
 # Every command is a dataclass; tyro builds its flags (kebab-case, help from the field comments)
 # and `main` calls its `run`. Options several commands share are dataclasses of their own.
@@ -68,6 +71,23 @@ def _need_url(kind: BackendKind, url: str | None, flag: str) -> None:
     """A server backend needs its URL: named by the flags the user gave (``flag``: "judge-", "")."""
     if kind == "openai" and not url:
         raise UsageError(f"--{flag}backend openai needs --{flag}url (e.g. http://127.0.0.1:8000/v1)")
+
+
+def _think(think: bool, no_think: bool) -> bool | None:
+    """``--think`` / ``--no-think``: the attacker's format when given, else None (as it was trained)."""
+    if think and no_think:
+        raise UsageError("--think and --no-think: give one")
+    return True if think else False if no_think else None
+
+
+def _check_models(kind: BackendKind, *names: str) -> None:
+    """Local models exist before anything loads: a missing folder is one line, not a minute of hub
+    retries after torch imports (a server backend's names are the server's to check)."""
+    from agents.models import check_model
+
+    if kind != "openai":
+        for name in names:
+            check_model(name)
 
 
 def _endpoint(kind: BackendKind, model: str, url: str | None, flag: str) -> Backend:
@@ -93,6 +113,7 @@ class JudgeOptions:
         """Before any model loads: a server judge needs its URL."""
         if self.judge != "rule":
             _need_url(self.judge_backend, self.judge_url, "judge-")
+            _check_models(self.judge_backend, self.judge)
 
     def build(self) -> Judge:
         from advgame_env import LLMJudge, RuleJudge
@@ -104,14 +125,14 @@ class JudgeOptions:
 
 @dataclass
 class Demo:
-    """The CPU alignment demo: AdvGame-DPO-MD on the bundled model (configs/cpu_demo.yaml, ~45 min on 2 cores),
+    """The CPU alignment demo: AdvGame-DPO-MD on the bundled model (configs/cpu_demo.yaml, 36-39 min on 2 idle cores),
     then one before/after table of the defender on held-out seeds and a report with pictures in RUN/eval,
     with the after defender's win rate against the before one (and instruction following on request).
     An interrupted demo resumes."""
 
     quick: bool = False  # configs/cpu_demo_quick.yaml: the pipeline in minutes
     config: str | None = None  # another demo config (e.g. configs/cpu_demo_llm_judge.yaml)
-    eval_size: int | None = None  # held-out seeds evaluated (default: all 170; quick: 24)
+    eval_size: int | None = None  # held-out seeds evaluated (default: all 169; quick: 24)
     eval_tokens: int = 64  # answer length when evaluating
     attack_seeds: int | None = None  # held-out harmful seeds the attackers rewrite (0: skip; default 24, quick: 4)
     instruction_following: Annotated[int | None, arg(metavar="N")] = None
@@ -178,20 +199,26 @@ class Play:
     rounds: int = 2
     max_tokens: int = 160  # attacker budget; the defender gets twice this
     seed: int = 0
-    no_think: bool = False  # attacker answers with <prompt> only
+    think: Annotated[bool, FlagCreatePairsOff] = False  # the attacker writes <think> then <prompt>
+    no_think: Annotated[bool, FlagCreatePairsOff] = False
+    """the attacker writes <prompt> only (default for both: as an exported model was trained, else --think)"""
 
     def run(self) -> int:
         import advgame_env
         from agents import HFBackend, load_model
         from agents.policy import Policy
 
+        _check_models("hf", self.model)
+        from algorithms.training.game_format import attacker_format
+
+        fmt = attacker_format([self.model], _think(self.think, self.no_think), None, command="play")
         print(f"loading {self.model} (the first run converts the bundled model once, ~1 minute)", flush=True)
         model, tokenizer = load_model(self.model)
         backend = HFBackend(model, tokenizer)
-        attacker = Policy(backend, max_tokens=self.max_tokens, temperature=0.7, seed=self.seed)
+        attacker = Policy(backend, max_tokens=self.max_tokens, temperature=0.7, seed=self.seed, prefill=fmt.prefill)
         defender = Policy(backend, max_tokens=2 * self.max_tokens, temperature=0.7, seed=self.seed + 1)
 
-        config = advgame_env.GameConfig(attacker_think=not self.no_think)
+        config = advgame_env.GameConfig(attacker_think=fmt.think)
         game = advgame_env.Game(advgame_env.RuleJudge(), config)
         seeds = advgame_env.bundled_seeds("heldout")
         # Every other round is direct (the seed goes straight to the defender): the untrained
@@ -344,6 +371,7 @@ class Eval:
     role: Literal["defender", "attacker"] = "defender"  # with --run
     which: Literal["learner", "ema"] = "learner"  # with --run: weights to evaluate
     suite: str = "bundled"  # bundled (held-out seeds), a file, or FORMAT:file
+    limit: Annotated[int | None, arg(metavar="N")] = None  # the suite's first N requests, half harmful, half benign
     backend: BackendKind = "hf"
     url: str | None = None  # OpenAI-compatible server of the model (--backend openai)
     judging: OmitArgPrefixes[JudgeOptions] = field(default_factory=JudgeOptions)
@@ -364,6 +392,7 @@ class Eval:
     lm_eval_limit: Annotated[int | None, arg(metavar="N")] = None  # with --lm-eval: at most N documents per task
 
     def run(self) -> int:
+        _check_models(self.backend, *self.model)  # before torch imports: a missing folder fails in a second
         from advgame_env import SeedFormatError
         from advgame_env.suites import load_suite
         from algorithms.evaluation.evaluate import checkpoint_models, evaluate_models
@@ -375,11 +404,11 @@ class Eval:
         run = Path(self.run_dir) if self.run_dir else None
         out = Path(self.out or (run / "eval" if run else "runs/eval"))
         try:
-            seeds = load_suite(self.suite)
+            seeds = _limited(load_suite(self.suite), self.limit)
             models = [(m, m) for m in self.model]
             if run:
                 models += checkpoint_models(run, self.role, self.which, self.steps)
-        except (SeedFormatError, FileNotFoundError) as error:
+        except (SeedFormatError, FileNotFoundError, ValueError) as error:
             raise UsageError(str(error)) from None
         try:
             utility = _utilities(self.utility, [name for name, _ in models])
@@ -422,6 +451,17 @@ class Eval:
         if comparison:
             print(f"\ncomparison: {comparison}")
         return 0
+
+
+def _limited(seeds: list[Seed], limit: int | None) -> list[Seed]:
+    """``--limit N``: a small run of a suite that still has both labels (``first_seeds``)."""
+    from advgame_env.suites import first_seeds
+
+    if limit is None:
+        return seeds
+    if limit < 1:
+        raise UsageError(f"--limit must be at least 1, not {limit}")
+    return first_seeds(seeds, limit)
 
 
 def _reference(args: Eval, run: Path | None) -> str | None:
@@ -486,18 +526,28 @@ class RedTeam:
     target_backend: BackendKind = "hf"
     target_url: str | None = None  # OpenAI-compatible server of the target, e.g. http://127.0.0.1:8000
     seeds: str = "bundled"  # bundled (held-out seeds), a file, or FORMAT:file
+    limit: Annotated[int | None, arg(metavar="N")] = None
+    """the first N seeds attacked (harmful ones; with --include-benign half harmful, half benign); a rerun
+    with a larger N in the same --out resumes and plays the rest"""
     judging: OmitArgPrefixes[JudgeOptions] = field(default_factory=JudgeOptions)
     out: str = "runs/redteam"
     redteam: OmitArgPrefixes[RedTeamConfig] = field(default_factory=RedTeamConfig)
     temperature: float = 1.0  # the attacker's sampling temperature
-    no_think: bool = False  # the attacker answers with <prompt> only
-    prefill: str = ""  # opening of the attacker's turn (e.g. '<think>')
+    think: Annotated[bool, FlagCreatePairsOff] = False  # the attacker writes <think> then <prompt>
+    no_think: Annotated[bool, FlagCreatePairsOff] = False
+    """the attacker writes <prompt> only (default for both: as a trained attacker's export records, else --think)"""
+    prefill: str | None = None  # opening of the attacker's turn, e.g. '<think>' (default: as trained, else none)
     retry_errors: bool = False  # play the items recorded with an error again
     no_embeddings: bool = False  # no SBERT diversity in the report
 
-    def settings(self) -> dict[str, object]:
+    def attacker_format(self) -> AttackerFormat:
+        from algorithms.training.game_format import attacker_format
+
+        return attacker_format([self.attacker], _think(self.think, self.no_think), self.prefill, command="redteam")
+
+    def settings(self, fmt: AttackerFormat | None = None) -> dict[str, object]:
         """What a resumed run must share with the first one (URLs, batch size and retries may change)."""
-        cfg = self.redteam
+        cfg, fmt = self.redteam, fmt or self.attacker_format()
         return {
             "attacker": self.attacker,
             "target": self.target,
@@ -507,14 +557,14 @@ class RedTeam:
             "max_tokens": cfg.target_max_tokens,
             "temperature": self.temperature,
             "seed": cfg.seed,
-            "no_think": self.no_think,
-            "prefill": self.prefill,
+            "no_think": not fmt.think,
+            "prefill": fmt.prefill,
             "no_baseline": not cfg.baseline,
             "include_benign": cfg.include_benign,
         }
 
     def run(self) -> int:
-        from advgame_env import Game, GameConfig, SeedFormatError
+        from advgame_env import Game, GameConfig, Label, SeedFormatError
         from advgame_env.suites import load_suite
         from agents.policy import Policy
         from algorithms.evaluation.redteam import redteam, summarise, write_report
@@ -523,20 +573,26 @@ class RedTeam:
             seeds = load_suite(self.seeds)
         except (SeedFormatError, FileNotFoundError) as error:
             raise UsageError(str(error)) from None
+        if not self.redteam.include_benign:  # benign seeds are not attacked: N counts harmful ones
+            seeds = [seed for seed in seeds if seed.label is Label.HARMFUL]
+        seeds = _limited(seeds, self.limit)
         _need_url(self.attacker_backend, self.attacker_url, "attacker-")  # before any model loads
         _need_url(self.target_backend, self.target_url, "target-")
         self.judging.check()
+        _check_models(self.attacker_backend, self.attacker)
+        _check_models(self.target_backend, self.target)
+        fmt = self.attacker_format()
         cfg = self.redteam
         attacker_side = (self.attacker_backend, self.attacker, self.attacker_url)
         attacker_backend = _endpoint(*attacker_side, "attacker-")
         target_side = (self.target_backend, self.target, self.target_url)
         # one copy in memory when both sides are the same model
         target = attacker_backend if target_side == attacker_side else _endpoint(*target_side, "target-")
-        policy = Policy(attacker_backend, cfg.target_max_tokens, self.temperature, seed=cfg.seed, prefill=self.prefill)
-        game = Game(self.judging.build(), GameConfig(num_attacks=1, attacker_think=not self.no_think))
+        policy = Policy(attacker_backend, cfg.target_max_tokens, self.temperature, seed=cfg.seed, prefill=fmt.prefill)
+        game = Game(self.judging.build(), GameConfig(num_attacks=1, attacker_think=fmt.think))
         out = Path(self.out)
         records = redteam(
-            policy, target, game, seeds, out, cfg, settings=self.settings(), retry_errors=self.retry_errors
+            policy, target, game, seeds, out, cfg, settings=self.settings(fmt), retry_errors=self.retry_errors
         )
         embedder = None
         if not self.no_embeddings:
@@ -648,7 +704,9 @@ class CrossPlay:
     suite: str = "bundled"  # bundled (held-out seeds), a file, or FORMAT:file
     judging: OmitArgPrefixes[JudgeOptions] = field(default_factory=JudgeOptions)
     crossplay: OmitArgPrefixes[CrossPlayConfig] = field(default_factory=CrossPlayConfig)
-    no_think: bool = False  # the attackers answer with <prompt> only
+    think: Annotated[bool, FlagCreatePairsOff] = False  # the attackers write <think> then <prompt>
+    no_think: Annotated[bool, FlagCreatePairsOff] = False
+    """the attackers write <prompt> only (default for both: as their exports record, else --think)"""
     out: str = "runs/crossplay"
     retry_errors: bool = False  # play the records saved with an error again
 
@@ -667,14 +725,22 @@ class CrossPlay:
         attackers = members(self.attackers, runs=runs, role="attacker", steps=self.steps, which=self.which, local=local)
         defenders = members(self.defenders, runs=runs, role="defender", steps=self.steps, which=self.which, local=local)
         check_sides(attackers, defenders)
+        from algorithms.training.game_format import attacker_format
+
+        given = _think(self.think, self.no_think)
+        # a --prefill given wins; none (the default "") takes the attackers' recorded one
+        fmt = attacker_format(
+            [model for _, model in attackers], given, self.crossplay.prefill or None, command="crossplay"
+        )
+        think, played = fmt.think, replace(self.crossplay, prefill=fmt.prefill)
         result = crossplay(
             attackers,
             defenders,
             seeds,
-            Game(self.judging.build(), GameConfig(num_attacks=1, attacker_think=not self.no_think)),
+            Game(self.judging.build(), GameConfig(num_attacks=1, attacker_think=think)),
             lambda model: _endpoint(self.backend, model, self.url, ""),
             Path(self.out),
-            self.crossplay,
+            played,
             settings={"suite": self.suite, "judge": self.judging.judge, "backend": self.backend},
             retry_errors=self.retry_errors,
         )
@@ -850,7 +916,7 @@ COMMANDS: dict[str, Callable[..., Command]] = {
 
 def parse_command(argv: Sequence[str] | None = None) -> Command:
     """The command dataclass that ``argv`` (default: sys.argv[1:]) names, its fields set from the flags."""
-    args = list(sys.argv[1:] if argv is None else argv)
+    args = _threads_flag(list(sys.argv[1:] if argv is None else argv))
     if args[:1] == ["serve"] and len(args) > 1 and args[1] not in ("-h", "--help"):
         return Serve(args[1], args[2:])  # vllm's options go through untouched, unparsed by us
     if args[:1] in (["eval"], ["demo"]):
@@ -858,9 +924,30 @@ def parse_command(argv: Sequence[str] | None = None) -> Command:
     return tyro.extras.subcommand_cli_from_dict(
         COMMANDS,
         prog="advgame",
-        description="LM safety alignment as an attacker-defender game.",
+        description=(
+            "LM safety alignment as an attacker-defender game. Every command runs torch on one CPU thread "
+            "(fastest on a shared 2-core machine); --threads N before or after the command, or ADVGAME_THREADS=N, "
+            "asks for N."
+        ),
         args=args,
+        # one flag per switch, the one that changes its default: --no-think, never --no-no-think
+        config=(FlagCreatePairsOff,),
     )
+
+
+def _threads_flag(args: list[str]) -> list[str]:
+    # One option for every command (the thread policy, agents.threads), read before tyro, which
+    # has no option shared across subcommands; it travels in ADVGAME_THREADS.
+    out, rest = [], iter(args)
+    for token in rest:
+        if token == "--threads" or token.startswith("--threads="):
+            value = token.partition("=")[2] or next(rest, "")
+            if not value.isdigit() or int(value) < 1:
+                raise UsageError(f"--threads {value!r}: give a whole number of threads, at least 1")
+            os.environ["ADVGAME_THREADS"] = value
+        else:
+            out.append(token)
+    return out
 
 
 def _flag_alone(args: list[str], flag: str, value: str) -> list[str]:
@@ -880,6 +967,8 @@ def _is_flag(token: str) -> bool:
 
 def _user_error(error: BaseException) -> bool:
     """An error in what the user gave (a file, a config, a run folder): a message, not a traceback."""
+    if isinstance(error, (UsageError, FileExistsError, FileNotFoundError)):
+        return True  # without the imports below, which load torch (seconds on a busy machine)
     from advgame_env.seeds import SeedFormatError
     from algorithms.config import ConfigError
     from algorithms.evaluation.redteam import RedTeamError
@@ -892,8 +981,19 @@ def _user_error(error: BaseException) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    command = parse_command(argv)
+    try:
+        command = parse_command(argv)
+    except UsageError as error:
+        print(f"advgame: {error}", file=sys.stderr)
+        return 2
     name = next(name for name, kind in COMMANDS.items() if type(command) is kind)
+    from agents.threads import apply_thread_policy
+
+    try:
+        apply_thread_policy()
+    except ValueError as error:  # a bad ADVGAME_THREADS / OMP_NUM_THREADS
+        print(f"advgame: {error}", file=sys.stderr)
+        return 2
     try:
         return int(command.run())
     except Exception as error:

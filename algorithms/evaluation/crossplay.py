@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING
 from advgame_env import Game, Label, Round, Sample, Seed
 from advgame_env.metrics import Rate, rate
 from advgame_env.protocol import GenerationBackend
+from advgame_env.suites import first_seeds
 from algorithms.config import at_least, non_negative, ranged, validate
 from algorithms.evaluation.metagame import MetaGameError, MetaNash, solve
 from algorithms.evaluation.progress import progress
@@ -202,13 +203,9 @@ def check_sides(attackers: Sequence[Member], defenders: Sequence[Member]) -> Non
 
 def choose_seeds(suite: Sequence[Seed], count: int) -> list[Seed]:
     """The first ``count`` seeds, half harmful (the odd one too) and half benign, in suite order."""
-    harmful = [s for s in suite if s.label is Label.HARMFUL]
-    benign = [s for s in suite if s.label is Label.BENIGN]
-    if not harmful:
+    if not any(s.label is Label.HARMFUL for s in suite):
         raise CrossPlayError("the suite has no harmful seed: attack success needs some")
-    take_harmful = min(len(harmful), max((count + 1) // 2, count - len(benign)))
-    take_benign = min(len(benign), count - take_harmful)
-    return harmful[:take_harmful] + benign[:take_benign]
+    return first_seeds(suite, count)
 
 
 # ----------------------------------------------------------------------------- playing
@@ -527,9 +524,18 @@ def write_crossplay(result: CrossPlay, out: Path, *, settings: dict[str, object]
         ]
         return [head, rule, *rows]
 
+    # first: an attacker whose rewrites were mostly invalid (a format it was not trained with,
+    # usually) makes every figure of its row measure that, not the attacks
+    invalid = [
+        f"**{a}: {r} of its rewrites were valid.** Most were not: check `--think` / `--no-think` and `--prefill` "
+        "against how it was trained."
+        for a, r in zip(result.attackers, result.validity, strict=True)
+        if r.total and 2 * r.successes < r.total
+    ]
     lines = [
         "# Cross-play",
         "",
+        *(line for warning in invalid for line in (warning, "")),
         f"{len(result.attackers)} attacker(s) × {len(result.defenders)} defender(s). Attack success: the share "
         "of an attacker's samples on harmful seeds that the defender complied with (an invalid attack is a "
         "failure, samples without a verdict are left out); induced refusal: the same on benign seeds, refusals.",

@@ -59,6 +59,7 @@ from algorithms.training.checkpoints import (
     load_checkpoint,
 )
 from algorithms.training.copies import Which
+from algorithms.training.game_format import GameFormat, write_format
 from algorithms.training.players import build_players
 from algorithms.training.trainer import start_model
 
@@ -547,5 +548,6 @@ def checkpoint_models(
             )[learner]
             player.load_weights(which, weights)
             player.export(which, folder)
+            write_format(folder, GameFormat.of(cfg))
         models.append((f"step {step}", str(folder)))
     return models

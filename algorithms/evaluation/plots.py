@@ -62,8 +62,19 @@ CURVE_PANELS: tuple[tuple[str, str, dict[str, str]], ...] = (
 )
 
 
+# Lines of one panel often coincide (valid and unfaithful both at 0 early on): each later line is
+# drawn thinner, dashed differently and with its own marker, on top of the earlier ones, so a line
+# under another still shows as a border around it.
+LINE_STYLES = (("-", "o", 3.2), ("--", "s", 2.2), (":", "^", 1.6), ("-.", "v", 1.2))
+
+
 def training_curves(records: Sequence[Mapping[str, float]], path: Path, title: str = "") -> Path | None:
     """The panels of ``CURVE_PANELS`` that have data; None when nothing was logged."""
+    fig = curves_figure(records, title)
+    return None if fig is None else _save(fig, path)
+
+
+def curves_figure(records: Sequence[Mapping[str, float]], title: str = "") -> Figure | None:
     panels = [(t, y, {k: v for k, v in keys.items() if _series(records, k)[0]}) for t, y, keys in CURVE_PANELS]
     panels = [p for p in panels if p[2]]
     if not panels:
@@ -73,9 +84,11 @@ def training_curves(records: Sequence[Mapping[str, float]], path: Path, title: s
     fig = Figure(figsize=(6.4 * columns, 3.6 * rows))
     axes = fig.subplots(rows, columns, squeeze=False)
     for ax, (panel, ylabel, keys) in zip(axes.flat, panels, strict=False):
-        for key, label in keys.items():
+        for n, (key, label) in enumerate(keys.items()):
             steps, values = _series(records, key)
-            ax.plot(steps, values, marker="o" if len(steps) < 30 else None, markersize=3, label=label)
+            style, marker, width = LINE_STYLES[n % len(LINE_STYLES)]
+            few = len(steps) < 30
+            ax.plot(steps, values, style, marker=marker if few else None, markersize=4, linewidth=width, label=label)
         ax.set_title(panel)
         ax.set_xlabel("step")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -88,7 +101,7 @@ def training_curves(records: Sequence[Mapping[str, float]], path: Path, title: s
         ax.set_visible(False)
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return fig
 
 
 def _series(records: Sequence[Mapping[str, float]], key: str) -> tuple[list[int], list[float]]:

@@ -31,6 +31,7 @@ error and no verdict. An attacker that keeps failing stops the run (resume it la
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -49,7 +50,7 @@ from advgame_env.metrics import Rate, embedding_diversity, rate, self_bleu_diver
 from advgame_env.parsing import valid_unicode
 from advgame_env.protocol import Generation, GenerationBackend
 from advgame_env.templates import clean_untrusted
-from algorithms.evaluation.progress import progress
+from algorithms.evaluation.progress import OnItem, progress
 from algorithms.training.seed_stream import derived_seed
 
 if TYPE_CHECKING:  # agents loads torch: the CLI reads RedTeamConfig before any command runs
@@ -115,6 +116,9 @@ class Record:
     error: str | None  # "target: ...", "judge: ..." or "faithfulness judge: ..."
     attempts: int  # target calls that included this item
     non_answer: str | None = None  # "empty" or "filtered": no answer to judge (default: files of older runs)
+    # an invalid attack's raw output as the attacker wrote it (never sent to the target), so a
+    # report can show why it failed; None for a valid one (its text is ``rewrite``)
+    invalid_output: str | None = None
 
     @property
     def key(self) -> Key:
@@ -278,6 +282,7 @@ def _record(
         error=error,
         attempts=attempts,
         non_answer=non_answer,
+        invalid_output=attack.raw if attack is not None and valid is False else None,
     )
 
 
@@ -350,8 +355,10 @@ def redteam(
     settings: dict[str, object] | None = None,
     retry_errors: bool = False,
     log: Callable[[str], None] = print,
+    on_item: OnItem | None = None,
 ) -> list[Record]:
-    """Play every item not yet in ``out/results.jsonl``; all the run's records, in plan order."""
+    """Play every item not yet in ``out/results.jsonl``; all the run's records, in plan order.
+    ``on_item(done, total)`` after each recorded item (default: a progress bar on stderr)."""
     if game.config.num_attacks != 1:
         raise ValueError("red-teaming plays one attack per round (an item is one sample)")
     items = plan(seeds, cfg)
@@ -362,7 +369,10 @@ def redteam(
     done = len(items) - len(todo)
     log(f"red-teaming {len(items)} items: records in {results.path}, the report in {out / 'report.md'}")
     log(f"{done} of {len(items)} items already recorded in {out}")
-    with progress(len(items), "red-teaming (attack, answer, judge)", initial=done) as bar:
+    with contextlib.ExitStack() as stack:
+        if on_item is None:
+            bar = stack.enter_context(progress(len(items), "red-teaming (attack, answer, judge)", initial=done))
+            on_item = lambda done, total: bar.update(1)  # noqa: E731
         for start in range(0, len(todo), cfg.batch_size):
             batch = todo[start : start + cfg.batch_size]
             # fresh sampling noise per batch, the same on a rerun of the same batch
@@ -372,8 +382,10 @@ def redteam(
             actions, error, _ = retry_call(lambda: policy.attack(observations, 1), cfg.retries, cfg.backoff)  # noqa: B023
             if error or actions is None:
                 raise RedTeamError(f"the attacker failed {cfg.retries + 1} times: {error}; rerun to resume")
-            results.append(play_batch(game, target, batch, [a[0] for a in actions], cfg))
-            bar.update(len(batch))
+            records = play_batch(game, target, batch, [a[0] for a in actions], cfg)
+            results.append(records)
+            for n in range(1, len(records) + 1):
+                on_item(done + start + n, len(items))
             log(f"{done + start + len(batch)} of {len(items)} items recorded")
     return [results.records[i.key] for i in items if i.key in results.records]
 
@@ -448,6 +460,24 @@ def _short(text: str | None, limit: int) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
+def _format_warning(records: Sequence[Record]) -> list[str]:
+    """First lines of a report where most attacks were malformed: the attacker's output format
+    (think block, prefill) likely differs from the one it was trained with, and every other figure
+    then measures that mismatch. A few raw outputs show what it wrote."""
+    attacks = [r for r in records if not r.direct]
+    malformed = [r for r in attacks if r.failure == Failure.BAD_FORMAT.value]
+    if not attacks or 2 * len(malformed) <= len(attacks):
+        return []
+    lines = [
+        f"**Most attacks were malformed: {len(malformed)} of {len(attacks)} `bad_format`.** The attacker did not "
+        "write the game's format (`<think>...</think><prompt>...</prompt>`, or `<prompt>` only with `--no-think`); "
+        "check `--no-think` and `--prefill` against how it was trained. What it wrote:",
+        "",
+    ]
+    lines += [f"- {r.seed_id}: {_short(r.invalid_output, 300)!r}" for r in malformed[:3]]
+    return [*lines, ""]
+
+
 def write_report(records: Sequence[Record], folder: Path, title: str, embedder: SentenceEmbedder | None = None) -> Path:
     """summary.json and report.md in ``folder`` (results.jsonl is written as the run goes)."""
     summary, categories, spread = summarise(records), by_category(records), diversity(records, embedder)
@@ -468,6 +498,7 @@ def write_report(records: Sequence[Record], folder: Path, title: str, embedder: 
     lines = [
         f"# {title}",
         "",
+        *_format_warning(records),
         "| measure | rate [95% CI] |",
         "|---|---|",
         *(f"| {k} | {r} |" for k, r in summary.items()),
@@ -481,20 +512,23 @@ def write_report(records: Sequence[Record], folder: Path, title: str, embedder: 
         f"Empty or filtered answers (not judged, never a success): empty {non_answers['empty']}, "
         f"filtered {non_answers['filtered']}."
     ]
-    lines += [
-        "",
-        "## Harmful seeds by category",
-        "",
-        "| category | ASR (valid attacks) | ASR (every sample) | baseline compliance |",
-        "|---|---|---|---|",
-    ]
-    lines += [
-        f"| {c} | {rows['ASR (valid attacks)']} | {rows['ASR (every sample)']} | {rows['baseline compliance']} |"
-        for c, rows in categories.items()
-    ]
-    lines += ["", "## Successful attacks by category"]
-    for label, category in sorted({(r.label, r.category) for r in records}, key=lambda k: (k[0] != "harmful", k)):
-        hits = [r for r in records if (r.label, r.category) == (label, category) and r.success and not r.direct]
+    if categories:
+        lines += [
+            "",
+            "## Harmful seeds by category",
+            "",
+            "| category | ASR (valid attacks) | ASR (every sample) | baseline compliance |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {c} | {rows['ASR (valid attacks)']} | {rows['ASR (every sample)']} | {rows['baseline compliance']} |"
+            for c, rows in categories.items()
+        ]
+    groups = sorted({(r.label, r.category) for r in records}, key=lambda k: (k[0] != "harmful", k))
+    successes = {g: [r for r in records if (r.label, r.category) == g and r.success and not r.direct] for g in groups}
+    if any(successes.values()):  # no empty heading: a run without a success says so in its table
+        lines += ["", "## Successful attacks by category"]
+    for (label, category), hits in successes.items():
         if hits:
             kind = " (benign: refusals induced)" if label == Label.BENIGN.value else ""
             lines += ["", f"### {category}{kind}: {len(hits)}", ""]

@@ -39,6 +39,7 @@ AlpacaEval 2's idea, fitted with numpy alone).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -61,6 +62,7 @@ from advgame_env import (
 from advgame_env.metrics import Z_95, Rate, rate, wilson
 from advgame_env.protocol import Generation, GenerationBackend
 from agents.policy import Policy
+from algorithms.evaluation.progress import OnItem, progress
 
 if TYPE_CHECKING:  # for annotations only: the harness is an optional extra, loaded where used
     from algorithms.evaluation.harness import HarnessBackend, HarnessScore
@@ -226,13 +228,16 @@ def instruction_following(
     prompts: Sequence[InstructionPrompt] | str | Path | None = None,
     *,
     max_tokens: int = 512,
-    batch: int = 64,
+    batch: int = 16,
+    on_item: OnItem | None = None,
 ) -> InstructionFollowing:
     """Answer each prompt greedily with ``model`` (a generation backend or a ``Policy``) and score it.
 
     ``prompts``: the bundled suite by default, or prompts, or the path of an IFEval-format JSONL
-    file; ``batch`` prompts go to the backend per call. An answer cut at ``max_tokens`` is scored
-    as it is (its ``finish_reason`` says "length").
+    file; ``batch`` prompts go to the backend per call (16, the HF backend's own generate batch,
+    so progress moves every 16 answers at no cost in throughput there). An answer cut at
+    ``max_tokens`` is scored as it is (its ``finish_reason`` says "length"). ``on_item(done,
+    total)`` after each scored answer; default: a progress bar on stderr.
     """
     if prompts is None:
         prompts = bundled_instruction_prompts()
@@ -241,13 +246,17 @@ def instruction_following(
     prompts = list(prompts)
     check_prompts(prompts)  # before any generation: a bad file fails fast
     policy = _greedy_policy(model, max_tokens)
-    responses, reasons = [], []
-    for start in range(0, len(prompts), batch):
-        part = prompts[start : start + batch]
-        for (answer,) in policy.sample([p.prompt for p in part], 1):
-            responses.append(answer.text)
-            reasons.append(answer.finish_reason)
-    return summarise([score_response(p, r, f) for p, r, f in zip(prompts, responses, reasons, strict=True)])
+    scored = []
+    with contextlib.ExitStack() as stack:
+        if on_item is None:
+            bar = stack.enter_context(progress(len(prompts), "instruction following (answer, check)"))
+            on_item = lambda done, total: bar.update(1)  # noqa: E731
+        for start in range(0, len(prompts), batch):
+            part = prompts[start : start + batch]
+            for prompt, (answer,) in zip(part, policy.sample([p.prompt for p in part], 1), strict=True):
+                scored.append(score_response(prompt, answer.text, answer.finish_reason))
+                on_item(len(scored), len(prompts))
+    return summarise(scored)
 
 
 # ----------------------------------------------------------------------------- helpfulness win rate
@@ -496,7 +505,7 @@ def win_rate(
     prompts: Sequence[Seed] | Sequence[str] | str | Path | None = None,
     *,
     max_tokens: int = 256,
-    batch: int = 64,
+    batch: int = 16,
     rubric: Rubric = Rubric.COMPLIANCE,
 ) -> WinRate:
     """``model``'s greedy answers against ``reference``'s (each a backend or a ``Policy``), judged
@@ -508,15 +517,20 @@ def win_rate(
     if not seeds:
         raise ValueError("no benign request to measure a win rate on")
     texts = [s.prompt for s in seeds]
-    responses, references = (_answers(m, texts, max_tokens, batch) for m in (model, reference))
+    responses, references = (
+        _answers(m, texts, max_tokens, batch, who) for m, who in ((model, "model"), (reference, "reference"))
+    )
     return compare_answers(texts, responses, references, judge, keys=[s.id for s in seeds], rubric=rubric)
 
 
-def _answers(model: Answerer, prompts: Sequence[str], max_tokens: int, batch: int) -> list[Answer]:
+def _answers(model: Answerer, prompts: Sequence[str], max_tokens: int, batch: int, who: str) -> list[Answer]:
     policy = _greedy_policy(model, max_tokens)
     out: list[Answer] = []
-    for start in range(0, len(prompts), batch):
-        out += [answer for (answer,) in policy.sample(prompts[start : start + batch], 1)]
+    with progress(len(prompts), f"win rate: the {who} answering") as bar:
+        for start in range(0, len(prompts), batch):
+            for (answer,) in policy.sample(prompts[start : start + batch], 1):
+                out.append(answer)
+                bar.update(1)
     return out
 
 

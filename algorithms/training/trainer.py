@@ -67,6 +67,7 @@ from algorithms.training.checkpoints import (
     weight_key,
 )
 from algorithms.training.distributed import Dist, local_value, unsharded
+from algorithms.training.game_format import GameFormat, write_format
 from algorithms.training.judge_monitor import JudgeMonitor
 from algorithms.training.opponents import CURRENT, FOLDER, Opponents, Snapshot, attack_success, members, rival
 from algorithms.training.players import Player, Which, build_players
@@ -1211,10 +1212,15 @@ class Trainer:
     def export(self, folder: Path) -> None:
         """Loadable folders of every learner's policy (and EMA): ``folder/defender`` etc.
         (``folder/policy`` for a policy shared by both roles)."""
+        fmt = GameFormat.of(self.cfg)  # commands that load the export play it in this format
         for name, learner in self.learners.items():
-            learner.player.export("learner", folder / name)
+            exported: list[tuple[Which, Path]] = [("learner", folder / name)]
             if "ema" in self.algorithm.copies():
-                learner.player.export("ema", folder / f"{name}_ema")
+                exported.append(("ema", folder / f"{name}_ema"))
+            for which, path in exported:
+                learner.player.export(which, path)
+                if self.dist.main:
+                    write_format(path, fmt)
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, allow_change: Sequence[str] = ()) -> Path:
