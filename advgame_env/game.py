@@ -87,6 +87,11 @@ class GameConfig:
     # of an untrained model would be cut off and every reward would be the same -1.
     judge_truncated_responses: bool = False
     direct_fraction: float = 0.0  # share of rounds where the seed goes straight to the defender
+    # False: a blank plain defender answer is a format failure (-1). True (AdvGame's paper: its
+    # defender pattern accepts any text): it is an answer like any other and goes to the judge.
+    judge_empty_responses: bool = False
+    # The prompt texts and formats; TemplateSet.self_redteam() is Self-RedTeam's own game
+    # (revision task, system message, <answer> tags, strict check, the paper's prefill).
     templates: TemplateSet = field(default_factory=TemplateSet)
 
     @property
@@ -95,6 +100,17 @@ class GameConfig:
         if self.faithfulness_check is None:
             return self.reward_rule == "advgame"
         return self.faithfulness_check
+
+    def system_message(self, role: str) -> str:
+        """The role's system message ('' for none): the attacker's comes from the template set."""
+        return self.templates.text("attacker_system") if role == ATTACKER else ""
+
+    @property
+    def lead_in(self) -> str:
+        """What the template set's prefill writes before its ``<think>`` ("Let's think step by
+        step." in Self-RedTeam's); parsing starts after it."""
+        prefill = self.templates.prefill
+        return prefill[: prefill.index("<think>")] if "<think>" in prefill else prefill
 
     @property
     def shows_failed_outputs(self) -> bool:
@@ -290,12 +306,7 @@ class Game:
 
         show = cfg.shows_failed_outputs
         attacks = [
-            [
-                Sample(t, t)
-                if round_.direct
-                else Sample.parsed(t, parse_attack(t, cfg.attacker_think, cfg.max_attack_chars, f), g, show)
-                for t, f, g in row
-            ]
+            [Sample(t, t) if round_.direct else Sample.parsed(t, self._parse_attack(t, f), g, show) for t, f, g in row]
             for round_, row in zip(rounds, texts, strict=True)
         ]
         for attack in (a for row in attacks for a in row):
@@ -318,6 +329,15 @@ class Game:
 
         for round_, row in zip(rounds, attacks, strict=True):
             round_.attacks, round_.phase = row, Phase.RESPOND
+
+    def _parse_attack(self, text: str, finish: str | None) -> Parsed:
+        cfg, templates = self.config, self.config.templates
+        form = "attacker_format_think" if cfg.attacker_think else "attacker_format_prompt_only"
+        tag, strict = templates.attacker_tag(cfg.attacker_think), templates.strict(form)
+        lead_in = cfg.lead_in if cfg.attacker_think else ""
+        return parse_attack(
+            text, cfg.attacker_think, cfg.max_attack_chars, finish, tag=tag, strict=strict, lead_in=lead_in
+        )
 
     # ------------------------------------------------------------------ respond phase
 
@@ -357,7 +377,16 @@ class Game:
         cfg = self.config
         if cfg.judge_truncated_responses and finish == "length":
             finish = None
-        parsed = parse_response(text, cfg.defender_think, cfg.max_response_chars, finish)
+        think = cfg.defender_think
+        parsed = parse_response(
+            text,
+            think,
+            cfg.max_response_chars,
+            finish,
+            strict=think and cfg.templates.strict("defender_think"),
+            lead_in=cfg.lead_in if think else "",
+            accept_empty=cfg.judge_empty_responses,
+        )
         return Sample.parsed(text, parsed, generation, cfg.shows_failed_outputs)
 
     def _score_groups(self, groups: list[tuple[Rubric, str, list[Sample]]], role: str) -> None:

@@ -84,8 +84,9 @@ SPLITS = (Label.HARMFUL, Label.BENIGN)
 
 
 def prefills(cfg: TrainConfig) -> dict[str, str]:
-    """Each role's assistant prefill: the think opening for players with hidden reasoning."""
-    game, prefill = cfg.game, cfg.rollout.think_prefill
+    """Each role's assistant prefill: the think opening for players with hidden reasoning
+    (``rollout.think_prefill``, else the template set's: the paper's for Self-RedTeam's set)."""
+    game, prefill = cfg.game, cfg.rollout.think_prefill or cfg.game.templates.prefill
     return {ATTACKER: prefill if game.attacker_think else "", DEFENDER: prefill if game.defender_think else ""}
 
 
@@ -170,7 +171,8 @@ class Sampler:
             )
         max_tokens = rollout.attacker_max_tokens if role == ATTACKER else rollout.defender_max_tokens
         temperature = 0.0 if greedy else rollout.temperature
-        return Policy(backend, max_tokens, temperature, rollout.top_p, seed, adapter, prefills(self.cfg)[role])
+        system = self.cfg.game.system_message(role)
+        return Policy(backend, max_tokens, temperature, rollout.top_p, seed, adapter, prefills(self.cfg)[role], system)
 
     def close(self) -> None:
         engines: list[VLLMBackend | ServerFleet] = [*self.engines.values(), *self.fleets.values()]
