@@ -108,12 +108,13 @@ class TemplateSet:
     defender: str = "v1"
     defender_think: str = "v1"
     think_prefill: str = "v1"  # assistant prefill of a hidden-reasoning turn ("" in v1)
-    rubric_compliance: str = "v1"
-    rubric_deflection: str = "v1"
-    rubric_refusal: str = "v1"
-    judge_pairwise: str = "v1"
-    judge_pointwise: str = "v1"
-    judge_faithfulness: str = "v1"
+    rubric_compliance: str = "v2"
+    rubric_deflection: str = "v2"
+    rubric_refusal: str = "v2"
+    judge_pairwise: str = "v2"
+    judge_pointwise: str = "v2"
+    judge_faithfulness: str = "v2"  # v2: for harmful seeds only; v1: one template for both labels
+    judge_faithfulness_benign: str = "v1"  # benign seeds, with the 15x length rule; "shared": judge_faithfulness
     judge_classify: str = "v1"
     judge_pairwise_choice: str = "v1"
     judge_pointwise_digit: str = "v1"
@@ -150,6 +151,19 @@ class TemplateSet:
 
     def defender_task(self, prompt: str, think: bool) -> str:
         return self.render("defender_think" if think else "defender", prompt=prompt)
+
+    def examples(self, rubric: str, task: str) -> str:
+        """The worked examples of rubric template ``rubric`` for ``task`` ("pairwise" or
+        "pointwise"); "" for a rubric version without them."""
+        examples = template_field(rubric, getattr(self, rubric), f"{task}_examples", "")
+        assert isinstance(examples, str)
+        return examples
+
+    def faithfulness_template(self, label: Label) -> str:
+        """The faithfulness check's template for a seed of ``label`` (AdvGame has one per label)."""
+        if label is Label.BENIGN and self.text("judge_faithfulness_benign"):
+            return "judge_faithfulness_benign"
+        return "judge_faithfulness"
 
     def attacker_tag(self, think: bool) -> str:
         """The attacker's public tag: "prompt" (AdvGame), "answer" (Self-RedTeam), or "" for a
