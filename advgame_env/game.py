@@ -18,6 +18,7 @@ is paid for helping, the attacker for a refusal. The game is not zero-sum.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -87,6 +88,11 @@ class GameConfig:
     # of an untrained model would be cut off and every reward would be the same -1.
     judge_truncated_responses: bool = False
     direct_fraction: float = 0.0  # share of rounds where the seed goes straight to the defender
+    # "round": each round is direct with probability direct_fraction. "seed" (Self-RedTeam): the
+    # share is split off each label's seed list once, drawn with direct_split_seed (the paper's
+    # dataset seed 8888), so a seed is always revised or always direct (``direct_seed_ids``)
+    direct_rounds: Literal["round", "seed"] = "round"
+    direct_split_seed: int = 8888
     # False: a blank plain defender answer is a format failure (-1). True (AdvGame's paper: its
     # defender pattern accepts any text): it is an answer like any other and goes to the judge.
     judge_empty_responses: bool = False
@@ -128,6 +134,20 @@ class GameConfig:
             raise ValueError("max_attack_chars and max_response_chars must be positive")
         if not 0.0 <= self.direct_fraction <= 1.0:
             raise ValueError("direct_fraction must lie in [0, 1]")
+        if self.direct_rounds not in ("round", "seed"):
+            raise ValueError(f"direct_rounds must be 'round' or 'seed', not {self.direct_rounds!r}")
+
+
+def direct_seed_ids(seeds: Sequence[Seed], config: GameConfig) -> frozenset[str]:
+    """The seeds that always go straight to the defender (``direct_rounds: seed``): within each
+    label, ``round(direct_fraction * n)`` of its n seeds, drawn once with ``direct_split_seed``,
+    as Self-RedTeam marks its dataset rows when it builds the dataset."""
+    rng = random.Random(config.direct_split_seed)
+    chosen: set[str] = set()
+    for label in Label:
+        ids = sorted({s.id for s in seeds if s.label is label})
+        chosen.update(rng.sample(ids, round(config.direct_fraction * len(ids))))
+    return frozenset(chosen)
 
 
 class Phase(StrEnum):

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from advgame_env import Game, JudgeError, Label, Round, RuleJudge, Seed, bundled_seeds, load_seeds
+from advgame_env.game import direct_seed_ids
 from advgame_env.judges import Judge
 from advgame_env.parsing import Failure
 from advgame_env.protocol import GenerationBackend
@@ -234,7 +235,10 @@ class Optimizer:
     """AdamW + cosine schedule (with optional warm-up) + clipping for one player."""
 
     def __init__(self, player: Player, cfg: TrainConfig, total_steps: int) -> None:
+        """``total_steps``: the optimizer steps of the run; the cosine spans ``optim.schedule_steps``
+        instead when that is set."""
         o = cfg.optim
+        total_steps = o.schedule_steps or total_steps
         self.params = player.trainable()  # sharded players: DTensors, so AdamW's states are sharded too
         self.sharded = player.sharded
         self.max_grad_norm = o.max_grad_norm
@@ -629,6 +633,7 @@ class Trainer:
             label: SeedStream([s for s in seeds if s.label is label], cfg.run.seed + i)
             for i, label in enumerate(SPLITS)
         }
+        self.direct_ids = direct_seed_ids(seeds, cfg.game) if cfg.game.direct_rounds == "seed" else None
         self.validation = self._validation_seeds()
         self.opponents = self._opponents()
         self.step = 0
@@ -850,7 +855,9 @@ class Trainer:
         batch = self.streams[label].take(cfg.data.batch_size * dist.world)
         mine = batch[dist.rank :: dist.world]
         pick = random.Random(derived_seed(cfg.run.seed, self.step, split, dist.rank, 7))
-        direct = [pick.random() < cfg.game.direct_fraction for _ in mine]
+        direct = [pick.random() < cfg.game.direct_fraction for _ in mine]  # drawn always: a stable stream
+        if self.direct_ids is not None:  # Self-RedTeam: fixed per seed row
+            direct = [s.id in self.direct_ids for s in mine]
         out = []
         for n, match in enumerate(games):
             rounds = [
