@@ -14,6 +14,7 @@ are recorded and that scoring (and training) computes.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -113,6 +114,13 @@ def stop_token_ids(model: Any, tokenizer: Any) -> set[int]:
     return {int(i) for i in ids if i is not None}
 
 
+def padded_vocab_ids(vocab_size: int, tokenizer: Any) -> list[int]:
+    """Ids of the embedding rows past the tokenizer's vocabulary (Qwen2.5 pads 151,665 tokens to
+    152,064 rows): they decode to nothing, so a player never samples them (AdvGame's
+    ``allowed_token_ids``, A §3.1)."""
+    return list(range(len(tokenizer), vocab_size))
+
+
 def pad_rows(rows: Sequence[list[int]], pad_id: int, *, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """(ids, attention mask) of token rows padded to the longest, on the left or the right."""
     width = max(len(r) for r in rows)
@@ -160,6 +168,7 @@ class HFBackend:
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         self.stop_ids = stop_token_ids(model, tokenizer)
+        self.padded_ids = padded_vocab_ids(int(model.config.vocab_size), tokenizer)
 
     @property
     def device(self) -> torch.device:
@@ -204,12 +213,16 @@ class HFBackend:
             "top_k": None,
             "eos_token_id": sorted(self.stop_ids),
             "pad_token_id": self.tokenizer.pad_token_id,
+            "suppress_tokens": self.padded_ids or None,
         }
         result = self.model.generate(
             input_ids=ids, attention_mask=mask, **sampling, return_dict_in_generate=True, output_logits=True
         )
         new = result.sequences[:, ids.shape[1] :]
-        logprobs = torch.stack(result.logits, dim=1).float().log_softmax(-1).gather(-1, new.unsqueeze(-1)).squeeze(-1)
+        logits = torch.stack(result.logits, dim=1).float()
+        if self.padded_ids:  # the recorded log-probs are those of the masked distribution sampled
+            logits[..., self.padded_ids[0] :] = -math.inf
+        logprobs = logits.log_softmax(-1).gather(-1, new.unsqueeze(-1)).squeeze(-1)
         return [
             finished_generation(self.tokenizer, self.stop_ids, row, row_logprobs)
             for row, row_logprobs in zip(new.tolist(), logprobs.tolist(), strict=True)
