@@ -590,6 +590,11 @@ class Trainer:
                 "a fixed backend plays a frozen role (attacker or defender, not trained under train.schedule "
                 f"{cfg.train.schedule}), not {sorted(set(self.fixed) - (set(ROLES) - learns))}"
             )
+        # A role that never learns in the run, of a policy shared with the other role, plays a
+        # frozen copy of the starting weights, not the shared weights its rival is training
+        # (Self-RedTeam's attacker-only baseline, S §2.3).
+        frozen = set(ROLES) - learns - set(self.fixed)
+        self.base_roles = frozen if self.algorithm.shares_policy and learns else set()
         if self.fixed and cfg.opponents.pooled:  # a fixed backend has no weights to snapshot
             raise ConfigError(
                 f"config.opponents.draw: {cfg.opponents.draw} keeps a pool of each player's snapshots, but "
@@ -611,7 +616,7 @@ class Trainer:
                 cfg.model.name if cfg.model.lora else start_model(cfg, role), device=str(device)
             ),
             lora=cfg.model.lora,
-            copies=self.algorithm.copies(),
+            copies=self.algorithm.copies() | ({"initial"} if self.base_roles and not cfg.model.lora else set()),
             lora_rank=cfg.model.lora_rank,
             lora_alpha=cfg.model.lora_alpha,
             adapters=adapters,
@@ -879,6 +884,8 @@ class Trainer:
             assert self.opponents is not None
             source = self.players[role].opponent(self.opponents.tensors(snapshot))
             return self.sampler.policy(role, which, seed, source=source)
+        if role in self.base_roles:
+            return self.sampler.policy(role, which, seed, source=self.players[role].frozen_base())
         policy = self.sampler.policy(role, which, seed)
         if role in self.fixed:
             return replace(policy, backend=self.fixed[role], adapter=None)
