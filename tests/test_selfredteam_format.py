@@ -4,7 +4,7 @@ check, the tag-less no-CoT attacker, and the R1-style defender; AdvGame's set is
 
 import pytest
 
-from advgame_env import Failure, Game, GameConfig, Label, Round, RuleJudge, Seed, TemplateSet
+from advgame_env import Failure, Game, GameConfig, Label, Round, RuleJudge, Seed, TemplateSet, parallel_env
 from advgame_env.parsing import parse_attack, parse_response
 from advgame_env.roles import ATTACKER, DEFENDER
 from agents.hf import Generation
@@ -127,3 +127,15 @@ def test_the_paper_config_plays_the_self_redteam_set_and_advgame_keeps_its_own()
     advgame = load_config("configs/paper/qwen25_dpo_md.yaml")
     assert advgame.game.templates.versions()["attacker_harmful"] == "v1"
     assert prefills(advgame)[ATTACKER] == ""
+
+
+def test_the_env_serves_either_set_by_config():
+    srt = parallel_env(config=GameConfig(reward_rule="self_redteam", templates=SRT, num_attacks=1, num_responses=1))
+    observations, _ = srt.reset(seed=0)
+    assert "<answer>" in observations["attacker_0"] and srt.config.system_message("attacker")
+    assert srt.config.templates.prefill == PREFILL  # what a player writes before its output
+    done = srt.step({"attacker_0": (f"{PREFILL}plan</think><answer>{REVISION}</answer>",), "defender_0": ()})
+    assert done[0]["defender_0"] == (REVISION,)
+    advgame = parallel_env()
+    observations, _ = advgame.reset(seed=0)
+    assert "<prompt>" in observations["attacker_0"] and advgame.config.system_message("attacker") == ""
