@@ -139,3 +139,16 @@ def test_the_env_serves_either_set_by_config():
     advgame = parallel_env()
     observations, _ = advgame.reset(seed=0)
     assert "<prompt>" in observations["attacker_0"] and advgame.config.system_message("attacker") == ""
+
+
+def test_a_cross_play_refuses_attackers_of_different_template_sets():
+    from algorithms.config import ConfigError
+    from algorithms.evaluation.compare import _crossplay
+
+    advgame = load_config("configs/cpu_self_redteam.yaml", [f"game.templates.{n}=v1" for n in SRT_NAMES])
+    runs = {("advgame", 0): advgame, ("srt", 0): load_config("configs/cpu_self_redteam.yaml")}
+    with pytest.raises(ConfigError, match="templates"):
+        _crossplay(runs, None, RuleJudge(), print)  # type: ignore[arg-type]
+
+
+SRT_NAMES = [name for name, version in SRT.versions().items() if version == "srt1"]
