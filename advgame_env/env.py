@@ -25,7 +25,7 @@ from pettingzoo.utils.conversions import parallel_to_aec_wrapper
 from pettingzoo.utils.wrappers import OrderEnforcingWrapper
 
 from advgame_env import roles
-from advgame_env.game import Game, GameConfig, Phase, Round
+from advgame_env.game import Game, GameConfig, Phase, Round, direct_seed_ids
 from advgame_env.judges import Judge
 from advgame_env.rewards import mean_or_none
 from advgame_env.rule_judge import RuleJudge
@@ -66,6 +66,8 @@ class AdvGameEnv(ParallelEnv[str, Observation, object]):
         self.seeds = list(seeds) if seeds is not None else bundled_seeds("train")
         if not self.seeds:
             raise ValueError("the seed list is empty")
+        seed_rows = self.config.direct_rounds == "seed"
+        self._direct_ids = direct_seed_ids(self.seeds, self.config) if seed_rows else None
         self.render_mode = render_mode
         self.possible_agents = [ATTACKER, DEFENDER]
         self.agents = list[str]()
@@ -111,6 +113,8 @@ class AdvGameEnv(ParallelEnv[str, Observation, object]):
             raise TypeError(f"reset option 'direct' must be True or False, not {forced!r}")
         chosen = self._pick_seed(seed_id)
         drawn = self._rng.random() < self.config.direct_fraction  # drawn always, so the stream is stable
+        if self._direct_ids is not None:  # fixed per seed (direct_rounds: seed)
+            drawn = chosen.id in self._direct_ids
         direct = bool(drawn if forced is None else forced)
         self.round = Round(chosen, direct=direct)
         self.agents = list(self.possible_agents)

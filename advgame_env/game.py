@@ -18,6 +18,7 @@ is paid for helping, the attacker for a refusal. The game is not zero-sum.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -87,6 +88,16 @@ class GameConfig:
     # of an untrained model would be cut off and every reward would be the same -1.
     judge_truncated_responses: bool = False
     direct_fraction: float = 0.0  # share of rounds where the seed goes straight to the defender
+    # "round": each round is direct with probability direct_fraction. "seed" (Self-RedTeam): the
+    # share is split off each label's seed list once, drawn with direct_split_seed (the paper's
+    # dataset seed 8888), so a seed is always revised or always direct (``direct_seed_ids``)
+    direct_rounds: Literal["round", "seed"] = "round"
+    direct_split_seed: int = 8888
+    # False: a blank plain defender answer is a format failure (-1). True (AdvGame's paper: its
+    # defender pattern accepts any text): it is an answer like any other and goes to the judge.
+    judge_empty_responses: bool = False
+    # The prompt texts and formats; TemplateSet.self_redteam() is Self-RedTeam's own game
+    # (revision task, system message, <answer> tags, strict check, the paper's prefill).
     templates: TemplateSet = field(default_factory=TemplateSet)
 
     @property
@@ -95,6 +106,17 @@ class GameConfig:
         if self.faithfulness_check is None:
             return self.reward_rule == "advgame"
         return self.faithfulness_check
+
+    def system_message(self, role: str) -> str:
+        """The role's system message ('' for none): the attacker's comes from the template set."""
+        return self.templates.text("attacker_system") if role == ATTACKER else ""
+
+    @property
+    def lead_in(self) -> str:
+        """What the template set's prefill writes before its ``<think>`` ("Let's think step by
+        step." in Self-RedTeam's); parsing starts after it."""
+        prefill = self.templates.prefill
+        return prefill[: prefill.index("<think>")] if "<think>" in prefill else prefill
 
     @property
     def shows_failed_outputs(self) -> bool:
@@ -112,6 +134,20 @@ class GameConfig:
             raise ValueError("max_attack_chars and max_response_chars must be positive")
         if not 0.0 <= self.direct_fraction <= 1.0:
             raise ValueError("direct_fraction must lie in [0, 1]")
+        if self.direct_rounds not in ("round", "seed"):
+            raise ValueError(f"direct_rounds must be 'round' or 'seed', not {self.direct_rounds!r}")
+
+
+def direct_seed_ids(seeds: Sequence[Seed], config: GameConfig) -> frozenset[str]:
+    """The seeds that always go straight to the defender (``direct_rounds: seed``): within each
+    label, ``round(direct_fraction * n)`` of its n seeds, drawn once with ``direct_split_seed``,
+    as Self-RedTeam marks its dataset rows when it builds the dataset."""
+    rng = random.Random(config.direct_split_seed)
+    chosen: set[str] = set()
+    for label in Label:
+        ids = sorted({s.id for s in seeds if s.label is label})
+        chosen.update(rng.sample(ids, round(config.direct_fraction * len(ids))))
+    return frozenset(chosen)
 
 
 class Phase(StrEnum):
@@ -290,12 +326,7 @@ class Game:
 
         show = cfg.shows_failed_outputs
         attacks = [
-            [
-                Sample(t, t)
-                if round_.direct
-                else Sample.parsed(t, parse_attack(t, cfg.attacker_think, cfg.max_attack_chars, f), g, show)
-                for t, f, g in row
-            ]
+            [Sample(t, t) if round_.direct else Sample.parsed(t, self._parse_attack(t, f), g, show) for t, f, g in row]
             for round_, row in zip(rounds, texts, strict=True)
         ]
         for attack in (a for row in attacks for a in row):
@@ -318,6 +349,15 @@ class Game:
 
         for round_, row in zip(rounds, attacks, strict=True):
             round_.attacks, round_.phase = row, Phase.RESPOND
+
+    def _parse_attack(self, text: str, finish: str | None) -> Parsed:
+        cfg, templates = self.config, self.config.templates
+        form = "attacker_format_think" if cfg.attacker_think else "attacker_format_prompt_only"
+        tag, strict = templates.attacker_tag(cfg.attacker_think), templates.strict(form)
+        lead_in = cfg.lead_in if cfg.attacker_think else ""
+        return parse_attack(
+            text, cfg.attacker_think, cfg.max_attack_chars, finish, tag=tag, strict=strict, lead_in=lead_in
+        )
 
     # ------------------------------------------------------------------ respond phase
 
@@ -357,7 +397,16 @@ class Game:
         cfg = self.config
         if cfg.judge_truncated_responses and finish == "length":
             finish = None
-        parsed = parse_response(text, cfg.defender_think, cfg.max_response_chars, finish)
+        think = cfg.defender_think
+        parsed = parse_response(
+            text,
+            think,
+            cfg.max_response_chars,
+            finish,
+            strict=think and cfg.templates.strict("defender_think"),
+            lead_in=cfg.lead_in if think else "",
+            accept_empty=cfg.judge_empty_responses,
+        )
         return Sample.parsed(text, parsed, generation, cfg.shows_failed_outputs)
 
     def _score_groups(self, groups: list[tuple[Rubric, str, list[Sample]]], role: str) -> None:

@@ -164,6 +164,9 @@ class LLMJudge:
     def _rubric(self, rubric: Rubric) -> str:
         return self.templates.text(f"rubric_{rubric.value}")
 
+    def _examples(self, rubric: Rubric, task: str) -> str:
+        return self.templates.examples(f"rubric_{rubric.value}", task)
+
     # ------------------------------------------------------------------ judge roles
 
     def compare(self, items: Sequence[PairItem]) -> list[tuple[float, float] | None]:
@@ -180,6 +183,7 @@ class LLMJudge:
             self.templates.render(
                 name,
                 rubric=self._rubric(i.rubric),
+                examples=self._examples(i.rubric, "pairwise"),
                 query=neutralise_tags(i.query),
                 response_a=neutralise_tags(i.response_a),
                 response_b=neutralise_tags(i.response_b),
@@ -196,6 +200,7 @@ class LLMJudge:
             self.templates.render(
                 name,
                 rubric=self._rubric(i.rubric),
+                examples=self._examples(i.rubric, "pointwise"),
                 query=neutralise_tags(i.query),
                 response=neutralise_tags(i.response),
             )
@@ -208,9 +213,15 @@ class LLMJudge:
         return [None if row is None else sum(d * p for d, p in enumerate(row)) for row in rows]
 
     def faithfulness(self, items: Sequence[FaithfulnessItem]) -> list[bool | None]:
-        name = "judge_faithfulness" if self.mode == "generative" else "judge_faithfulness_choice"
+        # generative: one template per seed label, as AdvGame (the benign one with its length
+        # rule); the single-token variant has one for both
+        names = [
+            self.templates.faithfulness_template(i.label) if self.mode == "generative" else "judge_faithfulness_choice"
+            for i in items
+        ]
         prompts = [
-            self.templates.render(name, seed=neutralise_tags(i.seed), prompt=neutralise_tags(i.prompt)) for i in items
+            self.templates.render(name, seed=neutralise_tags(i.seed), prompt=neutralise_tags(i.prompt))
+            for name, i in zip(names, items, strict=True)
         ]
         if self.mode == "generative":
             return self._generate(prompts, lambda text: parse_yes_no("answer", text))

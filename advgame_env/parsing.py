@@ -115,13 +115,15 @@ def _fallback(text: str, public: str) -> str:
     return text[opening.end : closing.start].strip()
 
 
-def _strict(text: str, public: str, think: bool, prefilled: bool = False) -> Parsed:
+def _strict(text: str, public: str, think: bool, prefilled: bool = False, strict: bool = False) -> Parsed:
     """The strict format, checked on the list of tags (linear in the text).
 
     With ``think``: ``<think>R</think> <public>P</public>``; without: ``<public>P</public>``.
     Blanks may surround the whole and separate ``</think>`` from ``<public>``; no other player
     tag may appear anywhere (in R or P: a nested or leaked tag); P must not be blank.
     ``prefilled``: the opening ``<think>`` may be missing (an assistant prefill wrote it).
+    ``strict`` (Self-RedTeam's check): R must not be blank and nothing, not even a blank, may
+    follow ``</public>``.
     """
     tags = list(islice(_tags(text), 5))  # a valid output has at most 4: stop at the 5th
     failed = Parsed(None, failure=Failure.BAD_FORMAT, fallback=_fallback(text, public))
@@ -134,7 +136,7 @@ def _strict(text: str, public: str, think: bool, prefilled: bool = False) -> Par
     if len(rest) != len(shape) or not all(_is(t, n, c) for t, (n, c) in zip(rest, shape, strict=True)):
         return failed
     first, last = rest[-2], rest[-1]
-    if last.end != finish:
+    if last.end != (len(text) if strict else finish):
         return failed  # text after </public>
     reasoning = ""
     if think:
@@ -142,6 +144,8 @@ def _strict(text: str, public: str, think: bool, prefilled: bool = False) -> Par
         if text[close.end : first.start].strip():
             return failed  # text between </think> and <public>
         reasoning = text[(opening.end if opening else lead) : close.start].strip()
+        if strict and not reasoning:
+            return failed  # empty reasoning
     elif first.start != lead:
         return failed  # text before <public>
     body = text[first.end : last.start].strip()
@@ -157,28 +161,66 @@ def _cut(parsed: Parsed, finish_reason: str | None) -> Parsed:
     return Parsed(None, failure=Failure.OVER_LENGTH, fallback=shown)
 
 
-def parse_attack(text: str, think: bool, max_chars: int, finish_reason: str | None = None) -> Parsed:
+def _after_lead_in(text: str, lead_in: str) -> str:
+    """The output without the text a prefill wrote before its ``<think>`` (Self-RedTeam's
+    "Let's think step by step."): the format is checked on what follows, as the reference does."""
+    return text[len(lead_in) :] if lead_in and text.startswith(lead_in) else text
+
+
+def parse_attack(
+    text: str,
+    think: bool,
+    max_chars: int,
+    finish_reason: str | None = None,
+    *,
+    tag: str = "prompt",
+    strict: bool = False,
+    lead_in: str = "",
+) -> Parsed:
     """Attacker output: ``<think>plan</think><prompt>public prompt</prompt>`` (or prompt only).
+
+    ``tag``: the public tag ("answer" for Self-RedTeam); "" without ``think``: the whole
+    output is the prompt (Self-RedTeam's no-CoT attacker), only a blank one fails.
+    ``strict`` and ``lead_in``: see ``_strict`` and ``_after_lead_in``.
 
     Over-length (see ``GameConfig``): a generation stopped by its token limit (finish reason
     "length"), or any text over ``max_chars``, a size guard that is not even scanned.
     """
     if len(text) > max_chars:
         return Parsed(None, failure=Failure.OVER_LENGTH)
-    return _cut(_strict(clean_text(text), "prompt", think), finish_reason)
+    text = _after_lead_in(clean_text(text), lead_in)
+    if not tag:
+        if think:
+            raise ValueError("an attacker format with hidden reasoning needs a public tag")
+        body = text.strip()
+        parsed = Parsed(body) if body else Parsed(None, failure=Failure.BAD_FORMAT, fallback="")
+        return _cut(parsed, finish_reason)
+    return _cut(_strict(text, tag, think, prefilled=bool(lead_in), strict=strict), finish_reason)
 
 
-def parse_response(text: str, think: bool, max_chars: int, finish_reason: str | None = None) -> Parsed:
+def parse_response(
+    text: str,
+    think: bool,
+    max_chars: int,
+    finish_reason: str | None = None,
+    *,
+    strict: bool = False,
+    lead_in: str = "",
+    accept_empty: bool = False,
+) -> Parsed:
     """Defender output: any non-empty text, or ``<think>..</think><answer>..</answer>`` (the
     leading <think> optional: a policy may have it as an assistant prefill). Over-length as
-    in ``parse_attack``."""
+    in ``parse_attack``. ``accept_empty``: a blank plain answer is an answer (AdvGame's regex
+    accepts any text), not a format failure."""
     if len(text) > max_chars:
         return Parsed(None, failure=Failure.OVER_LENGTH)
-    text = clean_text(text)
+    text = _after_lead_in(clean_text(text), lead_in)
     if think:
-        parsed = _strict(text, "answer", True, prefilled=True)
+        parsed = _strict(text, "answer", True, prefilled=True, strict=strict)
+    elif text.strip() or accept_empty:
+        parsed = Parsed(text.strip())
     else:
-        parsed = Parsed(text.strip()) if text.strip() else Parsed(None, failure=Failure.BAD_FORMAT, fallback="")
+        parsed = Parsed(None, failure=Failure.BAD_FORMAT, fallback="")
     return _cut(parsed, finish_reason)
 
 

@@ -19,7 +19,7 @@ from advgame_env.seeds import Label
 
 
 @cache
-def _library() -> dict[str, dict[str, dict[str, str]]]:
+def _library() -> dict[str, dict[str, dict[str, str | bool]]]:
     text = resources.files("advgame_env").joinpath("data/templates.toml").read_text("utf-8")
     return tomllib.loads(text)
 
@@ -31,7 +31,15 @@ def template_text(name: str, version: str) -> str:
         raise KeyError(f"no template named {name!r}; known: {sorted(library)}")
     if version not in library[name]:
         raise KeyError(f"template {name!r} has no version {version!r}; known: {sorted(library[name])}")
-    return library[name][version]["text"]
+    text = library[name][version]["text"]
+    assert isinstance(text, str)
+    return text
+
+
+def template_field(name: str, version: str, key: str, default: str | bool) -> str | bool:
+    """An extra field of a template version (``tag``, ``strict``), ``default`` when absent."""
+    template_text(name, version)  # the same clear error for an unknown name or version
+    return _library()[name][version].get(key, default)
 
 
 # ----------------------------------------------------------------------------- untrusted text
@@ -99,18 +107,21 @@ def neutralise_tags(text: str) -> str:
 class TemplateSet:
     """One version per template. Field names are template names; values are versions."""
 
+    attacker_system: str = "v1"  # the attacker's system message ("" in v1: none is sent)
     attacker_harmful: str = "v1"
     attacker_benign: str = "v1"
     attacker_format_think: str = "v1"
     attacker_format_prompt_only: str = "v1"
     defender: str = "v1"
     defender_think: str = "v1"
-    rubric_compliance: str = "v1"
-    rubric_deflection: str = "v1"
-    rubric_refusal: str = "v1"
-    judge_pairwise: str = "v1"
-    judge_pointwise: str = "v1"
-    judge_faithfulness: str = "v1"
+    think_prefill: str = "v1"  # assistant prefill of a hidden-reasoning turn ("" in v1)
+    rubric_compliance: str = "v2"
+    rubric_deflection: str = "v2"
+    rubric_refusal: str = "v2"
+    judge_pairwise: str = "v2"
+    judge_pointwise: str = "v2"
+    judge_faithfulness: str = "v2"  # v2: for harmful seeds only; v1: one template for both labels
+    judge_faithfulness_benign: str = "v1"  # benign seeds, with the 15x length rule; "shared": judge_faithfulness
     judge_classify: str = "v1"
     judge_pairwise_choice: str = "v1"
     judge_pointwise_digit: str = "v1"
@@ -120,6 +131,19 @@ class TemplateSet:
     def __post_init__(self) -> None:
         for f in fields(self):  # fail at construction, not mid-run
             template_text(f.name, getattr(self, f.name))
+
+    @classmethod
+    def self_redteam(cls) -> TemplateSet:
+        """Self-RedTeam's own game: the revision task, its system message, the ``<answer>``
+        format with the strict check, the paper's prefill, the R1-style defender and the
+        tag-less no-CoT attacker (``srt1``); the judge templates stay ours."""
+        srt = ["attacker_system", "attacker_harmful", "attacker_benign", "attacker_format_think"]
+        srt += ["attacker_format_prompt_only", "defender_think", "think_prefill"]
+        return cls(**dict.fromkeys(srt, "srt1"))
+
+    def versions(self) -> dict[str, str]:
+        """Template name -> version: what a run's exports record as its game format."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def text(self, name: str) -> str:
         return template_text(name, getattr(self, name))
@@ -134,3 +158,32 @@ class TemplateSet:
 
     def defender_task(self, prompt: str, think: bool) -> str:
         return self.render("defender_think" if think else "defender", prompt=prompt)
+
+    def examples(self, rubric: str, task: str) -> str:
+        """The worked examples of rubric template ``rubric`` for ``task`` ("pairwise" or
+        "pointwise"); "" for a rubric version without them."""
+        examples = template_field(rubric, getattr(self, rubric), f"{task}_examples", "")
+        assert isinstance(examples, str)
+        return examples
+
+    def faithfulness_template(self, label: Label) -> str:
+        """The faithfulness check's template for a seed of ``label`` (AdvGame has one per label)."""
+        if label is Label.BENIGN and self.text("judge_faithfulness_benign"):
+            return "judge_faithfulness_benign"
+        return "judge_faithfulness"
+
+    def attacker_tag(self, think: bool) -> str:
+        """The attacker's public tag: "prompt" (AdvGame), "answer" (Self-RedTeam), or "" for a
+        format whose whole output is the prompt (Self-RedTeam's no-CoT attacker)."""
+        name = "attacker_format_think" if think else "attacker_format_prompt_only"
+        tag = template_field(name, getattr(self, name), "tag", "prompt")
+        assert isinstance(tag, str)
+        return tag
+
+    def strict(self, name: str) -> bool:
+        """Whether format ``name`` asks for non-empty reasoning and nothing after its closing tag."""
+        return bool(template_field(name, getattr(self, name), "strict", False))
+
+    @property
+    def prefill(self) -> str:
+        return self.text("think_prefill")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -113,6 +114,13 @@ def stop_token_ids(model: Any, tokenizer: Any) -> set[int]:
     eos = model.generation_config.eos_token_id if model.generation_config is not None else None
     ids = [*(eos if isinstance(eos, list) else [eos]), tokenizer.eos_token_id]
     return {int(i) for i in ids if i is not None}
+
+
+def padded_vocab_ids(vocab_size: int, tokenizer: Any) -> list[int]:
+    """Ids of the embedding rows past the tokenizer's vocabulary (Qwen2.5 pads 151,665 tokens to
+    152,064 rows): they decode to nothing, so a player never samples them (AdvGame's
+    ``allowed_token_ids``, A §3.1)."""
+    return list(range(len(tokenizer), vocab_size))
 
 
 def pad_rows(rows: Sequence[list[int]], pad_id: int, *, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -259,6 +267,7 @@ class HFBackend:
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         self.stop_ids = stop_token_ids(model, tokenizer)
+        self.padded_ids = padded_vocab_ids(int(model.config.vocab_size), tokenizer)
 
     @property
     def device(self) -> torch.device:
@@ -303,6 +312,7 @@ class HFBackend:
             "top_k": None,
             "eos_token_id": sorted(self.stop_ids),
             "pad_token_id": self.tokenizer.pad_token_id,
+            "suppress_tokens": self.padded_ids or None,
         }
         with gqa_attention(self.model) if self.gqa_in_kernel else contextlib.nullcontext():
             cache = self._encoded_once(prompts)
@@ -315,7 +325,10 @@ class HFBackend:
                 output_logits=True,
             )
         new = result.sequences[:, ids.shape[1] :]
-        logprobs = torch.stack(result.logits, dim=1).float().log_softmax(-1).gather(-1, new.unsqueeze(-1)).squeeze(-1)
+        logits = torch.stack(result.logits, dim=1).float()
+        if self.padded_ids:  # the recorded log-probs are those of the masked distribution sampled
+            logits[..., self.padded_ids[0] :] = -math.inf
+        logprobs = logits.log_softmax(-1).gather(-1, new.unsqueeze(-1)).squeeze(-1)
         return [
             finished_generation(self.tokenizer, self.stop_ids, row, row_logprobs)
             for row, row_logprobs in zip(new.tolist(), logprobs.tolist(), strict=True)

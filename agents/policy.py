@@ -20,9 +20,11 @@ from typing import Any
 from agents.hf import Generation
 
 
-def chat(observation: str, prefill: str = "") -> list[dict[str, str]]:
-    """A player's observation as the chat it is sent: one user turn (and the prefill)."""
-    messages = [{"role": "user", "content": observation}]
+def chat(observation: str, prefill: str = "", system: str = "") -> list[dict[str, str]]:
+    """A player's observation as the chat it is sent: a system message if any (Self-RedTeam's
+    attacker has one), one user turn, and the prefill."""
+    messages = [{"role": "system", "content": system}] if system else []
+    messages.append({"role": "user", "content": observation})
     return [*messages, {"role": "assistant", "content": prefill}] if prefill else messages
 
 
@@ -35,11 +37,12 @@ class Policy:
     seed: int | None = None
     adapter: str | None = None  # the LoRA adapter that plays this role, on a shared-base backend
     prefill: str = ""  # fixed opening of the assistant's turn, continued by the model
+    system: str = ""  # system message before every observation ("" for none)
 
     def sample(self, observations: Sequence[str], n: int) -> list[list[Generation]]:
         """``n`` generations for each observation, in one batched backend call."""
         asked = [i for i, o in enumerate(observations) if o]
-        chats = [chat(observations[i], self.prefill) for i in asked for _ in range(n)]
+        chats = [chat(observations[i], self.prefill, self.system) for i in asked for _ in range(n)]
         extra = {} if self.adapter is None else {"adapter": self.adapter}
         sampling = {
             "max_tokens": self.max_tokens,

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from agents.hf import Chat, Generation, HFBackend, check_sampling, continuation_pairs, prompt_ids
+from agents.hf import Chat, Generation, HFBackend, check_sampling, continuation_pairs, padded_vocab_ids, prompt_ids
 from agents.models import resolve_model
 from agents.roles import save_adapter
 
@@ -145,6 +145,9 @@ class VLLMBackend:
         eos = self.llm.llm_engine.model_config.try_get_generation_config().get("eos_token_id")
         ids = [*(eos if isinstance(eos, list) else [eos]), self.tokenizer.eos_token_id]
         self.stop_ids = {int(i) for i in ids if i is not None}
+        # padded embedding rows are never sampled (AdvGame's allowed_token_ids, A §3.1)
+        rows = int(self.llm.llm_engine.model_config.get_vocab_size())
+        self.allowed_ids = list(range(len(self.tokenizer))) if padded_vocab_ids(rows, self.tokenizer) else None
         self.max_context, self.lora_enabled = max_model_len, enable_lora
         self.weights_version = 0
         self.adapters: dict[str, LoRARequest] = {}  # name -> the LoRARequest of its newest version
@@ -186,6 +189,7 @@ class VLLMBackend:
                 top_p=top_p,
                 seed=None if seed is None else seed + i,
                 logprobs=0,
+                allowed_token_ids=self.allowed_ids,
             )
             for i in range(len(prompts))
         ]

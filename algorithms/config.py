@@ -491,6 +491,9 @@ class OptimConfig:
     max_grad_norm: float = ranged(1.0, positive())
     final_lr_scale: float = ranged(0.2, non_negative())  # cosine schedule from lr down to lr * final_lr_scale
     warmup_steps: int = ranged(0, at_least(0))  # optimizer steps of linear warm-up
+    # optimizer steps the cosine spans; None: the run's own. Larger than the run: it stops before
+    # the cosine ends (Self-RedTeam: 1,875 steps, stopped near 1,200 at about 37% of peak)
+    schedule_steps: int | None = ranged(None, at_least(1))
     micro_batch_size: int = ranged(8, at_least(1))  # examples per forward/backward; gradients accumulate over a split
 
 
@@ -600,6 +603,7 @@ FOREIGN_RULES: dict[type, dict[str, Rule]] = {
         "max_attack_chars": at_least(1),
         "max_response_chars": at_least(1),
         "direct_fraction": within(0, 1),
+        "direct_split_seed": at_least(0),
     },
     SelfRedTeamCoefficients: {f.name: non_negative() for f in dataclasses.fields(SelfRedTeamCoefficients)},
 }

@@ -63,7 +63,7 @@ from algorithms.config import (
 from algorithms.recipes import find_config
 
 if TYPE_CHECKING:
-    from advgame_env import Judge
+    from advgame_env import Judge, TemplateSet
     from advgame_env.protocol import GenerationBackend
     from algorithms.evaluation.crossplay import CrossPlay
 
@@ -394,21 +394,32 @@ def _measure_run(
     return figures
 
 
+def _attacker_templates(templates: TemplateSet) -> tuple[str, ...]:
+    """The versions of the templates that set the attacker's task and format."""
+    names = ("attacker_system", "attacker_harmful", "attacker_benign", "attacker_format_think")
+    return tuple(templates.versions()[n] for n in (*names, "attacker_format_prompt_only", "think_prefill"))
+
+
 def _crossplay(
     runs: Mapping[tuple[str, int], TrainConfig], cc: CompareConfig, judge: Judge, log: Callable[[str], None]
 ) -> dict[tuple[str, int], dict[str, float | None]]:
     """Every run's final attacker against every run's final defender; each run's two ratings."""
     from advgame_env import Game, GameConfig
+    from advgame_env.roles import ATTACKER
     from algorithms.cli.demo import heldout
     from algorithms.evaluation.crossplay import CrossPlayConfig, crossplay
+    from algorithms.training.trainer import prefills
 
-    formats = {(c.game.attacker_think, c.rollout.think_prefill if c.game.attacker_think else "") for c in runs.values()}
+    formats = {
+        (c.game.attacker_think, prefills(c)[ATTACKER], _attacker_templates(c.game.templates)) for c in runs.values()
+    }
     if len(formats) > 1:
         raise ConfigError(
-            "compare: the configs' attackers answer in different formats (game.attacker_think / "
-            "rollout.think_prefill differ), so one cross-play cannot judge them alike; pass --crossplay-seeds 0"
+            "compare: the configs' attackers answer in different formats (game.attacker_think, the prefill or "
+            "the attacker's game.templates differ), so one cross-play cannot judge them alike; pass --crossplay-seeds 0"
         )
-    think, prefill = formats.pop()
+    think, prefill, _ = formats.pop()
+    templates = next(iter(runs.values())).game.templates
     names = {(label, seed): f"{label} seed {seed}" for label, seed in runs}
     attackers = [(names[k], final_model(Path(c.run.out_dir), "attacker")) for k, c in runs.items()]
     defenders = [(names[k], final_model(Path(c.run.out_dir), "defender")) for k, c in runs.items()]
@@ -419,7 +430,7 @@ def _crossplay(
         attackers,
         defenders,
         heldout(None),
-        Game(judge, GameConfig(num_attacks=1, attacker_think=think)),
+        Game(judge, GameConfig(num_attacks=1, attacker_think=think, templates=templates)),
         _hf,
         out,
         config,

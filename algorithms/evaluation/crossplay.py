@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING
 from advgame_env import Game, Label, Round, Sample, Seed
 from advgame_env.metrics import Rate, rate
 from advgame_env.protocol import GenerationBackend
+from advgame_env.roles import ATTACKER
 from advgame_env.suites import first_seeds
 from algorithms.config import at_least, non_negative, ranged, validate
 from algorithms.evaluation.metagame import MetaGameError, MetaNash, solve
@@ -284,7 +285,10 @@ def _write_rewrites(
     todo = [i for i in items if i.key not in done]
     if not todo:
         return done
-    policy = Policy(models.get(name, model), cfg.max_tokens, cfg.temperature, seed=cfg.seed, prefill=cfg.prefill)
+    system = game.config.system_message(ATTACKER)  # the template set's (Self-RedTeam's attacker has one)
+    policy = Policy(
+        models.get(name, model), cfg.max_tokens, cfg.temperature, seed=cfg.seed, prefill=cfg.prefill, system=system
+    )
     with progress(len(items), f"{name}: rewriting", initial=len(items) - len(todo)) as bar:
         for start in range(0, len(todo), cfg.batch_size):
             batch = todo[start : start + cfg.batch_size]

@@ -100,10 +100,10 @@ def tokenizer_of(tokenizer: Tokenizers, role: str) -> PreTrainedTokenizerBase:
     return tokenizer[role] if isinstance(tokenizer, Mapping) else tokenizer
 
 
-def _prompt_ids(tokenizer: PreTrainedTokenizerBase, observation: str, prefill: str = "") -> list[int]:
+def _prompt_ids(tokenizer: PreTrainedTokenizerBase, observation: str, prefill: str = "", system: str = "") -> list[int]:
     if not observation:
         raise ValueError("a trained sample must have a non-empty observation")
-    return encode(tokenizer, render_chat(tokenizer, chat(observation, prefill)))
+    return encode(tokenizer, render_chat(tokenizer, chat(observation, prefill, system)))
 
 
 def _pair(
@@ -147,12 +147,12 @@ def preference_pairs(
     for round_ in rounds:
         pair = round_.attacker_pair()  # None for direct rounds: their rewards are all None
         if pair is not None and not round_.direct:
-            prompt = _prompt_ids(tok_a, attacker_prompt(game, round_), pre_a)
+            prompt = _prompt_ids(tok_a, attacker_prompt(game, round_), pre_a, game.config.system_message(ATTACKER))
             chosen, rejected = (round_.attacks[i] for i in pair)
             attacker.append(_pair(tok_a, ATTACKER, prompt, chosen, rejected, clip, pre_a))
         observations = defender_prompts(game, round_)
         for a, c, r in round_.defender_pairs():
-            prompt = _prompt_ids(tok_d, observations[a], pre_d)
+            prompt = _prompt_ids(tok_d, observations[a], pre_d, game.config.system_message(DEFENDER))
             chosen, rejected = round_.responses[a][c], round_.responses[a][r]
             defender.append(_pair(tok_d, DEFENDER, prompt, chosen, rejected, clip, pre_d))
     return attacker + defender
@@ -186,7 +186,7 @@ def rollouts(
     attacker, defender = [], []
     for r, round_ in enumerate(rounds):
         if not round_.direct:
-            prompt = _prompt_ids(tok_a, attacker_prompt(game, round_), pre_a)
+            prompt = _prompt_ids(tok_a, attacker_prompt(game, round_), pre_a, game.config.system_message(ATTACKER))
             for sample, reward in _scored(round_.attacks):
                 attacker.append(_rollout(tok_a, ATTACKER, prompt, sample, reward, (r,), pre_a))
         observations = defender_prompts(game, round_)
@@ -194,7 +194,7 @@ def rollouts(
             scored = list(_scored(row))
             if not scored:
                 continue
-            prompt = _prompt_ids(tok_d, observations[a], pre_d)
+            prompt = _prompt_ids(tok_d, observations[a], pre_d, game.config.system_message(DEFENDER))
             for sample, reward in scored:
                 defender.append(_rollout(tok_d, DEFENDER, prompt, sample, reward, (r, a), pre_d))
     return attacker + defender

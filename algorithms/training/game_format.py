@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,8 +38,13 @@ class GameFormat:
         from algorithms.training.trainer import prefills
 
         game, prefill = cfg.game, prefills(cfg)
-        versions = {f.name: getattr(game.templates, f.name) for f in fields(game.templates)}
-        return cls(game.attacker_think, game.defender_think, prefill["attacker"], prefill["defender"], versions)
+        return cls(
+            game.attacker_think,
+            game.defender_think,
+            prefill["attacker"],
+            prefill["defender"],
+            game.templates.versions(),
+        )
 
 
 def write_format(folder: Path, fmt: GameFormat) -> None:

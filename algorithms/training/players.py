@@ -126,6 +126,12 @@ class Player:
         changes (an opponent pool plays it, ``training.opponents``)."""
         raise NotImplementedError
 
+    def frozen_base(self) -> tuple[Any, str | None]:
+        """(module, adapter name or None) that generates as the player's starting weights, which
+        never change: a role that stays frozen for the whole run plays them (Self-RedTeam's
+        attacker-only baseline against a frozen copy of the base)."""
+        raise NotImplementedError
+
     def weights(self, which: Which) -> dict[str, torch.Tensor]:
         """The tensors that define policy ``which`` beyond the frozen base (for checkpoints)."""
         raise NotImplementedError
@@ -184,6 +190,9 @@ class FullPlayer(Player):
 
     def ema_update(self, decay: float) -> None:
         ema_update_model(self.models["ema"], self.models["learner"], decay)
+
+    def frozen_base(self) -> tuple[Any, str | None]:
+        return self.sampling("initial")  # the trainer keeps an initial copy for such a run
 
     def opponent(self, tensors: dict[str, torch.Tensor]) -> tuple[Any, str | None]:
         if self.spare is None:  # one more full model, made on first use
@@ -297,6 +306,12 @@ class LoraPlayer(Player):
             for key, param in params.items():
                 param.copy_(tensors[key])
         return self.model, name
+
+    def frozen_base(self) -> tuple[Any, str | None]:
+        # the opponent slot with every B matrix zero: B·A = 0, so it generates as the bare base
+        # on every backend that serves adapters (the engines cannot sample "no adapter" here)
+        tensors = self.weights("learner")
+        return self.opponent({k: torch.zeros_like(v) if "lora_B" in k else v for k, v in tensors.items()})
 
     def weights(self, which: Which) -> dict[str, torch.Tensor]:
         self._check(which)

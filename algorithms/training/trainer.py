@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 
 from advgame_env import Game, JudgeError, Label, Round, RuleJudge, Seed, bundled_seeds, load_seeds
+from advgame_env.game import direct_seed_ids
 from advgame_env.judges import Judge
 from advgame_env.parsing import Failure
 from advgame_env.protocol import GenerationBackend
@@ -87,8 +88,9 @@ SPLITS = (Label.HARMFUL, Label.BENIGN)
 
 
 def prefills(cfg: TrainConfig) -> dict[str, str]:
-    """Each role's assistant prefill: the think opening for players with hidden reasoning."""
-    game, prefill = cfg.game, cfg.rollout.think_prefill
+    """Each role's assistant prefill: the think opening for players with hidden reasoning
+    (``rollout.think_prefill``, else the template set's: the paper's for Self-RedTeam's set)."""
+    game, prefill = cfg.game, cfg.rollout.think_prefill or cfg.game.templates.prefill
     return {ATTACKER: prefill if game.attacker_think else "", DEFENDER: prefill if game.defender_think else ""}
 
 
@@ -174,7 +176,8 @@ class Sampler:
             )
         max_tokens = rollout.attacker_max_tokens if role == ATTACKER else rollout.defender_max_tokens
         temperature = 0.0 if greedy else rollout.temperature
-        return Policy(backend, max_tokens, temperature, rollout.top_p, seed, adapter, prefills(self.cfg)[role])
+        system = self.cfg.game.system_message(role)
+        return Policy(backend, max_tokens, temperature, rollout.top_p, seed, adapter, prefills(self.cfg)[role], system)
 
     def close(self) -> None:
         engines: list[VLLMBackend | ServerFleet] = [*self.engines.values(), *self.fleets.values()]
@@ -248,7 +251,10 @@ class Optimizer:
     """AdamW + cosine schedule (with optional warm-up) + clipping for one player."""
 
     def __init__(self, player: Player, cfg: TrainConfig, total_steps: int) -> None:
+        """``total_steps``: the optimizer steps of the run; the cosine spans ``optim.schedule_steps``
+        instead when that is set."""
         o = cfg.optim
+        total_steps = o.schedule_steps or total_steps
         self.params = player.trainable()  # sharded players: DTensors, so AdamW's states are sharded too
         self.sharded = player.sharded
         self.max_grad_norm = o.max_grad_norm
@@ -632,6 +638,11 @@ class Trainer:
                 "a fixed backend plays a frozen role (attacker or defender, not trained under train.schedule "
                 f"{cfg.train.schedule}), not {sorted(set(self.fixed) - (set(ROLES) - learns))}"
             )
+        # A role that never learns in the run, of a policy shared with the other role, plays a
+        # frozen copy of the starting weights, not the shared weights its rival is training
+        # (Self-RedTeam's attacker-only baseline, S §2.3).
+        frozen = set(ROLES) - learns - set(self.fixed)
+        self.base_roles = frozen if self.algorithm.shares_policy and learns else set()
         if self.fixed and cfg.opponents.pooled:  # a fixed backend has no weights to snapshot
             raise ConfigError(
                 f"config.opponents.draw: {cfg.opponents.draw} keeps a pool of each player's snapshots, but "
@@ -653,7 +664,7 @@ class Trainer:
                 cfg.model.name if cfg.model.lora else start_model(cfg, role), device=str(device)
             ),
             lora=cfg.model.lora,
-            copies=self.algorithm.copies(),
+            copies=self.algorithm.copies() | ({"initial"} if self.base_roles and not cfg.model.lora else set()),
             lora_rank=cfg.model.lora_rank,
             lora_alpha=cfg.model.lora_alpha,
             adapters=adapters,
@@ -678,6 +689,7 @@ class Trainer:
             label: SeedStream([s for s in seeds if s.label is label], cfg.run.seed + i)
             for i, label in enumerate(SPLITS)
         }
+        self.direct_ids = direct_seed_ids(seeds, cfg.game) if cfg.game.direct_rounds == "seed" else None
         self.opponents = self._opponents()
         self.step = 0
         if resumed is not None:
@@ -906,7 +918,9 @@ class Trainer:
         batch = self.streams[label].take(cfg.data.batch_size * dist.world)
         mine = batch[dist.rank :: dist.world]
         pick = random.Random(derived_seed(cfg.run.seed, self.step, split, dist.rank, 7))
-        direct = [pick.random() < cfg.game.direct_fraction for _ in mine]
+        direct = [pick.random() < cfg.game.direct_fraction for _ in mine]  # drawn always: a stable stream
+        if self.direct_ids is not None:  # Self-RedTeam: fixed per seed row
+            direct = [s.id in self.direct_ids for s in mine]
         out = []
         for n, match in enumerate(games):
             rounds = [
@@ -928,6 +942,8 @@ class Trainer:
             assert self.opponents is not None
             source = self.players[role].opponent(self.opponents.tensors(snapshot))
             return self.sampler.policy(role, which, seed, source=source)
+        if role in self.base_roles:
+            return self.sampler.policy(role, which, seed, source=self.players[role].frozen_base())
         policy = self.sampler.policy(role, which, seed)
         if role in self.fixed:
             return replace(policy, backend=self.fixed[role], adapter=None)
