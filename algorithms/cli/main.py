@@ -14,6 +14,7 @@ advgame crossplay --attackers A.. --defenders D..  every attacker against every 
 advgame compare --config A --config B --seeds 3  configs trained over seeds, final pairs measured alike,
                 [--steps N --exploit-budget K]    one table of means with 95% t-intervals
 advgame serve MODEL [vllm serve options]  an OpenAI-compatible vLLM server of a model
+advgame export RUN_OR_FOLDER [--merged] OUT  a trained policy as a folder plain transformers/peft/vLLM load
 
 A mistake in what the user gave (a config, a seed/suite/SFT file, a damaged checkpoint or log,
 an existing or missing run folder) is one line on stderr naming the file, line and key, and
@@ -687,6 +688,27 @@ class Serve:
 
 
 @dataclass
+class Export:
+    """A trained policy (a run folder, a checkpoint folder, or an export such as runs/x/final/attacker) as a
+    folder that plain transformers, peft and vLLM load: with --merged the adapter merged into its base, else
+    the adapter naming a base they resolve (this machine's converted bundled model, or the hub id)."""
+
+    source: Positional[str]
+    out: Positional[str]  # a new folder
+    merged: bool = False  # merge a LoRA adapter into its base: an ordinary model folder
+    role: Literal["attacker", "defender"] = "attacker"  # of a run or checkpoint folder
+    which: Literal["learner", "ema"] = "learner"  # of a run or checkpoint folder
+
+    def run(self) -> int:
+        from algorithms.export import export
+
+        done = export(Path(self.source), Path(self.out), merged=self.merged, role=self.role, which=self.which)
+        kind = "model folder" if done.base is None else f"adapter of base {done.base}"
+        print(f"{done.out}: {kind} (from {done.source})")
+        return 0
+
+
+@dataclass
 class Plan:
     """Bytes per GPU of a run config: weights, gradients, AdamW state, EMA/initial copies, activations
     and the vLLM KV share; whether it fits and what to change. Arithmetic only, offline.
@@ -744,6 +766,7 @@ COMMANDS: dict[str, Callable[..., Command]] = {
     "crossplay": CrossPlay,
     "compare": Compare,
     "serve": Serve,
+    "export": Export,
     "plan": Plan,
 }
 
