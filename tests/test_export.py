@@ -159,3 +159,50 @@ def test_a_merged_export_generates_in_a_clean_interpreter_as_advgame_does(traine
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout.strip().splitlines()[-1]) == expected
+
+
+@pytest.mark.slow  # a training run
+def test_a_checkpoint_of_a_lora_run_exports_merged_as_its_final_adapter_loads(tiny_chat, tmp_path):
+    from algorithms.training.trainer import train
+    from tests.helpers import tiny_run
+
+    run = train(tiny_run(tiny_chat, tmp_path / "run", "model.lora=true", "optim.lr=1e-3", "run.checkpoint_every=2"))
+    out = tmp_path / "merged"
+    assert main(["export", str(run / "checkpoints" / "step_0000002"), "--merged", str(out)]) == 0
+    assert (run / "eval" / "exports" / "step_2" / "attacker_learner" / "adapter_config.json").is_file()
+    ours, tokenizer = load_model(run / "final" / "attacker")  # the same weights: the run ends at step 2
+    from transformers import AutoModelForCausalLM
+
+    plain = AutoModelForCausalLM.from_pretrained(out)
+    assert torch.allclose(_logits(plain, tokenizer), _logits(ours, tokenizer), atol=1e-4)
+
+
+@pytest.mark.slow  # a vLLM engine
+def test_vllm_loads_a_merged_export_of_the_bundled_model_and_generates_as_advgame_does(tmp_path):
+    pytest.importorskip("vllm")
+    from agents import HFBackend
+    from agents.vllm_backend import VLLMBackend
+
+    base, tokenizer = load_model(DEFAULT_MODEL)
+    torch.manual_seed(0)
+    player = build_players(roles=("attacker",), load=lambda _: (base, tokenizer), lora=True, copies={"learner"})[
+        "attacker"
+    ]
+    with torch.no_grad():
+        for param in player.trainable():
+            param.add_(0.02 * torch.randn_like(param))
+    player.export("learner", tmp_path / "adapter")
+    out = tmp_path / "merged"
+    assert main(["export", str(tmp_path / "adapter"), "--merged", str(out)]) == 0
+    chats = [
+        PROMPT,
+        [{"role": "user", "content": "Name a fruit."}],
+        [{"role": "user", "content": "What is 12 times 7?"}],
+    ]
+    theirs = HFBackend(*load_model(tmp_path / "adapter")).generate(chats, max_tokens=16, temperature=0)
+    engine = VLLMBackend(out, dtype="float32", kv_cache_gib=1)
+    try:
+        ours = engine.generate(chats, max_tokens=16, temperature=0)
+    finally:
+        engine.close()
+    assert [g.token_ids for g in ours] == [g.token_ids for g in theirs]
