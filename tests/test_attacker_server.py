@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -202,3 +203,26 @@ def test_the_command_serves_a_model_folder_on_loopback(tiny_chat, tmp_path):
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
         log.close()
+
+
+def test_a_run_folders_attacker_plays_with_the_runs_game_and_sampling_settings(tmp_path):
+    from agents.models import tiny_model
+    from algorithms.attacker_server import attacker_service
+    from algorithms.config import load_config, save_config
+
+    model, tokenizer = tiny_model(seed=0)
+    run = tmp_path / "run"
+    model.save_pretrained(run / "final" / "attacker")
+    tokenizer.save_pretrained(run / "final" / "attacker")
+    overrides = ["game.attacker_think=false", "rollout.attacker_max_tokens=33", "rollout.temperature=0.3"]
+    save_config(load_config(None, overrides), run / "config.yaml")
+    for source in (run, run / "final" / "attacker"):
+        service = attacker_service(source)
+        assert (service.think, service.policy.max_tokens, service.policy.temperature) == (False, 33, 0.3)
+    service.policy = Policy(ScriptedBackend("<prompt>only a prompt</prompt>"), max_tokens=33)
+    assert TestClient(build_app(service)).post(URL, json=request()).json()["choices"][0]["message"]["content"] == (
+        "only a prompt"
+    )
+    shutil.copytree(run / "final" / "attacker", tmp_path / "lone")
+    lone = attacker_service(tmp_path / "lone")  # the same folder out of its run: a run config's defaults
+    assert (lone.think, lone.policy.max_tokens) == (True, 256)
