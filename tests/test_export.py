@@ -206,3 +206,18 @@ def test_vllm_loads_a_merged_export_of_the_bundled_model_and_generates_as_advgam
     finally:
         engine.close()
     assert [g.token_ids for g in ours] == [g.token_ids for g in theirs]
+
+
+def test_a_run_folder_names_its_roles_copies_and_a_self_play_policy(tmp_path):
+    from algorithms.export import policy_folder
+
+    run = tmp_path / "run"
+    for name in ("defender_ema", "policy"):
+        (run / "final" / name).mkdir(parents=True)
+    (run / "config.yaml").write_text("{}\n")
+    assert policy_folder(run, "defender", "ema") == run / "final" / "defender_ema"
+    assert policy_folder(run, "attacker") == run / "final" / "policy"  # one policy plays both roles
+    with pytest.raises(FileNotFoundError, match="no final/attacker_ema"):
+        policy_folder(run, "attacker", "ema")
+    with pytest.raises(ValueError, match="role 'judge'"):
+        policy_folder(run, "judge")
