@@ -226,3 +226,13 @@ def test_a_run_folders_attacker_plays_with_the_runs_game_and_sampling_settings(t
     shutil.copytree(run / "final" / "attacker", tmp_path / "lone")
     lone = attacker_service(tmp_path / "lone")  # the same folder out of its run: a run config's defaults
     assert (lone.think, lone.policy.max_tokens) == (True, 256)
+
+
+def test_a_source_that_is_no_attacker_is_one_line_and_exit_2(tmp_path, capsys):
+    from algorithms.cli.main import main
+
+    assert main(["serve", "--attacker", str(tmp_path / "nowhere"), "--port", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err.startswith("advgame serve: ") and "neither a model or adapter folder" in err and len(err.splitlines()) == 1
+    )
