@@ -21,7 +21,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from agents.models import ADAPTER_CONFIG, adapter_base, resolve_model
+from agents.models import ADAPTER_CONFIG, BUNDLED, adapter_base, resolve_model
 from algorithms.training.checkpoints import CONFIG_FILE, STATE_FILE, checkpoint_step
 from algorithms.training.copies import Which
 
@@ -67,8 +67,12 @@ def loadable_base(base: str) -> str:
     """How a plain tool should name an adapter's base: a bundled alias (or another machine's cache
     path of it) becomes this machine's converted folder, a local folder its absolute path, a hub
     id stays."""
-    resolved = resolve_model(base)  # a bundled alias is converted here once, as for training
-    return str(Path(resolved).resolve()) if Path(resolved).exists() else resolved
+    path = Path(base)
+    if path.exists():
+        return str(path.resolve())
+    if path.name in BUNDLED:  # the alias, or another machine's cache folder of it: converted here once
+        return str(Path(resolve_model(base)).resolve())
+    return base  # a hub id: plain tools resolve it themselves (never looked up here: offline)
 
 
 def export(source: Path, out: Path, *, merged: bool, role: str = "attacker", which: Which = "learner") -> Exported:
@@ -103,7 +107,11 @@ def _merge(adapter: Path, base: str, out: Path) -> None:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(base, dtype="auto")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(base, dtype="auto")
+    except OSError as error:  # a hub base that is not in the hub cache, offline
+        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise FileNotFoundError(f"the base {base} of {adapter} does not load here ({reason})") from None
     merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
     merged.save_pretrained(out)
     # the training export saves the tokenizer beside the adapter; older folders lack it

@@ -221,3 +221,15 @@ def test_a_run_folder_names_its_roles_copies_and_a_self_play_policy(tmp_path):
         policy_folder(run, "attacker", "ema")
     with pytest.raises(ValueError, match="role 'judge'"):
         policy_folder(run, "judge")
+
+
+def test_merging_onto_a_hub_base_that_is_not_here_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # offline by default: never fetched
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty hub cache
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "no-such-org/no-such-model"}))
+    assert main(["export", str(adapter), "--merged", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("advgame export: the base no-such-org/no-such-model") and len(err.splitlines()) == 1
+    assert not (tmp_path / "out").exists()
