@@ -29,13 +29,15 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from advgame_env.parsing import parse_attack
-from advgame_env.seeds import Label
-from advgame_env.templates import TemplateSet
+from advgame_env.game import Game, GameConfig, Round
+from advgame_env.parsing import Parsed, parse_attack
+from advgame_env.rule_judge import RuleJudge
+from advgame_env.seeds import Label, Seed
+from agents.hf import Generation
 from agents.policy import Policy
 from algorithms.training.copies import Which
 
@@ -157,18 +159,23 @@ class AttackerService:
 
     policy: Policy
     name: str = "advgame-attacker"
-    think: bool = True  # the attacker writes <think>..</think> before <prompt> (as trained)
-    templates: TemplateSet | None = None
-    max_chars: int = 100_000  # size guard on its output (GameConfig.max_attack_chars)
+    # the game it was trained in: its task template, format (think or not) and output size guard
+    game: GameConfig = field(default_factory=GameConfig)
     attempts: int = 3  # samples tried before a 502 (a sampled output may miss the strict format)
 
     def __post_init__(self) -> None:
         # one model, one generation at a time: the HF backend is not re-entrant
         self._lock = threading.Lock()
+        # the game's own observation, so the task is the one trained on (no judge is called)
+        self._game = Game(RuleJudge(), self.game)
 
     def task(self, request: AttackRequest) -> str:
-        templates = self.templates or TemplateSet()
-        return templates.attacker_task(request.objective, request.label, self.think)
+        return self._game.attacker_observation(Round(Seed("request", request.objective, request.label)))
+
+    def parse(self, generation: Generation) -> Parsed:
+        """The attacker's output parsed as the game parses it."""
+        cfg = self.game
+        return parse_attack(generation.text, cfg.attacker_think, cfg.max_attack_chars, generation.finish_reason)
 
     def attack(self, request: AttackRequest) -> tuple[str, int]:
         """(the public attack prompt, tokens generated); a ``RequestError`` (502) when no sample parsed."""
@@ -183,7 +190,7 @@ class AttackerService:
             with self._lock:
                 [[generation]] = replace(policy, seed=seed).sample([task], 1)
             generated += len(generation.token_ids)
-            parsed = parse_attack(generation.text, self.think, self.max_chars, generation.finish_reason)
+            parsed = self.parse(generation)
             if parsed.public is not None:
                 return parsed.public, generated
             failures.append(str(parsed.failure))
@@ -292,11 +299,4 @@ def attacker_service(
         top_p=rollout.top_p,
         prefill=rollout.think_prefill if game.attacker_think else "",
     )
-    return AttackerService(
-        policy,
-        name=name,
-        think=game.attacker_think,
-        templates=game.templates,
-        max_chars=game.max_attack_chars,
-        attempts=attempts,
-    )
+    return AttackerService(policy, name=name, game=game, attempts=attempts)

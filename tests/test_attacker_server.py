@@ -218,14 +218,14 @@ def test_a_run_folders_attacker_plays_with_the_runs_game_and_sampling_settings(t
     save_config(load_config(None, overrides), run / "config.yaml")
     for source in (run, run / "final" / "attacker"):
         service = attacker_service(source)
-        assert (service.think, service.policy.max_tokens, service.policy.temperature) == (False, 33, 0.3)
+        assert (service.game.attacker_think, service.policy.max_tokens, service.policy.temperature) == (False, 33, 0.3)
     service.policy = Policy(ScriptedBackend("<prompt>only a prompt</prompt>"), max_tokens=33)
     assert TestClient(build_app(service)).post(URL, json=request()).json()["choices"][0]["message"]["content"] == (
         "only a prompt"
     )
     shutil.copytree(run / "final" / "attacker", tmp_path / "lone")
     lone = attacker_service(tmp_path / "lone")  # the same folder out of its run: a run config's defaults
-    assert (lone.think, lone.policy.max_tokens) == (True, 256)
+    assert (lone.game.attacker_think, lone.policy.max_tokens) == (True, 256)
 
 
 def test_a_source_that_is_no_attacker_is_one_line_and_exit_2(tmp_path, capsys):
