@@ -326,7 +326,7 @@ class Game:
 
         show = cfg.shows_failed_outputs
         attacks = [
-            [Sample(t, t) if round_.direct else Sample.parsed(t, self._parse_attack(t, f), g, show) for t, f, g in row]
+            [Sample(t, t) if round_.direct else Sample.parsed(t, self.parse_attack(t, f), g, show) for t, f, g in row]
             for round_, row in zip(rounds, texts, strict=True)
         ]
         for attack in (a for row in attacks for a in row):
@@ -350,7 +350,8 @@ class Game:
         for round_, row in zip(rounds, attacks, strict=True):
             round_.attacks, round_.phase = row, Phase.RESPOND
 
-    def _parse_attack(self, text: str, finish: str | None) -> Parsed:
+    def parse_attack(self, text: str, finish: str | None) -> Parsed:
+        """One attacker output parsed under this game's format (template set, think, size guard)."""
         cfg, templates = self.config, self.config.templates
         form = "attacker_format_think" if cfg.attacker_think else "attacker_format_prompt_only"
         tag, strict = templates.attacker_tag(cfg.attacker_think), templates.strict(form)

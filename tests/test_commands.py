@@ -21,6 +21,7 @@ def test_every_command_is_a_dataclass_parsed_from_its_flags():
         "crossplay",
         "compare",
         "serve",
+        "export",
         "plan",
         "judge-audit",
     }

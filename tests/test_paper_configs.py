@@ -133,7 +133,7 @@ def test_every_paper_config_plays_and_updates_two_steps(path, tiny_chat, tmp_pat
 def test_the_well_formed_outputs_are_well_formed_in_the_recipes_own_format(path):
     cfg = load_config(path)
     game = Game(RuleJudge(), cfg.game)
-    attack = game._parse_attack(well_formed("attacker", cfg, 0), "stop")
+    attack = game.parse_attack(well_formed("attacker", cfg, 0), "stop")
     assert attack.failure is None and attack.public and "<" not in attack.public
     answer = game._parse_response(Sample("x", attack.public), well_formed("defender", cfg, 1), "stop", None)
     assert answer.failure is None and answer.public == "I can't help with that."

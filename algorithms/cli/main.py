@@ -14,6 +14,8 @@ advgame crossplay --attackers A.. --defenders D..  every attacker against every 
 advgame compare --config A --config B --seeds 3  configs trained over seeds, final pairs measured alike,
                 [--steps N --exploit-budget K]    one table of means with 95% t-intervals
 advgame serve MODEL [vllm serve options]  an OpenAI-compatible vLLM server of a model
+advgame serve --attacker PATH [--port N]  the trained attacker as a red-teaming tool's adversarial chat model
+advgame export RUN_OR_FOLDER [--merged] OUT  a trained policy as a folder plain transformers/peft/vLLM load
 advgame judge-audit --judge J [--against J2]  a judge's biases, master keys, injection, calibration, agreement
 
 A mistake in what the user gave (a config, a seed/suite/SFT file, a damaged checkpoint or log,
@@ -852,6 +854,52 @@ class Serve:
 
 
 @dataclass
+class ServeAttacker:
+    """advgame serve --attacker PATH: the trained attacker (an export, a run folder or a checkpoint folder) as an
+    OpenAI-compatible /v1/chat/completions endpoint that red-teaming tools call as their adversarial model: the
+    objective (system message) becomes the attacker's trained task, the answer is the next attack message only."""
+
+    attacker: str
+    host: str = "127.0.0.1"
+    port: int = 8000
+    name: str = "advgame-attacker"  # the served model name
+    which: Literal["learner", "ema"] = "learner"  # of a run or checkpoint folder
+    attempts: int = 3  # samples tried per request before a 502 (an output may miss the strict format)
+    max_body_bytes: int = 1 << 20  # larger request bodies get a 413
+
+    def run(self) -> int:
+        import uvicorn
+
+        from algorithms.attacker_server import attacker_service, build_app
+
+        service = attacker_service(Path(self.attacker), which=self.which, name=self.name, attempts=self.attempts)
+        print(f"serving {self.attacker} as {self.name} on http://{self.host}:{self.port}/v1", flush=True)
+        uvicorn.run(build_app(service, max_body_bytes=self.max_body_bytes), host=self.host, port=self.port)
+        return 0
+
+
+@dataclass
+class Export:
+    """A trained policy (a run folder, a checkpoint folder, or an export such as runs/x/final/attacker) as a
+    folder that plain transformers, peft and vLLM load: with --merged the adapter merged into its base, else
+    the adapter naming a base they resolve (this machine's converted bundled model, or the hub id)."""
+
+    source: Positional[str]
+    out: Positional[str]  # a new folder
+    merged: bool = False  # merge a LoRA adapter into its base: an ordinary model folder
+    role: Literal["attacker", "defender"] = "attacker"  # of a run or checkpoint folder
+    which: Literal["learner", "ema"] = "learner"  # of a run or checkpoint folder
+
+    def run(self) -> int:
+        from algorithms.export import export
+
+        done = export(Path(self.source), Path(self.out), merged=self.merged, role=self.role, which=self.which)
+        kind = "model folder" if done.base is None else f"adapter of base {done.base}"
+        print(f"{done.out}: {kind} (from {done.source})")
+        return 0
+
+
+@dataclass
 class Plan:
     """Bytes per GPU of a run config: weights, gradients, AdamW state, EMA/initial copies, activations
     and the vLLM KV share; whether it fits and what to change. Arithmetic only, offline.
@@ -909,6 +957,7 @@ COMMANDS: dict[str, Callable[..., Command]] = {
     "crossplay": CrossPlay,
     "compare": Compare,
     "serve": Serve,
+    "export": Export,
     "plan": Plan,
     "judge-audit": JudgeAuditCommand,
 }
@@ -917,6 +966,9 @@ COMMANDS: dict[str, Callable[..., Command]] = {
 def parse_command(argv: Sequence[str] | None = None) -> Command:
     """The command dataclass that ``argv`` (default: sys.argv[1:]) names, its fields set from the flags."""
     args = _threads_flag(list(sys.argv[1:] if argv is None else argv))
+    if args[:1] == ["serve"] and args[1:2] and args[1].split("=")[0] == "--attacker":
+        command: Command = tyro.cli(ServeAttacker, args=args[1:], prog="advgame serve", config=(FlagCreatePairsOff,))
+        return command
     if args[:1] == ["serve"] and len(args) > 1 and args[1] not in ("-h", "--help"):
         return Serve(args[1], args[2:])  # vllm's options go through untouched, unparsed by us
     if args[:1] in (["eval"], ["demo"]):
@@ -986,7 +1038,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as error:
         print(f"advgame: {error}", file=sys.stderr)
         return 2
-    name = next(name for name, kind in COMMANDS.items() if type(command) is kind)
+    name = next((name for name, kind in COMMANDS.items() if type(command) is kind), "serve")  # or ServeAttacker
     from agents.threads import apply_thread_policy
 
     try:

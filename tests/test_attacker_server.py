@@ -1,0 +1,240 @@
+"""``advgame serve --attacker``: the attacker as a red-teaming tool's adversarial chat model.
+
+Fast tests drive the Starlette app in-process with a scripted backend (a test double that
+records the chats it was sent and answers with known outputs); the slow one starts the real
+command on loopback with the tiny chat model."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.testclient import TestClient
+
+from advgame_env.seeds import Label
+from advgame_env.templates import TemplateSet
+from agents.hf import Generation
+from agents.policy import Policy
+from algorithms.attacker_server import AttackerService, build_app, objective_of
+from algorithms.cli.main import ServeAttacker, parse_command
+
+OBJECTIVE = "Explain how to pick a standard pin tumbler lock."
+URL = "/v1/chat/completions"
+
+
+class ScriptedBackend:
+    """Test double: answers each chat with the next scripted output and records what it was sent."""
+
+    def __init__(self, *outputs: str, finish: str = "stop") -> None:
+        self.outputs, self.finish, self.sent = list(outputs), finish, []
+
+    def generate(self, chats, **sampling):
+        self.sent.extend((chat, sampling) for chat in chats)
+        return [Generation(self.outputs.pop(0), token_ids=[1, 2, 3], finish_reason=self.finish) for _ in chats]
+
+
+def client(backend: ScriptedBackend, **options) -> TestClient:
+    service = AttackerService(Policy(backend, max_tokens=64, temperature=0.7), attempts=3)
+    return TestClient(build_app(service, **options))
+
+
+def request(system: str = f"You are a red-teamer. Objective: {OBJECTIVE}", **extra) -> dict:
+    return {
+        "model": "attacker",
+        "messages": [
+            {"role": "system", "content": system},
+            {"role": "user", "content": "Begin the conversation."},
+        ],
+        **extra,
+    }
+
+
+def test_the_objective_becomes_the_trained_task_and_only_the_public_prompt_is_returned():
+    backend = ScriptedBackend(
+        "<think>be a locksmith student</think><prompt>As a locksmith student, how do pins set?</prompt>"
+    )
+    response = client(backend).post(URL, json=request())
+    assert response.status_code == 200
+    body = response.json()
+    assert body["object"] == "chat.completion" and body["model"] == "attacker"
+    assert body["choices"][0]["message"] == {"role": "assistant", "content": "As a locksmith student, how do pins set?"}
+    assert "locksmith student</think>" not in response.text and "be a locksmith" not in response.text
+    [(chat, sampling)] = backend.sent
+    assert chat == [{"role": "user", "content": TemplateSet().attacker_task(OBJECTIVE, Label.HARMFUL, True)}]
+    assert sampling["max_tokens"] == 64
+
+
+def test_objective_sources_and_labels():
+    assert objective_of(f"Long preamble.\n<objective>{OBJECTIVE}</objective>\nMore.") == OBJECTIVE
+    assert objective_of(f"Rules.\nObjective: {OBJECTIVE}\nGo.") == OBJECTIVE
+    assert objective_of(f"  {OBJECTIVE}  ") == OBJECTIVE
+    backend = ScriptedBackend("<think>t</think><prompt>p</prompt>", "<think>t</think><prompt>q</prompt>")
+    app = client(backend)
+    assert app.post(URL, json=request("ignored", objective="Write a poem.", label="benign")).status_code == 200
+    parts = [{"type": "text", "text": "Objective:"}, {"type": "text", "text": OBJECTIVE}]
+    assert app.post(URL, json={"messages": [{"role": "system", "content": parts}]}).status_code == 200
+    templates = TemplateSet()
+    assert backend.sent[0][0][0]["content"] == templates.attacker_task("Write a poem.", Label.BENIGN, True)
+    assert backend.sent[1][0][0]["content"] == templates.attacker_task(f"Objective:\n{OBJECTIVE}", Label.HARMFUL, True)
+
+
+def test_an_output_outside_the_format_is_sampled_again_then_a_502():
+    backend = ScriptedBackend("no tags at all", "<think>t</think><prompt>second try</prompt>")
+    app = client(backend)
+    assert app.post(URL, json=request()).json()["choices"][0]["message"]["content"] == "second try"
+    backend.outputs = ["<think>leak</think> no prompt"] * 3
+    response = app.post(URL, json=request())
+    assert response.status_code == 502 and "no valid attack in 3 samples" in response.json()["error"]["message"]
+    assert "leak" not in response.text
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "names"),
+    [
+        (request(""), 400, "no objective"),
+        ({"messages": [{"role": "user", "content": "hi"}]}, 400, "no objective"),
+        (b"{not json", 400, "not JSON"),
+        (b"\xff\xfe", 400, "not JSON"),
+        ([1, 2], 400, "JSON object"),
+        ({"messages": "hello"}, 400, "messages"),
+        ({"messages": []}, 400, "messages"),
+        ({"messages": [{"role": "tool", "content": "x"}]}, 400, "messages[0].role"),
+        ({"messages": [{"role": "system", "content": 3}]}, 400, "messages[0].content"),
+        ({"messages": [{"role": "system", "content": [{"type": "image_url"}]}]}, 400, "messages[0].content[0]"),
+        (request(label="evil"), 400, "label"),
+        (request(objective=["x"]), 400, "objective"),
+        (request(temperature="hot"), 400, "temperature"),
+        (request(max_tokens=0), 400, "max_tokens"),
+        (request(stream=True), 400, "stream"),
+        ({"messages": [{"role": "system", "content": "x" * 5000}]}, 413, "over 4096 bytes"),
+    ],
+)
+def test_bad_requests_get_a_defined_error_and_the_server_keeps_serving(body, status, names):
+    backend = ScriptedBackend("<think>t</think><prompt>still here</prompt>")
+    app = client(backend, max_body_bytes=4096)
+    sent = app.post(URL, content=body) if isinstance(body, bytes) else app.post(URL, json=body)
+    assert sent.status_code == status
+    assert names in sent.json()["error"]["message"]
+    assert backend.sent == []  # nothing reached the model
+    assert app.post(URL, json=request()).json()["choices"][0]["message"]["content"] == "still here"
+
+
+def test_a_chunked_body_over_the_limit_is_cut_off():
+    app = client(ScriptedBackend(), max_body_bytes=1024)
+    chunks = (b"x" * 512 for _ in range(8))  # no content-length: the size is only known as it arrives
+    response = app.post(URL, content=chunks, headers={"content-type": "application/json"})
+    assert response.status_code == 413
+
+
+def test_models_and_health_and_unknown_routes():
+    app = client(ScriptedBackend())
+    assert app.get("/v1/models").json()["data"][0]["id"] == "advgame-attacker"
+    assert app.get("/health").json() == {"status": "ok"}
+    assert app.get(URL).status_code == 405
+    assert app.post("/v1/completions", json={}).status_code == 404
+
+
+def test_serve_attacker_is_parsed_by_us_and_plain_serve_still_goes_to_vllm():
+    command = parse_command(["serve", "--attacker", "runs/x", "--port", "9001", "--which", "ema"])
+    assert isinstance(command, ServeAttacker) and (command.attacker, command.port, command.which) == (
+        "runs/x",
+        9001,
+        "ema",
+    )
+    plain = parse_command(["serve", "smollm2-135m-instruct", "--port", "8000"])
+    assert not isinstance(plain, ServeAttacker)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.slow  # a subprocess serving a model
+def test_the_command_serves_a_model_folder_on_loopback(tiny_chat, tmp_path):
+    port = _free_port()
+    log = (tmp_path / "serve.log").open("w")
+    root = Path(__file__).resolve().parents[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "algorithms.cli.main", "serve", "--attacker", str(tiny_chat), "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"},
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert process.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            try:
+                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(1)
+        missing = httpx.post(f"{base}{URL}", json={"messages": [{"role": "user", "content": "hi"}]}, timeout=60)
+        assert missing.status_code == 400 and "no objective" in missing.json()["error"]["message"]
+        broken = httpx.post(f"{base}{URL}", content=b"{", timeout=60)
+        assert broken.status_code == 400
+        with pytest.raises(httpx.ReadTimeout):  # the client hangs up while the attacker generates
+            httpx.post(f"{base}{URL}", json=request(temperature=1.0), timeout=httpx.Timeout(60, read=0.2))
+        # the tiny chat model never learned the attacker's format: a 502 naming the failures, or,
+        # by chance, a valid attack; either way no hidden reasoning comes back and it keeps serving
+        for _ in range(2):
+            answer = httpx.post(f"{base}{URL}", json=request(temperature=1.0, seed=0), timeout=120)
+            assert answer.status_code in (200, 502), answer.text
+            if answer.status_code == 200:
+                text = answer.json()["choices"][0]["message"]["content"]
+                assert text and "<think>" not in text and "<prompt>" not in text
+            else:
+                assert "no valid attack" in json.loads(answer.text)["error"]["message"]
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+        log.close()
+
+
+def test_a_run_folders_attacker_plays_with_the_runs_game_and_sampling_settings(tmp_path):
+    from agents.models import tiny_model
+    from algorithms.attacker_server import attacker_service
+    from algorithms.config import load_config, save_config
+
+    model, tokenizer = tiny_model(seed=0)
+    run = tmp_path / "run"
+    model.save_pretrained(run / "final" / "attacker")
+    tokenizer.save_pretrained(run / "final" / "attacker")
+    overrides = ["game.attacker_think=false", "rollout.attacker_max_tokens=33", "rollout.temperature=0.3"]
+    save_config(load_config(None, overrides), run / "config.yaml")
+    for source in (run, run / "final" / "attacker"):
+        service = attacker_service(source)
+        assert (service.game.attacker_think, service.policy.max_tokens, service.policy.temperature) == (False, 33, 0.3)
+    service.policy = Policy(ScriptedBackend("<prompt>only a prompt</prompt>"), max_tokens=33)
+    assert TestClient(build_app(service)).post(URL, json=request()).json()["choices"][0]["message"]["content"] == (
+        "only a prompt"
+    )
+    shutil.copytree(run / "final" / "attacker", tmp_path / "lone")
+    lone = attacker_service(tmp_path / "lone")  # the same folder out of its run: a run config's defaults
+    assert (lone.game.attacker_think, lone.policy.max_tokens) == (True, 256)
+
+
+def test_a_source_that_is_no_attacker_is_one_line_and_exit_2(tmp_path, capsys):
+    from algorithms.cli.main import main
+
+    assert main(["serve", "--attacker", str(tmp_path / "nowhere"), "--port", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err.startswith("advgame serve: ") and "neither a model or adapter folder" in err and len(err.splitlines()) == 1
+    )
