@@ -27,8 +27,7 @@ from advgame_env.judges import (
     JudgeError,
     PairItem,
     PointItem,
-    _average_orders,
-    _swap,
+    in_both_orders,
 )
 from advgame_env.rewards import Classification, mean_or_none
 
@@ -91,12 +90,7 @@ class EnsembleJudge:
         return [mean_or_none(column) for column in zip(*votes, strict=True)] if items else []
 
     def compare(self, items: Sequence[PairItem]) -> list[tuple[float, float] | None]:
-        forward = self._compare_once(items)
-        if not self.both_orders:
-            return forward
-        swapped = [PairItem(i.rubric, i.query, i.response_b, i.response_a) for i in items]
-        backward = [_swap(v) for v in self._compare_once(swapped)]
-        return [_average_orders(f, b) for f, b in zip(forward, backward, strict=True)]
+        return in_both_orders(self._compare_once, items) if self.both_orders else self._compare_once(items)
 
     def _compare_once(self, items: Sequence[PairItem]) -> list[tuple[float, float] | None]:
         votes = self._ask(lambda m: m.compare, items)

@@ -79,6 +79,17 @@ def _swap(verdict: tuple[float, float] | None) -> tuple[float, float] | None:
     return None if verdict is None else (verdict[1], verdict[0])
 
 
+Verdicts = list[tuple[float, float] | None]
+
+
+def in_both_orders(compare_once: Callable[[Sequence[PairItem]], Verdicts], items: Sequence[PairItem]) -> Verdicts:
+    """Each pair judged as given and swapped, the two verdicts averaged (position debiasing)."""
+    forward = compare_once(items)
+    swapped = [PairItem(i.rubric, i.query, i.response_b, i.response_a) for i in items]
+    backward = [_swap(v) for v in compare_once(swapped)]
+    return [_average_orders(f, b) for f, b in zip(forward, backward, strict=True)]
+
+
 def _average_orders(
     forward: tuple[float, float] | None, backward: tuple[float, float] | None
 ) -> tuple[float, float] | None:
@@ -170,12 +181,7 @@ class LLMJudge:
     # ------------------------------------------------------------------ judge roles
 
     def compare(self, items: Sequence[PairItem]) -> list[tuple[float, float] | None]:
-        forward = self._compare_once(items)
-        if not self.both_orders:
-            return forward
-        swapped = [PairItem(i.rubric, i.query, i.response_b, i.response_a) for i in items]
-        backward = [_swap(v) for v in self._compare_once(swapped)]
-        return [_average_orders(f, b) for f, b in zip(forward, backward, strict=True)]
+        return in_both_orders(self._compare_once, items) if self.both_orders else self._compare_once(items)
 
     def _compare_once(self, items: Sequence[PairItem]) -> list[tuple[float, float] | None]:
         name = "judge_pairwise" if self.mode == "generative" else "judge_pairwise_choice"
