@@ -76,3 +76,51 @@ def test_the_site_home_includes_the_readme_quick_start():
     section = README[README.index(start) : README.index(end)]
     assert "```python" in section and "advgame_env.parallel_env" in section
     assert '--8<-- "README.md:quickstart"' in (ROOT / "docs" / "index.md").read_text(encoding="utf-8")
+
+
+ALGORITHM_PAGES = {
+    "advgame_dpo_md": "advgame-md.md",
+    "advgame_ipo_md": "advgame-md.md",
+    "dpo": "dpo-ipo.md",
+    "ipo": "dpo-ipo.md",
+    "grpo": "grpo.md",
+    "self_redteam": "self-redteam.md",
+    "nash_md": "nash-md.md",
+    "spiral_rae": "spiral-rae.md",
+}
+
+
+def shown(value: object) -> str:
+    """A default as the knob tables write it: YAML spelling for booleans, code for strings."""
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    return f"`{value}`" if isinstance(value, str) else str(value)
+
+
+def test_every_builtin_algorithm_has_a_page_listing_each_knob_with_its_default():
+    """A knob the docs leave out, or a default that moved in the config dataclass (where defaults
+    live) and not on the page, fails here."""
+    import dataclasses
+
+    from algorithms.config import AlgorithmConfig
+    from algorithms.training.algorithm import builtin_configs
+
+    common = {field.name for field in dataclasses.fields(AlgorithmConfig)}
+    configs = {config.name: config for config in builtin_configs()}
+    assert set(configs) == set(ALGORITHM_PAGES), "a built-in algorithm without a docs page (or a page for none)"
+    index = (ROOT / "docs" / "algorithms" / "index.md").read_text(encoding="utf-8")
+    for name, config in configs.items():
+        assert re.search(rf"^\| [^|]*`{name}`", index, re.MULTILINE), f"{name} is missing from the algorithms table"
+        page = (ROOT / "docs" / "algorithms" / ALGORITHM_PAGES[name]).read_text(encoding="utf-8")
+        assert f"{name}`" in page, f"{ALGORITHM_PAGES[name]} does not name {name}"
+        rows = {row.split("|")[1].strip(): row for row in page.splitlines() if row.startswith("| `")}
+        for field in dataclasses.fields(config):
+            if field.name in common:
+                continue
+            row = rows.get(f"`{field.name}`")
+            assert row is not None, f"{ALGORITHM_PAGES[name]} has no row for {name}'s knob {field.name}"
+            if field.default is not None and field.default is not dataclasses.MISSING:
+                cell = row.split("|")[2].strip()
+                assert cell == shown(field.default), (
+                    f"{name}.{field.name}: the page says {cell}, the config {field.default!r}"
+                )
