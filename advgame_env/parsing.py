@@ -209,7 +209,7 @@ def parse_response(
     accept_empty: bool = False,
 ) -> Parsed:
     """Defender output: any non-empty text, or ``<think>..</think><answer>..</answer>`` (the
-    leading <think> optional: a policy may have it as an assistant prefill). Over-length as
+    leading ``<think>`` optional: a policy may have it as an assistant prefill). Over-length as
     in ``parse_attack``. ``accept_empty``: a blank plain answer is an answer (AdvGame's regex
     accepts any text), not a format failure."""
     if len(text) > max_chars:

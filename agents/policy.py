@@ -5,7 +5,7 @@ returns them as generations (text + finish reason), which the environment accept
 so an answer cut off at ``max_tokens`` is recognised as over-long. Slots with an empty
 observation (nothing to answer) get an empty action without calling the model.
 
-``prefill`` starts the assistant's turn with fixed text (Self-RedTeam's "<think>" opening of
+``prefill`` starts the assistant's turn with fixed text (Self-RedTeam's ``<think>`` opening of
 a hidden chain of thought): the model continues it, and the returned text includes it, so the
 game parses the whole output; the token ids and log-probs are the generated part only.
 """

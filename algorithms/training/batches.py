@@ -2,7 +2,7 @@
 
 A prompt is the player's observation as one user turn, rendered with the chat template
 exactly as ``agents.policy.Policy`` sends it; a continuation is the sample's RAW output (the
-attacker's hidden <think> included: the reasoning is part of the action being trained): the
+attacker's hidden ``<think>`` included: the reasoning is part of the action being trained): the
 sampled token ids when the action was a generation, else its text tokenised on its own. A
 continuation that ended by itself gets the end-of-turn token appended, so training also
 teaches when to stop; one cut off at the token limit does not.

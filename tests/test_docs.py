@@ -1,0 +1,126 @@
+"""The README and the documentation site agree with the files: the README stays short and every
+link in it reaches a file (GitHub renders it, and mkdocs does not check it: it lies outside docs/),
+every page of the site's nav exists, and the quick start the site includes is the README's own.
+`mkdocs build --strict` (`make docs`, run by `make test` and `make test-fast`) checks the links
+inside docs/, their anchors and the API reference."""
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).parent.parent
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+FENCE = re.compile(r"^```.*?^```$", re.MULTILINE | re.DOTALL)
+
+
+def slug(heading: str) -> str:
+    """GitHub's and Python-Markdown's toc anchor of a heading: lower case, punctuation dropped."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return re.sub(r"[ ]+", "-", text)
+
+
+def anchors(markdown: str) -> set[str]:
+    prose = FENCE.sub("", markdown)
+    return {slug(m.group(1)) for m in re.finditer(r"^#+ (.+)$", prose, re.MULTILINE)}
+
+
+def relative_links(markdown: str) -> list[str]:
+    prose = FENCE.sub("", markdown)
+    return [target for target in LINK.findall(prose) if not re.match(r"[a-z]+:", target)]
+
+
+def nav_pages(entries: object) -> list[str]:
+    if isinstance(entries, str):
+        return [entries]
+    if isinstance(entries, list):
+        return [page for entry in entries for page in nav_pages(entry)]
+    if isinstance(entries, dict):
+        return [page for value in entries.values() for page in nav_pages(value)]
+    return []
+
+
+def test_the_readme_is_short():
+    assert len(README.splitlines()) <= 300
+
+
+@pytest.mark.parametrize("target", relative_links(README))
+def test_every_readme_link_reaches_a_file_and_its_heading(target):
+    path, _, anchor = target.partition("#")
+    document = ROOT / path if path else ROOT / "README.md"
+    assert document.is_file(), f"README links to {target}, which does not exist"
+    if anchor and document.suffix == ".md":
+        assert anchor in anchors(document.read_text(encoding="utf-8")), f"no heading #{anchor} in {path or 'README.md'}"
+
+
+def test_the_readme_points_at_every_page_of_the_site():
+    linked = {target.partition("#")[0] for target in relative_links(README)}
+    config = yaml.safe_load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))
+    pages = {f"docs/{page}" for page in nav_pages(config["nav"])}
+    top = {page for page in pages if not page.startswith(("docs/api/", "docs/results/", "docs/algorithms/"))}
+    top |= {"docs/results/index.md", "docs/algorithms/index.md"}
+    assert top - {"docs/index.md"} <= linked, f"pages the README never links: {sorted(top - linked)}"
+
+
+def test_every_nav_page_exists():
+    config = yaml.safe_load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))
+    missing = [page for page in nav_pages(config["nav"]) if not (ROOT / "docs" / page).is_file()]
+    assert not missing, f"mkdocs.yml names pages that do not exist: {missing}"
+
+
+def test_the_site_home_includes_the_readme_quick_start():
+    start, end = "<!-- --8<-- [start:quickstart] -->", "<!-- --8<-- [end:quickstart] -->"
+    assert start in README and end in README
+    section = README[README.index(start) : README.index(end)]
+    assert "```python" in section and "advgame_env.parallel_env" in section
+    assert '--8<-- "README.md:quickstart"' in (ROOT / "docs" / "index.md").read_text(encoding="utf-8")
+
+
+ALGORITHM_PAGES = {
+    "advgame_dpo_md": "advgame-md.md",
+    "advgame_ipo_md": "advgame-md.md",
+    "dpo": "dpo-ipo.md",
+    "ipo": "dpo-ipo.md",
+    "grpo": "grpo.md",
+    "self_redteam": "self-redteam.md",
+    "nash_md": "nash-md.md",
+    "spiral_rae": "spiral-rae.md",
+}
+
+
+def shown(value: object) -> str:
+    """A default as the knob tables write it: YAML spelling for booleans, code for strings."""
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    return f"`{value}`" if isinstance(value, str) else str(value)
+
+
+def test_every_builtin_algorithm_has_a_page_listing_each_knob_with_its_default():
+    """A knob the docs leave out, or a default that moved in the config dataclass (where defaults
+    live) and not on the page, fails here."""
+    import dataclasses
+
+    from algorithms.config import AlgorithmConfig
+    from algorithms.training.algorithm import builtin_configs
+
+    common = {field.name for field in dataclasses.fields(AlgorithmConfig)}
+    configs = {config.name: config for config in builtin_configs()}
+    assert set(configs) == set(ALGORITHM_PAGES), "a built-in algorithm without a docs page (or a page for none)"
+    index = (ROOT / "docs" / "algorithms" / "index.md").read_text(encoding="utf-8")
+    for name, config in configs.items():
+        assert re.search(rf"^\| [^|]*`{name}`", index, re.MULTILINE), f"{name} is missing from the algorithms table"
+        page = (ROOT / "docs" / "algorithms" / ALGORITHM_PAGES[name]).read_text(encoding="utf-8")
+        assert f"{name}`" in page, f"{ALGORITHM_PAGES[name]} does not name {name}"
+        rows = {row.split("|")[1].strip(): row for row in page.splitlines() if row.startswith("| `")}
+        for field in dataclasses.fields(config):
+            if field.name in common:
+                continue
+            row = rows.get(f"`{field.name}`")
+            assert row is not None, f"{ALGORITHM_PAGES[name]} has no row for {name}'s knob {field.name}"
+            if field.default is not None and field.default is not dataclasses.MISSING:
+                cell = row.split("|")[2].strip()
+                assert cell == shown(field.default), (
+                    f"{name}.{field.name}: the page says {cell}, the config {field.default!r}"
+                )
