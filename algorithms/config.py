@@ -345,6 +345,11 @@ def register_section(name: str, section: type[AlgorithmConfig]) -> None:
     A name taken by another dataclass is an error; the same one again (a re-imported module) is not."""
     if not (isinstance(section, type) and issubclass(section, AlgorithmConfig)):
         raise TypeError(f"the config of algorithm {name!r}, {section!r}, is not a subclass of AlgorithmConfig")
+    if hasattr(section, "rules"):  # the former second way to declare ranges: refuse it rather than ignore it
+        raise TypeError(
+            f"the config of algorithm {name!r}, {section.__name__}, has a rules table; declare each knob's range "
+            f"on its field instead: knob: float = ranged(default, positive())"
+        )
     known = _builtin_sections().get(name)
     if known is not None and known.__qualname__ != section.__qualname__:
         raise ValueError(f"algorithm name {name!r} is already taken, its section being {known.__qualname__}")
