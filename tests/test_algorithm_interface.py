@@ -43,7 +43,7 @@ def test_the_drifted_class_defaults_are_gone_the_configs_values_are_the_ones_use
     # the paper notes (docs/paper-fidelity.md), 0.05 and 6
     grpo = build_algorithm(load_config(None, ["algorithm.name=grpo"]).algorithm, 512)
     srt = build_algorithm(load_config(None, ["algorithm.name=self_redteam"]).algorithm, 512)
-    assert grpo.config.kl_beta == 0.05 and srt.minibatches == 6
+    assert isinstance(grpo, GRPO) and grpo.config.kl_beta == 0.05 and srt.minibatches == 6
     assert GRPO(GRPOConfig()).config.kl_beta == 0.05  # built directly: the same defaults, from the same place
 
 
@@ -87,7 +87,7 @@ def test_reading_a_knob_the_section_does_not_have_is_an_error_not_none():
     for knob in ("kl_beta", "beta", "tis_cap", "minibatchs"):  # other algorithms' knobs, and a typo
         with pytest.raises(AttributeError, match=knob):
             getattr(section, knob)
-    assert section.minibatches == 6
+    assert isinstance(section, SelfRedTeamConfig) and section.minibatches == 6
 
 
 def _imported(path: Path) -> set[str]:
