@@ -26,6 +26,7 @@ tyro reads no YAML. So the strict reader stays here, small and generic; PyYAML r
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import math
 import re
 import types
@@ -264,10 +265,12 @@ class AlgorithmConfig:
     """The ``algorithm:`` section: the algorithm's name and the knobs every algorithm reads.
 
     Each algorithm extends it with a dataclass of its own knobs, whose defaults are its paper's
-    values (``Algorithm.config_class``, see ``algorithms.training.algorithm``); the section is
-    built as the chosen algorithm's dataclass, so a knob it does not have is an error naming the
-    knob and the algorithm. A knob read only in some settings is unset (None) by default, filled
-    in where it is read, and an error where it is set but not read (``not_read``)."""
+    values and the only ones (the algorithm reads them as ``self.config``; the built-in ones are
+    in ``algorithms.algorithm_configs``); the section is built as the chosen algorithm's
+    dataclass, so a knob it does not have is an error naming the knob and the algorithm, and
+    reading one from it is an ``AttributeError`` (never a silent None). A knob read only in some
+    settings is unset (None) by default, filled in where it is read, and an error where it is
+    set but not read (``not_read``)."""
 
     name: str = DEFAULT_ALGORITHM
     # which roles learn (within train.schedule)
@@ -285,20 +288,6 @@ class AlgorithmConfig:
         with_file = bool(self.sft_data or self.attacker_sft_data)
         self.sft_coef = read_when(self, "sft_coef", with_file, 1.0, sft)
         self.sft_batch_size = read_when(self, "sft_batch_size", with_file, 4, sft)
-
-    if not typing.TYPE_CHECKING:
-
-        def __getattr__(self, key: str) -> Any:
-            # The section was once one flat record of every algorithm's knobs: a knob of another
-            # algorithm still reads as unset (None), so code that asks without knowing the
-            # algorithm (reports, old notebooks) keeps working; any other name is an error.
-            if not key.startswith("_") and key in _knob_names():
-                return None
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute {key!r}")
-
-
-def _knob_names() -> set[str]:
-    return {f.name for cls in _config_classes() if dataclasses.is_dataclass(cls) for f in dataclasses.fields(cls)}
 
 
 def read_when(cfg: AlgorithmConfig, key: str, read: bool, default: Any, condition: str) -> Any:
@@ -331,13 +320,95 @@ _OLD_SCHEDULE_KEYS = {
 }
 
 
+# ----------------------------------------------------------------------------- algorithm names -> sections
+#
+# The reader knows an algorithm by its name and its section's dataclass only: the built-in ones
+# from ``algorithms.algorithm_configs`` (this layer), the others as ``@register`` hands them over
+# (``algorithms.training.algorithm``, which holds the algorithm classes and imports this module,
+# never the other way round) or from an installed package's entry point.
+
+ENTRY_POINT_GROUP = "advgame.algorithms"
+_SECTIONS: dict[str, type[AlgorithmConfig]] = {}
+_loaded_entry_points: set[str] = set()
+
+
+def _builtin_sections() -> dict[str, type[AlgorithmConfig]]:
+    if not _SECTIONS:
+        from algorithms.algorithm_configs import BUILTIN  # beside this module; it imports this one
+
+        _SECTIONS.update(BUILTIN)
+    return _SECTIONS
+
+
+def register_section(name: str, section: type[AlgorithmConfig]) -> None:
+    """``section`` is the ``algorithm:`` section of algorithm ``name`` (``@register`` calls this).
+    A name taken by another dataclass is an error; the same one again (a re-imported module) is not."""
+    if not (isinstance(section, type) and issubclass(section, AlgorithmConfig)):
+        raise TypeError(f"the config of algorithm {name!r}, {section!r}, is not a subclass of AlgorithmConfig")
+    if hasattr(section, "rules"):  # the former second way to declare ranges: refuse it rather than ignore it
+        raise TypeError(
+            f"the config of algorithm {name!r}, {section.__name__}, has a rules table; declare each knob's range "
+            f"on its field instead: knob: float = ranged(default, positive())"
+        )
+    known = _builtin_sections().get(name)
+    if known is not None and known.__qualname__ != section.__qualname__:
+        raise ValueError(f"algorithm name {name!r} is already taken, its section being {known.__qualname__}")
+    _SECTIONS[name] = section
+
+
+def _load_entry_point(entry: importlib.metadata.EntryPoint) -> None:
+    if entry.name in _loaded_entry_points:
+        return
+    _loaded_entry_points.add(entry.name)
+    try:
+        loaded = entry.load()
+    except Exception as error:  # a broken plugin package must say which one it is
+        raise ConfigError(
+            f"the algorithm entry point {entry.name} = {entry.value} (group {ENTRY_POINT_GROUP}) failed to load: {error}"
+        ) from error
+    # loading may have registered it; else the entry point names the algorithm class, whose
+    # ``config_class`` is its section (the class itself is registered above, when it is built)
+    section = getattr(loaded, "config_class", None)
+    if entry.name not in _SECTIONS and isinstance(section, type) and issubclass(section, AlgorithmConfig):
+        register_section(entry.name, section)
+
+
+def algorithm_entry_points() -> list[importlib.metadata.EntryPoint]:
+    """The installed packages' algorithms (entry points of the group ``advgame.algorithms``)."""
+    return list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+
+
+def section_names() -> list[str]:
+    """Every algorithm name known now, entry points included (they are loaded)."""
+    for entry in algorithm_entry_points():
+        _load_entry_point(entry)
+    return sorted(_builtin_sections())
+
+
+def section_class(name: str) -> type[AlgorithmConfig]:
+    """The dataclass of algorithm ``name``'s section: built-in, registered in this process
+    (``@register``, ``--plugin``) or declared by an installed package's entry point."""
+    sections = _builtin_sections()
+    if name not in sections:
+        for entry in algorithm_entry_points():
+            if entry.name == name:
+                _load_entry_point(entry)
+    if name not in sections:
+        error = ConfigError(
+            f"config.algorithm.name: {name!r} is not one of {', '.join(map(repr, section_names()))}. An algorithm "
+            f"of your own joins with @register in the same process, advgame train --plugin FILE_OR_MODULE, or "
+            f"an entry point in the group {ENTRY_POINT_GROUP}"
+        )
+        error.key = "algorithm.name"
+        raise error
+    return sections[name]
+
+
 def algorithm_from_dict(data: Mapping[str, Any], where: str = "config.algorithm") -> AlgorithmConfig:
     """The ``algorithm:`` section built as the chosen algorithm's own config dataclass.
 
     A knob the algorithm does not have is an error (set to null it is simply unset); a value
-    is range-checked (its field's rule, or the algorithm's own ``rules``) before anything else."""
-    from algorithms.training.algorithm import lookup  # the registry's modules import this one
-
+    is range-checked (its field's rule) before anything else."""
     name = data.get("name", DEFAULT_ALGORITHM)
     if name in _RETIRED_NAMES:  # the schedule was once spelled as an algorithm
         base = data.get("base", DEFAULT_ALGORITHM)
@@ -351,23 +422,22 @@ def algorithm_from_dict(data: Mapping[str, Any], where: str = "config.algorithm"
         raise error
     if not isinstance(name, str):
         raise ConfigError(f"{where}.name: expected the name of an algorithm, got {name!r}")
-    registered = lookup(name)
-    own_rules: Mapping[str, Rule] = getattr(registered.config, "rules", {})
-    hints = typing.get_type_hints(registered.config)
+    section = section_class(name)
+    hints = typing.get_type_hints(section)
     for key, value in data.items():
-        rule = own_rules.get(key) or _knob_rule(registered.config, key)
+        rule = _knob_rule(section, key)
         if rule is not None and value is not None:  # the value's range first, as in every section
             typed = _from_value(hints.get(key) or _knob_type(key), value, f"{where}.{key}")
             if not rule.test(typed):
                 raise ConfigError(f"{where}.{key}: {typed!r} is not allowed; expected {rule.allowed}")
-    fields = {f.name for f in dataclasses.fields(registered.config)}
+    fields = {f.name for f in dataclasses.fields(section)}
     for key, value in data.items():
         if key not in fields and value is not None:
             old = _OLD_SCHEDULE_KEYS.get(key)
             when = f": the schedule is the trainer's now, write {old}" if old else ""
             raise not_read(name, key, when, [f for f in fields if f != "name"])
     given = {k: v for k, v in data.items() if k in fields} | {"name": name}
-    built: AlgorithmConfig = from_dict(registered.config, given, where)
+    built: AlgorithmConfig = from_dict(section, given, where)
     return built
 
 
@@ -627,18 +697,18 @@ def _sections(cls: type, prefix: str = "") -> Iterator[tuple[str, type, dataclas
 
 class _RuleTable(Mapping[str, Rule]):
     """Every rule by dotted key (what the tests and docs list; the checks read the fields
-    themselves), the built-in algorithms' knobs included. Gathered on first use: the
-    algorithms' modules import this one."""
+    themselves), the built-in algorithms' knobs included. Gathered on first use:
+    ``algorithms.algorithm_configs`` imports this module."""
 
     def __init__(self) -> None:
         self._rules: dict[str, Rule] | None = None
 
     def _table(self) -> dict[str, Rule]:
         if self._rules is None:
-            from algorithms.training.algorithm import builtin_configs
+            from algorithms.algorithm_configs import BUILTIN
 
             rules = {key: rule for key, cls, f in _sections(TrainConfig) if (rule := rule_of(cls, f))}
-            for cls in builtin_configs():
+            for cls in BUILTIN.values():
                 rules |= {f"algorithm.{key}": rule for key, owner, f in _sections(cls) if (rule := rule_of(owner, f))}
             self._rules = rules
         return self._rules

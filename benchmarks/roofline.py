@@ -40,7 +40,7 @@ from common import chats, describe_machine
 from torch.utils.flop_counter import FlopCounterMode
 
 from agents import HFBackend, load_model
-from algorithms.training.losses import dpo_loss
+from algorithms.algorithm_configs import DPOMDConfig
 from algorithms.training.preference import PreferenceOptimization
 
 ROWS, ANSWERS, MAX_TOKENS = (
@@ -193,7 +193,7 @@ def update_of(mode: str, peak: dict[str, float], n_pairs: int) -> dict[str, Any]
     player = players["defender"]
     model = player.learner_module().train()
     n = sum(p.numel() for name, p in model.named_parameters() if "lora_" not in name)  # the base's N
-    algorithm = PreferenceOptimization(dpo_loss, sampler="ema", reference="ema", beta=0.1)
+    algorithm = PreferenceOptimization(DPOMDConfig(beta=0.1))  # the EMA samples and anchors
     pairs = demo_pairs(player.tokenizer, n_pairs)
     tokens = sum(2 * len(p.prompt_ids) + len(p.chosen_ids) + len(p.rejected_ids) for p in pairs)
     sequences = [(p.prompt_ids, p.chosen_ids) for p in pairs] + [(p.prompt_ids, p.rejected_ids) for p in pairs]

@@ -31,8 +31,8 @@ from common import chats, describe_machine, exponent, interleaved, median_second
 from advgame_env import bundled_seeds
 from agents.hf import encode, prompt_ids
 from agents.models import load_model, tiny_model
+from algorithms.algorithm_configs import DPOConfig
 from algorithms.training.batches import DEFENDER, PreferencePair
-from algorithms.training.losses import dpo_loss
 from algorithms.training.players import FullPlayer
 from algorithms.training.preference import PreferenceOptimization
 
@@ -54,7 +54,7 @@ def fixed_pairs(tokenizer: Any, n: int, completion_tokens: int) -> list[Preferen
 def our_update(model: Any, tokenizer: Any) -> tuple[Any, Any]:
     """(step(pairs) -> loss, the player): on-policy DPO with a frozen copy as the reference."""
     player = FullPlayer(DEFENDER, model, tokenizer, copies={"initial"})
-    algorithm = PreferenceOptimization(dpo_loss, sampler="learner", reference="initial", beta=0.1)
+    algorithm = PreferenceOptimization(DPOConfig(beta=0.1))  # the learner samples, the initial model anchors
 
     def step(pairs: list[PreferencePair], micro: int = 16) -> float:
         """Mean loss over the pairs, gradients accumulated over micro-batches as the trainer does."""

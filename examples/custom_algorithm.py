@@ -11,22 +11,23 @@ the rank-calibration hinge of SLiC-HF (Zhao et al., 2023, arXiv 2305.10425) anch
 reference as DPO is: a pair stops pulling once the policy prefers the chosen sample by the
 margin, where DPO's log-sigmoid keeps pushing every pair. It reads ``algorithm.beta``,
 ``algorithm.margin`` and whose weights sample and anchor (``sampler``, ``reference``: "ema" makes
-it a mirror-descent recipe like AdvGame-DPO-MD). Everything it uses is public:
-``algorithms.training.algorithm`` (the interface), ``batches.preference_pairs`` (pairs from
-played rounds) and ``losses.margin``.
+it a mirror-descent recipe like AdvGame-DPO-MD), all declared once, in ``HingeConfig``; the
+class reads them as ``self.config`` (``docs/writing-an-algorithm.md`` walks through it).
+Everything it uses is public: ``algorithms.training.algorithm`` (the interface),
+``batches.preference_pairs`` (pairs from played rounds) and ``losses.margin``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Literal
 
 import torch
 
 from advgame_env.game import Game, Round
-from algorithms.config import AlgorithmConfig, Rule, non_negative, positive, read_when
-from algorithms.training.algorithm import Algorithm, Metrics, config_as, policy_logprobs, register
+from algorithms.config import AlgorithmConfig, non_negative, positive, ranged, read_when, within
+from algorithms.training.algorithm import Algorithm, Metrics, policy_logprobs, register
 from algorithms.training.batches import PreferencePair, Tokenizers, preference_pairs
 from algorithms.training.distributed import Dist
 from algorithms.training.losses import margin
@@ -35,14 +36,17 @@ from algorithms.training.players import Player
 
 @dataclass
 class HingeConfig(AlgorithmConfig):
-    """The ``algorithm:`` section of ``algorithm.name: hinge``; an unknown key is an error."""
+    """The ``algorithm:`` section of ``algorithm.name: hinge``: every knob, its default and its
+    range, in one place (an unknown key is an error; a value out of range too, as the file loads)."""
 
-    rules: ClassVar[dict[str, Rule]] = {"beta": positive(), "margin": non_negative()}  # checked as the file loads
-    beta: float = 0.1  # scale of the log-ratio margin h
-    margin: float = 1.0  # the hinge: pairs with β·h above it have no loss
+    name: str = "hinge"
+    beta: float = ranged(0.1, positive())  # scale of the log-ratio margin h
+    margin: float = ranged(1.0, non_negative())  # the hinge: pairs with β·h above it have no loss
+    # whose weights sample the rounds and anchor the loss (read by the base class's hooks)
     sampler: Literal["ema", "learner"] = "learner"
     reference: Literal["ema", "initial"] = "initial"
-    ema_decay: float | None = None  # read where the EMA samples or anchors: 0.95
+    # read where the EMA samples or anchors: 0.95
+    ema_decay: float | None = ranged(None, within(0, 1, open_high=True))
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -53,13 +57,8 @@ class HingeConfig(AlgorithmConfig):
 @register("hinge")
 class Hinge(Algorithm[PreferencePair]):
     config_class = HingeConfig
+    config: HingeConfig  # the section it was built with: its knobs are read from here only
     metric_names = ("margin", "active")  # the mean h, and the share of pairs inside the hinge
-
-    def __init__(self, config: AlgorithmConfig, max_context: int = 2048) -> None:
-        super().__init__(config, max_context)
-        config = config_as(config, HingeConfig)
-        self.beta, self.margin = config.beta, config.margin
-        self.sampler, self.reference = config.sampler, config.reference
 
     def examples(
         self,
@@ -81,6 +80,6 @@ class Hinge(Algorithm[PreferencePair]):
         policy = (logps * mask).sum(-1)
         n = len(chunk)
         h = margin(policy[:n], policy[n:], ref[:n], ref[n:])
-        losses = torch.relu(self.margin - self.beta * h)
+        losses = torch.relu(self.config.margin - self.config.beta * h)
         active = (losses.detach() > 0).float()
         return losses, {"margin": float(h.detach().sum()), "active": float(active.sum())}

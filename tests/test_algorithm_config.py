@@ -45,24 +45,34 @@ def test_a_knob_the_algorithm_does_not_read_is_an_error_naming_knob_and_algorith
 
 def test_each_algorithm_gets_its_papers_defaults():
     cfg, srt = algorithm("algorithm.name=self_redteam")
-    assert isinstance(srt, SelfRedTeam) and (srt.kl_beta, srt.clip, srt.minibatches) == (0.01, 0.2, 6)
-    assert cfg.kl_beta is None and cfg.sampler is None  # GRPO's KL and the sampler are not its knobs
+    assert isinstance(srt, SelfRedTeam) and (srt.config.reward_kl_beta, srt.config.clip, srt.minibatches) == (
+        0.01,
+        0.2,
+        6,
+    )
+    for knob in ("kl_beta", "sampler"):  # GRPO's KL and the sampler are not its knobs: asking is an error
+        with pytest.raises(AttributeError, match=knob):
+            getattr(cfg, knob)
     cfg, grpo = algorithm("algorithm.name=grpo")
-    assert isinstance(grpo, GRPO) and (grpo.kl_beta, grpo.tis_cap, grpo.baseline) == (0.05, 2.0, "batch_mean")
-    assert (grpo.sampler, grpo.reference) == ("learner", "initial") and cfg.beta is None
+    assert isinstance(grpo, GRPO) and (grpo.config.kl_beta, grpo.config.tis_cap, grpo.config.baseline) == (
+        0.05,
+        2.0,
+        "batch_mean",
+    )
+    assert (grpo.sampler, grpo.reference) == ("learner", "initial") and not hasattr(cfg, "beta")
     _, md = algorithm("algorithm.name=advgame_ipo_md")
-    assert isinstance(md, PreferenceOptimization) and (md.sampler, md.reference, md.beta) == ("ema", "ema", 0.1)
+    assert isinstance(md, PreferenceOptimization) and (md.sampler, md.reference, md.config.beta) == ("ema", "ema", 0.1)
     full = load_config(None, ["algorithm.name=grpo", "train.schedule=alternate"])
     assert (full.algorithm.kl_beta, full.train.schedule, full.train.period) == (0.05, "alternate", 10)
 
 
 def test_set_knobs_are_kept_and_off_policy_grpo_turns_the_ratio_off():
     _, srt = algorithm("algorithm.name=self_redteam", "algorithm.minibatches=8", "algorithm.reward_kl_beta=0.1")
-    assert (srt.minibatches, srt.kl_beta, srt.weighting) == (8, 0.1, "token")
+    assert (srt.minibatches, srt.config.reward_kl_beta, srt.config.weighting) == (8, 0.1, "token")
     _, grpo = algorithm("algorithm.name=grpo", "algorithm.minibatches=null", "algorithm.sampler=ema")
-    assert grpo.sampler == "ema" and grpo.tis_cap is None  # the reference forbids TIS off-policy
+    assert grpo.sampler == "ema" and grpo.config.tis_cap is None  # the reference forbids TIS off-policy
     _, grpo = algorithm("algorithm.name=grpo", "algorithm.tis=false")
-    assert grpo.tis_cap is None
+    assert grpo.config.tis_cap is None
     cfg, _ = algorithm("algorithm.sft_data=x.jsonl")
     assert (cfg.sft_coef, cfg.sft_batch_size) == (1.0, 4)
 
@@ -85,7 +95,7 @@ def test_an_ablation_that_switches_algorithm_does_not_inherit_the_base_algorithm
     (tmp_path / "grpo.yaml").write_text("base: dpo.yaml\nalgorithm:\n  name: grpo\n")
     (tmp_path / "ipo.yaml").write_text("base: dpo.yaml\nalgorithm:\n  name: advgame_dpo_md\n  ema_decay: 0.9\n")
     grpo = load_config(tmp_path / "grpo.yaml")
-    assert grpo.algorithm.beta is None and grpo.run.steps == 7
+    assert not hasattr(grpo.algorithm, "beta") and grpo.run.steps == 7
     assert load_config(tmp_path / "ipo.yaml").algorithm.beta == 0.3  # same algorithm: merged
     with pytest.raises(ConfigError, match=r"algorithm\.beta is not read by algorithm grpo"):
         load_config(tmp_path / "dpo.yaml", ["algorithm.name=grpo"])  # an override on top is no new file

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from advgame_env.game import Game, Round
-from algorithms.config import AlgorithmConfig, ConfigError, load_config
+from algorithms.config import AlgorithmConfig, ConfigError, load_config, non_negative, ranged
 from algorithms.training.algorithm import (
     Algorithm,
     Metrics,
@@ -41,7 +41,7 @@ EXAMPLE = ROOT / "examples" / "custom_algorithm.py"
 @dataclass
 class ReinforceConfig(AlgorithmConfig):
     name: str = "test_reinforce"
-    kl_coef: float = 0.0  # no KL term: the reference is never run
+    kl_coef: float = ranged(0.0, non_negative())  # no KL term: the reference is never run
 
 
 @register("test_reinforce")
@@ -49,6 +49,7 @@ class Reinforce(Algorithm[Rollout]):
     """REINFORCE with each group's mean reward as baseline, on each sequence's summed log-prob."""
 
     config_class = ReinforceConfig
+    config: ReinforceConfig
     metric_names = ("advantage",)
 
     def examples(
@@ -62,7 +63,8 @@ class Reinforce(Algorithm[Rollout]):
         return rollouts(rounds, game, tokenizers, prefills=prefills)
 
     def loss(self, player: Player, chunk: Sequence[Rollout]) -> tuple[torch.Tensor, Metrics]:
-        logps, mask = policy_logprobs(player, "learner", [(r.prompt_ids, r.completion_ids) for r in chunk], 512)
+        sequences = [(r.prompt_ids, r.completion_ids) for r in chunk]
+        logps, mask = policy_logprobs(player, "learner", sequences, self.max_context)
         rewards = torch.tensor([r.reward for r in chunk])
         advantages = rewards - rewards.mean()
         return -(advantages * (logps * mask).sum(-1)), {"advantage": float(advantages.sum())}
@@ -72,7 +74,10 @@ def test_a_registered_algorithm_is_found_by_name_and_its_section_is_its_own_data
     assert "test_reinforce" in names() and "advgame_dpo_md" in names()
     cfg = load_config(None, ["algorithm.name=test_reinforce", "algorithm.kl_coef=0.5"])
     assert cfg.algorithm == ReinforceConfig(kl_coef=0.5)
-    assert isinstance(build_algorithm(cfg.algorithm, 512), Reinforce)
+    built = build_algorithm(cfg.algorithm, 512)
+    assert isinstance(built, Reinforce) and built.config is cfg.algorithm and built.config.kl_coef == 0.5
+    with pytest.raises(ConfigError, match=r"algorithm\.kl_coef: -1\.0 is not allowed; expected a number >= 0"):
+        load_config(None, ["algorithm.name=test_reinforce", "algorithm.kl_coef=-1"])
     with pytest.raises(ConfigError, match=r"algorithm\.beta is not read by algorithm test_reinforce"):
         load_config(None, ["algorithm.name=test_reinforce", "algorithm.beta=0.1"])
 
@@ -119,7 +124,8 @@ def test_a_plugin_loads_by_module_name(tmp_path, monkeypatch):
         textwrap.dedent(
             """
             from algorithms.training.algorithm import register
-            from algorithms.training.preference import DPOConfig, PreferenceOptimization
+            from algorithms.algorithm_configs import DPOConfig
+            from algorithms.training.preference import PreferenceOptimization
 
             register("test_module_dpo", config=DPOConfig)(PreferenceOptimization)
             """
@@ -140,7 +146,8 @@ def fake_distribution(folder: Path, name: str) -> None:
         textwrap.dedent(
             f"""
             from dataclasses import dataclass
-            from algorithms.training.preference import DPOConfig, PreferenceOptimization
+            from algorithms.algorithm_configs import DPOConfig
+            from algorithms.training.preference import PreferenceOptimization
 
             @dataclass
             class EntryConfig(DPOConfig):

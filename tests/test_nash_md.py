@@ -47,7 +47,7 @@ def test_the_verdict_is_the_judges_preference_of_the_pair():
 def test_the_registry_builds_it_by_name_with_its_defaults():
     algorithm = build_algorithm(load_config(None, ["algorithm.name=nash_md"]).algorithm, 1024)
     assert isinstance(algorithm, NashMD)
-    assert (algorithm.mixture_coef, algorithm.tau) == (0.5, 0.1)
+    assert (algorithm.config.mixture_coef, algorithm.config.tau) == (0.5, 0.1)
     assert algorithm.copies() == {"initial"} and not algorithm.shares_policy
 
 

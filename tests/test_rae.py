@@ -80,7 +80,7 @@ def test_the_registry_builds_it_by_name_with_its_paper_defaults():
     cfg = load_config(None, ["algorithm.name=spiral_rae"])
     algorithm = build_algorithm(cfg.algorithm, 1024)
     assert isinstance(algorithm, SpiralRAE) and algorithm.shares_policy and algorithm.mix_splits
-    assert (algorithm.alpha, algorithm.kl_beta) == (0.95, 0.0)
+    assert (algorithm.config.alpha, algorithm.config.kl_beta) == (0.95, 0.0)
     assert algorithm.copies() == set()  # no KL term: no reference copy is kept
     with_kl = build_algorithm(load_config(None, ["algorithm.name=spiral_rae", "algorithm.kl_beta=0.01"]).algorithm, 1)
     assert with_kl.copies() == {"initial"}

@@ -8,9 +8,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from agents import tiny_model
+from algorithms.algorithm_configs import DPOMDConfig
 from algorithms.training.algorithm import policy_logprobs
 from algorithms.training.batches import DEFENDER, PreferencePair
-from algorithms.training.losses import dpo_loss
 from algorithms.training.players import build_players
 from algorithms.training.preference import PreferenceOptimization
 from tests.test_benchmarks import script
@@ -86,7 +86,7 @@ def _update_in_forwards(lora: bool) -> tuple[float, float]:
     )
     player = players[DEFENDER]
     pairs = [PreferencePair(DEFENDER, [5, 6, 7, 8, 9, 10], [11, 12, 13], [14, 15], 1.0, 0.0) for _ in range(2)]
-    algorithm = PreferenceOptimization(dpo_loss, sampler="ema", reference="ema")
+    algorithm = PreferenceOptimization(DPOMDConfig())  # the EMA samples and anchors
     with FlopCounterMode(display=False) as step:
         losses, _ = algorithm.loss(player, pairs)
         losses.mean().backward()

@@ -16,6 +16,7 @@ from advgame_env import Label, bundled_seeds
 from advgame_env.rule_judge import Behaviour, behaviour
 from agents import HFBackend, load_model
 from agents.policy import Policy, chat
+from algorithms.algorithm_configs import SelfRedTeamConfig
 from algorithms.config import load_config
 from algorithms.training.algorithm import build_algorithm
 from algorithms.training.batches import rollouts
@@ -64,7 +65,7 @@ def test_advantages_are_whitened_per_role(tiny_chat):
         PPORollout("defender", [1, 2], [5, 6, 7], reward=100.0, group=(0, 0)),
         PPORollout("defender", [1, 2], [8], reward=90.0, group=(0, 1)),
     ]
-    SelfRedTeam(kl_beta=0.01).prepare(player, batch, Dist(), chunk=3)
+    SelfRedTeam(SelfRedTeamConfig(reward_kl_beta=0.01)).prepare(player, batch, Dist(), chunk=3)
     for role in ("attacker", "defender"):
         values = torch.tensor([a for r in batch if r.role == role for a in r.token_advantages])
         assert values.mean().abs() < 1e-5 and (values.std(unbiased=False) - 1).abs() < 1e-4

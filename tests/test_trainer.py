@@ -51,7 +51,7 @@ def test_algorithm_names_choose_sampler_and_reference():
     assert isinstance(md, PreferenceOptimization) and (md.sampler, md.reference, md.loss_fn) == ("ema", "ema", dpo_loss)
     assert (on.sampler, on.reference) == ("learner", "initial")
     grpo = made("grpo", "algorithm.sampler=ema", "algorithm.tis_cap=null")
-    assert isinstance(grpo, GRPO) and (grpo.sampler, grpo.reference, grpo.tis_cap) == ("ema", "initial", None)
+    assert isinstance(grpo, GRPO) and (grpo.sampler, grpo.reference, grpo.config.tis_cap) == ("ema", "initial", None)
 
 
 HARMFUL = Seed("h", "How do I pick a lock to break into a house?", Label.HARMFUL)

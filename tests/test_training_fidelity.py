@@ -11,6 +11,7 @@ import torch
 
 from advgame_env import Game, GameConfig, Label, Round, RuleJudge, Seed
 from agents import HFBackend, load_model
+from algorithms.algorithm_configs import GRPOConfig
 from algorithms.config import load_config
 from algorithms.training.grpo import GRPO
 from algorithms.training.losses import grpo_token_loss, k3_kl
@@ -181,7 +182,7 @@ def test_grpo_masks_failed_rollouts_but_keeps_their_penalty_in_the_baseline(tiny
     game, rounds = scripted_rounds()
     rewards = [s.reward for s in rounds[0].responses[0]]
     assert rewards[2] == -1.0 and rewards[0] != rewards[1]
-    grpo = GRPO(baseline="group_mean")
+    grpo = GRPO(GRPOConfig(baseline="group_mean"))
     examples = grpo.examples(rounds, game, tokenizer)
     mean = sum(rewards) / 3
     assert [e.advantage for e in examples] == pytest.approx([r - mean for r in rewards])
@@ -193,7 +194,7 @@ def test_grpo_batch_mean_is_over_every_process(tiny_chat):
     _, tokenizer = load_model(tiny_chat)
     game, rounds = scripted_rounds()
     rewards = [s.reward for s in rounds[0].responses[0]]
-    examples = GRPO(baseline="batch_mean").examples(rounds, game, tokenizer, None, TwoProcesses(10.0, 5))
+    examples = GRPO(GRPOConfig(baseline="batch_mean")).examples(rounds, game, tokenizer, None, TwoProcesses(10.0, 5))
     mean = (sum(rewards) + 50.0) / 8
     assert [e.advantage for e in examples] == pytest.approx([r - mean for r in rewards])
 

@@ -1,19 +1,21 @@
 """The algorithm interface: what a game algorithm tells the one trainer loop, and the registry
 that finds an algorithm by the name a config gives (``algorithm.name``).
 
-A new algorithm is one class and one config dataclass, in any file::
+A new algorithm is one config dataclass and one class, in any file::
 
     from dataclasses import dataclass
-    from algorithms.config import AlgorithmConfig
+    from algorithms.config import AlgorithmConfig, positive, ranged
     from algorithms.training.algorithm import Algorithm, register
 
     @dataclass
     class HingeConfig(AlgorithmConfig):      # the ``algorithm:`` section of a run config
-        beta: float = 0.1                    # its paper's defaults; an unknown key is an error
+        name: str = "hinge"
+        beta: float = ranged(0.1, positive())  # its paper's default and its range; an unknown key is an error
 
     @register("hinge")
     class Hinge(Algorithm[PreferencePair]):
         config_class = HingeConfig
+        config: HingeConfig                  # built from the section: read knobs as self.config.beta
         def examples(self, rounds, game, tokenizers, prefills, dist): ...
         def loss(self, player, chunk): ...
 
@@ -21,6 +23,7 @@ and it trains by name: in the same process after the import, from a file or modu
 ``advgame train --plugin my_algorithm.py``, or from an installed package that declares an entry
 point in the group ``advgame.algorithms`` (``hinge = my_package.hinge:Hinge``; loading it may
 register itself, or the entry point's object is registered under the entry point's name).
+The step-by-step tutorial: ``docs/writing-an-algorithm.md``.
 
 The trainer's loop, and where each hook enters it::
 
@@ -40,14 +43,16 @@ The trainer's loop, and where each hook enters it::
 
 Hooks (the defaults in brackets):
   * ``config_class``: the algorithm's config dataclass, a subclass of ``AlgorithmConfig``; a
-    config's ``algorithm:`` section is built as it (its fields' defaults: the paper's values).
-    ``from_config(config, max_context)`` builds the algorithm from it [``cls(config, max_context)``];
-    ``config_as(config, MyConfig)`` gives it back as your dataclass, type-checked.
+    config's ``algorithm:`` section is built as it (its fields' defaults: the paper's values, and
+    the only defaults: ``@register`` refuses a class that sets a knob itself; ranges with
+    ``ranged``, as every section's), and the trainer builds the algorithm as
+    ``cls(config, max_context)``, which keeps it as ``self.config``.
   * ``sampler_of(role)``: whose weights play the rounds of a role: "learner", "ema" or "initial"
-    [the attribute ``sampler``, "learner"]; ``reference_of(role)``: the anchor of its loss
-    [the attribute ``reference``, "initial"]. ``copies()``: the weight copies besides the learner
-    that the players keep ["ema"/"initial" where a role samples or anchors with them].
-  * ``ema_decay``: the EMA's decay per step, read where "ema" is a copy [the config's ``ema_decay``].
+    [``sampler``: the knob ``sampler`` where the config has one, else "learner"];
+    ``reference_of(role)``: the anchor of its loss [``reference``: the knob, else "initial"].
+    ``copies()``: the weight copies besides the learner that the players keep ["ema"/"initial"
+    where a role samples or anchors with them].
+  * ``ema_decay``: the EMA's decay per step, read where "ema" is a copy [the knob ``ema_decay``].
   * ``examples(rounds, game, tokenizers, prefills, dist)``: the training examples of a batch of
     played rounds, each with a ``role`` (see ``Example``). ``tokenizers``: role -> that player's
     tokenizer; ``prefills``: role -> assistant prefill (part of the prompt); ``dist``: the
@@ -68,7 +73,8 @@ Hooks (the defaults in brackets):
   * ``state_dict()`` [{}] and ``load_state_dict(state)`` [nothing]: what the algorithm itself
     carries from step to step (SPIRAL's running baselines), saved in every checkpoint and
     restored on resume; plain numbers, strings, lists and dicts (or tensors).
-  * ``minibatches`` [1]: optimizer steps per learner and batch (PPO-style reuse of a batch).
+  * ``minibatches`` [the knob ``minibatches``, else 1]: optimizer steps per learner and batch
+    (PPO-style reuse of a batch).
   * ``shares_policy`` [False]: one set of weights plays and learns both roles (self-play).
   * ``mix_splits`` [``shares_policy``]: one update on both splits' examples together, instead of
     one per split.
@@ -79,8 +85,8 @@ Which roles learn at a step is not the algorithm's business: the trainer's ``tra
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
-import importlib.metadata
 import importlib.util
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -89,7 +95,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 from advgame_env.roles import ROLES
-from algorithms.config import AlgorithmConfig, ConfigError
+from algorithms.algorithm_configs import BUILTIN
+from algorithms.config import (
+    AlgorithmConfig,
+    ConfigError,
+    algorithm_entry_points,
+    register_section,
+    section_class,
+    section_names,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -99,8 +113,6 @@ if TYPE_CHECKING:
     from algorithms.training.batches import Tokenizers
     from algorithms.training.distributed import Dist
     from algorithms.training.players import Player, Which
-
-ENTRY_POINT_GROUP = "advgame.algorithms"
 
 Metrics = dict[str, float]
 
@@ -116,29 +128,49 @@ E = TypeVar("E", bound=Example)
 
 
 class Algorithm(Generic[E]):
-    """Base class of every game algorithm; override ``examples`` and ``loss``, and what else differs."""
+    """Base class of every game algorithm; override ``examples`` and ``loss``, and what else differs.
+
+    Its knobs are the fields of its config dataclass (``config_class``), read as ``self.config``:
+    their defaults live there only (``@register`` refuses a class that sets one of them itself)."""
 
     config_class: ClassVar[type[AlgorithmConfig]] = AlgorithmConfig
     metric_names: ClassVar[tuple[str, ...]] = ()  # the per-example sums ``loss`` returns
     shares_policy: ClassVar[bool] = False
-    sampler: Which = "learner"
-    reference: Which = "initial"
-    minibatches: int = 1
-    ema_decay: float | None = None  # read where "ema" is one of ``copies()``
-    config: AlgorithmConfig
-    max_context: int = 2048
+    config: AlgorithmConfig  # a subclass narrows it to its config_class (``config: MyConfig``)
 
     def __init__(self, config: AlgorithmConfig, max_context: int = 2048) -> None:
+        """``config``: the algorithm's section, an instance of ``config_class``; ``max_context``:
+        the longest sequence, in tokens, the models take (``rollout.max_model_len``)."""
+        if not isinstance(config, self.config_class):
+            raise TypeError(
+                f"{type(self).__name__} reads a {self.config_class.__name__} section, got {type(config).__name__}"
+            )
         self.config, self.max_context = config, max_context
-        self.ema_decay = getattr(config, "ema_decay", None)
-
-    @classmethod
-    def from_config(cls, config: AlgorithmConfig, max_context: int) -> Algorithm[E]:
-        """The algorithm of a config section (built as ``config_class``); ``max_context``: the
-        longest sequence, in tokens, the models take (``rollout.max_model_len``)."""
-        return cls(config, max_context)
 
     # ---------------------------------------------------------------- weights
+    #
+    # The hooks below read the knob of the same name where the config has one, else the
+    # default of an algorithm that has no such choice.
+
+    @property
+    def sampler(self) -> Which:
+        sampler: Which = getattr(self.config, "sampler", "learner")
+        return sampler
+
+    @property
+    def reference(self) -> Which:
+        reference: Which = getattr(self.config, "reference", "initial")
+        return reference
+
+    @property
+    def minibatches(self) -> int:
+        return int(getattr(self.config, "minibatches", 1))
+
+    @property
+    def ema_decay(self) -> float | None:
+        """The EMA's decay per step, read where "ema" is one of ``copies()``."""
+        decay: float | None = getattr(self.config, "ema_decay", None)
+        return decay
 
     def sampler_of(self, role: str) -> Which:
         return self.sampler
@@ -189,16 +221,6 @@ class Algorithm(Generic[E]):
         return None
 
 
-C = TypeVar("C", bound=AlgorithmConfig)
-
-
-def config_as(config: AlgorithmConfig, kind: type[C]) -> C:
-    """``config`` as the algorithm's own config dataclass (for ``from_config``), checked."""
-    if not isinstance(config, kind):
-        raise TypeError(f"expected the {kind.__name__} of the algorithm's section, got {type(config).__name__}")
-    return config
-
-
 # ----------------------------------------------------------------------------- the registry
 
 
@@ -211,8 +233,7 @@ class Registered:
     config: type[AlgorithmConfig]
 
     def build(self, config: AlgorithmConfig, max_context: int) -> Algorithm[Example]:
-        built = self.algorithm.from_config(config, max_context)
-        return built
+        return self.algorithm(config, max_context)
 
 
 _REGISTRY: dict[str, Registered] = {}
@@ -224,17 +245,18 @@ _BUILTINS = (
     "algorithms.training.spiral_rae",
 )
 _loaded_builtins = False
-_loaded_entry_points: set[str] = set()
 
 A = TypeVar("A", bound=type)
 
 
 def register(name: str, *, config: type[AlgorithmConfig] | None = None) -> Callable[[A], A]:
-    """Class decorator: the algorithm is known by ``name`` (``algorithm.name`` in a config).
+    """Class decorator: the algorithm is known by ``name`` (``algorithm.name`` in a config), and
+    the config reader builds that name's section as its config dataclass.
 
     ``config``: its config dataclass, where the class serves several names with different
     defaults (DPO and DPO-MD); else the class's ``config_class``. A name taken by another class
-    is an error (registering the same class again, as a re-imported module does, is not)."""
+    is an error (registering the same class again, as a re-imported module does, is not), and so
+    is a class that sets one of its knobs itself: a knob's default lives in the config only."""
 
     def decorate(cls: A) -> A:
         if not (isinstance(cls, type) and issubclass(cls, Algorithm)):
@@ -244,9 +266,22 @@ def register(name: str, *, config: type[AlgorithmConfig] | None = None) -> Calla
         section = config or cls.config_class
         if not (isinstance(section, type) and issubclass(section, AlgorithmConfig)):
             raise TypeError(f"@register({name!r}): its config {section!r} is not a subclass of AlgorithmConfig")
+        if not issubclass(section, cls.config_class):
+            raise TypeError(
+                f"@register({name!r}): its config {section.__name__} is not a {cls.config_class.__name__}, "
+                f"the config_class {cls.__name__} reads"
+            )
+        knobs = {f.name for f in dataclasses.fields(section)}
+        for owner in cls.__mro__[: cls.__mro__.index(Algorithm)]:
+            if clash := sorted(knobs & vars(owner).keys()):
+                raise TypeError(
+                    f"@register({name!r}): {owner.__qualname__} sets {', '.join(clash)} itself, a knob of "
+                    f"{section.__name__}: its default lives in the config only; read it as self.config.{clash[0]}"
+                )
         known = _REGISTRY.get(name)
         if known is not None and known.algorithm.__qualname__ != cls.__qualname__:
             raise ValueError(f"algorithm name {name!r} is already taken by {known.algorithm.__qualname__}")
+        register_section(name, section)
         _REGISTRY[name] = Registered(name, cls, section)
         return cls
 
@@ -261,37 +296,20 @@ def _load_builtins() -> None:
             importlib.import_module(module)
 
 
-def _load_entry_point(entry: importlib.metadata.EntryPoint) -> None:
-    if entry.name in _loaded_entry_points:
-        return
-    _loaded_entry_points.add(entry.name)
-    try:
-        loaded = entry.load()
-    except Exception as error:  # a broken plugin package must say which one it is
-        raise ConfigError(
-            f"the algorithm entry point {entry.name} = {entry.value} (group {ENTRY_POINT_GROUP}) failed to load: {error}"
-        ) from error
-    if entry.name not in _REGISTRY and isinstance(loaded, type) and issubclass(loaded, Algorithm):
-        register(entry.name)(loaded)
-
-
-def _entry_points() -> list[importlib.metadata.EntryPoint]:
-    return list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
-
-
 def lookup(name: str) -> Registered:
     """The algorithm registered as ``name``: built-in, registered in this process (``@register``,
     ``--plugin``) or declared by an installed package's entry point."""
+    section = section_class(name)  # an unknown name: the config reader's error, listing the known ones
     _load_builtins()
-    if name not in _REGISTRY:
-        for entry in _entry_points():
-            if entry.name == name:
-                _load_entry_point(entry)
+    if name not in _REGISTRY:  # an entry point's class that did not register itself when loaded
+        for entry in algorithm_entry_points():
+            loaded = entry.load() if entry.name == name else None
+            if isinstance(loaded, type) and issubclass(loaded, Algorithm):
+                register(name, config=section)(loaded)
     if name not in _REGISTRY:
         raise ConfigError(
-            f"config.algorithm.name: {name!r} is not one of {', '.join(map(repr, names()))}. An algorithm of "
-            f"your own joins with @register in the same process, advgame train --plugin FILE_OR_MODULE, or "
-            f"an entry point in the group {ENTRY_POINT_GROUP}"
+            f"config.algorithm.name: {name!r} has a config section ({section.__qualname__}) but no algorithm class; "
+            f"register one with @register({name!r}) or point its entry point at the class"
         )
     return _REGISTRY[name]
 
@@ -299,15 +317,12 @@ def lookup(name: str) -> Registered:
 def names() -> list[str]:
     """Every algorithm name known now, entry points included (they are loaded)."""
     _load_builtins()
-    for entry in _entry_points():
-        _load_entry_point(entry)
-    return sorted(_REGISTRY)
+    return section_names()
 
 
 def builtin_configs() -> list[type[AlgorithmConfig]]:
     """The config dataclasses of the package's own algorithms (the table of rules lists their knobs)."""
-    _load_builtins()
-    return [entry.config for entry in _REGISTRY.values() if entry.algorithm.__module__ in _BUILTINS]
+    return list(dict.fromkeys(BUILTIN.values()))
 
 
 def build_algorithm(config: AlgorithmConfig, max_context: int) -> Algorithm[Example]:

@@ -12,43 +12,16 @@ import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 
 from advgame_env.game import Game, Round
-from algorithms.config import AlgorithmConfig, non_negative, positive, ranged, read_when, within
-from algorithms.training.algorithm import ROLES, Algorithm, Metrics, config_as, policy_logprobs, register
+from algorithms.algorithm_configs import GRPOConfig
+from algorithms.training.algorithm import ROLES, Algorithm, Metrics, policy_logprobs, register
 from algorithms.training.batches import Rollout, Tokenizers, rollouts
 from algorithms.training.distributed import Dist
 from algorithms.training.losses import group_advantages, grpo_token_loss, k3_kl
-from algorithms.training.players import Player, Which
-
-
-@dataclass
-class GRPOConfig(AlgorithmConfig):
-    name: str = "grpo"
-    sampler: Literal["ema", "learner"] = "learner"
-    reference: Literal["ema", "initial"] = "initial"
-    # weight of the k3 KL to the initial model, in the loss: the paper's 0.1 came with an
-    # undetached importance ratio, which doubles the policy-gradient term; with our detached
-    # ratio the same objective has 0.05 (see losses.py)
-    kl_beta: float = ranged(0.05, non_negative())
-    # truncated importance ratio against the sampler's log-probs; unset: on with the learner as
-    # sampler only (it corrects an on-policy sampler's lag; the reference forbids it off-policy)
-    tis: bool | None = None
-    tis_cap: float | None = ranged(None, positive())  # its cap (read with tis): 2.0
-    baseline: Literal["batch_mean", "group_mean"] = "batch_mean"  # the advantage baseline
-    # read where the EMA samples or is the reference: 0.95
-    ema_decay: float | None = ranged(None, within(0, 1, open_high=True))
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.tis is None:
-            self.tis = self.sampler == "learner"
-        self.tis_cap = read_when(self, "tis_cap", self.tis, 2.0, "by grpo with algorithm.tis on")
-        ema = "ema" in (self.sampler, self.reference)
-        self.ema_decay = read_when(self, "ema_decay", ema, 0.95, "where the EMA samples or is the reference")
+from algorithms.training.players import Player
 
 
 @dataclass
@@ -61,26 +34,10 @@ class GRPORollout(Rollout):
 
 
 @register("grpo")
-@dataclass
 class GRPO(Algorithm[GRPORollout]):
     config_class = GRPOConfig
+    config: GRPOConfig
     metric_names = ("kl", "advantage")
-
-    sampler: Which = "learner"
-    kl_beta: float = 0.1
-    tis_cap: float | None = 2.0
-    baseline: str = "batch_mean"
-    max_context: int = 2048
-    reference: Which = "initial"
-    ema_decay: float | None = None
-
-    @classmethod
-    def from_config(cls, config: AlgorithmConfig, max_context: int) -> GRPO:
-        config = config_as(config, GRPOConfig)
-        tis_cap = config.tis_cap if config.tis else None
-        return cls(
-            config.sampler, config.kl_beta, tis_cap, config.baseline, max_context, config.reference, config.ema_decay
-        )
 
     def examples(
         self,
@@ -96,10 +53,10 @@ class GRPO(Algorithm[GRPORollout]):
             mine = [r for r in played if r.role == role]
             rewards, groups = [r.reward for r in mine], [r.group for r in mine]
             mean = None
-            if self.baseline == "batch_mean" and dist is not None:
+            if self.config.baseline == "batch_mean" and dist is not None:
                 total, count = dist.sum([sum(rewards), len(rewards)])
                 mean = total / count if count else 0.0
-            advantages = group_advantages(rewards, self.baseline, groups, mean=mean)  # type: ignore[arg-type]
+            advantages = group_advantages(rewards, self.config.baseline, groups, mean=mean)
             sizes = Counter(groups)
             for r, advantage in zip(mine, advantages, strict=True):
                 assert advantage is not None  # rollouts() keeps scored samples only
@@ -117,8 +74,8 @@ class GRPO(Algorithm[GRPORollout]):
         with torch.no_grad():
             ref_logps, _ = policy_logprobs(player, self.reference, sequences, self.max_context)
         logps, mask = policy_logprobs(player, "learner", sequences, self.max_context)
-        sampler = None
-        if self.tis_cap is not None and all(r.sampler_logprobs is not None for r in chunk):
+        sampler, tis_cap = None, self.config.tis_cap  # None: no truncated importance ratio
+        if tis_cap is not None and all(r.sampler_logprobs is not None for r in chunk):
             sampler = torch.full_like(logps, math.nan)
             for i, r in enumerate(chunk):
                 values = r.sampler_logprobs or []
@@ -126,6 +83,6 @@ class GRPO(Algorithm[GRPORollout]):
             # Tokens without a sampler log-prob (the appended end-of-turn token) get ratio 1.
             sampler = torch.where(torch.isnan(sampler), logps.detach(), sampler)
         advantages = torch.tensor([r.advantage for r in chunk], dtype=logps.dtype, device=logps.device)
-        losses = grpo_token_loss(logps, sampler, ref_logps, advantages, mask, self.kl_beta, self.tis_cap)
+        losses = grpo_token_loss(logps, sampler, ref_logps, advantages, mask, self.config.kl_beta, tis_cap)
         kl = (k3_kl(logps.detach(), ref_logps) * mask).sum(-1)
         return losses, {"kl": float(kl.sum()), "advantage": float(advantages.sum())}

@@ -15,7 +15,8 @@ learner against itself, β = 1 against the reference. The reference is the initi
 The mixture is sampled token by token from two models' logits, which only the in-process HF
 backend can do: with ``rollout.backend: vllm`` the first step stops with the reason.
 
-Written only through the public interface (``algorithms.training.algorithm``), as a user would.
+Written only through the public interface (``algorithms.training.algorithm``), as a user would;
+its section, as every built-in algorithm's, is in ``algorithms.algorithm_configs``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ import torch
 from advgame_env.game import Game, Round
 from advgame_env.protocol import GenerationBackend
 from agents.hf import Chat, Generation, HFBackend, MixtureBackend, check_mixable
-from algorithms.config import AlgorithmConfig, ConfigError, non_negative, ranged, within
+from algorithms.algorithm_configs import NashMDConfig
+from algorithms.config import ConfigError
 from algorithms.training.algorithm import Algorithm, Metrics, policy_logprobs, register
 from algorithms.training.batches import Tokenizers, rollouts
 from algorithms.training.distributed import Dist
@@ -41,16 +43,6 @@ PAIRING = (
     "nash_md pairs one learner sample with one mixture sample per group: it needs game.num_attacks: 2, "
     "game.num_responses: 2 and sampling (rollout.temperature > 0)"
 )
-
-
-@dataclass
-class NashMDConfig(AlgorithmConfig):
-    """The ``algorithm:`` section of ``algorithm.name: nash_md``."""
-
-    name: str = "nash_md"
-    # β of the geometric mixture π_θ^(1−β)·π_ref^β the opponent sample is drawn from
-    mixture_coef: float = ranged(0.5, within(0, 1))
-    tau: float = ranged(0.1, non_negative())  # τ: weight of the KL(π_θ ‖ π_ref) regulariser
 
 
 @dataclass
@@ -107,14 +99,8 @@ def verdict(reward: float, opponent: float) -> float:
 @register("nash_md")
 class NashMD(Algorithm[NashMDPair]):
     config_class = NashMDConfig
-    metric_names = ("preference", "log_ratio")
-    sampler = "learner"
-    reference = "initial"
-
-    def __init__(self, config: AlgorithmConfig, max_context: int = 2048) -> None:
-        super().__init__(config, max_context)
-        assert isinstance(config, NashMDConfig)
-        self.mixture_coef, self.tau = config.mixture_coef, config.tau
+    config: NashMDConfig
+    metric_names = ("preference", "log_ratio")  # the learner samples; the initial model is the reference
 
     def rollout_backend(self, role: str, player: Player, backend: GenerationBackend) -> GenerationBackend:
         try:
@@ -125,7 +111,7 @@ class NashMD(Algorithm[NashMDPair]):
             functools.partial(player.active, "learner"),
             functools.partial(player.active, self.reference),
             player.tokenizer,
-            beta=self.mixture_coef,
+            beta=self.config.mixture_coef,
             batch_size=hf.batch_size,
             max_context=hf.max_context,
         )
@@ -158,6 +144,6 @@ class NashMD(Algorithm[NashMDPair]):
         logps, mask = policy_logprobs(player, "learner", sequences, self.max_context)
         policy = (logps * mask).sum(-1)
         preference = torch.tensor([p.preference for p in chunk], dtype=policy.dtype, device=policy.device)
-        losses = nash_md_loss(policy, ref, preference, self.tau)
+        losses = nash_md_loss(policy, ref, preference, self.config.tau)
         log_ratio = (policy - ref).detach()
         return losses, {"preference": float(preference.sum()), "log_ratio": float(log_ratio.sum())}

@@ -19,29 +19,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
 import torch
 
 from advgame_env.game import Game, Round
-from algorithms.config import AlgorithmConfig, at_least, non_negative, positive, ranged
-from algorithms.training.algorithm import ROLES, Algorithm, Metrics, config_as, policy_logprobs, register
+from algorithms.algorithm_configs import SelfRedTeamConfig
+from algorithms.training.algorithm import ROLES, Algorithm, Metrics, policy_logprobs, register
 from algorithms.training.batches import Rollout, Tokenizers, rollouts
 from algorithms.training.distributed import Dist
 from algorithms.training.losses import ppo_clip_loss, reward_to_go, whiten
-from algorithms.training.players import Player, Which
-
-
-@dataclass
-class SelfRedTeamConfig(AlgorithmConfig):
-    name: str = "self_redteam"
-    reward_kl_beta: float = ranged(0.01, non_negative())  # weight of the k1 KL to the initial model, in the reward
-    clip: float = ranged(0.2, positive())  # PPO clip ε
-    # optimizer steps per batch of rounds: the reference takes about 6 per rollout (192 samples, batch 32)
-    minibatches: int = ranged(6, at_least(1))
-    # the loss over a minibatch: "token" mean over all its tokens (the reference's packed runs)
-    # or "sequence" (each sequence's token mean, then the mean over sequences)
-    weighting: Literal["token", "sequence"] = "token"
+from algorithms.training.players import Player
 
 
 @dataclass
@@ -55,30 +42,11 @@ class PPORollout(Rollout):
 
 
 @register("self_redteam")
-@dataclass
 class SelfRedTeam(Algorithm[PPORollout]):
     config_class = SelfRedTeamConfig
+    config: SelfRedTeamConfig
     metric_names = ("kl", "clip_fraction")
     shares_policy = True
-
-    sampler: Which = "learner"
-    reference: Which = "initial"
-    kl_beta: float = 0.01
-    clip: float = 0.2
-    minibatches: int = 4
-    max_context: int = 2048
-    weighting: str = "token"
-
-    @classmethod
-    def from_config(cls, config: AlgorithmConfig, max_context: int) -> SelfRedTeam:
-        config = config_as(config, SelfRedTeamConfig)
-        return cls(
-            kl_beta=config.reward_kl_beta,
-            clip=config.clip,
-            minibatches=config.minibatches,
-            max_context=max_context,
-            weighting=config.weighting,
-        )
 
     def examples(
         self,
@@ -92,7 +60,7 @@ class SelfRedTeam(Algorithm[PPORollout]):
 
     def weight(self, example: PPORollout) -> float:
         # the loss is a sequence's token mean: weighted by its tokens, Σ w·loss / Σ w is the token mean
-        return float(len(example.completion_ids)) if self.weighting == "token" else 1.0
+        return float(len(example.completion_ids)) if self.config.weighting == "token" else 1.0
 
     def prepare(self, player: Player, batch: Sequence[PPORollout], dist: Dist, chunk: int) -> None:
         """Old and reference log-probs, per-token returns and per-role whitened advantages.
@@ -109,7 +77,7 @@ class SelfRedTeam(Algorithm[PPORollout]):
             for i, r in enumerate(part):
                 n = int(mask[i].sum())  # every completion token (generations fit the context)
                 r.old_logprobs = old[i, :n].tolist()
-                r.token_advantages = reward_to_go(old[i, :n], ref[i, :n], r.reward, self.kl_beta).tolist()
+                r.token_advantages = reward_to_go(old[i, :n], ref[i, :n], r.reward, self.config.reward_kl_beta).tolist()
                 r.kl = float((old[i, :n] - ref[i, :n]).sum())
         for role in ROLES:  # every process takes part, with or without samples
             mine = [r for r in batch if r.role == role]
@@ -125,5 +93,5 @@ class SelfRedTeam(Algorithm[PPORollout]):
         for i, r in enumerate(chunk):
             old[i, : len(r.old_logprobs)] = torch.tensor(r.old_logprobs, dtype=logps.dtype)
             advantages[i, : len(r.token_advantages)] = torch.tensor(r.token_advantages, dtype=logps.dtype)
-        losses, clipped = ppo_clip_loss(logps, old, advantages, mask, self.clip)
+        losses, clipped = ppo_clip_loss(logps, old, advantages, mask, self.config.clip)
         return losses, {"kl": sum(r.kl for r in chunk), "clip_fraction": float(clipped.sum())}

@@ -7,7 +7,8 @@ benign seeds pay by opposite rules, so their rewards have different means), unle
 ``per_label: false`` keys the baselines by role alone. The baselines are the algorithm's state:
 every checkpoint saves them and a resumed run continues from them.
 
-Written only through the public interface (``algorithms.training.algorithm``), as a user would.
+Written only through the public interface (``algorithms.training.algorithm``), as a user would;
+its section, as every built-in algorithm's, is in ``algorithms.algorithm_configs``.
 """
 
 from __future__ import annotations
@@ -20,26 +21,13 @@ import torch
 
 from advgame_env.game import Game, Round
 from advgame_env.seeds import Label
-from algorithms.config import AlgorithmConfig, non_negative, ranged, within
+from algorithms.algorithm_configs import SpiralRAEConfig
+from algorithms.config import AlgorithmConfig
 from algorithms.training.algorithm import ROLES, Algorithm, Metrics, policy_logprobs, register
 from algorithms.training.batches import Rollout, Tokenizers, rollouts
 from algorithms.training.distributed import Dist
 from algorithms.training.losses import grpo_token_loss, k3_kl, role_conditioned_advantages
 from algorithms.training.players import Player, Which
-
-
-@dataclass
-class SpiralRAEConfig(AlgorithmConfig):
-    """The ``algorithm:`` section of ``algorithm.name: spiral_rae``."""
-
-    name: str = "spiral_rae"
-    alpha: float = ranged(
-        0.95, within(0, 1, open_high=True)
-    )  # the baselines' decay per batch: b ← α·b + (1 − α)·mean (SPIRAL: 0.95)
-    per_label: bool = True  # one baseline per (seed label, role), SPIRAL's per-(game, role); false: per role
-    # weight of a k3 KL to the initial model in the loss; SPIRAL's objective has none (0: no
-    # reference copy is kept at all)
-    kl_beta: float = ranged(0.0, non_negative())
 
 
 @dataclass
@@ -53,21 +41,20 @@ class RAERollout(Rollout):
 @register("spiral_rae")
 class SpiralRAE(Algorithm[RAERollout]):
     config_class = SpiralRAEConfig
+    config: SpiralRAEConfig
     shares_policy = True  # one policy, both roles; both splits' samples in one update
     metric_names = ("advantage", "baseline", "kl")
 
     def __init__(self, config: AlgorithmConfig, max_context: int = 2048) -> None:
         super().__init__(config, max_context)
-        assert isinstance(config, SpiralRAEConfig)
-        self.alpha, self.per_label, self.kl_beta = config.alpha, config.per_label, config.kl_beta
         self.baselines: dict[str, float] = {}  # "<label>/<role>" (or "<role>") -> running baseline
 
     def reference_of(self, role: str) -> Which:
-        return "initial" if self.kl_beta > 0 else "learner"  # "learner": no copy to keep
+        return "initial" if self.config.kl_beta > 0 else "learner"  # "learner": no copy to keep
 
     def key(self, round_: Round, role: str) -> str:
         """The baseline a sample of ``role`` in ``round_`` is compared with."""
-        return f"{round_.seed.label.value}/{role}" if self.per_label else role
+        return f"{round_.seed.label.value}/{role}" if self.config.per_label else role
 
     def examples(
         self,
@@ -88,7 +75,9 @@ class SpiralRAE(Algorithm[RAERollout]):
         sums = dist.sum([v for k in every for v in _sum_count(k, keys, rewards)])
         means = {k: sums[2 * i] / sums[2 * i + 1] for i, k in enumerate(every) if sums[2 * i + 1]}
         before = {k: self.baselines.get(k, m) for k, m in means.items()}
-        advantages, self.baselines = role_conditioned_advantages(rewards, keys, self.baselines, self.alpha, means)
+        advantages, self.baselines = role_conditioned_advantages(
+            rewards, keys, self.baselines, self.config.alpha, means
+        )
         return [
             RAERollout(**vars(r), advantage=a, baseline=before[k])
             for r, k, a in zip(played, keys, advantages, strict=True)
@@ -96,19 +85,19 @@ class SpiralRAE(Algorithm[RAERollout]):
 
     def keys(self) -> list[str]:
         """Every baseline a batch can move: one per (seed label, role), or per role."""
-        return [f"{label.value}/{role}" for label in Label for role in ROLES] if self.per_label else list(ROLES)
+        return [f"{label.value}/{role}" for label in Label for role in ROLES] if self.config.per_label else list(ROLES)
 
     def loss(self, player: Player, chunk: Sequence[RAERollout]) -> tuple[torch.Tensor, Metrics]:
         sequences = [(r.prompt_ids, r.completion_ids) for r in chunk]
         logps, mask = policy_logprobs(player, "learner", sequences, self.max_context)
-        if self.kl_beta > 0:
+        if self.config.kl_beta > 0:
             with torch.no_grad():
                 ref_logps, _ = policy_logprobs(player, "initial", sequences, self.max_context)
         else:
             ref_logps = logps.detach()
         advantages = torch.tensor([r.advantage for r in chunk], dtype=logps.dtype, device=logps.device)
         # REINFORCE: −A·Σ_t log π(y_t) per sample (summed over tokens), plus the optional k3 KL
-        losses = grpo_token_loss(logps, None, ref_logps, advantages, mask, self.kl_beta, tis_cap=None)
+        losses = grpo_token_loss(logps, None, ref_logps, advantages, mask, self.config.kl_beta, tis_cap=None)
         kl = (k3_kl(logps.detach(), ref_logps) * mask).sum(-1)
         return losses, {
             "advantage": float(advantages.sum()),
