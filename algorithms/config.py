@@ -904,7 +904,24 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     data = _read(find_config(path), set(), origins) if path is not None else {}  # a shipped recipe's name too
     for override in overrides:
         apply_override(data, override, origins)
+    _refuse_moved(data, origins)
     return from_dict(TrainConfig, data, origins=origins)
+
+
+def _refuse_moved(data: Tree, origins: Mapping[str, str]) -> None:
+    """Every key of the old layout at once, each with where it was set (a run folder's
+    config.yaml of that time holds all ten); a single one is refused by ``from_dict``."""
+    found = [
+        key
+        for key in MOVED_KEYS
+        if isinstance(part := data.get(key.partition(".")[0]), dict) and key.partition(".")[2] in part
+    ]
+    if len(found) > 1:
+        listed = "; ".join(f"{_origin(origins, key) or 'config'}: {key} -> {MOVED_KEYS[key]}" for key in found)
+        raise ConfigError(
+            f"config keys that have moved: {listed}. Each player's settings are one section now, "
+            "roles: {attacker: {model, max_tokens, urls, train, sft_data}, defender: {...}}; write the new keys"
+        )
 
 
 def _key_of(message: str) -> str:
