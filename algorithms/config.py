@@ -917,7 +917,14 @@ def _refuse_moved(data: Tree, origins: Mapping[str, str]) -> None:
         if isinstance(part := data.get(key.partition(".")[0]), dict) and key.partition(".")[2] in part
     ]
     if len(found) > 1:
-        listed = "; ".join(f"{_origin(origins, key) or 'config'}: {key} -> {MOVED_KEYS[key]}" for key in found)
+        by_source: dict[str, list[tuple[int, str]]] = {}  # file (or override) -> [(line, "old -> new")]
+        for key in found:
+            source, _, line = (_origin(origins, key) or "config").partition(", line ")
+            by_source.setdefault(source, []).append((int(line or 0), f"{key} -> {MOVED_KEYS[key]}"))
+        listed = "; ".join(
+            f"{source}: " + ", ".join(f"line {n} {move}" if n else move for n, move in sorted(moves))
+            for source, moves in by_source.items()
+        )
         raise ConfigError(
             f"config keys that have moved: {listed}. Each player's settings are one section now, "
             "roles: {attacker: {model, max_tokens, urls, train, sft_data}, defender: {...}}; write the new keys"
