@@ -877,11 +877,9 @@ class Trainer:
 
     def _sft_files(self) -> dict[str, str]:
         """The auxiliary SFT file of each role that has one (read only with a coefficient)."""
-        a = self.cfg.algorithm
-        files = (
-            {role: self.cfg.roles[role].sft_data for role in (DEFENDER, ATTACKER)} if a.sft_coef else {}
-        )  # coef: set with a file
-        return {role: path for role, path in files.items() if path}
+        if not self.cfg.algorithm.sft_coef:  # set with a file
+            return {}
+        return {role: path for role in (DEFENDER, ATTACKER) if (path := self.cfg.roles[role].sft_data)}
 
     def _sft_streams(self, learner: Learner) -> dict[str, SeedStream]:
         """The auxiliary SFT chats of each of the learner's roles that has a file."""
