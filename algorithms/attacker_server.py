@@ -295,7 +295,7 @@ def attacker_service(
     rollout, game = cfg.rollout, cfg.game
     policy = Policy(
         HFBackend(model, tokenizer),
-        max_tokens=rollout.attacker_max_tokens,
+        max_tokens=cfg.roles.attacker.max_tokens,
         temperature=rollout.temperature,
         top_p=rollout.top_p,
         prefill=prefills(cfg)[ATTACKER],

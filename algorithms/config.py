@@ -104,11 +104,6 @@ DEFAULT_ALGORITHM = "advgame_dpo_md"
 class ModelConfig:
     # bundled name, local folder or hub id; both players start here
     name: str = ranged("smollm2-135m-instruct", NON_EMPTY)
-    # a different start for one player: under LoRA an adapter folder of model.name (a LoRA run's
-    # export, e.g. runs/x/final/defender), which starts that role's adapter; under full fine-tuning
-    # a model folder
-    attacker: str | None = None
-    defender: str | None = None
     lora: bool = True  # LoRA adapters on one frozen shared base; False: full fine-tuning
     lora_rank: int = ranged(16, at_least(1))
     lora_alpha: int = ranged(32, at_least(1))
@@ -226,12 +221,9 @@ class RolloutConfig:
     # in-process engine beside the learner: the colocated mode), vllm_server (vllm serve
     # replicas at rollout.urls, fed through vLLM's weight-transfer API; agents.vllm_server)
     backend: Literal["hf", "vllm", "vllm_server"] = "hf"
-    # vllm_server: replicas serving model.name for both players (LoRA: their adapters on one base)
+    # vllm_server: replicas serving model.name for both players (LoRA: their adapters on one base);
+    # under full fine-tuning each player has its own (roles.<role>.urls)
     urls: tuple[str, ...] = ()
-    # vllm_server with full fine-tuning: each player's own replicas (its weights are pushed there);
-    # a role with none samples in process from its learner (hf)
-    attacker_urls: tuple[str, ...] = ()
-    defender_urls: tuple[str, ...] = ()
     # vllm_server: how full weights travel (the servers' --weight-transfer-config backend):
     # advgame_file (safetensors in /dev/shm: CPU or one machine) or nccl (vLLM's NCCL engine: GPUs)
     weight_transport: Literal["advgame_file", "nccl"] = "advgame_file"
@@ -246,8 +238,6 @@ class RolloutConfig:
     # supports it (half the bytes of float32), float32 elsewhere: the CPU build, where pushed
     # weights are checked against the learner's log-probs to 5e-3 nats (bf16 would need ~0.5)
     engine_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
-    attacker_max_tokens: int = ranged(256, at_least(1))
-    defender_max_tokens: int = ranged(256, at_least(1))
     temperature: float = ranged(0.6, non_negative())
     top_p: float = ranged(0.9, within(0, 1, open_low=True))
     max_model_len: int = ranged(2048, at_least(2))
@@ -257,7 +247,61 @@ class RolloutConfig:
     think_prefill: str = ""
 
 
-SFT_KEYS = ("sft_data", "attacker_sft_data")
+@dataclass
+class RoleConfig:
+    """One player's section, ``roles.attacker`` or ``roles.defender``: where it starts, how long
+    its turns may be, where it is served, whether it learns and its auxiliary SFT chats."""
+
+    # a different start from model.name: under LoRA an adapter folder of model.name (a LoRA run's
+    # export, e.g. runs/x/final/defender), which starts this role's adapter; under full
+    # fine-tuning a model folder. None: model.name
+    model: str | None = None
+    max_tokens: int = ranged(256, at_least(1))  # tokens of one generated turn
+    # rollout.backend vllm_server with full fine-tuning: this player's own replicas (its weights
+    # are pushed there); a role with none samples in process from its learner (hf)
+    urls: tuple[str, ...] = ()
+    train: bool = True  # whether this player learns (within train.schedule)
+    # an auxiliary SFT loss on these JSONL chats, added to every micro-batch of this player
+    # (algorithm.sft_coef and algorithm.sft_batch_size, shared by both roles)
+    sft_data: str | None = None
+
+
+@dataclass
+class RolesConfig:
+    """The ``roles:`` section: each player's own settings (``RoleConfig``)."""
+
+    attacker: RoleConfig = field(default_factory=RoleConfig)
+    defender: RoleConfig = field(default_factory=RoleConfig)
+
+    def __getitem__(self, role: str) -> RoleConfig:
+        """The section of ``role`` ("attacker" or "defender"), for code that loops over the roles."""
+        if role not in ("attacker", "defender"):
+            raise KeyError(role)
+        chosen: RoleConfig = getattr(self, role)
+        return chosen
+
+
+# Keys that moved, old dotted key -> new: a config that still writes one gets an error naming the
+# new key (and the file and line), not a silent default.
+MOVED_KEYS = {
+    **{f"model.{role}": f"roles.{role}.model" for role in ("attacker", "defender")},
+    **{f"rollout.{role}_max_tokens": f"roles.{role}.max_tokens" for role in ("attacker", "defender")},
+    **{f"rollout.{role}_urls": f"roles.{role}.urls" for role in ("attacker", "defender")},
+    **{f"algorithm.train_{role}": f"roles.{role}.train" for role in ("attacker", "defender")},
+    "algorithm.sft_data": "roles.defender.sft_data",
+    "algorithm.attacker_sft_data": "roles.attacker.sft_data",
+}
+
+
+def moved(key: str) -> ConfigError:
+    """The error for a key of the old layout: where the setting lives now."""
+    error = ConfigError(
+        f"config.{key} has moved to {MOVED_KEYS[key]}: each player's settings are one section now, "
+        f"roles: {{attacker: {{model, max_tokens, urls, train, sft_data}}, defender: {{...}}}}; "
+        f"write {MOVED_KEYS[key]} instead"
+    )
+    error.key = key  # so that the message starts with the file line or override that set it
+    return error
 
 
 @dataclass
@@ -273,21 +317,13 @@ class AlgorithmConfig:
     set but not read (``not_read``)."""
 
     name: str = DEFAULT_ALGORITHM
-    # which roles learn (within train.schedule)
-    train_attacker: bool = True
-    train_defender: bool = True
-    # every algorithm: an auxiliary SFT loss on JSONL chats, added to every micro-batch
-    sft_data: str | None = None  # the defender's chats
-    attacker_sft_data: str | None = None  # the attacker's (same format, same coef and batch size)
+    # every algorithm: the auxiliary SFT loss on the chats of roles.<role>.sft_data
     # read with a file: 1.0 (Self-RedTeam's postfill-CoT SFT coefficient; AdvGame has no SFT term)
     sft_coef: float | None = ranged(None, non_negative())
     sft_batch_size: int | None = ranged(None, at_least(1))  # read with a file: 4
 
     def __post_init__(self) -> None:
-        sft = "with algorithm.sft_data or algorithm.attacker_sft_data"
-        with_file = bool(self.sft_data or self.attacker_sft_data)
-        self.sft_coef = read_when(self, "sft_coef", with_file, 1.0, sft)
-        self.sft_batch_size = read_when(self, "sft_batch_size", with_file, 4, sft)
+        pass  # the algorithms' own checks call this; sft_* are resolved by TrainConfig (they read roles)
 
 
 def read_when(cfg: AlgorithmConfig, key: str, read: bool, default: Any, condition: str) -> Any:
@@ -422,6 +458,9 @@ def algorithm_from_dict(data: Mapping[str, Any], where: str = "config.algorithm"
         raise error
     if not isinstance(name, str):
         raise ConfigError(f"{where}.name: expected the name of an algorithm, got {name!r}")
+    for key in data:
+        if f"algorithm.{key}" in MOVED_KEYS:
+            raise moved(f"algorithm.{key}")
     section = section_class(name)
     hints = typing.get_type_hints(section)
     for key, value in data.items():
@@ -608,6 +647,7 @@ class TrainConfig:
     algorithm: AlgorithmConfig = field(default_factory=_default_algorithm)
     train: ScheduleConfig = field(default_factory=ScheduleConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    roles: RolesConfig = field(default_factory=RolesConfig)
     game: GameConfig = field(default_factory=GameConfig)
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
@@ -617,8 +657,15 @@ class TrainConfig:
     opponents: OpponentsConfig = field(default_factory=OpponentsConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
 
+    def __post_init__(self) -> None:
+        # the SFT knobs are the algorithm section's, read when a role has SFT chats
+        a, with_file = self.algorithm, bool(self.roles.attacker.sft_data or self.roles.defender.sft_data)
+        sft = "with roles.attacker.sft_data or roles.defender.sft_data"
+        a.sft_coef = read_when(a, "sft_coef", with_file, 1.0, sft)
+        a.sft_batch_size = read_when(a, "sft_batch_size", with_file, 4, sft)
+
     def check(self) -> None:
-        r = self.rollout
+        r, own = self.rollout, self.roles.attacker.urls or self.roles.defender.urls
         if r.backend == "vllm_server":
             if self.model.lora and not r.urls:
                 raise ConfigError(
@@ -626,22 +673,22 @@ class TrainConfig:
                     "(e.g. [http://127.0.0.1:8000]; start one with python -m agents.vllm_serve MODEL "
                     '--weight-transfer-config \'{"backend": "advgame_file"}\' --enable-lora)'
                 )
-            if self.model.lora and (r.attacker_urls or r.defender_urls):
+            if self.model.lora and own:
                 raise ConfigError(
-                    "config.rollout.attacker_urls: LoRA players share one base, served at rollout.urls; "
-                    "per-player servers are for full fine-tuning"
+                    "config.roles.attacker.urls: LoRA players share one base, served at rollout.urls; "
+                    "per-player servers (roles.<role>.urls) are for full fine-tuning"
                 )
             if not self.model.lora and r.urls:
                 raise ConfigError(
                     "config.rollout.urls: under full fine-tuning each player's own weights are pushed to its own "
-                    "servers: give rollout.attacker_urls and rollout.defender_urls instead"
+                    "servers: give roles.attacker.urls and roles.defender.urls instead"
                 )
-            if not self.model.lora and not (r.attacker_urls or r.defender_urls):
+            if not self.model.lora and not own:
                 raise ConfigError(
-                    "config.rollout.defender_urls: rollout.backend vllm_server needs rollout.attacker_urls "
-                    "and/or rollout.defender_urls under full fine-tuning"
+                    "config.roles.defender.urls: rollout.backend vllm_server needs roles.attacker.urls "
+                    "and/or roles.defender.urls under full fine-tuning"
                 )
-        elif r.urls or r.attacker_urls or r.defender_urls:
+        elif r.urls or own:
             raise ConfigError(
                 f"config.rollout.urls: server URLs are read only with rollout.backend vllm_server, not {r.backend}"
             )
@@ -823,6 +870,9 @@ def from_dict(
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(map(str, set(data) - set(fields)))
+    for key in unknown:
+        if _relative(f"{where}.{key}") in MOVED_KEYS:
+            raise moved(_relative(f"{where}.{key}"))
     if unknown:
         refused = ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {', '.join(fields)}")
         refused.key = _relative(f"{where}.{unknown[0]}")
@@ -924,7 +974,31 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     data = _read(find_config(path), set(), origins) if path is not None else {}  # a shipped recipe's name too
     for override in overrides:
         apply_override(data, override, origins)
+    _refuse_moved(data, origins)
     return from_dict(TrainConfig, data, origins=origins)
+
+
+def _refuse_moved(data: Tree, origins: Mapping[str, str]) -> None:
+    """Every key of the old layout at once, each with where it was set (a run folder's
+    config.yaml of that time holds all ten); a single one is refused by ``from_dict``."""
+    found = [
+        key
+        for key in MOVED_KEYS
+        if isinstance(part := data.get(key.partition(".")[0]), dict) and key.partition(".")[2] in part
+    ]
+    if len(found) > 1:
+        by_source: dict[str, list[tuple[int, str]]] = {}  # file (or override) -> [(line, "old -> new")]
+        for key in found:
+            source, _, line = (_origin(origins, key) or "config").partition(", line ")
+            by_source.setdefault(source, []).append((int(line or 0), f"{key} -> {MOVED_KEYS[key]}"))
+        listed = "; ".join(
+            f"{source}: " + ", ".join(f"line {n} {move}" if n else move for n, move in sorted(moves))
+            for source, moves in by_source.items()
+        )
+        raise ConfigError(
+            f"config keys that have moved: {listed}. Each player's settings are one section now, "
+            "roles: {attacker: {model, max_tokens, urls, train, sft_data}, defender: {...}}; write the new keys"
+        )
 
 
 def _key_of(message: str) -> str:
@@ -1011,16 +1085,18 @@ def _read(path: Path, seen: set[Path], origins: dict[str, str]) -> Tree:
 # Data files a config names: a relative path that exists beside the config file means that file,
 # so a recipe with its data (configs/data/...) works from any working directory.
 FILE_KEYS = (
-    ("algorithm", "sft_data"),
-    ("algorithm", "attacker_sft_data"),
+    ("roles", "defender", "sft_data"),
+    ("roles", "attacker", "sft_data"),
     ("data", "seeds"),
     ("data", "validation_seeds"),
 )
 
 
 def _files_beside(data: Tree, folder: Path) -> Tree:
-    for section, key in FILE_KEYS:
-        part = data.get(section)
+    for *sections, key in FILE_KEYS:
+        part: object = data
+        for section in sections:
+            part = part.get(section) if isinstance(part, dict) else None
         value = part.get(key) if isinstance(part, dict) else None
         beside = folder / value if isinstance(value, str) and value and not Path(value).is_absolute() else None
         if isinstance(part, dict) and beside is not None and beside.is_file():

@@ -512,13 +512,13 @@ def setup_of(
     roles = ("policy",) if shared else ("attacker", "defender")
     schedule = cfg.train.schedule
     trains = {
-        "attacker": cfg.algorithm.train_attacker and schedule in ("both", "alternate", "attacker"),
-        "defender": cfg.algorithm.train_defender and schedule in ("both", "alternate", "defender"),
+        "attacker": cfg.roles.attacker.train and schedule in ("both", "alternate", "attacker"),
+        "defender": cfg.roles.defender.train and schedule in ("both", "alternate", "defender"),
     }
     trained = 1 if shared else sum(trains.values())
-    r = cfg.rollout
-    seq_len = min(r.max_model_len, PROMPT_TOKENS + r.attacker_max_tokens + r.defender_max_tokens)
-    completion = min(seq_len, max(r.attacker_max_tokens, r.defender_max_tokens))
+    r, attacker, defender = cfg.rollout, cfg.roles.attacker, cfg.roles.defender
+    seq_len = min(r.max_model_len, PROMPT_TOKENS + attacker.max_tokens + defender.max_tokens)
+    completion = min(seq_len, max(attacker.max_tokens, defender.max_tokens))
     judge = cfg.judge
     judge_where: Literal["none", "learner", "gpus", "elsewhere"] = "none"
     judge_shape = None

@@ -67,8 +67,8 @@ def trainer(rounds: int, folder: str) -> Trainer:
         f"data.batch_size={rounds // 2}",
         # shorter than the demo's budgets, so 256 rounds take a few minutes on 2 cores
         "game.num_responses=4",
-        "rollout.attacker_max_tokens=32",
-        "rollout.defender_max_tokens=16",
+        "roles.attacker.max_tokens=32",
+        "roles.defender.max_tokens=16",
         "run.validate_every=0",
         "run.tensorboard=false",
         "run.progress=false",

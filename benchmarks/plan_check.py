@@ -78,7 +78,7 @@ def one(case: str) -> dict[str, Any]:
             "run.progress=false",
             f"optim.micro_batch_size={MICRO}",
         ]
-        tokens = [f"rollout.attacker_max_tokens={COMPLETION}", f"rollout.defender_max_tokens={COMPLETION}"]
+        tokens = [f"roles.attacker.max_tokens={COMPLETION}", f"roles.defender.max_tokens={COMPLETION}"]
         cfg = load_config(
             ROOT / "configs/cpu_smoke.yaml",
             [*base, *tokens, f"model.name={model}", f"run.out_dir={folder}/run", *overrides],

@@ -47,7 +47,7 @@ ROWS, ANSWERS, MAX_TOKENS = (
     128,
     8,
     24,
-)  # configs/cpu_demo.yaml: rollout.batch_size, game.num_responses, defender_max_tokens
+)  # configs/cpu_demo.yaml: rollout.batch_size, game.num_responses, roles.defender.max_tokens
 MICRO_PAIRS = 16  # optim.micro_batch_size
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 

@@ -40,7 +40,7 @@ def run_mode(config: str, url: str, out: Path, steps: int, lora: bool) -> dict[s
     from algorithms.training.trainer import Trainer
 
     overrides = [f"run.out_dir={out}", "run.validate_every=0", "rollout.backend=vllm_server"]
-    overrides += [f"rollout.urls=[{url}]"] if lora else ["model.lora=false", f"rollout.defender_urls=[{url}]"]
+    overrides += [f"rollout.urls=[{url}]"] if lora else ["model.lora=false", f"roles.defender.urls=[{url}]"]
     trainer = Trainer(load_config(config, overrides))
     try:
         rows = [trainer.train_step() for _ in range(steps)]

@@ -48,8 +48,8 @@ def config(model: Path, out: Path, *overrides: str) -> TrainConfig:
         model,
         out,
         "data.validation_size=4",
-        "rollout.attacker_max_tokens=12",
-        "rollout.defender_max_tokens=24",
+        "roles.attacker.max_tokens=12",
+        "roles.defender.max_tokens=24",
         "rollout.temperature=1.0",
         "rollout.top_p=1.0",
         "optim.lr=1e-3",
@@ -75,8 +75,8 @@ def srt_config(model: Path, out: Path, *extra: str) -> TrainConfig:
 # Short sampled rounds that every judged outcome can occur in: tiny budgets, temperature 1,
 # cut-off answers judged (not failed), and a learning rate that moves the tiny model in 2 steps.
 SHORT_ROUNDS = (
-    "rollout.attacker_max_tokens=8",
-    "rollout.defender_max_tokens=12",
+    "roles.attacker.max_tokens=8",
+    "roles.defender.max_tokens=12",
     "rollout.temperature=1.0",
     "game.judge_truncated_responses=true",
     "optim.lr=1e-3",

@@ -73,7 +73,7 @@ def test_set_knobs_are_kept_and_off_policy_grpo_turns_the_ratio_off():
     assert grpo.sampler == "ema" and grpo.config.tis_cap is None  # the reference forbids TIS off-policy
     _, grpo = algorithm("algorithm.name=grpo", "algorithm.tis=false")
     assert grpo.config.tis_cap is None
-    cfg, _ = algorithm("algorithm.sft_data=x.jsonl")
+    cfg, _ = algorithm("roles.defender.sft_data=x.jsonl")
     assert (cfg.sft_coef, cfg.sft_batch_size) == (1.0, 4)
 
 

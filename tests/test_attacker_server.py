@@ -216,7 +216,7 @@ def test_a_run_folders_attacker_plays_with_the_runs_game_and_sampling_settings(t
     run = tmp_path / "run"
     model.save_pretrained(run / "final" / "attacker")
     tokenizer.save_pretrained(run / "final" / "attacker")
-    overrides = ["game.attacker_think=false", "rollout.attacker_max_tokens=33", "rollout.temperature=0.3"]
+    overrides = ["game.attacker_think=false", "roles.attacker.max_tokens=33", "rollout.temperature=0.3"]
     save_config(load_config(None, overrides), run / "config.yaml")
     for source in (run, run / "final" / "attacker"):
         service = attacker_service(source)

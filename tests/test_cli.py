@@ -111,7 +111,7 @@ def test_the_demo_trains_then_compares_the_defender_before_and_after(tiny_chat, 
     (out / "metrics.jsonl").write_text('{"step": 0, "val/refusal_harmful": 0.125}\n')
     small = ("--eval-size", "4", "--eval-tokens", "8", "--attack-seeds", "2")
     small += ("--instruction-following", "2", "--instruction-tokens", "8")  # the utility panel too
-    tiny = (f"model.name={tiny_chat}", "rollout.attacker_max_tokens=12", "rollout.defender_max_tokens=12")
+    tiny = (f"model.name={tiny_chat}", "roles.attacker.max_tokens=12", "roles.defender.max_tokens=12")
     assert main(_demo_args(out, small, *tiny)) == 0
     printed = capsys.readouterr().out
     assert "before (step 0)" in printed and "after (step 2)" in printed and "harmful compliance" in printed

@@ -42,10 +42,12 @@ def test_a_file_builds_on_its_base_and_round_trips(tmp_path):
 def test_data_files_named_in_a_config_are_found_beside_it_from_any_directory(tmp_path, monkeypatch):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "sft.jsonl").write_text('{"prompt": "q", "response": "a"}\n')
-    (tmp_path / "recipe.yaml").write_text("algorithm:\n  sft_data: data/sft.jsonl\ndata:\n  seeds: missing.jsonl\n")
+    (tmp_path / "recipe.yaml").write_text(
+        "roles:\n  defender:\n    sft_data: data/sft.jsonl\ndata:\n  seeds: missing.jsonl\n"
+    )
     monkeypatch.chdir(tmp_path.parent)  # the relative path does not exist from here
     cfg = load_config(tmp_path / "recipe.yaml")
-    assert cfg.algorithm.sft_data == str(tmp_path / "data" / "sft.jsonl")
+    assert cfg.roles.defender.sft_data == str(tmp_path / "data" / "sft.jsonl")
     assert cfg.data.seeds == "missing.jsonl"  # no such file beside the config: left as written
 
 
@@ -71,7 +73,7 @@ def test_paper_recipes_carry_the_paper_values():
         2,
         2,
     )
-    assert (main.rollout.temperature, main.rollout.top_p, main.rollout.defender_max_tokens) == (0.6, 0.9, 2048)
+    assert (main.rollout.temperature, main.rollout.top_p, main.roles.defender.max_tokens) == (0.6, 0.9, 2048)
     assert not main.model.lora and main.judge.model == "Qwen/Qwen2.5-32B-Instruct"
     grpo = load_config("configs/paper/qwen25_grpo.yaml")
     assert (grpo.algorithm.name, grpo.game.judging, grpo.game.num_attacks, grpo.algorithm.tis_cap) == (
@@ -82,7 +84,7 @@ def test_paper_recipes_carry_the_paper_values():
     )
     assert load_config("configs/paper/qwen25_ipo_md.yaml").algorithm.name == "advgame_ipo_md"
     llama = load_config("configs/paper/llama31_dpo_md.yaml")
-    assert llama.model.attacker == "mlabonne/Meta-Llama-3.1-8B-Instruct-abliterated"
+    assert llama.roles.attacker.model == "mlabonne/Meta-Llama-3.1-8B-Instruct-abliterated"
     ablation = load_config("configs/paper/ablations/nonoptimistic_attacker.yaml")
     assert ablation.game.optimistic_attacker is False and ablation.optim.lr == 1e-6
 

@@ -46,10 +46,10 @@ def training_prompts() -> dict[str, str]:
         cfg = load_config(path)
         if cfg.data.seeds != "bundled":
             found |= {normal(s.prompt): f"{path.name} data.seeds {s.id}" for s in load_seeds(cfg.data.seeds)}
-        for key in ("sft_data", "attacker_sft_data"):
-            file = getattr(cfg.algorithm, key)
+        for role in ("attacker", "defender"):
+            file = cfg.roles[role].sft_data
             if file:
-                found |= {normal(p): f"{path.name} algorithm.{key}" for p in sft_requests(Path(file))}
+                found |= {normal(p): f"{path.name} roles.{role}.sft_data" for p in sft_requests(Path(file))}
     return found
 
 

@@ -120,8 +120,8 @@ def no_model(monkeypatch):
         ("data.seeds={tmp}/missing.jsonl", FileNotFoundError, "missing.jsonl does not exist"),
         ("data.validation_seeds={tmp}/missing.csv", FileNotFoundError, "missing.csv does not exist"),
         ("data.seeds={tmp}/bad.jsonl", SeedFormatError, "bad.jsonl, line 1: missing field 'category'"),
-        ("algorithm.sft_data={tmp}/missing_sft.jsonl", FileNotFoundError, "missing_sft.jsonl does not exist"),
-        ("algorithm.attacker_sft_data={tmp}/bad_sft.jsonl", SFTFormatError, "bad_sft.jsonl, line 1: not an SFT record"),
+        ("roles.defender.sft_data={tmp}/missing_sft.jsonl", FileNotFoundError, "missing_sft.jsonl does not exist"),
+        ("roles.attacker.sft_data={tmp}/bad_sft.jsonl", SFTFormatError, "bad_sft.jsonl, line 1: not an SFT record"),
     ],
 )
 def test_every_file_a_config_names_is_checked_before_any_model_loads(tmp_path, no_model, override, error, says):

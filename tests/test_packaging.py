@@ -33,7 +33,8 @@ def test_shipped_configs_are_found_by_name_from_any_folder(tmp_path, monkeypatch
     assert "cpu_smoke.yaml" in shipped() and "paper/qwen25_dpo_md.yaml" in shipped()
     assert find_config("configs/cpu_smoke.yaml") == recipe("cpu_smoke") == configs_dir() / "cpu_smoke.yaml"
     cfg = load_config("configs/cpu_demo.yaml")  # as the README writes it; base: and data files resolve
-    assert Path(cfg.algorithm.sft_data).is_file() and Path(cfg.algorithm.sft_data).is_relative_to(configs_dir())
+    sft = cfg.roles.defender.sft_data
+    assert sft is not None and Path(sft).is_file() and Path(sft).is_relative_to(configs_dir())
     (tmp_path / "configs").mkdir()
     (tmp_path / "configs" / "cpu_smoke.yaml").write_text("run:\n  steps: 7\n")
     assert load_config("configs/cpu_smoke.yaml").run.steps == 7  # a file that exists is the file meant
@@ -61,8 +62,11 @@ RESOLVE_EVERYTHING = textwrap.dedent(
     files = []
     for name in shipped():
         cfg = load_config(recipe(name))
-        for section, key in FILE_KEYS:
-            value = getattr(getattr(cfg, section), key)
+        for *sections, key in FILE_KEYS:
+            part = cfg
+            for section in sections:
+                part = getattr(part, section)
+            value = getattr(part, key)
             if value and value.endswith(".jsonl"):  # a file, not a named set ("bundled")
                 assert Path(value).is_file() and Path(value).resolve().is_relative_to(prefix), (name, key, value)
                 files.append(value)

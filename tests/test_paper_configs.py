@@ -90,10 +90,10 @@ def mix_in_well_formed_outputs(trainer: Trainer) -> None:
 
 def swapped(path: Path, model: Path, out: Path) -> list[str]:
     """Overrides that swap the model, the judge and the sizes, and nothing else."""
-    recipe = load_config(path).model
+    recipe = load_config(path).roles
     overrides = [f"model.name={model}", "judge.kind=rule", "rollout.backend=hf"]
-    overrides += [f"model.{role}={model}" for role in ("attacker", "defender") if getattr(recipe, role)]
-    overrides += ["rollout.attacker_max_tokens=16", "rollout.defender_max_tokens=16", "rollout.max_model_len=1024"]
+    overrides += [f"roles.{role}.model={model}" for role in ("attacker", "defender") if recipe[role].model]
+    overrides += ["roles.attacker.max_tokens=16", "roles.defender.max_tokens=16", "rollout.max_model_len=1024"]
     overrides += ["data.batch_size=2", "data.validation_size=4", "optim.micro_batch_size=4", "optim.warmup_steps=0"]
     overrides += [f"run.out_dir={out}", "run.steps=2", "run.validate_every=0", "run.checkpoint_every=1"]
     return [*overrides, "run.progress=false", "run.tensorboard=false", "run.wandb=false"]

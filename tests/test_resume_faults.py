@@ -106,8 +106,8 @@ def _config(model: Path, out: Path, *overrides: str):
         model,
         out,
         "run.checkpoint_every=1",
-        "rollout.attacker_max_tokens=8",
-        "rollout.defender_max_tokens=8",
+        "roles.attacker.max_tokens=8",
+        "roles.defender.max_tokens=8",
         *overrides,
     )
 

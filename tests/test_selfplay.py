@@ -191,7 +191,7 @@ def test_sft_data_errors_name_file_and_line_and_the_term_trains(tiny_chat, tmp_p
     cfg = srt_config(
         tiny_chat,
         tmp_path / "run",
-        f"algorithm.sft_data={good}",
+        f"roles.defender.sft_data={good}",
         "algorithm.sft_coef=1.0",
         "algorithm.sft_batch_size=2",
     )
@@ -216,7 +216,7 @@ def _sft_roles_seen(trainer: Trainer, steps: int) -> list[tuple[str, str]]:
 def test_each_sft_term_trains_only_its_own_role_in_a_two_player_game(tiny_chat, tmp_path):
     good = tmp_path / "sft.jsonl"
     good.write_text("".join(json.dumps({"prompt": f"Q {i}?", "response": "No."}) + "\n" for i in range(4)))
-    overrides = [f"algorithm.sft_data={good}", "algorithm.sft_coef=1.0", "algorithm.sft_batch_size=2"]
+    overrides = [f"roles.defender.sft_data={good}", "algorithm.sft_coef=1.0", "algorithm.sft_batch_size=2"]
     trainer = Trainer(config(tiny_chat, tmp_path / "run", "algorithm.name=advgame_dpo_md", *overrides))
     seen = _sft_roles_seen(trainer, 3)
     assert seen and set(seen) == {("defender", "defender")}
@@ -225,7 +225,7 @@ def test_each_sft_term_trains_only_its_own_role_in_a_two_player_game(tiny_chat, 
     attack.write_text(
         "".join(json.dumps({"prompt": f"T {i}", "response": "<prompt>Q?</prompt>"}) + "\n" for i in range(4))
     )
-    both = Trainer(config(tiny_chat, tmp_path / "both", *overrides, f"algorithm.attacker_sft_data={attack}"))
+    both = Trainer(config(tiny_chat, tmp_path / "both", *overrides, f"roles.attacker.sft_data={attack}"))
     assert set(_sft_roles_seen(both, 2)) == {("defender", "defender"), ("attacker", "attacker")}
     assert both.state()["data"]["attacker_sft"] == both.sft["attacker"].state()
 

@@ -113,8 +113,8 @@ def test_a_sharded_checkpoint_resumes_on_another_world_size(tiny_chat, tmp_path)
     run = tmp_path / "run"
     args = [f"model.name={tiny_chat}", f"run.out_dir={run}", "run.steps=2", "run.progress=false"]
     args += ["run.tensorboard=false", "run.checkpoint_every=1", "run.validate_every=2", "data.validation_size=4"]
-    args += ["data.batch_size=2", "game.direct_fraction=0.5", "rollout.attacker_max_tokens=8"]
-    args += ["rollout.defender_max_tokens=12", "optim.lr=1e-3", "model.lora=false", "parallel.sharding=fsdp2"]
+    args += ["data.batch_size=2", "game.direct_fraction=0.5", "roles.attacker.max_tokens=8"]
+    args += ["roles.defender.max_tokens=12", "optim.lr=1e-3", "model.lora=false", "parallel.sharding=fsdp2"]
     _run([*accelerate_launch(29532), "-m", "algorithms.cli", "train", *args])
     step_2 = run / "checkpoints" / "step_0000002"
     assert torch.load(step_2 / "state.pt", weights_only=True)["sharded"] is True

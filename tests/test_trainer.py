@@ -225,8 +225,8 @@ def test_a_run_folder_is_never_overwritten_and_keeps_the_newest_checkpoints(tiny
         Trainer(cfg)
     (out / "checkpoints" / "step_0000004.tmp").mkdir()  # a write that a kill interrupted
     assert checkpoints(out)[-1].name == "step_0000003"
-    with pytest.raises(ConfigError, match=r"model.defender: 'x' is neither"):
-        Trainer(config(tiny_chat, tmp_path / "other", "model.defender=x"))
+    with pytest.raises(ConfigError, match=r"roles.defender.model: 'x' is neither"):
+        Trainer(config(tiny_chat, tmp_path / "other", "roles.defender.model=x"))
 
 
 def _run(args: list[str], **kwargs) -> subprocess.Popen:
@@ -249,8 +249,8 @@ def test_a_killed_run_resumes_exactly_where_it_stopped(tiny_chat, tmp_path):
         "run.steps=5",
         "run.checkpoint_every=1",
         "data.batch_size=2",
-        "rollout.attacker_max_tokens=12",
-        "rollout.defender_max_tokens=24",
+        "roles.attacker.max_tokens=12",
+        "roles.defender.max_tokens=24",
         "rollout.temperature=1.0",
         "game.direct_fraction=0.5",
         "optim.lr=1e-3",
@@ -326,8 +326,8 @@ def test_two_processes_make_the_same_update_as_one(tiny_chat, tmp_path):
 def test_the_whole_loop_runs_in_two_processes(tiny_chat, tmp_path):
     launch = accelerate_launch(29518)
     args = [f"model.name={tiny_chat}", f"run.out_dir={tmp_path / 'run'}", "run.steps=2", "run.progress=false"]
-    args += ["data.batch_size=2", "data.validation_size=4", "rollout.attacker_max_tokens=12"]
-    args += ["rollout.defender_max_tokens=24", "game.direct_fraction=0.5"]
+    args += ["data.batch_size=2", "data.validation_size=4", "roles.attacker.max_tokens=12"]
+    args += ["roles.defender.max_tokens=24", "game.direct_fraction=0.5"]
     env = os.environ | {"OMP_NUM_THREADS": "1"}
     done = subprocess.run(
         [*launch, "-m", "algorithms.cli", "train", *args], env=env, capture_output=True, text=True, timeout=300

@@ -52,7 +52,7 @@ def test_a_mixed_update_is_logged_under_train_without_a_split():
         (["train.schedule=defender"], [["defender"]] * 4),
         (["train.schedule=attacker"], [["attacker"]] * 4),
         (["train.schedule=alternate", "train.period=2"], [["attacker"], ["attacker"], ["defender"], ["defender"]]),
-        (["algorithm.train_attacker=false"], [["defender"]] * 4),
+        (["roles.attacker.train=false"], [["defender"]] * 4),
         (["algorithm.name=grpo", "train.schedule=alternate", "train.period=1"], [["attacker"], ["defender"]] * 2),
     ],
 )

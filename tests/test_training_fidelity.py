@@ -254,7 +254,7 @@ def test_each_roles_examples_use_that_players_tokenizer(tiny_chat, tmp_path, mon
         "game.judging=pointwise",
         "game.direct_fraction=0.0",
         "model.lora=false",
-        f"model.attacker={other}",
+        f"roles.attacker.model={other}",
     )
     trainer = Trainer(cfg)
     assert "ATTACKER TEMPLATE" in trainer.players["attacker"].tokenizer.chat_template

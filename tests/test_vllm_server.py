@@ -25,9 +25,9 @@ from algorithms.config import ConfigError, load_config
     ("overrides", "message"),
     [
         (["rollout.backend=vllm_server"], "needs the servers' URLs"),
-        (["rollout.backend=vllm_server", "rollout.urls=[http://a:1]", "model.lora=false"], "attacker_urls"),
-        (["rollout.backend=vllm_server", "model.lora=false"], "needs rollout.attacker_urls"),
-        (["rollout.backend=vllm_server", "rollout.urls=[http://a:1]", "rollout.defender_urls=[http://b:1]"], "LoRA"),
+        (["rollout.backend=vllm_server", "rollout.urls=[http://a:1]", "model.lora=false"], "roles.attacker.urls"),
+        (["rollout.backend=vllm_server", "model.lora=false"], "needs roles.attacker.urls"),
+        (["rollout.backend=vllm_server", "rollout.urls=[http://a:1]", "roles.defender.urls=[http://b:1]"], "LoRA"),
         (["rollout.urls=[http://a:1]"], "only with rollout.backend vllm_server"),
         (["rollout.backend=vllm_server", "rollout.urls=http://a:1"], "expected a list"),
         (["rollout.backend=vllm_server", "rollout.urls=[http://a:1]", "rollout.weight_transport=ipc"], "not one of"),
@@ -234,7 +234,7 @@ def test_full_weights_train_two_steps_on_a_real_server(server, tmp_path):
     from agents.vllm_backend import StaleWeightsError
     from agents.vllm_server import ServerClient
 
-    trainer = _trainer(_smoke(tmp_path, "model.lora=false", f"rollout.defender_urls=[{server}]"))
+    trainer = _trainer(_smoke(tmp_path, "model.lora=false", f"roles.defender.urls=[{server}]"))
     fleet = trainer.sampler.fleets["defender"]
     client = ServerClient(server)
     try:
@@ -269,7 +269,7 @@ def test_sharded_players_push_their_gathered_weights_to_a_real_server(server, tm
     from algorithms.training.distributed import is_sharded
     from algorithms.training.trainer import gathered
 
-    cfg = _smoke(tmp_path, "model.lora=false", "parallel.sharding=fsdp2", f"rollout.defender_urls=[{server}]")
+    cfg = _smoke(tmp_path, "model.lora=false", "parallel.sharding=fsdp2", f"roles.defender.urls=[{server}]")
     trainer = _trainer(cfg)
     fleet = trainer.sampler.fleets["defender"]
     try:

@@ -133,11 +133,11 @@ def attacker_rows(
     for name, model in checkpoint_models(run, "attacker", steps=steps):
         backend = target if name == "step 0" else HFBackend(*load_model(model))
         policy = Policy(
-            backend, cfg.rollout.attacker_max_tokens, cfg.rollout.temperature, cfg.rollout.top_p, prefill=prefill
+            backend, cfg.roles.attacker.max_tokens, cfg.rollout.temperature, cfg.rollout.top_p, prefill=prefill
         )
         settings = {"attacker": model, "seeds": n_seeds}
         where = (folder or run / "eval") / f"redteam_{name.replace(' ', '_')}"
-        rc = RedTeamConfig(samples=2, target_max_tokens=cfg.rollout.defender_max_tokens, baseline=False)
+        rc = RedTeamConfig(samples=2, target_max_tokens=cfg.roles.defender.max_tokens, baseline=False)
         records = redteam(policy, target, game, seeds, where, rc, settings=settings, log=lambda _: None)
         rows.append((name, {**summarise(records), **diversity(records)}))
     return rows

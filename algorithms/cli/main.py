@@ -637,7 +637,7 @@ class Exploit:
     out: str = "runs/exploit"
     resume: bool = False  # continue the run in --out (training and each curve point)
     overrides: Annotated[Positional[list[str]], arg(metavar="key=value")] = field(default_factory=list)
-    """overrides of the derived config, e.g. rollout.attacker_max_tokens=32"""
+    """overrides of the derived config, e.g. roles.attacker.max_tokens=32"""
 
     def settings(self) -> ExploitConfig:
         from algorithms.evaluation.exploit import ExploitConfig
@@ -797,7 +797,7 @@ class Compare:
     """a .py file or module name that registers algorithms (@register); repeatable"""
     out: str = "runs/compare"
     overrides: Annotated[Positional[list[str]], arg(metavar="key=value")] = field(default_factory=list)
-    """overrides of every config, e.g. rollout.attacker_max_tokens=32"""
+    """overrides of every config, e.g. roles.attacker.max_tokens=32"""
 
     def settings(self) -> CompareConfig:
         from algorithms.evaluation.compare import CompareConfig, Entry

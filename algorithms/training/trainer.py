@@ -174,7 +174,7 @@ class Sampler:
             backend = HFBackend(
                 module, self.players[role].tokenizer, batch_size=rollout.batch_size, max_context=rollout.max_model_len
             )
-        max_tokens = rollout.attacker_max_tokens if role == ATTACKER else rollout.defender_max_tokens
+        max_tokens = self.cfg.roles[role].max_tokens
         temperature = 0.0 if greedy else rollout.temperature
         system = self.cfg.game.system_message(role)
         return Policy(backend, max_tokens, temperature, rollout.top_p, seed, adapter, prefills(self.cfg)[role], system)
@@ -216,7 +216,7 @@ def server_fleets(cfg: TrainConfig, players: dict[str, Player], lora: bool) -> d
     if lora:
         shared = fleet(r.urls, ATTACKER)
         return dict.fromkeys(ROLES, shared)
-    own = {ATTACKER: r.attacker_urls, DEFENDER: r.defender_urls}
+    own = {role: cfg.roles[role].urls for role in ROLES}
     return {role: fleet(urls, role) for role, urls in own.items() if urls}
 
 
@@ -562,7 +562,7 @@ def build_judge(cfg: TrainConfig, section: JudgeConfig | None = None) -> Judge:
 
 def start_model(cfg: TrainConfig, role: str) -> str:
     """Where ``role``'s player starts: its own model (or, under LoRA, adapter) folder, else ``model.name``."""
-    chosen = cfg.model.attacker if role == ATTACKER else cfg.model.defender
+    chosen = cfg.roles[role].model
     return resolve_model(chosen or cfg.model.name)
 
 
@@ -571,10 +571,11 @@ def adapter_starts(cfg: TrainConfig) -> dict[str, str]:
     is loaded on the shared base, ``model.name``, which must be the base the adapter names);
     checked here, before the base loads. Under full fine-tuning a start is a model folder."""
     m, out = cfg.model, {}
-    for role, chosen in ((ATTACKER, m.attacker), (DEFENDER, m.defender)):
+    for role in ROLES:
+        chosen = cfg.roles[role].model
         if not chosen:
             continue
-        key = f"model.{role}"
+        key = f"roles.{role}.model"
         try:
             folder = resolve_model(chosen)
             base = adapter_base(folder)
@@ -652,9 +653,9 @@ class Trainer:
         self.sharded = cfg.parallel.sharding == "fsdp2"
         torch.manual_seed(cfg.run.seed)  # LoRA initialisation, identical on every process
         shared = self.algorithm.shares_policy
-        if shared and (cfg.model.attacker or cfg.model.defender):
+        if shared and (cfg.roles.attacker.model or cfg.roles.defender.model):
             raise ConfigError(
-                f"config.model.attacker / model.defender: algorithm {cfg.algorithm.name} plays both roles with "
+                f"config.roles.attacker.model / roles.defender.model: algorithm {cfg.algorithm.name} plays both roles with "
                 "one policy, which starts from model.name; unset them"
             )
         # under LoRA the shared base is model.name; a role's own start is its adapter (above)
@@ -831,15 +832,13 @@ class Trainer:
 
     def trained_roles(self, step: int) -> list[str]:
         """The roles whose player learns at ``step``: ``train.schedule`` (a frozen opponent, or
-        turns of ``train.period`` steps, the attacker first), within the algorithm section's
-        ``train_attacker`` / ``train_defender``."""
-        t, a = self.cfg.train, self.cfg.algorithm
+        turns of ``train.period`` steps, the attacker first), within ``roles.<role>.train``."""
+        t = self.cfg.train
         if t.schedule == "alternate":
             scheduled: tuple[str, ...] = (ROLES[(step // t.period) % 2],)
         else:
             scheduled = ROLES if t.schedule == "both" else (t.schedule,)
-        enabled = {ATTACKER: a.train_attacker, DEFENDER: a.train_defender}
-        return [r for r in scheduled if enabled[r]]
+        return [r for r in scheduled if self.cfg.roles[r].train]
 
     @property
     def players(self) -> dict[str, Player]:
@@ -878,9 +877,9 @@ class Trainer:
 
     def _sft_files(self) -> dict[str, str]:
         """The auxiliary SFT file of each role that has one (read only with a coefficient)."""
-        a = self.cfg.algorithm
-        files = {DEFENDER: a.sft_data, ATTACKER: a.attacker_sft_data} if a.sft_coef else {}  # coef: set with a file
-        return {role: path for role, path in files.items() if path}
+        if not self.cfg.algorithm.sft_coef:  # set with a file
+            return {}
+        return {role: path for role in (DEFENDER, ATTACKER) if (path := self.cfg.roles[role].sft_data)}
 
     def _sft_streams(self, learner: Learner) -> dict[str, SeedStream]:
         """The auxiliary SFT chats of each of the learner's roles that has a file."""
