@@ -290,7 +290,7 @@ def lookup(name: str) -> Registered:
     if name not in _REGISTRY:
         raise ConfigError(
             f"config.algorithm.name: {name!r} is not one of {', '.join(map(repr, names()))}. An algorithm of "
-            f"your own joins with @register in the same process, advgame train --plugin FILE_OR_MODULE, or "
+            f"your own joins with @register in the same process, --plugin FILE_OR_MODULE (on any advgame command), or "
             f"an entry point in the group {ENTRY_POINT_GROUP}"
         )
     return _REGISTRY[name]
