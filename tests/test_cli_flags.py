@@ -199,3 +199,19 @@ def _flatten(tree: object, prefix: str = "") -> dict[str, object]:
     for key, value in tree.items():
         out |= _flatten(value, f"{prefix}{key}.")
     return out
+
+
+# ----------------------------------------------------------------------------- docs/cli.md
+
+
+def test_the_command_reference_names_every_flag_of_every_command():
+    import re
+
+    text = (ROOT / "docs" / "cli.md").read_text()
+    sections = dict(re.findall(r"^## advgame (\S+)\n(.*?)(?=^## |\Z)", text, flags=re.S | re.M))
+    helps = {name: ["--help"] if name != "serve" else ["--attacker", "x", "--help"] for name in [*COMMANDS, "serve"]}
+    for name, rest in helps.items():
+        assert name in sections, name
+        defined = set(re.findall(r"^\W*(--[a-z][a-z0-9-]*)", parse_help([name, *rest]), flags=re.M))
+        missing = sorted(flag for flag in defined - {"--help"} if f"`{flag}" not in sections[name])
+        assert not missing, (name, missing)

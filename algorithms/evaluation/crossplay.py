@@ -90,8 +90,8 @@ class CrossPlayError(RedTeamError):
 
 @dataclass(frozen=True)
 class CrossPlayConfig:
-    # requests of the suite, the first half harmful, half benign (flag: --prompts, as exploit's)
     seeds: Annotated[int, tyro.conf.arg(name="prompts", metavar="N")] = ranged(32, at_least(1))
+    """requests of the suite, the first half harmful, half benign"""
     samples: int = ranged(1, at_least(1))  # rewrites of each seed by each attacker
     max_tokens: int = ranged(128, at_least(1))  # budget of each rewrite and each answer
     temperature: float = ranged(1.0, non_negative())  # the attackers' sampling temperature
