@@ -215,3 +215,27 @@ def test_the_command_reference_names_every_flag_of_every_command():
         defined = set(re.findall(r"^\W*(--[a-z][a-z0-9-]*)", parse_help([name, *rest]), flags=re.M))
         missing = sorted(flag for flag in defined - {"--help"} if f"`{flag}" not in sections[name])
         assert not missing, (name, missing)
+
+
+# ----------------------------------------------------------------------------- recorded formats
+
+
+def test_eval_says_when_a_defender_was_trained_in_a_format_it_does_not_ask_for(tmp_path):
+    from dataclasses import replace
+
+    from algorithms.cli.main import _format_warnings
+    from algorithms.config import load_config
+    from algorithms.training.game_format import GameFormat, write_format
+
+    plain, thinking, bare = (tmp_path / n for n in ("plain", "thinking", "bare"))
+    for folder in (plain, thinking, bare):
+        folder.mkdir()
+    fmt = GameFormat.of(load_config(None))
+    write_format(plain, fmt)
+    write_format(thinking, replace(fmt, defender_think=True))
+    models = [(str(f), str(f)) for f in (plain, thinking, bare)] + [("smollm2", "smollm2-135m-instruct")]
+    (warning,) = _format_warnings(models)
+    assert warning.startswith(f"{thinking} was trained to answer as <think>") and "\n" not in warning
+    (bare / "advgame_format.json").write_text("{")
+    with pytest.raises(ValueError, match="not a game format record"):
+        _format_warnings([("bare", str(bare))])

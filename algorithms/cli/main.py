@@ -442,6 +442,8 @@ class Eval:
             models = [(m, m) for m in self.model]
             if run:
                 models += checkpoint_models(run, self.role, self.which, self.steps)
+            for warning in _format_warnings(models) if self.role == "defender" else []:
+                print(f"advgame eval: warning: {warning}", file=sys.stderr, flush=True)
         except (SeedFormatError, FileNotFoundError, ValueError) as error:
             raise UsageError(str(error)) from None
         try:
@@ -485,6 +487,22 @@ class Eval:
         if comparison:
             print(f"\ncomparison: {comparison}")
         return 0
+
+
+def _format_warnings(models: Sequence[tuple[str, str]]) -> list[str]:
+    """The defenders whose export records (advgame_format.json) that they were trained to think
+    before answering: eval asks every model for a plain answer and judges the whole reply."""
+    from algorithms.training.game_format import read_format
+
+    out = []
+    for name, model in models:
+        fmt = read_format(model)
+        if fmt is not None and fmt.defender_think:
+            out.append(
+                f"{name} was trained to answer as <think>..</think><answer>..</answer> (game.defender_think, "
+                "its advgame_format.json); eval asks for a plain answer and judges the whole reply"
+            )
+    return out
 
 
 def _limited(seeds: list[Seed], limit: int | None) -> list[Seed]:
