@@ -291,8 +291,9 @@ def attacker_service(
     from algorithms.training.game_format import read_format
     from algorithms.training.trainer import prefills
 
+    cfg = run_config(source)  # first: a config that cannot load (a plugin not given) is the error to show
     folder = policy_folder(source, "attacker", which)
-    cfg, fmt = run_config(source), read_format(folder)
+    fmt = read_format(folder)
     if cfg is None:  # a lone export: the run config's defaults, in the format the export records
         cfg = TrainConfig()
         if fmt is not None:
