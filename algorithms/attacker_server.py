@@ -288,17 +288,25 @@ def attacker_service(
     from agents import HFBackend, load_model
     from algorithms.config import TrainConfig
     from algorithms.export import policy_folder
+    from algorithms.training.game_format import read_format
     from algorithms.training.trainer import prefills
 
-    cfg = run_config(source) or TrainConfig()
-    model, tokenizer = load_model(policy_folder(source, "attacker", which))
+    cfg = run_config(source)  # first: a config that cannot load (a plugin not given) is the error to show
+    folder = policy_folder(source, "attacker", which)
+    fmt = read_format(folder)
+    if cfg is None:  # a lone export: the run config's defaults, in the format the export records
+        cfg = TrainConfig()
+        if fmt is not None:
+            cfg = replace(cfg, game=replace(cfg.game, attacker_think=fmt.attacker_think))
+    prefill = fmt.attacker_prefill if fmt is not None else prefills(cfg)[ATTACKER]
+    model, tokenizer = load_model(folder)
     rollout, game = cfg.rollout, cfg.game
     policy = Policy(
         HFBackend(model, tokenizer),
         max_tokens=cfg.roles.attacker.max_tokens,
         temperature=rollout.temperature,
         top_p=rollout.top_p,
-        prefill=prefills(cfg)[ATTACKER],
+        prefill=prefill,
         system=game.system_message(ATTACKER),  # Self-RedTeam's template set has one
     )
     return AttackerService(policy, name=name, game=game, attempts=attempts)

@@ -432,7 +432,7 @@ def section_class(name: str) -> type[AlgorithmConfig]:
     if name not in sections:
         error = ConfigError(
             f"config.algorithm.name: {name!r} is not one of {', '.join(map(repr, section_names()))}. An algorithm "
-            f"of your own joins with @register in the same process, advgame train --plugin FILE_OR_MODULE, or "
+            f"of your own joins with @register in the same process, --plugin FILE_OR_MODULE (on any advgame command), or "
             f"an entry point in the group {ENTRY_POINT_GROUP}"
         )
         error.key = "algorithm.name"

@@ -6,6 +6,7 @@ command on loopback with the tiny chat model."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -228,6 +229,13 @@ def test_a_run_folders_attacker_plays_with_the_runs_game_and_sampling_settings(t
     shutil.copytree(run / "final" / "attacker", tmp_path / "lone")
     lone = attacker_service(tmp_path / "lone")  # the same folder out of its run: a run config's defaults
     assert (lone.game.attacker_think, lone.policy.max_tokens) == (True, 256)
+    # an export that records its format (as every training export does) plays in it, out of its run too
+    from algorithms.training.game_format import GameFormat, write_format
+
+    recorded = GameFormat.of(load_config(None, ["game.attacker_think=false"]))
+    write_format(tmp_path / "lone", dataclasses.replace(recorded, attacker_prefill="<prompt>"))
+    lone = attacker_service(tmp_path / "lone")
+    assert (lone.game.attacker_think, lone.policy.prefill, lone.policy.max_tokens) == (False, "<prompt>", 256)
 
 
 def test_a_source_that_is_no_attacker_is_one_line_and_exit_2(tmp_path, capsys):

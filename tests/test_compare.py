@@ -86,12 +86,12 @@ def test_the_config_refuses_what_cannot_be_compared():
 
 
 def test_the_command_flags_build_the_compare_config():
-    flags = ["--config", "cpu_smoke.yaml", "--config", "b.yaml", "--seeds", "3", "--steps", "4", "--exploit-budget"]
+    flags = ["--config", "cpu_smoke.yaml", "--config", "b.yaml", "--run-seeds", "3", "--steps", "4", "--exploit-budget"]
     command = parse_command(
         ["compare", *flags, "1", "--eval-seeds", "6", "--crossplay-seeds", "0", "--out", "d", "optim.lr=1e-5"]
     )
     assert isinstance(command, Compare)
-    assert command.settings() == CompareConfig(
+    assert command.compare == CompareConfig(
         configs=(Entry("cpu_smoke.yaml"), Entry("b.yaml")),
         seeds=3,
         steps=4,

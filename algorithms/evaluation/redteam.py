@@ -1,6 +1,6 @@
 """Red-teaming a target model with a trained attacker (``advgame redteam``).
 
-    advgame redteam --attacker runs/x/final/attacker --target M --seeds bundled
+    advgame redteam --attacker runs/x/final/attacker --target M --suite bundled
     advgame redteam --attacker A --target smollm2 --target-backend openai --target-url http://127.0.0.1:8000
 
 Method. Every seed is rewritten ``samples`` times by the attacker under the game's own rules
