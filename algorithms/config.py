@@ -548,6 +548,15 @@ class TrainConfig:
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
 
     def check(self) -> None:
+        if self.game.turns > 1:
+            from algorithms.training.algorithm import lookup
+
+            if not lookup(self.algorithm.name).algorithm.multi_turn:
+                raise ConfigError(
+                    f"config.game.turns: {self.algorithm.name} does not train on conversations yet (turns "
+                    f"{self.game.turns}); set game.turns=1 to train, or play conversations with advgame redteam "
+                    "--turns K or advgame_env.parallel_env(turns=K)"
+                )
         r = self.rollout
         if r.backend == "vllm_server":
             if self.model.lora and not r.urls:
@@ -604,6 +613,8 @@ FOREIGN_RULES: dict[type, dict[str, Rule]] = {
         "max_response_chars": at_least(1),
         "direct_fraction": within(0, 1),
         "direct_split_seed": at_least(0),
+        "turns": at_least(1),
+        "max_conversation_chars": at_least(1),
     },
     SelfRedTeamCoefficients: {f.name: non_negative() for f in dataclasses.fields(SelfRedTeamCoefficients)},
 }

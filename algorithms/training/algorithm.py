@@ -121,6 +121,8 @@ class Algorithm(Generic[E]):
     config_class: ClassVar[type[AlgorithmConfig]] = AlgorithmConfig
     metric_names: ClassVar[tuple[str, ...]] = ()  # the per-example sums ``loss`` returns
     shares_policy: ClassVar[bool] = False
+    # Trains on multi-turn rounds (game.turns > 1); config load refuses turns > 1 otherwise
+    multi_turn: ClassVar[bool] = False
     sampler: Which = "learner"
     reference: Which = "initial"
     minibatches: int = 1
