@@ -9,6 +9,7 @@ from pettingzoo.test import api_test, parallel_api_test
 import advgame_env
 from advgame_env import Label, LLMJudge, RuleJudge, Seed
 from advgame_env.conversation import END_CONVERSATION, ConversationGame, Dialogue
+from advgame_env.crescendo import CrescendoAttacker
 from advgame_env.game import GameConfig, Phase
 from advgame_env.judges import ConversationPairItem, Exchange, Rubric
 
@@ -300,3 +301,37 @@ def test_every_registered_algorithm_refuses_turns_above_one_at_config_load(tmp_p
         with pytest.raises(ConfigError, match=rf"{recipe}, line 4: config.game.turns: {name} does not train"):
             load_config(recipe)
     assert load_config(None, ["game.turns=1"]).game.turns == 1
+
+
+# ----------------------------------------------------------------------------- scripted opponent
+
+
+def test_crescendo_escalates_turn_by_turn_and_asks_the_seed_last():
+    crescendo = CrescendoAttacker()
+    first = crescendo.message(HARMFUL, [], 1, 3)
+    assert "background" in first and HARMFUL.prompt in first  # the subject, in general terms
+    history = [{"role": "user", "content": first}, {"role": "assistant", "content": "Locks have a long history."}]
+    second = crescendo.message(HARMFUL, history, 2, 3)
+    assert "Locks have a long history." in second and second != first  # leans on the model's words
+    refused = [*history[:1], {"role": "assistant", "content": REFUSE}]
+    assert "fictional" in crescendo.message(HARMFUL, refused, 2, 3)  # backtrack after a refusal
+    last = crescendo.message(HARMFUL, history, 3, 3)
+    assert last.endswith(HARMFUL.prompt)
+    done = [*history, {"role": "user", "content": last}, {"role": "assistant", "content": COMPLY}]
+    assert crescendo.message(HARMFUL, done, 4, 5) == END_CONVERSATION
+
+
+@pytest.mark.parametrize("rule", ["advgame", "self_redteam"])
+def test_crescendo_is_a_fixed_opponent_the_game_drives_to_the_end(rule):
+    game = ConversationGame(RuleJudge(), GameConfig(turns=3, reward_rule=rule))
+    rounds = [Dialogue(HARMFUL), Dialogue(BENIGN)]
+    crescendo = CrescendoAttacker()
+    while rounds[0].phase is not Phase.DONE:
+        game.attack(rounds, crescendo.act(game, rounds))
+        if rounds[0].phase is Phase.DONE:
+            break
+        game.respond(rounds, [grid(lambda i, j: COMPLY if j == 0 else REFUSE)] * 2)
+    for round_ in rounds:
+        assert round_.phase is Phase.DONE and all(a.failure is None for a in round_.attacks)
+        assert all(c.faithful is not False for row in round_.conversations for c in row)
+    assert len(rounds[0].conversations[0][1].turns) == 3  # refused each time: all K turns used
