@@ -29,6 +29,7 @@ the defender its worst turn and the attacker its best, plus the format term.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
@@ -39,6 +40,7 @@ from advgame_env.judges import (
     Exchange,
     FaithfulnessItem,
     Judge,
+    JudgeError,
     Rubric,
 )
 from advgame_env.parsing import Failure, failure_reward
@@ -188,6 +190,10 @@ class ConversationGame(Game):
             raise TypeError(
                 f"turns > 1 needs a judge that compares conversations (compare_conversations); "
                 f"{type(judge).__name__} does not: use the rule judge or the LLM judge"
+            )
+        if getattr(judge, "mode", "generative") != "generative":
+            raise TypeError(
+                "turns > 1 needs the generative LLM judge (mode 'generative'): conversations have no one-token form"
             )
         self.conversation_judge: ConversationJudge = judge
         # the opener is parsed by the single-turn rules; faithfulness is judged on the whole
@@ -364,7 +370,21 @@ class ConversationGame(Game):
     # ------------------------------------------------------------------ judging
 
     def judge_dialogues(self, rounds: list[Dialogue]) -> None:
-        """Faithfulness of whole conversations, then the reward rule; rounds end DONE."""
+        """Faithfulness of whole conversations, then the reward rule; rounds end DONE.
+
+        A failed judge call raises :class:`JudgeError` with the rounds as they were before
+        judging (their last turn recorded, not DONE): call this again to retry."""
+        before = [copy.deepcopy((r.attacks, r.responses, r.conversations)) for r in rounds]
+        try:
+            self._judge_dialogues(rounds)
+        except JudgeError:
+            for round_, (attacks, responses, conversations) in zip(rounds, before, strict=True):
+                round_.attacks, round_.responses, round_.conversations = attacks, responses, conversations
+            raise
+        for round_ in rounds:
+            round_.phase = Phase.DONE
+
+    def _judge_dialogues(self, rounds: list[Dialogue]) -> None:
         cfg = self.config
         conversations = [(r, c) for r in rounds for row in r.conversations for c in row]
         if cfg.checks_faithfulness:
@@ -384,8 +404,6 @@ class ConversationGame(Game):
         else:
             self._judge_dialogue_defender(rounds)
             self._judge_dialogue_attacker(rounds)
-        for round_ in rounds:
-            round_.phase = Phase.DONE
 
     def _compare(
         self, groups: list[tuple[ConversationPairItem, list[Conversation]]], role: str

@@ -335,3 +335,31 @@ def test_crescendo_is_a_fixed_opponent_the_game_drives_to_the_end(rule):
         assert round_.phase is Phase.DONE and all(a.failure is None for a in round_.attacks)
         assert all(c.faithful is not False for row in round_.conversations for c in row)
     assert len(rounds[0].conversations[0][1].turns) == 3  # refused each time: all K turns used
+
+
+def test_a_failed_judge_call_leaves_the_dialogue_as_it_was_and_can_be_retried():
+    class Flaky(RuleJudge):
+        calls = 0
+
+        def compare_conversations(self, items):
+            Flaky.calls += 1
+            if Flaky.calls == 1:
+                raise ConnectionError("judge down")
+            return super().compare_conversations(items)
+
+    env = advgame_env.parallel_env(judge=Flaky(), seeds=[HARMFUL], turns=1 + 1)
+    env.reset(seed=0)
+    env.step({"attacker_0": grid(lambda i, j: attack(HARMFUL.prompt)), "defender_0": None})
+    env.step({"attacker_0": None, "defender_0": grid(lambda i, j: REFUSE)})
+    env.step({"attacker_0": grid(lambda i, j: attack(HARMFUL.prompt)), "defender_0": None})
+    with pytest.raises(advgame_env.JudgeError, match="judge down"):
+        env.step({"attacker_0": None, "defender_0": grid(lambda i, j: COMPLY)})
+    round_ = env.round
+    assert round_.phase is not Phase.DONE and round_.defender_rewards == [[None, None], [None, None]]
+    env.game.judge_dialogues([round_])
+    assert round_.phase is Phase.DONE and all(r is not None for row in round_.defender_rewards for r in row)
+
+
+def test_the_logprob_judge_is_refused_for_conversations():
+    with pytest.raises(TypeError, match="generative"):
+        ConversationGame(LLMJudge(Recorder(), mode="logprob"), GameConfig(turns=2))
