@@ -191,6 +191,10 @@ class ConversationGame(Game):
                 f"turns > 1 needs a judge that compares conversations (compare_conversations); "
                 f"{type(judge).__name__} does not: use the rule judge or the LLM judge"
             )
+        if self.config.judging != "pairwise":
+            raise ValueError(
+                "turns > 1 is judged pairwise (judging: pairwise); pointwise conversations are not built yet"
+            )
         if getattr(judge, "mode", "generative") != "generative":
             raise TypeError(
                 "turns > 1 needs the generative LLM judge (mode 'generative'): conversations have no one-token form"
