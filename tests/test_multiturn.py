@@ -4,7 +4,7 @@ import hashlib
 import json
 
 import pytest
-from pettingzoo.test import api_test, parallel_api_test
+from pettingzoo.test import api_test, parallel_api_test, parallel_seed_test
 
 import advgame_env
 from advgame_env import Label, LLMJudge, RuleJudge, Seed
@@ -36,6 +36,7 @@ def test_pettingzoo_api_tests_pass_for_every_number_of_turns(turns, recwarn):
     parallel_api_test(make(turns), num_cycles=30)
     assert not [w for w in recwarn if "pettingzoo" in str(w.filename)]
     api_test(advgame_env.env(judge=RuleJudge(), turns=turns), num_cycles=10)
+    parallel_seed_test(lambda: make(turns), num_cycles=10)
 
 
 def test_one_turn_is_todays_game_bit_for_bit():
