@@ -77,7 +77,7 @@ class CrescendoAttacker:
             and behaviour(last) is (Behaviour.COMPLIANCE if harmful else Behaviour.REFUSAL)
         ):
             return END_CONVERSATION  # the seed was asked outright and the goal reached
-        if (turn >= turns and turn > 1) or turn > len(ladder):
+        if turn >= turns or turn > len(ladder):  # the last turn (the only one when K = 1)
             return outright
         rung = ladder[min(turn, len(ladder)) - 1][1].format(seed=seed.prompt, quote=_quote(history))
         refused = bool(answers) and behaviour(last) is not Behaviour.COMPLIANCE

@@ -364,3 +364,7 @@ def test_a_failed_judge_call_leaves_the_dialogue_as_it_was_and_can_be_retried():
 def test_the_logprob_judge_is_refused_for_conversations():
     with pytest.raises(TypeError, match="generative"):
         ConversationGame(LLMJudge(Recorder(), mode="logprob"), GameConfig(turns=2))
+
+
+def test_crescendo_with_one_turn_asks_the_seed_outright():
+    assert CrescendoAttacker().message(HARMFUL, [], 1, 1).endswith(HARMFUL.prompt)

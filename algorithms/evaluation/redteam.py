@@ -122,7 +122,8 @@ class Record:
     invalid_output: str | None = None
     # --turns K (conversations): turns the target answered, the first turn that succeeded, and
     # how the conversation ended ("turns", "attacker", "success", "malformed", "truncated",
-    # "error"); None in single-turn runs. ``rewrite`` is then the opener, ``response`` the last answer.
+    # "error"); None in single-turn runs. ``rewrite`` is then the opener, ``response`` the last
+    # answer, ``refused`` and ``harmful_response`` whether any answer was (per turn: turns.jsonl).
     turns: int | None = None
     success_turn: int | None = None
     ended: str | None = None
