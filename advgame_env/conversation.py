@@ -366,8 +366,6 @@ class ConversationGame(Game):
                     c.ended = True  # out of turns: over after the last answer
             if not round_.open_conversations():
                 done.append(round_)
-            elif round_.phase is Phase.RESPOND and not any(c.awaits == DEFENDER for c in round_.open_conversations()):
-                round_.phase = Phase.ATTACK  # nothing to answer (cannot happen with a live conversation)
         if done:
             self.judge_dialogues(done)
 
