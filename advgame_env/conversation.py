@@ -186,20 +186,21 @@ class ConversationGame(Game):
 
     def __init__(self, judge: Judge, config: GameConfig | None = None) -> None:
         super().__init__(judge, config)
-        if not isinstance(judge, ConversationJudge):
+        # the Self-RedTeam rule only classifies turns, so any classifier (WildGuard) serves it
+        compares = self.config.reward_rule == "advgame"
+        if compares and not isinstance(judge, ConversationJudge):
             raise TypeError(
                 f"turns > 1 needs a judge that compares conversations (compare_conversations); "
                 f"{type(judge).__name__} does not: use the rule judge or the LLM judge"
             )
-        if self.config.judging != "pairwise":
+        if compares and self.config.judging != "pairwise":
             raise ValueError(
                 "turns > 1 is judged pairwise (judging: pairwise); pointwise conversations are not built yet"
             )
-        if getattr(judge, "mode", "generative") != "generative":
+        if compares and getattr(judge, "mode", "generative") != "generative":
             raise TypeError(
                 "turns > 1 needs the generative LLM judge (mode 'generative'): conversations have no one-token form"
             )
-        self.conversation_judge: ConversationJudge = judge
         # the opener is parsed by the single-turn rules; faithfulness is judged on the whole
         # conversation at the end (a gradual opener is not meant to state the request)
         self._opener = Game(judge, replace(self.config, faithfulness_check=False, turns=1))
@@ -417,7 +418,8 @@ class ConversationGame(Game):
             for (template, group), group_pairs in zip(groups, pairs, strict=True)
             for i, j in group_pairs
         ]
-        verdicts = iter(_judge_call(self.conversation_judge.compare_conversations, items, role))
+        assert isinstance(self.judge, ConversationJudge)  # checked at construction for this rule
+        verdicts = iter(_judge_call(self.judge.compare_conversations, items, role))
         return [
             scores_from_pairs(len(group), group_pairs, [next(verdicts) for _ in group_pairs])
             for (_, group), group_pairs in zip(groups, pairs, strict=True)

@@ -231,6 +231,8 @@ def test_a_judge_that_cannot_compare_conversations_is_refused_at_construction():
 
     with pytest.raises(TypeError, match="compare_conversations"):
         ConversationGame(PairOnly(), GameConfig(turns=2))  # type: ignore[arg-type]
+    # the Self-RedTeam rule only classifies turns: a classifier-only judge (WildGuard's kind) serves it
+    ConversationGame(PairOnly(), GameConfig(turns=2, reward_rule="self_redteam"))  # type: ignore[arg-type]
 
 
 def test_a_failed_judge_leaves_no_guessed_verdict():
