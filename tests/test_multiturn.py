@@ -97,7 +97,7 @@ def test_turn_order_observations_and_infos_carry_the_visible_history():
     )  # think stays private
     assert rewards == {"attacker_0": 0.0, "defender_0": 0.0}
     env.step({"attacker_0": grid(lambda i, j: attack(f"follow-up {i}{j}")), "defender_0": None})
-    *_, term, _, infos = env.step({"attacker_0": None, "defender_0": grid(lambda i, j: REFUSE)})
+    *_, term, _, _ = env.step({"attacker_0": None, "defender_0": grid(lambda i, j: REFUSE)})
     assert all(term.values()) and infos["attacker_0"]["to_act"] is None and env.agents == []
     assert len(infos["attacker_0"]["history"][0][1]) == 4
 
@@ -370,3 +370,13 @@ def test_the_logprob_judge_is_refused_for_conversations():
 
 def test_crescendo_with_one_turn_asks_the_seed_outright():
     assert CrescendoAttacker().message(HARMFUL, [], 1, 1).endswith(HARMFUL.prompt)
+
+
+def test_a_direct_round_is_one_turn_the_defender_answers_the_seed_and_the_attacker_sits_out():
+    env = make(3)
+    env.reset(seed=0, options={"direct": True})
+    obs, *_ = env.step({"attacker_0": None, "defender_0": None})
+    assert obs["defender_0"] == grid(lambda i, j: HARMFUL.prompt)
+    *_, term, _, _ = env.step({"attacker_0": None, "defender_0": grid(lambda i, j: REFUSE)})
+    assert all(term.values()) and env.round.attacker_rewards == [None, None]
+    assert all(r is not None for row in env.round.defender_rewards for r in row)
