@@ -97,7 +97,7 @@ def test_turn_order_observations_and_infos_carry_the_visible_history():
     )  # think stays private
     assert rewards == {"attacker_0": 0.0, "defender_0": 0.0}
     env.step({"attacker_0": grid(lambda i, j: attack(f"follow-up {i}{j}")), "defender_0": None})
-    *_, term, _, _ = env.step({"attacker_0": None, "defender_0": grid(lambda i, j: REFUSE)})
+    *_, term, _, infos = env.step({"attacker_0": None, "defender_0": grid(lambda i, j: REFUSE)})
     assert all(term.values()) and infos["attacker_0"]["to_act"] is None and env.agents == []
     assert len(infos["attacker_0"]["history"][0][1]) == 4
 
