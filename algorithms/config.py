@@ -34,7 +34,7 @@ import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import yaml
 
@@ -315,6 +315,10 @@ class AlgorithmConfig:
     reading one from it is an ``AttributeError`` (never a silent None). A knob read only in some
     settings is unset (None) by default, filled in where it is read, and an error where it is
     set but not read (``not_read``)."""
+
+    # Whether the algorithm's update is defined on multi-turn rounds (game.turns > 1); the section
+    # declares it so that config load can refuse a conversation game without importing the trainer.
+    multi_turn: ClassVar[bool] = False
 
     name: str = DEFAULT_ALGORITHM
     # every algorithm: the auxiliary SFT loss on the chats of roles.<role>.sft_data
@@ -665,6 +669,12 @@ class TrainConfig:
         a.sft_batch_size = read_when(a, "sft_batch_size", with_file, 4, sft)
 
     def check(self) -> None:
+        if self.game.turns > 1 and not type(self.algorithm).multi_turn:
+            raise ConfigError(
+                f"config.game.turns: {self.algorithm.name} does not train on conversations yet (turns "
+                f"{self.game.turns}); set game.turns=1 to train, or play conversations with advgame redteam "
+                "--turns K or advgame_env.parallel_env(turns=K)"
+            )
         r, own = self.rollout, self.roles.attacker.urls or self.roles.defender.urls
         if r.backend == "vllm_server":
             if self.model.lora and not r.urls:
@@ -721,6 +731,8 @@ FOREIGN_RULES: dict[type, dict[str, Rule]] = {
         "max_response_chars": at_least(1),
         "direct_fraction": within(0, 1),
         "direct_split_seed": at_least(0),
+        "turns": at_least(1),
+        "max_conversation_chars": at_least(1),
     },
     SelfRedTeamCoefficients: {f.name: non_negative() for f in dataclasses.fields(SelfRedTeamCoefficients)},
 }

@@ -275,7 +275,7 @@ def test_the_cli_on_the_tiny_model_writes_the_matrix_and_the_heatmap(tiny_chat, 
     twin.symlink_to(tiny_chat)  # a second attacker name for the same weights
     out = tmp_path / "cross"
     argv = ["crossplay", "--attackers", str(tiny_chat), str(twin), "--defenders", str(tiny_chat)]
-    argv += ["--seeds", "4", "--max-tokens", "16", "--out", str(out)]
+    argv += ["--prompts", "4", "--max-tokens", "16", "--out", str(out)]
     assert main(argv) == 0
     body = json.loads((out / "crossplay.json").read_text())
     assert len(body["attack_success"]) == 2 and len(body["attack_success"][0]) == 1

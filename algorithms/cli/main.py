@@ -571,7 +571,7 @@ class RedTeam:
     The attacker rewrites each seed several times, the target answers, the judge scores; results.jsonl
     grows batch by batch (a rerun with the same --out resumes), then report.md and summary.json."""
 
-    attacker: str  # bundled name, folder (a trained attacker too) or hub id
+    attacker: str  # bundled name, folder (a trained attacker too) or hub id; "crescendo": the scripted baseline
     target: str  # model to attack (the served model's name with openai)
     attacker_backend: BackendKind = "hf"
     attacker_url: str | None = None  # OpenAI-compatible server of the attacker
@@ -628,13 +628,15 @@ class RedTeam:
         if not self.redteam.include_benign:  # benign seeds are not attacked: N counts harmful ones
             seeds = [seed for seed in seeds if seed.label is Label.HARMFUL]
         seeds = _limited(seeds, self.limit)
+        cfg = self.redteam
+        if cfg.turns > 1 or self.attacker == "crescendo":
+            return self._conversations(seeds)
         _need_url(self.attacker_backend, self.attacker_url, "attacker-")  # before any model loads
         _need_url(self.target_backend, self.target_url, "target-")
         self.judging.check()
         _check_models(self.attacker_backend, self.attacker)
         _check_models(self.target_backend, self.target)
         fmt = self.attacker_format()
-        cfg = self.redteam
         attacker_side = (self.attacker_backend, self.attacker, self.attacker_url)
         attacker_backend = _endpoint(*attacker_side, "attacker-")
         target_side = (self.target_backend, self.target, self.target_url)
@@ -655,6 +657,49 @@ class RedTeam:
             except Exception as error:  # optional: the report goes on with self-BLEU only
                 print(f"no SBERT diversity ({error})")
         report = write_report(records, out, f"{self.attacker} against {self.target} on {self.suite}", embedder)
+        for name, value in summarise(records).items():
+            print(f"{name:46s} {value}")
+        print(f"report: {report}")
+        return 0
+
+    def _conversations(self, seeds: list[Seed]) -> int:
+        """--turns K (or the scripted attacker): conversations, turn by turn (redteam_turns.py)."""
+        from advgame_env import GameConfig
+        from advgame_env.conversation import ConversationGame
+        from advgame_env.crescendo import CrescendoAttacker
+        from agents.policy import Policy
+        from algorithms.evaluation.redteam import summarise, write_report
+        from algorithms.evaluation.redteam_turns import redteam_conversations
+
+        cfg, scripted = self.redteam, self.attacker == "crescendo"
+        if not scripted:
+            _need_url(self.attacker_backend, self.attacker_url, "attacker-")
+        _need_url(self.target_backend, self.target_url, "target-")
+        self.judging.check()
+        if not scripted:
+            _check_models(self.attacker_backend, self.attacker)
+        _check_models(self.target_backend, self.target)
+        fmt = self.attacker_format() if not scripted else None
+        think = fmt.think if fmt is not None else True
+        target = _endpoint(self.target_backend, self.target, self.target_url, "target-")
+        attacker: Policy | CrescendoAttacker = CrescendoAttacker()
+        if fmt is not None:
+            backend = _endpoint(self.attacker_backend, self.attacker, self.attacker_url, "attacker-")
+            attacker = Policy(backend, cfg.target_max_tokens, self.temperature, seed=cfg.seed, prefill=fmt.prefill)
+        config = GameConfig(num_attacks=1, num_responses=1, attacker_think=think, turns=cfg.turns)
+        game = ConversationGame(self.judging.build(), config)
+        # what a resumed run must share with the first (the scripted attacker has no format of its own)
+        if fmt is not None:
+            settings = {**self.settings(fmt), "turns": cfg.turns}
+        else:
+            settings = {"attacker": "crescendo", "target": self.target, "suite": self.suite, "turns": cfg.turns}
+            settings |= {"judge": self.judging.judge, "samples": cfg.samples, "include_benign": cfg.include_benign}
+        out = Path(self.out)
+        records = redteam_conversations(
+            attacker, target, game, seeds, out, cfg, settings=settings, retry_errors=self.retry_errors
+        )
+        title = f"{self.attacker} against {self.target} on {self.suite}, up to {cfg.turns} turns"
+        report = write_report(records, out, title)
         for name, value in summarise(records).items():
             print(f"{name:46s} {value}")
         print(f"report: {report}")
