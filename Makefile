@@ -18,6 +18,7 @@ test: setup
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
+	.venv/bin/lint-imports
 	.venv/bin/python -m pytest
 
 # The fast tier while working: no training loop, bundled model, engine or subprocess (about a
@@ -26,6 +27,7 @@ test-fast: setup
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
+	.venv/bin/lint-imports
 	.venv/bin/python -m pytest -m "not slow"
 
 # Every benchmark, one table (benchmarks/README.md); TRL is installed for them only.

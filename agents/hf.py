@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from advgame_types import Chat
+
 if TYPE_CHECKING:
     from transformers import GenerationConfig
-
-Chat = Sequence[Mapping[str, str]]
 
 
 @dataclass(frozen=True)

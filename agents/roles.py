@@ -15,13 +15,12 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from advgame_types import ROLES
+
 if TYPE_CHECKING:
     from peft import PeftModel
     from transformers import PreTrainedModel
 
-# The game's roles (advgame_env.roles.ROLES) as default adapter names. Spelled out, not imported:
-# agents imports nothing of advgame_env; tests/test_roles.py checks that the two agree.
-ROLES = ("attacker", "defender")
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 

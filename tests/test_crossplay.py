@@ -304,7 +304,7 @@ def test_attack_success_is_reported_over_valid_attacks_beside_every_sample(tmp_p
 
 def test_a_failed_meta_game_solver_leaves_the_matrices_and_says_why(tmp_path, monkeypatch):
     import algorithms.evaluation.crossplay as module
-    from algorithms.evaluation.metagame import MetaGameError
+    from algorithms.gametheory import MetaGameError
 
     def fail(_):
         raise MetaGameError("the meta-game's minimax LP failed (status 4): numerical difficulties")

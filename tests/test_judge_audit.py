@@ -27,7 +27,8 @@ from advgame_env.seeds import Label
 from advgame_env.wildguard import JudgeRoleError
 from algorithms.cli.main import main
 from algorithms.config import ConfigError, JudgeAuditConfig, load_config
-from algorithms.evaluation.judge_audit import audit, cohen_kappa, markdown, wilson, write
+from algorithms.evaluation.judge_audit import audit, markdown, wilson, write
+from algorithms.judge_agreement import cohen_kappa
 from algorithms.training.judge_monitor import JudgeAlarm, JudgeMonitor
 
 
