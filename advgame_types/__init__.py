@@ -25,7 +25,7 @@ as a repetition penalty), so at temperature 1 they are those of the distribution
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Final, Literal, Protocol, runtime_checkable
+from typing import Final, Literal, Protocol, Required, TypedDict, runtime_checkable
 
 # -- the game's two roles: the trainer, the batches, the env's agent ids, the TextArena player
 # ids and the default LoRA adapter names all derive from these
@@ -60,6 +60,16 @@ class Generation(Protocol):
     def logprobs(self) -> Sequence[float]: ...  # one per generated token
     @property
     def finish_reason(self) -> str: ...  # "stop", "length" or "content_filter" (a server withheld it)
+
+
+class Sampling(TypedDict, total=False):
+    """The sampling keywords of ``GenerationBackend.generate``, for wrappers that pass them on
+    (``**sampling: Unpack[Sampling]``)."""
+
+    max_tokens: Required[int]
+    temperature: float
+    top_p: float
+    seed: int | None
 
 
 @runtime_checkable
@@ -100,5 +110,6 @@ __all__ = [
     "Generation",
     "GenerationBackend",
     "Role",
+    "Sampling",
     "agent_id",
 ]
