@@ -27,9 +27,9 @@ different training judges are measured with one yardstick.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from advgame_env import RuleJudge
+from advgame_env.metrics import Rate
 from agents import HFBackend, load_model
 from algorithms.config import load_config
 from algorithms.evaluation.evaluate import (
@@ -100,7 +100,7 @@ def demo_reference(config: Path, overrides: list[str]) -> str:
     return str(start_model(load_config(config, overrides), "defender"))
 
 
-def attack_table(rows: list[tuple[str, dict[str, Any]]]) -> list[str]:
+def attack_table(rows: list[tuple[str, dict[str, Rate | float]]]) -> list[str]:
     measures = [*ATTACK_MEASURES, "self-BLEU diversity"]
     lines = ["| attacker | " + " | ".join(measures) + " |", "|---" * (len(measures) + 1) + "|"]
     for name, figures in rows:
@@ -109,7 +109,7 @@ def attack_table(rows: list[tuple[str, dict[str, Any]]]) -> list[str]:
     return lines
 
 
-def _cell(value: Any) -> str:
+def _cell(value: object) -> str:
     if value is None:
         return "n/a"
     return f"{value:.3f}" if isinstance(value, float) else str(value)

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from advgame_env import Game, Judge, Label, RuleJudge, Seed, bundled_seeds
+from advgame_env.metrics import Rate
 from agents import HFBackend, load_model
 from agents.policy import Policy
 from algorithms.config import TrainConfig
@@ -32,7 +32,7 @@ def attacker_rows(
     steps: str = "0,last",
     judge: Judge | None = None,
     folder: Path | None = None,
-) -> list[tuple[str, dict[str, Any]]]:
+) -> list[tuple[str, dict[str, Rate | float]]]:
     """Red-team runs of the run's attacker at ``steps`` (start and final by default) against the
     initial defender, judged by ``judge`` (default: the model-free one), records under ``folder``
     (default RUN/eval) in ``redteam_STEP`` (a rerun resumes from them)."""
@@ -43,7 +43,7 @@ def attacker_rows(
     target = HFBackend(*start)
     game = Game(judge or RuleJudge(), replace(cfg.game, num_attacks=1, direct_fraction=0.0))
     prefill = cfg.rollout.think_prefill if cfg.game.attacker_think else ""
-    rows = []
+    rows: list[tuple[str, dict[str, Rate | float]]] = []
     for name, model in checkpoint_models(run, "attacker", steps=steps):
         backend = target if name == "step 0" else HFBackend(*load_model(model))
         policy = Policy(
@@ -53,5 +53,6 @@ def attacker_rows(
         where = (folder or run / "eval") / f"redteam_{name.replace(' ', '_')}"
         rc = RedTeamConfig(samples=2, target_max_tokens=cfg.rollout.defender_max_tokens, baseline=False)
         records = redteam(policy, target, game, seeds, where, rc, settings=settings, log=lambda _: None)
-        rows.append((name, {**summarise(records), **diversity(records)}))
+        figures: dict[str, Rate | float] = {**summarise(records), **diversity(records)}
+        rows.append((name, figures))
     return rows

@@ -33,7 +33,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, cast
 
 import torch
 
@@ -45,6 +45,7 @@ from algorithms.training.ema import ema_update_adapter, ema_update_model
 
 if TYPE_CHECKING:
     from peft import PeftModel
+    from torch.distributed.checkpoint.state_dict import DictValueType
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
     from agents.handles import CausalLM, Mesh
@@ -210,8 +211,8 @@ class FullPlayer(Player):
             from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
             options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-            state: dict[str, Any] = get_model_state_dict(self.models[which], options=options)
-            return state
+            # full_state_dict: every value a full tensor
+            return cast("dict[str, torch.Tensor]", get_model_state_dict(self.models[which], options=options))
         return dict(self.models[which].state_dict())
 
     def load_weights(self, which: Which, tensors: dict[str, torch.Tensor]) -> None:
@@ -220,7 +221,7 @@ class FullPlayer(Player):
         if self.sharded:
             from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
-            given: dict[str, Any] = dict(tensors)
+            given: DictValueType = dict(tensors)
             set_model_state_dict(self.models[which], given, options=StateDictOptions(full_state_dict=True))
             return
         self.models[which].load_state_dict(tensors, strict=True)
@@ -243,14 +244,13 @@ class FullPlayer(Player):
         from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
         self._check(which)
-        state: dict[str, Any] = get_model_state_dict(self.models[which])
-        return state
+        return cast("dict[str, torch.Tensor]", get_model_state_dict(self.models[which]))  # DTensors, sharded
 
     def load_shards(self, which: Which, tensors: dict[str, torch.Tensor]) -> None:
         from torch.distributed.checkpoint.state_dict import set_model_state_dict
 
         self._check(which)
-        given: dict[str, Any] = dict(tensors)
+        given: DictValueType = dict(tensors)
         set_model_state_dict(self.models[which], given)
 
 
