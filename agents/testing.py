@@ -125,6 +125,12 @@ class ScriptedBackend:
     def __post_init__(self) -> None:
         self._queue = list(self.reply) if not isinstance(self.reply, str) and not callable(self.reply) else None
 
+    def then(self, *texts: str) -> None:
+        """Hand out ``texts`` once the scripted ones are used up (a script of texts only)."""
+        if self._queue is None:
+            raise TypeError("then() extends a script of texts, not a fixed text or a reply function")
+        self._queue.extend(texts)
+
     @property
     def sizes(self) -> list[int]:
         """How many chats each call carried."""
@@ -142,7 +148,7 @@ class ScriptedBackend:
             return self.reply(chat)
         assert self._queue is not None
         if not self._queue:
-            raise AssertionError(f"the scripted backend ran out of its {len(self.reply)} texts")
+            raise AssertionError("the scripted backend ran out of texts")
         return self._queue.pop(0)
 
     def generate(
