@@ -109,7 +109,8 @@ class ScriptedBackend:
     count), ``"none"`` none. ``logprob``: every token's log-prob (``math.nan`` for a backend
     that returns garbage). ``finish_reason``: of every generation. ``error``: raised by every
     call (after it is recorded): a backend that is down. ``scores``: what ``score`` returns for
-    every continuation; None makes scoring an error (a test that must not score).
+    every continuation, or a function of the continuation; None makes scoring an error (a test
+    that must not score).
     Every call is kept in ``calls``, every scoring in ``scored``.
     """
 
@@ -118,7 +119,7 @@ class ScriptedBackend:
     logprob: float = 0.0
     finish_reason: str = "stop"
     error: Exception | None = None
-    scores: float | None = None
+    scores: float | Callable[[str], float] | None = None
     calls: list[Call] = field(default_factory=list)
     scored: list[tuple[list[list[dict[str, str]]], list[str]]] = field(default_factory=list)
 
@@ -178,4 +179,5 @@ class ScriptedBackend:
         if self.scores is None:
             raise AssertionError("this scripted backend is not meant to score")
         self.scored.append(([[dict(m) for m in chat] for chat in chats], list(continuations)))
-        return [self.scores for _ in continuations]
+        scores = self.scores
+        return [scores(c) if callable(scores) else scores for c in continuations]
