@@ -284,7 +284,7 @@ def test_a_pool_that_only_draws_the_rival_as_it_is_now_trains_as_latest(tiny_cha
 @pytest.mark.slow
 def test_meta_nash_weighs_the_members_by_the_equilibrium_of_their_cross_play(tiny_chat, tmp_path, monkeypatch):
     import algorithms.training.trainer as trainer_module
-    from algorithms.evaluation.metagame import solve
+    from algorithms.gametheory import solve
 
     trainer = Trainer(_run(tiny_chat, tmp_path / "run", "opponents.draw=meta_nash", "opponents.meta_seeds=1"))
     assert trainer.opponents is not None
@@ -322,7 +322,7 @@ def test_meta_nash_weighs_the_members_by_the_equilibrium_of_their_cross_play(tin
 
 @pytest.mark.slow
 def test_a_meta_game_the_solver_cannot_solve_leaves_the_mixtures_and_says_so(tiny_chat, tmp_path, monkeypatch, capsys):
-    import algorithms.evaluation.metagame as metagame
+    import algorithms.gametheory as metagame
     import algorithms.training.trainer as trainer_module
 
     trainer = Trainer(_run(tiny_chat, tmp_path / "run", "opponents.draw=meta_nash", "opponents.meta_seeds=1"))

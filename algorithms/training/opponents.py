@@ -7,7 +7,7 @@ always a member. Each step, every learning role draws one member of its rival's 
 ``random.Random`` seeded by the run seed and the step, so a resumed run draws what the
 uninterrupted run drew without any draw state to keep. ``meta_nash`` draws from a mixture over the
 members, the meta-Nash equilibrium of a cross-play matrix of attack success
-(``algorithms.evaluation.metagame.solve``), keyed by member so that a snapshot that joined since
+(``algorithms.gametheory.solve``), keyed by member so that a snapshot that joined since
 the last cross-play has weight 0 until the next one and a dropped one leaves the mixture.
 
 Storage: a LoRA snapshot is the adapter's tensors (a few MB), held in memory and in every

@@ -1004,7 +1004,7 @@ class Trainer:
         ``opponents.meta_seeds`` harmful training seeds (seeded by the step; each attacker
         rewrites once, each defender answers its rewrites), its attack success solved as a
         zero-sum meta-game (``metagame.solve``); the mixtures then weigh the draws."""
-        from algorithms.evaluation.metagame import MetaGameError, solve  # scipy: only runs that solve one
+        from algorithms.gametheory import MetaGameError, solve  # scipy: only runs that solve one
 
         cfg, game, count = self.cfg, self.game, self.cfg.opponents.meta_seeds
         assert self.opponents is not None and count is not None  # meta_nash sets it
