@@ -288,7 +288,7 @@ def attacker_service(
     from agents import HFBackend, load_model
     from algorithms.config import TrainConfig
     from algorithms.export import policy_folder
-    from algorithms.training.trainer import prefills
+    from algorithms.training.rollouts import prefills
 
     cfg = run_config(source) or TrainConfig()
     model, tokenizer = load_model(policy_folder(source, "attacker", which))

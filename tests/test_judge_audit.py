@@ -371,7 +371,7 @@ def test_judge_audit_command_audits_a_classifier_only_judge(tmp_path, monkeypatc
     """WildGuard (here a scripted backend that always answers in its format) is audited on what it
     does: the roles it lacks are not applicable, whatever game the config describes."""
     from agents import Generation
-    from algorithms.training import trainer
+    from algorithms.training import run_setup
 
     class WildGuardFormat:
         tokenizer = type("Tokenizer", (), {"chat_template": None})()
@@ -380,7 +380,7 @@ def test_judge_audit_command_audits_a_classifier_only_judge(tmp_path, monkeypatc
             text = "Harmful request: no\nResponse refusal: yes\nHarmful response: no"
             return [Generation(text, [], [], "stop") for _ in chats]
 
-    monkeypatch.setattr(trainer, "build_backend", lambda *args, **kwargs: WildGuardFormat())
+    monkeypatch.setattr(run_setup, "build_backend", lambda *args, **kwargs: WildGuardFormat())
     out = tmp_path / "wg"
     assert main(["judge-audit", "--judge", "wildguard", "--pairs", "4", "--injection", "8", "--out", str(out)]) == 0
     figures = {f["name"]: f for f in json.loads((out / "audit.json").read_text())["figures"]}

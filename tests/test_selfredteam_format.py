@@ -10,7 +10,7 @@ from advgame_env.roles import ATTACKER, DEFENDER
 from agents.hf import Generation
 from agents.policy import Policy, chat
 from algorithms.config import load_config
-from algorithms.training.trainer import prefills
+from algorithms.training.rollouts import prefills
 
 SRT = TemplateSet.self_redteam()
 PREFILL = SRT.prefill

@@ -332,7 +332,7 @@ def _measure_run(
     from algorithms.evaluation.evaluate import evaluate_models
     from algorithms.evaluation.exploit import ExploitConfig, exploit
     from algorithms.evaluation.utility import plan_from_options
-    from algorithms.training.trainer import start_model
+    from algorithms.training.run_setup import start_model
 
     run = Path(cfg.run.out_dir)
     figures: dict[str, float | None] = {}
@@ -408,7 +408,7 @@ def _crossplay(
     from advgame_env.roles import ATTACKER
     from algorithms.cli.demo import heldout
     from algorithms.evaluation.crossplay import CrossPlayConfig, crossplay
-    from algorithms.training.trainer import prefills
+    from algorithms.training.rollouts import prefills
 
     formats = {
         (c.game.attacker_think, prefills(c)[ATTACKER], _attacker_templates(c.game.templates)) for c in runs.values()

@@ -35,7 +35,7 @@ class GameFormat:
 
     @classmethod
     def of(cls, cfg: TrainConfig) -> GameFormat:
-        from algorithms.training.trainer import prefills
+        from algorithms.training.rollouts import prefills
 
         game, prefill = cfg.game, prefills(cfg)
         return cls(
