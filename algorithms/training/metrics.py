@@ -4,14 +4,19 @@ what they are about and names them as ``metrics.jsonl`` does."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from advgame_env import Round
+import torch
+
+from advgame_env import Game, Round, Seed
 from advgame_env.parsing import Failure
 from advgame_env.roles import ATTACKER, DEFENDER
 from advgame_env.rule_judge import Behaviour, behaviour
+from agents.policy import Policy
+from algorithms.training.rollouts import play
 from algorithms.training.run_setup import SPLITS
 
 
@@ -42,6 +47,21 @@ def refusal_rates(rounds: Sequence[Round]) -> dict[str, float]:
         if texts:
             out[f"refusal_{label.value}"] = sum(behaviour(t) is not Behaviour.COMPLIANCE for t in texts) / len(texts)
     return out
+
+
+def validation_figures(
+    game: Game,
+    defender: Policy,
+    seeds: Sequence[Seed],
+    retries: int,
+    precision: contextlib.AbstractContextManager[None],
+) -> dict[str, float]:
+    """``defender`` answers held-out ``seeds`` directly; its answers judged and keyword-classified (``val/x``)."""
+    rounds = [Round(seed, direct=True) for seed in seeds]
+    nobody = Policy(defender.backend)  # direct rounds: the attacker sits out
+    with precision, torch.no_grad():
+        play(game, nobody, defender, rounds, retries)
+    return {f"val/{k}": v for k, v in (game_metrics(rounds) | refusal_rates(rounds)).items()}
 
 
 @dataclass

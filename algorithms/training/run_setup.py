@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
     from algorithms.config import JudgeConfig
+    from algorithms.training.algorithm import Algorithm, Example
 
 SPLITS = (Label.HARMFUL, Label.BENIGN)  # every step plays (and trains on) a batch of each, in this order
 
@@ -195,3 +196,24 @@ def check_roles(cfg: TrainConfig, shares_policy: bool, fixed: Collection[str], l
             f"config.model.attacker / model.defender: algorithm {cfg.algorithm.name} plays both roles with "
             "one policy, which starts from model.name; unset them"
         )
+
+
+def trained_roles(cfg: TrainConfig, step: int) -> list[str]:
+    """The roles whose player learns at ``step``: ``train.schedule`` (a frozen opponent, or
+    turns of ``train.period`` steps, the attacker first), within the algorithm section's
+    ``train_attacker`` / ``train_defender``."""
+    t, a = cfg.train, cfg.algorithm
+    if t.schedule == "alternate":
+        scheduled: tuple[str, ...] = (ROLES[(step // t.period) % 2],)
+    else:
+        scheduled = ROLES if t.schedule == "both" else (t.schedule,)
+    enabled = {ATTACKER: a.train_attacker, DEFENDER: a.train_defender}
+    return [r for r in scheduled if enabled[r]]
+
+
+def optimizer_steps(cfg: TrainConfig, algorithm: Algorithm[Example], roles: Collection[str]) -> int:
+    """How many optimizer steps the learner of ``roles`` takes in the run: its cosine schedule's
+    length (a player of an alternating baseline steps only while it trains)."""
+    per_step = algorithm.minibatches * (1 if algorithm.mix_splits else len(SPLITS))
+    steps = sum(any(r in roles for r in trained_roles(cfg, k)) for k in range(cfg.run.steps))
+    return steps * per_step

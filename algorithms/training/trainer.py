@@ -39,14 +39,13 @@ from advgame_env.protocol import GenerationBackend
 from advgame_env.roles import ATTACKER, DEFENDER, ROLES
 from agents.models import load_model
 from agents.policy import Policy
-from algorithms.config import ConfigError, TrainConfig, save_config, to_dict
+from algorithms.config import ConfigError, TrainConfig, save_config
 from algorithms.training.algorithm import Example, build_algorithm
 from algorithms.training.checkpoints import RunState, checkpoints, record_resume
 from algorithms.training.distributed import Dist
 from algorithms.training.judge_monitor import JudgeMonitor
-from algorithms.training.metrics import Clock, StepMetrics, game_metrics, refusal_rates
+from algorithms.training.metrics import Clock, StepMetrics, game_metrics, refusal_rates, validation_figures
 from algorithms.training.opponents import (
-    CURRENT,
     EVERYONE,
     Match,
     Snapshot,
@@ -63,12 +62,14 @@ from algorithms.training.run_setup import (
     bf16,
     build_judge,
     check_roles,
+    optimizer_steps,
     precision,
     read_sft_files,
     seed_file,
     seed_streams,
     sft_streams,
     start_model,
+    trained_roles,
     validation_seeds,
 )
 from algorithms.training.runlog import RunLog
@@ -141,7 +142,7 @@ class Trainer(RunState):
         for learner in self.learners.values():
             if cfg.model.gradient_checkpointing:
                 learner.player.enable_recompute()
-            steps = self.optimizer_steps(learner.name)  # a learner the schedule never trains has none
+            steps = optimizer_steps(cfg, self.algorithm, learner.roles)  # none: the schedule never trains it
             learner.optimizer = Optimizer(learner.player, cfg, steps) if steps else None
             learner.sft = sft_streams(cfg, learner.roles, learner.player.tokenizer, self.prefills)
         self.tokenizers = {role: player.tokenizer for role, player in self.players.items()}
@@ -167,7 +168,7 @@ class Trainer(RunState):
         if self.dist.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.run_dir / "config.yaml")
-        log = self._log() if self.dist.main else None
+        log = RunLog.of_run(cfg, self.run_dir, self.step) if self.dist.main else None
         try:
             if self.step == 0 and cfg.run.validate_every:
                 self._validate(log)
@@ -203,13 +204,8 @@ class Trainer(RunState):
         played = self._play(which, matches(drawn))
         clock.lap("play")
         for batch in self._examples(played, metrics):
-            for learner in self.learners.values():
-                roles = [r for r in trained if r in learner.roles]
-                if roles:  # a frozen opponent is never updated
-                    examples = [e for e in batch.examples if e.role in roles]
-                    metrics.train.setdefault(batch.split, {})[learner.name] = self._update(
-                        learner, roles, examples, batch.index
-                    )
+            if figures := self._update_learners(batch, trained):
+                metrics.train[batch.split] = figures
         self._ema(trained)
         clock.lap("update")
         self.step += 1
@@ -252,6 +248,16 @@ class Trainer(RunState):
             return [Batch(None, len(SPLITS), [e for batch in batches for e in batch.examples])]
         return batches
 
+    def _update_learners(self, batch: Batch, trained: Sequence[str]) -> dict[str, dict[str, float]]:
+        """Each learner's update on its examples of ``batch``, where it learns in one of the ``trained`` roles."""
+        out = {}
+        for learner in self.learners.values():
+            roles = [r for r in trained if r in learner.roles]
+            if roles:  # a frozen opponent is never updated
+                examples = [e for e in batch.examples if e.role in roles]
+                out[learner.name] = self._update(learner, roles, examples, batch.index)
+        return out
+
     def _update(self, learner: Learner, roles: list[str], examples: list[Example], split: int) -> dict[str, float]:
         """The algorithm's optimizer step(s) of one learner, trained in ``roles``, on its examples of one split."""
         cfg, algorithm, player = self.cfg, self.algorithm, learner.player
@@ -265,20 +271,9 @@ class Trainer(RunState):
         sft_roles = [r for r in roles if r in learner.sft]
         auxiliary = functools.partial(self._sft_terms, roles=sft_roles) if sft_roles else None
         assert learner.optimizer is not None  # it trains at this step, so its schedule has steps
+        step = functools.partial(update, player, learner.optimizer, algorithm, dist=self.dist, auxiliary=auxiliary)
         return minibatch_mean(
-            [
-                update(
-                    player,
-                    learner.optimizer,
-                    algorithm,
-                    examples[k::parts],
-                    micro,
-                    self.dist,
-                    self._precision(),
-                    auxiliary,
-                )
-                for k in range(parts)
-            ]
+            [step(examples[k::parts], micro_batch_size=micro, precision=self._precision()) for k in range(parts)]
         )
 
     def _ema(self, trained: Sequence[str]) -> None:
@@ -295,16 +290,8 @@ class Trainer(RunState):
     # ------------------------------------------------------------------ who learns, who plays
 
     def trained_roles(self, step: int) -> list[str]:
-        """The roles whose player learns at ``step``: ``train.schedule`` (a frozen opponent, or
-        turns of ``train.period`` steps, the attacker first), within the algorithm section's
-        ``train_attacker`` / ``train_defender``."""
-        t, a = self.cfg.train, self.cfg.algorithm
-        if t.schedule == "alternate":
-            scheduled: tuple[str, ...] = (ROLES[(step // t.period) % 2],)
-        else:
-            scheduled = ROLES if t.schedule == "both" else (t.schedule,)
-        enabled = {ATTACKER: a.train_attacker, DEFENDER: a.train_defender}
-        return [r for r in scheduled if enabled[r]]
+        """The roles whose player learns at ``step`` (``run_setup.trained_roles``: the schedule)."""
+        return trained_roles(self.cfg, step)
 
     def sampling(self, step: int) -> dict[str, Which]:
         """Whose weights each role plays with at ``step``: the algorithm's sampler for a player
@@ -313,14 +300,6 @@ class Trainer(RunState):
         trained = self.trained_roles(step)
         learns = {role: any(r in lr.roles for r in trained) for lr in self.learners.values() for role in lr.roles}
         return {role: self.algorithm.sampler_of(role) if learns[role] else "learner" for role in ROLES}
-
-    def optimizer_steps(self, name: str) -> int:
-        """How many optimizer steps learner ``name`` takes in the run: its cosine schedule's
-        length (a player of an alternating baseline steps only while it trains)."""
-        roles = self.learners[name].roles
-        per_step = self.algorithm.minibatches * (1 if self.algorithm.mix_splits else len(SPLITS))
-        steps = sum(any(r in roles for r in self.trained_roles(k)) for k in range(self.cfg.run.steps))
-        return steps * per_step
 
     @property
     def prefills(self) -> dict[str, str]:
@@ -412,65 +391,41 @@ class Trainer(RunState):
     def _meta_nash(self) -> dict[str, float]:
         """The pools' meta-game, solved on a cross-play of their members (``opponents.meta_nash``)."""
         assert self.opponents is not None
-        harmful = self.streams[Label.HARMFUL].seeds
+        harmful, retries = self.streams[Label.HARMFUL].seeds, self.cfg.judge.retries
+        play_member = self._member_policy
         return meta_nash(
-            self.opponents,
-            self._member_policy,
-            self.game,
-            harmful,
-            self.step,
-            self.cfg.judge.retries,
-            self.dist,
-            self._precision(),
+            self.opponents, play_member, self.game, harmful, self.step, retries, self.dist, self._precision()
         )
 
     def _member_policy(self, role: str, member: int, seed: int) -> Policy:
         """A pool member as a policy: the player as it is now (sampling weights), or a snapshot."""
         assert self.opponents is not None
         which = self.sampling(self.step)[role]
-        if member == CURRENT:
-            return self.sampler.policy(role, which, seed)
-        snapshot = next(s for s in self.opponents.pools[role] if s.step == member)
-        return self.sampler.policy(
-            role, which, seed, source=self.players[role].opponent(self.opponents.tensors(snapshot))
+        snapshot = next((s for s in self.opponents.pools[role] if s.step == member), None)  # None: CURRENT
+        return (
+            self.sampler.policy(role, which, seed)
+            if snapshot is None
+            else self._rollout_policy(role, which, seed, snapshot)
         )
 
-    # ------------------------------------------------------------------ validation and logs
+    # ------------------------------------------------------------------ validation
 
     def _validate(self, log: RunLog | None) -> dict[str, float]:
         """The learner defender answers held-out seeds directly (greedy); judged and keyword-classified."""
         metrics: dict[str, float] = {}
         with gathered(self.players.values()):  # the main process alone runs the sharded defender's forwards
             if self.dist.main and self.validation:
-                metrics = self._validate_main(log)
+                # the learner itself, not what an engine holds (the EMA, in the MD recipes)
+                defender = self.sampler.policy(DEFENDER, "learner", self.cfg.run.seed, greedy=True, hf=True)
+                if DEFENDER in self.fixed:
+                    defender = replace(defender, backend=self.fixed[DEFENDER], adapter=None)
+                metrics = validation_figures(
+                    self.game, defender, self.validation, self.cfg.judge.retries, self._precision()
+                )
+                if log is not None:
+                    log.log(self.step, metrics, advance=False)
         self.dist.barrier()
         return metrics
-
-    def _validate_main(self, log: RunLog | None) -> dict[str, float]:
-        rounds = [Round(seed, direct=True) for seed in self.validation]
-        # the learner itself, not what an engine holds (the EMA, in the MD recipes)
-        defender = self.sampler.policy(DEFENDER, "learner", self.cfg.run.seed, greedy=True, hf=True)
-        if DEFENDER in self.fixed:
-            defender = replace(defender, backend=self.fixed[DEFENDER], adapter=None)
-        nobody = Policy(defender.backend)  # direct rounds: the attacker sits out
-        with self._precision(), torch.no_grad():
-            play(self.game, nobody, defender, rounds, self.cfg.judge.retries)
-        metrics = {f"val/{k}": v for k, v in (game_metrics(rounds) | refusal_rates(rounds)).items()}
-        if log is not None:
-            log.log(self.step, metrics, advance=False)
-        return metrics
-
-    def _log(self) -> RunLog:
-        run = self.cfg.run
-        return RunLog(
-            self.run_dir,
-            start_step=self.step,
-            total_steps=run.steps,
-            tensorboard=run.tensorboard,
-            wandb_project=run.wandb_project if run.wandb else None,
-            progress=run.progress,
-            config=to_dict(self.cfg),
-        )
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, allow_change: Sequence[str] = ()) -> Path:
