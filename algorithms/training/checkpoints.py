@@ -463,7 +463,7 @@ class RunState:
         """What a resumed run continues from, checked before any model is loaded: the run's own
         config (changed keys refused unless allowed), a torn metrics tail (repaired) and the
         newest intact checkpoint (damaged newer ones are set aside, named in the message)."""
-        changes: dict[str, Any] = {}
+        changes: dict[str, tuple[object, object]] = {}
         if (self.run_dir / "config.yaml").exists():
             try:
                 saved = load_config(self.run_dir / "config.yaml")

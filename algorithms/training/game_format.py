@@ -41,8 +41,8 @@ class GameFormat:
         return cls(
             game.attacker_think,
             game.defender_think,
-            prefill["attacker"],
-            prefill["defender"],
+            prefill.attacker,
+            prefill.defender,
             game.templates.versions(),
         )
 

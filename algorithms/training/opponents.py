@@ -36,6 +36,7 @@ from advgame_env.roles import ATTACKER, DEFENDER, ROLES
 from algorithms.config import ConfigError, TrainConfig
 from algorithms.training.checkpoints import OpponentsState, SnapshotRecord, write_atomic
 from algorithms.training.distributed import Dist
+from algorithms.training.per_role import PerRole
 from algorithms.training.rollouts import judged
 from algorithms.training.seed_stream import derived_seed
 
@@ -301,35 +302,35 @@ def meta_nash(
 
     count = opponents.cfg.meta_seeds
     assert count is not None  # meta_nash sets it
-    ids = {role: members(opponents.pools[role]) for role in ROLES}
-    success = [[0.0] * len(ids[DEFENDER]) for _ in ids[ATTACKER]]
+    ids = PerRole(attacker=members(opponents.pools[ATTACKER]), defender=members(opponents.pools[DEFENDER]))
+    success = [[0.0] * len(ids.defender) for _ in ids.attacker]
     if dist.main:  # one process plays it; the sum below hands the matrix to every other
         pick = random.Random(derived_seed(opponents.run_seed, step, 37))
         seeds = pick.sample(list(harmful), min(count, len(harmful)))
         base = derived_seed(opponents.run_seed, step, 41)
         with precision, torch.no_grad():
-            for i, a in enumerate(ids[ATTACKER]):
+            for i, a in enumerate(ids.attacker):
                 rounds = [Round(seed) for seed in seeds]
                 attacker = member_policy(ATTACKER, a, base + i)
                 attacks = attacker.attack([game.attacker_observation(r) for r in rounds], game.config.num_attacks)
                 judged(functools.partial(game.attack, rounds, attacks), retries)
-                for j, d in enumerate(ids[DEFENDER]):
+                for j, d in enumerate(ids.defender):
                     defender = member_policy(DEFENDER, d, base + 1_000 + j)
                     observations = [game.defender_observation(r) for r in rounds]
                     answers = defender.respond(observations, game.config.num_responses)
                     success[i][j] = attack_success(rounds, answers, game.judge, game.config)
     flat = dist.sum([v for row in success for v in row])
-    width = len(ids[DEFENDER])
+    width = len(ids.defender)
     try:
-        nash = solve([flat[i * width : (i + 1) * width] for i in range(len(ids[ATTACKER]))])
+        nash = solve([flat[i * width : (i + 1) * width] for i in range(len(ids.attacker))])
     except MetaGameError as error:  # every process has the same matrix, so all land here
         # the last solved mixtures stay (none yet: uniform draws); the run goes on and says so
         if dist.main:
             print(f"advgame train: step {step}: {error}; the opponents' mixtures stay", file=sys.stderr)
         return {"meta_unsolved": 1.0}
-    mixtures = {ATTACKER: nash.attacker_mixture, DEFENDER: nash.defender_mixture}
+    mixtures = PerRole(attacker=nash.attacker_mixture, defender=nash.defender_mixture)
     if max(flat) == min(flat):  # every mixture is an equilibrium: uniform (as the maximum-entropy one)
-        mixtures = {role: (1.0 / len(ids[role]),) * len(ids[role]) for role in ROLES}
+        mixtures = PerRole(*((1.0 / len(ids[role]),) * len(ids[role]) for role in ROLES))
     opponents.mixtures = {role: dict(zip(ids[role], mixtures[role], strict=True)) for role in ROLES}
     out = {"meta_value": nash.value}
     for role in ROLES:

@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING, Literal
 import torch
 
 from advgame_env import Game, JudgeError, Round
-from advgame_env.roles import ATTACKER, DEFENDER, ROLES
+from advgame_env.roles import ATTACKER, ROLES
 from agents.hf import HFBackend
 from agents.models import resolve_model
 from agents.policy import Policy
 from algorithms.config import TrainConfig
 from algorithms.training.distributed import unsharded
+from algorithms.training.per_role import PerRole
 from algorithms.training.players import Player, Which
 from algorithms.training.run_setup import start_model
 
@@ -29,11 +30,11 @@ if TYPE_CHECKING:
     from agents.vllm_server import Served, ServerFleet
 
 
-def prefills(cfg: TrainConfig) -> dict[str, str]:
+def prefills(cfg: TrainConfig) -> PerRole[str]:
     """Each role's assistant prefill: the think opening for players with hidden reasoning
     (``rollout.think_prefill``, else the template set's: the paper's for Self-RedTeam's set)."""
     game, prefill = cfg.game, cfg.rollout.think_prefill or cfg.game.templates.prefill
-    return {ATTACKER: prefill if game.attacker_think else "", DEFENDER: prefill if game.defender_think else ""}
+    return PerRole(attacker=prefill if game.attacker_think else "", defender=prefill if game.defender_think else "")
 
 
 def gathered(players: Iterable[Player]) -> contextlib.AbstractContextManager[None]:
@@ -116,7 +117,7 @@ class Sampler:
             backend = HFBackend(
                 module, self.players[role].tokenizer, batch_size=rollout.batch_size, max_context=rollout.max_model_len
             )
-        max_tokens = rollout.attacker_max_tokens if role == ATTACKER else rollout.defender_max_tokens
+        max_tokens = PerRole(attacker=rollout.attacker_max_tokens, defender=rollout.defender_max_tokens)[role]
         temperature = 0.0 if greedy else rollout.temperature
         system = self.cfg.game.system_message(role)
         return Policy(backend, max_tokens, temperature, rollout.top_p, seed, adapter, prefills(self.cfg)[role], system)
@@ -158,7 +159,7 @@ def server_fleets(cfg: TrainConfig, players: dict[str, Player], lora: bool) -> d
     if lora:
         shared = fleet(r.urls, ATTACKER)
         return dict.fromkeys(ROLES, shared)
-    own = {ATTACKER: r.attacker_urls, DEFENDER: r.defender_urls}
+    own = PerRole(attacker=r.attacker_urls, defender=r.defender_urls)
     return {role: fleet(urls, role) for role, urls in own.items() if urls}
 
 

@@ -12,12 +12,13 @@ import torch
 
 from advgame_env import Label, RuleJudge, Seed, bundled_seeds, load_seeds
 from advgame_env.judges import Judge
-from advgame_env.roles import ATTACKER, DEFENDER, ROLES
+from advgame_env.roles import ROLES
 from agents.backends import build_backend
 from agents.models import adapter_base, portable_name, resolve_model
 from agents.openai_backend import OpenAIBackend
 from agents.replicas import ReplicatedBackend
 from algorithms.config import ConfigError, TrainConfig
+from algorithms.training.per_role import PerRole
 from algorithms.training.seed_stream import SeedStream
 from algorithms.training.sft import SFTExample, load_sft, read_sft
 
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from algorithms.training.algorithm import Algorithm, Example
 
 SPLITS = (Label.HARMFUL, Label.BENIGN)  # every step plays (and trains on) a batch of each, in this order
+SFT_SHUFFLE = PerRole(attacker=19, defender=17)  # each role's SFT stream: shuffled by the run seed + this
 
 
 def build_judge(cfg: TrainConfig, section: JudgeConfig | None = None) -> Judge:
@@ -80,7 +82,7 @@ def build_judge(cfg: TrainConfig, section: JudgeConfig | None = None) -> Judge:
 
 def start_model(cfg: TrainConfig, role: str) -> str:
     """Where ``role``'s player starts: its own model (or, under LoRA, adapter) folder, else ``model.name``."""
-    chosen = cfg.model.attacker if role == ATTACKER else cfg.model.defender
+    chosen = PerRole(attacker=cfg.model.attacker, defender=cfg.model.defender)[role]
     return resolve_model(chosen or cfg.model.name)
 
 
@@ -89,7 +91,7 @@ def adapter_starts(cfg: TrainConfig) -> dict[str, str]:
     is loaded on the shared base, ``model.name``, which must be the base the adapter names);
     checked here, before the base loads. Under full fine-tuning a start is a model folder."""
     m, out = cfg.model, {}
-    for role, chosen in ((ATTACKER, m.attacker), (DEFENDER, m.defender)):
+    for role, chosen in PerRole(attacker=m.attacker, defender=m.defender).items():
         if not chosen:
             continue
         key = f"model.{role}"
@@ -142,8 +144,8 @@ def validation_seeds(cfg: TrainConfig) -> list[Seed]:
 def sft_files(cfg: TrainConfig) -> dict[str, str]:
     """The auxiliary SFT file of each role that has one (read only with a coefficient)."""
     a = cfg.algorithm
-    files = {DEFENDER: a.sft_data, ATTACKER: a.attacker_sft_data} if a.sft_coef else {}  # coef: set with a file
-    return {role: path for role, path in files.items() if path}
+    files = PerRole(attacker=a.attacker_sft_data, defender=a.sft_data)
+    return {role: path for role, path in files.items() if path and a.sft_coef}  # coef: set with a file
 
 
 def read_sft_files(cfg: TrainConfig) -> None:
@@ -157,7 +159,7 @@ def sft_streams(
 ) -> dict[str, SeedStream[SFTExample]]:
     """The auxiliary SFT chats of each of a learner's ``roles`` that has a file."""
     return {
-        role: SeedStream(load_sft(path, tokenizer, prefills[role]), cfg.run.seed + (17 if role == DEFENDER else 19))
+        role: SeedStream(load_sft(path, tokenizer, prefills[role]), cfg.run.seed + SFT_SHUFFLE[role])
         for role, path in sft_files(cfg).items()
         if role in roles
     }
@@ -207,7 +209,7 @@ def trained_roles(cfg: TrainConfig, step: int) -> list[str]:
         scheduled: tuple[str, ...] = (ROLES[(step // t.period) % 2],)
     else:
         scheduled = ROLES if t.schedule == "both" else (t.schedule,)
-    enabled = {ATTACKER: a.train_attacker, DEFENDER: a.train_defender}
+    enabled = PerRole(attacker=a.train_attacker, defender=a.train_defender)
     return [r for r in scheduled if enabled[r]]
 
 

@@ -54,6 +54,7 @@ from algorithms.training.opponents import (
     meta_nash,
     opponent_pools,
 )
+from algorithms.training.per_role import PerRole
 from algorithms.training.players import Player, Which, build_players
 from algorithms.training.rollouts import Sampler, gathered, play, prefills
 from algorithms.training.run_setup import (
@@ -302,7 +303,7 @@ class Trainer(RunState):
         return {role: self.algorithm.sampler_of(role) if learns[role] else "learner" for role in ROLES}
 
     @property
-    def prefills(self) -> dict[str, str]:
+    def prefills(self) -> PerRole[str]:
         return prefills(self.cfg)
 
     def _precision(self) -> contextlib.AbstractContextManager[None]:
