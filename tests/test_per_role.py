@@ -10,6 +10,7 @@ def test_a_per_role_value_reads_by_field_and_by_role_in_the_roles_order():
     assert (limits.attacker, limits["defender"]) == (256, 512)
     assert list(limits) == ["attacker", "defender"] and dict(limits) == {"attacker": 256, "defender": 512}
     assert len(limits) == 2 and "defender" in limits and "policy" not in limits
+    assert limits == {"attacker": 256, "defender": 512} == PerRole(attacker=256, defender=512) != {"attacker": 256}
 
 
 def test_a_role_that_is_not_one_is_a_key_error_naming_the_roles():

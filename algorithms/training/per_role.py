@@ -13,7 +13,7 @@ from advgame_env.roles import ATTACKER, DEFENDER, ROLES
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # equality is the mapping's: equal to a dict of the same items
 class PerRole(Mapping[str, T]):
     attacker: T
     defender: T
