@@ -13,6 +13,7 @@ import torch
 from advgame_env import Label, RuleJudge, Seed, bundled_seeds, load_seeds
 from advgame_env.judges import Judge
 from advgame_env.roles import ROLES
+from advgame_env.seeds import Split
 from agents.backends import build_backend
 from agents.models import adapter_base, portable_name, resolve_model
 from agents.openai_backend import OpenAIBackend
@@ -121,8 +122,9 @@ def adapter_starts(cfg: TrainConfig) -> dict[str, str]:
     return out
 
 
-def seed_file(spec: str, split: str) -> list[Seed]:
-    return bundled_seeds(split) if spec == "bundled" else load_seeds(spec)  # type: ignore[arg-type]
+def seed_file(spec: str, split: Split) -> list[Seed]:
+    """The seeds of ``data.seeds`` or ``data.validation_seeds``: a JSONL file, or the bundled set's ``split``."""
+    return bundled_seeds(split) if spec == "bundled" else load_seeds(spec)
 
 
 def seed_streams(cfg: TrainConfig, seeds: Sequence[Seed]) -> dict[Label, SeedStream[Seed]]:
