@@ -28,7 +28,7 @@ import contextlib
 import functools
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -76,17 +76,7 @@ from algorithms.training.run_setup import (
 from algorithms.training.runlog import RunLog
 from algorithms.training.seed_stream import derived_seed
 from algorithms.training.sft import sft_loss
-from algorithms.training.update import Learner, Optimizer, minibatch_mean, update
-
-
-@dataclass(frozen=True)
-class Batch:
-    """The examples one update trains on: a split's (``split`` its name, ``index`` its place in
-    ``SPLITS``), or both splits' mixed (``split`` None, ``index`` ``len(SPLITS)``)."""
-
-    split: str | None
-    index: int
-    examples: list[Example]
+from algorithms.training.update import Batch, Learner, Optimizer, minibatch_mean, update
 
 
 class Trainer(RunState):

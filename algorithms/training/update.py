@@ -164,6 +164,16 @@ def padding(
     return [(filler, [0.0])] * missing
 
 
+@dataclass(frozen=True)
+class Batch:
+    """The examples one update trains on: a split's (``split`` its name, ``index`` its place in
+    ``run_setup.SPLITS``), or both splits' mixed (``split`` None, ``index`` ``len(SPLITS)``)."""
+
+    split: str | None
+    index: int
+    examples: list[Example]
+
+
 @dataclass
 class Learner:
     """One set of trained weights: its player, the roles it plays (both, for a shared policy),
