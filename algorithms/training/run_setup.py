@@ -12,7 +12,7 @@ import torch
 
 from advgame_env import Label, RuleJudge, Seed, bundled_seeds, load_seeds
 from advgame_env.judges import Judge
-from advgame_env.roles import ROLES
+from advgame_env.roles import ATTACKER, ROLES
 from advgame_env.seeds import Split
 from agents.backends import build_backend
 from agents.models import adapter_base, portable_name, resolve_model
@@ -83,7 +83,7 @@ def build_judge(cfg: TrainConfig, section: JudgeConfig | None = None) -> Judge:
 
 def start_model(cfg: TrainConfig, role: str) -> str:
     """Where ``role``'s player starts: its own model (or, under LoRA, adapter) folder, else ``model.name``."""
-    chosen = PerRole(attacker=cfg.model.attacker, defender=cfg.model.defender)[role]
+    chosen = cfg.model.attacker if role == ATTACKER else cfg.model.defender  # policy: a shared one, none of its own
     return resolve_model(chosen or cfg.model.name)
 
 
