@@ -167,7 +167,7 @@ def save_checkpoint(run_dir: Path, step: int, state: CheckpointState, keep: int)
 
 
 def save_sharded_checkpoint(
-    run_dir: Path, step: int, state: CheckpointState, tensors: dict[str, Any], keep: int, dist: Any
+    run_dir: Path, step: int, state: CheckpointState, tensors: dict[str, Any], keep: int, dist: Dist
 ) -> Path:
     """``save_checkpoint`` for sharded runs, a collective: every process writes its shards of
     ``tensors`` with torch.distributed.checkpoint into the temporary folder, then the main
