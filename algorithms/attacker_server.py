@@ -294,7 +294,7 @@ def attacker_service(
     from algorithms.config import TrainConfig
     from algorithms.export import policy_folder
     from algorithms.training.game_format import read_format
-    from algorithms.training.trainer import prefills
+    from algorithms.training.rollouts import prefills
 
     cfg = run_config(source)  # first: a config that cannot load (a plugin not given) is the error to show
     folder = policy_folder(source, "attacker", which)

@@ -31,8 +31,8 @@ from agents import OpenAIBackend
 from agents.policy import Policy
 from agents.testing import ScriptedBackend
 from algorithms.evaluation.redteam import Record, RedTeamConfig, Results, plan, play_batch, redteam, write_report
+from algorithms.training.metrics import game_metrics
 from algorithms.training.runlog import RunLog, read_metrics
-from algorithms.training.trainer import game_metrics
 from tests.fake_openai import Raw, completion, fake_server
 
 HARMFUL = bundled_seeds("heldout", "harmful")

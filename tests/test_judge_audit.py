@@ -372,11 +372,11 @@ def test_judge_audit_command_audits_a_classifier_only_judge(tmp_path, monkeypatc
     """WildGuard (here a scripted backend that always answers in its format) is audited on what it
     does: the roles it lacks are not applicable, whatever game the config describes."""
     from agents.testing import ScriptedBackend
-    from algorithms.training import trainer
+    from algorithms.training import run_setup
 
     wildguard_format = ScriptedBackend("Harmful request: no\nResponse refusal: yes\nHarmful response: no")
     wildguard_format.tokenizer = type("Tokenizer", (), {"chat_template": None})()  # type: ignore[attr-defined]
-    monkeypatch.setattr(trainer, "build_backend", lambda *args, **kwargs: wildguard_format)
+    monkeypatch.setattr(run_setup, "build_backend", lambda *args, **kwargs: wildguard_format)
     out = tmp_path / "wg"
     assert main(["judge-audit", "--judge", "wildguard", "--pairs", "4", "--injection", "8", "--out", str(out)]) == 0
     figures = {f["name"]: f for f in json.loads((out / "audit.json").read_text())["figures"]}

@@ -10,7 +10,7 @@ from advgame_env.roles import ATTACKER, DEFENDER
 from agents.policy import Policy, chat
 from agents.testing import ScriptedBackend
 from algorithms.config import load_config
-from algorithms.training.trainer import prefills
+from algorithms.training.rollouts import prefills
 
 SRT = TemplateSet.self_redteam()
 PREFILL = SRT.prefill

@@ -105,7 +105,7 @@ def test_the_utility_panel_draws_one_point_per_checkpoint_per_figure():
 def test_the_demo_measures_the_win_rate_by_default_and_instruction_following_on_request():
     from algorithms.cli.demo import DEMO, QUICK, QUICK_INSTRUCTIONS
     from algorithms.config import load_config
-    from algorithms.training.trainer import start_model
+    from algorithms.training.run_setup import start_model
 
     pytest.importorskip("if_verifiable", reason="the `utility` extra (if-verifiable) is not installed")
     initial = str(start_model(load_config(DEMO), "defender"))

@@ -165,7 +165,7 @@ def test_the_self_redteam_rule_is_paid_from_wildguards_labels():
 
 def test_the_run_config_builds_a_wildguard_judge_and_refuses_a_game_it_cannot_judge():
     from algorithms.config import ConfigError, TrainConfig, load_config
-    from algorithms.training.trainer import build_judge
+    from algorithms.training.run_setup import build_judge
 
     cfg = TrainConfig()
     cfg.judge.kind, cfg.judge.backend, cfg.judge.url, cfg.judge.model = (
@@ -193,7 +193,7 @@ def test_in_process_backends_render_the_input_verbatim(tiny_chat):
     pass-through one: the prompt tokens are exactly the documented input's."""
     from agents.hf import encode, render_chat
     from algorithms.config import TrainConfig
-    from algorithms.training.trainer import build_judge
+    from algorithms.training.run_setup import build_judge
 
     cfg = TrainConfig()
     cfg.judge.kind, cfg.judge.backend, cfg.judge.model, cfg.game = "wildguard", "hf", str(tiny_chat), SRT

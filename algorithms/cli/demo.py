@@ -43,7 +43,8 @@ from algorithms.evaluation.evaluate import (
 from algorithms.evaluation.heldout import attacker_rows, heldout
 from algorithms.evaluation.utility import UtilityPlan
 from algorithms.recipes import recipe
-from algorithms.training.trainer import start_model, train
+from algorithms.training.run_setup import start_model
+from algorithms.training.trainer import train
 
 DEMO, QUICK = recipe("cpu_demo.yaml"), recipe("cpu_demo_quick.yaml")  # package data: a wheel has them too
 QUICK_INSTRUCTIONS = 23  # --quick's instruction-following prompts: the suite's first 23, one of each type

@@ -353,7 +353,7 @@ def _measure_run(
     from algorithms.evaluation.exploit import ExploitConfig, exploit
     from algorithms.evaluation.heldout import attacker_rows, heldout
     from algorithms.evaluation.utility import plan_from_options
-    from algorithms.training.trainer import start_model
+    from algorithms.training.run_setup import start_model
 
     run = Path(cfg.run.out_dir)
     figures: dict[str, float | None] = {}
@@ -429,7 +429,7 @@ def _crossplay(
     from advgame_env.roles import ATTACKER
     from algorithms.evaluation.crossplay import CrossPlayConfig, crossplay
     from algorithms.evaluation.heldout import heldout
-    from algorithms.training.trainer import prefills
+    from algorithms.training.rollouts import prefills
 
     formats = {
         (c.game.attacker_think, prefills(c)[ATTACKER], _attacker_templates(c.game.templates)) for c in runs.values()
