@@ -97,12 +97,12 @@ def shown(value: object) -> str:
     return f"`{value}`" if isinstance(value, str) else str(value)
 
 
-def test_every_builtin_algorithm_has_a_page_listing_each_knob_with_its_default():
-    """A knob the docs leave out, or a default that moved in the config dataclass (where defaults
-    live) and not on the page, fails here."""
+def test_every_builtin_algorithm_has_a_page_listing_each_knob_with_its_default_and_range():
+    """A knob the docs leave out, or a default or range that moved in the config dataclass (where
+    both are declared, ``ranged(default, rule)``) and not on the page, fails here."""
     import dataclasses
 
-    from algorithms.config import AlgorithmConfig
+    from algorithms.config import RULE, AlgorithmConfig
     from algorithms.training.algorithm import builtin_configs
 
     common = {field.name for field in dataclasses.fields(AlgorithmConfig)}
@@ -124,3 +124,33 @@ def test_every_builtin_algorithm_has_a_page_listing_each_knob_with_its_default()
                 assert cell == shown(field.default), (
                     f"{name}.{field.name}: the page says {cell}, the config {field.default!r}"
                 )
+            if (rule := field.metadata.get(RULE)) is not None:
+                cell = row.split("|")[3].strip()
+                assert cell == rule.allowed, (
+                    f"{name}.{field.name}: the page's range is {cell!r}, the config's {rule.allowed!r}"
+                )
+
+
+def test_no_page_example_or_shipped_config_names_a_moved_key():
+    """The per-role keys moved into ``roles.<role>`` (``algorithms.config.MOVED_KEYS``); a page, an
+    example or a shipped config's comment that still writes an old one teaches a key that now stops
+    the run. docs/roles.md alone names them, in its table of old -> new keys."""
+    from algorithms.config import MOVED_KEYS
+
+    spellings = set(MOVED_KEYS)  # the dotted keys, and the role-named leaves a page may write alone
+    spellings |= {
+        leaf
+        for key in MOVED_KEYS
+        if re.search("_(attacker|defender)|(attacker|defender)_", leaf := key.rsplit(".")[-1])
+    }
+    old = re.compile(r"(?<![\w.])(" + "|".join(sorted(map(re.escape, spellings), key=len, reverse=True)) + r")\b")
+    files = [ROOT / "README.md", *(ROOT / "docs").rglob("*.md"), *(ROOT / "examples").glob("*.py")]
+    files += [*(ROOT / "algorithms" / "configs").rglob("*.yaml")]
+    found = [
+        f"{path.relative_to(ROOT)}:{number}: {match.group(1)} -> {MOVED_KEYS.get(match.group(1), 'roles.<role>...')}"
+        for path in files
+        if path != ROOT / "docs" / "roles.md"
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        for match in old.finditer(line)
+    ]
+    assert not found, "old per-role keys:\n" + "\n".join(found)
