@@ -154,3 +154,23 @@ def test_no_page_example_or_shipped_config_names_a_moved_key():
         for match in old.finditer(line)
     ]
     assert not found, "old per-role keys:\n" + "\n".join(found)
+
+
+def test_the_roles_page_lists_each_role_key_with_its_default():
+    """docs/roles.md's table: a key added to ``RoleConfig``, or a default moved there and not on
+    the page, fails here (defaults as YAML writes them: ``null``, ``[]``, ``true``)."""
+    import dataclasses
+
+    from algorithms.config import RoleConfig
+
+    yaml_spelling = {None: "`null`", (): "`[]`"}
+    page = (ROOT / "docs" / "roles.md").read_text(encoding="utf-8")
+    rows = {row.split("|")[1].strip(): row.split("|")[2].strip() for row in page.splitlines() if row.startswith("| `")}
+    for field in dataclasses.fields(RoleConfig):
+        cell = rows.get(f"`roles.<role>.{field.name}`")
+        assert cell is not None, f"docs/roles.md has no row for roles.<role>.{field.name}"
+        default = field.default
+        expected = yaml_spelling[default] if default is None or default == () else shown(default)
+        assert cell.split(" (")[0] == expected, (
+            f"roles.<role>.{field.name}: the page says {cell}, the config {default!r}"
+        )
