@@ -5,6 +5,7 @@ every page of the site's nav exists, and the quick start the site includes is th
 inside docs/, their anchors and the API reference."""
 
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -174,3 +175,47 @@ def test_the_roles_page_lists_each_role_key_with_its_default():
         assert cell.split(" (")[0] == expected, (
             f"roles.<role>.{field.name}: the page says {cell}, the config {default!r}"
         )
+
+
+def documented_commands() -> list[tuple[str, list[str]]]:
+    """Every ``advgame ...`` command line in a ```bash block of the README and the pages (and
+    ``... -m algorithms.cli ...`` under a launcher), as the argv the command receives."""
+    found = []
+    for document in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
+        text = document.read_text(encoding="utf-8")
+        for block in re.finditer(r"^```(?:bash|sh|shell)\n(.*?)^```$", text, re.MULTILINE | re.DOTALL):
+            line_no = text[: block.start()].count("\n") + 2
+            for offset, line in enumerate(block.group(1).replace("\\\n", " \n").splitlines()):
+                if "advgame" not in line and "algorithms.cli" not in line:
+                    continue
+                try:
+                    tokens = shlex.split(line, comments=True)
+                except ValueError:  # a line of a multi-line quoted argument (python -c "...", curl -d '...')
+                    assert not line.lstrip().startswith("advgame "), f"{document.name}: cannot split {line!r}"
+                    continue
+                commands: list[list[str]] = [[]]
+                for token in tokens:  # a line may chain commands
+                    commands.append([]) if token in ("&&", "||", ";", "|") else commands[-1].append(token)
+                for command in commands:
+                    if "algorithms.cli" in command:
+                        command = ["advgame", *command[command.index("algorithms.cli") + 1 :]]
+                    if command[:1] == ["advgame"] and not {"-h", "--help"} & set(command):
+                        found.append((f"{document.relative_to(ROOT)}:{line_no + offset}", command[1:]))
+    return found
+
+
+COMMANDS = documented_commands()
+
+
+@pytest.mark.parametrize(("where", "argv"), COMMANDS, ids=[where for where, _ in COMMANDS])
+def test_every_documented_command_line_parses(where, argv, capsys):
+    """A flag renamed or removed in the CLI and not in the docs fails here (parsing only: nothing runs)."""
+    from algorithms.cli.main import parse_command
+
+    try:
+        parse_command(argv)
+    except SystemExit as stop:  # tyro's usage error
+        message = " ".join(capsys.readouterr().err.split())
+        pytest.fail(f"{where}: advgame {' '.join(argv)} does not parse (exit {stop.code}): {message[:400]}")
+    except Exception as error:  # our own refusals before tyro (a renamed flag)
+        pytest.fail(f"{where}: advgame {' '.join(argv)} is refused: {error}")
