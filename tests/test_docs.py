@@ -201,6 +201,13 @@ def documented_commands() -> list[tuple[str, list[str]]]:
                         command = ["advgame", *command[command.index("algorithms.cli") + 1 :]]
                     if command[:1] == ["advgame"] and not {"-h", "--help"} & set(command):
                         found.append((f"{document.relative_to(ROOT)}:{line_no + offset}", command[1:]))
+    # the shipped configs' comments: "#   advgame train --config ...   (what it does)"
+    for config in sorted((ROOT / "algorithms" / "configs").rglob("*.yaml")):
+        for number, line in enumerate(config.read_text(encoding="utf-8").splitlines(), 1):
+            shown = re.match(r"#\s+(?:Scale \([^)]*\): )?advgame (.*)", line)
+            if shown and not line.rstrip().endswith("\\"):
+                argv = shlex.split(re.split(r"\s{2,}[(#]", shown.group(1))[0])
+                found.append((f"{config.relative_to(ROOT)}:{number}", argv))
     return found
 
 
