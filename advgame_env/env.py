@@ -11,6 +11,11 @@ One episode is one round, in two steps with both agents alive throughout:
 The reward per agent is the mean of its samples' rewards (0.0 if every sample was excluded);
 per-sample rewards, failures and the DPO pairs are in ``infos``. For many rounds at once use
 :class:`advgame_env.game.Game` directly: one batched judge call per phase.
+
+``turns=K`` (K > 1) makes the episode a conversation game of up to 2K steps
+(:mod:`advgame_env.conversation`): both actions and observations are then A x D slots, one
+per conversation, and ``infos`` carry ``turn``, ``to_act`` (the agent whose move it is, None
+at the end) and ``history`` (each conversation's visible chat). ``turns=1`` is the game above.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from pettingzoo.utils.conversions import parallel_to_aec_wrapper
 from pettingzoo.utils.wrappers import OrderEnforcingWrapper
 
 from advgame_env import roles
+from advgame_env.conversation import ConversationGame, Dialogue
 from advgame_env.game import Game, GameConfig, Phase, Round, direct_seed_ids
 from advgame_env.judges import Judge
 from advgame_env.rewards import mean_or_none
@@ -62,7 +68,9 @@ class AdvGameEnv(ParallelEnv[str, Observation, object]):
         if config is not None and switches:
             raise TypeError("pass either config= or individual switches, not both")
         self.config = config or GameConfig(**switches)
-        self.game = Game(judge or RuleJudge(), self.config)
+        self.multi_turn = self.config.turns > 1
+        game_class = ConversationGame if self.multi_turn else Game
+        self.game = game_class(judge or RuleJudge(), self.config)
         self.seeds = list(seeds) if seeds is not None else bundled_seeds("train")
         if not self.seeds:
             raise ValueError("the seed list is empty")
@@ -76,14 +84,19 @@ class AdvGameEnv(ParallelEnv[str, Observation, object]):
 
         a, d = self.config.num_attacks, self.config.num_responses
         attack_text, answer_text = Unicode(self.config.max_attack_chars), Unicode(self.config.max_response_chars)
-        self._observation_spaces = {
+        self._observation_spaces: dict[str, spaces.Space[object]] = {
             ATTACKER: Unicode(OBSERVATION_CHARS),
             DEFENDER: spaces.Tuple([Unicode(OBSERVATION_CHARS)] * a),
         }
-        self._action_spaces = {
+        self._action_spaces: dict[str, spaces.Space[object]] = {
             ATTACKER: spaces.Tuple([attack_text] * a),
             DEFENDER: spaces.Tuple([spaces.Tuple([answer_text] * d)] * a),
         }
+        if self.multi_turn:  # one slot per conversation, for both agents (see the module docstring)
+            seen = Unicode(max(OBSERVATION_CHARS, 2 * self.config.max_conversation_chars))
+            grid = spaces.Tuple([spaces.Tuple([seen] * d)] * a)
+            self._observation_spaces = {ATTACKER: grid, DEFENDER: grid}
+            self._action_spaces[ATTACKER] = spaces.Tuple([spaces.Tuple([attack_text] * d)] * a)
 
     def observation_space(self, agent: str) -> spaces.Space[object]:
         return self._observation_spaces[agent]
@@ -116,7 +129,7 @@ class AdvGameEnv(ParallelEnv[str, Observation, object]):
         if self._direct_ids is not None:  # fixed per seed (direct_rounds: seed)
             drawn = chosen.id in self._direct_ids
         direct = bool(drawn if forced is None else forced)
-        self.round = Round(chosen, direct=direct)
+        self.round = Dialogue(chosen, direct=direct) if self.multi_turn else Round(chosen, direct=direct)
         self.agents = list(self.possible_agents)
         return self._observations(), self._infos()
 
@@ -144,9 +157,10 @@ class AdvGameEnv(ParallelEnv[str, Observation, object]):
             )
         if round_.phase is Phase.ATTACK:
             self.game.attack([round_], [actions.get(ATTACKER)])
-            rewards = {ATTACKER: 0.0, DEFENDER: 0.0}
         else:
             self.game.respond([round_], [actions.get(DEFENDER)])
+        rewards = {ATTACKER: 0.0, DEFENDER: 0.0}
+        if round_.phase is Phase.DONE:
             rewards = {
                 ATTACKER: _mean(round_.attacker_rewards),
                 DEFENDER: _mean([r for row in round_.defender_rewards for r in row]),
@@ -165,6 +179,8 @@ class AdvGameEnv(ParallelEnv[str, Observation, object]):
 
     def _observations(self) -> dict[str, Observation]:
         assert self.round is not None
+        if isinstance(self.round, Dialogue) and isinstance(self.game, ConversationGame):
+            return {ATTACKER: self.game.attacker_views(self.round), DEFENDER: self.game.defender_views(self.round)}
         return {
             ATTACKER: self.game.attacker_observation(self.round),
             DEFENDER: self.game.defender_observation(self.round),
@@ -173,7 +189,17 @@ class AdvGameEnv(ParallelEnv[str, Observation, object]):
     def _infos(self) -> dict[str, dict[str, object]]:
         assert self.round is not None
         r = self.round
-        common = {"phase": r.phase.value, "seed_id": r.seed.id, "label": r.seed.label.value, "direct": r.direct}
+        common: dict[str, object] = {
+            "phase": r.phase.value,
+            "seed_id": r.seed.id,
+            "label": r.seed.label.value,
+            "direct": r.direct,
+        }
+        if isinstance(r, Dialogue):
+            to_act = None if r.phase is Phase.DONE else ATTACKER if r.phase is Phase.ATTACK else DEFENDER
+            history = [[c.messages() for c in row] for row in r.conversations]
+            common |= {"turn": min(r.turn, self.config.turns), "to_act": to_act, "history": history}
+            common["conversations"] = [[c.record() for c in row] for row in r.conversations]
         pair = r.attacker_pair()
         return {
             ATTACKER: {
@@ -225,6 +251,12 @@ def transcript(r: Round) -> str:
             mark = " <- judged for the attacker" if attack.selected == d and not r.direct else ""
             text = response.public or response.raw[:200]
             lines.append(f"    answer {d} [{status}] reward {_show(response.reward)}{mark}: {text[:400]!r}")
+    for a, row in enumerate(r.conversations if isinstance(r, Dialogue) else []):
+        for d, conversation in enumerate(row):
+            how = "ended" if conversation.ended else "truncated" if conversation.truncated else "open"
+            failure = conversation.attacker_failure or conversation.defender_failure
+            lines.append(f"  conversation ({a}, {d}) [{failure.value if failure else how}]:")
+            lines += [f"    {m['role']}: {m['content'][:200]!r}" for m in conversation.messages()]
     return "\n".join(lines)
 
 

@@ -99,6 +99,12 @@ class GameConfig:
     # The prompt texts and formats; TemplateSet.self_redteam() is Self-RedTeam's own game
     # (revision task, system message, <answer> tags, strict check, the paper's prefill).
     templates: TemplateSet = field(default_factory=TemplateSet)
+    # K: a round is a conversation of up to K attacker messages and defender answers
+    # (advgame_env.conversation); 1 is the single-turn game above, unchanged
+    turns: int = 1
+    # Size guard on a conversation's visible text (every message and answer so far): a
+    # conversation that would grow past it ends there, truncated, and is judged on what it has
+    max_conversation_chars: int = 200_000
 
     @property
     def checks_faithfulness(self) -> bool:
@@ -134,6 +140,10 @@ class GameConfig:
             raise ValueError("max_attack_chars and max_response_chars must be positive")
         if not 0.0 <= self.direct_fraction <= 1.0:
             raise ValueError("direct_fraction must lie in [0, 1]")
+        if self.turns < 1:
+            raise ValueError(f"turns must be at least 1, not {self.turns!r}")
+        if self.max_conversation_chars < 1:
+            raise ValueError("max_conversation_chars must be positive")
         if self.direct_rounds not in ("round", "seed"):
             raise ValueError(f"direct_rounds must be 'round' or 'seed', not {self.direct_rounds!r}")
 

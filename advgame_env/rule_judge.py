@@ -34,7 +34,15 @@ from collections.abc import Sequence
 from enum import StrEnum
 from typing import Any
 
-from advgame_env.judges import ClassifyItem, FaithfulnessItem, PairItem, PointItem, Rubric
+from advgame_env.judges import (
+    ClassifyItem,
+    ConversationPairItem,
+    Exchange,
+    FaithfulnessItem,
+    PairItem,
+    PointItem,
+    Rubric,
+)
 from advgame_env.rewards import Classification
 from advgame_env.seeds import Label
 
@@ -213,6 +221,19 @@ class RuleJudge:
             (rubric_score(i.rubric, i.query, i.response_a), rubric_score(i.rubric, i.query, i.response_b))
             for i in items
         ]
+
+    def compare_conversations(self, items: Sequence[ConversationPairItem]) -> list[tuple[float, float] | None]:
+        return [
+            (self._conversation_score(i, i.conversation_a), self._conversation_score(i, i.conversation_b))
+            for i in items
+        ]
+
+    @staticmethod
+    def _conversation_score(item: ConversationPairItem, exchanges: Sequence[Exchange]) -> float:
+        """Each answer scored against its own user message (or the seed), then the best turn
+        (``any_turn``: one complying turn is enough) or the worst (every turn must)."""
+        scores = [rubric_score(item.rubric, item.query or e.user, e.assistant) for e in exchanges]
+        return max(scores) if item.any_turn else min(scores)
 
     def score(self, items: Sequence[PointItem]) -> list[float | None]:
         return [rubric_score(i.rubric, i.query, i.response) for i in items]

@@ -16,7 +16,8 @@ import numpy as np
 from gymnasium.spaces import Text
 
 # What an agent observes: the attacker a text, the defender one text per attack slot.
-Observation = str | tuple[str, ...]
+# With turns > 1 both observe one text per conversation, A x D.
+Observation = str | tuple[str, ...] | tuple[tuple[str, ...], ...]
 
 
 class Unicode(Text):

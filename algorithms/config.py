@@ -34,12 +34,13 @@ import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import yaml
 
 from advgame_env.game import GameConfig, SelfRedTeamCoefficients
 from advgame_env.seeds import read_text
+from advgame_types import BackendKind
 from algorithms.recipes import find_config
 
 T = TypeVar("T")
@@ -95,8 +96,6 @@ def ranged(default: T, rule: Rule) -> T:
     return field(default=default, metadata={RULE: rule})
 
 
-# The engines of agents.build_backend (agents.BackendKind; not imported from there: agents loads torch)
-BackendKind = Literal["hf", "vllm", "openai"]
 DEFAULT_ALGORITHM = "advgame_dpo_md"
 
 
@@ -316,6 +315,10 @@ class AlgorithmConfig:
     settings is unset (None) by default, filled in where it is read, and an error where it is
     set but not read (``not_read``)."""
 
+    # Whether the algorithm's update is defined on multi-turn rounds (game.turns > 1); the section
+    # declares it so that config load can refuse a conversation game without importing the trainer.
+    multi_turn: ClassVar[bool] = False
+
     name: str = DEFAULT_ALGORITHM
     # every algorithm: the auxiliary SFT loss on the chats of roles.<role>.sft_data
     # read with a file: 1.0 (Self-RedTeam's postfill-CoT SFT coefficient; AdvGame has no SFT term)
@@ -432,7 +435,7 @@ def section_class(name: str) -> type[AlgorithmConfig]:
     if name not in sections:
         error = ConfigError(
             f"config.algorithm.name: {name!r} is not one of {', '.join(map(repr, section_names()))}. An algorithm "
-            f"of your own joins with @register in the same process, advgame train --plugin FILE_OR_MODULE, or "
+            f"of your own joins with @register in the same process, --plugin FILE_OR_MODULE (on any advgame command), or "
             f"an entry point in the group {ENTRY_POINT_GROUP}"
         )
         error.key = "algorithm.name"
@@ -665,6 +668,12 @@ class TrainConfig:
         a.sft_batch_size = read_when(a, "sft_batch_size", with_file, 4, sft)
 
     def check(self) -> None:
+        if self.game.turns > 1 and not type(self.algorithm).multi_turn:
+            raise ConfigError(
+                f"config.game.turns: {self.algorithm.name} does not train on conversations yet (turns "
+                f"{self.game.turns}); set game.turns=1 to train, or play conversations with advgame redteam "
+                "--turns K or advgame_env.parallel_env(turns=K)"
+            )
         r, own = self.rollout, self.roles.attacker.urls or self.roles.defender.urls
         if r.backend == "vllm_server":
             if self.model.lora and not r.urls:
@@ -721,6 +730,8 @@ FOREIGN_RULES: dict[type, dict[str, Rule]] = {
         "max_response_chars": at_least(1),
         "direct_fraction": within(0, 1),
         "direct_split_seed": at_least(0),
+        "turns": at_least(1),
+        "max_conversation_chars": at_least(1),
     },
     SelfRedTeamCoefficients: {f.name: non_negative() for f in dataclasses.fields(SelfRedTeamCoefficients)},
 }

@@ -2,7 +2,7 @@
 ``advgame compare`` (algorithms/evaluation/compare.py), which trains, evaluates and tabulates.
 
     python examples/compare_algorithms.py                 # bundled model, 3 steps, 2 seeds each
-    python examples/compare_algorithms.py --steps 10 --seeds 3 --model path/to/model
+    python examples/compare_algorithms.py --steps 10 --run-seeds 3 --model path/to/model
     python examples/compare_algorithms.py --algorithms dpo grpo hinge --plugin examples/custom_algorithm.py
 
 An entry is an algorithm's registered name (built-in, from ``--plugin``, or an installed
@@ -17,7 +17,7 @@ harmful compliance and benign refusal, the attacker against the initial defender
 exploitability, cross-play ratings). The table (mean and 95 % t-interval over seeds) is
 ``OUT/comparison.md``; the same command line:
 
-    advgame compare --config cpu_smoke.yaml --config cpu_self_redteam.yaml --seeds 2 --steps 3
+    advgame compare --config cpu_smoke.yaml --config cpu_self_redteam.yaml --run-seeds 2 --steps 3
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--run-seeds", type=int, default=2)  # as advgame compare's: training seeds 0 .. N-1
     parser.add_argument("--exploit-budget", type=int, default=1)  # 0: no exploitability
     parser.add_argument("--eval-seeds", type=int, default=24)
     parser.add_argument("--attack-seeds", type=int, default=8)  # 0: no attacker column
@@ -70,7 +70,7 @@ def main() -> None:
     result = compare(
         CompareConfig(
             configs=tuple(entry(e) for e in args.algorithms),
-            seeds=args.seeds,
+            seeds=args.run_seeds,
             steps=args.steps,
             exploit_budget=args.exploit_budget,
             eval_seeds=args.eval_seeds,

@@ -194,7 +194,7 @@ def test_a_user_error_from_any_command_is_a_message_and_exit_2(tmp_path, capsys)
     (tmp_path / "bad.jsonl").write_bytes(b'{"prompt": "caf\xe9", "category": "benign"}\n')
     assert main(["eval", "--model", "smollm2-135m-instruct", "--suite", str(tmp_path / "bad.jsonl")]) == 2
     assert "bad.jsonl, line 1: not UTF-8" in capsys.readouterr().err
-    assert main(["redteam", "--attacker", "a", "--target", "t", "--seeds", str(tmp_path / "bad.jsonl")]) == 2
+    assert main(["redteam", "--attacker", "a", "--target", "t", "--suite", str(tmp_path / "bad.jsonl")]) == 2
     assert "bad.jsonl, line 1: not UTF-8" in capsys.readouterr().err
     assert main(["plot", str(tmp_path)]) == 2  # no metrics.jsonl
     (tmp_path / "metrics.jsonl").write_text('{"step": 1}\n{"ste\n{"step": 2}\n')

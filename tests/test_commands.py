@@ -55,7 +55,7 @@ def test_the_crossplay_flags_name_both_sides_and_build_its_config():
             "a2",
             "--defenders",
             "d",
-            "--seeds",
+            "--prompts",
             "8",
             "--max-tokens",
             "9",

@@ -97,7 +97,7 @@ def test_crossplay_plays_an_export_in_its_recorded_format(tiny_chat, tmp_path):
     shutil.copytree(tiny_chat, attacker)
     write_format(attacker, replace(GameFormat.of(load_config("configs/cpu_demo.yaml")), attacker_prefill="<prompt>"))
     out = tmp_path / "cross"
-    args = ["crossplay", "--attackers", str(attacker), "--defenders", str(tiny_chat), "--seeds", "2"]
+    args = ["crossplay", "--attackers", str(attacker), "--defenders", str(tiny_chat), "--prompts", "2"]
     assert main([*args, "--max-tokens", "8", "--no-baseline", "--out", str(out)]) == 0
     settings = json.loads((out / SETTINGS_FILE).read_text())
     assert settings["no_think"] is True and settings["config"]["prefill"] == "<prompt>"

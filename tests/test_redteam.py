@@ -183,7 +183,7 @@ def test_a_failing_target_is_retried_then_recorded_as_an_error_never_a_score():
 def test_the_cli_names_a_bad_seed_file_and_a_missing_url(tmp_path, capsys):
     bad = tmp_path / "seeds.jsonl"
     bad.write_text('{"prompt": "x", "category": "harmful"}\n{"prompt": "y"}\n')
-    assert main(["redteam", "--attacker", "a", "--target", "t", "--seeds", str(bad)]) == 2
+    assert main(["redteam", "--attacker", "a", "--target", "t", "--suite", str(bad)]) == 2
     assert "seeds.jsonl, line 2: missing field 'category'" in capsys.readouterr().err
     assert main(["redteam", "--attacker", "a", "--target", "t", "--target-backend", "openai"]) == 2
     assert "--target-backend openai needs --target-url" in capsys.readouterr().err
@@ -197,7 +197,7 @@ def test_redteam_against_vllm_serve_is_killed_and_resumed_without_losing_or_repe
     )
     out = tmp_path / "red"
     command = [
-        *(sys.executable, "-m", "algorithms.cli", "redteam", "--seeds", str(seeds), "--out", str(out)),
+        *(sys.executable, "-m", "algorithms.cli", "redteam", "--suite", str(seeds), "--out", str(out)),
         # the served model plays both sides here (the HF attacker is the fast test's)
         *("--attacker", "smollm2", "--attacker-backend", "openai", "--attacker-url", vllm_server),
         *("--target", "smollm2", "--target-backend", "openai", "--target-url", vllm_server),
@@ -297,7 +297,7 @@ def test_redteam_against_a_faulty_server_is_killed_and_resumed_without_losing_or
     results = out / "results.jsonl"
     with fake_server(reply, max_requests=400, lifetime=300) as (url, _):
         command = [
-            *(sys.executable, "-m", "algorithms.cli", "redteam", "--seeds", str(tmp_path / "seeds.jsonl")),
+            *(sys.executable, "-m", "algorithms.cli", "redteam", "--suite", str(tmp_path / "seeds.jsonl")),
             *("--attacker", str(tiny_chat), "--target", "m", "--target-backend", "openai", "--target-url", url),
             *("--out", str(out), "--samples", "2", "--batch-size", "2", "--max-tokens", "16", "--no-embeddings"),
         ]

@@ -308,7 +308,7 @@ def test_the_comparison_example_prints_one_table(tiny_chat, tmp_path):
             str(tiny_chat),
             "--steps",
             "1",
-            "--seeds",
+            "--run-seeds",
             "1",
             "--exploit-budget",
             "0",

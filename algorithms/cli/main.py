@@ -11,8 +11,8 @@ advgame redteam --attacker A --target T  the attacker against a target: ASR, suc
 advgame exploit --defender D --budget N   exploitability: a best-response attacker trained against a frozen
                 [--attacker A]            defender (or a best-response defender against a frozen attacker)
 advgame crossplay --attackers A.. --defenders D..  every attacker against every defender: matrix, meta-Nash
-advgame compare --config A --config B --seeds 3  configs trained over seeds, final pairs measured alike,
-                [--steps N --exploit-budget K]    one table of means with 95% t-intervals
+advgame compare --config A --config B --run-seeds 3  configs trained over seeds, final pairs measured
+                [--steps N --exploit-budget K]        alike, one table of means with 95% t-intervals
 advgame serve MODEL [vllm serve options]  an OpenAI-compatible vLLM server of a model
 advgame serve --attacker PATH [--port N]  the trained attacker as a red-teaming tool's adversarial chat model
 advgame export RUN_OR_FOLDER [--merged] OUT  a trained policy as a folder plain transformers/peft/vLLM load
@@ -32,10 +32,11 @@ a line of RUN/resumes.jsonl: its checkpoint, what was skipped or repaired, what 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal, Protocol
@@ -44,7 +45,9 @@ import tyro
 from tyro.conf import FlagCreatePairsOff, OmitArgPrefixes, Positional, UseAppendAction, arg
 
 from algorithms.config import BackendKind, JudgeConfig
+from algorithms.evaluation.compare import CompareConfig
 from algorithms.evaluation.crossplay import CrossPlayConfig
+from algorithms.evaluation.exploit import ExploitConfig
 from algorithms.evaluation.redteam import RedTeamConfig
 
 if TYPE_CHECKING:
@@ -52,13 +55,34 @@ if TYPE_CHECKING:
     from advgame_env.judges import Judge
     from advgame_env.seeds import Seed
     from agents.backends import Backend
-    from algorithms.evaluation.compare import CompareConfig
-    from algorithms.evaluation.exploit import ExploitConfig
     from algorithms.evaluation.utility import UtilityPlan
     from algorithms.training.game_format import AttackerFormat
 
 # Every command is a dataclass; tyro builds its flags (kebab-case, help from the field comments)
-# and `main` calls its `run`. Options several commands share are dataclasses of their own.
+# and `main` calls its `run`. Options several commands share are dataclasses of their own; a
+# library's settings (CompareConfig, ExploitConfig, RedTeamConfig, CrossPlayConfig) are nested
+# whole, their flags and help written once, in the library.
+
+# Every command that builds or loads a run or an algorithm takes it: a run trained with a plugin's
+# algorithm names that algorithm in its config.yaml, so evaluating, exploiting, resuming or planning
+# it needs the plugin again. `main` loads them before the command runs.
+Plugins = Annotated[
+    UseAppendAction[list[str]],
+    arg(
+        name="plugin",
+        metavar="FILE_OR_MODULE",
+        help="a .py file or module name that registers algorithms (@register): needed by every command "
+        "that loads a config or run naming a plugin's algorithm",
+    ),
+]
+
+# Flags that once meant something else: one line naming the new spelling, never a silent alias.
+RENAMED: dict[str, dict[str, str]] = {
+    "redteam": {"--seeds": "--suite FILE (the seeds attacked)"},
+    "crossplay": {"--seeds": "--prompts N (requests of the suite)"},
+    "exploit": {"--seeds": "--prompts N (held-out requests per curve point)"},
+    "compare": {"--seeds": "--run-seeds N (training seeds 0 .. N-1)"},
+}
 
 
 class Command(Protocol):
@@ -67,6 +91,15 @@ class Command(Protocol):
 
 class UsageError(Exception):
     """Options that do not go together: one line naming them, exit status 2."""
+
+
+class SettingsError(UsageError):
+    """A library config nested in a command refused the values its flags gave (its own check, run
+    while tyro builds the command): one line, like every other user error, not tyro's error box."""
+
+    def __init__(self, command: str, message: str) -> None:
+        super().__init__(message)
+        self.command = command
 
 
 def _need_url(kind: BackendKind, url: str | None, flag: str) -> None:
@@ -146,6 +179,7 @@ class Demo:
     """the helpfulness win rate of both defenders against the initial one on the held-out benign seeds, judged
     by the model-free judge (the initial defender's answers are reused: nothing more is generated)"""
     no_utility: bool = False  # measure no utility: neither instruction following nor the win rate
+    plugin: Plugins = field(default_factory=list)
     overrides: Annotated[Positional[list[str]], arg(metavar="key=value")] = field(default_factory=list)
     """config overrides, e.g. run.out_dir=runs/x"""
 
@@ -240,14 +274,13 @@ class Play:
 
 @dataclass
 class Train:
-    """Train both players. Example: advgame train --config configs/cpu_smoke.yaml optim.lr=1e-5"""
+    """Train both players. Example: advgame train --config configs/cpu_smoke.yaml optim.lr=1e-5
+    (the run config's keys, their defaults and allowed values are listed after the flags)"""
 
     config: str | None = None  # YAML run config (configs/); every key has a default
     # continue the run in run.out_dir from its newest intact checkpoint; the config must be the run's own
     resume: bool = False
-    plugin: Annotated[UseAppendAction[list[str]], arg(metavar="FILE_OR_MODULE")] = field(default_factory=list)
-    """a .py file or module name that registers algorithms (@register); repeatable.
-    Example: --plugin examples/custom_algorithm.py algorithm.name=hinge"""
+    plugin: Plugins = field(default_factory=list)
     allow_change: Annotated[UseAppendAction[list[str]], arg(metavar="KEY[,KEY]")] = field(default_factory=list)
     """with --resume: a config key that may differ from the run's (e.g. run.steps to extend it); repeatable.
     Output-only keys (run.progress, run.tensorboard, run.wandb*, run.checkpoint_every, run.keep_checkpoints,
@@ -257,13 +290,10 @@ class Train:
 
     def run(self) -> int:
         from algorithms.config import ConfigError, load_config
-        from algorithms.training.algorithm import load_plugin
         from algorithms.training.judge_monitor import JudgeAlarm
         from algorithms.training.trainer import train
 
         try:
-            for plugin in self.plugin:  # before the config: it may name a plugin's algorithm
-                load_plugin(plugin)
             cfg = load_config(self.config, self.overrides)
         except (ConfigError, FileNotFoundError) as error:
             print(f"advgame train: {error}", file=sys.stderr)
@@ -302,6 +332,7 @@ class JudgeAuditCommand:
         None  # injection attempts (default: all 448; fewer: an even spread, every verdict family kept)
     )
     seed: int = 0
+    plugin: Plugins = field(default_factory=list)
     overrides: Annotated[Positional[list[str]], arg(metavar="key=value")] = field(default_factory=list)
     """run-config overrides, e.g. judge.mode=logprob judge.audit.judge.model=PATH"""
 
@@ -310,7 +341,7 @@ class JudgeAuditCommand:
         from advgame_env.judge_probes import calibration_pairs
         from algorithms.config import ConfigError, load_config
         from algorithms.evaluation.judge_audit import audit, markdown, write
-        from algorithms.training.trainer import build_judge
+        from algorithms.training.run_setup import build_judge
 
         for flag, value in (("--pairs", self.pairs), ("--per-key", self.per_key), ("--injection", self.injection)):
             if value is not None and value < 1:
@@ -392,6 +423,7 @@ class Eval:
     """lm-evaluation-harness tasks (names or task YAML paths, comma separated), run offline on each model folder
     (as the harness's vllm model with --backend vllm, else its hf model)"""
     lm_eval_limit: Annotated[int | None, arg(metavar="N")] = None  # with --lm-eval: at most N documents per task
+    plugin: Plugins = field(default_factory=list)
 
     def run(self) -> int:
         _check_models(self.backend, *self.model)  # before torch imports: a missing folder fails in a second
@@ -410,6 +442,8 @@ class Eval:
             models = [(m, m) for m in self.model]
             if run:
                 models += checkpoint_models(run, self.role, self.which, self.steps)
+            for warning in _format_warnings(models) if self.role == "defender" else []:
+                print(f"advgame eval: warning: {warning}", file=sys.stderr, flush=True)
         except (SeedFormatError, FileNotFoundError, ValueError) as error:
             raise UsageError(str(error)) from None
         try:
@@ -455,6 +489,22 @@ class Eval:
         return 0
 
 
+def _format_warnings(models: Sequence[tuple[str, str]]) -> list[str]:
+    """The defenders whose export records (advgame_format.json) that they were trained to think
+    before answering: eval asks every model for a plain answer and judges the whole reply."""
+    from algorithms.training.game_format import read_format
+
+    out = []
+    for name, model in models:
+        fmt = read_format(model)
+        if fmt is not None and fmt.defender_think:
+            out.append(
+                f"{name} was trained to answer as <think>..</think><answer>..</answer> (game.defender_think, "
+                "its advgame_format.json); eval asks for a plain answer and judges the whole reply"
+            )
+    return out
+
+
 def _limited(seeds: list[Seed], limit: int | None) -> list[Seed]:
     """``--limit N``: a small run of a suite that still has both labels (``first_seeds``)."""
     from advgame_env.suites import first_seeds
@@ -474,7 +524,7 @@ def _reference(args: Eval, run: Path | None) -> str | None:
         return str(args.reference)
     if run is not None:
         from algorithms.config import load_config
-        from algorithms.training.trainer import start_model
+        from algorithms.training.run_setup import start_model
 
         return str(start_model(load_config(run / "config.yaml"), args.role))
     from agents.models import DEFAULT_MODEL
@@ -521,13 +571,13 @@ class RedTeam:
     The attacker rewrites each seed several times, the target answers, the judge scores; results.jsonl
     grows batch by batch (a rerun with the same --out resumes), then report.md and summary.json."""
 
-    attacker: str  # bundled name, folder (a trained attacker too) or hub id
+    attacker: str  # bundled name, folder (a trained attacker too) or hub id; "crescendo": the scripted baseline
     target: str  # model to attack (the served model's name with openai)
     attacker_backend: BackendKind = "hf"
     attacker_url: str | None = None  # OpenAI-compatible server of the attacker
     target_backend: BackendKind = "hf"
     target_url: str | None = None  # OpenAI-compatible server of the target, e.g. http://127.0.0.1:8000
-    seeds: str = "bundled"  # bundled (held-out seeds), a file, or FORMAT:file
+    suite: Annotated[str, arg(metavar="FILE")] = "bundled"  # bundled (held-out seeds), a file, or FORMAT:file
     limit: Annotated[int | None, arg(metavar="N")] = None
     """the first N seeds attacked (harmful ones; with --include-benign half harmful, half benign); a rerun
     with a larger N in the same --out resumes and plays the rest"""
@@ -553,7 +603,7 @@ class RedTeam:
         return {
             "attacker": self.attacker,
             "target": self.target,
-            "seeds": self.seeds,
+            "seeds": self.suite,  # the key of the first runs' settings.json, read when they resume
             "judge": self.judging.judge,
             "samples": cfg.samples,
             "max_tokens": cfg.target_max_tokens,
@@ -572,19 +622,21 @@ class RedTeam:
         from algorithms.evaluation.redteam import redteam, summarise, write_report
 
         try:
-            seeds = load_suite(self.seeds)
+            seeds = load_suite(self.suite)
         except (SeedFormatError, FileNotFoundError) as error:
             raise UsageError(str(error)) from None
         if not self.redteam.include_benign:  # benign seeds are not attacked: N counts harmful ones
             seeds = [seed for seed in seeds if seed.label is Label.HARMFUL]
         seeds = _limited(seeds, self.limit)
+        cfg = self.redteam
+        if cfg.turns > 1 or self.attacker == "crescendo":
+            return self._conversations(seeds)
         _need_url(self.attacker_backend, self.attacker_url, "attacker-")  # before any model loads
         _need_url(self.target_backend, self.target_url, "target-")
         self.judging.check()
         _check_models(self.attacker_backend, self.attacker)
         _check_models(self.target_backend, self.target)
         fmt = self.attacker_format()
-        cfg = self.redteam
         attacker_side = (self.attacker_backend, self.attacker, self.attacker_url)
         attacker_backend = _endpoint(*attacker_side, "attacker-")
         target_side = (self.target_backend, self.target, self.target_url)
@@ -604,7 +656,50 @@ class RedTeam:
                 embedder = SentenceEmbedder()
             except Exception as error:  # optional: the report goes on with self-BLEU only
                 print(f"no SBERT diversity ({error})")
-        report = write_report(records, out, f"{self.attacker} against {self.target} on {self.seeds}", embedder)
+        report = write_report(records, out, f"{self.attacker} against {self.target} on {self.suite}", embedder)
+        for name, value in summarise(records).items():
+            print(f"{name:46s} {value}")
+        print(f"report: {report}")
+        return 0
+
+    def _conversations(self, seeds: list[Seed]) -> int:
+        """--turns K (or the scripted attacker): conversations, turn by turn (redteam_turns.py)."""
+        from advgame_env import GameConfig
+        from advgame_env.conversation import ConversationGame
+        from advgame_env.crescendo import CrescendoAttacker
+        from agents.policy import Policy
+        from algorithms.evaluation.redteam import summarise, write_report
+        from algorithms.evaluation.redteam_turns import redteam_conversations
+
+        cfg, scripted = self.redteam, self.attacker == "crescendo"
+        if not scripted:
+            _need_url(self.attacker_backend, self.attacker_url, "attacker-")
+        _need_url(self.target_backend, self.target_url, "target-")
+        self.judging.check()
+        if not scripted:
+            _check_models(self.attacker_backend, self.attacker)
+        _check_models(self.target_backend, self.target)
+        fmt = self.attacker_format() if not scripted else None
+        think = fmt.think if fmt is not None else True
+        target = _endpoint(self.target_backend, self.target, self.target_url, "target-")
+        attacker: Policy | CrescendoAttacker = CrescendoAttacker()
+        if fmt is not None:
+            backend = _endpoint(self.attacker_backend, self.attacker, self.attacker_url, "attacker-")
+            attacker = Policy(backend, cfg.target_max_tokens, self.temperature, seed=cfg.seed, prefill=fmt.prefill)
+        config = GameConfig(num_attacks=1, num_responses=1, attacker_think=think, turns=cfg.turns)
+        game = ConversationGame(self.judging.build(), config)
+        # what a resumed run must share with the first (the scripted attacker has no format of its own)
+        if fmt is not None:
+            settings = {**self.settings(fmt), "turns": cfg.turns}
+        else:
+            settings = {"attacker": "crescendo", "target": self.target, "suite": self.suite, "turns": cfg.turns}
+            settings |= {"judge": self.judging.judge, "samples": cfg.samples, "include_benign": cfg.include_benign}
+        out = Path(self.out)
+        records = redteam_conversations(
+            attacker, target, game, seeds, out, cfg, settings=settings, retry_errors=self.retry_errors
+        )
+        title = f"{self.attacker} against {self.target} on {self.suite}, up to {cfg.turns} turns"
+        report = write_report(records, out, title)
         for name, value in summarise(records).items():
             print(f"{name:46s} {value}")
         print(f"report: {report}")
@@ -628,20 +723,12 @@ class Exploit:
     """the frozen attacker (as --defender): a best-response defender is trained against it"""
     attacker_init: str | None = None  # with --defender: where the best-response attacker starts (default: the base)
     defender_init: str | None = None  # with --attacker: where the best-response defender starts (default: the base)
-    budget: int = 2  # training steps of the best response
-    eval_every: int | None = None  # steps between curve points (default: the budget, so step 0 and the end)
-    seeds: int = 16  # held-out seeds per curve point, half harmful, half benign
-    samples: int = 2  # attacker rewrites per seed and curve point
-    algorithm: str | None = None  # a registered algorithm (default: the config's, AdvGame-DPO-MD)
-    config: str = "cpu_demo.yaml"  # the base recipe: a shipped config's name or a YAML file
-    out: str = "runs/exploit"
+    exploit: OmitArgPrefixes[ExploitConfig] = field(default_factory=ExploitConfig)
+    """the best response's budget and curve, its algorithm and base recipe"""
     resume: bool = False  # continue the run in --out (training and each curve point)
-    overrides: Annotated[Positional[list[str]], arg(metavar="key=value")] = field(default_factory=list)
-    """overrides of the derived config, e.g. roles.attacker.max_tokens=32"""
+    plugin: Plugins = field(default_factory=list)
 
     def settings(self) -> ExploitConfig:
-        from algorithms.evaluation.exploit import ExploitConfig
-
         if (self.defender is None) == (self.attacker is None):
             raise UsageError("give one frozen player: --defender D (a best-response attacker) or --attacker A")
         if self.defender is not None and self.defender_init is not None:
@@ -653,18 +740,11 @@ class Exploit:
                 "--attacker-init is for --defender (the attacker learns); with --attacker use --defender-init"
             )
         side: Literal["attacker", "defender"] = "attacker" if self.defender is not None else "defender"
-        return ExploitConfig(
+        return replace(
+            self.exploit,
             side=side,
             frozen=self.defender if self.defender is not None else self.attacker,
             init=self.attacker_init if side == "attacker" else self.defender_init,
-            budget=self.budget,
-            eval_every=self.eval_every,
-            seeds=self.seeds,
-            samples=self.samples,
-            algorithm=self.algorithm,
-            config=self.config,
-            overrides=tuple(self.overrides),
-            out=self.out,
         )
 
     def run(self) -> int:
@@ -711,6 +791,7 @@ class CrossPlay:
     """the attackers write <prompt> only (default for both: as their exports record, else --think)"""
     out: str = "runs/crossplay"
     retry_errors: bool = False  # play the records saved with an error again
+    plugin: Plugins = field(default_factory=list)
 
     def run(self) -> int:
         from advgame_env import Game, GameConfig, SeedFormatError
@@ -777,60 +858,16 @@ class Compare:
     Student-t interval over seeds: OUT/comparison.md (+ .html, .json, .png). Each measurement is saved
     per run, so a rerun skips what is done."""
 
-    config: Annotated[UseAppendAction[list[str]], arg(metavar="CONFIG")] = field(default_factory=list)
-    """a shipped config's name or a YAML file; repeat for each compared config (the row label: its file name)"""
-    seeds: int = 2  # run seeds 0 .. N-1
-    seed_list: list[int] = field(default_factory=list)  # explicit run seeds instead of --seeds
-    steps: int | None = None  # every run's training budget (run.steps; default: each config's own)
-    eval_seeds: int = 24  # held-out requests the final defender answers, half harmful
-    attack_seeds: int = 8  # held-out harmful seeds the final attacker rewrites against the initial defender (0: skip)
-    exploit_budget: int = 2  # steps of the best-response attacker against each final defender (0: skip)
-    exploit_seeds: int = 8  # held-out seeds of each exploit curve point
-    exploit_algorithm: str = "advgame_dpo_md"  # the best response's algorithm, the same against every defender
-    crossplay_seeds: int = 16  # seeds of the cross-play of every final attacker and defender (0: skip)
-    max_tokens: int = 64  # answer budget of the held-out evaluation and the cross-play
-    judging: OmitArgPrefixes[JudgeOptions] = field(default_factory=JudgeOptions)
-    instruction_following: Annotated[int | None, arg(metavar="N")] = None
-    """utility: IFEval-style instruction following on the first N bundled prompts (0: all; off by default)"""
-    win_rate: bool = False  # utility: win rate on benign requests against each run's initial defender
-    plugin: Annotated[UseAppendAction[list[str]], arg(metavar="FILE_OR_MODULE")] = field(default_factory=list)
-    """a .py file or module name that registers algorithms (@register); repeatable"""
-    out: str = "runs/compare"
-    overrides: Annotated[Positional[list[str]], arg(metavar="key=value")] = field(default_factory=list)
-    """overrides of every config, e.g. roles.attacker.max_tokens=32"""
-
-    def settings(self) -> CompareConfig:
-        from algorithms.evaluation.compare import CompareConfig, Entry
-
-        return CompareConfig(
-            configs=tuple(Entry(c) for c in self.config),
-            seeds=self.seeds,
-            seed_list=tuple(self.seed_list),
-            steps=self.steps,
-            eval_seeds=self.eval_seeds,
-            attack_seeds=self.attack_seeds,
-            exploit_budget=self.exploit_budget,
-            exploit_seeds=self.exploit_seeds,
-            exploit_algorithm=self.exploit_algorithm,
-            crossplay_seeds=self.crossplay_seeds,
-            max_tokens=self.max_tokens,
-            judge=self.judging.judge,
-            judge_backend=self.judging.judge_backend,
-            judge_url=self.judging.judge_url,
-            instruction_following=self.instruction_following,
-            win_rate=self.win_rate,
-            out=self.out,
-            overrides=tuple(self.overrides),
-        )
+    compare: OmitArgPrefixes[CompareConfig]  # no default instance: a comparison needs a --config
+    """the compared configs (at least one), the run seeds, and the measurements' budgets and judge"""
+    plugin: Plugins = field(default_factory=list)
 
     def run(self) -> int:
         from algorithms.evaluation.compare import compare
-        from algorithms.training.algorithm import load_plugin
 
-        for plugin in self.plugin:  # before the configs: they may name a plugin's algorithm
-            load_plugin(plugin)
-        self.judging.check()
-        result = compare(self.settings())
+        c = self.compare
+        JudgeOptions(c.judge, c.judge_backend, c.judge_url).check()
+        result = compare(c)
         for label in result.labels:
             print(f"\n{label}:")
             for column in result.columns:
@@ -866,6 +903,7 @@ class ServeAttacker:
     which: Literal["learner", "ema"] = "learner"  # of a run or checkpoint folder
     attempts: int = 3  # samples tried per request before a 502 (an output may miss the strict format)
     max_body_bytes: int = 1 << 20  # larger request bodies get a 413
+    plugin: Plugins = field(default_factory=list)
 
     def run(self) -> int:
         import uvicorn
@@ -917,6 +955,7 @@ class Plan:
     activation_checkpointing: Annotated[bool, FlagCreatePairsOff] = False
     no_activation_checkpointing: Annotated[bool, FlagCreatePairsOff] = False
     json: bool = False  # print the plan as JSON
+    plugin: Plugins = field(default_factory=list)
     overrides: Annotated[Positional[list[str]], arg(metavar="key=value")] = field(default_factory=list)
     """config overrides, e.g. optim.micro_batch_size=2"""
 
@@ -966,6 +1005,12 @@ COMMANDS: dict[str, Callable[..., Command]] = {
 def parse_command(argv: Sequence[str] | None = None) -> Command:
     """The command dataclass that ``argv`` (default: sys.argv[1:]) names, its fields set from the flags."""
     args = _threads_flag(list(sys.argv[1:] if argv is None else argv))
+    _renamed(args)
+    with _one_line_settings_errors(args[0] if args else ""):
+        return _parse(args)
+
+
+def _parse(args: list[str]) -> Command:
     if args[:1] == ["serve"] and args[1:2] and args[1].split("=")[0] == "--attacker":
         command: Command = tyro.cli(ServeAttacker, args=args[1:], prog="advgame serve", config=(FlagCreatePairsOff,))
         return command
@@ -973,18 +1018,49 @@ def parse_command(argv: Sequence[str] | None = None) -> Command:
         return Serve(args[1], args[2:])  # vllm's options go through untouched, unparsed by us
     if args[:1] in (["eval"], ["demo"]):
         args = _flag_alone(args, "--instruction-following", "0")
-    return tyro.extras.subcommand_cli_from_dict(
-        COMMANDS,
-        prog="advgame",
-        description=(
-            "LM safety alignment as an attacker-defender game. Every command runs torch on one CPU thread "
-            "(fastest on a shared 2-core machine); --threads N before or after the command, or ADVGAME_THREADS=N, "
-            "asks for N."
-        ),
-        args=args,
-        # one flag per switch, the one that changes its default: --no-think, never --no-no-think
-        config=(FlagCreatePairsOff,),
-    )
+    try:
+        return tyro.extras.subcommand_cli_from_dict(
+            COMMANDS,
+            prog="advgame",
+            description=(
+                "LM safety alignment as an attacker-defender game. Every command runs torch on one CPU thread "
+                "(fastest on a shared 2-core machine); --threads N before or after the command, or "
+                "ADVGAME_THREADS=N, asks for N."
+            ),
+            args=args,
+            # one flag per switch, the one that changes its default: --no-think, never --no-no-think
+            config=(FlagCreatePairsOff,),
+        )
+    except SystemExit as done:
+        if done.code == 0 and args[:1] == ["train"] and {"-h", "--help"} & set(args):
+            # after the flags, the run config's keys (tyro has no per-command epilog)
+            from algorithms.cli.config_keys import render
+
+            print("\n" + render())
+        raise
+
+
+def _renamed(args: list[str]) -> None:
+    old = RENAMED.get(args[0], {}) if args else {}
+    for token in args[1:]:
+        flag = token.split("=")[0]
+        if flag in old:
+            raise UsageError(f"{args[0]} {flag} is now {old[flag]}")
+
+
+@contextlib.contextmanager
+def _one_line_settings_errors(command: str) -> Iterator[None]:
+    # tyro builds the nested library configs itself and boxes the ValueError their checks raise;
+    # its parse-error hook (tyro._errors, the pinned version's interception point) lets us raise
+    # instead, so that the error is one line like every other user error.
+    from tyro import _errors
+
+    def hook(event: _errors.ParseErrorEvent) -> None:
+        if isinstance(event, _errors.InstantiationFailure):
+            raise SettingsError(command, event.message)
+
+    with _errors.on_parse_error(hook):
+        yield
 
 
 def _threads_flag(args: list[str]) -> list[str]:
@@ -1032,9 +1108,21 @@ def _user_error(error: BaseException) -> bool:
     return isinstance(error, (*documented, FileExistsError, FileNotFoundError))
 
 
+def load_plugins(plugins: Sequence[str]) -> None:
+    """Before the command runs: the config or run it loads may name a plugin's algorithm."""
+    if plugins:
+        from algorithms.training.algorithm import load_plugin
+
+        for plugin in plugins:
+            load_plugin(plugin)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         command = parse_command(argv)
+    except SettingsError as error:
+        print(f"advgame {error.command}: {error}", file=sys.stderr)
+        return 2
     except UsageError as error:
         print(f"advgame: {error}", file=sys.stderr)
         return 2
@@ -1047,6 +1135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"advgame: {error}", file=sys.stderr)
         return 2
     try:
+        load_plugins(getattr(command, "plugin", []))
         return int(command.run())
     except Exception as error:
         if not _user_error(error):

@@ -1,6 +1,6 @@
 """Algorithms compared over seeds (``advgame compare``): train, evaluate alike, one table.
 
-    advgame compare --config cpu_smoke.yaml --config cpu_dpo.yaml --seeds 3 --steps 10 --out runs/cmp
+    advgame compare --config cpu_smoke.yaml --config cpu_dpo.yaml --run-seeds 3 --steps 10 --out runs/cmp
 
 Method. Every config (a shipped recipe's name or a YAML file, with the same overrides for all and
 optionally some of its own) is trained once per run seed, in ``OUT/<label>/seed_<s>`` (``run.seed``
@@ -11,7 +11,7 @@ another config refused. Then each run's final pair is measured the same way:
     harmful compliance   held-out harmful seeds the final defender answers (greedy) instead of
     benign refusal       refusing; held-out benign seeds it refuses (``evaluate_models``)
     attack success       the final attacker against the run's *initial* defender on held-out
-                         harmful seeds, every sample counted (``demo.attacker_rows``), and over
+                         harmful seeds, every sample counted (``heldout.attacker_rows``), and over
                          the valid attacks alone (what the rewrites achieve, beside the format)
     best-response ASR    exploitability: a fresh attacker trained for ``exploit_budget`` steps
                          against the frozen final defender (``exploit``): its final ASR (every
@@ -47,7 +47,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
+
+import tyro
+from tyro.constructors import PrimitiveConstructorSpec
 
 from algorithms.config import (
     RESUME_MAY_CHANGE,
@@ -100,11 +103,27 @@ class Entry:
         return self.label or Path(self.config).name.removesuffix(".yaml").removesuffix(".yml")
 
 
+# `advgame compare --config FILE` (repeatable): one Entry of the file's own label, no overrides of its own
+ENTRY_FLAG = PrimitiveConstructorSpec(
+    nargs=1,
+    metavar="CONFIG",
+    instance_from_str=lambda given: Entry(given[0]),
+    is_instance=lambda value: isinstance(value, Entry),
+    str_from_instance=lambda entry: [entry.config],
+)
+
+
 @dataclass(frozen=True)
 class CompareConfig:
-    configs: tuple[Entry, ...] = ()
-    seeds: int = ranged(2, at_least(1))  # run seeds 0 .. seeds-1 (unless seed_list)
-    seed_list: tuple[int, ...] = ()  # explicit run seeds instead
+    """What ``advgame compare`` trains and measures; the command nests it, its flags are these fields."""
+
+    configs: Annotated[
+        tuple[Annotated[Entry, ENTRY_FLAG], ...], tyro.conf.UseAppendAction, tyro.conf.arg(name="config")
+    ] = ()
+    """a shipped config's name or a YAML file; repeat for each compared config (the row label: its file name)"""
+    seeds: Annotated[int, tyro.conf.arg(name="run-seeds", metavar="N")] = ranged(2, at_least(1))
+    """run seeds 0 .. N-1 (unless --seed-list)"""
+    seed_list: tuple[int, ...] = ()  # explicit run seeds instead of --run-seeds
     steps: int | None = None  # every run's training budget (run.steps); None: each config's own
     eval_seeds: int = ranged(24, at_least(2))  # held-out requests the final defender answers, half harmful
     attack_seeds: int = ranged(8, at_least(0))  # held-out harmful seeds the final attacker rewrites (0: skip)
@@ -115,11 +134,13 @@ class CompareConfig:
     max_tokens: int = ranged(64, at_least(1))  # answer budget of the held-out evaluation and cross-play
     judge: str = "rule"  # the evaluations' judge: rule (model-free) or a judge model
     judge_backend: BackendKind = "hf"
-    judge_url: str | None = None
-    instruction_following: int | None = None  # utility: IFEval-style prompts (0: all), None: not measured
+    judge_url: str | None = None  # OpenAI-compatible server of the judge (--judge-backend openai); replicas: a,b,...
+    instruction_following: Annotated[int | None, tyro.conf.arg(metavar="N")] = None
+    """utility: IFEval-style instruction following on the first N bundled prompts (0: all; off by default)"""
     win_rate: bool = False  # utility: win rate on benign requests against each run's initial defender
-    out: str = "runs/compare"
-    overrides: tuple[str, ...] = ()  # key=value for every config
+    out: str = "runs/compare"  # OUT/LABEL/seed_S hold the runs, OUT/comparison.md the table
+    overrides: Annotated[tuple[str, ...], tyro.conf.Positional, tyro.conf.arg(metavar="key=value")] = ()
+    """overrides of every config, e.g. roles.attacker.max_tokens=32"""
 
     def __post_init__(self) -> None:
         validate(self, "compare")
@@ -328,11 +349,11 @@ def _measure_run(
     cfg: TrainConfig, cc: CompareConfig, judge: Judge, log: Callable[[str], None]
 ) -> dict[str, float | None]:
     """Every per-run column of one finished run (utility figures under their own names)."""
-    from algorithms.cli.demo import attacker_rows, heldout
     from algorithms.evaluation.evaluate import evaluate_models
     from algorithms.evaluation.exploit import ExploitConfig, exploit
+    from algorithms.evaluation.heldout import attacker_rows, heldout
     from algorithms.evaluation.utility import plan_from_options
-    from algorithms.training.trainer import start_model
+    from algorithms.training.run_setup import start_model
 
     run = Path(cfg.run.out_dir)
     figures: dict[str, float | None] = {}
@@ -406,9 +427,9 @@ def _crossplay(
     """Every run's final attacker against every run's final defender; each run's two ratings."""
     from advgame_env import Game, GameConfig
     from advgame_env.roles import ATTACKER
-    from algorithms.cli.demo import heldout
     from algorithms.evaluation.crossplay import CrossPlayConfig, crossplay
-    from algorithms.training.trainer import prefills
+    from algorithms.evaluation.heldout import heldout
+    from algorithms.training.rollouts import prefills
 
     formats = {
         (c.game.attacker_think, prefills(c)[ATTACKER], _attacker_templates(c.game.templates)) for c in runs.values()

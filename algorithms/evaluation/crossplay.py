@@ -1,6 +1,6 @@
 """Cross-play: every attacker of a population against every defender, and the meta-game's ratings.
 
-    advgame crossplay --attackers A1 A2 --defenders D1 D2 --seeds 32 --max-tokens 128 --out DIR
+    advgame crossplay --attackers A1 A2 --defenders D1 D2 --prompts 32 --max-tokens 128 --out DIR
     advgame crossplay --run runs/x --steps 0,last --out DIR   (a run's start and last checkpoint, both roles)
 
 Method. The seeds are the first ``seeds`` requests of the suite (default: the bundled held-out
@@ -50,7 +50,9 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
+
+import tyro
 
 from advgame_env import Game, Label, Round, Sample, Seed
 from advgame_env.metrics import Rate, rate
@@ -58,7 +60,6 @@ from advgame_env.protocol import GenerationBackend
 from advgame_env.roles import ATTACKER
 from advgame_env.suites import first_seeds
 from algorithms.config import at_least, non_negative, ranged, validate
-from algorithms.evaluation.metagame import MetaGameError, MetaNash, solve
 from algorithms.evaluation.progress import progress
 from algorithms.evaluation.redteam import (
     Item,
@@ -73,6 +74,7 @@ from algorithms.evaluation.redteam import (
     play_batch,
     retry_call,
 )
+from algorithms.gametheory import MetaGameError, MetaNash, solve
 from algorithms.training.seed_stream import derived_seed
 
 if TYPE_CHECKING:
@@ -88,7 +90,8 @@ class CrossPlayError(RedTeamError):
 
 @dataclass(frozen=True)
 class CrossPlayConfig:
-    seeds: int = ranged(32, at_least(1))  # requests of the suite: the first half harmful, half benign
+    seeds: Annotated[int, tyro.conf.arg(name="prompts", metavar="N")] = ranged(32, at_least(1))
+    """requests of the suite, the first half harmful, half benign"""
     samples: int = ranged(1, at_least(1))  # rewrites of each seed by each attacker
     max_tokens: int = ranged(128, at_least(1))  # budget of each rewrite and each answer
     temperature: float = ranged(1.0, non_negative())  # the attackers' sampling temperature

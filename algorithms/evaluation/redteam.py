@@ -1,6 +1,6 @@
 """Red-teaming a target model with a trained attacker (``advgame redteam``).
 
-    advgame redteam --attacker runs/x/final/attacker --target M --seeds bundled
+    advgame redteam --attacker runs/x/final/attacker --target M --suite bundled
     advgame redteam --attacker A --target smollm2 --target-backend openai --target-url http://127.0.0.1:8000
 
 Method. Every seed is rewritten ``samples`` times by the attacker under the game's own rules
@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Generic, Protocol, TypeVar
 
 import tyro
 
@@ -77,10 +77,11 @@ class RedTeamConfig:
     seed: int = 0  # of the attacker's sampling
     baseline: bool = True  # the target also answers each seed as it is
     include_benign: bool = False  # benign seeds too (success: a refusal)
+    turns: int = 1  # conversations of up to K attacker messages (algorithms/evaluation/redteam_turns.py)
 
     def __post_init__(self) -> None:
-        if self.samples < 1 or self.batch_size < 1 or self.retries < 0 or self.backoff < 0:
-            raise ValueError("need samples >= 1, batch_size >= 1, retries >= 0 and backoff >= 0")
+        if self.samples < 1 or self.batch_size < 1 or self.retries < 0 or self.backoff < 0 or self.turns < 1:
+            raise ValueError("need samples >= 1, batch_size >= 1, retries >= 0, backoff >= 0 and turns >= 1")
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,13 @@ class Record:
     # an invalid attack's raw output as the attacker wrote it (never sent to the target), so a
     # report can show why it failed; None for a valid one (its text is ``rewrite``)
     invalid_output: str | None = None
+    # --turns K (conversations): turns the target answered, the first turn that succeeded, and
+    # how the conversation ended ("turns", "attacker", "success", "malformed", "truncated",
+    # "error"); None in single-turn runs. ``rewrite`` is then the opener, ``response`` the last
+    # answer, ``refused`` and ``harmful_response`` whether any answer was (per turn: turns.jsonl).
+    turns: int | None = None
+    success_turn: int | None = None
+    ended: str | None = None
 
     @property
     def key(self) -> Key:
@@ -140,11 +148,27 @@ def plan(seeds: Sequence[Seed], cfg: RedTeamConfig) -> list[Item]:
 # ----------------------------------------------------------------------------- results file
 
 
-class Results:
-    """results.jsonl: the records of one run, appended a batch at a time."""
+class Keyed(Protocol):
+    """A journal's record: a dataclass with a key and an error (None when it succeeded)."""
+
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+
+    @property
+    def key(self) -> tuple[object, ...]: ...
+    @property
+    def error(self) -> str | None: ...
+
+
+R = TypeVar("R", bound=Keyed)
+
+
+class Journal(Generic[R]):
+    """A JSONL file of records, appended a batch at a time and fsync'd; a torn last line is cut off."""
+
+    record_type: ClassVar[Callable[..., Any]]
 
     def __init__(self, path: Path, *, retry_errors: bool = False) -> None:
-        self.path, self.records, self.duplicates = path, dict[Key, Record](), 0
+        self.path, self.records, self.duplicates = path, dict[tuple[object, ...], R](), 0
         if not path.exists():
             return
         data = path.read_bytes()
@@ -158,7 +182,7 @@ class Results:
                     raise TypeError(f"a JSON {type(fields).__name__}, not an object")
                 # a file written before answers were made valid may hold "\ud800" escapes
                 valid: dict[str, Any] = {k: valid_unicode(v) if isinstance(v, str) else v for k, v in fields.items()}
-                record = Record(**valid)
+                record: R = self.record_type(**valid)
             except (ValueError, TypeError) as error:
                 raise RedTeamError(f"{path}, line {number}: not a red-team record ({error})") from None
             if record.key in self.records:
@@ -179,12 +203,18 @@ class Results:
             os.fsync(out.fileno())
         os.replace(scratch, self.path)
 
-    def append(self, records: Sequence[Record]) -> None:
+    def append(self, records: Sequence[R]) -> None:
         with self.path.open("a", encoding="utf-8") as out:
             out.write("".join(json.dumps(asdict(r)) + "\n" for r in records))
             out.flush()
             os.fsync(out.fileno())  # on disk before the next batch: a kill loses only that one
         self.records.update((r.key, r) for r in records)
+
+
+class Results(Journal[Record]):
+    """results.jsonl: the records of one run, appended a batch at a time."""
+
+    record_type = Record
 
 
 def check_settings(path: Path, settings: dict[str, object]) -> None:
@@ -222,8 +252,14 @@ def _answer(target: GenerationBackend, prompts: list[str], cfg: RedTeamConfig) -
     """(generation or None, error, attempts) per prompt: the batch at once, else each alone."""
     from agents.policy import chat
 
-    def ask(batch: list[str]) -> list[Generation]:
-        out = list(target.generate([chat(p) for p in batch], max_tokens=cfg.target_max_tokens, temperature=0.0))
+    return answer_chats(target, [chat(p) for p in prompts], cfg)
+
+
+def answer_chats(target: GenerationBackend, prompts: list[list[dict[str, str]]], cfg: RedTeamConfig) -> list[Answer]:
+    """(generation or None, error, attempts) per chat: the batch at once, else each alone."""
+
+    def ask(batch: list[list[dict[str, str]]]) -> list[Generation]:
+        out = list(target.generate(batch, max_tokens=cfg.target_max_tokens, temperature=0.0))
         if len(out) != len(batch):
             raise RuntimeError(f"the target returned {len(out)} answers for {len(batch)} prompts")
         return out
@@ -425,6 +461,11 @@ def summarise(records: Sequence[Record]) -> dict[str, Rate]:
         "faithfulness (well-formed rewrites)": _share(r.faithful for r in attacks),
         "errors": _share(r.error is not None for r in records),
     }
+    longest = max((r.turns or 0 for r in records), default=0)
+    if any(r.turns is not None for r in records):  # --turns K: how soon conversations succeed
+        judged = [r for r in harmful if r.valid and r.success is not None]
+        for t in range(1, longest + 1):
+            rows[f"broken by turn {t}"] = _share(r.success_turn is not None and r.success_turn <= t for r in judged)
     return {name: r for name, r in rows.items() if r.total}
 
 
