@@ -226,3 +226,17 @@ def test_every_documented_command_line_parses(where, argv, capsys):
         pytest.fail(f"{where}: advgame {' '.join(argv)} does not parse (exit {stop.code}): {message[:400]}")
     except Exception as error:  # our own refusals before tyro (a renamed flag)
         pytest.fail(f"{where}: advgame {' '.join(argv)} is refused: {error}")
+
+
+def test_the_trainer_page_shows_the_step_as_the_code_has_it():
+    """docs/trainer.md quotes ``Trainer.train_step`` whole: an edit of the step that the page does
+    not follow fails here."""
+    import inspect
+    import textwrap
+
+    from algorithms.training.trainer import Trainer
+
+    page = (ROOT / "docs" / "trainer.md").read_text(encoding="utf-8")
+    quoted = re.search(r"^```py\n(def train_step.*?)^```$", page, re.MULTILINE | re.DOTALL)
+    assert quoted, "docs/trainer.md no longer quotes train_step in a ```py block"
+    assert quoted.group(1) == textwrap.dedent(inspect.getsource(Trainer.train_step))
