@@ -240,3 +240,17 @@ def test_the_trainer_page_shows_the_step_as_the_code_has_it():
     quoted = re.search(r"^```py\n(def train_step.*?)^```$", page, re.MULTILINE | re.DOTALL)
     assert quoted, "docs/trainer.md no longer quotes train_step in a ```py block"
     assert quoted.group(1) == textwrap.dedent(inspect.getsource(Trainer.train_step))
+
+
+def test_the_layout_page_names_every_module():
+    """docs/layout.md has one line per module: a module added to a package and not to the page
+    fails here."""
+    layout = (ROOT / "docs" / "layout.md").read_text(encoding="utf-8")
+    modules = [
+        path
+        for package in ("advgame_types", "advgame_env", "agents", "algorithms")
+        for path in sorted((ROOT / package).rglob("*.py"))
+        if path.name not in ("__init__.py", "__main__.py") and "configs" not in path.parts
+    ]
+    missing = [str(path.relative_to(ROOT)) for path in modules if not re.search(rf"\b{re.escape(path.name)}\b", layout)]
+    assert modules and not missing, f"modules docs/layout.md does not name: {missing}"
