@@ -215,10 +215,11 @@ COMMANDS = documented_commands()
 
 
 @pytest.mark.parametrize(("where", "argv"), COMMANDS, ids=[where for where, _ in COMMANDS])
-def test_every_documented_command_line_parses(where, argv, capsys):
+def test_every_documented_command_line_parses(where, argv, capsys, monkeypatch):
     """A flag renamed or removed in the CLI and not in the docs fails here (parsing only: nothing runs)."""
     from algorithms.cli.main import parse_command
 
+    monkeypatch.delenv("ADVGAME_THREADS", raising=False)  # --threads sets it; restored after the test
     try:
         parse_command(argv)
     except SystemExit as stop:  # tyro's usage error
