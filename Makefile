@@ -14,11 +14,17 @@ demo: setup
 quick-demo: setup
 	.venv/bin/advgame demo --quick $(DEMO_ARGS)
 
+# The tests run on PYTEST_WORKERS processes (pytest-xdist), one thread each so that the workers
+# do not oversubscribe the cores; the tests that start a vLLM engine or server share one worker
+# (tests/conftest.py). docs/testing.md: the tiers, what each proves and what they take.
+PYTEST_WORKERS ?= 2
+PYTEST = OMP_NUM_THREADS=1 .venv/bin/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
+
 test: setup
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
-	.venv/bin/python -m pytest
+	$(PYTEST) --durations=25
 
 # The fast tier while working: no training loop, bundled model, engine or subprocess (about a
 # minute on 2 cores); `make test` above stays the whole suite and CI's command.
@@ -26,7 +32,7 @@ test-fast: setup
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
-	.venv/bin/python -m pytest -m "not slow"
+	$(PYTEST) -m "not slow"
 
 # Every benchmark, one table (benchmarks/README.md); TRL is installed for them only.
 bench: setup
