@@ -280,10 +280,10 @@ SKIPPED = {"cpu_smoke", "cpu_demo_quick"}
 CPU_CONFIGS = sorted(p for p in (ROOT / "configs").glob("cpu_*.yaml") if p.stem not in SKIPPED)
 
 # What "every CPU config trains end to end" needs of each config is its structure (algorithm,
-# game, judge, schedule, templates, SFT data, backend), not the bundled model's weights or the
-# recipe's length: those are the smoke and quick-demo tests' subject. So each config runs as
+# game, judge, schedule, templates, SFT data, backend), not the bundled model's weights: those are
+# the smoke and quick-demo tests' subject (test_cli). So each config runs as
 # shipped except for these keys (docs/testing.md lists them), with the tiny chat model of
-# conftest.py as every model it names: about 10x cheaper than the 135M model and a long LLM judge.
+# conftest.py as every model it names (benchmarks/suite_configs.py measures the saving).
 SHRINK = {"run.steps": "2", "run.validate_every": "0", "data.batch_size": "2"}
 TINY_MODEL_KEYS = ("model.name",)  # where a config names a model, the tiny one replaces it
 TINY_LLM_JUDGE_KEYS = ("judge.model",)  # ... and the LLM judge's, when judge.kind is llm
