@@ -160,6 +160,20 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_healthy(base: str, process: subprocess.Popen, log: Path, timeout: float = 180) -> None:
+    """Until ``base``/health answers; fails with the log's tail if the server exits first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert process.poll() is None, log.read_text()[-3000:]
+        try:
+            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(1)
+
+
 @pytest.mark.slow  # a subprocess serving a model
 def test_the_command_serves_a_model_folder_on_loopback(tiny_chat, tmp_path):
     port = _free_port()
@@ -175,16 +189,7 @@ def test_the_command_serves_a_model_folder_on_loopback(tiny_chat, tmp_path):
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert process.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(1)
+        wait_healthy(base, process, tmp_path / "serve.log")
         missing = httpx.post(f"{base}{URL}", json={"messages": [{"role": "user", "content": "hi"}]}, timeout=60)
         assert missing.status_code == 400 and "no objective" in missing.json()["error"]["message"]
         broken = httpx.post(f"{base}{URL}", content=b"{", timeout=60)
