@@ -12,7 +12,9 @@ Where the objective is read (first found):
   2. the system messages' text: its ``<objective>..</objective>``, else the rest of the first line
      after ``Objective:``,
      else the whole text.
-A request without one is a 400 naming what is missing. The attacker was trained single-turn, so
+A request without one is a 400 naming what is missing. A ``response_format`` asking for JSON (PyRIT
+asks its adversarial model for ``{"next_message", "rationale", "last_response_summary"}``) gets the
+attack under the schema's message key and empty strings elsewhere. The attacker was trained single-turn, so
 the turns after the system message are checked (their layout) but not yet shown to it: each call
 is a fresh rewrite of the objective (the multi-turn issue will feed them).
 
@@ -71,6 +73,56 @@ class Message:
     content: str
 
 
+# Where tools' JSON schemas for the adversarial model's reply put the attack (PyRIT's shared
+# adversarial_chat schema: next_message, with rationale and last_response_summary beside it).
+ATTACK_KEYS = ("next_message", "prompt", "message", "attack")
+
+
+@dataclass(frozen=True)
+class JsonReply:
+    """An OpenAI ``response_format`` asking for a JSON object: the attack goes under ``key``, every
+    other required key gets an empty string (the attacker's reasoning stays on the server)."""
+
+    key: str = ATTACK_KEYS[0]
+    others: tuple[str, ...] = ()
+
+    def render(self, attack: str) -> str:
+        return json.dumps({self.key: attack, **dict.fromkeys(self.others, "")})
+
+
+def json_reply(response_format: object) -> JsonReply | None:
+    """The reply a ``response_format`` asks for: None for text, a ``JsonReply`` for
+    ``json_object`` or a ``json_schema`` with string properties; a 400 for any other."""
+    if response_format is None:
+        return None
+    kind = response_format.get("type") if isinstance(response_format, Mapping) else None
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        # no schema sent: PyRIT's shared adversarial_chat layout, which PyRIT validates the reply
+        # against even when its target only declares plain JSON mode (what OpenAIChatTarget sends)
+        return JsonReply(ATTACK_KEYS[0], ("rationale", "last_response_summary"))
+    if kind != "json_schema":
+        raise RequestError(400, "response_format: {'type': 'text' | 'json_object' | 'json_schema', ...}")
+    assert isinstance(response_format, Mapping)
+    spec = response_format.get("json_schema")
+    schema = spec.get("schema") if isinstance(spec, Mapping) else None
+    properties = schema.get("properties") if isinstance(schema, Mapping) else None
+    if not isinstance(schema, Mapping) or not isinstance(properties, Mapping):
+        raise RequestError(400, "response_format.json_schema.schema: an object schema with 'properties'")
+    key = next((k for k in ATTACK_KEYS if k in properties), None)
+    if key is None:
+        raise RequestError(
+            400, f"response_format: the schema has no property for the attack ({', '.join(ATTACK_KEYS)})"
+        )
+    required = schema.get("required", [])
+    others = tuple(str(k) for k in required if k != key) if isinstance(required, list) else ()
+    for name in (key, *others):
+        if not isinstance(properties.get(name), Mapping) or properties[name].get("type") != "string":
+            raise RequestError(400, f"response_format: property {name!r} is not a string; the attacker writes text")
+    return JsonReply(key, others)
+
+
 @dataclass(frozen=True)
 class AttackRequest:
     """What the attacker needs from a tool's request."""
@@ -78,6 +130,7 @@ class AttackRequest:
     objective: str
     label: Label
     conversation: tuple[Message, ...]  # the turns after the system messages (checked, not yet used)
+    reply: JsonReply | None = None  # a JSON object asked for (response_format), else the plain attack
     max_tokens: int | None = None
     temperature: float | None = None
     seed: int | None = None
@@ -176,6 +229,7 @@ def parse_request(body: object) -> AttackRequest:
         objective=objective,
         label=Label(label),
         conversation=tuple(m for m in request.messages if m.role not in ("system", "developer")),
+        reply=json_reply(body.get("response_format")),
         max_tokens=request.max_tokens,
         temperature=request.temperature,
         seed=request.seed,
@@ -264,7 +318,9 @@ class AttackerService:
         )
 
     def reply(self, body: object) -> tuple[str, int]:
-        return self.attack(parse_request(body))
+        request = parse_request(body)
+        attack, generated = self.attack(request)
+        return (attack if request.reply is None else request.reply.render(attack)), generated
 
 
 @dataclass
@@ -321,7 +377,11 @@ class DefenderService:
         return first_valid(self.policy, request, self.attempts, self._lock, sample, self.parse, DEFENDER)
 
     def reply(self, body: object) -> tuple[str, int]:
-        return self.answer(parse_chat(body))
+        request = parse_chat(body)
+        assert isinstance(body, Mapping)  # parse_chat checked it
+        if json_reply(body.get("response_format")) is not None:
+            raise RequestError(400, "response_format: the defender answers in text (send 'text' or none)")
+        return self.answer(request)
 
 
 def completion(service: ChatService, text: str, generated: int, model: object) -> dict[str, object]:

@@ -243,3 +243,49 @@ def test_a_source_that_is_no_attacker_is_one_line_and_exit_2(tmp_path, capsys):
     assert (
         err.startswith("advgame serve: ") and "neither a model or adapter folder" in err and len(err.splitlines()) == 1
     )
+
+
+ADVERSARIAL_CHAT_SCHEMA = {  # PyRIT 1.1's shared schema for its adversarial model's reply
+    "type": "object",
+    "properties": {
+        "next_message": {"type": "string"},
+        "rationale": {"type": "string"},
+        "last_response_summary": {"type": "string"},
+    },
+    "required": ["next_message", "rationale", "last_response_summary"],
+    "additionalProperties": False,
+}
+
+
+def test_a_json_reply_puts_the_attack_under_the_schemas_message_key_and_nothing_hidden_elsewhere():
+    backend = ScriptedBackend(
+        "<think>secret plan</think><prompt>the attack</prompt>", "<think>t</think><prompt>p</prompt>"
+    )
+    app = client(backend)
+    schema = {"type": "json_schema", "json_schema": {"name": "adversarial_chat", "schema": ADVERSARIAL_CHAT_SCHEMA}}
+    reply = app.post(URL, json=request(response_format=schema)).json()["choices"][0]["message"]["content"]
+    assert json.loads(reply) == {"next_message": "the attack", "rationale": "", "last_response_summary": ""}
+    reply = app.post(URL, json=request(response_format={"type": "json_object"})).json()["choices"][0]["message"]
+    assert json.loads(reply["content"]) == {"next_message": "p", "rationale": "", "last_response_summary": ""}
+
+
+@pytest.mark.parametrize(
+    ("response_format", "names"),
+    [
+        ({"type": "xml"}, "response_format"),
+        (
+            {"type": "json_schema", "json_schema": {"schema": {"properties": {"answer": {"type": "string"}}}}},
+            "no property",
+        ),
+        (
+            {"type": "json_schema", "json_schema": {"schema": {"properties": {"prompt": {"type": "integer"}}}}},
+            "'prompt'",
+        ),
+        ({"type": "json_schema"}, "json_schema.schema"),
+    ],
+)
+def test_a_response_format_the_attacker_cannot_fill_is_a_400(response_format, names):
+    backend = ScriptedBackend()
+    response = client(backend).post(URL, json=request(response_format=response_format))
+    assert response.status_code == 400 and names in response.json()["error"]["message"]
+    assert backend.sent == []

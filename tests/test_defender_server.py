@@ -75,6 +75,7 @@ def test_a_thinking_defender_keeps_its_reasoning_and_a_bad_format_is_resampled_t
         (b"{", "not JSON"),
         ({"messages": [{"role": "user", "content": ATTACK}], "stream": True}, "stream"),
         ({"messages": [{"role": "user", "content": ATTACK}], "temperature": 9}, "temperature"),
+        ({"messages": [{"role": "user", "content": ATTACK}], "response_format": {"type": "json_object"}}, "text"),
     ],
 )
 def test_bad_requests_get_a_400_and_the_defender_keeps_serving(body, names):
