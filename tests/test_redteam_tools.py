@@ -109,3 +109,44 @@ def test_pyrit_red_teaming_attack_uses_our_attacker_against_our_defender(servers
     # the defender learned its answer for the first turn; a later turn carries the history
     assert answers and answers[0] == ANSWER and all(answers), record
     assert record["executed_turns"] in (1, 2)
+
+
+@pytest.mark.slow  # two model servers and the tool as subprocesses
+def test_garak_atkgen_uses_our_attacker_as_its_red_team_model_against_our_defender(servers, tmp_path):
+    import yaml
+
+    python = redteam_python("garak")
+    config = yaml.safe_load((ROOT / "examples" / "redteam_tools" / "garak_atkgen.yaml").read_text())
+    target = config["plugins"]["generators"]["openai"]["OpenAICompatible"]
+    target["uri"] = f"{servers.defender}/v1"
+    red_team = config["plugins"]["probes"]["atkgen"]["Tox"]["red_team_model_config"]
+    red_team["uri"] = f"{servers.attacker}/v1"
+    red_team["extra_params"]["extra_body"]["objective"] = OBJECTIVE
+    (tmp_path / "garak.yaml").write_text(yaml.safe_dump(config))
+    done = subprocess.run(
+        [python, "-m", "garak", "--config", tmp_path / "garak.yaml", "--report_prefix", "atkgen"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+        # garak keeps its reports and caches under XDG_DATA_HOME / XDG_CACHE_HOME; its red-team
+        # model reads its key from the environment, and our servers need none
+        env={
+            **os.environ,
+            "XDG_DATA_HOME": str(tmp_path),
+            "XDG_CACHE_HOME": str(tmp_path / "cache"),
+            "XDG_CONFIG_HOME": str(tmp_path / "config"),
+            "OPENAICOMPATIBLE_API_KEY": "unused",
+        },
+        check=False,
+    )
+    assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
+    report = tmp_path / "garak" / "garak_runs" / "atkgen.report.jsonl"
+    entries = [json.loads(line) for line in report.read_text().splitlines()]
+    # garak's record of each attack turn: the prompt atkgen sent the target and the target's answer
+    attempts = [e for e in entries if e["entry_type"] == "attempt" and e["status"] == 2]
+    assert attempts, entries[:3]
+    prompts = [a["prompt"]["turns"][-1]["content"]["text"] for a in attempts]
+    answers = [a["outputs"][0]["text"] for a in attempts]
+    assert all(prompt == ATTACK for prompt in prompts), prompts
+    assert answers[0] == ANSWER and all(answers), answers
