@@ -31,11 +31,12 @@ setup_advgame() {
 
 # The red-teaming tools (docs/redteam-tools.md) reach advgame's servers over HTTP only, so they live
 # apart from the pinned CPU stack, which their own pins (openai, transformers, numpy) would move:
-# PyRIT and garak in .venv-redteam, promptfoo (and the node >= 22.22 it needs, from npm) in
-# node_modules. ADVGAME_REDTEAM_TOOLS=0 skips them (their tests then skip, saying so).
+# PyRIT and garak in .venv-redteam. ADVGAME_REDTEAM_TOOLS=0 skips them (their tests then skip,
+# saying so). promptfoo (and the node >= 22.22 it needs, from npm) goes into node_modules only with
+# ADVGAME_PROMPTFOO=1: it is not wired yet (docs/redteam-tools.md says why) and adds ~1.5 GB.
 setup_redteam_tools() {
     local stamp=.venv-redteam/.advgame-setup want
-    want=$(cat scripts/setup.sh package.json package-lock.json | sha256sum | cut -d' ' -f1)
+    want=$(cat scripts/setup.sh | sha256sum | cut -d' ' -f1)
     if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
         return 0
     fi
@@ -44,6 +45,15 @@ setup_redteam_tools() {
     # the CPU torch wheel first: garak's torch would otherwise be the CUDA build (~2.7 GB of nvidia/triton)
     .venv-redteam/bin/pip install "torch==2.13.0"
     .venv-redteam/bin/pip install "pyrit==1.1.0" "garak==0.17.1"
+    echo "$want" > "$stamp"
+}
+
+setup_promptfoo() {
+    local stamp=node_modules/.advgame-setup want
+    want=$(cat package.json package-lock.json | sha256sum | cut -d' ' -f1)
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+        return 0
+    fi
     npm ci --no-audit --no-fund
     echo "$want" > "$stamp"
 }
@@ -51,4 +61,7 @@ setup_redteam_tools() {
 setup_advgame
 if [ "${ADVGAME_REDTEAM_TOOLS:-1}" != 0 ]; then
     setup_redteam_tools
+fi
+if [ "${ADVGAME_PROMPTFOO:-0}" = 1 ]; then
+    setup_promptfoo
 fi
