@@ -1,8 +1,8 @@
-"""The trained attacker behind an OpenAI-compatible chat endpoint, as red-teaming tools call their
-adversarial model: ``advgame serve --attacker PATH``.
+"""The trained players behind an OpenAI-compatible chat endpoint, as red-teaming tools call their
+adversarial model and their target: ``advgame serve --attacker PATH`` and ``advgame serve --defender PATH``.
 
-A tool sends ``POST /v1/chat/completions`` with a system message stating the objective and the
-conversation so far. The server maps that onto the task the attacker was trained on (the game's
+Attacker. A tool sends ``POST /v1/chat/completions`` with a system message stating the objective and
+the conversation so far. The server maps that onto the task the attacker was trained on (the game's
 attacker prompt for a seed and its label: the objective is the seed, harmful unless the request
 says ``"label": "benign"``), samples, parses the strict ``<think>..</think><prompt>..</prompt>``
 format, and answers with the public prompt only: the hidden reasoning never leaves the server.
@@ -12,13 +12,20 @@ Where the objective is read (first found):
   2. the system messages' text: its ``<objective>..</objective>``, else the rest of the first line
      after ``Objective:``,
      else the whole text.
-A request without one is a 400 naming what is missing. The attacker was trained single-turn, so
+A request without one is a 400 naming what is missing. A ``response_format`` asking for JSON (PyRIT
+asks its adversarial model for ``{"next_message", "rationale", "last_response_summary"}``) gets the
+attack under the schema's message key and empty strings elsewhere. The attacker was trained single-turn, so
 the turns after the system message are checked (their layout) but not yet shown to it: each call
 is a fresh rewrite of the objective (the multi-turn issue will feed them).
 
-Every bad request has a defined answer and the server keeps serving: malformed JSON or an
-unexpected layout 400 (naming the field), a body over ``max_body_bytes`` 413, ``stream`` 400,
-an attacker that produced no valid attack in ``attempts`` samples 502.
+Defender. A plain chat target: the conversation is sent as it came, its last turn (a user turn:
+the attack) written as the defender's trained task (the game's defender template), and the answer
+is the defender's public answer (a thinking defender's ``<think>`` stays on the server).
+
+Both share the request checks and the app: every bad request has a defined answer and the server
+keeps serving: malformed JSON or an unexpected layout 400 (naming the field), a body over
+``max_body_bytes`` 413, ``stream`` 400, a player that produced no valid output in ``attempts``
+samples 502.
 """
 
 from __future__ import annotations
@@ -28,18 +35,18 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from advgame_env.game import Game, GameConfig, Round
-from advgame_env.parsing import Parsed
-from advgame_env.roles import ATTACKER
+from advgame_env.parsing import Parsed, parse_response
+from advgame_env.roles import ATTACKER, DEFENDER
 from advgame_env.rule_judge import RuleJudge
 from advgame_env.seeds import Label, Seed
 from agents.hf import Generation
-from agents.policy import Policy
+from agents.policy import Policy, chat
 from algorithms.training.copies import Which
 
 if TYPE_CHECKING:
@@ -68,6 +75,56 @@ class Message:
     content: str
 
 
+# Where tools' JSON schemas for the adversarial model's reply put the attack (PyRIT's shared
+# adversarial_chat schema: next_message, with rationale and last_response_summary beside it).
+ATTACK_KEYS = ("next_message", "prompt", "message", "attack")
+
+
+@dataclass(frozen=True)
+class JsonReply:
+    """An OpenAI ``response_format`` asking for a JSON object: the attack goes under ``key``, every
+    other required key gets an empty string (the attacker's reasoning stays on the server)."""
+
+    key: str = ATTACK_KEYS[0]
+    others: tuple[str, ...] = ()
+
+    def render(self, attack: str) -> str:
+        return json.dumps({self.key: attack, **dict.fromkeys(self.others, "")})
+
+
+def json_reply(response_format: object) -> JsonReply | None:
+    """The reply a ``response_format`` asks for: None for text, a ``JsonReply`` for
+    ``json_object`` or a ``json_schema`` with string properties; a 400 for any other."""
+    if response_format is None:
+        return None
+    kind = response_format.get("type") if isinstance(response_format, Mapping) else None
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        # no schema sent: PyRIT's shared adversarial_chat layout, which PyRIT validates the reply
+        # against even when its target only declares plain JSON mode (what OpenAIChatTarget sends)
+        return JsonReply(ATTACK_KEYS[0], ("rationale", "last_response_summary"))
+    if kind != "json_schema":
+        raise RequestError(400, "response_format: {'type': 'text' | 'json_object' | 'json_schema', ...}")
+    assert isinstance(response_format, Mapping)
+    spec = response_format.get("json_schema")
+    schema = spec.get("schema") if isinstance(spec, Mapping) else None
+    properties = schema.get("properties") if isinstance(schema, Mapping) else None
+    if not isinstance(schema, Mapping) or not isinstance(properties, Mapping):
+        raise RequestError(400, "response_format.json_schema.schema: an object schema with 'properties'")
+    key = next((k for k in ATTACK_KEYS if k in properties), None)
+    if key is None:
+        raise RequestError(
+            400, f"response_format: the schema has no property for the attack ({', '.join(ATTACK_KEYS)})"
+        )
+    required = schema.get("required", [])
+    others = tuple(str(k) for k in required if k != key) if isinstance(required, list) else ()
+    for name in (key, *others):
+        if not isinstance(properties.get(name), Mapping) or properties[name].get("type") != "string":
+            raise RequestError(400, f"response_format: property {name!r} is not a string; the attacker writes text")
+    return JsonReply(key, others)
+
+
 @dataclass(frozen=True)
 class AttackRequest:
     """What the attacker needs from a tool's request."""
@@ -75,6 +132,7 @@ class AttackRequest:
     objective: str
     label: Label
     conversation: tuple[Message, ...]  # the turns after the system messages (checked, not yet used)
+    reply: JsonReply | None = None  # a JSON object asked for (response_format), else the plain attack
     max_tokens: int | None = None
     temperature: float | None = None
     seed: int | None = None
@@ -117,12 +175,23 @@ def _number(body: Mapping[str, object], key: str, kind: type[N], low: float, hig
     return kind(value)
 
 
-def parse_request(body: object) -> AttackRequest:
-    """The attack request in a chat-completions body; a ``RequestError`` (400) names what is wrong."""
+@dataclass(frozen=True)
+class ChatRequest:
+    """What every chat-completions request carries, checked: its messages and sampling overrides."""
+
+    messages: tuple[Message, ...]
+    max_tokens: int | None = None
+    temperature: float | None = None
+    seed: int | None = None
+
+
+def parse_chat(body: object) -> ChatRequest:
+    """The messages and sampling overrides of a chat-completions body; a ``RequestError`` (400)
+    names what is wrong."""
     if not isinstance(body, Mapping):
         raise RequestError(400, f"the body is a JSON object with 'messages', not a JSON {type(body).__name__}")
     if body.get("stream"):
-        raise RequestError(400, "stream: not supported; send stream false (one attack message per request)")
+        raise RequestError(400, "stream: not supported; send stream false (one message per request)")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise RequestError(400, "messages: a non-empty list of {'role', 'content'} objects is required")
@@ -134,10 +203,23 @@ def parse_request(body: object) -> AttackRequest:
         if role not in ROLES:
             raise RequestError(400, f"messages[{i}].role: one of {', '.join(ROLES)}, not {role!r}"[:200])
         parsed.append(Message(str(role), _text(message.get("content"), f"messages[{i}].content")))
+    max_tokens = _number(body, "max_completion_tokens", int, 1, 1 << 20)
+    return ChatRequest(
+        messages=tuple(parsed),
+        max_tokens=max_tokens if max_tokens is not None else _number(body, "max_tokens", int, 1, 1 << 20),
+        temperature=_number(body, "temperature", float, 0.0, 2.0),
+        seed=_number(body, "seed", int, 0, 2**63 - 1),
+    )
+
+
+def parse_request(body: object) -> AttackRequest:
+    """The attack request in a chat-completions body; a ``RequestError`` (400) names what is wrong."""
+    request = parse_chat(body)
+    assert isinstance(body, Mapping)  # parse_chat checked it
     label = body.get("label", Label.HARMFUL.value)
     if label not in {lb.value for lb in Label}:
         raise RequestError(400, f"label: harmful or benign, not {label!r}"[:200])
-    system = "\n".join(m.content for m in parsed if m.role in ("system", "developer"))
+    system = "\n".join(m.content for m in request.messages if m.role in ("system", "developer"))
     given = body.get("objective")
     if given is not None and not isinstance(given, str):
         raise RequestError(400, f"objective: a string, not {type(given).__name__}")
@@ -148,14 +230,59 @@ def parse_request(body: object) -> AttackRequest:
             "no objective: send a system message stating it (or <objective>..</objective>, "
             "a line 'Objective: ..', or a top-level 'objective' field)",
         )
-    max_tokens = _number(body, "max_completion_tokens", int, 1, 1 << 20)
     return AttackRequest(
         objective=objective,
         label=Label(label),
-        conversation=tuple(m for m in parsed if m.role not in ("system", "developer")),
-        max_tokens=max_tokens if max_tokens is not None else _number(body, "max_tokens", int, 1, 1 << 20),
-        temperature=_number(body, "temperature", float, 0.0, 2.0),
-        seed=_number(body, "seed", int, 0, 2**63 - 1),
+        conversation=tuple(m for m in request.messages if m.role not in ("system", "developer")),
+        reply=json_reply(body.get("response_format")),
+        max_tokens=request.max_tokens,
+        temperature=request.temperature,
+        seed=request.seed,
+    )
+
+
+class ChatService(Protocol):
+    """A player behind the endpoint: its served name and its answer to a request body."""
+
+    name: str
+
+    def reply(self, body: object) -> tuple[str, int]:
+        """(the assistant message, tokens generated); a ``RequestError`` for a defined failure."""
+        ...
+
+
+def first_valid(
+    policy: Policy,
+    request: AttackRequest | ChatRequest,
+    attempts: int,
+    lock: threading.Lock,
+    sample: Callable[[Policy], Generation],
+    parse: Callable[[Generation], Parsed],
+    player: str,
+) -> tuple[str, int]:
+    """Sample (the request's sampling overrides, capped by the policy's token budget) until an
+    output parses, up to ``attempts`` times: (its public text, tokens generated), else a 502."""
+    policy = replace(
+        policy,
+        max_tokens=min(request.max_tokens or policy.max_tokens, policy.max_tokens),
+        temperature=policy.temperature if request.temperature is None else request.temperature,
+    )
+    generated, failures = 0, []
+    for attempt in range(attempts):
+        seed = None if request.seed is None else request.seed + attempt
+        with lock:  # one model, one generation at a time: the HF backend is not re-entrant
+            generation = sample(replace(policy, seed=seed))
+        generated += len(generation.token_ids)
+        parsed = parse(generation)
+        if parsed.public is not None:
+            return parsed.public, generated
+        failures.append(str(parsed.failure))
+        if policy.temperature == 0:
+            break  # greedy: another try is the same output
+    raise RequestError(
+        502,
+        f"the {player} produced no valid {'attack' if player == ATTACKER else 'answer'} "
+        f"in {len(failures)} samples ({', '.join(failures)})",
     )
 
 
@@ -184,30 +311,86 @@ class AttackerService:
 
     def attack(self, request: AttackRequest) -> tuple[str, int]:
         """(the public attack prompt, tokens generated); a ``RequestError`` (502) when no sample parsed."""
-        policy = replace(
+        task = self.task(request)
+        return first_valid(
             self.policy,
-            max_tokens=min(request.max_tokens or self.policy.max_tokens, self.policy.max_tokens),
-            temperature=self.policy.temperature if request.temperature is None else request.temperature,
-        )
-        task, generated, failures = self.task(request), 0, []
-        for attempt in range(self.attempts):
-            seed = None if request.seed is None else request.seed + attempt
-            with self._lock:
-                [[generation]] = replace(policy, seed=seed).sample([task], 1)
-            generated += len(generation.token_ids)
-            parsed = self.parse(generation)
-            if parsed.public is not None:
-                return parsed.public, generated
-            failures.append(str(parsed.failure))
-            if policy.temperature == 0:
-                break  # greedy: another try is the same output
-        raise RequestError(
-            502, f"the attacker produced no valid attack in {len(failures)} samples ({', '.join(failures)})"
+            request,
+            self.attempts,
+            self._lock,
+            lambda policy: policy.sample([task], 1)[0][0],
+            self.parse,
+            ATTACKER,
         )
 
+    def reply(self, body: object) -> tuple[str, int]:
+        request = parse_request(body)
+        attack, generated = self.attack(request)
+        return (attack if request.reply is None else request.reply.render(attack)), generated
 
-def completion(service: AttackerService, text: str, generated: int, model: object) -> dict[str, object]:
-    """An OpenAI ``chat.completion`` object with the attack as the assistant's message."""
+
+@dataclass
+class DefenderService:
+    """The defender as a plain chat target: the conversation as sent, its last (user) turn written
+    as the defender's trained task, its public answer returned."""
+
+    policy: Policy
+    name: str = "advgame-defender"
+    game: GameConfig = field(default_factory=GameConfig)  # its task template, think format and size guard
+    attempts: int = 3
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def chat(self, request: ChatRequest) -> list[dict[str, str]]:
+        """The chat the defender is sent; a 400 unless the last turn is the user's."""
+        *earlier, last = request.messages
+        if last.role != "user":
+            raise RequestError(
+                400, f"messages[-1].role: the last message is the user's turn to answer, not {last.role!r}"
+            )
+        task = self.game.templates.defender_task(last.content, self.game.defender_think)
+        # "developer" is OpenAI's newer name for system; chat templates know only system
+        history = [{"role": "system" if m.role == "developer" else m.role, "content": m.content} for m in earlier]
+        return [*history, *chat(task, self.policy.prefill, self.policy.system)]
+
+    def parse(self, generation: Generation) -> Parsed:
+        """The defender's output parsed as the game parses it (the public answer; think stays here)."""
+        cfg, think = self.game, self.game.defender_think
+        return parse_response(
+            generation.text,
+            think,
+            cfg.max_response_chars,
+            None,  # an answer cut at the token limit is still the answer a chat API returns
+            strict=think and cfg.templates.strict("defender_think"),
+            lead_in=cfg.lead_in if think else "",
+            accept_empty=cfg.judge_empty_responses,
+        )
+
+    def answer(self, request: ChatRequest) -> tuple[str, int]:
+        messages = self.chat(request)
+
+        def sample(policy: Policy) -> Generation:
+            [generation] = policy.backend.generate(
+                [messages],
+                max_tokens=policy.max_tokens,
+                temperature=policy.temperature,
+                top_p=policy.top_p,
+                seed=policy.seed,
+            )
+            return replace(generation, text=policy.prefill + generation.text)  # the game parses the whole turn
+
+        return first_valid(self.policy, request, self.attempts, self._lock, sample, self.parse, DEFENDER)
+
+    def reply(self, body: object) -> tuple[str, int]:
+        request = parse_chat(body)
+        assert isinstance(body, Mapping)  # parse_chat checked it
+        if json_reply(body.get("response_format")) is not None:
+            raise RequestError(400, "response_format: the defender answers in text (send 'text' or none)")
+        return self.answer(request)
+
+
+def completion(service: ChatService, text: str, generated: int, model: object) -> dict[str, object]:
+    """An OpenAI ``chat.completion`` object with the player's text as the assistant's message."""
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",
@@ -218,7 +401,7 @@ def completion(service: AttackerService, text: str, generated: int, model: objec
     }
 
 
-def build_app(service: AttackerService, *, max_body_bytes: int = MAX_BODY_BYTES) -> Starlette:
+def build_app(service: ChatService, *, max_body_bytes: int = MAX_BODY_BYTES) -> Starlette:
     """The Starlette app: ``POST /v1/chat/completions``, ``GET /v1/models``, ``GET /health``."""
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
@@ -249,8 +432,7 @@ def build_app(service: AttackerService, *, max_body_bytes: int = MAX_BODY_BYTES)
                 body = json.loads(raw)
             except (UnicodeDecodeError, json.JSONDecodeError) as bad:
                 raise RequestError(400, f"the body is not JSON ({bad.__class__.__name__}: {str(bad)[:120]})") from None
-            attack_request = parse_request(body)
-            text, generated = await run_in_threadpool(service.attack, attack_request)
+            text, generated = await run_in_threadpool(service.reply, body)
         except RequestError as failed:
             return error(failed.status, failed.message)
         return JSONResponse(completion(service, text, generated, body.get("model")))
@@ -284,12 +466,10 @@ def run_config(source: Path) -> TrainConfig | None:
     return None
 
 
-def attacker_service(
-    source: Path, *, which: Which = "learner", name: str = "advgame-attacker", attempts: int = 3
-) -> AttackerService:
-    """The attacker of ``source`` (an export, a run folder or a checkpoint), loaded with the HF
-    backend, playing with its run's game and sampling settings where the run is known (the
-    defaults of a run config otherwise)."""
+def trained_policy(source: Path, role: str, which: Which = "learner") -> tuple[Policy, GameConfig]:
+    """The ``role`` player of ``source`` (an export, a run folder or a checkpoint), loaded with the
+    HF backend, with its run's game and sampling settings where the run is known (the defaults of
+    a run config otherwise)."""
     from agents import HFBackend, load_model
     from algorithms.config import TrainConfig
     from algorithms.export import policy_folder
@@ -297,21 +477,38 @@ def attacker_service(
     from algorithms.training.rollouts import prefills
 
     cfg = run_config(source)  # first: a config that cannot load (a plugin not given) is the error to show
-    folder = policy_folder(source, "attacker", which)
+    folder = policy_folder(source, role, which)
     fmt = read_format(folder)
     if cfg is None:  # a lone export: the run config's defaults, in the format the export records
         cfg = TrainConfig()
         if fmt is not None:
-            cfg = replace(cfg, game=replace(cfg.game, attacker_think=fmt.attacker_think))
-    prefill = fmt.attacker_prefill if fmt is not None else prefills(cfg)[ATTACKER]
+            think = {f"{r}_think": getattr(fmt, f"{r}_think") for r in (ATTACKER, DEFENDER)}
+            cfg = replace(cfg, game=replace(cfg.game, **think))
+    prefill = getattr(fmt, f"{role}_prefill") if fmt is not None else prefills(cfg)[role]
     model, tokenizer = load_model(folder)
     rollout, game = cfg.rollout, cfg.game
     policy = Policy(
         HFBackend(model, tokenizer),
-        max_tokens=cfg.roles.attacker.max_tokens,
+        max_tokens=cfg.roles[role].max_tokens,
         temperature=rollout.temperature,
         top_p=rollout.top_p,
         prefill=prefill,
-        system=game.system_message(ATTACKER),  # Self-RedTeam's template set has one
+        system=game.system_message(role),  # Self-RedTeam's template set has one for the attacker
     )
+    return policy, game
+
+
+def attacker_service(
+    source: Path, *, which: Which = "learner", name: str = "advgame-attacker", attempts: int = 3
+) -> AttackerService:
+    """The attacker of ``source`` playing as it was trained (``trained_policy``)."""
+    policy, game = trained_policy(source, ATTACKER, which)
     return AttackerService(policy, name=name, game=game, attempts=attempts)
+
+
+def defender_service(
+    source: Path, *, which: Which = "learner", name: str = "advgame-defender", attempts: int = 3
+) -> DefenderService:
+    """The defender of ``source`` answering as it was trained (``trained_policy``)."""
+    policy, game = trained_policy(source, DEFENDER, which)
+    return DefenderService(policy, name=name, game=game, attempts=attempts)

@@ -154,6 +154,20 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_healthy(base: str, process: subprocess.Popen, log: Path, timeout: float = 180) -> None:
+    """Until ``base``/health answers; fails with the log's tail if the server exits first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert process.poll() is None, log.read_text()[-3000:]
+        try:
+            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(1)
+
+
 @pytest.mark.slow  # a subprocess serving a model
 def test_the_command_serves_a_model_folder_on_loopback(tiny_chat, tmp_path):
     port = _free_port()
@@ -169,16 +183,7 @@ def test_the_command_serves_a_model_folder_on_loopback(tiny_chat, tmp_path):
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert process.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(1)
+        wait_healthy(base, process, tmp_path / "serve.log")
         missing = httpx.post(f"{base}{URL}", json={"messages": [{"role": "user", "content": "hi"}]}, timeout=60)
         assert missing.status_code == 400 and "no objective" in missing.json()["error"]["message"]
         broken = httpx.post(f"{base}{URL}", content=b"{", timeout=60)
@@ -239,3 +244,47 @@ def test_a_source_that_is_no_attacker_is_one_line_and_exit_2(tmp_path, capsys):
     assert (
         err.startswith("advgame serve: ") and "neither a model or adapter folder" in err and len(err.splitlines()) == 1
     )
+
+
+ADVERSARIAL_CHAT_SCHEMA = {  # PyRIT 1.1's shared schema for its adversarial model's reply
+    "type": "object",
+    "properties": {
+        "next_message": {"type": "string"},
+        "rationale": {"type": "string"},
+        "last_response_summary": {"type": "string"},
+    },
+    "required": ["next_message", "rationale", "last_response_summary"],
+    "additionalProperties": False,
+}
+
+
+def test_a_json_reply_puts_the_attack_under_the_schemas_message_key_and_nothing_hidden_elsewhere():
+    backend = scripted("<think>secret plan</think><prompt>the attack</prompt>", "<think>t</think><prompt>p</prompt>")
+    app = client(backend)
+    schema = {"type": "json_schema", "json_schema": {"name": "adversarial_chat", "schema": ADVERSARIAL_CHAT_SCHEMA}}
+    reply = app.post(URL, json=request(response_format=schema)).json()["choices"][0]["message"]["content"]
+    assert json.loads(reply) == {"next_message": "the attack", "rationale": "", "last_response_summary": ""}
+    reply = app.post(URL, json=request(response_format={"type": "json_object"})).json()["choices"][0]["message"]
+    assert json.loads(reply["content"]) == {"next_message": "p", "rationale": "", "last_response_summary": ""}
+
+
+@pytest.mark.parametrize(
+    ("response_format", "names"),
+    [
+        ({"type": "xml"}, "response_format"),
+        (
+            {"type": "json_schema", "json_schema": {"schema": {"properties": {"answer": {"type": "string"}}}}},
+            "no property",
+        ),
+        (
+            {"type": "json_schema", "json_schema": {"schema": {"properties": {"prompt": {"type": "integer"}}}}},
+            "'prompt'",
+        ),
+        ({"type": "json_schema"}, "json_schema.schema"),
+    ],
+)
+def test_a_response_format_the_attacker_cannot_fill_is_a_400(response_format, names):
+    backend = scripted()
+    response = client(backend).post(URL, json=request(response_format=response_format))
+    assert response.status_code == 400 and names in response.json()["error"]["message"]
+    assert backend.calls == []

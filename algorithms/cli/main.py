@@ -15,6 +15,7 @@ advgame compare --config A --config B --run-seeds 3  configs trained over seeds,
                 [--steps N --exploit-budget K]        alike, one table of means with 95% t-intervals
 advgame serve MODEL [vllm serve options]  an OpenAI-compatible vLLM server of a model
 advgame serve --attacker PATH [--port N]  the trained attacker as a red-teaming tool's adversarial chat model
+advgame serve --defender PATH [--port N]  the trained defender as a red-teaming tool's (plain chat) target
 advgame export RUN_OR_FOLDER [--merged] OUT  a trained policy as a folder plain transformers/peft/vLLM load
 advgame judge-audit --judge J [--against J2]  a judge's biases, master keys, injection, calibration, agreement
 
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
     from advgame_env.judges import Judge
     from advgame_env.seeds import Seed
     from agents.backends import Backend
+    from algorithms.attacker_server import ChatService
     from algorithms.evaluation.utility import UtilityPlan
     from algorithms.training.game_format import AttackerFormat
 
@@ -906,14 +908,41 @@ class ServeAttacker:
     plugin: Plugins = field(default_factory=list)
 
     def run(self) -> int:
-        import uvicorn
-
-        from algorithms.attacker_server import attacker_service, build_app
+        from algorithms.attacker_server import attacker_service
 
         service = attacker_service(Path(self.attacker), which=self.which, name=self.name, attempts=self.attempts)
-        print(f"serving {self.attacker} as {self.name} on http://{self.host}:{self.port}/v1", flush=True)
-        uvicorn.run(build_app(service, max_body_bytes=self.max_body_bytes), host=self.host, port=self.port)
-        return 0
+        return _serve_player(service, self.attacker, self.host, self.port, self.max_body_bytes)
+
+
+@dataclass
+class ServeDefender:
+    """advgame serve --defender PATH: the trained defender (an export, a run folder or a checkpoint folder) as a
+    plain OpenAI-compatible /v1/chat/completions target: the last user turn becomes its trained task, the answer
+    is its public answer."""
+
+    defender: str
+    host: str = "127.0.0.1"
+    port: int = 8000
+    name: str = "advgame-defender"  # the served model name
+    which: Literal["learner", "ema"] = "learner"  # of a run or checkpoint folder
+    attempts: int = 3  # samples tried per request before a 502 (a thinking defender may miss its format)
+    max_body_bytes: int = 1 << 20  # larger request bodies get a 413
+
+    def run(self) -> int:
+        from algorithms.attacker_server import defender_service
+
+        service = defender_service(Path(self.defender), which=self.which, name=self.name, attempts=self.attempts)
+        return _serve_player(service, self.defender, self.host, self.port, self.max_body_bytes)
+
+
+def _serve_player(service: ChatService, source: str, host: str, port: int, max_body_bytes: int) -> int:
+    import uvicorn
+
+    from algorithms.attacker_server import build_app
+
+    print(f"serving {source} as {service.name} on http://{host}:{port}/v1", flush=True)
+    uvicorn.run(build_app(service, max_body_bytes=max_body_bytes), host=host, port=port)
+    return 0
 
 
 @dataclass
@@ -1013,6 +1042,9 @@ def parse_command(argv: Sequence[str] | None = None) -> Command:
 def _parse(args: list[str]) -> Command:
     if args[:1] == ["serve"] and args[1:2] and args[1].split("=")[0] == "--attacker":
         command: Command = tyro.cli(ServeAttacker, args=args[1:], prog="advgame serve", config=(FlagCreatePairsOff,))
+        return command
+    if args[:1] == ["serve"] and args[1:2] and args[1].split("=")[0] == "--defender":
+        command = tyro.cli(ServeDefender, args=args[1:], prog="advgame serve", config=(FlagCreatePairsOff,))
         return command
     if args[:1] == ["serve"] and len(args) > 1 and args[1] not in ("-h", "--help"):
         return Serve(args[1], args[2:])  # vllm's options go through untouched, unparsed by us
@@ -1126,7 +1158,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as error:
         print(f"advgame: {error}", file=sys.stderr)
         return 2
-    name = next((name for name, kind in COMMANDS.items() if type(command) is kind), "serve")  # or ServeAttacker
+    name = next(
+        (name for name, kind in COMMANDS.items() if type(command) is kind), "serve"
+    )  # or ServeAttacker, ServeDefender
     from agents.threads import apply_thread_policy
 
     try:
