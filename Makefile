@@ -18,6 +18,7 @@ test: setup
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
+	.venv/bin/lint-imports
 	$(MKDOCS)
 	.venv/bin/python -m pytest
 
@@ -27,6 +28,7 @@ test-fast: setup
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
+	.venv/bin/lint-imports
 	$(MKDOCS)
 	.venv/bin/python -m pytest -m "not slow"
 

@@ -17,7 +17,7 @@ class NameClashError(ImportError):
     """Another installed distribution provides one of our top-level import names."""
 
 
-OURS = ("advgame_env", "agents", "algorithms")  # the top-level packages of the advgame distribution
+OURS = ("advgame_env", "advgame_types", "agents", "algorithms")  # the top-level packages of the advgame distribution
 
 
 @functools.cache

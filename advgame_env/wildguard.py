@@ -17,7 +17,7 @@ as it is (no chat template around it):
   ``vllm serve allenai/wildguard --chat-template "{{ messages[0]['content'] }}"``
   (:data:`PASS_THROUGH_CHAT_TEMPLATE`);
 * the in-process Hugging Face or vLLM backends: set the tokenizer's ``chat_template`` to
-  :data:`PASS_THROUGH_CHAT_TEMPLATE` (``algorithms.training.trainer.build_judge`` does).
+  :data:`PASS_THROUGH_CHAT_TEMPLATE` (``algorithms.training.run_setup.build_judge`` does).
 
 Decoding is greedy with at most 128 new tokens, as WildGuard's client and Self-RedTeam use.
 

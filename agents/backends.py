@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
+from advgame_types import BackendKind
 from agents.hf import HFBackend
 from agents.models import load_model
 from agents.openai_backend import OpenAIBackend
 from agents.replicas import ReplicatedBackend, check_urls, split_urls
 from agents.vllm_backend import VLLMBackend
 
-BackendKind = Literal["hf", "vllm", "openai"]  # algorithms.config.BackendKind mirrors it (agents imports no algorithms)
 Backend = HFBackend | VLLMBackend | OpenAIBackend | ReplicatedBackend
 
 

@@ -23,10 +23,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.utils.checkpoint import checkpoint
 
-if TYPE_CHECKING:
-    from transformers import GenerationConfig
+from advgame_types import Chat
 
-Chat = Sequence[Mapping[str, str]]
+if TYPE_CHECKING:
+    from transformers import Cache, GenerationConfig
+
+    from agents.handles import CausalLM, Tokenizer
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,7 @@ class Generation:
     stop_token_id: int | None = None
 
 
-def render_chat(tokenizer: Any, chat: Chat) -> str:
+def render_chat(tokenizer: Tokenizer, chat: Chat) -> str:
     """The chat as the model's prompt text; a final assistant message is continued."""
     messages = [dict(m) for m in chat]
     if not messages:
@@ -54,11 +56,11 @@ def render_chat(tokenizer: Any, chat: Chat) -> str:
     )
 
 
-def encode(tokenizer: Any, text: str) -> list[int]:
+def encode(tokenizer: Tokenizer, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def prompt_ids(tokenizer: Any, chats: Sequence[Chat], max_context: int, max_tokens: int) -> list[list[int]]:
+def prompt_ids(tokenizer: Tokenizer, chats: Sequence[Chat], max_context: int, max_tokens: int) -> list[list[int]]:
     """Each chat's prompt tokens, cut from the left so ``max_tokens`` still fit the context."""
     budget = max_context - max_tokens
     if budget < 1:
@@ -67,7 +69,7 @@ def prompt_ids(tokenizer: Any, chats: Sequence[Chat], max_context: int, max_toke
 
 
 def continuation_pairs(
-    tokenizer: Any, chats: Sequence[Chat], continuations: Sequence[str]
+    tokenizer: Tokenizer, chats: Sequence[Chat], continuations: Sequence[str]
 ) -> list[tuple[list[int], list[int]]]:
     """(prompt ids, continuation ids) per chat, tokenised separately as at generation time."""
     if len(chats) != len(continuations):
@@ -108,7 +110,7 @@ def neutral_generation_kwargs(generation_config: GenerationConfig | None) -> dic
     }
 
 
-def stop_token_ids(model: Any, tokenizer: Any) -> set[int]:
+def stop_token_ids(model: CausalLM, tokenizer: Tokenizer) -> set[int]:
     """Every end-of-turn id of the model and of the tokenizer (the chat template's), as vLLM
     stops on: Qwen2.5 lists <|im_end|> and <|endoftext|>."""
     eos = model.generation_config.eos_token_id if model.generation_config is not None else None
@@ -116,7 +118,7 @@ def stop_token_ids(model: Any, tokenizer: Any) -> set[int]:
     return {int(i) for i in ids if i is not None}
 
 
-def padded_vocab_ids(vocab_size: int, tokenizer: Any) -> list[int]:
+def padded_vocab_ids(vocab_size: int, tokenizer: Tokenizer) -> list[int]:
     """Ids of the embedding rows past the tokenizer's vocabulary (Qwen2.5 pads 151,665 tokens to
     152,064 rows): they decode to nothing, so a player never samples them (AdvGame's
     ``allowed_token_ids``, A §3.1)."""
@@ -135,7 +137,7 @@ def pad_rows(rows: Sequence[list[int]], pad_id: int, *, left: bool) -> tuple[tor
     return ids, mask
 
 
-def shared_prompt_cache(model: Any, prompts: list[list[int]], pad_id: int) -> Any:
+def shared_prompt_cache(model: CausalLM, prompts: list[list[int]], pad_id: int) -> Cache | None:
     """The KV cache of every prompt but its last token, each distinct prompt encoded once and
     its cache copied to every row that asks for it; ``None`` when no prompt repeats.
 
@@ -167,7 +169,7 @@ GQA_SDPA = "advgame_sdpa_gqa"
 
 
 def _gqa_sdpa(
-    module: Any,
+    module: torch.nn.Module,
     query: torch.Tensor,
     key: torch.Tensor,
     value: torch.Tensor,
@@ -203,7 +205,7 @@ def _gqa_sdpa(
 
 
 @contextlib.contextmanager
-def gqa_attention(model: Any) -> Iterator[None]:
+def gqa_attention(model: CausalLM) -> Iterator[None]:
     """Within: a model that runs transformers' "sdpa" attention runs ``_gqa_sdpa`` (same masks)."""
     config: Any = getattr(model, "config", None)
     if getattr(config, "_attn_implementation", None) != "sdpa":
@@ -221,12 +223,12 @@ def gqa_attention(model: Any) -> Iterator[None]:
         config._attn_implementation = "sdpa"
 
 
-def finished_generation(tokenizer: Any, stop_ids: set[int], row: list[int], logprobs: list[float]) -> Generation:
+def finished_generation(tokenizer: Tokenizer, stop_ids: set[int], row: list[int], logprobs: list[float]) -> Generation:
     """A sampled row of new tokens as a generation: cut at its first end-of-turn token."""
     end = next((i for i, t in enumerate(row) if t in stop_ids), None)
     kept = row if end is None else row[:end]
     return Generation(
-        text=tokenizer.decode(kept, skip_special_tokens=True),
+        text=str(tokenizer.decode(kept, skip_special_tokens=True)),
         token_ids=kept,
         logprobs=logprobs[: len(kept)],
         finish_reason="length" if end is None else "stop",
@@ -252,8 +254,8 @@ class HFBackend:
 
     def __init__(
         self,
-        model: Any,
-        tokenizer: Any,
+        model: CausalLM,
+        tokenizer: Tokenizer,
         *,
         batch_size: int = 16,
         max_context: int | None = None,
@@ -316,7 +318,7 @@ class HFBackend:
         }
         with gqa_attention(self.model) if self.gqa_in_kernel else contextlib.nullcontext():
             cache = self._encoded_once(prompts)
-            result = self.model.generate(
+            result = self.model.generate(  # type: ignore[operator]  # GenerationMixin's, on every causal LM
                 input_ids=ids,
                 attention_mask=mask,
                 past_key_values=cache,
@@ -334,7 +336,7 @@ class HFBackend:
             for row, row_logprobs in zip(new.tolist(), logprobs.tolist(), strict=True)
         ]
 
-    def _encoded_once(self, prompts: list[list[int]]) -> Any:
+    def _encoded_once(self, prompts: list[list[int]]) -> Cache | None:
         # a model that names its own cache class (static, hybrid) gets it from generate(), which
         # refuses a cache passed in beside it: such models encode every row as before
         own_cache = getattr(self.model.generation_config, "cache_implementation", None)
@@ -427,7 +429,7 @@ CHUNK_LOGITS = 2**26
 
 
 def token_logprobs(
-    model: Any,
+    model: CausalLM,
     pairs: Sequence[tuple[list[int], list[int]]],
     *,
     pad_id: int,
@@ -519,7 +521,7 @@ class TargetLogprobs(torch.nn.Module):
         return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
 
 
-def _post_processes_logits(model: Any) -> bool:
+def _post_processes_logits(model: CausalLM) -> bool:
     """Models whose forward changes the head's output (Gemma-2's soft-capping, Cohere's scale):
     the stand-in head's log-probs would be changed too."""
     config = getattr(model, "config", None)
@@ -531,10 +533,10 @@ def _post_processes_logits(model: Any) -> bool:
 # Enters the context in which one policy runs its forwards, yielding the module: a plain model
 # (``fixed(model)``), or one adapter of a PEFT model switched on (a player's ``active(which)``),
 # so a learner and its reference can be two adapters, or adapter on / off, of one shared base.
-PolicyForward = Callable[[], contextlib.AbstractContextManager[Any]]
+PolicyForward = Callable[[], contextlib.AbstractContextManager["CausalLM"]]
 
 
-def fixed(model: Any) -> PolicyForward:
+def fixed(model: CausalLM) -> PolicyForward:
     """A model that runs as it is."""
     return lambda: contextlib.nullcontext(model)
 
@@ -581,7 +583,7 @@ class MixtureBackend:
         self,
         learner: PolicyForward,
         reference: PolicyForward,
-        tokenizer: Any,
+        tokenizer: Tokenizer,
         *,
         beta: float,
         batch_size: int = 16,
@@ -626,7 +628,7 @@ class MixtureBackend:
         pad = self.tokenizer.pad_token_id
         ids, mask = (t.to(self.device) for t in pad_rows(prompts, pad, left=True))
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        caches: list[Any] = [None, None]
+        caches: list[Cache | None] = [None, None]
         if self.share_prompts:
             for k, policy in enumerate((self.learner, self.reference)):
                 with policy() as model, gqa_attention(model):
@@ -671,7 +673,7 @@ class MixtureBackend:
         ]
 
 
-def check_mixable(backend: Any, name: str) -> HFBackend:
+def check_mixable(backend: object, name: str) -> HFBackend:
     """``backend`` if it can take part in a geometric mixture (an in-process HF backend), else a
     TypeError that says why not: vLLM and OpenAI-compatible servers sample each request from
     one model's logits, so they cannot mix two policies per token."""
@@ -684,7 +686,7 @@ def check_mixable(backend: Any, name: str) -> HFBackend:
     return backend
 
 
-def mixture_backend(learner: Any, reference: Any, *, beta: float) -> MixtureBackend:
+def mixture_backend(learner: object, reference: object, *, beta: float) -> MixtureBackend:
     """The geometric mixture of two in-process HF backends (same tokenizer, or at least the
     same vocabulary); any other backend is refused with the reason (``check_mixable``)."""
     learner, reference = check_mixable(learner, "learner"), check_mixable(reference, "reference")

@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from advgame_types import ROLES
+
 if TYPE_CHECKING:
     from peft import PeftModel
     from transformers import PreTrainedModel
 
-# The game's roles (advgame_env.roles.ROLES) as default adapter names. Spelled out, not imported:
-# agents imports nothing of advgame_env; tests/test_roles.py checks that the two agree.
-ROLES = ("attacker", "defender")
+    from agents.handles import CausalLM
+
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -106,12 +107,16 @@ def load_adapter_weights(model: torch.nn.Module, adapter: str, folder: str | Pat
             param.copy_(saved[name])
 
 
-def save_adapter(model: PeftModel, folder: str | Path, adapter: str) -> None:
+def save_adapter(model: CausalLM, folder: str | Path, adapter: str) -> None:
     """PEFT's save of one adapter, read from the parameters as they are now.
 
     PEFT's own ``save_pretrained`` reads ``model.state_dict()``, which under FSDP2 holds the
     sharded storages even while the modules are gathered for a push (measured: "Attempted to
     access the data pointer on an invalid python storage"). The parameters themselves are then
     full tensors, so they are handed to PEFT as the state dict; unsharded, the same tensors."""
+    from peft import PeftModel
+
+    if not isinstance(model, PeftModel):
+        raise TypeError(f"only a PEFT model has adapters to save; got a {type(model).__name__}")
     state = {name: param.detach() for name, param in model.named_parameters()}
     model.save_pretrained(str(folder), selected_adapters=[adapter], state_dict=state)

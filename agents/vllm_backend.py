@@ -23,7 +23,7 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -32,11 +32,12 @@ from agents.models import resolve_model
 from agents.roles import save_adapter
 
 if TYPE_CHECKING:  # vllm is imported where an engine starts (it is an optional, heavy dependency)
-    from peft import PeftModel
     from vllm.config.model import ModelDType
     from vllm.inputs import TokensPrompt
     from vllm.lora.request import LoRARequest
     from vllm.outputs import CompletionOutput
+
+    from agents.handles import CausalLM, Tokenizer
 
 PROBE_CHAT = [{"role": "user", "content": "Write one sentence about the sea."}]
 PROBE_REPLY = "The sea is wide, cold and full of stories."
@@ -46,7 +47,7 @@ class StaleWeightsError(RuntimeError):
     """The engine's weights do not match what was pushed."""
 
 
-def full_state_dict(model: Any) -> dict[str, torch.Tensor]:
+def full_state_dict(model: Any) -> dict[str, torch.Tensor]:  # a transformers or PEFT model
     """Plain Hugging Face parameter names -> tensors, each parameter once (a tied output layer is
     left out: the engine ties it itself); a PEFT model's LoRA is merged into copies."""
     tied = getattr(model.config, "tie_word_embeddings", False)
@@ -139,7 +140,8 @@ class VLLMBackend:
             **lora_args,
             **engine_kwargs,
         )
-        self.tokenizer = self.llm.get_tokenizer()
+        # vLLM's TokenizerLike protocol is narrower than what it returns: the transformers tokenizer it loaded
+        self.tokenizer = cast("Tokenizer", self.llm.get_tokenizer())
         # the engine stops on the tokenizer's end-of-turn id and on every eos id of the model's
         # generation_config (added to each request's stop ids)
         eos = self.llm.llm_engine.model_config.try_get_generation_config().get("eos_token_id")
@@ -228,7 +230,7 @@ class VLLMBackend:
 
     # ------------------------------------------------------------------ weight sync
 
-    def push_weights(self, model: torch.nn.Module, *, check: bool = True) -> None:
+    def push_weights(self, model: CausalLM, *, check: bool = True) -> None:
         """Copy ``model``'s full weights (merged, for a PEFT model) into the engine."""
         from safetensors.torch import save_file
 
@@ -244,7 +246,7 @@ class VLLMBackend:
         if check:
             self.check_weights(model)
 
-    def check_weights(self, model: torch.nn.Module) -> None:
+    def check_weights(self, model: CausalLM) -> None:
         """Raise StaleWeightsError unless the engine scores a probe sequence as ``model`` does
         (its active adapter, for a PEFT model). Measured in float32 the two agree to ~1e-4 nats;
         a lower-precision engine is compared loosely."""
@@ -259,7 +261,7 @@ class VLLMBackend:
                 f"weights version {self.weights_version} did not take effect"
             )
 
-    def push_adapter(self, name: str, peft_model: PeftModel, adapter_name: str = "default") -> LoRARequest:
+    def push_adapter(self, name: str, peft_model: CausalLM, adapter_name: str = "default") -> LoRARequest:
         """Serve ``peft_model``'s adapter ``adapter_name`` as ``name`` (a new version each call)."""
         from vllm.lora.request import LoRARequest
 

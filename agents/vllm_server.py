@@ -40,15 +40,23 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, Unpack
 
 import httpx
 import torch
 
+from advgame_types import Sampling
 from agents.hf import Chat, Generation, HFBackend
 from agents.openai_backend import OpenAIBackend
 from agents.roles import save_adapter
 from agents.vllm_backend import PROBE_CHAT, PROBE_REPLY, StaleWeightsError, full_state_dict
+
+if TYPE_CHECKING:
+    from vllm.distributed.weight_transfer.base import TrainerWeightTransferEngine, WeightSource
+
+    from agents.handles import CausalLM, Tokenizer
+
+T = TypeVar("T")
 
 TRANSPORTS = ("advgame_file", "nccl")
 
@@ -58,7 +66,9 @@ class ServerError(RuntimeError):
 
 
 class Generator(Protocol):
-    def generate(self, chats: Sequence[Chat], **sampling: Any) -> list[Generation]: ...
+    def generate(self, chats: Sequence[Chat], **sampling: Unpack[Sampling]) -> Sequence[Generation]: ...
+
+    def score(self, chats: Sequence[Chat], continuations: Sequence[str]) -> Sequence[float]: ...
 
 
 # ----------------------------------------------------------------------------- control plane
@@ -111,13 +121,13 @@ class ServerClient:
         return int(self._call("GET", "/get_world_size", params={"include_dp": "false"})["world_size"])
 
     # vLLM's VLLMWeightSyncClient
-    def init_weight_transfer_engine(self, init_info: dict[str, Any]) -> None:
+    def init_weight_transfer_engine(self, init_info: dict[str, object]) -> None:
         self._call("POST", "/init_weight_transfer_engine", json={"init_info": init_info})
 
     def start_weight_update(self) -> None:
         self._call("POST", "/start_weight_update")
 
-    def update_weights(self, update_info: dict[str, Any] | list[dict[str, Any]]) -> None:
+    def update_weights(self, update_info: dict[str, object] | list[dict[str, object]]) -> None:
         self._call("POST", "/update_weights", json={"update_info": update_info})
 
     def finish_weight_update(self, weight_version: str | None = None) -> None:
@@ -142,16 +152,16 @@ class FanOut:
         self.clients = list(clients)
         self._pool = ThreadPoolExecutor(max_workers=max(1, len(self.clients)), thread_name_prefix="fan-out")
 
-    def _all(self, call: Callable[[ServerClient], Any]) -> list[Any]:
+    def _all(self, call: Callable[[ServerClient], T]) -> list[T]:
         return [f.result() for f in [self._pool.submit(call, c) for c in self.clients]]
 
-    def init_weight_transfer_engine(self, init_info: dict[str, Any]) -> None:
+    def init_weight_transfer_engine(self, init_info: dict[str, object]) -> None:
         self._all(lambda c: c.init_weight_transfer_engine(init_info))
 
     def start_weight_update(self) -> None:
         self._all(lambda c: c.start_weight_update())
 
-    def update_weights(self, update_info: dict[str, Any] | list[dict[str, Any]]) -> None:
+    def update_weights(self, update_info: dict[str, object] | list[dict[str, object]]) -> None:
         self._all(lambda c: c.update_weights(update_info))
 
     def finish_weight_update(self, weight_version: str | None = None) -> None:
@@ -164,11 +174,11 @@ class FanOut:
 def trainer_engines(
     transport: str,
     clients: Sequence[ServerClient],
-    source: Any,
+    source: WeightSource,
     *,
     nccl_address: str = "127.0.0.1",
     nccl_port: int = 29600,
-) -> list[Any]:
+) -> list[TrainerWeightTransferEngine[Any]]:
     """vLLM trainer-side weight-transfer engines that reach every replica (made once per fleet).
 
     ``advgame_file``: one engine, its files read by all replicas. ``nccl``: one NCCL group per
@@ -210,20 +220,22 @@ class SplitBackend:
     parts, one per backend, generated concurrently and put back in order. Chat ``i`` keeps its
     seed ``seed + i``, so the samples do not depend on how many replicas there are."""
 
-    def __init__(self, backends: Sequence[Any]) -> None:
+    def __init__(self, backends: Sequence[Generator]) -> None:
         if not backends:
             raise ValueError("SplitBackend needs at least one backend")
         self.backends = list(backends)
         self._pool = ThreadPoolExecutor(max_workers=len(self.backends), thread_name_prefix="split")
 
-    def generate(self, chats: Sequence[Chat], *, seed: int | None = None, **sampling: Any) -> list[Generation]:
+    def generate(self, chats: Sequence[Chat], **sampling: Unpack[Sampling]) -> list[Generation]:
+        seed = sampling.get("seed")
+
+        def part(lo: int) -> Sampling:  # chat i keeps seed + i, whichever part it lands in
+            return {**sampling, "seed": None if seed is None else seed + lo}
+
         n = len(self.backends)
         bounds = [len(chats) * k // n for k in range(n + 1)]
         parts = [(b, bounds[k], bounds[k + 1]) for k, b in enumerate(self.backends) if bounds[k + 1] > bounds[k]]
-        futures = [
-            self._pool.submit(b.generate, chats[lo:hi], seed=None if seed is None else seed + lo, **sampling)
-            for b, lo, hi in parts
-        ]
+        futures = [self._pool.submit(b.generate, chats[lo:hi], **part(lo)) for b, lo, hi in parts]
         return [g for f in futures for g in f.result()]
 
     def score(self, chats: Sequence[Chat], continuations: Sequence[str]) -> list[float]:
@@ -246,7 +258,9 @@ class Served:
     def __init__(self, fleet: ServerFleet, name: str | None) -> None:
         self.fleet, self.name = fleet, name
 
-    def generate(self, chats: Sequence[Chat], *, adapter: str | None = None, **sampling: Any) -> list[Generation]:
+    def generate(
+        self, chats: Sequence[Chat], *, adapter: str | None = None, **sampling: Unpack[Sampling]
+    ) -> Sequence[Generation]:
         if adapter is not None and adapter != self.name:
             raise ValueError(f"this backend serves {self.name!r}, not adapter {adapter!r}")
         return self.fleet.generator(self.fleet.served_name(self.name)).generate(chats, **sampling)
@@ -271,11 +285,11 @@ class ServerFleet:
     def __init__(
         self,
         urls: Sequence[str],
-        tokenizer: Any,
+        tokenizer: Tokenizer,
         *,
         transport: str = "advgame_file",
         tolerance: float = 5e-3,
-        connect: Callable[[Sequence[str], str], Any] = split_openai,
+        connect: Callable[[Sequence[str], str], Generator] = split_openai,
         scratch: str | Path | None = None,
         sender: bool = True,
         nccl_address: str = "127.0.0.1",
@@ -296,8 +310,10 @@ class ServerFleet:
         self.weights_version = 0
         self.adapters: dict[str, str] = {}  # role -> its served versioned adapter name
         self._adapter_pushes = 0
-        self._engines: list[Any] | None = None  # vLLM trainer engines, made at the first push
-        self._generators: dict[str, Any] = {}
+        self._engines: list[TrainerWeightTransferEngine[Any]] | None = (
+            None  # vLLM trainer engines, made at the first push
+        )
+        self._generators: dict[str, Generator] = {}
         self._scratch = Path(tempfile.mkdtemp(prefix="advgame-adapters-", dir=scratch or _shared_root()))
 
     # names and generation
@@ -310,7 +326,7 @@ class ServerFleet:
             raise KeyError(f"no adapter {name!r} has been pushed to the servers yet (push_adapter first)")
         return self.adapters[name]
 
-    def generator(self, served: str) -> Any:
+    def generator(self, served: str) -> Generator:
         if served not in self._generators:
             self._generators[served] = self.connect(self.urls, served)
         return self._generators[served]
@@ -325,7 +341,7 @@ class ServerFleet:
 
     # full weights
 
-    def push_weights(self, model: torch.nn.Module, *, check: bool = True) -> None:
+    def push_weights(self, model: CausalLM, *, check: bool = True) -> None:
         """Pause, send ``model``'s full weights (merged, for a PEFT model), stamp the version,
         check every replica, resume (also after a failure, so the servers are never left paused)."""
         state = full_state_dict(model)
@@ -361,7 +377,7 @@ class ServerFleet:
 
     # adapters
 
-    def push_adapter(self, name: str, peft_model: Any, adapter_name: str = "default") -> str:
+    def push_adapter(self, name: str, peft_model: CausalLM, adapter_name: str = "default") -> str:
         """Serve ``peft_model``'s adapter ``adapter_name`` as a new version of ``name``; returns the
         served name. The folder must be readable by the servers (same machine or a shared mount)."""
         self._adapter_pushes += 1
@@ -386,7 +402,7 @@ class ServerFleet:
 
     # checks
 
-    def check(self, model: torch.nn.Module, adapter: str | None, *, served: str | None = None) -> None:
+    def check(self, model: CausalLM, adapter: str | None, *, served: str | None = None) -> None:
         """Raise StaleWeightsError unless every replica scores the probe as ``model`` does (with
         ``adapter`` on, for a PEFT model)."""
         with torch.no_grad():
@@ -402,7 +418,7 @@ class ServerFleet:
                     f"{what} did not take effect (tolerance {self.tolerance:g})"
                 )
 
-    def _all(self, call: Callable[[ServerClient], Any]) -> list[Any]:
+    def _all(self, call: Callable[[ServerClient], T]) -> list[T]:
         return [call(c) for c in self.clients]
 
     def close(self) -> None:

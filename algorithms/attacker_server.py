@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypeVar
 
 from advgame_env.game import Game, GameConfig, Round
 from advgame_env.parsing import Parsed
@@ -43,6 +43,8 @@ from agents.policy import Policy
 from algorithms.training.copies import Which
 
 if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
     from algorithms.config import TrainConfig
 
 ROLES = ("system", "developer", "user", "assistant")
@@ -101,7 +103,10 @@ def objective_of(system: str) -> str:
     return line.group(1).strip() if line else system.strip()
 
 
-def _number(body: Mapping[str, object], key: str, kind: type, low: float, high: float) -> Any:
+N = TypeVar("N", int, float)
+
+
+def _number(body: Mapping[str, object], key: str, kind: type[N], low: float, high: float) -> N | None:
     value = body.get(key)
     if value is None:
         return None
@@ -213,7 +218,7 @@ def completion(service: AttackerService, text: str, generated: int, model: objec
     }
 
 
-def build_app(service: AttackerService, *, max_body_bytes: int = MAX_BODY_BYTES) -> Any:
+def build_app(service: AttackerService, *, max_body_bytes: int = MAX_BODY_BYTES) -> Starlette:
     """The Starlette app: ``POST /v1/chat/completions``, ``GET /v1/models``, ``GET /health``."""
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
@@ -289,7 +294,7 @@ def attacker_service(
     from algorithms.config import TrainConfig
     from algorithms.export import policy_folder
     from algorithms.training.game_format import read_format
-    from algorithms.training.trainer import prefills
+    from algorithms.training.rollouts import prefills
 
     cfg = run_config(source)  # first: a config that cannot load (a plugin not given) is the error to show
     folder = policy_folder(source, "attacker", which)

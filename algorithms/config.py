@@ -40,6 +40,7 @@ import yaml
 
 from advgame_env.game import GameConfig, SelfRedTeamCoefficients
 from advgame_env.seeds import read_text
+from advgame_types import BackendKind
 from algorithms.recipes import find_config
 
 T = TypeVar("T")
@@ -95,8 +96,6 @@ def ranged(default: T, rule: Rule) -> T:
     return field(default=default, metadata={RULE: rule})
 
 
-# The engines of agents.build_backend (agents.BackendKind; not imported from there: agents loads torch)
-BackendKind = Literal["hf", "vllm", "openai"]
 DEFAULT_ALGORITHM = "advgame_dpo_md"
 
 

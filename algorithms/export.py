@@ -21,11 +21,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from advgame_types import ROLES
 from agents.models import ADAPTER_CONFIG, BUNDLED, adapter_base, resolve_model
 from algorithms.training.checkpoints import CONFIG_FILE, STATE_FILE, checkpoint_step
 from algorithms.training.copies import Which
-
-ROLES = ("attacker", "defender")
 
 
 @dataclass(frozen=True)

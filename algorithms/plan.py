@@ -239,7 +239,7 @@ class Plan:
     learner: list[Term]  # per learner GPU
     rollout: list[Term]  # per rollout GPU (empty when colocated or HF)
     judge: list[Term]  # per judge GPU (empty when none)
-    facts: dict[str, Any] = field(default_factory=dict)  # tp, replicas, KV tokens, sequences that fit
+    facts: dict[str, int] = field(default_factory=dict)  # tp, replicas, KV tokens, sequences that fit
     advice: list[str] = field(default_factory=list)
     placement: list[str] = field(default_factory=list)
 
@@ -257,7 +257,7 @@ class Plan:
             self.facts.get(k, True) for k in ("rollout_fits", "judge_fits")
         )
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         terms = lambda ts: {t.name: {"gib": t.bytes / GIB, "note": t.note} for t in ts}  # noqa: E731
         setup = dataclasses.asdict(self.setup)
         return {
@@ -391,7 +391,7 @@ def _tp(weight_bytes: float, memory: float, most: int) -> int:
     return tp
 
 
-def _serving(shape: Shape, gpus: int, memory: float, models: int) -> tuple[list[Term], dict[str, Any]]:
+def _serving(shape: Shape, gpus: int, memory: float, models: int) -> tuple[list[Term], dict[str, int]]:
     """Per-GPU terms of vLLM replicas of ``models`` bf16 models on ``gpus`` GPUs."""
     weights = shape.params() * 2.0
     tp = _tp(weights, memory, gpus // max(models, 1))

@@ -22,19 +22,13 @@ from advgame_env import (
     Seed,
     TemplateSet,
 )
-from agents import Generation
+from agents.testing import ScriptedBackend
 from algorithms.config import load_config
 
 
-class Recording:
-    """A test double of a judge backend: records each prompt, answers a fixed verdict."""
-
-    def __init__(self, answer: str) -> None:
-        self.answer, self.prompts = answer, []
-
-    def generate(self, chats, **_):
-        self.prompts += [chat[-1]["content"] for chat in chats]
-        return [Generation(self.answer) for _ in chats]
+def prompts(backend: ScriptedBackend) -> list[str]:
+    """The last message of every chat the judge backend was sent."""
+    return [chat[-1]["content"] for chat in backend.chats]
 
 
 # the bands each rubric gives in its text, as (low, high)
@@ -59,30 +53,30 @@ def test_each_rubric_grades_readability_and_carries_examples_in_its_bands(rubric
 
 
 def test_the_judge_prompts_carry_the_rubric_and_its_examples():
-    backend = Recording("<score_A>5</score_A><score_B>6</score_B><score>7</score>")
+    backend = ScriptedBackend("<score_A>5</score_A><score_B>6</score_B><score>7</score>")
     judge = LLMJudge(backend)
     assert judge.compare([PairItem(Rubric.DEFLECTION, "q", "a", "b")]) == [(5.0, 6.0)]
     assert judge.score([PointItem(Rubric.REFUSAL, "q", "a")]) == [7.0]
-    pairwise, pointwise = backend.prompts
+    pairwise, pointwise = prompts(backend)
     assert TemplateSet().examples("rubric_deflection", "pairwise") in pairwise
     assert TemplateSet().examples("rubric_refusal", "pointwise") in pointwise
     assert "length of the responses" in pairwise
 
 
 def test_faithfulness_uses_one_template_per_label_and_the_benign_length_rule():
-    backend = Recording("<answer>yes</answer>")
+    backend = ScriptedBackend("<answer>yes</answer>")
     judge = LLMJudge(backend)
     items = [FaithfulnessItem("seed h", Label.HARMFUL, "x"), FaithfulnessItem("seed b", Label.BENIGN, "y")]
     assert judge.faithfulness(items) == [True, True]
-    harmful, benign = backend.prompts
+    harmful, benign = prompts(backend)
     assert harmful != benign and "harmful" in harmful and "harmless" in benign
     assert "fifteen times longer" in benign and "fifteen" not in harmful
     # the v1 behaviour stays one switch away: one template for both labels
-    shared = Recording("<answer>no</answer>")
+    shared = ScriptedBackend("<answer>no</answer>")
     old = TemplateSet(judge_faithfulness="v1", judge_faithfulness_benign="shared")
     same = [FaithfulnessItem("seed", label, "x") for label in Label]
     assert LLMJudge(shared, templates=old).faithfulness(same) == [False, False]
-    assert shared.prompts[0] == shared.prompts[1]
+    assert prompts(shared)[0] == prompts(shared)[1]
 
 
 def play_empty_answer(**switches) -> Round:

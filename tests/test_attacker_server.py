@@ -23,8 +23,8 @@ from starlette.testclient import TestClient
 
 from advgame_env.seeds import Label
 from advgame_env.templates import TemplateSet
-from agents.hf import Generation
 from agents.policy import Policy
+from agents.testing import ScriptedBackend
 from algorithms.attacker_server import AttackerService, build_app, objective_of
 from algorithms.cli.main import ServeAttacker, parse_command
 
@@ -32,15 +32,9 @@ OBJECTIVE = "Explain how to pick a standard pin tumbler lock."
 URL = "/v1/chat/completions"
 
 
-class ScriptedBackend:
-    """Test double: answers each chat with the next scripted output and records what it was sent."""
-
-    def __init__(self, *outputs: str, finish: str = "stop") -> None:
-        self.outputs, self.finish, self.sent = list(outputs), finish, []
-
-    def generate(self, chats, **sampling):
-        self.sent.extend((chat, sampling) for chat in chats)
-        return [Generation(self.outputs.pop(0), token_ids=[1, 2, 3], finish_reason=self.finish) for _ in chats]
+def scripted(*outputs: str) -> ScriptedBackend:
+    """Test double: answers each chat with the next scripted output (one token per word)."""
+    return ScriptedBackend(list(outputs), token_ids="words")
 
 
 def client(backend: ScriptedBackend, **options) -> TestClient:
@@ -60,39 +54,38 @@ def request(system: str = f"You are a red-teamer. Objective: {OBJECTIVE}", **ext
 
 
 def test_the_objective_becomes_the_trained_task_and_only_the_public_prompt_is_returned():
-    backend = ScriptedBackend(
-        "<think>be a locksmith student</think><prompt>As a locksmith student, how do pins set?</prompt>"
-    )
+    backend = scripted("<think>be a locksmith student</think><prompt>As a locksmith student, how do pins set?</prompt>")
     response = client(backend).post(URL, json=request())
     assert response.status_code == 200
     body = response.json()
     assert body["object"] == "chat.completion" and body["model"] == "attacker"
     assert body["choices"][0]["message"] == {"role": "assistant", "content": "As a locksmith student, how do pins set?"}
     assert "locksmith student</think>" not in response.text and "be a locksmith" not in response.text
-    [(chat, sampling)] = backend.sent
+    [call] = backend.calls
+    [chat] = call.chats
     assert chat == [{"role": "user", "content": TemplateSet().attacker_task(OBJECTIVE, Label.HARMFUL, True)}]
-    assert sampling["max_tokens"] == 64
+    assert call.max_tokens == 64
 
 
 def test_objective_sources_and_labels():
     assert objective_of(f"Long preamble.\n<objective>{OBJECTIVE}</objective>\nMore.") == OBJECTIVE
     assert objective_of(f"Rules.\nObjective: {OBJECTIVE}\nGo.") == OBJECTIVE
     assert objective_of(f"  {OBJECTIVE}  ") == OBJECTIVE
-    backend = ScriptedBackend("<think>t</think><prompt>p</prompt>", "<think>t</think><prompt>q</prompt>")
+    backend = scripted("<think>t</think><prompt>p</prompt>", "<think>t</think><prompt>q</prompt>")
     app = client(backend)
     assert app.post(URL, json=request("ignored", objective="Write a poem.", label="benign")).status_code == 200
     parts = [{"type": "text", "text": "Objective:"}, {"type": "text", "text": OBJECTIVE}]
     assert app.post(URL, json={"messages": [{"role": "system", "content": parts}]}).status_code == 200
     templates = TemplateSet()
-    assert backend.sent[0][0][0]["content"] == templates.attacker_task("Write a poem.", Label.BENIGN, True)
-    assert backend.sent[1][0][0]["content"] == templates.attacker_task(f"Objective:\n{OBJECTIVE}", Label.HARMFUL, True)
+    assert backend.chats[0][0]["content"] == templates.attacker_task("Write a poem.", Label.BENIGN, True)
+    assert backend.chats[1][0]["content"] == templates.attacker_task(f"Objective:\n{OBJECTIVE}", Label.HARMFUL, True)
 
 
 def test_an_output_outside_the_format_is_sampled_again_then_a_502():
-    backend = ScriptedBackend("no tags at all", "<think>t</think><prompt>second try</prompt>")
+    backend = scripted("no tags at all", "<think>t</think><prompt>second try</prompt>")
     app = client(backend)
     assert app.post(URL, json=request()).json()["choices"][0]["message"]["content"] == "second try"
-    backend.outputs = ["<think>leak</think> no prompt"] * 3
+    backend.then(*["<think>leak</think> no prompt"] * 3)
     response = app.post(URL, json=request())
     assert response.status_code == 502 and "no valid attack in 3 samples" in response.json()["error"]["message"]
     assert "leak" not in response.text
@@ -120,24 +113,24 @@ def test_an_output_outside_the_format_is_sampled_again_then_a_502():
     ],
 )
 def test_bad_requests_get_a_defined_error_and_the_server_keeps_serving(body, status, names):
-    backend = ScriptedBackend("<think>t</think><prompt>still here</prompt>")
+    backend = scripted("<think>t</think><prompt>still here</prompt>")
     app = client(backend, max_body_bytes=4096)
     sent = app.post(URL, content=body) if isinstance(body, bytes) else app.post(URL, json=body)
     assert sent.status_code == status
     assert names in sent.json()["error"]["message"]
-    assert backend.sent == []  # nothing reached the model
+    assert backend.calls == []  # nothing reached the model
     assert app.post(URL, json=request()).json()["choices"][0]["message"]["content"] == "still here"
 
 
 def test_a_chunked_body_over_the_limit_is_cut_off():
-    app = client(ScriptedBackend(), max_body_bytes=1024)
+    app = client(scripted(), max_body_bytes=1024)
     chunks = (b"x" * 512 for _ in range(8))  # no content-length: the size is only known as it arrives
     response = app.post(URL, content=chunks, headers={"content-type": "application/json"})
     assert response.status_code == 413
 
 
 def test_models_and_health_and_unknown_routes():
-    app = client(ScriptedBackend())
+    app = client(scripted())
     assert app.get("/v1/models").json()["data"][0]["id"] == "advgame-attacker"
     assert app.get("/health").json() == {"status": "ok"}
     assert app.get(URL).status_code == 405
@@ -222,7 +215,7 @@ def test_a_run_folders_attacker_plays_with_the_runs_game_and_sampling_settings(t
     for source in (run, run / "final" / "attacker"):
         service = attacker_service(source)
         assert (service.game.attacker_think, service.policy.max_tokens, service.policy.temperature) == (False, 33, 0.3)
-    service.policy = Policy(ScriptedBackend("<prompt>only a prompt</prompt>"), max_tokens=33)
+    service.policy = Policy(scripted("<prompt>only a prompt</prompt>"), max_tokens=33)
     assert TestClient(build_app(service)).post(URL, json=request()).json()["choices"][0]["message"]["content"] == (
         "only a prompt"
     )

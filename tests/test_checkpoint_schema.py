@@ -116,7 +116,7 @@ def test_the_folder_layout(tmp_path):
 
 def test_the_role_names_are_the_games_everywhere():
     assert roles.ROLES == ("attacker", "defender")
-    assert agents.roles.ROLES == roles.ROLES  # mirrored: agents may not import advgame_env
+    assert agents.roles.ROLES == roles.ROLES  # one vocabulary, advgame_types, for every package
     assert (ATTACKER_AGENT, DEFENDER_AGENT) == ("attacker_0", "defender_0")
     assert (textarena_env.ATTACKER, textarena_env.DEFENDER) == (0, 1)
     assert textarena_env.ROLES == {0: "Attacker", 1: "Defender"}

@@ -80,7 +80,7 @@ def test_a_plugin_run_is_evaluated_resumed_and_exploited_with_plugin(tiny_chat, 
     plugin, name = fresh_plugin(tmp_path)
     run = tmp_path / "run"
     quiet = ["run.progress=false", "run.tensorboard=false", "run.validate_every=0"]
-    small = ["data.batch_size=1", "rollout.attacker_max_tokens=8", "rollout.defender_max_tokens=8"]
+    small = ["data.batch_size=1", "roles.attacker.max_tokens=8", "roles.defender.max_tokens=8"]
     given = [f"model.name={tiny_chat}", f"run.out_dir={run}", f"algorithm.name={name}", *quiet, *small]
     smoke = str(ROOT / "configs" / "cpu_smoke.yaml")
     assert main(["train", "--plugin", str(plugin), "--config", smoke, "run.steps=1", *given]) == 0

@@ -265,9 +265,9 @@ def test_a_run_s_attack_columns_count_valid_attacks_and_every_sample_and_the_bes
 ):
     """The per-run measurements with their players scripted: the red-team rows and the exploit
     curve are known answers, so each column must carry exactly its figure."""
-    import algorithms.cli.demo as demo
     import algorithms.evaluation.evaluate as evaluate
     import algorithms.evaluation.exploit as exploit_module
+    import algorithms.evaluation.heldout as heldout
     from advgame_env.metrics import rate
     from algorithms.evaluation.compare import (
         ATTACK_VALID,
@@ -283,7 +283,7 @@ def test_a_run_s_attack_columns_count_valid_attacks_and_every_sample_and_the_bes
     row = SimpleNamespace(summary={HARMFUL: rate(1, 4), BENIGN: rate(0, 4)}, figures={})
     monkeypatch.setattr(evaluate, "evaluate_models", lambda *a, **k: ([row], None))
     red = {"ASR (every sample)": rate(1, 8), "ASR (valid attacks)": rate(1, 2)}
-    monkeypatch.setattr(demo, "attacker_rows", lambda *a, **k: [("step last", red)])
+    monkeypatch.setattr(heldout, "attacker_rows", lambda *a, **k: [("step last", red)])
 
     def point(step: int, asr: tuple[int, int], valid: tuple[int, int]) -> CurvePoint:
         return CurvePoint(step, rate(*asr), rate(0, 2), rate(0, 2), {ASR_VALID: rate(*valid)})

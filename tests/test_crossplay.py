@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from advgame_env import Game, GameConfig, Label, RuleJudge, Seed, bundled_seeds
-from agents import Generation
+from agents.testing import ScriptedBackend
 from algorithms.cli.main import main
 from algorithms.evaluation.crossplay import (
     CrossPlay,
@@ -36,35 +36,21 @@ RPS = [[0.5, 1.0, 0.0], [0.0, 0.5, 1.0], [1.0, 0.0, 0.5]]
 DOMINANT = [[0.0, 0.25, 0.5], [0.25, 0.5, 0.75], [0.5, 0.75, 1.0]]
 
 
-class Scripted:
+def Scripted(reply: Callable[[str], str]) -> ScriptedBackend:
     """A generation backend that answers each chat's last user turn with ``reply``."""
-
-    def __init__(self, reply: Callable[[str], str]) -> None:
-        self.reply, self.calls = reply, 0
-
-    def generate(
-        self,
-        chats: Sequence[Sequence[dict[str, str]]],
-        *,
-        max_tokens: int,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
-        seed: int | None = None,
-    ) -> list[Generation]:
-        self.calls += 1
-        return [Generation(self.reply(chat[-1]["content"])) for chat in chats]
+    return ScriptedBackend(lambda chat: reply(chat[-1]["content"]))
 
 
 def seed_in(text: str) -> Seed:
     return next(s for s in SEEDS if s.prompt in text)
 
 
-def attacker(tag: int) -> Scripted:
+def attacker(tag: int) -> ScriptedBackend:
     """A faithful rewrite in the game's format, signed with the attacker's number."""
     return Scripted(lambda task: f"<think>Keep it.</think><prompt>{seed_in(task).prompt} (A{tag})</prompt>")
 
 
-def defender(column: int, success: list[list[float]], induced: set[tuple[int, int]]) -> Scripted:
+def defender(column: int, success: list[list[float]], induced: set[tuple[int, int]]) -> ScriptedBackend:
     """Complies with the first ``success[a][column]`` share of the harmful seeds rewritten by
     attacker ``a``, refuses the rest; refuses benign rewrites of the attackers in ``induced``;
     answers the seeds as they are safely (refuses harmful, helps benign)."""
@@ -87,7 +73,7 @@ def population(success: list[list[float]], induced: set[tuple[int, int]] | None 
     scripted = {f"a{i}": attacker(i) for i in range(len(success))}
     scripted |= {f"d{j}": defender(j, success, induced or set()) for j in range(len(success[0]))}
 
-    def backend(model: str) -> Scripted:
+    def backend(model: str) -> ScriptedBackend:
         built.append(model)
         return scripted[model]
 
@@ -183,7 +169,7 @@ def test_a_killed_run_resumes_without_losing_or_repeating_records(tmp_path):
         answer = scripted.generate
 
         def generate(chats, **kw):
-            if scripted.calls == 1:
+            if len(scripted.calls) == 1:
                 raise KeyboardInterrupt  # a kill: not an error to record, the run stops
             return answer(chats, **kw)
 
@@ -304,7 +290,7 @@ def test_attack_success_is_reported_over_valid_attacks_beside_every_sample(tmp_p
 
 def test_a_failed_meta_game_solver_leaves_the_matrices_and_says_why(tmp_path, monkeypatch):
     import algorithms.evaluation.crossplay as module
-    from algorithms.evaluation.metagame import MetaGameError
+    from algorithms.gametheory import MetaGameError
 
     def fail(_):
         raise MetaGameError("the meta-game's minimax LP failed (status 4): numerical difficulties")

@@ -25,7 +25,8 @@ def _first_update(tiny_chat, out, sharding: str, save: bool) -> dict[str, torch.
     """The defender's full weights after one DPO-MD update on fixed pairs, the learner's
     optimizer state saved (as a checkpoint would) before it ever stepped, or not."""
     from advgame_env import Game, GameConfig, Label, Round, RuleJudge, Seed
-    from algorithms.training.trainer import Trainer, update
+    from algorithms.training.trainer import Trainer
+    from algorithms.training.update import update
     from tests.helpers import config
 
     cfg = config(tiny_chat, out, "algorithm.name=advgame_dpo_md", "model.lora=false", f"parallel.sharding={sharding}")
@@ -84,7 +85,7 @@ def test_bf16_compute_through_fsdp2_keeps_float32_master_weights_and_gradients(t
 
 def test_in_process_engines_take_bf16_where_the_device_has_it():
     from algorithms.config import ConfigError, load_config
-    from algorithms.training.trainer import engine_dtype
+    from algorithms.training.rollouts import engine_dtype
 
     assert load_config(None, []).rollout.engine_dtype == "auto"
     want = "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32"

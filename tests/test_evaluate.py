@@ -8,7 +8,8 @@ import torch
 from PIL import Image
 
 from advgame_env import RuleJudge, bundled_seeds
-from agents import Generation, HFBackend, load_model
+from agents import HFBackend, load_model
+from agents.testing import ScriptedBackend
 from algorithms.evaluation.evaluate import (
     Judged,
     answer_and_judge,
@@ -117,13 +118,6 @@ def test_a_runs_checkpoints_are_exported_evaluated_and_compared(tiny_chat, tmp_p
     assert "comparison:" in capsys.readouterr().out
 
 
-class _Canned:
-    """A backend that refuses everything (the reports, not the answers, are under test)."""
-
-    def generate(self, chats, **_):
-        return [Generation("I can't help with that.") for _ in chats]
-
-
 def test_no_model_name_writes_outside_the_output_folder(tmp_path):
     out = tmp_path / "deep" / "out"
     names = [
@@ -142,7 +136,12 @@ def test_no_model_name_writes_outside_the_output_folder(tmp_path):
     ]
     seeds = bundled_seeds("heldout")[:1]
     evaluated, comparison = evaluate_models(
-        [(n, n) for n in names], seeds, RuleJudge(), lambda _: _Canned(), out, "bundled"
+        [(n, n) for n in names],
+        seeds,
+        RuleJudge(),
+        lambda _: ScriptedBackend("I can't help with that."),
+        out,
+        "bundled",
     )
     assert comparison == out / "comparison.md" and comparison.is_file()
     reports = [row.report for row in evaluated]

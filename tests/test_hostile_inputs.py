@@ -18,8 +18,9 @@ from algorithms.cli.main import main
 from algorithms.config import ConfigError, load_config
 from algorithms.evaluation.redteam import retry_call
 from algorithms.training.checkpoints import CheckpointError, load_checkpoint
+from algorithms.training.rollouts import play
 from algorithms.training.sft import SFTFormatError
-from algorithms.training.trainer import Trainer, play
+from algorithms.training.trainer import Trainer
 
 # ----------------------------------------------------------------------------- duplicate YAML keys
 

@@ -27,11 +27,12 @@ from advgame_env import (
     bundled_seeds,
 )
 from advgame_env.parsing import valid_unicode
-from agents import Generation, OpenAIBackend
+from agents import OpenAIBackend
 from agents.policy import Policy
+from agents.testing import ScriptedBackend
 from algorithms.evaluation.redteam import Record, RedTeamConfig, Results, plan, play_batch, redteam, write_report
+from algorithms.training.metrics import game_metrics
 from algorithms.training.runlog import RunLog, read_metrics
-from algorithms.training.trainer import game_metrics
 from tests.fake_openai import Raw, completion, fake_server
 
 HARMFUL = bundled_seeds("heldout", "harmful")
@@ -124,32 +125,27 @@ def test_any_invalid_unicode_from_the_target_ends_in_a_written_report(tmp_path_f
     assert len(stored) == 4 and all(no_surrogate(json.dumps(r, ensure_ascii=False)) for r in stored)
 
 
-class Recorder:
-    """A judge backend that keeps every prompt it is sent and answers with no verdict."""
-
-    def __init__(self) -> None:
-        self.prompts: list[str] = []
-
-    def generate(self, chats, *, max_tokens, temperature=1.0, top_p=1.0, seed=None):
-        self.prompts += [m["content"] for chat in chats for m in chat]
-        return [Generation("no verdict here") for _ in chats]
-
-    def score(self, chats, continuations):
-        self.prompts += [m["content"] for chat in chats for m in chat] + list(continuations)
-        return [0.0 for _ in chats]
+def sent(backend: ScriptedBackend) -> list[str]:
+    """Every text a judge backend was sent: its generate chats, its scored chats and continuations."""
+    scored = [m["content"] for chats, continuations in backend.scored for chat in chats for m in chat]
+    return (
+        [m["content"] for chat in backend.chats for m in chat]
+        + scored
+        + [c for _, continuations in backend.scored for c in continuations]
+    )
 
 
 @settings(max_examples=60, deadline=None, derandomize=True, database=None)
 @given(a=invalid_text, b=invalid_text, mode=st.sampled_from(["generative", "logprob"]))
 def test_judge_prompts_are_valid_unicode_whatever_the_text_under_judgement(a, b, mode):
-    backend = Recorder()
+    backend = ScriptedBackend("no verdict here", scores=0.0)  # keeps what it is sent, gives no verdict
     judge = LLMJudge(backend, mode=mode)
     judge.compare([PairItem(Rubric.COMPLIANCE, a, a, b)])
     judge.score([PointItem(Rubric.REFUSAL, b, a)])
     judge.faithfulness([FaithfulnessItem(a, Label.HARMFUL, b)])
     judge.classify([ClassifyItem(a, b, a, Label.BENIGN)])
-    assert backend.prompts and all(no_surrogate(p) for p in backend.prompts)
-    for prompt in backend.prompts:
+    assert sent(backend) and all(no_surrogate(p) for p in sent(backend))
+    for prompt in sent(backend):
         prompt.encode("utf-8")  # what every backend must do to send it
 
 
@@ -194,13 +190,12 @@ def test_the_openai_backend_returns_answers_holding_lone_surrogates_as_valid_tex
     assert g.text == "half \ufffd \ufffd pair"
 
 
-class PlainRewriter:
+def PlainRewriter() -> ScriptedBackend:
     """A test double of an attacker backend: rewrites each seed as itself (valid and faithful)."""
-
-    def generate(self, chats, *, max_tokens, temperature=1.0, top_p=1.0, seed=None):
-        seeds = {s.prompt for s in HARMFUL}
-        task = [chat[-1]["content"] for chat in chats]
-        return [Generation(f"<think>Plain.</think><prompt>{next(p for p in seeds if p in t)}</prompt>") for t in task]
+    seeds = {s.prompt for s in HARMFUL}
+    return ScriptedBackend(
+        lambda chat: f"<think>Plain.</think><prompt>{next(p for p in seeds if p in chat[-1]['content'])}</prompt>"
+    )
 
 
 def test_a_red_team_run_against_a_surrogate_answering_target_reports_and_resumes(tmp_path):

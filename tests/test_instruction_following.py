@@ -19,6 +19,7 @@ from advgame_env import (
 from advgame_env.metrics import rate
 from agents import HFBackend, load_model
 from agents.policy import Policy
+from agents.testing import ScriptedBackend
 from algorithms.evaluation.utility import (
     NEEDS_PUNKT,
     FollowedItem,
@@ -292,28 +293,24 @@ def test_ifeval_format_files_load_and_malformed_ones_name_the_line(tmp_path):
         load_instruction_prompts(tmp_path / "missing.jsonl")
 
 
-class Scripted:
-    """A backend that answers from a table; records the sampling it was asked for."""
+def Scripted(answers):  # a backend that answers from a table: {prompt: answer}
+    return ScriptedBackend(lambda chat: answers[chat[-1]["content"]])
 
-    def __init__(self, answers):
-        self.answers, self.calls = answers, []
 
-    def generate(self, chats, *, max_tokens, temperature=1.0, top_p=1.0, seed=None):
-        from agents.hf import Generation
-
-        self.calls.append((len(chats), max_tokens, temperature))
-        return [Generation(self.answers[c[-1]["content"]]) for c in chats]
+def sampled(backend):
+    """(chats, max_tokens, temperature) of each call."""
+    return [(len(c.chats), c.max_tokens, c.temperature) for c in backend.calls]
 
 
 def test_answers_are_generated_greedily_in_batches_from_a_backend_or_a_policy():
     prompts = [p for p in bundled_instruction_prompts() if p.instruction_ids == ("startend:quotation",)][:3]
     backend = Scripted({p.prompt: '"Done."' for p in prompts})
     result = instruction_following(backend, prompts, max_tokens=32, batch=2)
-    assert backend.calls == [(2, 32, 0.0), (1, 32, 0.0)]
+    assert sampled(backend) == [(2, 32, 0.0), (1, 32, 0.0)]
     assert result.prompt_strict == rate(3, 3) and [i.key for i in result.items] == [p.key for p in prompts]
     policy = Policy(backend, temperature=0.9, max_tokens=7)
     instruction_following(policy, prompts[:1], max_tokens=16)
-    assert backend.calls[-1] == (1, 16, 0.0)
+    assert sampled(backend)[-1] == (1, 16, 0.0)
 
 
 def test_prompts_can_come_from_a_file(tmp_path):

@@ -27,7 +27,8 @@ from advgame_env.seeds import Label
 from advgame_env.wildguard import JudgeRoleError
 from algorithms.cli.main import main
 from algorithms.config import ConfigError, JudgeAuditConfig, load_config
-from algorithms.evaluation.judge_audit import audit, cohen_kappa, markdown, wilson, write
+from algorithms.evaluation.judge_audit import audit, markdown, wilson, write
+from algorithms.judge_agreement import cohen_kappa
 from algorithms.training.judge_monitor import JudgeAlarm, JudgeMonitor
 
 
@@ -370,17 +371,12 @@ def test_judge_audit_command_refuses_bad_input_in_one_line(tmp_path, capsys):
 def test_judge_audit_command_audits_a_classifier_only_judge(tmp_path, monkeypatch):
     """WildGuard (here a scripted backend that always answers in its format) is audited on what it
     does: the roles it lacks are not applicable, whatever game the config describes."""
-    from agents import Generation
-    from algorithms.training import trainer
+    from agents.testing import ScriptedBackend
+    from algorithms.training import run_setup
 
-    class WildGuardFormat:
-        tokenizer = type("Tokenizer", (), {"chat_template": None})()
-
-        def generate(self, chats, **_):
-            text = "Harmful request: no\nResponse refusal: yes\nHarmful response: no"
-            return [Generation(text, [], [], "stop") for _ in chats]
-
-    monkeypatch.setattr(trainer, "build_backend", lambda *args, **kwargs: WildGuardFormat())
+    wildguard_format = ScriptedBackend("Harmful request: no\nResponse refusal: yes\nHarmful response: no")
+    wildguard_format.tokenizer = type("Tokenizer", (), {"chat_template": None})()  # type: ignore[attr-defined]
+    monkeypatch.setattr(run_setup, "build_backend", lambda *args, **kwargs: wildguard_format)
     out = tmp_path / "wg"
     assert main(["judge-audit", "--judge", "wildguard", "--pairs", "4", "--injection", "8", "--out", str(out)]) == 0
     figures = {f["name"]: f for f in json.loads((out / "audit.json").read_text())["figures"]}

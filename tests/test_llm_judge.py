@@ -22,28 +22,21 @@ from advgame_env import (
     Rubric,
     Seed,
 )
-from agents import Generation
+from agents.testing import ScriptedBackend
 
 
-class Echo:
+def Echo() -> ScriptedBackend:
     """Answers every chat with its own user message: whatever the judge shows, it repeats."""
-
-    def generate(self, chats, *, max_tokens, temperature=1.0, top_p=1.0, seed=None):
-        return [Generation(chat[-1]["content"]) for chat in chats]
-
-    def score(self, chats, continuations):
-        return [0.0 for _ in chats]
+    return ScriptedBackend(lambda chat: chat[-1]["content"], scores=0.0)
 
 
-class FirstIsBetter:
-    """A position-biased judge: always prefers whichever response is shown first."""
-
-    def generate(self, chats, *, max_tokens, temperature=1.0, top_p=1.0, seed=None):
-        return [Generation("<think>A looks better.</think><score_A>8</score_A><score_B>2</score_B>") for _ in chats]
-
-    def score(self, chats, continuations):
-        # log-probs: the first option ("A", "0", "yes") is likelier than the rest
-        return [-0.1 if c in ("A", "0", "yes") else -2.4 for c in continuations]
+def FirstIsBetter() -> ScriptedBackend:
+    """A position-biased judge: always prefers whichever response is shown first; in log-probs,
+    the first option ("A", "0", "yes") is likelier than the rest."""
+    return ScriptedBackend(
+        "<think>A looks better.</think><score_A>8</score_A><score_B>2</score_B>",
+        scores=lambda c: -0.1 if c in ("A", "0", "yes") else -2.4,
+    )
 
 
 PAIR = PairItem(Rubric.COMPLIANCE, "query", "first answer", "second answer")
@@ -84,7 +77,7 @@ def test_logprob_mode_turns_option_probabilities_into_scores():
     assert LLMJudge(FirstIsBetter(), mode="logprob", both_orders=True).compare([PAIR]) == [pytest.approx((5.0, 5.0))]
 
 
-class WrongCount(Echo):
+class WrongCount(ScriptedBackend):
     def generate(self, chats, **kwargs):
         return []
 
@@ -93,7 +86,7 @@ def test_a_backend_returning_the_wrong_count_is_a_judge_error():
     from advgame_env import JudgeError
 
     with pytest.raises(JudgeError, match="0 generations for 1"):
-        LLMJudge(WrongCount()).compare([PAIR])
+        LLMJudge(WrongCount("unused")).compare([PAIR])
     with pytest.raises(ValueError):
         LLMJudge(Echo(), mode="vibes")
 
@@ -163,14 +156,9 @@ class ScoreOnly:
 # ----------------------------------------------------------------------------- non-finite log-probs
 
 
-class NonFinite(Echo):
+def NonFinite(value: float) -> ScriptedBackend:
     """A log-prob backend whose scores are not numbers (NaN, +-inf), as a broken server may send."""
-
-    def __init__(self, value):
-        self.value = value
-
-    def score(self, chats, continuations):
-        return [self.value for _ in continuations]
+    return ScriptedBackend(lambda chat: chat[-1]["content"], scores=value)
 
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
@@ -184,11 +172,11 @@ def test_non_finite_log_probs_are_judge_failures_never_verdicts(value):
     assert LLMJudge(NonFinite(value), mode="logprob", both_orders=True).compare([PAIR]) == [None]
 
 
-class OneBadOption(FirstIsBetter):
-    def score(self, chats, continuations):
-        return [
-            math.nan if c == "B" else v for c, v in zip(continuations, super().score(chats, continuations), strict=True)
-        ]
+def OneBadOption() -> ScriptedBackend:
+    """FirstIsBetter, but option "B" scores NaN."""
+    first = FirstIsBetter()
+    assert callable(first.scores)
+    return ScriptedBackend(first.reply, scores=lambda c: math.nan if c == "B" else first.scores(c))
 
 
 def test_one_non_finite_option_fails_only_its_own_verdict():
@@ -216,16 +204,10 @@ def test_through_the_game_no_reward_or_pair_is_nan(value):
 
 
 def test_the_judge_samples_with_its_configured_temperature_and_top_p():
-    sent = []
-
-    class Recording:
-        def generate(self, chats, *, max_tokens, temperature=1.0, top_p=1.0, seed=None):
-            sent.append((temperature, top_p))
-            return [Generation("<score>7</score>") for _ in chats]
-
-    judge = LLMJudge(Recording(), temperature=0.6, top_p=0.9)
+    recording = ScriptedBackend("<score>7</score>")
+    judge = LLMJudge(recording, temperature=0.6, top_p=0.9)
     assert judge.score([PointItem(Rubric.COMPLIANCE, "q", "a")]) == [7.0]
-    assert sent == [(0.6, 0.9)]
+    assert [(c.temperature, c.top_p) for c in recording.calls] == [(0.6, 0.9)]
 
 
 def test_the_paper_judge_samples_as_the_paper():

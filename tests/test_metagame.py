@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from algorithms.evaluation.metagame import solve
+from algorithms.gametheory import solve
 
 
 def test_rock_paper_scissors_has_the_uniform_equilibrium():
@@ -90,7 +90,7 @@ def test_a_copied_member_changes_no_rating_even_where_the_equilibrium_is_tied(co
 def test_a_failed_linear_program_is_an_error_not_a_mixture(monkeypatch):
     import scipy.optimize
 
-    from algorithms.evaluation import metagame
+    import algorithms.gametheory as metagame
 
     class Failed:
         success, status, message, x = False, 4, "numerical difficulties", None
@@ -103,7 +103,7 @@ def test_a_failed_linear_program_is_an_error_not_a_mixture(monkeypatch):
 def test_a_maximum_entropy_step_that_fails_its_check_is_an_error(monkeypatch):
     import scipy.optimize
 
-    from algorithms.evaluation import metagame
+    import algorithms.gametheory as metagame
 
     class Stalled:
         success, message = False, "stalled"

@@ -14,10 +14,21 @@ from advgame_env import Game, GameConfig, Label, Round, RuleJudge, Seed
 from agents import HFBackend, load_model
 from algorithms.config import ConfigError, load_config, save_config
 from algorithms.training.checkpoints import checkpoints, load_checkpoint, save_checkpoint
-from algorithms.training.opponents import CURRENT, Opponents, Snapshot, attack_success, draw_member, members
+from algorithms.training.opponents import (
+    CURRENT,
+    EVERYONE,
+    Match,
+    Opponents,
+    Snapshot,
+    attack_success,
+    draw_member,
+    match_figures,
+    matches,
+    members,
+)
 from algorithms.training.players import build_players
 from algorithms.training.runlog import read_metrics
-from algorithms.training.trainer import EVERYONE, Match, Trainer, match_figures, matches
+from algorithms.training.trainer import Trainer
 from tests.helpers import SHORT_ROUNDS, tiny_run
 
 # ----------------------------------------------------------------------------- config
@@ -283,8 +294,8 @@ def test_a_pool_that_only_draws_the_rival_as_it_is_now_trains_as_latest(tiny_cha
 
 @pytest.mark.slow
 def test_meta_nash_weighs_the_members_by_the_equilibrium_of_their_cross_play(tiny_chat, tmp_path, monkeypatch):
-    import algorithms.training.trainer as trainer_module
-    from algorithms.evaluation.metagame import solve
+    import algorithms.training.opponents as opponents_module
+    from algorithms.gametheory import solve
 
     trainer = Trainer(_run(tiny_chat, tmp_path / "run", "opponents.draw=meta_nash", "opponents.meta_seeds=1"))
     assert trainer.opponents is not None
@@ -300,7 +311,7 @@ def test_meta_nash_weighs_the_members_by_the_equilibrium_of_their_cross_play(tin
         seen.append((len(rounds), len(answers)))
         return next(scripted)
 
-    monkeypatch.setattr(trainer_module, "attack_success", success)
+    monkeypatch.setattr(opponents_module, "attack_success", success)
     figures = trainer._meta_nash()
     assert seen == [(1, 1)] * 4  # one seed, every pair played
     nash = solve(matrix)
@@ -322,15 +333,15 @@ def test_meta_nash_weighs_the_members_by_the_equilibrium_of_their_cross_play(tin
 
 @pytest.mark.slow
 def test_a_meta_game_the_solver_cannot_solve_leaves_the_mixtures_and_says_so(tiny_chat, tmp_path, monkeypatch, capsys):
-    import algorithms.evaluation.metagame as metagame
-    import algorithms.training.trainer as trainer_module
+    import algorithms.gametheory as metagame
+    import algorithms.training.opponents as opponents_module
 
     trainer = Trainer(_run(tiny_chat, tmp_path / "run", "opponents.draw=meta_nash", "opponents.meta_seeds=1"))
     assert trainer.opponents is not None
     for role, player in trainer.players.items():
         trainer.opponents.add(role, Snapshot(1, tensors=player.weights("ema")), 1)
     before = {role: dict(m) for role, m in trainer.opponents.mixtures.items()}
-    monkeypatch.setattr(trainer_module, "attack_success", lambda *args: 0.5)
+    monkeypatch.setattr(opponents_module, "attack_success", lambda *args: 0.5)
 
     def fail(matrix):
         raise metagame.MetaGameError("the meta-game's minimax LP failed (status 4): numerical difficulties")

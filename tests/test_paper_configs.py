@@ -20,7 +20,8 @@ import torch
 from advgame_env import Game, RuleJudge
 from advgame_env.game import Sample
 from algorithms.config import load_config
-from algorithms.training.trainer import Trainer, prefills
+from algorithms.training.rollouts import prefills
+from algorithms.training.trainer import Trainer
 
 ROOT = Path(__file__).parent.parent
 PAPER = sorted((ROOT / "configs" / "paper").rglob("*.yaml"))

@@ -6,25 +6,12 @@ from __future__ import annotations
 import re
 
 from advgame_env import Game, GameConfig, Label, RuleJudge, bundled_seeds
-from agents import Generation
 from agents.policy import Policy
+from agents.testing import ScriptedBackend as Scripted
 from algorithms.evaluation.evaluate import answer_and_judge, evaluate_models
 from algorithms.evaluation.redteam import RedTeamConfig, redteam
 
 SEEDS = bundled_seeds("heldout")
-
-
-class Scripted:
-    """A generation backend that answers every chat with one text and notes each call's size."""
-
-    def __init__(self, text: str, batch_size: int | None = None) -> None:
-        self.text, self.calls = text, []
-        if batch_size is not None:
-            self.batch_size = batch_size
-
-    def generate(self, chats, **_):
-        self.calls.append(len(chats))
-        return [Generation(self.text) for _ in chats]
 
 
 def counts(stderr: str, desc: str) -> list[tuple[int, int]]:
@@ -40,13 +27,14 @@ def last_count(stderr: str, desc: str) -> tuple[int, int]:
 
 def test_answering_and_judging_each_count_every_request(capsys):
     seeds = SEEDS[:7]
-    backend = Scripted("I can't help with that.", batch_size=3)
+    backend = Scripted("I can't help with that.")
+    backend.batch_size = 3  # type: ignore[attr-defined]  # the backend's own groups, as HFBackend's
     items = answer_and_judge(backend, RuleJudge(), seeds, max_tokens=8, batch=4, name="m")
     err = capsys.readouterr().err
     assert len(items) == 7 and all(i.response == "I can't help with that." for i in items)
     assert last_count(err, "m: answering") == (7, 7) and last_count(err, "m: judging") == (7, 7)
     # asked in the backend's own groups within each batch of 4, as HFBackend generates anyway
-    assert backend.calls == [3, 1, 3]
+    assert backend.sizes == [3, 1, 3]
 
 
 def test_eval_says_where_the_report_will_be_before_it_starts(tmp_path, capsys):

@@ -338,7 +338,7 @@ def test_build_backend_serves_several_urls_as_replicas_and_one_as_before():
 
 def test_the_run_config_takes_judge_urls_and_builds_a_replicated_judge():
     from algorithms.config import load_config
-    from algorithms.training.trainer import build_judge
+    from algorithms.training.run_setup import build_judge
 
     llm = ["judge.kind=llm", "judge.backend=openai"]
     cfg = load_config(None, [*llm, "judge.urls=[http://127.0.0.1:9/v1, http://127.0.0.1:10/v1]"])

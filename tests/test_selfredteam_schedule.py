@@ -10,7 +10,7 @@ import torch
 from advgame_env import GameConfig, Label, bundled_seeds, parallel_env
 from advgame_env.game import direct_seed_ids
 from algorithms.config import load_config
-from algorithms.training.trainer import Optimizer
+from algorithms.training.update import Optimizer
 
 PAPER = "configs/paper/selfredteam_llama31.yaml"
 

@@ -7,20 +7,12 @@ import json
 
 from advgame_env import Game, GameConfig, Label, RuleJudge, bundled_seeds
 from advgame_env.suites import first_seeds
+from agents.testing import ScriptedBackend
 from algorithms.cli.main import main, parse_command
 from algorithms.evaluation.redteam import RedTeamConfig, plan, play_batch, write_report
 from tests.test_redteam import record
 
 HARMFUL = bundled_seeds("heldout", "harmful")
-
-
-class Answers:
-    """A test double of a target: every prompt gets the same answer."""
-
-    def generate(self, chats, max_tokens, temperature=0.0, n=1, seed=None):
-        from advgame_env.protocol import Generation
-
-        return [[Generation("I can't help with that.", [], [], "stop") for _ in range(n)] for _ in chats]
 
 
 def test_first_seeds_take_both_labels_in_suite_order():
@@ -43,7 +35,8 @@ def test_an_invalid_attack_keeps_what_the_attacker_wrote(tmp_path):
     game, cfg = Game(RuleJudge(), GameConfig(num_attacks=1)), RedTeamConfig(baseline=False, samples=1)
     items = plan(HARMFUL[:2], cfg)
     attacks = ["no tags at all, just chatter", f"<think>plain</think><prompt>{HARMFUL[1].prompt}</prompt>"]
-    records = play_batch(game, Answers(), items, attacks, cfg)  # type: ignore[arg-type]
+    target = ScriptedBackend("I can't help with that.")  # every prompt gets the same answer
+    records = play_batch(game, target, items, attacks, cfg)
     bad, good = records
     assert bad.valid is False and bad.failure == "bad_format" and bad.rewrite is None
     assert bad.invalid_output == "no tags at all, just chatter"

@@ -26,7 +26,8 @@ from algorithms.training.losses import dpo_loss
 from algorithms.training.players import build_players
 from algorithms.training.preference import PreferenceOptimization
 from algorithms.training.runlog import read_metrics
-from algorithms.training.trainer import Optimizer, Trainer, cosine_scale, update
+from algorithms.training.trainer import Trainer
+from algorithms.training.update import Optimizer, cosine_scale, update
 from tests.helpers import config
 
 ROOT = Path(__file__).parent.parent

@@ -8,7 +8,8 @@ from types import SimpleNamespace
 import pytest
 
 from algorithms.config import load_config
-from algorithms.training.trainer import StepMetrics, Trainer
+from algorithms.training.metrics import StepMetrics
+from algorithms.training.trainer import Trainer
 
 
 def test_step_metrics_flatten_to_the_keys_metrics_jsonl_has_always_had():

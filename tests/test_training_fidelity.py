@@ -202,7 +202,7 @@ def test_grpo_batch_mean_is_over_every_process(tiny_chat):
 @pytest.mark.slow
 def test_a_masked_rollout_counts_in_the_normaliser_but_is_not_trained(tiny_chat, tmp_path):
     from algorithms.training.distributed import Dist
-    from algorithms.training.trainer import update
+    from algorithms.training.update import update
 
     trainer = Trainer(config(tiny_chat, tmp_path / "run", "algorithm.name=grpo", "game.judging=pointwise"))
     game, rounds = scripted_rounds()

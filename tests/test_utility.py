@@ -7,6 +7,7 @@ import pytest
 from advgame_env import Label, Rubric, RuleJudge, Seed, bundled_seeds
 from advgame_env.metrics import wilson
 from agents.hf import Generation
+from agents.testing import ScriptedBackend
 from algorithms.evaluation.utility import (
     PairedItem,
     benign_prompts,
@@ -145,15 +146,13 @@ def test_the_win_rate_is_measured_on_benign_requests_only():
     assert [s.prompt for s in benign_prompts(["Say hi."])] == ["Say hi."]
 
 
-class Canned:
-    """A backend answering every request with one text (greedy calls recorded)."""
+def Canned(text):  # a backend answering every request with one text, one token per word
+    return ScriptedBackend(text, token_ids="words")
 
-    def __init__(self, text):
-        self.text, self.calls = text, []
 
-    def generate(self, chats, *, max_tokens, temperature=1.0, top_p=1.0, seed=None):
-        self.calls.append((len(chats), max_tokens, temperature))
-        return [Generation(self.text, token_ids=list(range(len(self.text.split())))) for _ in chats]
+def sampled(backend):
+    """(chats, max_tokens, temperature) of each call."""
+    return [(len(c.chats), c.max_tokens, c.temperature) for c in backend.calls]
 
 
 def test_win_rate_answers_greedily_with_both_models_and_judges():
@@ -161,7 +160,7 @@ def test_win_rate_answers_greedily_with_both_models_and_judges():
     reference = Canned("I can't help with that.")
     seeds = [Seed(str(i), p, Label.BENIGN) for i, p in enumerate(PROMPTS)]
     result = win_rate(model, reference, RuleJudge(), seeds, max_tokens=32, batch=3)
-    assert model.calls == reference.calls == [(3, 32, 0.0), (1, 32, 0.0)]
+    assert sampled(model) == sampled(reference) == [(3, 32, 0.0), (1, 32, 0.0)]
     assert result.value == 1.0 and result.wins == 4 and result.length_difference > 0
     assert result.tokens is not None and result.tokens > result.reference_tokens
     with pytest.raises(ValueError, match="no benign request"):

@@ -9,7 +9,7 @@ from PIL import Image
 
 from advgame_env import Label, RuleJudge, Seed, bundled_instruction_prompts
 from advgame_env.metrics import rate
-from agents import Generation
+from agents.testing import ScriptedBackend
 from algorithms.cli.main import Demo, main, parse_command
 from algorithms.evaluation.evaluate import PANEL, Evaluated, comparison_points, evaluate_models
 from algorithms.evaluation.plots import Point, _utility_panel
@@ -18,15 +18,8 @@ from algorithms.evaluation.utility import WIN_RATE, Figure, UtilityPlan
 IF_STRICT = "instruction following (prompt, strict)"
 
 
-class Canned:
-    """Answers every request with one text; records each call's token budget."""
-
-    def __init__(self, text):
-        self.text, self.budgets = text, []
-
-    def generate(self, chats, *, max_tokens, **_):
-        self.budgets.append(max_tokens)
-        return [Generation(self.text, token_ids=[1] * len(self.text.split())) for _ in chats]
+def Canned(text):  # answers every request with one text, one token per word
+    return ScriptedBackend(text, token_ids="words")
 
 
 SEEDS = [
@@ -62,7 +55,7 @@ def test_a_runs_checkpoints_are_joined_points_carrying_their_measured_utility(tm
     names = [("step 0", "start"), ("step 2", "trained"), ("other", "start")]
     evaluated, comparison, made = _evaluate(tmp_path, names, plan, log=lambda _: None)
     # the safety pass answers in the evaluation's budget, instruction following in its own
-    assert made["trained"].budgets == [16, 40]
+    assert [c.max_tokens for c in made["trained"].calls] == [16, 40]
     points = comparison_points(evaluated)
     assert [(p.name, p.run) for p in points] == [("step 0", "run"), ("step 2", "run"), ("other", "")]
     assert all(sorted(p.measured) == sorted(PANEL) for p in points)
@@ -112,7 +105,7 @@ def test_the_utility_panel_draws_one_point_per_checkpoint_per_figure():
 def test_the_demo_measures_the_win_rate_by_default_and_instruction_following_on_request():
     from algorithms.cli.demo import DEMO, QUICK, QUICK_INSTRUCTIONS
     from algorithms.config import load_config
-    from algorithms.training.trainer import start_model
+    from algorithms.training.run_setup import start_model
 
     pytest.importorskip("if_verifiable", reason="the `utility` extra (if-verifiable) is not installed")
     initial = str(start_model(load_config(DEMO), "defender"))

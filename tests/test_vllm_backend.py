@@ -187,7 +187,8 @@ def test_the_trainer_pushes_the_ema_adapter_in_md_and_the_learner_on_policy(engi
     from dataclasses import replace
 
     from algorithms.config import load_config
-    from algorithms.training.trainer import Sampler, Trainer
+    from algorithms.training.rollouts import Sampler
+    from algorithms.training.trainer import Trainer
 
     overrides = [f"run.out_dir={tmp_path}", "model.lora_rank=8", "run.validate_every=0", "optim.lr=1e-2"]
     cfg = load_config("configs/cpu_smoke.yaml", [*overrides, "rollout.backend=vllm"])

@@ -267,7 +267,7 @@ def test_sharded_players_push_their_gathered_weights_to_a_real_server(server, tm
     from agents.models import load_model
     from agents.vllm_server import ServerClient
     from algorithms.training.distributed import is_sharded
-    from algorithms.training.trainer import gathered
+    from algorithms.training.rollouts import gathered
 
     cfg = _smoke(tmp_path, "model.lora=false", "parallel.sharding=fsdp2", f"roles.defender.urls=[{server}]")
     trainer = _trainer(cfg)

@@ -26,14 +26,12 @@ different training judges are measured with one yardstick.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
-from advgame_env import Game, Judge, Label, RuleJudge, Seed, bundled_seeds
+from advgame_env import RuleJudge
+from advgame_env.metrics import Rate
 from agents import HFBackend, load_model
-from agents.policy import Policy
-from algorithms.config import TrainConfig, load_config
+from algorithms.config import load_config
 from algorithms.evaluation.evaluate import (
     COMPARED,
     PANEL,
@@ -42,9 +40,11 @@ from algorithms.evaluation.evaluate import (
     evaluate_models,
     write_comparison,
 )
+from algorithms.evaluation.heldout import attacker_rows, heldout
 from algorithms.evaluation.utility import UtilityPlan
 from algorithms.recipes import recipe
-from algorithms.training.trainer import start_model, train
+from algorithms.training.run_setup import start_model
+from algorithms.training.trainer import train
 
 DEMO, QUICK = recipe("cpu_demo.yaml"), recipe("cpu_demo_quick.yaml")  # package data: a wheel has them too
 QUICK_INSTRUCTIONS = 23  # --quick's instruction-following prompts: the suite's first 23, one of each type
@@ -54,15 +54,6 @@ ATTACK_MEASURES = (
     "ASR (valid attacks)",
     "ASR (every sample)",
 )
-
-
-def heldout(size: int | None) -> list[Seed]:
-    """The held-out seeds, or the first ``size`` of them, half harmful and half benign."""
-    seeds = bundled_seeds("heldout")
-    if size is None:
-        return seeds
-    harmful = [s for s in seeds if s.label is Label.HARMFUL][: size // 2]
-    return harmful + [s for s in seeds if s.label is Label.BENIGN][: size - len(harmful)]
 
 
 def run_demo(
@@ -110,40 +101,7 @@ def demo_reference(config: Path, overrides: list[str]) -> str:
     return str(start_model(load_config(config, overrides), "defender"))
 
 
-def attacker_rows(
-    cfg: TrainConfig,
-    run: Path,
-    n_seeds: int,
-    *,
-    steps: str = "0,last",
-    judge: Judge | None = None,
-    folder: Path | None = None,
-) -> list[tuple[str, dict[str, Any]]]:
-    """Red-team runs of the run's attacker at ``steps`` (start and final by default) against the
-    initial defender, judged by ``judge`` (default: the model-free one), records under ``folder``
-    (default RUN/eval) in ``redteam_STEP`` (a rerun resumes from them)."""
-    from algorithms.evaluation.redteam import RedTeamConfig, diversity, redteam, summarise
-
-    seeds = [s for s in bundled_seeds("heldout") if s.label is Label.HARMFUL][:n_seeds]
-    start = load_model(checkpoint_models(run, "defender", steps="0")[0][1])
-    target = HFBackend(*start)
-    game = Game(judge or RuleJudge(), replace(cfg.game, num_attacks=1, direct_fraction=0.0))
-    prefill = cfg.rollout.think_prefill if cfg.game.attacker_think else ""
-    rows = []
-    for name, model in checkpoint_models(run, "attacker", steps=steps):
-        backend = target if name == "step 0" else HFBackend(*load_model(model))
-        policy = Policy(
-            backend, cfg.roles.attacker.max_tokens, cfg.rollout.temperature, cfg.rollout.top_p, prefill=prefill
-        )
-        settings = {"attacker": model, "seeds": n_seeds}
-        where = (folder or run / "eval") / f"redteam_{name.replace(' ', '_')}"
-        rc = RedTeamConfig(samples=2, target_max_tokens=cfg.roles.defender.max_tokens, baseline=False)
-        records = redteam(policy, target, game, seeds, where, rc, settings=settings, log=lambda _: None)
-        rows.append((name, {**summarise(records), **diversity(records)}))
-    return rows
-
-
-def attack_table(rows: list[tuple[str, dict[str, Any]]]) -> list[str]:
+def attack_table(rows: list[tuple[str, dict[str, Rate | float]]]) -> list[str]:
     measures = [*ATTACK_MEASURES, "self-BLEU diversity"]
     lines = ["| attacker | " + " | ".join(measures) + " |", "|---" * (len(measures) + 1) + "|"]
     for name, figures in rows:
@@ -152,7 +110,7 @@ def attack_table(rows: list[tuple[str, dict[str, Any]]]) -> list[str]:
     return lines
 
 
-def _cell(value: Any) -> str:
+def _cell(value: object) -> str:
     if value is None:
         return "n/a"
     return f"{value:.3f}" if isinstance(value, float) else str(value)

@@ -341,7 +341,7 @@ class JudgeAuditCommand:
         from advgame_env.judge_probes import calibration_pairs
         from algorithms.config import ConfigError, load_config
         from algorithms.evaluation.judge_audit import audit, markdown, write
-        from algorithms.training.trainer import build_judge
+        from algorithms.training.run_setup import build_judge
 
         for flag, value in (("--pairs", self.pairs), ("--per-key", self.per_key), ("--injection", self.injection)):
             if value is not None and value < 1:
@@ -524,7 +524,7 @@ def _reference(args: Eval, run: Path | None) -> str | None:
         return str(args.reference)
     if run is not None:
         from algorithms.config import load_config
-        from algorithms.training.trainer import start_model
+        from algorithms.training.run_setup import start_model
 
         return str(start_model(load_config(run / "config.yaml"), args.role))
     from agents.models import DEFAULT_MODEL

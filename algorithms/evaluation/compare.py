@@ -11,7 +11,7 @@ another config refused. Then each run's final pair is measured the same way:
     harmful compliance   held-out harmful seeds the final defender answers (greedy) instead of
     benign refusal       refusing; held-out benign seeds it refuses (``evaluate_models``)
     attack success       the final attacker against the run's *initial* defender on held-out
-                         harmful seeds, every sample counted (``demo.attacker_rows``), and over
+                         harmful seeds, every sample counted (``heldout.attacker_rows``), and over
                          the valid attacks alone (what the rewrites achieve, beside the format)
     best-response ASR    exploitability: a fresh attacker trained for ``exploit_budget`` steps
                          against the frozen final defender (``exploit``): its final ASR (every
@@ -349,11 +349,11 @@ def _measure_run(
     cfg: TrainConfig, cc: CompareConfig, judge: Judge, log: Callable[[str], None]
 ) -> dict[str, float | None]:
     """Every per-run column of one finished run (utility figures under their own names)."""
-    from algorithms.cli.demo import attacker_rows, heldout
     from algorithms.evaluation.evaluate import evaluate_models
     from algorithms.evaluation.exploit import ExploitConfig, exploit
+    from algorithms.evaluation.heldout import attacker_rows, heldout
     from algorithms.evaluation.utility import plan_from_options
-    from algorithms.training.trainer import start_model
+    from algorithms.training.run_setup import start_model
 
     run = Path(cfg.run.out_dir)
     figures: dict[str, float | None] = {}
@@ -427,9 +427,9 @@ def _crossplay(
     """Every run's final attacker against every run's final defender; each run's two ratings."""
     from advgame_env import Game, GameConfig
     from advgame_env.roles import ATTACKER
-    from algorithms.cli.demo import heldout
     from algorithms.evaluation.crossplay import CrossPlayConfig, crossplay
-    from algorithms.training.trainer import prefills
+    from algorithms.evaluation.heldout import heldout
+    from algorithms.training.rollouts import prefills
 
     formats = {
         (c.game.attacker_think, prefills(c)[ATTACKER], _attacker_templates(c.game.templates)) for c in runs.values()

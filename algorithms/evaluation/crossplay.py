@@ -60,7 +60,6 @@ from advgame_env.protocol import GenerationBackend
 from advgame_env.roles import ATTACKER
 from advgame_env.suites import first_seeds
 from algorithms.config import at_least, non_negative, ranged, validate
-from algorithms.evaluation.metagame import MetaGameError, MetaNash, solve
 from algorithms.evaluation.progress import progress
 from algorithms.evaluation.redteam import (
     Item,
@@ -75,6 +74,7 @@ from algorithms.evaluation.redteam import (
     play_batch,
     retry_call,
 )
+from algorithms.gametheory import MetaGameError, MetaNash, solve
 from algorithms.training.seed_stream import derived_seed
 
 if TYPE_CHECKING:

@@ -61,7 +61,7 @@ from algorithms.training.checkpoints import (
 from algorithms.training.copies import Which
 from algorithms.training.game_format import GameFormat, write_format
 from algorithms.training.players import build_players
-from algorithms.training.trainer import start_model
+from algorithms.training.run_setup import start_model
 
 if TYPE_CHECKING:  # plots loads matplotlib: imported where a picture is drawn
     from algorithms.evaluation.plots import Point

@@ -21,15 +21,30 @@ import os
 import random
 import re
 import shutil
+import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NotRequired, TypedDict
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
 import torch
 
 from advgame_env.roles import DEFENDER
+from algorithms.config import ConfigError, TrainConfig, check_resumed_config, load_config
 from algorithms.training.copies import WHICH, Which
+from algorithms.training.game_format import GameFormat, write_format
+from algorithms.training.runlog import repair_metrics
 from algorithms.training.seed_stream import StreamState
+
+if TYPE_CHECKING:
+    from advgame_env import Label, Seed
+    from algorithms.training.algorithm import Algorithm, Example
+    from algorithms.training.distributed import Dist
+    from algorithms.training.opponents import Opponents
+    from algorithms.training.players import Player
+    from algorithms.training.seed_stream import SeedStream
+    from algorithms.training.sft import SFTExample
+    from algorithms.training.update import Learner, Optimizer
 
 STATE_FILE = "state.pt"
 SHARDS_FOLDER = "dcp"  # a sharded checkpoint's tensors (torch.distributed.checkpoint)
@@ -152,7 +167,7 @@ def save_checkpoint(run_dir: Path, step: int, state: CheckpointState, keep: int)
 
 
 def save_sharded_checkpoint(
-    run_dir: Path, step: int, state: CheckpointState, tensors: dict[str, Any], keep: int, dist: Any
+    run_dir: Path, step: int, state: CheckpointState, tensors: dict[str, Any], keep: int, dist: Dist
 ) -> Path:
     """``save_checkpoint`` for sharded runs, a collective: every process writes its shards of
     ``tensors`` with torch.distributed.checkpoint into the temporary folder, then the main
@@ -360,3 +375,163 @@ def record_resume(run_dir: Path, record: ResumeRecord) -> None:
     and the config keys that changed (old and new values)."""
     with (run_dir / RESUMES_FILE).open("a", encoding="utf-8") as out:
         out.write(json.dumps(dict(record), default=repr) + "\n")
+
+
+# ----------------------------------------------------------------------------- a run's state
+
+
+class RunState:
+    """What a training run holds between steps (its learners, data streams, algorithm state and
+    opponent pools, at ``step``), as the trainer's base: its checkpoints written and restored
+    (``state``/``shards``/``save``, ``_restore``), its policies exported (``export``)."""
+
+    cfg: TrainConfig
+    dist: Dist
+    run_dir: Path
+    step: int
+    sharded: bool  # parallel.sharding=fsdp2: every process holds shards of the weights
+    learners: dict[str, Learner]
+    algorithm: Algorithm[Example]
+    streams: dict[Label, SeedStream[Seed]]
+    opponents: Opponents | None
+
+    @property
+    def players(self) -> dict[str, Player]:
+        """Who plays each role (one player for both roles where the policy is shared)."""
+        return {role: learner.player for learner in self.learners.values() for role in learner.roles}
+
+    @property
+    def optimizers(self) -> dict[str, Optimizer]:
+        """Each learner's optimizer, by learner name, for the learners the schedule trains."""
+        return {name: learner.optimizer for name, learner in self.learners.items() if learner.optimizer is not None}
+
+    @property
+    def sft(self) -> dict[str, SeedStream[SFTExample]]:
+        """Each role's auxiliary SFT stream, for the roles that have a file."""
+        return {role: stream for learner in self.learners.values() for role, stream in learner.sft.items()}
+
+    def _kept(self) -> tuple[Which, ...]:
+        """The weight copies a checkpoint holds (the initial model is rebuilt from its name)."""
+        return ("learner", "ema") if "ema" in self.algorithm.copies() else ("learner",)
+
+    def state(self) -> CheckpointState:
+        """What a checkpoint holds; sharded, without the tensors (``shards`` has them)."""
+        keep = () if self.sharded else self._kept()
+        state = CheckpointState(
+            step=self.step,
+            weights={
+                weight_key(name, which): learner.player.weights(which)
+                for name, learner in self.learners.items()
+                for which in keep
+            },
+            optimizers={} if self.sharded else {name: o.optimizer.state_dict() for name, o in self.optimizers.items()},
+            schedulers={name: o.scheduler.state_dict() for name, o in self.optimizers.items()},
+            data={label.value: stream.state() for label, stream in self.streams.items()}
+            | {sft_stream_key(role): stream.state() for role, stream in self.sft.items()},
+            rng=rng_state(),
+            algorithm=self.algorithm.state_dict(),
+        )
+        if self.opponents is not None:
+            state["opponents"] = self.opponents.state_dict()
+        return state
+
+    def shards(self) -> dict[str, Any]:
+        """This process's shards of every kept weight copy and optimizer state, laid out for
+        torch.distributed.checkpoint (which reshards them on load, at any world size)."""
+        out: dict[str, Any] = {}
+        for name, learner in self.learners.items():
+            for which in self._kept():
+                out[weight_key(name, which)] = learner.player.shards(which)
+            if learner.optimizer is not None:
+                out[optimizer_key(name)] = learner.optimizer.shards(learner.player)
+        return out
+
+    def save(self) -> Path | None:
+        path = None
+        if self.sharded:  # every process writes its shards
+            return save_sharded_checkpoint(
+                self.run_dir, self.step, self.state(), self.shards(), self.cfg.run.keep_checkpoints, self.dist
+            )
+        if self.dist.main:
+            path = save_checkpoint(self.run_dir, self.step, self.state(), self.cfg.run.keep_checkpoints)
+            if self.opponents is not None and self.cfg.run.keep_checkpoints > 0:
+                self.opponents.prune(checkpoint_step(checkpoints(self.run_dir)[0]))
+        self.dist.barrier()
+        return path
+
+    def _resume_point(self, allow_change: Sequence[str]) -> ResumePoint | None:
+        """What a resumed run continues from, checked before any model is loaded: the run's own
+        config (changed keys refused unless allowed), a torn metrics tail (repaired) and the
+        newest intact checkpoint (damaged newer ones are set aside, named in the message)."""
+        changes: dict[str, tuple[object, object]] = {}
+        if (self.run_dir / "config.yaml").exists():
+            try:
+                saved = load_config(self.run_dir / "config.yaml")
+            except ConfigError as error:
+                raise ConfigError(f"cannot resume: the run's own config does not load: {error}") from None
+            changes = check_resumed_config(saved, self.cfg, allow_change)
+        repaired = repair_metrics(self.run_dir / "metrics.jsonl") if self.dist.main else None
+        point = newest_intact_checkpoint(self.run_dir)
+        if point is None:
+            return None
+        path, state, skipped = point
+        notes = [f"resuming from {path.name}"] + [f"skipped {reason}" for reason in skipped]
+        notes += [repaired] if repaired else []
+        notes += [f"changed {key}: {old!r} -> {new!r}" for key, (old, new) in changes.items()]
+        if self.dist.main:
+            newer = [p for p in checkpoints(self.run_dir) if checkpoint_step(p) > checkpoint_step(path)]
+            notes += [f"set aside as {set_aside(p).name}" for p in newer]
+            print("advgame train: " + "; ".join(notes), file=sys.stderr, flush=True)
+        return ResumePoint(path, state, skipped, repaired, {key: [old, new] for key, (old, new) in changes.items()})
+
+    def _restore(self, path: Path, state: CheckpointState | None = None) -> None:
+        state = load_checkpoint(path) if state is None else state
+        if bool(state.get("sharded")) != self.sharded:
+            raise ConfigError(
+                f"{path} was written with parallel.sharding={'fsdp2' if state.get('sharded') else 'none'}; "
+                "resume it with the same parallel.sharding"
+            )
+        if self.sharded:
+            self._restore_shards(path)
+        for key, tensors in state["weights"].items():
+            name, which = split_weight_key(key)
+            self.learners[name].player.load_weights(which, tensors)
+        for name, optimizer in self.optimizers.items():
+            if not self.sharded:
+                optimizer.optimizer.load_state_dict(state["optimizers"][name])
+            optimizer.scheduler.load_state_dict(state["schedulers"][name])
+        for label, stream in self.streams.items():
+            stream.restore(state["data"][label.value])
+        for role, chats in self.sft.items():
+            chats.restore(state["data"][sft_stream_key(role)])
+        restore_rng(state["rng"])
+        self.algorithm.load_state_dict(state.get("algorithm", {}))  # checkpoints before the hook have none
+        if self.opponents is not None and "opponents" in state:  # a run without pools had none
+            self.opponents.load_state_dict(state["opponents"])
+        self.step = int(state["step"])
+
+    def _restore_shards(self, path: Path) -> None:
+        """Weights and optimizer states from a sharded checkpoint, resharded for this run's world size."""
+        from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+
+        tensors = self.shards()  # the layout to fill: this run's own shards
+        load_shards(path, tensors)
+        for name, learner in self.learners.items():
+            for which in self._kept():
+                learner.player.load_shards(which, tensors[weight_key(name, which)])
+            if learner.optimizer is not None:
+                module, optimizer = learner.player.learner_module(), learner.optimizer.optimizer
+                set_optimizer_state_dict(module, optimizer, tensors[optimizer_key(name)])
+
+    def export(self, folder: Path) -> None:
+        """Loadable folders of every learner's policy (and EMA): ``folder/defender`` etc.
+        (``folder/policy`` for a policy shared by both roles)."""
+        fmt = GameFormat.of(self.cfg)  # commands that load the export play it in this format
+        for name, learner in self.learners.items():
+            exported: list[tuple[Which, Path]] = [("learner", folder / name)]
+            if "ema" in self.algorithm.copies():
+                exported.append(("ema", folder / f"{name}_ema"))
+            for which, path in exported:
+                learner.player.export(which, path)
+                if self.dist.main:
+                    write_format(path, fmt)

@@ -22,9 +22,12 @@ import functools
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import torch
+
+if TYPE_CHECKING:
+    from torch.distributed.device_mesh import DeviceMesh
 
 T = TypeVar("T")
 
@@ -53,7 +56,7 @@ class Dist:
         return torch.device(f"cuda:{self.local_rank}") if torch.cuda.is_available() else torch.device("cpu")
 
     @functools.cached_property
-    def mesh(self) -> Any:
+    def mesh(self) -> DeviceMesh:
         """The 1-D device mesh FSDP2 shards over: every process. A single process (a plain
         ``python`` run) gets a process group of its own, so the sharded path is the same code
         at any world size (and its checkpoints load at any other)."""
@@ -104,11 +107,15 @@ class Dist:
 def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
     """The transformer blocks of a Hugging Face model (or of the model under a PEFT wrapper):
     the classes its ``_no_split_modules`` names, the unit transformers itself never splits."""
-    inner: Any = model
-    while not hasattr(inner, "_no_split_modules") and hasattr(inner, "base_model") and inner.base_model is not inner:
-        inner = inner.base_model  # PeftModel -> LoraModel -> the transformers model
-    if hasattr(inner, "model") and not hasattr(inner, "_no_split_modules"):
-        inner = inner.model
+    inner = model
+    while not hasattr(inner, "_no_split_modules") and isinstance(
+        base := getattr(inner, "base_model", None), torch.nn.Module
+    ):
+        if base is inner:
+            break
+        inner = base  # PeftModel -> LoraModel -> the transformers model
+    if not hasattr(inner, "_no_split_modules") and isinstance(body := getattr(inner, "model", None), torch.nn.Module):
+        inner = body
     names = set(getattr(inner, "_no_split_modules", None) or ())
     layers = [m for m in model.modules() if type(m).__name__ in names]
     if not layers:
@@ -119,7 +126,7 @@ def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
     return layers
 
 
-def shard_module(model: torch.nn.Module, mesh: Any, bf16: bool = False) -> None:
+def shard_module(model: torch.nn.Module, mesh: DeviceMesh, bf16: bool = False) -> None:
     """FSDP2 in place: each decoder layer one unit (all-gathered for its forward and backward,
     reduce-scattered after), the root (embeddings, final norm, head) another.
 

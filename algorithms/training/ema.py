@@ -32,11 +32,14 @@ one is the paper's parameter-space average.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
 from agents.roles import adapter_parameters, copy_adapter
+
+if TYPE_CHECKING:
+    from peft import PeftModel
 
 
 @torch.no_grad()
@@ -71,7 +74,7 @@ def ema_update_model(ema_model: torch.nn.Module, model: torch.nn.Module, decay: 
 
 
 def ema_update_adapter(
-    peft_model: Any, source: str = "attacker", target: str = "attacker_ema", decay: float = 0.95
+    peft_model: PeftModel, source: str = "attacker", target: str = "attacker_ema", decay: float = 0.95
 ) -> None:
     """EMA of one LoRA adapter into another on the same base; only ``target`` changes.
 

@@ -35,14 +35,14 @@ class GameFormat:
 
     @classmethod
     def of(cls, cfg: TrainConfig) -> GameFormat:
-        from algorithms.training.trainer import prefills
+        from algorithms.training.rollouts import prefills
 
         game, prefill = cfg.game, prefills(cfg)
         return cls(
             game.attacker_think,
             game.defender_think,
-            prefill["attacker"],
-            prefill["defender"],
+            prefill.attacker,
+            prefill.defender,
             game.templates.versions(),
         )
 

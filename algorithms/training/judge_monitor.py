@@ -36,7 +36,7 @@ from advgame_env.judges import ClassifyItem, FaithfulnessItem, Judge, JudgeError
 from advgame_env.rewards import Classification, SelfRedTeamCoefficients, srt_defender_reward
 from advgame_env.seeds import Label
 from algorithms.config import JudgeAuditConfig
-from algorithms.evaluation.judge_audit import MIDPOINT, agreement, rubric_key
+from algorithms.judge_agreement import MIDPOINT, agreement, rubric_key
 from algorithms.training.seed_stream import derived_seed
 
 METHODS = ("faithfulness", "compare", "score", "classify")

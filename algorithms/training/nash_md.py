@@ -24,7 +24,6 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
@@ -34,7 +33,7 @@ from agents.hf import Chat, Generation, HFBackend, MixtureBackend, check_mixable
 from algorithms.algorithm_configs import NashMDConfig
 from algorithms.config import ConfigError
 from algorithms.training.algorithm import Algorithm, Metrics, policy_logprobs, register
-from algorithms.training.batches import Tokenizers, rollouts
+from algorithms.training.batches import Rollout, Tokenizers, rollouts
 from algorithms.training.distributed import Dist
 from algorithms.training.losses import nash_md_loss
 from algorithms.training.players import Player
@@ -127,7 +126,7 @@ class NashMD(Algorithm[NashMDPair]):
     ) -> list[NashMDPair]:
         if game.config.num_attacks != 2 or game.config.num_responses != 2:
             raise ConfigError(PAIRING)
-        groups: dict[tuple[Any, ...], list[Any]] = {}
+        groups: dict[tuple[str, tuple[int, ...]], list[Rollout]] = {}
         for r in rollouts(rounds, game, tokenizers, prefills=prefills):  # each group's samples in order
             groups.setdefault((r.role, r.group), []).append(r)
         # a group with an excluded sample (judge failure: no reward) has no verdict: no pair

@@ -7,7 +7,7 @@ always a member. Each step, every learning role draws one member of its rival's 
 ``random.Random`` seeded by the run seed and the step, so a resumed run draws what the
 uninterrupted run drew without any draw state to keep. ``meta_nash`` draws from a mixture over the
 members, the meta-Nash equilibrium of a cross-play matrix of attack success
-(``algorithms.evaluation.metagame.solve``), keyed by member so that a snapshot that joined since
+(``algorithms.gametheory.solve``), keyed by member so that a snapshot that joined since
 the last cross-play has weight 0 until the next one and a dropped one leaves the mixture.
 
 Storage: a LoRA snapshot is the adapter's tensors (a few MB), held in memory and in every
@@ -18,22 +18,31 @@ no kept checkpoint names it any more (see ``Opponents.prune``).
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import random
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
+from advgame_env import Game, Round, Seed
 from advgame_env.judges import ClassifyItem, Judge
 from advgame_env.parsing import parse_response
 from advgame_env.roles import ATTACKER, DEFENDER, ROLES
+from algorithms.config import ConfigError, TrainConfig
 from algorithms.training.checkpoints import OpponentsState, SnapshotRecord, write_atomic
+from algorithms.training.distributed import Dist
+from algorithms.training.per_role import PerRole
+from algorithms.training.rollouts import judged
 from algorithms.training.seed_stream import derived_seed
 
 if TYPE_CHECKING:
-    from advgame_env.game import GameConfig, Round
+    from advgame_env.game import GameConfig
+    from agents.policy import Policy
     from algorithms.config import OpponentsConfig
 
 CURRENT = -1  # the member id of the rival as it is now (a snapshot's id is the step it was taken at)
@@ -105,6 +114,17 @@ class Opponents:
             if old.file is not None:
                 self.dropped.append((old.file, step))
 
+    def grow(self, step: int, weights: Callable[[str], dict[str, torch.Tensor]], in_memory: bool, dist: Dist) -> None:
+        """Each role's sampling weights (``weights(role)``) join its pool as a snapshot of ``step``:
+        the tensors themselves (``in_memory``: LoRA adapters), else a file of the run folder."""
+        for role in ROLES:
+            tensors = weights(role)
+            snapshot = (
+                Snapshot(step, tensors=tensors) if in_memory else self.save_file(role, step, tensors, write=dist.main)
+            )
+            self.add(role, snapshot, step)
+        dist.barrier()  # every process finds the files the main one wrote
+
     def save_file(self, role: str, step: int, tensors: Mapping[str, torch.Tensor], write: bool) -> Snapshot:
         """A full-weight snapshot written to its file (``write``: this process writes it)."""
         name = f"{role}_step_{step:07d}.pt"
@@ -171,6 +191,57 @@ class Opponents:
         self.dropped = [(str(name), int(left)) for name, left in state["dropped"]]
 
 
+def opponent_pools(cfg: TrainConfig, shares_policy: bool, run_dir: Path) -> Opponents | None:
+    """The opponent pools of ``opponents.draw`` (None for latest: no pool is kept)."""
+    o = cfg.opponents
+    if not o.pooled:
+        return None
+    if shares_policy:
+        raise ConfigError(
+            f"config.opponents.draw: {o.draw} keeps a pool of each player's snapshots, but algorithm "
+            f"{cfg.algorithm.name} trains one policy in both roles; set opponents.draw=latest"
+        )
+    return Opponents(o, cfg.run.seed, run_dir / FOLDER)
+
+
+# ----------------------------------------------------------------------------- a step's matches
+
+
+@dataclass(frozen=True)
+class Match:
+    """One set of rounds a step plays per split: the roles that learn from it, and the snapshot
+    that plays a role instead of its player as it is now (the rest play as they are now)."""
+
+    learners: tuple[str, ...]
+    against: Mapping[str, Snapshot] = field(default_factory=dict)
+
+
+EVERYONE = Match(ROLES)  # no opponent pool, or every learning role drew its rival as it is now
+
+
+def matches(drawn: Mapping[str, Snapshot | None]) -> list[Match]:
+    """The step's matches given each learning role's draw (``Opponents.draw``): one of players as
+    they are now for the roles that drew that, and one per role that drew a snapshot, in which
+    that role plays (and learns) against the snapshot of its rival."""
+    past = {role: s for role, s in drawn.items() if s is not None}
+    if not past:
+        return [EVERYONE]
+    now = [Match(tuple(r for r in ROLES if r not in past))] if len(past) < len(drawn) else []
+    return now + [Match((role,), {rival(role): s}) for role, s in past.items()]
+
+
+def match_figures(match: Match, figures: Mapping[str, float], alone: bool) -> dict[str, float]:
+    """The game figures a match gives a step's log: all of them when it is the step's only
+    match; else each learning role's own (``<role>_x``), the defender's refusal rates and the
+    round count too where the defender learns (figures of a snapshot are not the run's)."""
+    if alone:
+        return dict(figures)
+    keep = tuple(f"{role}_" for role in match.learners)
+    if DEFENDER in match.learners:
+        keep += ("refusal_", "rounds")
+    return {k: v for k, v in figures.items() if k.startswith(keep)}
+
+
 # ----------------------------------------------------------------------------- cross-play
 
 
@@ -210,3 +281,60 @@ def attack_success(
         scores[n] = sum(found) / len(found)
     known = [v for v in scores if v is not None]
     return sum(known) / len(known) if known else 0.0
+
+
+def meta_nash(
+    opponents: Opponents,
+    member_policy: Callable[[str, int, int], Policy],
+    game: Game,
+    harmful: Sequence[Seed],
+    step: int,
+    retries: int,
+    dist: Dist,
+    precision: contextlib.AbstractContextManager[None],
+) -> dict[str, float]:
+    """The cross-play of every attacker member against every defender member on
+    ``opponents.meta_seeds`` of the ``harmful`` training seeds (seeded by the step; each attacker
+    rewrites once, each defender answers its rewrites; ``member_policy(role, member, seed)``
+    plays a member), its attack success solved as a zero-sum meta-game (``metagame.solve``);
+    the mixtures then weigh the draws. The figures for the log."""
+    from algorithms.gametheory import MetaGameError, solve  # scipy: only runs that solve one
+
+    count = opponents.cfg.meta_seeds
+    assert count is not None  # meta_nash sets it
+    ids = PerRole(attacker=members(opponents.pools[ATTACKER]), defender=members(opponents.pools[DEFENDER]))
+    success = [[0.0] * len(ids.defender) for _ in ids.attacker]
+    if dist.main:  # one process plays it; the sum below hands the matrix to every other
+        pick = random.Random(derived_seed(opponents.run_seed, step, 37))
+        seeds = pick.sample(list(harmful), min(count, len(harmful)))
+        base = derived_seed(opponents.run_seed, step, 41)
+        with precision, torch.no_grad():
+            for i, a in enumerate(ids.attacker):
+                rounds = [Round(seed) for seed in seeds]
+                attacker = member_policy(ATTACKER, a, base + i)
+                attacks = attacker.attack([game.attacker_observation(r) for r in rounds], game.config.num_attacks)
+                judged(functools.partial(game.attack, rounds, attacks), retries)
+                for j, d in enumerate(ids.defender):
+                    defender = member_policy(DEFENDER, d, base + 1_000 + j)
+                    observations = [game.defender_observation(r) for r in rounds]
+                    answers = defender.respond(observations, game.config.num_responses)
+                    success[i][j] = attack_success(rounds, answers, game.judge, game.config)
+    flat = dist.sum([v for row in success for v in row])
+    width = len(ids.defender)
+    try:
+        nash = solve([flat[i * width : (i + 1) * width] for i in range(len(ids.attacker))])
+    except MetaGameError as error:  # every process has the same matrix, so all land here
+        # the last solved mixtures stay (none yet: uniform draws); the run goes on and says so
+        if dist.main:
+            print(f"advgame train: step {step}: {error}; the opponents' mixtures stay", file=sys.stderr)
+        return {"meta_unsolved": 1.0}
+    mixtures = PerRole(attacker=nash.attacker_mixture, defender=nash.defender_mixture)
+    if max(flat) == min(flat):  # every mixture is an equilibrium: uniform (as the maximum-entropy one)
+        mixtures = PerRole(*((1.0 / len(ids[role]),) * len(ids[role]) for role in ROLES))
+    opponents.mixtures = {role: dict(zip(ids[role], mixtures[role], strict=True)) for role in ROLES}
+    out = {"meta_value": nash.value}
+    for role in ROLES:
+        out |= {
+            f"{role}_mixture_{'now' if m == CURRENT else f'step_{m}'}": w for m, w in opponents.mixtures[role].items()
+        }
+    return out

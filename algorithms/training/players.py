@@ -33,7 +33,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, cast
 
 import torch
 
@@ -44,7 +44,11 @@ from algorithms.training.distributed import shard_module, unsharded
 from algorithms.training.ema import ema_update_adapter, ema_update_model
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedTokenizerBase
+    from peft import PeftModel
+    from torch.distributed.checkpoint.state_dict import DictValueType
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from agents.handles import CausalLM, Mesh
 
 
 class Player:
@@ -54,11 +58,11 @@ class Player:
     recompute: bool = False  # activation checkpointing in updates (see ``updating``)
     sharded: bool = False  # FSDP2 (``shard``): every module of the player sharded over the processes
 
-    def modules(self) -> list[Any]:
+    def modules(self) -> list[CausalLM]:
         """Every distinct module the player holds (its copies; LoRA: the one shared model)."""
         raise NotImplementedError
 
-    def shard(self, mesh: Any, bf16: bool = False) -> None:
+    def shard(self, mesh: Mesh, bf16: bool = False) -> None:
         """Shard every module of the player over ``mesh`` (FSDP2), before any optimizer is made;
         ``bf16``: bfloat16 compute over float32 master shards (``shard_module``)."""
         for module in self.modules():
@@ -79,7 +83,7 @@ class Player:
     def trainable(self) -> list[torch.Tensor]:
         raise NotImplementedError
 
-    def learner_module(self) -> Any:
+    def learner_module(self) -> CausalLM:
         """The module the optimizer updates (for LoRA: the PEFT model with every adapter)."""
         raise NotImplementedError
 
@@ -109,24 +113,24 @@ class Player:
                 layer.training = False
 
     @contextmanager
-    def active(self, which: Which) -> Iterator[Any]:
+    def active(self, which: Which) -> Iterator[CausalLM]:
         raise NotImplementedError
         yield
 
-    def sampling(self, which: Which) -> tuple[Any, str | None]:
+    def sampling(self, which: Which) -> tuple[CausalLM, str | None]:
         """(module, adapter name or None) that generates as policy ``which``."""
         raise NotImplementedError
 
     def ema_update(self, decay: float) -> None:
         raise NotImplementedError
 
-    def opponent(self, tensors: dict[str, torch.Tensor]) -> tuple[Any, str | None]:
+    def opponent(self, tensors: dict[str, torch.Tensor]) -> tuple[CausalLM, str | None]:
         """(module, adapter name or None) that generates as a past snapshot of this player,
         ``tensors`` as ``weights`` gave them: a slot of its own, so no policy of the player
         changes (an opponent pool plays it, ``training.opponents``)."""
         raise NotImplementedError
 
-    def frozen_base(self) -> tuple[Any, str | None]:
+    def frozen_base(self) -> tuple[CausalLM, str | None]:
         """(module, adapter name or None) that generates as the player's starting weights, which
         never change: a role that stays frozen for the whole run plays them (Self-RedTeam's
         attacker-only baseline against a frozen copy of the base)."""
@@ -157,7 +161,7 @@ class Player:
             raise ValueError(f"the {self.role} keeps no {which!r} copy (it keeps {sorted(self.copies)})")
 
 
-def _frozen_copy(model: Any) -> Any:
+def _frozen_copy(model: CausalLM) -> CausalLM:
     twin = copy.deepcopy(model)
     for param in twin.parameters():
         param.requires_grad_(False)
@@ -165,36 +169,36 @@ def _frozen_copy(model: Any) -> Any:
 
 
 class FullPlayer(Player):
-    def __init__(self, role: str, model: Any, tokenizer: PreTrainedTokenizerBase, copies: set[str]) -> None:
+    def __init__(self, role: str, model: CausalLM, tokenizer: PreTrainedTokenizerBase, copies: set[str]) -> None:
         self.role, self.tokenizer, self.copies = role, tokenizer, frozenset(copies)
         self.models = {"learner": model} | {which: _frozen_copy(model) for which in sorted(copies)}
-        self.spare: Any = None  # the opponent slot (``opponent``)
+        self.spare: CausalLM | None = None  # the opponent slot (``opponent``)
 
     def trainable(self) -> list[torch.Tensor]:
         return [p for p in self.models["learner"].parameters() if p.requires_grad]
 
-    def learner_module(self) -> Any:
+    def learner_module(self) -> CausalLM:
         return self.models["learner"]
 
-    def modules(self) -> list[Any]:
+    def modules(self) -> list[CausalLM]:
         return list(self.models.values())
 
     @contextmanager
-    def active(self, which: Which) -> Iterator[Any]:
+    def active(self, which: Which) -> Iterator[CausalLM]:
         self._check(which)
         yield self.models[which]
 
-    def sampling(self, which: Which) -> tuple[Any, str | None]:
+    def sampling(self, which: Which) -> tuple[CausalLM, str | None]:
         self._check(which)
         return self.models[which], None
 
     def ema_update(self, decay: float) -> None:
         ema_update_model(self.models["ema"], self.models["learner"], decay)
 
-    def frozen_base(self) -> tuple[Any, str | None]:
+    def frozen_base(self) -> tuple[CausalLM, str | None]:
         return self.sampling("initial")  # the trainer keeps an initial copy for such a run
 
-    def opponent(self, tensors: dict[str, torch.Tensor]) -> tuple[Any, str | None]:
+    def opponent(self, tensors: dict[str, torch.Tensor]) -> tuple[CausalLM, str | None]:
         if self.spare is None:  # one more full model, made on first use
             self.spare = _frozen_copy(self.models["learner"])
         self.spare.load_state_dict(tensors, strict=True)
@@ -207,8 +211,8 @@ class FullPlayer(Player):
             from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
             options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-            state: dict[str, Any] = get_model_state_dict(self.models[which], options=options)
-            return state
+            # full_state_dict: every value a full tensor
+            return cast("dict[str, torch.Tensor]", get_model_state_dict(self.models[which], options=options))
         return dict(self.models[which].state_dict())
 
     def load_weights(self, which: Which, tensors: dict[str, torch.Tensor]) -> None:
@@ -217,7 +221,7 @@ class FullPlayer(Player):
         if self.sharded:
             from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
-            given: dict[str, Any] = dict(tensors)
+            given: DictValueType = dict(tensors)
             set_model_state_dict(self.models[which], given, options=StateDictOptions(full_state_dict=True))
             return
         self.models[which].load_state_dict(tensors, strict=True)
@@ -226,13 +230,13 @@ class FullPlayer(Player):
         """Sharded: a collective; the main process writes the folder from the gathered tensors."""
         self._check(which)
         if not self.sharded:
-            self.models[which].save_pretrained(folder)
+            self.models[which].save_pretrained(str(folder))
             self.tokenizer.save_pretrained(folder)
             return
         state = self.weights(which)
         if torch.distributed.get_rank() == 0:
             model = self.models[which]
-            model.save_pretrained(folder, state_dict=state)
+            model.save_pretrained(str(folder), state_dict=state)
             _plain_architecture(folder, model)
             self.tokenizer.save_pretrained(folder)
 
@@ -240,21 +244,20 @@ class FullPlayer(Player):
         from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
         self._check(which)
-        state: dict[str, Any] = get_model_state_dict(self.models[which])
-        return state
+        return cast("dict[str, torch.Tensor]", get_model_state_dict(self.models[which]))  # DTensors, sharded
 
     def load_shards(self, which: Which, tensors: dict[str, torch.Tensor]) -> None:
         from torch.distributed.checkpoint.state_dict import set_model_state_dict
 
         self._check(which)
-        given: dict[str, Any] = dict(tensors)
+        given: DictValueType = dict(tensors)
         set_model_state_dict(self.models[which], given)
 
 
 class LoraPlayer(Player):
     """One role's adapters on a PEFT model that may carry the other role's adapters too."""
 
-    def __init__(self, role: str, peft_model: Any, tokenizer: PreTrainedTokenizerBase, copies: set[str]) -> None:
+    def __init__(self, role: str, peft_model: PeftModel, tokenizer: PreTrainedTokenizerBase, copies: set[str]) -> None:
         self.role, self.tokenizer, self.copies = role, tokenizer, frozenset(copies)
         self.model = peft_model
         self.names = {"learner": role, "ema": f"{role}_ema"}
@@ -264,14 +267,14 @@ class LoraPlayer(Player):
     def trainable(self) -> list[torch.Tensor]:
         return list(adapter_parameters(self.model, self.role).values())
 
-    def learner_module(self) -> Any:
+    def learner_module(self) -> CausalLM:
         return self.model
 
-    def modules(self) -> list[Any]:
+    def modules(self) -> list[CausalLM]:
         return [self.model]
 
     @contextmanager
-    def active(self, which: Which) -> Iterator[Any]:
+    def active(self, which: Which) -> Iterator[CausalLM]:
         self._check(which)
         if which == "initial":
             with self.model.disable_adapter():
@@ -281,7 +284,7 @@ class LoraPlayer(Player):
         self.model.set_adapter(self.names[which])
         yield self.model
 
-    def sampling(self, which: Which) -> tuple[Any, str | None]:
+    def sampling(self, which: Which) -> tuple[CausalLM, str | None]:
         self._check(which)
         if which == "initial":
             raise ValueError("LoRA players sample from their learner or EMA adapter, not from the bare base")
@@ -290,7 +293,7 @@ class LoraPlayer(Player):
     def ema_update(self, decay: float) -> None:
         ema_update_adapter(self.model, self.names["learner"], self.names["ema"], decay)
 
-    def opponent(self, tensors: dict[str, torch.Tensor]) -> tuple[Any, str | None]:
+    def opponent(self, tensors: dict[str, torch.Tensor]) -> tuple[CausalLM, str | None]:
         name = f"{self.role}_opponent"
         if name not in self.model.peft_config:
             # a new adapter draws its initial A matrices from torch's RNG: keep the run's stream as
@@ -307,7 +310,7 @@ class LoraPlayer(Player):
                 param.copy_(tensors[key])
         return self.model, name
 
-    def frozen_base(self) -> tuple[Any, str | None]:
+    def frozen_base(self) -> tuple[CausalLM, str | None]:
         # the opponent slot with every B matrix zero: B·A = 0, so it generates as the bare base
         # on every backend that serves adapters (the engines cannot sample "no adapter" here)
         tensors = self.weights("learner")
@@ -386,7 +389,7 @@ def _like(tensor: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
     return distribute_tensor(tensor.to(param.dtype), mesh, getattr(param, "placements"))  # noqa: B009
 
 
-def _plain_architecture(folder: Path, model: Any) -> None:
+def _plain_architecture(folder: Path, model: CausalLM) -> None:
     """FSDP2 swaps a module's class for ``FSDP<Class>``, which transformers writes into
     config.json; name the model class itself, so that ``from_pretrained`` and vLLM know it."""
     plain = next(c for c in type(model).__mro__ if not c.__name__.startswith("FSDP"))
@@ -396,7 +399,7 @@ def _plain_architecture(folder: Path, model: Any) -> None:
     path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def _write_adapter(peft_model: Any, name: str, tensors: dict[str, torch.Tensor], folder: Path) -> None:
+def _write_adapter(peft_model: PeftModel, name: str, tensors: dict[str, torch.Tensor], folder: Path) -> None:
     """PEFT's adapter folder written by hand from gathered tensors: ``save_pretrained`` would
     read the sharded parameters. ``adapter_parameters`` keys are PEFT's saved names already
     (the adapter's name taken out)."""
@@ -421,13 +424,13 @@ def _portable_base(folder: Path) -> None:
 def build_players(
     *,
     roles: tuple[str, ...],
-    load: Callable[[str], tuple[Any, PreTrainedTokenizerBase]],
+    load: Callable[[str], tuple[PreTrainedModel, PreTrainedTokenizerBase]],
     lora: bool,
     copies: set[str],
     lora_rank: int = 16,
     lora_alpha: int = 32,
     adapters: Mapping[str, str | Path] | None = None,
-    mesh: Any = None,
+    mesh: Mesh | None = None,
     bf16: bool = False,
 ) -> dict[str, Player]:
     """Players for ``roles``. ``load(role)`` returns (model, tokenizer) of the role's start;
@@ -449,7 +452,7 @@ def build_players(
 
 def _build_players(
     roles: tuple[str, ...],
-    load: Callable[[str], tuple[Any, PreTrainedTokenizerBase]],
+    load: Callable[[str], tuple[PreTrainedModel, PreTrainedTokenizerBase]],
     lora: bool,
     copies: set[str],
     lora_rank: int,

@@ -7,10 +7,30 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from algorithms.config import TrainConfig
 
 
 class RunLog:
     """Metrics to metrics.jsonl, TensorBoard and (optionally) W&B; live figures on a progress bar."""
+
+    @classmethod
+    def of_run(cls, cfg: TrainConfig, folder: Path, start_step: int) -> RunLog:
+        """The log of a training run in ``folder`` as its ``run`` section asks, from ``start_step`` on."""
+        from algorithms.config import to_dict
+
+        run = cfg.run
+        return cls(
+            folder,
+            start_step=start_step,
+            total_steps=run.steps,
+            tensorboard=run.tensorboard,
+            wandb_project=run.wandb_project if run.wandb else None,
+            progress=run.progress,
+            config=to_dict(cfg),
+        )
 
     def __init__(
         self,

@@ -12,12 +12,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
 from advgame_env.seeds import read_text
 from agents.hf import encode, render_chat, token_logprobs
+
+if TYPE_CHECKING:
+    from agents.handles import CausalLM, Tokenizer
 
 
 @dataclass
@@ -64,7 +67,7 @@ def read_sft(path: str | Path) -> list[list[dict[str, str]]]:
     return chats
 
 
-def load_sft(path: str | Path, tokenizer: Any, prefill: str = "") -> list[SFTExample]:
+def load_sft(path: str | Path, tokenizer: Tokenizer, prefill: str = "") -> list[SFTExample]:
     out = []
     for *context, target in read_sft(path):
         text = str(target["content"])
@@ -75,7 +78,7 @@ def load_sft(path: str | Path, tokenizer: Any, prefill: str = "") -> list[SFTExa
     return out
 
 
-def sft_loss(model: Any, batch: list[SFTExample], pad_id: int, max_context: int) -> torch.Tensor:
+def sft_loss(model: CausalLM, batch: list[SFTExample], pad_id: int, max_context: int) -> torch.Tensor:
     """Mean over the batch of each target's mean token NLL."""
     logps, mask = token_logprobs(
         model, [(e.prompt_ids, e.target_ids) for e in batch], pad_id=pad_id, max_context=max_context

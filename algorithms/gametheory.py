@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from types import ModuleType
 
 import numpy as np
 
@@ -81,7 +81,7 @@ class MetaGameError(ValueError):
     """The meta-game's solver failed (the matrix was valid): names the solver and its message."""
 
 
-def _linprog(optimize: Any, c: np.ndarray, a_ub: np.ndarray, b_ub: np.ndarray, m: int, what: str) -> np.ndarray:
+def _linprog(optimize: ModuleType, c: np.ndarray, a_ub: np.ndarray, b_ub: np.ndarray, m: int, what: str) -> np.ndarray:
     """scipy's LP over (x, v) with x a distribution of ``m`` members; its solution, or a
     MetaGameError with the solver's message when it does not report success."""
     lp = optimize.linprog(
@@ -164,7 +164,7 @@ def _maximin(matrix: np.ndarray) -> np.ndarray:
     return _clean(out)
 
 
-def _primal(optimize: Any, sub: np.ndarray, floor: float, start: np.ndarray) -> tuple[np.ndarray, str]:
+def _primal(optimize: ModuleType, sub: np.ndarray, floor: float, start: np.ndarray) -> tuple[np.ndarray, str]:
     """The maximum-entropy mixture with sᵀx >= floor by SLSQP; ("" or the failure's message)."""
     k = len(start)
 
