@@ -44,6 +44,8 @@ from algorithms.training.algorithm import policy_logprobs
 from algorithms.training.batches import Tokenizers, continuation, tokenizer_of
 
 if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
     from algorithms.training.players import Player, Which
 
 Chat = list[dict[str, str]]
@@ -125,19 +127,23 @@ def defender_chat(game: Game, conversation: Conversation, turn: int, prefill: st
     return [*messages, {"role": "assistant", "content": prefill}] if prefill else messages
 
 
-def _ids(tokenizer: object, messages: Chat) -> list[int]:
+def _ids(tokenizer: PreTrainedTokenizerBase, messages: Chat) -> list[int]:
     return encode(tokenizer, render_chat(tokenizer, messages))
 
 
 def _segment(
-    tokenizer: object, prompt: list[int], sample: Sample, turn: int, prefill: str, reward: float | None
+    tokenizer: PreTrainedTokenizerBase, prompt: list[int], sample: Sample, turn: int, prefill: str, reward: float | None
 ) -> Segment:
-    ids, logprobs = continuation(tokenizer, sample, prefill)  # type: ignore[arg-type]
+    ids, logprobs = continuation(tokenizer, sample, prefill)
     return Segment(turn, prompt, ids, logprobs, reward)
 
 
 def attacker_segments(
-    game: ConversationGame, round_: Dialogue, conversation: Conversation, tokenizer: object, prefill: str = ""
+    game: ConversationGame,
+    round_: Dialogue,
+    conversation: Conversation,
+    tokenizer: PreTrainedTokenizerBase,
+    prefill: str = "",
 ) -> list[Segment]:
     """The attacker's turns of a conversation, each with the context it read (a failed message
     is its last turn). The message that ended the conversation is not recorded by the game."""
@@ -149,7 +155,9 @@ def attacker_segments(
     return out
 
 
-def defender_segments(game: Game, conversation: Conversation, tokenizer: object, prefill: str = "") -> list[Segment]:
+def defender_segments(
+    game: Game, conversation: Conversation, tokenizer: PreTrainedTokenizerBase, prefill: str = ""
+) -> list[Segment]:
     """The defender's answered turns of a conversation, each with the chat it read."""
     out = []
     for t, exchange in enumerate(conversation.turns, start=1):
