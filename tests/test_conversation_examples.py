@@ -258,3 +258,34 @@ def test_conversation_examples_refuse_the_single_turn_game(tokenizer):
         conversation_rollouts([], game, tokenizer)
     assert rollouts([], game, tokenizer) == []
     assert replace(Dialogue(HARMFUL)).turn == 1
+
+
+def test_meta_nash_opponent_draws_are_refused_in_conversations():
+    from algorithms.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="meta_nash solves a single-turn cross-play"):
+        load_config(None, ["game.turns=2", "opponents.draw=meta_nash", "train.schedule=alternate"])
+    assert load_config(None, ["game.turns=2", "opponents.draw=uniform", "train.schedule=alternate"]).game.turns == 2
+
+
+def test_a_rejected_trajectory_cut_off_at_the_limit_is_clipped_to_the_chosen_length(tokenizer):
+    game = ConversationGame(RuleJudge(), GameConfig(turns=2))
+    r = Dialogue(HARMFUL)
+    game.attack([r], [((OPEN_A, OPEN_A), (OPEN_B, OPEN_B))])
+    game.respond([r], [((DEFLECT, DEFLECT), (DEFLECT, DEFLECT))])
+    game.attack([r], [FOLLOW])
+    rambling = Generation("Well, " * 60, finish_reason="length")  # cut off at the token limit
+    game.respond([r], [((DEFLECT, rambling), (DEFLECT, DEFLECT))])
+    clipped = conversation_pairs([r], game, tokenizer, clip_rejected_to_chosen_length=True)
+    (pair,) = [p for p in clipped if p.role == "defender"]
+    assert (pair.chosen_reward, pair.rejected_reward) == (9.0, -1.0)
+    size = lambda side: sum(len(s.completion_ids) for s in side)  # noqa: E731
+    (unclipped,) = [
+        p
+        for p in conversation_pairs([r], game, tokenizer, clip_rejected_to_chosen_length=False)
+        if p.role == "defender"
+    ]
+    assert size(unclipped.rejected) > size(pair.chosen)
+    assert (
+        size(pair.rejected) == size(pair.chosen) and pair.rejected[0] == unclipped.rejected[0]
+    )  # cut in its last turn

@@ -83,12 +83,6 @@ class Trajectory:
     group: tuple[int, ...]  # (round,) for the attacker, (round, attack) for the defender
     failed: bool = False  # a turn of this player broke a rule of the game (the failure penalty)
 
-    @property
-    def sampler_logprobs(self) -> list[float] | None:
-        """Every segment's sampler log-probs, or None when one is unknown."""
-        parts = [s.sampler_logprobs for s in self.segments]
-        return None if any(p is None for p in parts) else [x for p in parts for x in p or ()]
-
 
 # ----------------------------------------------------------------------------- contexts
 
