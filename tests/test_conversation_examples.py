@@ -10,6 +10,7 @@ import torch
 from advgame_env import GameConfig, Label, Rubric, RuleJudge, Seed
 from advgame_env.conversation import ConversationGame, Dialogue
 from advgame_env.game import Game, Round
+from advgame_env.judges import JudgeError
 from advgame_env.rule_judge import rubric_score
 from agents import HFBackend, render_chat, tiny_model
 from agents.hf import Generation
@@ -214,10 +215,9 @@ def test_play_dialogues_plays_both_turns_and_the_defender_reads_its_earlier_answ
     rounds = [Dialogue(HARMFUL)]
     attacker = Policy(backend, max_tokens=8, seed=0)
     defender = Policy(backend, max_tokens=8, seed=1)
-    calls = []
-    play_dialogues(game, attacker, defender, rounds, lambda call: calls.append(call()))
+    play_dialogues(game, attacker, defender, rounds)
     (r,) = rounds
-    assert r.phase.value == "done" and calls
+    assert r.phase.value == "done"
     # the tiny model writes no <prompt> tags: every opener fails, nothing reaches turn 2
     assert all(c.attacker_failure is not None for row in r.conversations for c in row)
     # scripted players (test doubles of a backend): the defender's second chat holds its first answer
@@ -225,7 +225,7 @@ def test_play_dialogues_plays_both_turns_and_the_defender_reads_its_earlier_answ
     scripted_attacker = _Scripted([OPEN_A, FOLLOW[0][0]])
     scripted_defender = _Scripted([DEFLECT, REFUSE])
     rounds = [Dialogue(HARMFUL)]
-    play_dialogues(game, Policy(scripted_attacker), Policy(scripted_defender), rounds, lambda call: call())
+    play_dialogues(game, Policy(scripted_attacker), Policy(scripted_defender), rounds)
     (r,) = rounds
     assert r.phase.value == "done" and r.defender_rewards == [[4.0, 4.0], [4.0, 4.0]]  # worst: REFUSE
     first, second = scripted_defender.seen
@@ -289,3 +289,31 @@ def test_a_rejected_trajectory_cut_off_at_the_limit_is_clipped_to_the_chosen_len
     assert (
         size(pair.rejected) == size(pair.chosen) and pair.rejected[0] == unclipped.rejected[0]
     )  # cut in its last turn
+
+
+class FailsOnce(RuleJudge):
+    """The rule judge whose first conversation comparison fails as a whole (a test double of a
+    judge backend that is down for one call)."""
+
+    failed = False
+
+    def compare_conversations(self, items):
+        if not self.failed:
+            self.failed = True
+            raise JudgeError("the judge is down")
+        return super().compare_conversations(items)
+
+
+def test_a_failed_judge_call_is_made_again_without_replaying_the_turn():
+    def run(retries):
+        game = ConversationGame(FailsOnce(), GameConfig(turns=2, faithfulness_check=False))
+        attacker, defender = _Scripted([OPEN_A, FOLLOW[0][0]]), _Scripted([DEFLECT, REFUSE])
+        rounds = [Dialogue(HARMFUL)]
+        play_dialogues(game, Policy(attacker), Policy(defender), rounds, retries)
+        return rounds[0], defender
+
+    with pytest.raises(JudgeError):
+        run(0)
+    r, defender = run(1)
+    assert r.phase.value == "done" and r.defender_rewards == [[4.0, 4.0], [4.0, 4.0]]
+    assert len(defender.seen) == 2 and all(len(c.turns) == 2 for row in r.conversations for c in row)

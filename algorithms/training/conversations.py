@@ -27,7 +27,6 @@ each row through the conversation it was judged on, ``attack.selected``, else it
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -36,6 +35,7 @@ import torch
 
 from advgame_env.conversation import Conversation, ConversationGame, Dialogue
 from advgame_env.game import Game, Phase, Round, Sample
+from advgame_env.judges import JudgeError
 from advgame_env.parsing import Failure
 from advgame_env.roles import ATTACKER, DEFENDER
 from agents.hf import encode, render_chat
@@ -306,20 +306,16 @@ def sum_by_trajectory(per_turn: torch.Tensor, trajectories: Sequence[Sequence[ob
 
 
 def play_dialogues(
-    game: ConversationGame,
-    attacker: Policy,
-    defender: Policy,
-    rounds: list[Round],
-    judged: Callable[[Callable[[], object]], None],
+    game: ConversationGame, attacker: Policy, defender: Policy, rounds: list[Round], retries: int = 0
 ) -> list[Round]:
     """Conversations of a batch of :class:`Dialogue` rounds, turn by turn, each turn one batched
-    generation per player; ``judged(call)`` makes a game call that may reach the judge (the
-    trainer's retries). A slot with nothing to do gets an empty action, as the env's."""
+    generation per player. A slot with nothing to do gets an empty action, as in the env.
+    ``retries``: how many times more a failed judge call is made (``judge.retries``)."""
     a, d = game.config.num_attacks, game.config.num_responses
     dialogues = _dialogues(rounds)
     openers = attacker.attack([game.attacker_observation(r) for r in dialogues], a)
     # a row's D conversations share its opener: the game reads the first slot of each row
-    judged(lambda: game.attack(dialogues, [[(g,) * d for g in row] for row in openers]))
+    _move(game, game.attack, dialogues, [[(g,) * d for g in row] for row in openers], retries)
     while live := [r for r in dialogues if r.phase is Phase.RESPOND]:
         chats = [
             defender_chat(game, c, len(c.turns), defender.prefill) if c.awaits == DEFENDER else None
@@ -328,12 +324,37 @@ def play_dialogues(
             for c in row
         ]
         answers = iter(defender.sample_chats(chats, 1))
-        replies = [[[next(answers)[0] for _ in range(d)] for _ in range(a)] for _ in live]
-        judged(functools.partial(game.respond, live, replies))
-        waiting = [r for r in dialogues if r.phase is Phase.ATTACK]
-        if waiting:
+        _move(
+            game, game.respond, live, [[[next(answers)[0] for _ in range(d)] for _ in range(a)] for _ in live], retries
+        )
+        if waiting := [r for r in dialogues if r.phase is Phase.ATTACK]:
             views = [v for r in waiting for row in game.attacker_views(r) for v in row]
             messages = iter(attacker.sample(views, 1))
             moves = [[[next(messages)[0] for _ in range(d)] for _ in range(a)] for _ in waiting]
-            judged(functools.partial(game.attack, waiting, moves))
+            _move(game, game.attack, waiting, moves, retries)
     return rounds
+
+
+def _move(
+    game: ConversationGame,
+    move: Callable[[Sequence[Round], Sequence[object]], None],
+    rounds: list[Dialogue],
+    actions: Sequence[object],
+    retries: int,
+) -> None:
+    """One player's move; a move that ends conversations judges them, and a failed judge call
+    leaves them recorded but unjudged, so only the judging is made again (the move is not)."""
+    try:
+        move(rounds, actions)
+        return
+    except JudgeError:
+        if retries == 0:
+            raise
+    pending = [r for r in rounds if r.phase is not Phase.DONE and not r.open_conversations()]
+    for attempt in range(retries):
+        try:
+            game.judge_dialogues(pending)
+            return
+        except JudgeError:
+            if attempt == retries - 1:
+                raise

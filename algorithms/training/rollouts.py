@@ -9,7 +9,6 @@ and one judge call.
 from __future__ import annotations
 
 import contextlib
-import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Literal
 
@@ -180,7 +179,7 @@ def play(game: Game, attacker: Policy, defender: Policy, rounds: list[Round], re
         # as the config checks judge.retries: -1 would make no call at all and play nothing
         raise ValueError(f"retries must be an int >= 0, got {retries!r}")
     if isinstance(game, ConversationGame):
-        return play_dialogues(game, attacker, defender, rounds, functools.partial(judged, retries=retries))
+        return play_dialogues(game, attacker, defender, rounds, retries)
     attacks = attacker.attack([game.attacker_observation(r) for r in rounds], game.config.num_attacks)
     judged(lambda: game.attack(rounds, attacks), retries)
     answers = defender.respond([game.defender_observation(r) for r in rounds], game.config.num_responses)
