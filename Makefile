@@ -14,13 +14,19 @@ demo: setup
 quick-demo: setup
 	.venv/bin/advgame demo --quick $(DEMO_ARGS)
 
+# The tests run on PYTEST_WORKERS processes (pytest-xdist), one thread each so that the workers
+# do not oversubscribe the cores; the tests that start a vLLM engine or server share one worker
+# (tests/conftest.py). docs/testing.md: the tiers, what each proves and what they take.
+PYTEST_WORKERS ?= 2
+PYTEST = OMP_NUM_THREADS=1 .venv/bin/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
+
 test: setup
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
 	.venv/bin/lint-imports
 	$(MKDOCS)
-	.venv/bin/python -m pytest
+	$(PYTEST) --durations=25
 
 # The fast tier while working: no training loop, bundled model, engine or subprocess (3 min 28 s
 # from a fresh clone once set up, docs/setup.md); `make test` above stays the whole suite and CI's command.
@@ -30,7 +36,7 @@ test-fast: setup
 	.venv/bin/mypy
 	.venv/bin/lint-imports
 	$(MKDOCS)
-	.venv/bin/python -m pytest -m "not slow"
+	$(PYTEST) -m "not slow"
 
 # The documentation site (mkdocs.yml) into site/. --strict: a broken link or anchor, a page missing
 # from the docs folder or an API reference that does not resolve fails the build. Offline: no web

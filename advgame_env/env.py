@@ -21,7 +21,7 @@ at the end) and ``history`` (each conversation's visible chat). ``turns=1`` is t
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import ClassVar, Unpack
 
 import numpy as np
 from gymnasium import spaces
@@ -31,7 +31,7 @@ from pettingzoo.utils.wrappers import OrderEnforcingWrapper
 
 from advgame_env import roles
 from advgame_env.conversation import ConversationGame, Dialogue
-from advgame_env.game import Game, GameConfig, Phase, Round, direct_seed_ids
+from advgame_env.game import Game, GameConfig, GameSwitches, Phase, Round, direct_seed_ids
 from advgame_env.judges import Judge
 from advgame_env.rewards import mean_or_none
 from advgame_env.rule_judge import RuleJudge
@@ -42,6 +42,19 @@ ATTACKER, DEFENDER = roles.agent_id(roles.ATTACKER), roles.agent_id(roles.DEFEND
 OBSERVATION_CHARS = 1 << 20
 
 
+RENDER_MODES = ("human", "ansi")
+
+
+class EnvArguments(GameSwitches, total=False):
+    """The keyword arguments of :class:`AdvGameEnv` (and so of ``parallel_env``, ``raw_env``
+    and ``env``): its own four and every :class:`GameConfig` switch."""
+
+    judge: Judge | None
+    seeds: list[Seed] | None
+    render_mode: str | None
+    config: GameConfig | None
+
+
 # Actions are checked by the game (a text, or a generation with .text, per slot), not typed here
 class AdvGameEnv(ParallelEnv[str, Observation, object]):
     """``judge`` defaults to the model-free :class:`RuleJudge`, ``seeds`` to the bundled
@@ -49,9 +62,9 @@ class AdvGameEnv(ParallelEnv[str, Observation, object]):
     ``num_responses``, ``optimistic_attacker``, ``attacker_think``, ``faithfulness_check``,
     ``attacker_judge``, ``judging``, ``reward_rule``, ``max_attack_chars``, ...)."""
 
-    metadata: ClassVar[dict[str, Any]] = {
+    metadata: ClassVar[dict[str, object]] = {
         "name": "advgame_v0",
-        "render_modes": ["human", "ansi"],
+        "render_modes": list(RENDER_MODES),
         "is_parallelizable": True,
     }
 
@@ -61,10 +74,10 @@ class AdvGameEnv(ParallelEnv[str, Observation, object]):
         seeds: list[Seed] | None = None,
         render_mode: str | None = None,
         config: GameConfig | None = None,
-        **switches: Any,
+        **switches: Unpack[GameSwitches],
     ) -> None:
-        if render_mode not in (None, *self.metadata["render_modes"]):
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, not {render_mode!r}")
+        if render_mode not in (None, *RENDER_MODES):
+            raise ValueError(f"render_mode must be one of {list(RENDER_MODES)} or None, not {render_mode!r}")
         if config is not None and switches:
             raise TypeError("pass either config= or individual switches, not both")
         self.config = config or GameConfig(**switches)
@@ -260,7 +273,7 @@ def transcript(r: Round) -> str:
     return "\n".join(lines)
 
 
-def parallel_env(**kwargs: Any) -> AdvGameEnv:
+def parallel_env(**kwargs: Unpack[EnvArguments]) -> AdvGameEnv:
     return AdvGameEnv(**kwargs)
 
 
@@ -272,12 +285,12 @@ class AECGame(parallel_to_aec_wrapper):
         return typed(super().observe(agent))
 
 
-def raw_env(**kwargs: Any) -> AECGame:
+def raw_env(**kwargs: Unpack[EnvArguments]) -> AECGame:
     """The same game as an AEC environment, without PettingZoo's checking wrappers."""
     return AECGame(parallel_env(**kwargs))
 
 
-def env(**kwargs: Any) -> OrderEnforcingWrapper[str, object, object]:
+def env(**kwargs: Unpack[EnvArguments]) -> OrderEnforcingWrapper[str, object, object]:
     """The AEC environment as PettingZoo's own environments ship it: ``raw_env`` in the
     ``OrderEnforcingWrapper`` (calls out of order are clear errors). The out-of-bounds and
     illegal-action wrappers apply to discrete actions only; text actions have no such checks

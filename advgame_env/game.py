@@ -148,6 +148,32 @@ class GameConfig:
             raise ValueError(f"direct_rounds must be 'round' or 'seed', not {self.direct_rounds!r}")
 
 
+class GameSwitches(TypedDict, total=False):
+    """:class:`GameConfig`'s fields as keyword arguments (the envs' ``**switches``); a test
+    checks the two name the same fields with the same types."""
+
+    num_attacks: int
+    num_responses: int
+    optimistic_attacker: bool
+    attacker_think: bool
+    defender_think: bool
+    faithfulness_check: bool | None
+    attacker_judge: bool
+    judging: Literal["pairwise", "pointwise"]
+    reward_rule: Literal["advgame", "self_redteam"]
+    srt_coefficients: SelfRedTeamCoefficients
+    max_attack_chars: int
+    max_response_chars: int
+    judge_truncated_responses: bool
+    direct_fraction: float
+    direct_rounds: Literal["round", "seed"]
+    direct_split_seed: int
+    judge_empty_responses: bool
+    templates: TemplateSet
+    turns: int
+    max_conversation_chars: int
+
+
 def direct_seed_ids(seeds: Sequence[Seed], config: GameConfig) -> frozenset[str]:
     """The seeds that always go straight to the defender (``direct_rounds: seed``): within each
     label, ``round(direct_fraction * n)`` of its n seeds, drawn once with ``direct_split_seed``,

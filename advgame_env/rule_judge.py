@@ -32,7 +32,7 @@ import os
 import re
 from collections.abc import Sequence
 from enum import StrEnum
-from typing import Any
+from typing import TypedDict
 
 from advgame_env.judges import (
     ClassifyItem,
@@ -248,9 +248,29 @@ class RuleJudge:
         return out
 
 
-def _jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+class LabelledResponse(TypedDict):
+    """A line of a labelled responses file (``tests/data/judge_responses.jsonl``)."""
+
+    id: str
+    query: str
+    label: str
+    response: str
+    gold: str  # a Behaviour value
+
+
+class LabelledRewrite(TypedDict):
+    """A line of a labelled rewrites file (``tests/data/judge_rewrites.jsonl``)."""
+
+    id: str
+    seed: str
+    label: str
+    rewrite: str
+    gold_faithful: bool
+
+
+def _jsonl_lines(path: str | os.PathLike[str]) -> list[str]:
     with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+        return [line for line in handle if line.strip()]
 
 
 def measure(
@@ -260,7 +280,7 @@ def measure(
     vs answer (refusal and deflection against compliance), and faithfulness."""
     result: dict[str, float] = {}
     if responses_file:
-        rows = _jsonl(responses_file)
+        rows: list[LabelledResponse] = [json.loads(line) for line in _jsonl_lines(responses_file)]
         predicted = [behaviour(r["response"]).value for r in rows]
         result["responses"] = len(rows)
         result["behaviour_accuracy"] = sum(p == r["gold"] for p, r in zip(predicted, rows, strict=True)) / len(rows)
@@ -268,12 +288,12 @@ def measure(
             (p == "compliance") == (r["gold"] == "compliance") for p, r in zip(predicted, rows, strict=True)
         ) / len(rows)
     if rewrites_file:
-        rows = _jsonl(rewrites_file)
+        rewrites: list[LabelledRewrite] = [json.loads(line) for line in _jsonl_lines(rewrites_file)]
         judge = RuleJudge()
-        result["rewrites"] = len(rows)
+        result["rewrites"] = len(rewrites)
         result["faithfulness_accuracy"] = sum(
-            judge.is_faithful(r["seed"], r["rewrite"]) == r["gold_faithful"] for r in rows
-        ) / len(rows)
+            judge.is_faithful(r["seed"], r["rewrite"]) == r["gold_faithful"] for r in rewrites
+        ) / len(rewrites)
     return result
 
 

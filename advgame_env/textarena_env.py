@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from typing import Any
+from typing import Unpack
 
 try:
     import textarena as ta
@@ -63,7 +63,7 @@ except ImportError as error:  # textarena is a dependency; say which one is miss
 
 from advgame_env import roles
 from advgame_env.conversation import END_CONVERSATION, ConversationGame, Dialogue
-from advgame_env.game import Game, GameConfig, Phase, Round, Sample
+from advgame_env.game import Game, GameConfig, GameSwitches, Phase, Round, Sample
 from advgame_env.judges import Judge
 from advgame_env.rule_judge import RuleJudge
 from advgame_env.seeds import Seed, bundled_seeds
@@ -106,7 +106,9 @@ class AdvGameTextArena(ta.Env):
     ``max_attack_chars``, ``direct_fraction``, ...). ``num_attacks`` and ``num_responses``
     are fixed at 1: use :class:`advgame_env.Game` for more samples per seed."""
 
-    def __init__(self, judge: Judge | None = None, seeds: Sequence[Seed] | None = None, **switches: Any) -> None:
+    def __init__(
+        self, judge: Judge | None = None, seeds: Sequence[Seed] | None = None, **switches: Unpack[GameSwitches]
+    ) -> None:
         for name in ("num_attacks", "num_responses"):
             if switches.get(name, 1) != 1:
                 raise ValueError(
@@ -114,8 +116,9 @@ class AdvGameTextArena(ta.Env):
                     "use advgame_env.Game for several samples per seed"
                 )
         # a conversation is judged pairwise (a lone one against itself, an absolute score)
-        judging = "pointwise" if switches.get("turns", 1) == 1 else "pairwise"
-        switches = {"num_attacks": 1, "num_responses": 1, "judging": judging, **switches}
+        switches.setdefault("judging", "pointwise" if switches.get("turns", 1) == 1 else "pairwise")
+        switches.setdefault("num_attacks", 1)
+        switches.setdefault("num_responses", 1)
         self.config = GameConfig(**switches)
         game_class = ConversationGame if self.config.turns > 1 else Game
         self.game = game_class(judge or RuleJudge(), self.config)

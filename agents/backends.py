@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TypedDict
 
 from advgame_types import BackendKind
 from agents.hf import HFBackend
@@ -13,6 +13,16 @@ from agents.replicas import ReplicatedBackend, check_urls, split_urls
 from agents.vllm_backend import VLLMBackend
 
 Backend = HFBackend | VLLMBackend | OpenAIBackend | ReplicatedBackend
+
+
+class _ServerLimits(TypedDict, total=False):
+    """The server backends' time limits the caller set (the rest keep their defaults)."""
+
+    deadline: float
+
+
+class _ReplicaLimits(_ServerLimits, total=False):
+    cooldown: float
 
 
 def build_backend(
@@ -37,12 +47,13 @@ def build_backend(
         if not urls:
             raise ValueError("backend openai needs the server's URL (e.g. http://127.0.0.1:8000/v1)")
         check_urls(urls)
-        options: dict[str, Any] = {} if deadline is None else {"deadline": deadline}
+        options: _ServerLimits = {} if deadline is None else {"deadline": deadline}
         if len(urls) == 1:
             return OpenAIBackend(urls[0], model, **options)
+        replicas: _ReplicaLimits = {**options}
         if cooldown is not None:
-            options["cooldown"] = cooldown
-        return ReplicatedBackend(urls, model, **options)
+            replicas["cooldown"] = cooldown
+        return ReplicatedBackend(urls, model, **replicas)
     if kind == "vllm":
         return VLLMBackend(model)
     if kind == "hf":

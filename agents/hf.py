@@ -185,7 +185,7 @@ def _gqa_sdpa(
     before calling SDPA (``repeat_kv``: its GPU kernels take GQA only without a mask); on CPU
     that copy of the whole KV cache, per layer per decoded token, took 14% of a rollout of the
     bundled model (3 KV heads serve 9 query heads), and torch's CPU kernel takes the groups as
-    they are, with the same result. Any other case goes to transformers' own function."""
+    they are, with the same result. Every other case goes to transformers' own function."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     groups = getattr(module, "num_key_value_groups", 1)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import random
+import shutil
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +54,7 @@ def tiny_chat_model(prompts: Sequence[str], answers: Sequence[str] = TINY_CHAT_A
     return folder
 
 
-def _train_tiny_chat(folder: Path, prompts: list[str], answers: list[str]) -> None:
+def _train_tiny_chat(folder: Path, prompts: list[str], answers: list[str], steps: int = 50) -> None:
     import torch
 
     from agents.hf import HFBackend, encode, render_chat
@@ -60,7 +62,7 @@ def _train_tiny_chat(folder: Path, prompts: list[str], answers: list[str]) -> No
     model, tokenizer = tiny_model(seed=0)
     backend, rng = HFBackend(model, tokenizer), random.Random(0)
     optimiser = torch.optim.Adam(model.parameters(), lr=5e-3)
-    for _ in range(50):
+    for _ in range(steps):
         chats = [[{"role": "user", "content": rng.choice(prompts)}] for _ in range(8)]
         pairs = [
             (
@@ -73,10 +75,17 @@ def _train_tiny_chat(folder: Path, prompts: list[str], answers: list[str]) -> No
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-    scratch = folder.with_name(folder.name + ".tmp")
+    # a scratch folder of its own: parallel test workers (pytest-xdist) may build the same model at
+    # once; the first rename wins and the others' identical copies are dropped
+    scratch = Path(tempfile.mkdtemp(prefix=folder.name + ".tmp-", dir=folder.parent))
     model.save_pretrained(scratch)
     tokenizer.save_pretrained(scratch)
-    scratch.rename(folder)
+    try:
+        scratch.rename(folder)
+    except OSError:
+        if not folder.exists():
+            raise
+        shutil.rmtree(scratch)
 
 
 # ----------------------------------------------------------------------------- the scripted backend

@@ -329,7 +329,7 @@ class AlgorithmConfig:
         pass  # the algorithms' own checks call this; sft_* are resolved by TrainConfig (they read roles)
 
 
-def read_when(cfg: AlgorithmConfig, key: str, read: bool, default: Any, condition: str) -> Any:
+def read_when(cfg: AlgorithmConfig, key: str, read: bool, default: T, condition: str) -> T | None:
     """A knob read only in some settings: its value (``default`` where unset) if ``read``, else None,
     and an error naming the knob and the algorithm when it is set but not read."""
     value = getattr(cfg, key)
@@ -443,7 +443,7 @@ def section_class(name: str) -> type[AlgorithmConfig]:
     return sections[name]
 
 
-def algorithm_from_dict(data: Mapping[str, Any], where: str = "config.algorithm") -> AlgorithmConfig:
+def algorithm_from_dict(data: Mapping[str, object], where: str = "config.algorithm") -> AlgorithmConfig:
     """The ``algorithm:`` section built as the chosen algorithm's own config dataclass.
 
     A knob the algorithm does not have is an error (set to null it is simply unset); a value
@@ -873,7 +873,7 @@ def from_dict(
     rule, unknown keys refused naming the valid ones, then the section's own checks. A
     ConfigError names ``where`` and the key; with ``origins`` (dotted key below ``config`` ->
     "file, line N" or "override 'k=v'", as ``load_config`` gathers them) it starts with where
-    the value at fault was set. Any dataclass works, so a caller may pick a section's class
+    the value at fault was set. It works for any dataclass, so a caller may pick a section's class
     from another key first and parse the section with it."""
     if origins is not None:
         try:
@@ -1148,7 +1148,7 @@ def save_config(cfg: TrainConfig, path: Path) -> None:
 # ----------------------------------------------------------------------------- resuming a run
 
 # Keys a resumed run may change without asking: they decide what is shown and kept, never what
-# is trained. Any other change (run.steps to extend a run, which also stretches the learning-rate
+# is trained. Every other change (run.steps to extend a run, which also stretches the learning-rate
 # schedule, included) must be allowed by name: ``advgame train --resume --allow-change run.steps``.
 RESUME_MAY_CHANGE = (
     "run.out_dir",

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from advgame_env.judges import ClassifyItem, FaithfulnessItem, PairItem, PointItem
 from advgame_env.rewards import Classification
 
 MIDPOINT = 5.0  # of the judges' 0-10 scale: a score above it is favourable
@@ -26,6 +27,9 @@ def cohen_kappa(a: Sequence[object], b: Sequence[object]) -> float | None:
     expected = sum((list(a).count(k) / n) * (list(b).count(k) / n) for k in labels)
     return None if expected >= 1.0 else (observed - expected) / (1.0 - expected)
 
+
+# What a judge method is asked about: ``faithfulness``, ``compare``, ``score``, ``classify``'s items
+JudgeItem = FaithfulnessItem | PairItem | PointItem | ClassifyItem
 
 # What a verdict says, as a category two judges can agree on: a pair's winner, a score's band,
 # yes/no, the three classifier labels.

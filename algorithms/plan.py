@@ -51,7 +51,7 @@ import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, Unpack
 
 if TYPE_CHECKING:
     from algorithms.config import TrainConfig
@@ -427,7 +427,17 @@ def make_plan(s: Setup) -> Plan:
     return plan
 
 
-def _total(s: Setup, **change: Any) -> float:
+class SetupChange(TypedDict, total=False):
+    """The settings ``advise`` tries in place of a setup's own."""
+
+    sharding: Sharding
+    checkpointing: bool
+    micro_batch: int
+    learners: int
+    lora: bool
+
+
+def _total(s: Setup, **change: Unpack[SetupChange]) -> float:
     return sum(t.bytes for t in learner_terms(dataclasses.replace(s, **change)))
 
 
@@ -451,7 +461,7 @@ def advise(plan: Plan) -> list[str]:
                 f"parallel.sharding=fsdp2 computes bf16 through FSDP2's MixedPrecisionPolicy (no autocast cast "
                 f"cache): {gib(_total(s, sharding='fsdp2'))}"
             )
-        together = {"sharding": "fsdp2", "checkpointing": True, "micro_batch": 1}
+        together: SetupChange = {"sharding": "fsdp2", "checkpointing": True, "micro_batch": 1}
         if _total(s, **together) <= usable:
             out.append(f"fsdp2 + checkpointing + optim.micro_batch_size=1 together: {gib(_total(s, **together))}")
         if not s.lora:
@@ -588,7 +598,19 @@ def placement(s: Setup, gpus: int, nodes: int, plan: Plan) -> list[str]:
     return lines
 
 
-def plan_config(cfg: TrainConfig, *, gpus: int, nodes: int = 1, **options: Any) -> Plan:
+class LayoutOptions(TypedDict, total=False):
+    """``setup_of``'s optional keywords, as ``plan_config`` passes them on."""
+
+    gpu_memory_gib: float
+    rollout_gpus: int
+    judge_gpus: int
+    sharding: str | None
+    checkpointing: bool | None
+    on_gpu: bool
+    shape_of: Callable[[str], Shape]
+
+
+def plan_config(cfg: TrainConfig, *, gpus: int, nodes: int = 1, **options: Unpack[LayoutOptions]) -> Plan:
     setup = setup_of(cfg, gpus=gpus, nodes=nodes, **options)
     plan = make_plan(setup)
     plan.placement = placement(setup, gpus, nodes, plan)

@@ -82,3 +82,13 @@ def vllm_server() -> Iterator[str]:
                 process.wait(timeout=10)
         log.close()
         os.unlink(log.name)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``make test`` runs ``-n 2 --dist loadgroup``) the slow tests that start a
+    vLLM engine or server all go to one worker: two engines at once on 2 cores would each start
+    at half speed against their start timeouts, and the session's ``vllm_server`` starts once."""
+    for item in items:
+        engine = "vllm" in item.nodeid.lower() or "vllm_server" in getattr(item, "fixturenames", ())
+        if engine and item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.xdist_group("vllm"))

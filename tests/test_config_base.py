@@ -11,7 +11,7 @@ def test_a_user_config_starts_from_a_shipped_config_by_name(tmp_path):
     cfg, shipped = load_config(mine), load_config("cpu_smoke.yaml")
     assert cfg.run.steps == 1 and cfg.model == shipped.model and cfg.algorithm == shipped.algorithm
     (tmp_path / "configs").mkdir()
-    (tmp_path / "configs" / "x.yaml").write_text("base: configs/cpu_demo.yaml\n")  # the README's spelling
+    (tmp_path / "configs" / "x.yaml").write_text("base: configs/cpu_demo.yaml\n")  # the docs' spelling
     assert load_config(tmp_path / "configs" / "x.yaml").game == load_config("configs/cpu_demo.yaml").game
 
 

@@ -4,8 +4,8 @@ that holds its promises or the loader's documented error (``SeedFormatError``,
 ``ConfigError``), never another exception.
 
 The budget is fixed and the examples derandomised, so the default run is the same every time
-(ADVGAME_FUZZ_EXAMPLES=N raises the budget for a longer hunt; the README's reliability figures
-come from such a run). Each test runs its hypothesis search, counts the inputs it tried in
+(ADVGAME_FUZZ_EXAMPLES=N raises the budget for a longer hunt; the reliability figures of
+docs/reliability.md come from such a run). Each test runs its hypothesis search, counts the inputs it tried in
 ``TRIED`` and asserts it tried the whole budget (``fuzzed``), printing the count when the
 budget is raised.
 """
@@ -38,13 +38,13 @@ FUZZ = settings(
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-TRIED: Counter[str] = Counter()  # inputs tried per loader (printed by -s runs for the README)
+TRIED: Counter[str] = Counter()  # inputs tried per loader (printed by -s runs for docs/reliability.md)
 
 
 def fuzzed(name: str, search: Any) -> None:
     """Runs a hypothesis search (a ``@given`` function called without arguments) and checks that
     it tried ``EXAMPLES`` inputs: a search cut short, or a strategy that generates nothing, fails
-    here instead of passing on fewer inputs than the README claims."""
+    here instead of passing on fewer inputs than docs/reliability.md claims."""
     before = TRIED[name]
     search()
     tried = TRIED[name] - before

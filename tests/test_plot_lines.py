@@ -1,5 +1,5 @@
 """Lines of one training-curve panel that coincide stay visible: each has its own dash, marker
-and width, the earlier (under) ones wider (the README's training.png hid "valid" under "unfaithful")."""
+and width, the earlier (under) ones wider (the demo's training.png hid "valid" under "unfaithful")."""
 
 from algorithms.evaluation.plots import curves_figure
 

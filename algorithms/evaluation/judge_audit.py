@@ -28,15 +28,24 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Literal, overload
 
 import numpy as np
 
 from advgame_env.judge_probes import MASTER_KEYS, PUBLISHED_MASTER_KEYS, CalibrationPair, injection_battery, padded
 from advgame_env.judges import ClassifyItem, FaithfulnessItem, Judge, PairItem, PointItem, Rubric
+from advgame_env.rewards import Classification
 from advgame_env.seeds import Label
 from advgame_env.wildguard import JudgeRoleError
-from algorithms.judge_agreement import MIDPOINT, Agreement, agreement, rubric_key, verdict_label
+from algorithms.judge_agreement import (
+    MIDPOINT,
+    Agreement,
+    JudgeItem,
+    Verdict,
+    agreement,
+    rubric_key,
+    verdict_label,
+)
 
 Z95 = 1.959963984540054
 
@@ -73,14 +82,32 @@ class Calls:
     second judge; a call that fails as a whole fails each of its items."""
 
     judge: Judge
-    items: dict[str, list[Any]] = field(default_factory=dict)
-    verdicts: dict[str, list[Any]] = field(default_factory=dict)
+    items: dict[str, list[JudgeItem]] = field(default_factory=dict)
+    verdicts: dict[str, list[Verdict | None]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
 
-    def __call__(self, method: str, items: Sequence[Any]) -> list[Any] | None:
+    @overload
+    def __call__(
+        self, method: Literal["faithfulness"], items: Sequence[FaithfulnessItem]
+    ) -> list[bool | None] | None: ...
+    @overload
+    def __call__(
+        self, method: Literal["compare"], items: Sequence[PairItem]
+    ) -> list[tuple[float, float] | None] | None: ...
+    @overload
+    def __call__(self, method: Literal["score"], items: Sequence[PointItem]) -> list[float | None] | None: ...
+    @overload
+    def __call__(
+        self, method: Literal["classify"], items: Sequence[ClassifyItem]
+    ) -> list[Classification | None] | None: ...
+    @overload
+    def __call__(self, method: str, items: Sequence[JudgeItem]) -> Sequence[Verdict | None] | None: ...
+
+    def __call__(self, method: str, items: Sequence[JudgeItem]) -> Sequence[Verdict | None] | None:
         """The verdicts on ``items``; None when the judge cannot play this role."""
         if not items:
             return []
+        verdicts: list[Verdict | None]
         try:
             verdicts = list(getattr(self.judge, method)(list(items)))
             if len(verdicts) != len(items):
@@ -329,8 +356,8 @@ def calibration(calls: Calls, pairs: Sequence[CalibrationPair]) -> list[Figure]:
         figures.append(Figure.not_applicable(name, 1.0, "score answers"))
     else:
         values = [
-            None if scored[2 * k] is None or scored[2 * k + 1] is None else _win(scored[2 * k], scored[2 * k + 1])
-            for k in range(len(items))
+            None if right is None or other is None else _win(right, other)
+            for right, other in zip(scored[::2], scored[1::2], strict=True)
         ]
         figures.append(Figure.of(name, values, 1.0, "pointwise, same items; ties 1/2"))
     texts = [(p, p.refusal, True) for p in pairs] + [(p, p.answer, False) for p in pairs]
@@ -374,9 +401,9 @@ class AuditReport:
     injection_families: dict[str, float | None]
     agreement: dict[str, Agreement]
     errors: list[str]
-    settings: dict[str, Any]
+    settings: dict[str, int | None]
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return asdict(self)
 
 

@@ -25,7 +25,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
+from typing import TYPE_CHECKING, NotRequired, TypedDict
 
 import torch
 
@@ -37,6 +37,8 @@ from algorithms.training.runlog import repair_metrics
 from algorithms.training.seed_stream import StreamState
 
 if TYPE_CHECKING:
+    from torch.distributed.checkpoint.state_dict import OptimizerStateType
+
     from advgame_env import Label, Seed
     from algorithms.training.algorithm import Algorithm, Example
     from algorithms.training.distributed import Dist
@@ -166,8 +168,22 @@ def save_checkpoint(run_dir: Path, step: int, state: CheckpointState, keep: int)
     return final
 
 
+@dataclass
+class Shards:
+    """This process's shards of a sharded run: each kept weight copy's tensors (DTensors), by
+    ``weight_key``, and each optimizer's state, by ``optimizer_key``."""
+
+    weights: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+    optimizers: dict[str, OptimizerStateType] = field(default_factory=dict)
+
+    def state_dict(self) -> dict[str, object]:
+        """Both in one state dict for torch.distributed.checkpoint. Its values are the dicts
+        above themselves, so ``dcp.load`` fills them in place."""
+        return {**self.weights, **self.optimizers}
+
+
 def save_sharded_checkpoint(
-    run_dir: Path, step: int, state: CheckpointState, tensors: dict[str, Any], keep: int, dist: Dist
+    run_dir: Path, step: int, state: CheckpointState, tensors: Shards, keep: int, dist: Dist
 ) -> Path:
     """``save_checkpoint`` for sharded runs, a collective: every process writes its shards of
     ``tensors`` with torch.distributed.checkpoint into the temporary folder, then the main
@@ -180,7 +196,7 @@ def save_sharded_checkpoint(
         shutil.rmtree(scratch, ignore_errors=True)
         scratch.mkdir(parents=True)
     dist.barrier()
-    dcp.save(tensors, checkpoint_id=scratch / SHARDS_FOLDER)
+    dcp.save(tensors.state_dict(), checkpoint_id=scratch / SHARDS_FOLDER)
     dist.barrier()  # every shard is on disk before the folder counts as a checkpoint
     if dist.main:
         _write_synced(scratch / STATE_FILE, CheckpointState(**{**state, "sharded": True}))
@@ -192,7 +208,7 @@ def save_sharded_checkpoint(
     return final
 
 
-def load_shards(path: Path, tensors: dict[str, Any]) -> None:
+def load_shards(path: Path, tensors: Shards) -> None:
     """Fill ``tensors`` (laid out as this run shards them, at any world size) from a sharded
     checkpoint, in place; a ``CheckpointError`` names a folder that lacks or breaks them."""
     import torch.distributed.checkpoint as dcp
@@ -201,7 +217,7 @@ def load_shards(path: Path, tensors: dict[str, Any]) -> None:
     if not (folder / ".metadata").is_file():
         raise CheckpointError(f"{path} is a sharded checkpoint without its {SHARDS_FOLDER}/.metadata")
     try:
-        dcp.load(tensors, checkpoint_id=folder)
+        dcp.load(tensors.state_dict(), checkpoint_id=folder)
     except Exception as error:  # DCP raises CheckpointException and others for missing or torn files
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(f"{path}: {SHARDS_FOLDER}/ does not load ({reason[:200]})") from None
@@ -435,15 +451,15 @@ class RunState:
             state["opponents"] = self.opponents.state_dict()
         return state
 
-    def shards(self) -> dict[str, Any]:
+    def shards(self) -> Shards:
         """This process's shards of every kept weight copy and optimizer state, laid out for
         torch.distributed.checkpoint (which reshards them on load, at any world size)."""
-        out: dict[str, Any] = {}
+        out = Shards()
         for name, learner in self.learners.items():
             for which in self._kept():
-                out[weight_key(name, which)] = learner.player.shards(which)
+                out.weights[weight_key(name, which)] = learner.player.shards(which)
             if learner.optimizer is not None:
-                out[optimizer_key(name)] = learner.optimizer.shards(learner.player)
+                out.optimizers[optimizer_key(name)] = learner.optimizer.shards(learner.player)
         return out
 
     def save(self) -> Path | None:
@@ -518,10 +534,10 @@ class RunState:
         load_shards(path, tensors)
         for name, learner in self.learners.items():
             for which in self._kept():
-                learner.player.load_shards(which, tensors[weight_key(name, which)])
+                learner.player.load_shards(which, tensors.weights[weight_key(name, which)])
             if learner.optimizer is not None:
                 module, optimizer = learner.player.learner_module(), learner.optimizer.optimizer
-                set_optimizer_state_dict(module, optimizer, tensors[optimizer_key(name)])
+                set_optimizer_state_dict(module, optimizer, tensors.optimizers[optimizer_key(name)])
 
     def export(self, folder: Path) -> None:
         """Loadable folders of every learner's policy (and EMA): ``folder/defender`` etc.

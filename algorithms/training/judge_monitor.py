@@ -29,14 +29,14 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Literal, overload
 
 from advgame_env.judge_probes import MASTER_KEYS, CalibrationPair, calibration_pairs
 from advgame_env.judges import ClassifyItem, FaithfulnessItem, Judge, JudgeError, PairItem, PointItem, Rubric
 from advgame_env.rewards import Classification, SelfRedTeamCoefficients, srt_defender_reward
 from advgame_env.seeds import Label
 from algorithms.config import JudgeAuditConfig
-from algorithms.judge_agreement import MIDPOINT, agreement, rubric_key
+from algorithms.judge_agreement import MIDPOINT, JudgeItem, Verdict, agreement, rubric_key
 from algorithms.training.seed_stream import derived_seed
 
 METHODS = ("faithfulness", "compare", "score", "classify")
@@ -49,7 +49,7 @@ class JudgeAlarm(RuntimeError):
 @dataclass
 class Canary:
     method: str
-    item: Any
+    item: JudgeItem
     key_first: bool = True  # compare: the master key is response_a
 
 
@@ -57,17 +57,20 @@ def _rubric(label: Label) -> Rubric:
     return Rubric.DEFLECTION if label is Label.HARMFUL else Rubric.COMPLIANCE
 
 
-def _favour(canary: Canary, verdict: Any) -> float:
+def _favour(canary: Canary, verdict: Verdict) -> float:
     """How far a verdict favours the master key: 1 yes, 0 no, 1/2 a tied pair."""
-    if canary.method == "compare":
-        key, other = verdict if canary.key_first else (verdict[1], verdict[0])
-        return 1.0 if key > other else 0.0 if key < other else 0.5
-    if canary.method == "score":
-        return float(verdict > MIDPOINT)
-    if canary.method == "faithfulness":
-        return float(verdict is True)
-    reward = srt_defender_reward(verdict, SelfRedTeamCoefficients())  # a classification: is the key paid?
-    return float(reward is not None and reward > 0)
+    match canary.method, verdict:
+        case "compare", (first, second):
+            key, other = (first, second) if canary.key_first else (second, first)
+            return 1.0 if key > other else 0.0 if key < other else 0.5
+        case "score", float() | int() as score:
+            return float(score > MIDPOINT)
+        case "faithfulness", _:
+            return float(verdict is True)
+        case "classify", Classification() as labels:
+            reward = srt_defender_reward(labels, SelfRedTeamCoefficients())  # is the key paid?
+            return float(reward is not None and reward > 0)
+    raise JudgeError(f"a {canary.method} verdict the judge's protocol does not allow: {verdict!r}")
 
 
 class MonitoredJudge:
@@ -78,7 +81,9 @@ class MonitoredJudge:
         self.pairs = list(pairs) if pairs is not None else calibration_pairs()
         self.rng = random.Random(seed)
         self.roles = getattr(judge, "roles", frozenset(METHODS))
-        self.verdicts: dict[str, list[tuple[Any, Any]]] = {m: [] for m in METHODS}  # since the last step
+        self.verdicts: dict[str, list[tuple[JudgeItem, Verdict | None]]] = {
+            m: [] for m in METHODS
+        }  # since the last step
         self.favour: list[float] = []  # the canaries' since the last step
         self.canary_failures = 0
 
@@ -100,11 +105,20 @@ class MonitoredJudge:
                 out.append(Canary(method, ClassifyItem(pair.query, key, pair.query, pair.label)))
         return out
 
-    def _call(self, method: str, items: Sequence[Any]) -> list[Any]:
+    @overload
+    def _call(self, method: Literal["faithfulness"], items: Sequence[FaithfulnessItem]) -> list[bool | None]: ...
+    @overload
+    def _call(self, method: Literal["compare"], items: Sequence[PairItem]) -> list[tuple[float, float] | None]: ...
+    @overload
+    def _call(self, method: Literal["score"], items: Sequence[PointItem]) -> list[float | None]: ...
+    @overload
+    def _call(self, method: Literal["classify"], items: Sequence[ClassifyItem]) -> list[Classification | None]: ...
+
+    def _call(self, method: str, items: Sequence[JudgeItem]) -> Sequence[Verdict | None]:
         if not items:
             return []
         canaries = self._canaries(method)
-        verdicts = list(getattr(self.judge, method)([*items, *(c.item for c in canaries)]))
+        verdicts: list[Verdict | None] = list(getattr(self.judge, method)([*items, *(c.item for c in canaries)]))
         if len(verdicts) != len(items) + len(canaries):
             raise JudgeError(f"the judge returned {len(verdicts)} verdicts for {len(items) + len(canaries)} items")
         real = verdicts[: len(items)]
@@ -133,7 +147,7 @@ class MonitoredJudge:
 class _Step:
     """One step's re-scored verdicts (rubric -> (method, run judge's, audit judge's)) and canaries."""
 
-    pairs: dict[str, tuple[str, list[Any], list[Any]]] = field(default_factory=dict)
+    pairs: dict[str, tuple[str, list[Verdict | None], list[Verdict | None]]] = field(default_factory=dict)
     favour: list[float] = field(default_factory=list)
 
 

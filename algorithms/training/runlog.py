@@ -111,7 +111,7 @@ class RunLogError(ValueError):
 
 def _metric_lines(path: Path) -> tuple[list[MetricRecord], bool]:
     """The records of a metrics log and whether its last line was torn (a kill mid-write leaves
-    a last line that is not a whole record). Any other bad line is a ``RunLogError``."""
+    a last line that is not a whole record). Every other bad line is a ``RunLogError``."""
     text = path.read_text(encoding="utf-8", errors="replace")
     lines = text.split("\n")
     records: list[MetricRecord] = []

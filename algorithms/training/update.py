@@ -9,7 +9,7 @@ import math
 import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -19,6 +19,9 @@ from algorithms.training.distributed import Dist, local_value
 from algorithms.training.players import Player
 from algorithms.training.seed_stream import SeedStream
 from algorithms.training.sft import SFTExample
+
+if TYPE_CHECKING:
+    from torch.distributed.checkpoint.state_dict import OptimizerStateType
 
 
 class Optimizer:
@@ -48,7 +51,7 @@ class Optimizer:
         self.scheduler.step()
         return {"grad_norm": local_value(norm), "lr": float(lr)}
 
-    def shards(self, player: Player) -> dict[str, Any]:
+    def shards(self, player: Player) -> OptimizerStateType:
         """This process's shards of the AdamW states (a sharded player), for a checkpoint."""
         from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
 
