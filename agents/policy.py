@@ -41,8 +41,13 @@ class Policy:
 
     def sample(self, observations: Sequence[str], n: int) -> list[list[Generation]]:
         """``n`` generations for each observation, in one batched backend call."""
-        asked = [i for i, o in enumerate(observations) if o]
-        chats = [chat(observations[i], self.prefill, self.system) for i in asked for _ in range(n)]
+        return self.sample_chats([chat(o, self.prefill, self.system) if o else None for o in observations], n)
+
+    def sample_chats(self, chats_in: Sequence[Sequence[dict[str, str]] | None], n: int) -> list[list[Generation]]:
+        """``n`` generations for each whole chat (a conversation the player reads with its own
+        earlier turns; the caller adds the system message and the prefill), None for no call."""
+        asked = [i for i, c in enumerate(chats_in) if c]
+        chats = [[dict(m) for m in chats_in[i] or ()] for i in asked for _ in range(n)]
         extra = {} if self.adapter is None else {"adapter": self.adapter}
         sampling = {
             "max_tokens": self.max_tokens,
@@ -57,7 +62,7 @@ class Policy:
             outputs = [by_chat[json.dumps(c)] for c in chats]
         else:
             outputs = list(self.backend.generate(chats, **sampling, **extra)) if chats else []
-        result = [[Generation("") for _ in range(n)] for _ in observations]
+        result = [[Generation("") for _ in range(n)] for _ in chats_in]
         if self.prefill:
             outputs = [replace(g, text=self.prefill + g.text) for g in outputs]
         for k, i in enumerate(asked):

@@ -34,6 +34,8 @@ class PreferenceConfig(AlgorithmConfig):
     """DPO / IPO knobs (A §3.4): β of DPO, τ of IPO (target margin 1/(2β))."""
 
     loss: ClassVar[Literal["dpo", "ipo"]] = "dpo"
+    # trains on conversations (game.turns > 1): trajectory pairs, algorithms/training/conversations.py
+    multi_turn: ClassVar[bool] = True
     beta: float = ranged(0.1, positive())
     clip_rejected_to_chosen_length: bool = True  # cut an over-length rejected sample to the chosen length
     # whose weights sample the rounds, and the anchor of the loss
@@ -78,6 +80,7 @@ class IPOConfig(PreferenceConfig):
 
 @dataclass
 class GRPOConfig(AlgorithmConfig):
+    multi_turn: ClassVar[bool] = True  # whole-trajectory rollouts in conversations (game.turns > 1)
     name: str = "grpo"
     sampler: Literal["ema", "learner"] = "learner"
     reference: Literal["ema", "initial"] = "initial"

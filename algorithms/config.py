@@ -674,6 +674,11 @@ class TrainConfig:
                 f"{self.game.turns}); set game.turns=1 to train, or play conversations with advgame redteam "
                 "--turns K or advgame_env.parallel_env(turns=K)"
             )
+        if self.game.turns > 1 and self.opponents.draw == "meta_nash":
+            raise ConfigError(
+                "config.opponents.draw: meta_nash solves a single-turn cross-play; with game.turns > 1 "
+                "draw latest, uniform or recent:K"
+            )
         r, own = self.rollout, self.roles.attacker.urls or self.roles.defender.urls
         if r.backend == "vllm_server":
             if self.model.lora and not r.urls:

@@ -293,12 +293,19 @@ def test_dialogue_round_type():
 # ----------------------------------------------------------------------------- algorithms
 
 
-def test_every_registered_algorithm_refuses_turns_above_one_at_config_load(tmp_path):
+MULTI_TURN = {"advgame_dpo_md", "advgame_ipo_md", "dpo", "ipo", "grpo"}  # train on conversations
+
+
+def test_every_registered_algorithm_trains_on_or_refuses_turns_above_one_at_config_load(tmp_path):
     from algorithms.config import ConfigError, load_config
     from algorithms.training.algorithm import lookup, names
 
     for name in names():
-        assert lookup(name).config.multi_turn is False  # none trains on conversations yet
+        if name in MULTI_TURN:
+            assert lookup(name).config.multi_turn is True
+            assert load_config(None, [f"algorithm.name={name}", "game.turns=2"]).game.turns == 2
+            continue
+        assert lookup(name).config.multi_turn is False
         recipe = tmp_path / f"{name}.yaml"
         recipe.write_text(f"algorithm:\n  name: {name}\ngame:\n  turns: 2\n")
         with pytest.raises(ConfigError, match=rf"{recipe}, line 4: config.game.turns: {name} does not train"):

@@ -15,10 +15,12 @@ from dataclasses import dataclass
 
 import torch
 
+from advgame_env.conversation import ConversationGame
 from advgame_env.game import Game, Round
 from algorithms.algorithm_configs import GRPOConfig
 from algorithms.training.algorithm import ROLES, Algorithm, Metrics, policy_logprobs, register
 from algorithms.training.batches import Rollout, Tokenizers, rollouts
+from algorithms.training.conversations import Trajectory, conversation_rollouts, sum_by_trajectory
 from algorithms.training.distributed import Dist
 from algorithms.training.losses import group_advantages, grpo_token_loss, k3_kl
 from algorithms.training.players import Player
@@ -32,9 +34,32 @@ class GRPORollout(Rollout):
     group_size: int = 1
     masked: bool = False  # counts in the baseline and the normaliser, but is not trained
 
+    def turns(self) -> list[tuple[list[int], list[int], list[float] | None]]:
+        return [(self.prompt_ids, self.completion_ids, self.sampler_logprobs)]
+
+
+@dataclass
+class GRPOTrajectory(Trajectory):
+    """A player's whole trajectory in a conversation with its group-relative advantage: every
+    token of its own turns gets the trajectory's advantage (the game pays whole conversations)."""
+
+    advantage: float = 0.0
+    group_size: int = 1
+    masked: bool = False
+
+    def turns(self) -> list[tuple[list[int], list[int], list[float] | None]]:
+        return [(s.prompt_ids, s.completion_ids, s.sampler_logprobs) for s in self.segments]
+
+
+GRPOExample = GRPORollout | GRPOTrajectory
+
 
 @register("grpo")
-class GRPO(Algorithm[GRPORollout]):
+class GRPO(Algorithm[GRPOExample]):
+    """In conversations (``game.turns > 1``) an example is a player's whole trajectory
+    (``conversations.conversation_rollouts``): its group is the single-turn game's (the attacker's
+    rows of a round, the defender's conversations of a row) and its loss the sum of its turns'."""
+
     config_class = GRPOConfig
     config: GRPOConfig
     metric_names = ("kl", "advantage")
@@ -46,9 +71,13 @@ class GRPO(Algorithm[GRPORollout]):
         tokenizers: Tokenizers,
         prefills: Mapping[str, str] | None = None,
         dist: Dist | None = None,
-    ) -> list[GRPORollout]:
-        played = rollouts(rounds, game, tokenizers, prefills=prefills)
-        out = []
+    ) -> list[GRPOExample]:
+        played: Sequence[Rollout | Trajectory]
+        if isinstance(game, ConversationGame):
+            played = conversation_rollouts(rounds, game, tokenizers, prefills=prefills)
+        else:
+            played = rollouts(rounds, game, tokenizers, prefills=prefills)
+        out: list[GRPOExample] = []
         for role in ROLES:  # every process sums both roles, with or without rollouts
             mine = [r for r in played if r.role == role]
             rewards, groups = [r.reward for r in mine], [r.group for r in mine]
@@ -60,29 +89,37 @@ class GRPO(Algorithm[GRPORollout]):
             sizes = Counter(groups)
             for r, advantage in zip(mine, advantages, strict=True):
                 assert advantage is not None  # rollouts() keeps scored samples only
-                out.append(GRPORollout(**vars(r), advantage=advantage, group_size=sizes[r.group], masked=r.failed))
+                kind = GRPOTrajectory if isinstance(r, Trajectory) else GRPORollout
+                out.append(kind(**vars(r), advantage=advantage, group_size=sizes[r.group], masked=r.failed))
         return out
 
-    def weight(self, example: GRPORollout) -> float:
+    def weight(self, example: GRPOExample) -> float:
         return 1.0 / example.group_size  # mean over a group's rollouts; the normaliser counts groups
 
-    def trains(self, example: GRPORollout) -> bool:
+    def trains(self, example: GRPOExample) -> bool:
         return not example.masked
 
-    def loss(self, player: Player, chunk: Sequence[GRPORollout]) -> tuple[torch.Tensor, Metrics]:
-        sequences = [(r.prompt_ids, r.completion_ids) for r in chunk]
+    def loss(self, player: Player, chunk: Sequence[GRPOExample]) -> tuple[torch.Tensor, Metrics]:
+        # every turn of every example as one sequence (a single-turn rollout is one turn)
+        per_example = [r.turns() for r in chunk]
+        turns = [t for example in per_example for t in example]
+        sequences = [(prompt, completion) for prompt, completion, _ in turns]
         with torch.no_grad():
             ref_logps, _ = policy_logprobs(player, self.reference, sequences, self.max_context)
         logps, mask = policy_logprobs(player, "learner", sequences, self.max_context)
         sampler, tis_cap = None, self.config.tis_cap  # None: no truncated importance ratio
-        if tis_cap is not None and all(r.sampler_logprobs is not None for r in chunk):
+        if tis_cap is not None and all(known is not None for *_, known in turns):
             sampler = torch.full_like(logps, math.nan)
-            for i, r in enumerate(chunk):
-                values = r.sampler_logprobs or []
+            for i, (*_, known) in enumerate(turns):
+                values = known or []
                 sampler[i, : len(values)] = torch.tensor(values, dtype=logps.dtype)
             # Tokens without a sampler log-prob (the appended end-of-turn token) get ratio 1.
             sampler = torch.where(torch.isnan(sampler), logps.detach(), sampler)
-        advantages = torch.tensor([r.advantage for r in chunk], dtype=logps.dtype, device=logps.device)
+        advantage = [r.advantage for r, example in zip(chunk, per_example, strict=True) for _ in example]
+        advantages = torch.tensor(advantage, dtype=logps.dtype, device=logps.device)
         losses = grpo_token_loss(logps, sampler, ref_logps, advantages, mask, self.config.kl_beta, tis_cap)
         kl = (k3_kl(logps.detach(), ref_logps) * mask).sum(-1)
+        # summed over tokens (the paper's aggregation): a trajectory's loss is its turns' sum
+        losses, kl = sum_by_trajectory(losses, per_example), sum_by_trajectory(kl, per_example)
+        advantages = torch.tensor([r.advantage for r in chunk], dtype=logps.dtype)
         return losses, {"kl": float(kl.sum()), "advantage": float(advantages.sum())}

@@ -16,7 +16,7 @@ from advgame_env.parsing import Failure
 from advgame_env.roles import ATTACKER, DEFENDER
 from advgame_env.rule_judge import Behaviour, behaviour
 from agents.policy import Policy
-from algorithms.training.rollouts import play
+from algorithms.training.rollouts import new_round, play
 from algorithms.training.run_setup import SPLITS
 
 
@@ -57,7 +57,7 @@ def validation_figures(
     precision: contextlib.AbstractContextManager[None],
 ) -> dict[str, float]:
     """``defender`` answers held-out ``seeds`` directly; its answers judged and keyword-classified (``val/x``)."""
-    rounds = [Round(seed, direct=True) for seed in seeds]
+    rounds = [new_round(game, seed, direct=True) for seed in seeds]
     nobody = Policy(defender.backend)  # direct rounds: the attacker sits out
     with precision, torch.no_grad():
         play(game, nobody, defender, rounds, retries)

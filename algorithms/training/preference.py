@@ -11,10 +11,12 @@ from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
+from advgame_env.conversation import ConversationGame
 from advgame_env.game import Game, Round
 from algorithms.algorithm_configs import DPOConfig, DPOMDConfig, IPOConfig, IPOMDConfig, PreferenceConfig
-from algorithms.training.algorithm import Algorithm, Metrics, policy_logprobs, register
+from algorithms.training.algorithm import Algorithm, Metrics, register
 from algorithms.training.batches import PreferencePair, Tokenizers, preference_pairs
+from algorithms.training.conversations import TrajectoryPair, conversation_pairs, summed_logprobs
 from algorithms.training.distributed import Dist
 from algorithms.training.losses import dpo_loss, ipo_loss, margin
 from algorithms.training.players import Player
@@ -27,8 +29,11 @@ LOSSES: dict[str, Callable[..., torch.Tensor]] = {"dpo": dpo_loss, "ipo": ipo_lo
 @register("dpo", config=DPOConfig)
 @register("advgame_ipo_md", config=IPOMDConfig)
 @register("advgame_dpo_md", config=DPOMDConfig)
-class PreferenceOptimization(Algorithm[PreferencePair]):
-    """The pairwise loss of each (chosen, rejected) pair, summed log-probs, one pair one example."""
+class PreferenceOptimization(Algorithm[PreferencePair | TrajectoryPair]):
+    """The pairwise loss of each (chosen, rejected) pair, summed log-probs, one pair one example.
+
+    In conversations (``game.turns > 1``) a pair is two trajectories of one player from a shared
+    prefix (``conversations.conversation_pairs``), each summed over the player's own turns."""
 
     config_class = PreferenceConfig
     config: PreferenceConfig
@@ -45,18 +50,27 @@ class PreferenceOptimization(Algorithm[PreferencePair]):
         tokenizers: Tokenizers,
         prefills: Mapping[str, str] | None = None,
         dist: Dist | None = None,
-    ) -> list[PreferencePair]:
+    ) -> list[PreferencePair | TrajectoryPair]:
         clip = self.config.clip_rejected_to_chosen_length
-        return preference_pairs(rounds, game, tokenizers, clip_rejected_to_chosen_length=clip, prefills=prefills)
+        if isinstance(game, ConversationGame):
+            return list(
+                conversation_pairs(rounds, game, tokenizers, clip_rejected_to_chosen_length=clip, prefills=prefills)
+            )
+        return list(preference_pairs(rounds, game, tokenizers, clip_rejected_to_chosen_length=clip, prefills=prefills))
 
-    def loss(self, player: Player, chunk: Sequence[PreferencePair]) -> tuple[torch.Tensor, Metrics]:
-        sequences = [(p.prompt_ids, p.chosen_ids) for p in chunk] + [(p.prompt_ids, p.rejected_ids) for p in chunk]
+    def loss(self, player: Player, chunk: Sequence[PreferencePair | TrajectoryPair]) -> tuple[torch.Tensor, Metrics]:
+        # a single-turn pair is a trajectory of one turn: (prompt, continuation)
+        trajectories = [_turns(p, chosen=True) for p in chunk] + [_turns(p, chosen=False) for p in chunk]
         with torch.no_grad():
-            ref_logps, mask = policy_logprobs(player, self.reference, sequences, self.max_context)
-            ref = (ref_logps * mask).sum(-1)
-        logps, mask = policy_logprobs(player, "learner", sequences, self.max_context)
-        policy = (logps * mask).sum(-1)
+            ref = summed_logprobs(player, self.reference, trajectories, self.max_context)
+        policy = summed_logprobs(player, "learner", trajectories, self.max_context)
         n = len(chunk)
         losses = self.loss_fn(policy[:n], policy[n:], ref[:n], ref[n:], beta=self.config.beta)
         h = margin(policy[:n], policy[n:], ref[:n], ref[n:]).detach()
         return losses, {"margin": float(h.sum()), "accuracy": float((h > 0).float().sum())}
+
+
+def _turns(pair: PreferencePair | TrajectoryPair, chosen: bool) -> list[tuple[list[int], list[int]]]:
+    if isinstance(pair, TrajectoryPair):
+        return [(s.prompt_ids, s.completion_ids) for s in (pair.chosen if chosen else pair.rejected)]
+    return [(pair.prompt_ids, pair.chosen_ids if chosen else pair.rejected_ids)]

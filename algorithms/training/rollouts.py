@@ -14,12 +14,14 @@ from typing import TYPE_CHECKING, Literal
 
 import torch
 
-from advgame_env import Game, JudgeError, Round
+from advgame_env import Game, JudgeError, Round, Seed
+from advgame_env.conversation import ConversationGame, Dialogue
 from advgame_env.roles import ATTACKER, ROLES
 from agents.hf import HFBackend
 from agents.models import resolve_model
 from agents.policy import Policy
 from algorithms.config import TrainConfig
+from algorithms.training.conversations import play_dialogues
 from algorithms.training.distributed import unsharded
 from algorithms.training.per_role import PerRole
 from algorithms.training.players import Player, Which
@@ -164,12 +166,20 @@ def server_fleets(cfg: TrainConfig, players: dict[str, Player], lora: bool) -> d
     return {role: fleet(urls, role) for role, urls in own.items() if urls}
 
 
+def new_round(game: Game, seed: Seed, direct: bool = False) -> Round:
+    """A round of ``game``: a :class:`Dialogue` in the multi-turn game (``game.turns > 1``)."""
+    return Dialogue(seed, direct=direct) if isinstance(game, ConversationGame) else Round(seed, direct=direct)
+
+
 def play(game: Game, attacker: Policy, defender: Policy, rounds: list[Round], retries: int = 0) -> list[Round]:
-    """Both phases of a batch of rounds, each as one batched generation and judge call;
-    ``retries``: how many times more a failed judge call is made (``judge.retries``)."""
+    """Both phases of a batch of rounds, each as one batched generation and judge call (in the
+    multi-turn game, turn by turn: ``conversations.play_dialogues``); ``retries``: how many
+    times more a failed judge call is made (``judge.retries``)."""
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         # as the config checks judge.retries: -1 would make no call at all and play nothing
         raise ValueError(f"retries must be an int >= 0, got {retries!r}")
+    if isinstance(game, ConversationGame):
+        return play_dialogues(game, attacker, defender, rounds, retries)
     attacks = attacker.attack([game.attacker_observation(r) for r in rounds], game.config.num_attacks)
     judged(lambda: game.attack(rounds, attacks), retries)
     answers = defender.respond([game.defender_observation(r) for r in rounds], game.config.num_responses)

@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 
 from advgame_env import Game, Label, Round
+from advgame_env.conversation import ConversationGame
 from advgame_env.game import direct_seed_ids
 from advgame_env.protocol import GenerationBackend
 from advgame_env.roles import ATTACKER, DEFENDER, ROLES
@@ -56,7 +57,7 @@ from algorithms.training.opponents import (
 )
 from algorithms.training.per_role import PerRole
 from algorithms.training.players import Player, Which, build_players
-from algorithms.training.rollouts import Sampler, gathered, play, prefills
+from algorithms.training.rollouts import Sampler, gathered, new_round, play, prefills
 from algorithms.training.run_setup import (
     SPLITS,
     adapter_starts,
@@ -140,7 +141,9 @@ class Trainer(RunState):
         judge, audit = build_judge(cfg), cfg.judge.audit
         # judge.audit: a second judge re-scores a share of the verdicts; canaries ride in each call
         self.monitor = JudgeMonitor(audit, judge, build_judge(cfg, audit.judge), cfg.run.seed) if audit else None
-        self.game = Game(self.monitor.judge if self.monitor else judge, cfg.game)
+        # game.turns > 1: the rounds are conversations (advgame_env.conversation)
+        game_class = ConversationGame if cfg.game.turns > 1 else Game
+        self.game = game_class(self.monitor.judge if self.monitor else judge, cfg.game)
         self.streams = seed_streams(cfg, seeds)
         self.direct_ids = direct_seed_ids(seeds, cfg.game) if cfg.game.direct_rounds == "seed" else None
         self.opponents = opponent_pools(cfg, shared, self.run_dir)
@@ -332,7 +335,9 @@ class Trainer(RunState):
         out = []
         for n, match in enumerate(games):
             rounds = [
-                Round(s, direct=d) for s, d in zip(mine, direct, strict=True) if DEFENDER in match.learners or not d
+                new_round(self.game, s, direct=d)
+                for s, d in zip(mine, direct, strict=True)
+                if DEFENDER in match.learners or not d
             ]
             # the first match samples as a run without pools does; the others with seeds of their own
             seed = derived_seed(cfg.run.seed, self.step, split, dist.rank, *((31, n) if n else ()))
