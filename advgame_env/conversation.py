@@ -30,7 +30,7 @@ the defender its worst turn and the attacker its best, plus the format term.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 from advgame_env.judges import (
@@ -292,18 +292,26 @@ class ConversationGame(Game):
                     elif len(attack.public) > self.config.max_conversation_chars:
                         conversation.truncated = True
 
-    def _continue(self, rounds: list[Dialogue], actions: Sequence[object]) -> None:
+    def _slots(
+        self, rounds: Sequence[Dialogue], actions: Sequence[object], phase: Phase, agent: str, what: str
+    ) -> Iterator[tuple[Dialogue, Conversation, object, str]]:
+        """Each conversation of the batch with the text ``agent`` wrote for it (shapes and the
+        phase checked): the A x D grid of an action lines up with the round's conversations."""
         a, d = self.config.num_attacks, self.config.num_responses
-        parsed = []
         for r, (round_, action) in enumerate(zip(rounds, actions, strict=True)):
-            if round_.phase is not Phase.ATTACK:
-                raise RuntimeError(f"round {r} is in phase {round_.phase.value!r}, not 'attack'")
-            rows = _check_shape(action, a, f"attacker_0's action in round {r}")
+            if round_.phase is not phase:
+                raise RuntimeError(f"round {r} is in phase {round_.phase.value!r}, not {phase.value!r}")
+            rows = _check_shape(action, a, f"{agent}'s action in round {r}")
             for i, (row, conversations) in enumerate(zip(rows, round_.conversations, strict=True)):
-                texts = _check_shape(row, d, f"attacker_0's messages in row {i} of round {r}")
+                texts = _check_shape(row, d, f"{agent}'s {what}s in row {i} of round {r}")
                 for j, (text, conversation) in enumerate(zip(texts, conversations, strict=True)):
-                    if conversation.awaits == ATTACKER:
-                        parsed.append((conversation, _text_and_finish(text, f"attacker_0's message ({i}, {j})")))
+                    yield round_, conversation, text, f"{agent}'s {what} ({i}, {j})"
+
+    def _continue(self, rounds: list[Dialogue], actions: Sequence[object]) -> None:
+        parsed = []
+        for _, conversation, text, where in self._slots(rounds, actions, Phase.ATTACK, "attacker_0", "message"):
+            if conversation.awaits == ATTACKER:
+                parsed.append((conversation, _text_and_finish(text, where)))
         for conversation, (text, finish, generation) in parsed:
             sample = Sample.parsed(text, self.parse_attack(text, finish), generation)
             if sample.failure is not None:
@@ -324,21 +332,11 @@ class ConversationGame(Game):
     def respond(self, rounds: Sequence[Round], actions: Sequence[object]) -> None:
         dialogues = _dialogues(rounds)
         _check_shape(actions, len(dialogues), "defender actions for the batch")
-        a, d = self.config.num_attacks, self.config.num_responses
         answers = []
-        for r, (round_, action) in enumerate(zip(dialogues, actions, strict=True)):
-            if round_.phase is not Phase.RESPOND:
-                raise RuntimeError(f"round {r} is in phase {round_.phase.value!r}, not 'respond'")
-            rows = _check_shape(action, a, f"defender_0's action in round {r}")
-            for i, (row, conversations) in enumerate(zip(rows, round_.conversations, strict=True)):
-                texts = _check_shape(row, d, f"defender_0's answers in row {i} of round {r}")
-                for j, (text, conversation) in enumerate(zip(texts, conversations, strict=True)):
-                    if conversation.awaits == DEFENDER:
-                        answers.append((conversation, _text_and_finish(text, f"defender_0's text ({i}, {j})")))
-                    elif (
-                        round_.turn == 1 and conversation.attacker_failure is not None
-                    ):  # a failed opener: the slot is recorded as in the single-turn game
-                        answers.append((conversation, _text_and_finish(text, f"defender_0's text ({i}, {j})")))
+        for round_, conversation, text, where in self._slots(dialogues, actions, Phase.RESPOND, "defender_0", "answer"):
+            # a failed opener's slot is recorded too, as in the single-turn game
+            if conversation.awaits == DEFENDER or (round_.turn == 1 and conversation.attacker_failure is not None):
+                answers.append((conversation, _text_and_finish(text, where)))
         for conversation, (text, finish, generation) in answers:
             turn = conversation.turns[-1]
             turn.response = self._parse_response(turn.attack, text, finish, generation)

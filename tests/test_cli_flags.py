@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from algorithms.cli.main import COMMANDS, Compare, Exploit, ServeAttacker, main, parse_command
+from algorithms.cli.main import COMMANDS, Compare, Exploit, ServeAttacker, ServeDefender, main, parse_command
 from algorithms.evaluation.compare import CompareConfig, Entry
 from algorithms.evaluation.exploit import ExploitConfig
 from algorithms.training.runlog import read_metrics
@@ -47,7 +47,7 @@ LOADERS = {"demo", "train", "eval", "exploit", "crossplay", "compare", "plan", "
 def test_every_command_that_loads_a_run_or_an_algorithm_takes_plugin():
     takes = {name for name, command in COMMANDS.items() if "plugin" in {f.name for f in dataclasses.fields(command)}}
     assert takes == LOADERS  # play, plot, redteam and export load no config; serve MODEL is vllm's own
-    assert "plugin" in {f.name for f in dataclasses.fields(ServeAttacker)}
+    assert all("plugin" in {f.name for f in dataclasses.fields(c)} for c in (ServeAttacker, ServeDefender))
     command = parse_command(["eval", "--run", "r", "--plugin", "a.py", "--plugin", "pkg.mod"])
     assert command.plugin == ["a.py", "pkg.mod"]  # type: ignore[attr-defined]
 
@@ -65,6 +65,7 @@ def test_a_run_of_a_plugin_algorithm_needs_plugin_on_every_command_that_loads_it
         ["judge-audit", "--config", config, "--out", str(tmp_path / "a")],
         ["demo", "--config", config],
         ["serve", "--attacker", str(run)],
+        ["serve", "--defender", str(run)],
     ):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip()

@@ -927,6 +927,7 @@ class ServeDefender:
     which: Literal["learner", "ema"] = "learner"  # of a run or checkpoint folder
     attempts: int = 3  # samples tried per request before a 502 (a thinking defender may miss its format)
     max_body_bytes: int = 1 << 20  # larger request bodies get a 413
+    plugin: Plugins = field(default_factory=list)
 
     def run(self) -> int:
         from algorithms.attacker_server import defender_service
