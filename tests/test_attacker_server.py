@@ -6,6 +6,7 @@ command on loopback with the tiny chat model."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -15,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -168,22 +170,33 @@ def wait_healthy(base: str, process: subprocess.Popen, log: Path, timeout: float
         time.sleep(1)
 
 
+@contextlib.contextmanager
+def served(flag: str, model: Path, log: Path, *options: str) -> Iterator[str]:
+    """``advgame serve FLAG MODEL`` as a subprocess on a free loopback port, healthy: its base URL.
+    Stopped (its whole process group) on exit; its output goes to ``log``."""
+    root = Path(__file__).resolve().parents[1]
+    port = _free_port()
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "algorithms.cli.main", "serve", flag, str(model), "--port", str(port), *options],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=root,
+            env={**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"},
+            start_new_session=True,
+        )
+        try:
+            base = f"http://127.0.0.1:{port}"
+            wait_healthy(base, process, log)
+            yield base
+        finally:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=30)
+
+
 @pytest.mark.slow  # a subprocess serving a model
 def test_the_command_serves_a_model_folder_on_loopback(tiny_chat, tmp_path):
-    port = _free_port()
-    log = (tmp_path / "serve.log").open("w")
-    root = Path(__file__).resolve().parents[1]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "algorithms.cli.main", "serve", "--attacker", str(tiny_chat), "--port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=root,
-        env={**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"},
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(base, process, tmp_path / "serve.log")
+    with served("--attacker", tiny_chat, tmp_path / "serve.log") as base:
         missing = httpx.post(f"{base}{URL}", json={"messages": [{"role": "user", "content": "hi"}]}, timeout=60)
         assert missing.status_code == 400 and "no objective" in missing.json()["error"]["message"]
         broken = httpx.post(f"{base}{URL}", content=b"{", timeout=60)
@@ -200,10 +213,6 @@ def test_the_command_serves_a_model_folder_on_loopback(tiny_chat, tmp_path):
                 assert text and "<think>" not in text and "<prompt>" not in text
             else:
                 assert "no valid attack" in json.loads(answer.text)["error"]["message"]
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
-        log.close()
 
 
 def test_a_run_folders_attacker_plays_with_the_runs_game_and_sampling_settings(tmp_path):

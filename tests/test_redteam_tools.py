@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +23,7 @@ from advgame_env.seeds import Label
 from advgame_env.templates import TemplateSet
 from agents.policy import Policy
 from algorithms.attacker_server import AttackerService, AttackRequest
-from tests.test_attacker_server import _free_port, wait_healthy
+from tests.test_attacker_server import served
 
 ROOT = Path(__file__).resolve().parents[1]
 REDTEAM_VENV = Path(os.environ.get("ADVGAME_REDTEAM_VENV", ROOT / ".venv-redteam"))
@@ -64,28 +62,11 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     attacker = tiny_chat_model([task], answers=(f"<think>pose as an apprentice</think><prompt>{ATTACK}</prompt>",))
     defender = tiny_chat_model([TemplateSet().defender_task(ATTACK, False)], answers=(ANSWER,))
     logs = tmp_path_factory.mktemp("servers")
-    processes, urls = [], []
-    try:
-        for flag, model in (("--attacker", attacker), ("--defender", defender)):
-            port = _free_port()
-            log = logs / f"{flag[2:]}.log"
-            command = [sys.executable, "-m", "algorithms.cli.main", "serve", flag, str(model), "--port", str(port)]
-            process = subprocess.Popen(
-                [*command, "--attempts", "5"],
-                stdout=log.open("w"),
-                stderr=subprocess.STDOUT,
-                cwd=ROOT,
-                env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
-                start_new_session=True,
-            )
-            processes.append(process)
-            urls.append(f"http://127.0.0.1:{port}")
-            wait_healthy(urls[-1], process, log)
-        yield Servers(*urls)
-    finally:
-        for process in processes:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=30)
+    with (
+        served("--attacker", attacker, logs / "attacker.log", "--attempts", "5") as attacker_url,
+        served("--defender", defender, logs / "defender.log", "--attempts", "5") as defender_url,
+    ):
+        yield Servers(attacker_url, defender_url)
 
 
 def run_tool(command: list[str | Path], timeout: float = 600) -> None:
