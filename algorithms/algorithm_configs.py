@@ -95,6 +95,10 @@ class GRPOConfig(AlgorithmConfig):
     baseline: Literal["batch_mean", "group_mean"] = "batch_mean"  # the advantage baseline
     # read where the EMA samples or is the reference: 0.95
     ema_decay: float | None = ranged(None, within(0, 1, open_high=True))
+    # conversations (game.turns > 1): "trajectory" gives every own turn the conversation's reward;
+    # "reward_to_go" gives turn t the reward of turns t.. only (a turn cannot change the turns
+    # before it), from the rule's per-turn rewards (game.reward_rule: self_redteam); docs/multiturn.md
+    credit: Literal["trajectory", "reward_to_go"] = "trajectory"
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -674,6 +674,14 @@ class TrainConfig:
                 f"{self.game.turns}); set game.turns=1 to train, or play conversations with advgame redteam "
                 "--turns K or advgame_env.parallel_env(turns=K)"
             )
+        if (
+            getattr(self.algorithm, "credit", "trajectory") == "reward_to_go"
+            and self.game.reward_rule != "self_redteam"
+        ):
+            raise ConfigError(
+                "config.algorithm.credit: reward_to_go needs per-turn rewards, which only game.reward_rule "
+                "self_redteam pays (the AdvGame judge scores whole conversations); set algorithm.credit=trajectory"
+            )
         if self.game.turns > 1 and self.opponents.draw == "meta_nash":
             raise ConfigError(
                 "config.opponents.draw: meta_nash solves a single-turn cross-play; with game.turns > 1 "

@@ -26,6 +26,7 @@ from algorithms.training.conversations import (
     summed_logprobs,
 )
 from algorithms.training.grpo import GRPO
+from algorithms.training.metrics import game_metrics
 from algorithms.training.players import FullPlayer
 from algorithms.training.preference import PreferenceOptimization
 
@@ -208,6 +209,42 @@ def test_dpo_md_and_grpo_train_on_trajectories_as_on_one_turn(tiny):
     assert losses.shape == (3,) and metrics["accuracy"] == 0.0  # learner == reference: no margin yet
 
 
+def test_grpo_with_reward_to_go_credits_each_turn_with_the_turns_from_it_on(tiny):
+    model, tokenizer = tiny
+    player = FullPlayer("defender", model, tokenizer, {"initial"})
+    game, r = play(reward_rule="self_redteam")  # defender turn rewards [[2, 2], [2, -2], [-2, 2], [2, 2]]
+    whole = GRPO(GRPOConfig(baseline="group_mean"), 4096).examples([r], game, tokenizer)
+    to_go = GRPO(GRPOConfig(baseline="group_mean", credit="reward_to_go"), 4096).examples([r], game, tokenizer)
+    defender = [e for e in to_go if e.role == "defender"]
+    # conversation rewards (worst turn) [2, -2, -2, 2], each row's mean 0: Â = [2, -2, -2, 2]
+    assert [e.advantage for e in defender] == [2.0, -2.0, -2.0, 2.0]
+    # the third conversation complied at turn 1 and refused at turn 2: its second answer is not blamed
+    assert [e.turn_advantages() for e in defender] == [[2.0, 2.0], [-2.0, -2.0], [-2.0, 2.0], [2.0, 2.0]]
+    assert [e.turn_advantages() for e in whole if e.role == "defender"][2] == [-2.0, -2.0]
+    # the attacker's best turn: each turn counted from itself on, never above the conversation's reward
+    for e in (e for e in to_go if e.role == "attacker"):
+        best = [max(s.reward for s in e.segments[t:]) for t in range(len(e.segments))]
+        overall = max(best)
+        assert e.turn_advantages() == pytest.approx([e.advantage - overall + b for b in best])
+    with torch.no_grad():
+        by_turn, _ = GRPO(GRPOConfig(baseline="group_mean"), 4096).loss(player, defender)
+        by_conversation, _ = GRPO(GRPOConfig(baseline="group_mean"), 4096).loss(
+            player, [e for e in whole if e.role == "defender"]
+        )
+    # learner = reference: the loss is −Σ_t Â_t × (turn t's tokens), so only the third one moves
+    assert torch.allclose(by_turn[[0, 1, 3]], by_conversation[[0, 1, 3]])
+    assert float(by_turn[2]) < float(by_conversation[2])
+
+
+def test_reward_to_go_needs_the_rule_with_per_turn_rewards():
+    from algorithms.config import ConfigError, load_config
+
+    grpo = ["algorithm.name=grpo", "game.turns=2", "algorithm.credit=reward_to_go"]
+    with pytest.raises(ConfigError, match=r"config\.algorithm\.credit: reward_to_go needs per-turn rewards"):
+        load_config(None, grpo)
+    assert load_config(None, [*grpo, "game.reward_rule=self_redteam"]).algorithm.credit == "reward_to_go"
+
+
 def test_play_dialogues_plays_both_turns_and_the_defender_reads_its_earlier_answer(tiny):
     model, tokenizer = tiny
     backend = HFBackend(model, tokenizer, batch_size=8)
@@ -250,6 +287,20 @@ class _Scripted:
         text = self.texts[min(len(self.seen), len(self.texts) - 1)]
         self.seen.append([list(c) for c in chats])
         return [Generation(text, finish_reason="stop") for _ in chats]
+
+
+def test_the_step_figures_say_how_many_turns_the_attacked_conversations_played():
+    _, two_turns = play()  # all four conversations answered twice
+    game = ConversationGame(RuleJudge(), GameConfig(turns=2))
+    cut = Dialogue(HARMFUL)  # row 0 answered once, then its follow-ups are malformed; row 1 fails at once
+    game.attack([cut], [((OPEN_A, OPEN_A), ("no tags", "no tags"))])
+    game.respond([cut], [((DEFLECT, COMPLY), (REFUSE, REFUSE))])
+    game.attack([cut], [(("no tags", "no tags"), ("no tags", "no tags"))])
+    direct = Dialogue(replace(HARMFUL, id="h2"), direct=True)  # one turn by design: not counted
+    figures = game_metrics([two_turns, cut, direct])
+    assert figures["conversation_turns"] == pytest.approx((4 * 2 + 2 * 1 + 2 * 0) / 8)
+    assert figures["conversations_past_turn_1"] == pytest.approx(4 / 8)
+    assert "conversation_turns" not in game_metrics([Round(HARMFUL)])  # the single-turn game: no such figure
 
 
 def test_conversation_examples_refuse_the_single_turn_game(tokenizer):

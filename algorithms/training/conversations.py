@@ -273,6 +273,26 @@ def conversation_rollouts(
     return attacker + defender
 
 
+def rewards_to_go(trajectory: Trajectory) -> list[float]:
+    """Each turn's reward counted from that turn on: the trajectory's reward with the rule's
+    extreme over its turns (the attacker's best turn, the defender's worst) replaced by the extreme
+    over turns t.. only, so a turn is neither credited nor blamed for the turns before it,
+
+        G_t = R(τ) - ext_{t' ≤ T} r_{t'} + ext_{t' ≥ t} r_{t'},   G_1 = R(τ).
+
+    Turns without a reward of their own (the AdvGame rule; an unanswered last message) get R(τ)."""
+    extreme = max if trajectory.role == ATTACKER else min
+    known = [s.reward for s in trajectory.segments if s.reward is not None]
+    if not known:
+        return [trajectory.reward] * len(trajectory.segments)
+    overall = extreme(known)
+    out = []
+    for t in range(len(trajectory.segments)):
+        later = [s.reward for s in trajectory.segments[t:] if s.reward is not None]
+        out.append(trajectory.reward - overall + extreme(later) if later else trajectory.reward)
+    return out
+
+
 def _dialogues(rounds: Sequence[Round]) -> list[Dialogue]:
     if not all(isinstance(r, Dialogue) for r in rounds):
         raise TypeError("conversation examples are built from Dialogue rounds (advgame_env.conversation.Dialogue)")

@@ -20,7 +20,7 @@ from advgame_env.game import Game, Round
 from algorithms.algorithm_configs import GRPOConfig
 from algorithms.training.algorithm import ROLES, Algorithm, Metrics, policy_logprobs, register
 from algorithms.training.batches import Rollout, Tokenizers, rollouts
-from algorithms.training.conversations import Trajectory, conversation_rollouts, sum_by_trajectory
+from algorithms.training.conversations import Trajectory, conversation_rollouts, rewards_to_go, sum_by_trajectory
 from algorithms.training.distributed import Dist
 from algorithms.training.losses import group_advantages, grpo_token_loss, k3_kl
 from algorithms.training.players import Player
@@ -37,18 +37,26 @@ class GRPORollout(Rollout):
     def turns(self) -> list[tuple[list[int], list[int], list[float] | None]]:
         return [(self.prompt_ids, self.completion_ids, self.sampler_logprobs)]
 
+    def turn_advantages(self) -> list[float]:
+        return [self.advantage]
+
 
 @dataclass
 class GRPOTrajectory(Trajectory):
     """A player's whole trajectory in a conversation with its group-relative advantage: every
-    token of its own turns gets the trajectory's advantage (the game pays whole conversations)."""
+    token of its own turns gets the trajectory's advantage (the game pays whole conversations),
+    or, with ``credit: reward_to_go``, turn t's tokens get G_t − baseline (``rewards_to_go``)."""
 
     advantage: float = 0.0
     group_size: int = 1
     masked: bool = False
+    per_turn: list[float] | None = None  # reward_to_go: each turn's advantage
 
     def turns(self) -> list[tuple[list[int], list[int], list[float] | None]]:
         return [(s.prompt_ids, s.completion_ids, s.sampler_logprobs) for s in self.segments]
+
+    def turn_advantages(self) -> list[float]:
+        return self.per_turn if self.per_turn is not None else [self.advantage] * len(self.segments)
 
 
 GRPOExample = GRPORollout | GRPOTrajectory
@@ -89,8 +97,16 @@ class GRPO(Algorithm[GRPOExample]):
             sizes = Counter(groups)
             for r, advantage in zip(mine, advantages, strict=True):
                 assert advantage is not None  # rollouts() keeps scored samples only
-                kind = GRPOTrajectory if isinstance(r, Trajectory) else GRPORollout
-                out.append(kind(**vars(r), advantage=advantage, group_size=sizes[r.group], masked=r.failed))
+                size = sizes[r.group]
+                if not isinstance(r, Trajectory):
+                    out.append(GRPORollout(**vars(r), advantage=advantage, group_size=size, masked=r.failed))
+                    continue
+                per_turn = None
+                if self.config.credit == "reward_to_go":  # the same baseline, b = R(τ) − Â(τ)
+                    per_turn = [g - (r.reward - advantage) for g in rewards_to_go(r)]
+                out.append(
+                    GRPOTrajectory(**vars(r), advantage=advantage, group_size=size, masked=r.failed, per_turn=per_turn)
+                )
         return out
 
     def weight(self, example: GRPOExample) -> float:
@@ -115,7 +131,7 @@ class GRPO(Algorithm[GRPOExample]):
                 sampler[i, : len(values)] = torch.tensor(values, dtype=logps.dtype)
             # Tokens without a sampler log-prob (the appended end-of-turn token) get ratio 1.
             sampler = torch.where(torch.isnan(sampler), logps.detach(), sampler)
-        advantage = [r.advantage for r, example in zip(chunk, per_example, strict=True) for _ in example]
+        advantage = [a for r in chunk for a in r.turn_advantages()]
         advantages = torch.tensor(advantage, dtype=logps.dtype, device=logps.device)
         losses = grpo_token_loss(logps, sampler, ref_logps, advantages, mask, self.config.kl_beta, tis_cap)
         kl = (k3_kl(logps.detach(), ref_logps) * mask).sum(-1)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import torch
 
 from advgame_env import Game, Round, Seed
+from advgame_env.conversation import Dialogue
 from advgame_env.parsing import Failure
 from advgame_env.roles import ATTACKER, DEFENDER
 from advgame_env.rule_judge import Behaviour, behaviour
@@ -36,7 +37,28 @@ def game_metrics(rounds: Sequence[Round]) -> dict[str, float]:
             out[f"attacker_{failure.value}"] = sum(a.failure is failure for a in attacks) / len(attacks)
     if answers:
         out["defender_over_length"] = sum(s.failure is Failure.OVER_LENGTH for s in answers) / len(answers)
-    return out
+    return out | conversation_metrics(rounds)
+
+
+def conversation_metrics(rounds: Sequence[Round]) -> dict[str, float]:
+    """How far the attacked conversations of multi-turn rounds went: their mean number of answered
+    turns, and the share that got an answer past turn 1 (a run whose openers all fail never plays
+    turn 2, and learns nothing about conversations). Direct rounds are one turn by design: left out."""
+    conversations = [
+        c for r in rounds if isinstance(r, Dialogue) and not r.direct for row in r.conversations for c in row
+    ]
+    if not conversations:
+        return {}
+    # a turn is played when the defender answered it (an invalid message gets a PROMPT_INVALID
+    # placeholder; a later failed message marks the row's opener, so its sample cannot tell)
+    answered = [
+        sum(t.response is not None and t.response.failure is not Failure.PROMPT_INVALID for t in c.turns)
+        for c in conversations
+    ]
+    return {
+        "conversation_turns": sum(answered) / len(answered),
+        "conversations_past_turn_1": sum(n >= 2 for n in answered) / len(answered),
+    }
 
 
 def refusal_rates(rounds: Sequence[Round]) -> dict[str, float]:
