@@ -96,6 +96,10 @@ class Conversation:
     attacker_failure: Failure | None = None  # a message failed (format, length, unfaithful, judge)
     defender_failure: Failure | None = None  # an answer failed
     faithful: bool | None = None  # the whole conversation pursues the seed (when checked)
+    # the attacker's well-formed message that closed it without being shown: END_CONVERSATION, or
+    # one that would have grown it past max_conversation_chars. Not part of the conversation, but
+    # the attacker's move, so training sees it (conversations.attacker_segments)
+    closing: Sample | None = None
     attacker_score: float | None = None  # the attacker judge's score of this conversation
     defender_score: float | None = None
     attacker_reward: float | None = None  # Self-RedTeam: its best turn
@@ -153,6 +157,7 @@ class Conversation:
             "attacker_failure": None if self.attacker_failure is None else self.attacker_failure.value,
             "defender_failure": None if self.defender_failure is None else self.defender_failure.value,
             "faithful": self.faithful,
+            "closing": None if self.closing is None else self.closing.record(),
             "attacker_score": self.attacker_score,
             "defender_score": self.defender_score,
         }
@@ -318,9 +323,9 @@ class ConversationGame(Game):
                 conversation.attacker_failure = sample.failure
                 conversation.turns.append(Turn(sample))
             elif _is_end(sample.public):
-                conversation.ended = True
+                conversation.ended, conversation.closing = True, sample
             elif conversation.visible_chars + len(sample.public or "") > self.config.max_conversation_chars:
-                conversation.truncated = True  # not shown: the conversation ends before it
+                conversation.truncated, conversation.closing = True, sample  # not shown: it ends before it
             else:
                 conversation.turns.append(Turn(sample))
         for round_ in rounds:

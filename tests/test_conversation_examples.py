@@ -154,6 +154,31 @@ def test_self_redteam_segments_carry_their_turns_table_rewards(tokenizer):
     assert all(s.reward is not None for t in attacker for s in t.segments)
 
 
+def test_the_attackers_move_that_ends_a_conversation_is_trained(tokenizer):
+    game = ConversationGame(RuleJudge(), GameConfig(turns=3))
+    r = Dialogue(HARMFUL)
+    stop = attack("[END CONVERSATION]", "it answered, stop here")
+    game.attack([r], [((OPEN_A, OPEN_A), (OPEN_B, OPEN_B))])
+    game.respond([r], [FIRST])
+    game.attack([r], [((stop, stop), (FOLLOW[1][0], FOLLOW[1][1]))])  # row 0 ends, row 1 goes on
+    game.respond([r], [((DEFLECT, DEFLECT), SECOND[1])])
+    game.attack([r], [((stop, stop), (stop, stop))])  # the K = 3rd message: row 1 ends too
+    ended = r.conversations[0][0]
+    assert ended.ended and len(ended.turns) == 1 and ended.closing is not None  # not a turn: nothing shown
+    assert ended.record()["closing"]["text"] == "[END CONVERSATION]"
+    for a, (trajectory, turns) in enumerate(
+        zip((t for t in conversation_rollouts([r], game, tokenizer) if t.role == "attacker"), (1, 2), strict=True)
+    ):
+        row = r.conversations[a][r.attacks[a].selected or 0]  # the conversation the row was judged on
+        assert [s.turn for s in trajectory.segments] == [*range(1, turns + 1), turns + 1]
+        closing = trajectory.segments[-1]
+        assert decode(tokenizer, closing.completion_ids) == stop + END and closing.reward is None
+        # read in the context it was written in: the conversation as it stood after its last answer
+        context = attacker_context(game, r, row, turns + 1)
+        assert decode(tokenizer, closing.prompt_ids) == render_chat(tokenizer, [user(context)])
+        assert row.turns[-1].response.public in context and (a == 0 or PUSH in context)
+
+
 def test_a_trajectorys_logprob_is_the_sum_of_its_own_turns_computed_by_hand(tiny):
     model, tokenizer = tiny
     game, r = play()

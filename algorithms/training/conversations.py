@@ -140,12 +140,16 @@ def attacker_segments(
     prefill: str = "",
 ) -> list[Segment]:
     """The attacker's turns of a conversation, each with the context it read (a failed message
-    is its last turn). The message that ended the conversation is not recorded by the game."""
+    is its last turn), then the message with which it closed the conversation, if it did
+    (``Conversation.closing``: ending it is a move too; no turn reward of its own)."""
     system = game.config.system_message(ATTACKER)
+    moves = [(t.attack, t.attacker_reward) for t in conversation.turns]
+    if conversation.closing is not None:
+        moves.append((conversation.closing, None))
     out = []
-    for t, exchange in enumerate(conversation.turns, start=1):
+    for t, (sample, reward) in enumerate(moves, start=1):
         prompt = _ids(tokenizer, chat(attacker_context(game, round_, conversation, t), prefill, system))
-        out.append(_segment(tokenizer, prompt, exchange.attack, t, prefill, exchange.attacker_reward))
+        out.append(_segment(tokenizer, prompt, sample, t, prefill, reward))
     return out
 
 
