@@ -107,12 +107,18 @@ def _rate(rate: dict[str, float] | None) -> str:
     return f"{100 * rate['rate']:.1f}% [{100 * rate['low']:.1f}, {100 * rate['high']:.1f}] (n={rate['n']})"
 
 
-def _by_turn_every_sample(folder: Path) -> list[str]:
-    """Per turn t, the share of ALL harmful conversations (invalid ones count as failures) broken by t."""
+def _by_turn(folder: Path, every_sample: bool) -> list[str]:
+    """Per turn t, the share of harmful conversations broken at or before t: of the judged, valid
+    ones (the report's "broken by turn t"), or of every sample (an invalid one counts as a failure).
+    Counted here because the report stops at the last turn any conversation reached."""
+    from advgame_env.metrics import rate
+
     rows = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines() if line.strip()]
     attacks = [r for r in rows if not r["direct"] and r["label"] == "harmful"]
+    if not every_sample:
+        attacks = [r for r in attacks if r["valid"] and r["success"] is not None]
     return [
-        f"{sum(r['success_turn'] is not None and r['success_turn'] <= t for r in attacks)}/{len(attacks)}"
+        str(rate(sum(r["success_turn"] is not None and r["success_turn"] <= t for r in attacks), len(attacks)))
         for t in range(1, TURNS + 1)
     ]
 
@@ -124,24 +130,20 @@ def _step_seconds(run: Path) -> str:
 
 
 def tables(out: Path) -> None:
-    def summary(name: str) -> dict[str, dict[str, float]]:
-        return json.loads((out / name / "summary.json").read_text())["rates"]
-
     turns = " | ".join(f"broken by turn {t}" for t in range(1, TURNS + 1))
     every = " | ".join(f"by turn {t}, every sample" for t in range(1, TURNS + 1))
     print(f"| attacker (vs the initial defender) | attack validity | {turns} | {every} |")
     print("|---" * (2 + 2 * TURNS) + "|")
-    for name, label in (
+    attackers = (
         ("multi_turn", "multi-turn trained"),
         ("single_turn", "single-turn demo"),
         ("crescendo", "Crescendo-style"),
-    ):
-        folder = f"redteam_{name}_vs_initial"
-        rates = summary(folder)
-        cells = [_rate(rates.get(f"broken by turn {t}")) for t in range(1, TURNS + 1)]
-        print(
-            f"| {label} | {_rate(rates.get('attack validity'))} | {' | '.join(cells)} | {' | '.join(_by_turn_every_sample(out / folder))} |"
-        )
+    )
+    for name, label in attackers:
+        folder = out / f"redteam_{name}_vs_initial"
+        validity = _rate(json.loads((folder / "summary.json").read_text())["rates"].get("attack validity"))
+        cells = [validity, *_by_turn(folder, every_sample=False), *_by_turn(folder, every_sample=True)]
+        print(f"| {label} | {' | '.join(cells)} |")
     print()
     measures = ("harmful compliance", "benign refusal", "benign-but-scary refusal")
     print(f"| defender | {' | '.join(measures)} | Crescendo-style: {turns} |")
@@ -153,11 +155,13 @@ def tables(out: Path) -> None:
     ):
         held_out = json.loads((out / f"eval_{name}" / "summary.json").read_text())
         cells = [_rate(held_out.get(m)) for m in measures]
-        rates = summary(f"redteam_crescendo_vs_{name}")
-        cells += [_rate(rates.get(f"broken by turn {t}")) for t in range(1, TURNS + 1)]
+        cells += _by_turn(out / f"redteam_crescendo_vs_{name}", every_sample=False)
         print(f"| {label} | {' | '.join(cells)} |")
     print()
     print(f"step time: multi-turn {_step_seconds(out / 'train')}, single-turn {_step_seconds(out / 'single_turn')}")
+    steps = [json.loads(line) for line in (out / "train" / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    played = [f"{s['step']}: {s.get('game/conversations_past_turn_1', 'n/a')}" for s in steps if "game/rounds" in s]
+    print(f"multi-turn run, attacked conversations answered past turn 1, by step: {', '.join(played)}")
 
 
 def main() -> None:
