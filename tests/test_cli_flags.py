@@ -107,18 +107,24 @@ def test_a_plugin_run_is_evaluated_resumed_and_exploited_with_plugin(tiny_chat, 
 
 
 @pytest.mark.parametrize(
-    ("argv", "new"),
+    ("argv", "old", "new"),
     [
-        (["redteam", "--attacker", "a", "--target", "t", "--seeds", "s.jsonl"], "--suite FILE"),
-        (["crossplay", "--attackers", "a", "--defenders", "d", "--seeds=8"], "--prompts N"),
-        (["exploit", "--defender", "d", "--seeds", "8"], "--prompts N"),
-        (["compare", "--config", "cpu_smoke.yaml", "--seeds", "3"], "--run-seeds N"),
+        (["redteam", "--attacker", "a", "--target", "t", "--seeds", "s.jsonl"], "--seeds", "--suite FILE"),
+        (["crossplay", "--attackers", "a", "--defenders", "d", "--seeds=8"], "--seeds", "--prompts N"),
+        (["exploit", "--defender", "d", "--seeds", "8"], "--seeds", "--prompts N"),
+        (["compare", "--config", "cpu_smoke.yaml", "--seeds", "3"], "--seeds", "--run-seeds N"),
+        # budgets that count held-out requests, not seeds of randomness
+        (["compare", "--config", "cpu_smoke.yaml", "--eval-seeds", "8"], "--eval-seeds", "--eval-prompts N"),
+        (["compare", "--config", "cpu_smoke.yaml", "--attack-seeds=2"], "--attack-seeds", "--attack-prompts N"),
+        (["compare", "--config", "cpu_smoke.yaml", "--exploit-seeds", "4"], "--exploit-seeds", "--exploit-prompts N"),
+        (["compare", "--config", "x.yaml", "--crossplay-seeds", "0"], "--crossplay-seeds", "--crossplay-prompts N"),
+        (["demo", "--quick", "--attack-seeds", "2"], "--attack-seeds", "--attack-prompts N"),
     ],
 )
-def test_an_old_flag_spelling_is_one_line_naming_the_new_flag(argv, new, capsys):
+def test_an_old_flag_spelling_is_one_line_naming_the_new_flag(argv, old, new, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and f"{argv[0]} --seeds is now {new}" in err
+    assert err.count("\n") == 1 and f"{argv[0]} {old} is now {new}" in err
 
 
 def test_the_new_spellings_reach_the_library_configs():
@@ -126,6 +132,13 @@ def test_the_new_spellings_reach_the_library_configs():
     assert red.suite == "s.jsonl"  # type: ignore[attr-defined]
     cross = parse_command(["crossplay", "--attackers", "a", "--defenders", "d", "--prompts", "8"])
     assert cross.crossplay.seeds == 8  # type: ignore[attr-defined]
+    counts = ["--eval-prompts", "6", "--attack-prompts", "2", "--exploit-prompts", "4", "--crossplay-prompts", "0"]
+    compare = parse_command(["compare", "--config", "a.yaml", *counts])
+    assert isinstance(compare, Compare)
+    c = compare.compare
+    assert (c.eval_prompts, c.attack_prompts, c.exploit_prompts, c.crossplay_prompts) == (6, 2, 4, 0)
+    demo = parse_command(["demo", "--quick", "--attack-prompts", "3"])
+    assert demo.attack_prompts == 3  # type: ignore[attr-defined]
 
 
 # ----------------------------------------------------------------------------- nested configs

@@ -83,7 +83,15 @@ RENAMED: dict[str, dict[str, str]] = {
     "redteam": {"--seeds": "--suite FILE (the seeds attacked)"},
     "crossplay": {"--seeds": "--prompts N (requests of the suite)"},
     "exploit": {"--seeds": "--prompts N (held-out requests per curve point)"},
-    "compare": {"--seeds": "--run-seeds N (training seeds 0 .. N-1)"},
+    "compare": {
+        "--seeds": "--run-seeds N (training seeds 0 .. N-1)",
+        # these counted held-out requests, never seeds of randomness
+        "--eval-seeds": "--eval-prompts N (held-out requests the final defender answers)",
+        "--attack-seeds": "--attack-prompts N (held-out harmful requests the final attacker rewrites)",
+        "--exploit-seeds": "--exploit-prompts N (held-out requests per exploit curve point)",
+        "--crossplay-seeds": "--crossplay-prompts N (requests of the cross-play)",
+    },
+    "demo": {"--attack-seeds": "--attack-prompts N (held-out harmful requests the attackers rewrite)"},
 }
 
 
@@ -171,7 +179,7 @@ class Demo:
     config: str | None = None  # another demo config (e.g. configs/cpu_demo_llm_judge.yaml)
     eval_size: int | None = None  # held-out seeds evaluated (default: all 169; quick: 24)
     eval_tokens: int = 64  # answer length when evaluating
-    attack_seeds: int | None = None  # held-out harmful seeds the attackers rewrite (0: skip; default 24, quick: 4)
+    attack_prompts: int | None = None  # held-out harmful requests the attackers rewrite (0: skip; default 24, quick: 4)
     instruction_following: Annotated[int | None, arg(metavar="N")] = None
     """instruction following of both defenders on the bundled suite (322 prompts: the flag alone), or its first
     N prompts (it interleaves its 23 instruction types: 23 is one of each); default: off (all 322 add about half
@@ -191,7 +199,7 @@ class Demo:
 
         config = Path(self.config) if self.config else QUICK if self.quick else DEMO
         eval_size = self.eval_size if self.eval_size is not None else 24 if self.quick else None
-        attack_seeds = self.attack_seeds if self.attack_seeds is not None else 4 if self.quick else 24
+        attack_prompts = self.attack_prompts if self.attack_prompts is not None else 4 if self.quick else 24
         try:
             plan = self.plan(config)
             evaluated, comparison = run_demo(
@@ -199,7 +207,7 @@ class Demo:
                 self.overrides,
                 eval_size=eval_size,
                 eval_tokens=self.eval_tokens,
-                attack_seeds=attack_seeds,
+                attack_prompts=attack_prompts,
                 plan=plan,
             )
         except (ConfigError, FileNotFoundError, ValueError, ImportError) as error:
