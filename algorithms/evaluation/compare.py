@@ -64,6 +64,7 @@ from algorithms.config import (
     ranged,
     validate,
 )
+from algorithms.evaluation.progress import OnItem, items_done
 from algorithms.recipes import find_config
 
 if TYPE_CHECKING:
@@ -470,9 +471,11 @@ def _crossplay(
     }
 
 
-def compare(cc: CompareConfig, *, log: Callable[[str], None] = print) -> Comparison:
+def compare(cc: CompareConfig, *, log: Callable[[str], None] = print, on_item: OnItem | None = None) -> Comparison:
     """Train (or reuse) every config under every seed, measure each final pair alike, aggregate
-    over seeds; writes comparison.md/.html/.json/.png in ``cc.out``."""
+    over seeds; writes comparison.md/.html/.json/.png in ``cc.out``. ``on_item(done, total)``
+    after each run's final pair is measured (each measurement shows its own bar; training too);
+    default: a bar over the runs."""
     from algorithms.training.algorithm import names
     from algorithms.training.trainer import train
 
@@ -494,6 +497,7 @@ def compare(cc: CompareConfig, *, log: Callable[[str], None] = print) -> Compari
             cfg = run_config(entry, seed, cc)
             runs[entry.name, seed] = cfg
             run_state(cfg)
+    log(f"{len(runs)} run(s) to train or reuse, then measure; the table will be {Path(cc.out) / 'comparison.md'}")
     walls: dict[str, float] = {}
     for (label, seed), cfg in runs.items():
         state = run_state(cfg)
@@ -506,9 +510,11 @@ def compare(cc: CompareConfig, *, log: Callable[[str], None] = print) -> Compari
         walls[f"{label} seed {seed} train"] = round(time.perf_counter() - started, 1)
     judge = _judge(cc)
     per_run: dict[str, dict[int, dict[str, float | None]]] = {e.name: {} for e in cc.configs}
-    for (label, seed), cfg in runs.items():
-        log(f"{label}, seed {seed}: evaluating the final pair")
-        per_run[label][seed] = _measure_run(cfg, cc, judge, log)
+    with items_done(len(runs), "compare: final pairs measured", on_item) as advance:
+        for (label, seed), cfg in runs.items():
+            log(f"{label}, seed {seed}: evaluating the final pair")
+            per_run[label][seed] = _measure_run(cfg, cc, judge, log)
+            advance(1)
     if cc.crossplay_prompts:
         for (label, seed), ratings in _crossplay(runs, cc, judge, log).items():
             per_run[label][seed] |= ratings
