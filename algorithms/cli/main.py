@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from advgame_env.seeds import Seed
     from agents.backends import Backend
     from algorithms.attacker_server import ChatService
+    from algorithms.evaluation.evaluate import DefenderPlay
     from algorithms.evaluation.utility import UtilityPlan
     from algorithms.training.game_format import AttackerFormat
 
@@ -419,6 +420,9 @@ class Eval:
     url: str | None = None  # OpenAI-compatible server of the model (--backend openai)
     judging: OmitArgPrefixes[JudgeOptions] = field(default_factory=JudgeOptions)
     max_tokens: int = 256
+    # a defender whose export records a think format is asked in it (default); these override the record
+    think: Annotated[bool, FlagCreatePairsOff] = False  # ask every defender to think, then answer in <answer>
+    no_think: Annotated[bool, FlagCreatePairsOff] = False  # ask the request as it is; judge the whole reply
     out: str | None = None  # report folder (default runs/eval, or RUN/eval with --run)
     utility: Annotated[UseAppendAction[list[str]], arg(metavar="MODEL=SCORE")] = field(default_factory=list)
     """a capability score measured elsewhere (e.g. a benchmark accuracy), for the safety-vs-utility panel"""
@@ -452,7 +456,10 @@ class Eval:
             models = [(m, m) for m in self.model]
             if run:
                 models += checkpoint_models(run, self.role, self.which, self.steps)
-            for warning in _format_warnings(models) if self.role == "defender" else []:
+            plays, warnings = _defender_plays(models, _think(self.think, self.no_think))
+            if self.role != "defender":  # an attacker checkpoint answers requests as they are
+                plays, warnings = {}, []
+            for warning in warnings:
                 print(f"advgame eval: warning: {warning}", file=sys.stderr, flush=True)
         except (SeedFormatError, FileNotFoundError, ValueError) as error:
             raise UsageError(str(error)) from None
@@ -486,6 +493,7 @@ class Eval:
                 max_tokens=self.max_tokens,
                 utility=utility,
                 plan=plan,
+                plays=plays,
             )
         except HarnessError as error:
             print(f"advgame eval: {error}", file=sys.stderr)
@@ -499,20 +507,30 @@ class Eval:
         return 0
 
 
-def _format_warnings(models: Sequence[tuple[str, str]]) -> list[str]:
-    """The defenders whose export records (advgame_format.json) that they were trained to think
-    before answering: eval asks every model for a plain answer and judges the whole reply."""
-    from algorithms.training.game_format import read_format
+def _defender_plays(
+    models: Sequence[tuple[str, str]], think: bool | None
+) -> tuple[dict[str, DefenderPlay], list[str]]:
+    """How eval asks each defender: a training export that records a defender trained to think or
+    with a prefill (advgame_format.json) is asked in that format (its template set, think block,
+    prefill) and only its public answer judged; any other model the request as it is. ``think``
+    (--think/--no-think) wins, with one warning line per recorded model it overrides."""
+    from advgame_env import GameConfig
+    from algorithms.evaluation.evaluate import DefenderPlay
+    from algorithms.training.game_format import read_format, recorded_game
 
-    out = []
+    plays: dict[str, DefenderPlay] = {}
+    warnings = []
     for name, model in models:
         fmt = read_format(model)
-        if fmt is not None and fmt.defender_think:
-            out.append(
-                f"{name} was trained to answer as <think>..</think><answer>..</answer> (game.defender_think, "
-                "its advgame_format.json); eval asks for a plain answer and judges the whole reply"
-            )
-    return out
+        if fmt is not None and think is not None and think != fmt.defender_think:
+            flag, trained = ("--think", "without") if think else ("--no-think", "with")
+            warnings.append(f"{flag} overrides {name}, trained {trained} the think block (its advgame_format.json)")
+        game = recorded_game(fmt, GameConfig()) if fmt is not None else GameConfig()
+        prefill = fmt.defender_prefill if fmt is not None else ""
+        asks_think = think if think is not None else game.defender_think
+        if asks_think or (think is None and prefill):
+            plays[model] = DefenderPlay(replace(game, defender_think=asks_think), prefill)
+    return plays, warnings
 
 
 def _limited(seeds: list[Seed], limit: int | None) -> list[Seed]:

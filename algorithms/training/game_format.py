@@ -13,11 +13,12 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from advgame_env import GameConfig, TemplateSet
     from algorithms.config import TrainConfig
 
 FORMAT_FILE = "advgame_format.json"
@@ -45,6 +46,25 @@ class GameFormat:
             prefill.defender,
             game.templates.versions(),
         )
+
+
+def recorded_templates(fmt: GameFormat) -> TemplateSet:
+    """The template set the player was trained with (a version this library does not ship is a
+    one-line error naming it; a template added since the record keeps its default)."""
+    from advgame_env import TemplateSet
+
+    known = {f.name for f in fields(TemplateSet)}
+    try:
+        return TemplateSet(**{name: v for name, v in fmt.templates.items() if name in known})
+    except (KeyError, ValueError) as error:
+        raise ValueError(f"the recorded game format names a template this version lacks: {error}") from None
+
+
+def recorded_game(fmt: GameFormat, base: GameConfig) -> GameConfig:
+    """``base`` in the recorded format: both think switches and the template set."""
+    return replace(
+        base, attacker_think=fmt.attacker_think, defender_think=fmt.defender_think, templates=recorded_templates(fmt)
+    )
 
 
 def write_format(folder: Path, fmt: GameFormat) -> None:
