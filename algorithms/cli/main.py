@@ -507,9 +507,7 @@ class Eval:
         return 0
 
 
-def _defender_plays(
-    models: Sequence[tuple[str, str]], think: bool | None
-) -> tuple[dict[str, DefenderPlay], list[str]]:
+def _defender_plays(models: Sequence[tuple[str, str]], think: bool | None) -> tuple[dict[str, DefenderPlay], list[str]]:
     """How eval asks each defender: a training export that records a defender trained to think or
     with a prefill (advgame_format.json) is asked in that format (its template set, think block,
     prefill) and only its public answer judged; any other model the request as it is. ``think``
