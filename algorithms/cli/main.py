@@ -639,10 +639,11 @@ class RedTeam:
             "prefill": fmt.prefill,
             "no_baseline": not cfg.baseline,
             "include_benign": cfg.include_benign,
-        }
+        } | fmt.settings()
 
     def run(self) -> int:
-        from advgame_env import Game, GameConfig, Label, SeedFormatError
+        from advgame_env import Game, Label, SeedFormatError
+        from advgame_env.roles import ATTACKER
         from advgame_env.suites import load_suite
         from agents.policy import Policy
         from algorithms.evaluation.redteam import redteam, summarise, write_report
@@ -668,8 +669,11 @@ class RedTeam:
         target_side = (self.target_backend, self.target, self.target_url)
         # one copy in memory when both sides are the same model
         target = attacker_backend if target_side == attacker_side else _endpoint(*target_side, "target-")
-        policy = Policy(attacker_backend, cfg.target_max_tokens, self.temperature, seed=cfg.seed, prefill=fmt.prefill)
-        game = Game(self.judging.build(), GameConfig(num_attacks=1, attacker_think=fmt.think))
+        game = Game(self.judging.build(), fmt.game(num_attacks=1))  # the recorded attacker templates
+        system = game.config.system_message(ATTACKER)  # the template set's (Self-RedTeam's attacker has one)
+        policy = Policy(
+            attacker_backend, cfg.target_max_tokens, self.temperature, seed=cfg.seed, prefill=fmt.prefill, system=system
+        )
         out = Path(self.out)
         records = redteam(
             policy, target, game, seeds, out, cfg, settings=self.settings(fmt), retry_errors=self.retry_errors
@@ -820,7 +824,7 @@ class CrossPlay:
     plugin: Plugins = field(default_factory=list)
 
     def run(self) -> int:
-        from advgame_env import Game, GameConfig, SeedFormatError
+        from advgame_env import Game, SeedFormatError
         from advgame_env.suites import load_suite
         from algorithms.evaluation.crossplay import check_sides, crossplay, members
 
@@ -841,16 +845,16 @@ class CrossPlay:
         fmt = attacker_format(
             [model for _, model in attackers], given, self.crossplay.prefill or None, command="crossplay"
         )
-        think, played = fmt.think, replace(self.crossplay, prefill=fmt.prefill)
+        played = replace(self.crossplay, prefill=fmt.prefill)
         result = crossplay(
             attackers,
             defenders,
             seeds,
-            Game(self.judging.build(), GameConfig(num_attacks=1, attacker_think=think)),
+            Game(self.judging.build(), fmt.game(num_attacks=1)),  # the recorded attacker templates
             lambda model: _endpoint(self.backend, model, self.url, ""),
             Path(self.out),
             played,
-            settings={"suite": self.suite, "judge": self.judging.judge, "backend": self.backend},
+            settings={"suite": self.suite, "judge": self.judging.judge, "backend": self.backend} | fmt.settings(),
             retry_errors=self.retry_errors,
         )
         for i, name in enumerate(result.attackers):

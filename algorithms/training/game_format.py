@@ -4,8 +4,9 @@ A player learns the exact shape of its turn: an attacker trained with ``game.att
 false`` writes ``<prompt>`` only, and read as a thinking attacker nearly all its rewrites are
 ``bad_format`` (77 of 80 in the issue that added this file, against 81 % valid read correctly).
 ``advgame_format.json`` in each exported folder records the run's format; the commands that load
-a player (``redteam``, ``crossplay``, ``play``) read it as their default and warn in one line when
-a flag overrides it.
+a player (``redteam``, ``crossplay``, ``play``, ``exploit``, ``serve``, ``eval``) read it as their
+default and warn in one line when a flag overrides it; ``redteam`` and ``crossplay`` play the
+recorded attacker templates, ``eval`` the recorded defender format (``recorded_game``).
 """
 
 from __future__ import annotations
@@ -84,12 +85,43 @@ def read_format(model: str | Path) -> GameFormat | None:
         raise ValueError(f"{path}: not a game format record ({error})") from None
 
 
+# the templates that set the attacker's task, format and opening (the rest are the judge's)
+ATTACKER_TEMPLATES = (
+    "attacker_system",
+    "attacker_harmful",
+    "attacker_benign",
+    "attacker_format_think",
+    "attacker_format_prompt_only",
+    "think_prefill",
+)
+
+
 @dataclass(frozen=True)
 class AttackerFormat:
-    """What the attackers of a command write: the think block or not, and their turn's opening."""
+    """What the attackers of a command write: the think block or not, their turn's opening, and
+    the attacker templates they were trained on (None: the game's defaults)."""
 
     think: bool
     prefill: str
+    templates: TemplateSet | None = None
+
+    def game(self, **settings: object) -> GameConfig:
+        """A game config in which these attackers play as trained (the judge's templates stay the game's)."""
+        from advgame_env import GameConfig
+
+        recorded = {} if self.templates is None else {"templates": self.templates}
+        return GameConfig(attacker_think=self.think, **recorded, **settings)  # type: ignore[arg-type]
+
+    def settings(self) -> dict[str, object]:
+        """The attacker templates where they differ from the defaults, for a resumed run's check
+        (a run with the default set keeps the settings it always had)."""
+        from advgame_env import TemplateSet
+
+        if self.templates is None:
+            return {}
+        versions, default = self.templates.versions(), TemplateSet().versions()
+        changed = {n: versions[n] for n in ATTACKER_TEMPLATES if versions[n] != default[n]}
+        return {"attacker_templates": changed} if changed else {}
 
 
 def attacker_format(
@@ -126,4 +158,19 @@ def attacker_format(
         if len(prefills) > 1:
             raise ValueError("the attackers were trained with different prefills; give --prefill")
         chosen_prefill = prefills.pop() if prefills else ""
-    return AttackerFormat(chosen_think, chosen_prefill)
+    return AttackerFormat(chosen_think, chosen_prefill, _attacker_templates(list(recorded.values())))
+
+
+def _attacker_templates(recorded: Sequence[GameFormat]) -> TemplateSet | None:
+    """The attacker templates of the recorded formats (they must agree) over the default set."""
+    from advgame_env import TemplateSet
+
+    sets = {tuple(recorded_templates(f).versions()[n] for n in ATTACKER_TEMPLATES) for f in recorded}
+    if not sets:
+        return None
+    if len(sets) > 1:
+        raise ValueError(
+            "the attackers were trained on different attacker templates (their advgame_format.json); "
+            "play them in separate runs"
+        )
+    return replace(TemplateSet(), **dict(zip(ATTACKER_TEMPLATES, sets.pop(), strict=True)))
