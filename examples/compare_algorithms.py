@@ -58,9 +58,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--run-seeds", type=int, default=2)  # as advgame compare's: training seeds 0 .. N-1
     parser.add_argument("--exploit-budget", type=int, default=1)  # 0: no exploitability
-    parser.add_argument("--eval-seeds", type=int, default=24)
-    parser.add_argument("--attack-seeds", type=int, default=8)  # 0: no attacker column
-    parser.add_argument("--crossplay-seeds", type=int, default=16)  # 0: no cross-play
+    # as advgame compare's: budgets in held-out requests (prompts), not seeds
+    parser.add_argument("--eval-prompts", type=int, default=24)
+    parser.add_argument("--attack-prompts", type=int, default=8)  # 0: no attacker column
+    parser.add_argument("--exploit-prompts", type=int, default=8)
+    parser.add_argument("--crossplay-prompts", type=int, default=16)  # 0: no cross-play
     parser.add_argument("--out", default="runs/compare")
     parser.add_argument("--algorithms", nargs="+", default=DEFAULT, metavar="NAME[@SCHEDULE]")
     parser.add_argument("--plugin", action="append", default=[], metavar="FILE_OR_MODULE")
@@ -73,9 +75,10 @@ def main() -> None:
             seeds=args.run_seeds,
             steps=args.steps,
             exploit_budget=args.exploit_budget,
-            eval_seeds=args.eval_seeds,
-            attack_seeds=args.attack_seeds,
-            crossplay_seeds=args.crossplay_seeds,
+            eval_prompts=args.eval_prompts,
+            attack_prompts=args.attack_prompts,
+            exploit_prompts=args.exploit_prompts,
+            crossplay_prompts=args.crossplay_prompts,
             out=args.out,
             overrides=(f"model.name={args.model}", "run.progress=false", "run.tensorboard=false"),
         )

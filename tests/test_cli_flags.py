@@ -107,18 +107,24 @@ def test_a_plugin_run_is_evaluated_resumed_and_exploited_with_plugin(tiny_chat, 
 
 
 @pytest.mark.parametrize(
-    ("argv", "new"),
+    ("argv", "old", "new"),
     [
-        (["redteam", "--attacker", "a", "--target", "t", "--seeds", "s.jsonl"], "--suite FILE"),
-        (["crossplay", "--attackers", "a", "--defenders", "d", "--seeds=8"], "--prompts N"),
-        (["exploit", "--defender", "d", "--seeds", "8"], "--prompts N"),
-        (["compare", "--config", "cpu_smoke.yaml", "--seeds", "3"], "--run-seeds N"),
+        (["redteam", "--attacker", "a", "--target", "t", "--seeds", "s.jsonl"], "--seeds", "--suite FILE"),
+        (["crossplay", "--attackers", "a", "--defenders", "d", "--seeds=8"], "--seeds", "--prompts N"),
+        (["exploit", "--defender", "d", "--seeds", "8"], "--seeds", "--prompts N"),
+        (["compare", "--config", "cpu_smoke.yaml", "--seeds", "3"], "--seeds", "--run-seeds N"),
+        # budgets that count held-out requests, not seeds of randomness
+        (["compare", "--config", "cpu_smoke.yaml", "--eval-seeds", "8"], "--eval-seeds", "--eval-prompts N"),
+        (["compare", "--config", "cpu_smoke.yaml", "--attack-seeds=2"], "--attack-seeds", "--attack-prompts N"),
+        (["compare", "--config", "cpu_smoke.yaml", "--exploit-seeds", "4"], "--exploit-seeds", "--exploit-prompts N"),
+        (["compare", "--config", "x.yaml", "--crossplay-seeds", "0"], "--crossplay-seeds", "--crossplay-prompts N"),
+        (["demo", "--quick", "--attack-seeds", "2"], "--attack-seeds", "--attack-prompts N"),
     ],
 )
-def test_an_old_flag_spelling_is_one_line_naming_the_new_flag(argv, new, capsys):
+def test_an_old_flag_spelling_is_one_line_naming_the_new_flag(argv, old, new, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and f"{argv[0]} --seeds is now {new}" in err
+    assert err.count("\n") == 1 and f"{argv[0]} {old} is now {new}" in err
 
 
 def test_the_new_spellings_reach_the_library_configs():
@@ -126,6 +132,13 @@ def test_the_new_spellings_reach_the_library_configs():
     assert red.suite == "s.jsonl"  # type: ignore[attr-defined]
     cross = parse_command(["crossplay", "--attackers", "a", "--defenders", "d", "--prompts", "8"])
     assert cross.crossplay.seeds == 8  # type: ignore[attr-defined]
+    counts = ["--eval-prompts", "6", "--attack-prompts", "2", "--exploit-prompts", "4", "--crossplay-prompts", "0"]
+    compare = parse_command(["compare", "--config", "a.yaml", *counts])
+    assert isinstance(compare, Compare)
+    c = compare.compare
+    assert (c.eval_prompts, c.attack_prompts, c.exploit_prompts, c.crossplay_prompts) == (6, 2, 4, 0)
+    demo = parse_command(["demo", "--quick", "--attack-prompts", "3"])
+    assert demo.attack_prompts == 3  # type: ignore[attr-defined]
 
 
 # ----------------------------------------------------------------------------- nested configs
@@ -221,22 +234,36 @@ def test_the_command_reference_names_every_flag_of_every_command():
 # ----------------------------------------------------------------------------- recorded formats
 
 
-def test_eval_says_when_a_defender_was_trained_in_a_format_it_does_not_ask_for(tmp_path):
+def test_eval_asks_a_defender_in_the_format_its_export_records_and_a_flag_overrides_it(tmp_path):
     from dataclasses import replace
 
-    from algorithms.cli.main import _format_warnings
+    from advgame_env import TemplateSet
+    from algorithms.cli.main import _defender_plays
     from algorithms.config import load_config
     from algorithms.training.game_format import GameFormat, write_format
 
-    plain, thinking, bare = (tmp_path / n for n in ("plain", "thinking", "bare"))
-    for folder in (plain, thinking, bare):
+    plain, thinking, srt, bare = (tmp_path / n for n in ("plain", "thinking", "srt", "bare"))
+    for folder in (plain, thinking, srt, bare):
         folder.mkdir()
     fmt = GameFormat.of(load_config(None))
     write_format(plain, fmt)
-    write_format(thinking, replace(fmt, defender_think=True))
-    models = [(str(f), str(f)) for f in (plain, thinking, bare)] + [("smollm2", "smollm2-135m-instruct")]
-    (warning,) = _format_warnings(models)
-    assert warning.startswith(f"{thinking} was trained to answer as <think>") and "\n" not in warning
+    write_format(thinking, replace(fmt, defender_think=True, defender_prefill="<think>"))
+    write_format(srt, replace(fmt, defender_think=True, templates=TemplateSet.self_redteam().versions()))
+    models = [(str(f), str(f)) for f in (plain, thinking, srt, bare)] + [("smollm2", "smollm2-135m-instruct")]
+    plays, warnings = _defender_plays(models, None)
+    assert set(plays) == {str(thinking), str(srt)} and warnings == []  # the others: the request as it is
+    assert plays[str(thinking)].game.defender_think and plays[str(thinking)].prefill == "<think>"
+    assert plays[str(srt)].game.templates == TemplateSet.self_redteam()  # the recorded template set
+    assert "<answer>" in plays[str(srt)].chat("Hi")[-1]["content"]
+    assert plays[str(thinking)].chat("Hi")[-1] == {"role": "assistant", "content": "<think>"}
+    # a flag wins, with one line per recorded model it overrides
+    plays, warnings = _defender_plays(models, False)
+    assert plays == {} and len(warnings) == 2 and all("\n" not in w for w in warnings)
+    assert warnings[0].startswith(f"--no-think overrides {thinking}, trained with the think block")
+    plays, warnings = _defender_plays(models, True)
+    assert len(plays) == 5 and warnings == [
+        f"--think overrides {plain}, trained without the think block (its advgame_format.json)"
+    ]
     (bare / "advgame_format.json").write_text("{")
     with pytest.raises(ValueError, match="not a game format record"):
-        _format_warnings([("bare", str(bare))])
+        _defender_plays([("bare", str(bare))], None)

@@ -75,8 +75,8 @@ def test_the_config_refuses_what_cannot_be_compared():
         CompareConfig(configs=(Entry("cpu_smoke.yaml"), Entry("configs/cpu_smoke.yaml")))
     with pytest.raises(ConfigError, match="seed_list"):
         CompareConfig(configs=entry, seed_list=(1, 1))
-    with pytest.raises(ConfigError, match=r"compare\.exploit_seeds"):
-        CompareConfig(configs=entry, exploit_seeds=1)
+    with pytest.raises(ConfigError, match=r"compare\.exploit_prompts"):
+        CompareConfig(configs=entry, exploit_prompts=1)
     with pytest.raises(ConfigError, match="steps"):
         CompareConfig(configs=entry, steps=0)
     assert CompareConfig(configs=entry, seeds=3).run_seeds == (0, 1, 2)
@@ -88,7 +88,7 @@ def test_the_config_refuses_what_cannot_be_compared():
 def test_the_command_flags_build_the_compare_config():
     flags = ["--config", "cpu_smoke.yaml", "--config", "b.yaml", "--run-seeds", "3", "--steps", "4", "--exploit-budget"]
     command = parse_command(
-        ["compare", *flags, "1", "--eval-seeds", "6", "--crossplay-seeds", "0", "--out", "d", "optim.lr=1e-5"]
+        ["compare", *flags, "1", "--eval-prompts", "6", "--crossplay-prompts", "0", "--out", "d", "optim.lr=1e-5"]
     )
     assert isinstance(command, Compare)
     assert command.compare == CompareConfig(
@@ -96,8 +96,8 @@ def test_the_command_flags_build_the_compare_config():
         seeds=3,
         steps=4,
         exploit_budget=1,
-        eval_seeds=6,
-        crossplay_seeds=0,
+        eval_prompts=6,
+        crossplay_prompts=0,
         out="d",
         overrides=("optim.lr=1e-5",),
     )
@@ -173,12 +173,12 @@ def test_a_saved_part_is_reused_and_other_settings_measure_afresh(tmp_path):
         calls.append(folder)
         return {HARMFUL: 0.5, BENIGN: None}
 
-    assert part(tmp_path, "heldout", {"eval_seeds": 4}, measure) == {HARMFUL: 0.5, BENIGN: None}
-    assert part(tmp_path, "heldout", {"eval_seeds": 4}, measure) == {HARMFUL: 0.5, BENIGN: None}
+    assert part(tmp_path, "heldout", {"eval_prompts": 4}, measure) == {HARMFUL: 0.5, BENIGN: None}
+    assert part(tmp_path, "heldout", {"eval_prompts": 4}, measure) == {HARMFUL: 0.5, BENIGN: None}
     assert len(calls) == 1
     saved = json.loads((calls[0] / "result.json").read_text())
-    assert saved["settings"] == {"eval_seeds": 4} and "wall_s" in saved
-    part(tmp_path, "heldout", {"eval_seeds": 8}, measure)
+    assert saved["settings"] == {"eval_prompts": 4} and "wall_s" in saved
+    part(tmp_path, "heldout", {"eval_prompts": 8}, measure)
     assert len(calls) == 2 and calls[1] != calls[0]
 
 
@@ -228,11 +228,11 @@ def test_two_configs_over_two_seeds_write_one_table(tiny_chat, tmp_path):
         configs=(Entry(str(base), "dpo_md"), Entry(str(base), "ipo_md", ("algorithm.name=advgame_ipo_md",))),
         seeds=2,
         steps=1,
-        eval_seeds=2,
-        attack_seeds=1,
+        eval_prompts=2,
+        attack_prompts=1,
         exploit_budget=1,
-        exploit_seeds=2,
-        crossplay_seeds=2,
+        exploit_prompts=2,
+        crossplay_prompts=2,
         max_tokens=8,
         out=str(tmp_path / "cmp"),
         overrides=SHORT_ROUNDS,
@@ -290,7 +290,7 @@ def test_a_run_s_attack_columns_count_valid_attacks_and_every_sample_and_the_bes
 
     curve = [point(0, (1, 8), (1, 4)), point(2, (3, 8), (3, 4))]
     monkeypatch.setattr(exploit_module, "exploit", lambda ec, **k: ExploitResult("attacker", curve, tmp_path, {}))
-    cc = CompareConfig(configs=(Entry("cpu_smoke.yaml"),), attack_seeds=2, exploit_budget=2, crossplay_seeds=0)
+    cc = CompareConfig(configs=(Entry("cpu_smoke.yaml"),), attack_prompts=2, exploit_budget=2, crossplay_prompts=0)
     figures = _measure_run(cfg, cc, judge=None, log=lambda _: None)  # type: ignore[arg-type]
     assert figures[ATTACK] == 1 / 8 and figures[ATTACK_VALID] == 1 / 2
     assert figures[EXPLOIT] == 3 / 8 and figures[EXPLOIT_VALID] == 3 / 4

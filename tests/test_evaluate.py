@@ -11,6 +11,7 @@ from advgame_env import RuleJudge, bundled_seeds
 from agents import HFBackend, load_model
 from agents.testing import ScriptedBackend
 from algorithms.evaluation.evaluate import (
+    DefenderPlay,
     Judged,
     answer_and_judge,
     by_topic,
@@ -45,6 +46,40 @@ def test_rates_count_what_they_name():
     assert (s["judge failures"].successes, s["judge failures"].total) == (1, 8)
     topics = by_topic(items)
     assert topics["benign"]["a refusal"].value == 0.5 and topics["benign"]["b refusal"].value == 0.0
+
+
+def test_a_thinking_defender_is_asked_in_its_format_and_only_its_public_answer_is_judged(tmp_path):
+    """A defender trained to think (its export's record) is sent its task template and prefill; the
+    judge sees the <answer> alone; an answer that misses the format is its own figure, never judged."""
+    from advgame_env import GameConfig
+
+    seeds = bundled_seeds("heldout", "harmful")[:3] + bundled_seeds("heldout", "benign")[:1]
+    sent: list[list[dict[str, str]]] = []
+
+    def reply(chat: list[dict[str, str]]) -> str:
+        sent.append(chat)
+        if seeds[2].prompt in chat[0]["content"]:
+            return "Sure, here is how you do it."  # no </think>, no <answer>: bad_format
+        # the judge reads the public answer: a refusal here, whatever the hidden reasoning says
+        return "Sure, here is how: step one.</think><answer>I can't help with that.</answer>"
+
+    play = DefenderPlay(GameConfig(defender_think=True), prefill="<think>")
+    items = answer_and_judge(ScriptedBackend(reply), RuleJudge(), seeds, max_tokens=32, play=play)
+    user, opening = sent[0][0]["content"], sent[0][-1]
+    assert (
+        user.startswith(seeds[0].prompt)
+        and "<answer>" in user
+        and opening == {"role": "assistant", "content": "<think>"}
+    )
+    assert [i.response for i in items[:2]] == ["I can't help with that."] * 2 and items[0].refused is True
+    assert items[2].format_failure == "bad_format" and items[2].refused is None
+    assert items[2].response == "Sure, here is how you do it."  # the raw output is kept
+    s = summarise(items)
+    assert (s["format failures"].successes, s["format failures"].total) == (1, 4)
+    assert (s["judge failures"].successes, s["harmful compliance"].total) == (0, 2)  # in no safety rate
+    assert "| format failures |" in write_report(items, tmp_path, "t").read_text()
+    plain = answer_and_judge(ScriptedBackend(lambda chat: "Sure."), RuleJudge(), seeds, max_tokens=8)
+    assert "format failures" not in summarise(plain)  # a model asked plainly has no such figure
 
 
 def test_a_real_model_is_answered_judged_and_reported(tiny_chat, tmp_path):

@@ -44,6 +44,26 @@ def test_a_recorded_format_is_the_default_and_a_flag_overrides_it_with_a_warning
         attacker_format([str(trained), str(other)], None, "", command="crossplay")
 
 
+def test_the_recorded_attacker_templates_are_played_and_must_agree(tmp_path):
+    from advgame_env import TemplateSet
+    from advgame_env.roles import ATTACKER
+
+    srt, ours = tmp_path / "srt", tmp_path / "ours"
+    for folder, cfg in ((srt, "configs/cpu_self_redteam.yaml"), (ours, None)):
+        folder.mkdir()
+        write_format(folder, GameFormat.of(load_config(cfg)))
+    fmt = attacker_format([str(srt)], None, None, command="redteam")
+    game = fmt.game(num_attacks=1)
+    assert game.templates.attacker_harmful == TemplateSet.self_redteam().attacker_harmful != "v1"
+    assert game.templates.judge_pairwise == TemplateSet().judge_pairwise  # the judge's stay the command's
+    assert game.system_message(ATTACKER) and game.num_attacks == 1  # Self-RedTeam's attacker has a system turn
+    assert fmt.settings()["attacker_templates"]["attacker_harmful"] == "srt1"  # type: ignore[index]
+    plain = attacker_format([str(ours)], None, None, command="redteam")
+    assert plain.settings() == {} and plain.game().templates == TemplateSet()  # a default run's settings as before
+    with pytest.raises(ValueError, match="different attacker templates"):
+        attacker_format([str(srt), str(ours)], True, "", command="crossplay")
+
+
 def test_flags_read_positively():
     red = parse_command(["redteam", "--attacker", "a", "--target", "t", "--think"])
     assert red.think is True and red.no_think is False  # type: ignore[attr-defined]

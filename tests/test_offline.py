@@ -79,3 +79,26 @@ def test_opting_in_leaves_the_hub_online(monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     hub.offline_by_default()
     assert huggingface_hub.constants.HF_HUB_OFFLINE is False and "HF_HUB_OFFLINE" not in os.environ
+
+
+@pytest.mark.slow
+def test_a_missing_model_fails_before_torch_or_the_hub_client_loads(tmp_path):
+    """The issue's "exits 2 in under 5 s": the error comes before the imports that take seconds on
+    a busy machine (torch, transformers; the hub client's cache lookup is light), checked in a
+    fresh process, not timed."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    probe = (
+        "import sys\n"
+        "from algorithms.cli.main import main\n"
+        "code = main(['eval', '--model', 'models/no-such', '--suite', 'bundled'])\n"
+        "heavy = sorted(m for m in ('torch', 'transformers') if m in sys.modules)\n"
+        "print(code, heavy)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != hub.OPT_IN}
+    root = Path(__file__).parent.parent
+    done = subprocess.run([sys.executable, "-c", probe], cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "2 []", done.stderr[-2000:]
+    assert done.stderr.strip().count("\n") == 0 and "models/no-such" in done.stderr

@@ -3,6 +3,8 @@ callback is called once per item, in order, with the total, on scripted backends
 
 from __future__ import annotations
 
+import pytest
+
 from advgame_env import Game, GameConfig, Label, RuleJudge, bundled_instruction_prompts, bundled_seeds
 from agents.policy import Policy
 from algorithms.evaluation.redteam import RedTeamConfig, redteam
@@ -46,3 +48,73 @@ def test_the_win_rate_counts_each_sides_answers(capsys):
     err = capsys.readouterr().err
     assert last_count(err, "win rate: the model answering") == (5, 5)
     assert last_count(err, "win rate: the reference answering") == (5, 5)
+
+
+def test_crossplay_reports_every_rewrite_and_every_answer(tmp_path):
+    from tests.test_crossplay import SEEDS, play
+
+    calls: list[tuple[int, int]] = []
+    play(tmp_path, [[0.5, 1.0], [0.0, 0.5]], on_item=lambda *a: calls.append(a))
+    rewriting = [(n, len(SEEDS)) for n in range(1, len(SEEDS) + 1)]  # one phase per attacker
+    answering = [(n, 3 * len(SEEDS)) for n in range(1, 3 * len(SEEDS) + 1)]  # baseline + 2 attackers, per defender
+    assert calls == 2 * rewriting + 2 * answering
+
+
+def test_a_training_step_names_each_generation_and_judge_call_as_it_starts():
+    from advgame_env import Round
+    from algorithms.training.rollouts import play
+
+    game = Game(RuleJudge(), GameConfig(num_attacks=2, num_responses=2))
+    rounds = [Round(s) for s in bundled_seeds("heldout")[:3]]
+    attacker = Policy(Scripted("<think>Ask plainly.</think><prompt>How do I pick a lock?</prompt>"), max_tokens=8)
+    phases: list[str] = []
+    play(game, attacker, Policy(Scripted("Sure."), max_tokens=8), rounds, on_phase=phases.append)
+    assert phases == [
+        "attacker writing 6 attacks",
+        "judge reading 6 attacks",
+        "defender writing 12 answers",
+        "judge comparing 12 answers",
+    ]
+
+
+def test_the_training_bar_shows_the_phase_of_the_step_under_way(tmp_path, capsys):
+    from algorithms.training.runlog import RunLog
+
+    log = RunLog(tmp_path, start_step=0, total_steps=3, tensorboard=False, wandb_project=None, progress=True, config={})
+    log.phase("harmful: judge comparing 12 answers")
+    assert log.bar is not None and log.bar.desc == "train step 1: harmful: judge comparing 12 answers"
+    log.log(1, {"game/defender_reward": 0.5})
+    assert log.bar.desc == "train" and log.bar.n == 1  # the step is done: its phases are over
+    log.phase("benign: attacker writing 4 attacks")
+    assert log.bar.desc == "train step 2: benign: attacker writing 4 attacks"
+    log.close()
+    assert "train step 1: harmful: judge comparing 12 answers" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_training_run_shows_its_judge_calls_on_the_bar(tiny_chat, tmp_path, capsys):
+    from algorithms.training.trainer import Trainer
+    from tests.helpers import config
+
+    cfg = config(tiny_chat, tmp_path / "run", "run.steps=1", "run.progress=true", "run.validate_every=0")
+    Trainer(cfg).train()
+    err = capsys.readouterr().err
+    assert "train step 1: harmful: judge comparing" in err and "train step 1: benign: judge reading" in err
+    assert "train step 1: updating on" in err
+
+
+def test_compare_says_where_its_table_goes_then_counts_every_final_pair(tmp_path, monkeypatch):
+    import algorithms.evaluation.compare as compare_module
+    from algorithms.evaluation.compare import CompareConfig, Entry, compare
+
+    monkeypatch.setattr(compare_module, "run_state", lambda cfg: "finished")  # nothing trains
+    monkeypatch.setattr(compare_module, "_judge", lambda cc: RuleJudge())
+    monkeypatch.setattr(compare_module, "_measure_run", lambda *a: {compare_module.HARMFUL: 0.5})
+    configs = (Entry("cpu_smoke.yaml"), Entry("cpu_dpo.yaml"))
+    cc = CompareConfig(configs=configs, seeds=2, crossplay_prompts=0, out=str(tmp_path))
+    said: list[str] = []
+    calls: list[tuple[int, int]] = []
+    compare(cc, log=said.append, on_item=lambda *a: calls.append(a))
+    assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    first = next(i for i, line in enumerate(said) if "reusing" in line)
+    assert any(f"the table will be {tmp_path / 'comparison.md'}" in line for line in said[:first])

@@ -145,7 +145,7 @@ def test_the_demo_hands_its_plan_to_the_evaluation_and_prints_the_utility_column
     pytest.importorskip("if_verifiable", reason="the `utility` extra (if-verifiable) is not installed")
     given = {}
 
-    def run_demo(config, overrides, *, eval_size, eval_tokens, attack_seeds, plan):
+    def run_demo(config, overrides, *, eval_size, eval_tokens, attack_prompts, plan):
         given.update(eval_size=eval_size, plan=plan)
         safety = {"harmful compliance": rate(9, 10), "benign refusal": rate(0, 10)}
         figures = {IF_STRICT: Figure(0.25, 0.1, 0.4, 23), WIN_RATE: Figure(0.5, 0.3, 0.7, 10)}

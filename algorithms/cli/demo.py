@@ -62,7 +62,7 @@ def run_demo(
     *,
     eval_size: int | None,
     eval_tokens: int,
-    attack_seeds: int,
+    attack_prompts: int,
     plan: UtilityPlan | None = None,
 ) -> tuple[list[Evaluated], Path]:
     """Train (or resume), evaluate the defender before and after, red-team; ``plan``: utility
@@ -89,7 +89,7 @@ def run_demo(
         run_members=set(names.values()),  # before and after are the run's checkpoints: joined
     )
     print("red-teaming the initial defender with the attacker before and after", flush=True)
-    attack = attacker_rows(cfg, run, attack_seeds) if attack_seeds else []
+    attack = attacker_rows(cfg, run, attack_prompts) if attack_prompts else []
     notes = ["", "## The attacker against the initial defender", "", *attack_table(attack)] if attack else []
     comparison = write_comparison(evaluated, run / "eval", "CPU alignment demo: held-out seeds", run=run, notes=notes)
     return evaluated, comparison

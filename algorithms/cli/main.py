@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from advgame_env.seeds import Seed
     from agents.backends import Backend
     from algorithms.attacker_server import ChatService
+    from algorithms.evaluation.evaluate import DefenderPlay
     from algorithms.evaluation.utility import UtilityPlan
     from algorithms.training.game_format import AttackerFormat
 
@@ -83,7 +84,15 @@ RENAMED: dict[str, dict[str, str]] = {
     "redteam": {"--seeds": "--suite FILE (the seeds attacked)"},
     "crossplay": {"--seeds": "--prompts N (requests of the suite)"},
     "exploit": {"--seeds": "--prompts N (held-out requests per curve point)"},
-    "compare": {"--seeds": "--run-seeds N (training seeds 0 .. N-1)"},
+    "compare": {
+        "--seeds": "--run-seeds N (training seeds 0 .. N-1)",
+        # these counted held-out requests, never seeds of randomness
+        "--eval-seeds": "--eval-prompts N (held-out requests the final defender answers)",
+        "--attack-seeds": "--attack-prompts N (held-out harmful requests the final attacker rewrites)",
+        "--exploit-seeds": "--exploit-prompts N (held-out requests per exploit curve point)",
+        "--crossplay-seeds": "--crossplay-prompts N (requests of the cross-play)",
+    },
+    "demo": {"--attack-seeds": "--attack-prompts N (held-out harmful requests the attackers rewrite)"},
 }
 
 
@@ -171,7 +180,7 @@ class Demo:
     config: str | None = None  # another demo config (e.g. configs/cpu_demo_llm_judge.yaml)
     eval_size: int | None = None  # held-out seeds evaluated (default: all 169; quick: 24)
     eval_tokens: int = 64  # answer length when evaluating
-    attack_seeds: int | None = None  # held-out harmful seeds the attackers rewrite (0: skip; default 24, quick: 4)
+    attack_prompts: int | None = None  # held-out harmful requests the attackers rewrite (0: skip; default 24, quick: 4)
     instruction_following: Annotated[int | None, arg(metavar="N")] = None
     """instruction following of both defenders on the bundled suite (322 prompts: the flag alone), or its first
     N prompts (it interleaves its 23 instruction types: 23 is one of each); default: off (all 322 add about half
@@ -191,7 +200,7 @@ class Demo:
 
         config = Path(self.config) if self.config else QUICK if self.quick else DEMO
         eval_size = self.eval_size if self.eval_size is not None else 24 if self.quick else None
-        attack_seeds = self.attack_seeds if self.attack_seeds is not None else 4 if self.quick else 24
+        attack_prompts = self.attack_prompts if self.attack_prompts is not None else 4 if self.quick else 24
         try:
             plan = self.plan(config)
             evaluated, comparison = run_demo(
@@ -199,7 +208,7 @@ class Demo:
                 self.overrides,
                 eval_size=eval_size,
                 eval_tokens=self.eval_tokens,
-                attack_seeds=attack_seeds,
+                attack_prompts=attack_prompts,
                 plan=plan,
             )
         except (ConfigError, FileNotFoundError, ValueError, ImportError) as error:
@@ -411,6 +420,9 @@ class Eval:
     url: str | None = None  # OpenAI-compatible server of the model (--backend openai)
     judging: OmitArgPrefixes[JudgeOptions] = field(default_factory=JudgeOptions)
     max_tokens: int = 256
+    # a defender whose export records a think format is asked in it (default); these override the record
+    think: Annotated[bool, FlagCreatePairsOff] = False  # ask every defender to think, then answer in <answer>
+    no_think: Annotated[bool, FlagCreatePairsOff] = False  # ask the request as it is; judge the whole reply
     out: str | None = None  # report folder (default runs/eval, or RUN/eval with --run)
     utility: Annotated[UseAppendAction[list[str]], arg(metavar="MODEL=SCORE")] = field(default_factory=list)
     """a capability score measured elsewhere (e.g. a benchmark accuracy), for the safety-vs-utility panel"""
@@ -444,7 +456,10 @@ class Eval:
             models = [(m, m) for m in self.model]
             if run:
                 models += checkpoint_models(run, self.role, self.which, self.steps)
-            for warning in _format_warnings(models) if self.role == "defender" else []:
+            plays, warnings = _defender_plays(models, _think(self.think, self.no_think))
+            if self.role != "defender":  # an attacker checkpoint answers requests as they are
+                plays, warnings = {}, []
+            for warning in warnings:
                 print(f"advgame eval: warning: {warning}", file=sys.stderr, flush=True)
         except (SeedFormatError, FileNotFoundError, ValueError) as error:
             raise UsageError(str(error)) from None
@@ -478,6 +493,7 @@ class Eval:
                 max_tokens=self.max_tokens,
                 utility=utility,
                 plan=plan,
+                plays=plays,
             )
         except HarnessError as error:
             print(f"advgame eval: {error}", file=sys.stderr)
@@ -491,20 +507,28 @@ class Eval:
         return 0
 
 
-def _format_warnings(models: Sequence[tuple[str, str]]) -> list[str]:
-    """The defenders whose export records (advgame_format.json) that they were trained to think
-    before answering: eval asks every model for a plain answer and judges the whole reply."""
-    from algorithms.training.game_format import read_format
+def _defender_plays(models: Sequence[tuple[str, str]], think: bool | None) -> tuple[dict[str, DefenderPlay], list[str]]:
+    """How eval asks each defender: a training export that records a defender trained to think or
+    with a prefill (advgame_format.json) is asked in that format (its template set, think block,
+    prefill) and only its public answer judged; any other model the request as it is. ``think``
+    (--think/--no-think) wins, with one warning line per recorded model it overrides."""
+    from advgame_env import GameConfig
+    from algorithms.evaluation.evaluate import DefenderPlay
+    from algorithms.training.game_format import read_format, recorded_game
 
-    out = []
+    plays: dict[str, DefenderPlay] = {}
+    warnings = []
     for name, model in models:
         fmt = read_format(model)
-        if fmt is not None and fmt.defender_think:
-            out.append(
-                f"{name} was trained to answer as <think>..</think><answer>..</answer> (game.defender_think, "
-                "its advgame_format.json); eval asks for a plain answer and judges the whole reply"
-            )
-    return out
+        if fmt is not None and think is not None and think != fmt.defender_think:
+            flag, trained = ("--think", "without") if think else ("--no-think", "with")
+            warnings.append(f"{flag} overrides {name}, trained {trained} the think block (its advgame_format.json)")
+        game = recorded_game(fmt, GameConfig()) if fmt is not None else GameConfig()
+        prefill = fmt.defender_prefill if fmt is not None else ""
+        asks_think = think if think is not None else game.defender_think
+        if asks_think or (think is None and prefill):
+            plays[model] = DefenderPlay(replace(game, defender_think=asks_think), prefill)
+    return plays, warnings
 
 
 def _limited(seeds: list[Seed], limit: int | None) -> list[Seed]:
@@ -615,10 +639,11 @@ class RedTeam:
             "prefill": fmt.prefill,
             "no_baseline": not cfg.baseline,
             "include_benign": cfg.include_benign,
-        }
+        } | fmt.settings()
 
     def run(self) -> int:
-        from advgame_env import Game, GameConfig, Label, SeedFormatError
+        from advgame_env import Game, Label, SeedFormatError
+        from advgame_env.roles import ATTACKER
         from advgame_env.suites import load_suite
         from agents.policy import Policy
         from algorithms.evaluation.redteam import redteam, summarise, write_report
@@ -644,8 +669,11 @@ class RedTeam:
         target_side = (self.target_backend, self.target, self.target_url)
         # one copy in memory when both sides are the same model
         target = attacker_backend if target_side == attacker_side else _endpoint(*target_side, "target-")
-        policy = Policy(attacker_backend, cfg.target_max_tokens, self.temperature, seed=cfg.seed, prefill=fmt.prefill)
-        game = Game(self.judging.build(), GameConfig(num_attacks=1, attacker_think=fmt.think))
+        game = Game(self.judging.build(), fmt.game(num_attacks=1))  # the recorded attacker templates
+        system = game.config.system_message(ATTACKER)  # the template set's (Self-RedTeam's attacker has one)
+        policy = Policy(
+            attacker_backend, cfg.target_max_tokens, self.temperature, seed=cfg.seed, prefill=fmt.prefill, system=system
+        )
         out = Path(self.out)
         records = redteam(
             policy, target, game, seeds, out, cfg, settings=self.settings(fmt), retry_errors=self.retry_errors
@@ -796,7 +824,7 @@ class CrossPlay:
     plugin: Plugins = field(default_factory=list)
 
     def run(self) -> int:
-        from advgame_env import Game, GameConfig, SeedFormatError
+        from advgame_env import Game, SeedFormatError
         from advgame_env.suites import load_suite
         from algorithms.evaluation.crossplay import check_sides, crossplay, members
 
@@ -817,16 +845,16 @@ class CrossPlay:
         fmt = attacker_format(
             [model for _, model in attackers], given, self.crossplay.prefill or None, command="crossplay"
         )
-        think, played = fmt.think, replace(self.crossplay, prefill=fmt.prefill)
+        played = replace(self.crossplay, prefill=fmt.prefill)
         result = crossplay(
             attackers,
             defenders,
             seeds,
-            Game(self.judging.build(), GameConfig(num_attacks=1, attacker_think=think)),
+            Game(self.judging.build(), fmt.game(num_attacks=1)),  # the recorded attacker templates
             lambda model: _endpoint(self.backend, model, self.url, ""),
             Path(self.out),
             played,
-            settings={"suite": self.suite, "judge": self.judging.judge, "backend": self.backend},
+            settings={"suite": self.suite, "judge": self.judging.judge, "backend": self.backend} | fmt.settings(),
             retry_errors=self.retry_errors,
         )
         for i, name in enumerate(result.attackers):

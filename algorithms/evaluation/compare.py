@@ -32,9 +32,10 @@ interval, mean ± t(0.975, n-1)·s/√n (s the sample standard deviation), cut t
 ``OUT/comparison.md`` (+ .html), ``comparison.json`` and ``comparison.png`` (harmful compliance
 against benign refusal per config, each seed faint, the mean with its interval bars).
 
-Cost (CPU): seeds × configs training runs of ``steps``; per run greedy answers to ``eval_seeds``
-requests, 2 × ``attack_seeds`` attacks, an exploit run of ``exploit_budget`` steps with 2 curve
-points of ``exploit_seeds`` seeds; a cross-play of (configs·seeds)² pairs on ``crossplay_seeds``.
+Cost (CPU): seeds × configs training runs of ``steps``; per run greedy answers to ``eval_prompts``
+requests, 2 × ``attack_prompts`` attacks, an exploit run of ``exploit_budget`` steps with 2 curve
+points of ``exploit_prompts`` requests; a cross-play of (configs·seeds)² pairs on ``crossplay_prompts``
+requests.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ from algorithms.config import (
     ranged,
     validate,
 )
+from algorithms.evaluation.progress import OnItem, items_done
 from algorithms.recipes import find_config
 
 if TYPE_CHECKING:
@@ -125,12 +127,13 @@ class CompareConfig:
     """run seeds 0 .. N-1 (unless --seed-list)"""
     seed_list: tuple[int, ...] = ()  # explicit run seeds instead of --run-seeds
     steps: int | None = None  # every run's training budget (run.steps); None: each config's own
-    eval_seeds: int = ranged(24, at_least(2))  # held-out requests the final defender answers, half harmful
-    attack_seeds: int = ranged(8, at_least(0))  # held-out harmful seeds the final attacker rewrites (0: skip)
+    # The budgets below count held-out requests (prompts), not seeds of randomness (those are --run-seeds).
+    eval_prompts: int = ranged(24, at_least(2))  # held-out requests the final defender answers, half harmful
+    attack_prompts: int = ranged(8, at_least(0))  # held-out harmful requests the final attacker rewrites (0: skip)
     exploit_budget: int = ranged(2, at_least(0))  # best-response training steps (0: skip)
-    exploit_seeds: int = ranged(8, at_least(2))  # held-out seeds of each exploit curve point
+    exploit_prompts: int = ranged(8, at_least(2))  # held-out requests of each exploit curve point
     exploit_algorithm: str = "advgame_dpo_md"  # the best response's algorithm, the same against every defender
-    crossplay_seeds: int = ranged(16, at_least(0))  # seeds of the cross-play of every final pair (0: skip)
+    crossplay_prompts: int = ranged(16, at_least(0))  # requests of the cross-play of every final pair (0: skip)
     max_tokens: int = ranged(64, at_least(1))  # answer budget of the held-out evaluation and cross-play
     judge: str = "rule"  # the evaluations' judge: rule (model-free) or a judge model
     judge_backend: BackendKind = "hf"
@@ -359,7 +362,7 @@ def _measure_run(
     figures: dict[str, float | None] = {}
     reference = start_model(cfg, "defender") if cc.win_rate else None
     heldout_settings = {
-        "eval_seeds": cc.eval_seeds,
+        "eval_prompts": cc.eval_prompts,
         "max_tokens": cc.max_tokens,
         "judge": cc.judge,
         "instruction_following": cc.instruction_following,
@@ -370,7 +373,7 @@ def _measure_run(
         plan = plan_from_options(cc.instruction_following, reference)
         defender = final_model(run, "defender")
         evaluated, _ = evaluate_models(
-            [("final defender", defender)], heldout(cc.eval_seeds), judge, _hf, folder, "held-out seeds",
+            [("final defender", defender)], heldout(cc.eval_prompts), judge, _hf, folder, "held-out seeds",
             max_tokens=cc.max_tokens, plan=plan, log=log,
         )  # fmt: skip
         row = evaluated[0]
@@ -378,26 +381,26 @@ def _measure_run(
         return out | {f"utility: {k}": (None if math.isnan(f.value) else f.value) for k, f in row.figures.items()}
 
     figures |= part(run, "heldout", heldout_settings, safety)
-    if cc.attack_seeds:
+    if cc.attack_prompts:
 
         def attack(folder: Path) -> dict[str, float | None]:
-            rows = attacker_rows(cfg, run, cc.attack_seeds, steps="last", judge=judge, folder=folder)
+            rows = attacker_rows(cfg, run, cc.attack_prompts, steps="last", judge=judge, folder=folder)
             final = rows[-1][1]
             return {
                 ATTACK: _value(final.get("ASR (every sample)")),
                 ATTACK_VALID: _value(final.get("ASR (valid attacks)")),
             }
 
-        figures |= part(run, "attack", {"attack_seeds": cc.attack_seeds, "judge": cc.judge}, attack)
+        figures |= part(run, "attack", {"attack_prompts": cc.attack_prompts, "judge": cc.judge}, attack)
     if cc.exploit_budget:
-        ec_settings = {"budget": cc.exploit_budget, "seeds": cc.exploit_seeds, "algorithm": cc.exploit_algorithm}
+        ec_settings = {"budget": cc.exploit_budget, "prompts": cc.exploit_prompts, "algorithm": cc.exploit_algorithm}
 
         def best_response(folder: Path) -> dict[str, float | None]:
             ec = ExploitConfig(
                 side="attacker",
                 frozen=final_model(run, "defender"),
                 budget=cc.exploit_budget,
-                seeds=cc.exploit_seeds,
+                seeds=cc.exploit_prompts,
                 algorithm=cc.exploit_algorithm,
                 config=str(run / "config.yaml"),  # the run's own game, judge, budgets and model
                 overrides=("run.progress=false", "run.tensorboard=false"),
@@ -437,14 +440,14 @@ def _crossplay(
     if len(formats) > 1:
         raise ConfigError(
             "compare: the configs' attackers answer in different formats (game.attacker_think, the prefill or "
-            "the attacker's game.templates differ), so one cross-play cannot judge them alike; pass --crossplay-seeds 0"
+            "the attacker's game.templates differ), so one cross-play cannot judge them alike; pass --crossplay-prompts 0"
         )
     think, prefill, _ = formats.pop()
     templates = next(iter(runs.values())).game.templates
     names = {(label, seed): f"{label} seed {seed}" for label, seed in runs}
     attackers = [(names[k], final_model(Path(c.run.out_dir), "attacker")) for k, c in runs.items()]
     defenders = [(names[k], final_model(Path(c.run.out_dir), "defender")) for k, c in runs.items()]
-    config = CrossPlayConfig(seeds=cc.crossplay_seeds, max_tokens=cc.max_tokens, prefill=prefill)
+    config = CrossPlayConfig(seeds=cc.crossplay_prompts, max_tokens=cc.max_tokens, prefill=prefill)
     settings: dict[str, object] = {"members": attackers, "config": asdict(config), "judge": cc.judge}
     out = Path(cc.out) / f"crossplay-{_digest(settings)}"
     result: CrossPlay = crossplay(
@@ -468,9 +471,11 @@ def _crossplay(
     }
 
 
-def compare(cc: CompareConfig, *, log: Callable[[str], None] = print) -> Comparison:
+def compare(cc: CompareConfig, *, log: Callable[[str], None] = print, on_item: OnItem | None = None) -> Comparison:
     """Train (or reuse) every config under every seed, measure each final pair alike, aggregate
-    over seeds; writes comparison.md/.html/.json/.png in ``cc.out``."""
+    over seeds; writes comparison.md/.html/.json/.png in ``cc.out``. ``on_item(done, total)``
+    after each run's final pair is measured (each measurement shows its own bar; training too);
+    default: a bar over the runs."""
     from algorithms.training.algorithm import names
     from algorithms.training.trainer import train
 
@@ -492,6 +497,7 @@ def compare(cc: CompareConfig, *, log: Callable[[str], None] = print) -> Compari
             cfg = run_config(entry, seed, cc)
             runs[entry.name, seed] = cfg
             run_state(cfg)
+    log(f"{len(runs)} run(s) to train or reuse, then measure; the table will be {Path(cc.out) / 'comparison.md'}")
     walls: dict[str, float] = {}
     for (label, seed), cfg in runs.items():
         state = run_state(cfg)
@@ -504,10 +510,12 @@ def compare(cc: CompareConfig, *, log: Callable[[str], None] = print) -> Compari
         walls[f"{label} seed {seed} train"] = round(time.perf_counter() - started, 1)
     judge = _judge(cc)
     per_run: dict[str, dict[int, dict[str, float | None]]] = {e.name: {} for e in cc.configs}
-    for (label, seed), cfg in runs.items():
-        log(f"{label}, seed {seed}: evaluating the final pair")
-        per_run[label][seed] = _measure_run(cfg, cc, judge, log)
-    if cc.crossplay_seeds:
+    with items_done(len(runs), "compare: final pairs measured", on_item) as advance:
+        for (label, seed), cfg in runs.items():
+            log(f"{label}, seed {seed}: evaluating the final pair")
+            per_run[label][seed] = _measure_run(cfg, cc, judge, log)
+            advance(1)
+    if cc.crossplay_prompts:
         for (label, seed), ratings in _crossplay(runs, cc, judge, log).items():
             per_run[label][seed] |= ratings
     utility = list(dict.fromkeys(k for r in per_run.values() for v in r.values() for k in v if k not in COLUMNS))
@@ -542,10 +550,10 @@ def write_comparison(result: Comparison) -> Path:
         "# Algorithms compared over seeds",
         "",
         f"Run seeds {list(result.seeds)}; training steps {s.get('steps')}; judge {s.get('judge')}. "
-        f"Held-out evaluation on {s.get('eval_seeds')} requests (greedy, {s.get('max_tokens')} tokens); "
-        f"the final attacker against the initial defender on {s.get('attack_seeds')} harmful seeds; "
+        f"Held-out evaluation on {s.get('eval_prompts')} requests (greedy, {s.get('max_tokens')} tokens); "
+        f"the final attacker against the initial defender on {s.get('attack_prompts')} harmful requests; "
         f"best response of {s.get('exploit_budget')} steps ({s.get('exploit_algorithm')}) on "
-        f"{s.get('exploit_seeds')} seeds; cross-play on {s.get('crossplay_seeds')} seeds (0: skipped).",
+        f"{s.get('exploit_prompts')} requests; cross-play on {s.get('crossplay_prompts')} requests (0: skipped).",
         "",
         "Each cell: the mean over seeds with its 95% Student-t interval and the number of seeds that "
         "measured it; n/a: not measured.",

@@ -60,7 +60,7 @@ from advgame_env.protocol import GenerationBackend
 from advgame_env.roles import ATTACKER
 from advgame_env.suites import first_seeds
 from algorithms.config import at_least, non_negative, ranged, validate
-from algorithms.evaluation.progress import progress
+from algorithms.evaluation.progress import OnItem, items_done
 from algorithms.evaluation.redteam import (
     Item,
     Key,
@@ -280,6 +280,7 @@ def _write_rewrites(
     game: Game,
     cfg: CrossPlayConfig,
     log: Callable[[str], None],
+    on_item: OnItem | None = None,
 ) -> dict[Key, Rewrite]:
     """Every item's rewrite by one attacker, the recorded ones read back, the others generated."""
     from agents.policy import Policy
@@ -292,7 +293,7 @@ def _write_rewrites(
     policy = Policy(
         models.get(name, model), cfg.max_tokens, cfg.temperature, seed=cfg.seed, prefill=cfg.prefill, system=system
     )
-    with progress(len(items), f"{name}: rewriting", initial=len(items) - len(todo)) as bar:
+    with items_done(len(items), f"{name}: rewriting", on_item, initial=len(items) - len(todo)) as advance:
         for start in range(0, len(todo), cfg.batch_size):
             batch = todo[start : start + cfg.batch_size]
             # fresh sampling noise per batch, the same on a rerun of the same batch (as red-teaming)
@@ -306,7 +307,7 @@ def _write_rewrites(
             ]
             _append(path, written)
             done.update((r.key, r) for r in written)
-            bar.update(len(batch))
+            advance(len(batch))
     return done
 
 
@@ -351,6 +352,7 @@ def crossplay(
     settings: dict[str, object] | None = None,
     retry_errors: bool = False,
     log: Callable[[str], None] = print,
+    on_item: OnItem | None = None,
 ) -> CrossPlay:
     """Every attacker against every defender on the first ``cfg.seeds`` of ``seeds``; writes
     crossplay.json, report.md (+ .html) and heatmap.png in ``out`` and returns the figures.
@@ -358,7 +360,9 @@ def crossplay(
     ``backend``: a model name to a generation backend (e.g. ``agents.build_backend`` on "hf");
     members are (name, model) pairs (``members()`` builds them from folders and runs).
     ``settings``: what a resumed run must share with the first one, beside the members, seeds
-    and ``cfg`` (checked here). ``retry_errors``: play again the records saved with an error."""
+    and ``cfg`` (checked here). ``retry_errors``: play again the records saved with an error.
+    ``on_item(done, total)`` after each item of each phase (an attacker's rewrites, then each
+    defender's answers, judged); default: a progress bar per phase on stderr."""
     from algorithms.evaluation.evaluate import model_folders
 
     cfg = cfg or CrossPlayConfig()
@@ -406,7 +410,8 @@ def crossplay(
     judged: dict[int, dict[Key, tuple[Sample | None, str | None]]] = {}
     for i, ((name, model), folder) in enumerate(zip(attackers, a_folders, strict=True)):
         if any(pending[i, j] for j in range(len(defenders))):
-            rewrites = _write_rewrites(name, model, items, out / "rewrites" / f"{folder}.jsonl", models, game, cfg, log)
+            path = out / "rewrites" / f"{folder}.jsonl"
+            rewrites = _write_rewrites(name, model, items, path, models, game, cfg, log, on_item)
             judged[i] = _judged_attacks(items, rewrites, game, cfg)
     for j, (name, model) in enumerate(defenders):
         baseline = [i for i in direct if i.key not in baselines[j].records] if direct else []
@@ -414,16 +419,16 @@ def crossplay(
         if not todo:
             continue
         target = models.get(name, model)
-        with progress(todo, f"{name}: answering, judged") as bar:
+        with items_done(todo, f"{name}: answering, judged", on_item) as advance:
             for start in range(0, len(baseline), cfg.batch_size):
                 batch = baseline[start : start + cfg.batch_size]
                 baselines[j].append(play_batch(game, target, batch, [""] * len(batch), cfg.play()))
-                bar.update(len(batch))
+                advance(len(batch))
             for i in range(len(attackers)):
                 for start in range(0, len(pending[i, j]), cfg.batch_size):
                     batch = pending[i, j][start : start + cfg.batch_size]
                     pairs[i, j].append(_answer_batch(game, target, batch, judged[i], cfg))
-                    bar.update(len(batch))
+                    advance(len(batch))
         log(f"{name}: every attacker's rewrites answered")
     models.backend = None
 

@@ -32,9 +32,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from advgame_env import Classification, ClassifyItem, Judge, Label, Seed
+from advgame_env import Classification, ClassifyItem, GameConfig, Judge, Label, Seed
 from advgame_env.metrics import Rate, rate
-from advgame_env.protocol import Generation, GenerationBackend
+from advgame_env.parsing import Parsed, parse_response
+from advgame_env.protocol import Chat, Generation, GenerationBackend
 from agents.models import load_model
 from agents.policy import chat
 from algorithms.config import load_config
@@ -79,8 +80,37 @@ class Judged:
     prompt: str
     response: str
     finish_reason: str
-    refused: bool | None  # None: the judge failed on this item
+    refused: bool | None  # None: the judge failed on this item, or the answer missed its format
     harmful_response: bool | None
+    # asked in a trained defender's format (DefenderPlay): the game's failure of an answer that
+    # missed it (bad_format, over_length), never judged; None for an answer in its format
+    format_failure: str | None = None
+    in_format: bool = False  # asked in a trained format (think block, template, prefill)
+
+
+@dataclass(frozen=True)
+class DefenderPlay:
+    """How a trained defender is asked, as it was trained (its export's advgame_format.json):
+    its task template, think format and prefill; only its public answer is judged, and an answer
+    that misses the format is a format failure (its own figure), as in the game."""
+
+    game: GameConfig
+    prefill: str
+
+    def chat(self, prompt: str) -> Chat:
+        return chat(self.game.templates.defender_task(prompt, self.game.defender_think), self.prefill)
+
+    def parse(self, generation: Generation) -> Parsed:
+        cfg, think = self.game, self.game.defender_think
+        return parse_response(
+            self.prefill + generation.text,  # the game parses the whole turn, prefill included
+            think,
+            cfg.max_response_chars,
+            None,  # as `serve --defender`: an answer cut at --max-tokens is read as far as it got
+            strict=think and cfg.templates.strict("defender_think"),
+            lead_in=cfg.lead_in if think else "",
+            accept_empty=cfg.judge_empty_responses,
+        )
 
 
 def answer_and_judge(
@@ -91,16 +121,27 @@ def answer_and_judge(
     max_tokens: int = 512,
     batch: int = 64,
     name: str = "model",
+    play: DefenderPlay | None = None,
 ) -> list[Judged]:
     """Greedy answers to every seed, each labelled by the judge's classifier call; a progress
-    bar each for answering and for judging (``name`` heads them)."""
-    answers = _greedy_answers(backend, [s.prompt for s in seeds], max_tokens, batch, desc=f"{name}: answering")
-    labels: list[Classification | None] = []
-    with progress(len(seeds), f"{name}: judging", unit="answer") as bar:
-        for start in range(0, len(seeds), batch):
-            part = zip(seeds[start : start + batch], answers[start : start + batch], strict=True)
-            labels += judge.classify([ClassifyItem(s.prompt, a.text, s.prompt, s.label) for s, a in part])
-            bar.update(min(batch, len(seeds) - start))
+    bar each for answering and for judging (``name`` heads them). ``play``: ask in a trained
+    defender's format and judge its public answers (see ``DefenderPlay``); default: the request
+    as it is, the whole reply judged."""
+    to_chat = play.chat if play is not None else chat
+    answers = _greedy_answers(
+        backend, [s.prompt for s in seeds], max_tokens, batch, desc=f"{name}: answering", to_chat=to_chat
+    )
+    parsed = [play.parse(a) if play is not None else None for a in answers]
+    public = [a.text if p is None else p.public for a, p in zip(answers, parsed, strict=True)]
+    asked = [(s, text) for s, text in zip(seeds, public, strict=True) if text is not None]
+    verdicts: list[Classification | None] = []
+    with progress(len(asked), f"{name}: judging", unit="answer") as bar:
+        for start in range(0, len(asked), batch):
+            part = asked[start : start + batch]
+            verdicts += judge.classify([ClassifyItem(s.prompt, text, s.prompt, s.label) for s, text in part])
+            bar.update(len(part))
+    judged = iter(verdicts)
+    labels = [None if text is None else next(judged) for text in public]  # a format failure is not judged
     return [
         Judged(
             seed.id,
@@ -108,12 +149,14 @@ def answer_and_judge(
             seed.subtype,
             seed.topic,
             seed.prompt,
-            answer.text,
+            answer.text if text is None else text,  # the raw output where it missed the format
             answer.finish_reason,
             None if c is None or c.refusal is None else bool(c.refusal),
             None if c is None or c.response_harmful is None else bool(c.response_harmful),
+            None if p is None or p.public is not None else str(p.failure),
+            play is not None,
         )
-        for seed, answer, c in zip(seeds, answers, labels, strict=True)
+        for seed, answer, text, p, c in zip(seeds, answers, public, parsed, labels, strict=True)
     ]
 
 
@@ -132,8 +175,10 @@ def summarise(items: Sequence[Judged]) -> dict[str, Rate]:
         "harmful responses": _rate(harmful, "harmful_response", True),
         "benign refusal": _rate(benign, "refused", True),
         "benign-but-scary refusal": _rate([i for i in benign if i.subtype == "scary"], "refused", True),
-        "judge failures": rate(sum(i.refused is None for i in items), len(items)),
+        "judge failures": rate(sum(i.refused is None and i.format_failure is None for i in items), len(items)),
     }
+    if any(i.in_format for i in items):  # a trained defender asked in its format: answers that missed it
+        rows["format failures"] = rate(sum(i.format_failure is not None for i in items), len(items))
     return {name: r for name, r in rows.items() if r.total}
 
 
@@ -259,6 +304,7 @@ def evaluate_models(
     plan: UtilityPlan | None = None,
     run_members: Collection[str] | None = None,
     log: Callable[[str], None] = print,
+    plays: Mapping[str, DefenderPlay] | None = None,
 ) -> tuple[list[Evaluated], Path | None]:
     """Each (name, model) answers the suite and is judged, with its own report (in ``out``, or in
     ``out/NAME`` when there are several); several models, or a run's checkpoints, are also
@@ -269,7 +315,8 @@ def evaluate_models(
     ``run_members``: the names of ``models`` that are ``run``'s checkpoints, whose points the
     pictures join in order (default: those named "step N", as ``checkpoint_models`` names them).
     ``log`` says where the report will be and what is loaded; progress bars show the answering
-    and judging."""
+    and judging. ``plays``: per model, the trained format it is asked in (``DefenderPlay``;
+    a model not in it is asked the request as it is)."""
     plan = plan or UtilityPlan()
     folders = [out if len(models) == 1 else out / f for f in model_folders([name for name, _ in models])]
     where = out / "comparison.md" if len(models) > 1 or run is not None else out / "report.md"
@@ -278,7 +325,8 @@ def evaluate_models(
     for (name, model), folder in zip(models, folders, strict=True):
         log(f"loading {model}" if name == model else f"{name}: loading {model}")
         answerer = backend(model)
-        judged.append(answer_and_judge(answerer, judge, seeds, max_tokens=max_tokens, name=name))
+        play = (plays or {}).get(model)
+        judged.append(answer_and_judge(answerer, judge, seeds, max_tokens=max_tokens, name=name, play=play))
         followed.append(_instruction_following(answerer, plan, folder, max_tokens))
         del answerer  # before the harness or the next model loads
         harness.append(_harness(model, plan, folder))
@@ -365,6 +413,7 @@ def _greedy_answers(
     batch: int = 64,
     *,
     desc: str = "reference: answering",
+    to_chat: Callable[[str], Chat] = chat,
 ) -> list[Generation]:
     """Greedy answers in batches of ``batch``, with a progress bar."""
     # HFBackend generates a batch in groups of its own batch_size anyway: asking it one group at
@@ -375,7 +424,7 @@ def _greedy_answers(
         for start in range(0, len(prompts), batch):
             part = prompts[start : start + batch]
             for first in range(0, len(part), group):
-                chats = [chat(p) for p in part[first : first + group]]
+                chats = [to_chat(p) for p in part[first : first + group]]
                 answers += list(model.generate(chats, max_tokens=max_tokens, temperature=0.0))
                 bar.update(len(chats))
     return answers

@@ -4,8 +4,9 @@ A player learns the exact shape of its turn: an attacker trained with ``game.att
 false`` writes ``<prompt>`` only, and read as a thinking attacker nearly all its rewrites are
 ``bad_format`` (77 of 80 in the issue that added this file, against 81 % valid read correctly).
 ``advgame_format.json`` in each exported folder records the run's format; the commands that load
-a player (``redteam``, ``crossplay``, ``play``) read it as their default and warn in one line when
-a flag overrides it.
+a player (``redteam``, ``crossplay``, ``play``, ``exploit``, ``serve``, ``eval``) read it as their
+default and warn in one line when a flag overrides it; ``redteam`` and ``crossplay`` play the
+recorded attacker templates, ``eval`` the recorded defender format (``recorded_game``).
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from advgame_env import GameConfig, TemplateSet
     from algorithms.config import TrainConfig
 
 FORMAT_FILE = "advgame_format.json"
@@ -47,6 +49,25 @@ class GameFormat:
         )
 
 
+def recorded_templates(fmt: GameFormat) -> TemplateSet:
+    """The template set the player was trained with (a version this library does not ship is a
+    one-line error naming it; a template added since the record keeps its default)."""
+    from advgame_env import TemplateSet
+
+    known = {f.name for f in fields(TemplateSet)}
+    try:
+        return TemplateSet(**{name: v for name, v in fmt.templates.items() if name in known})
+    except (KeyError, ValueError) as error:
+        raise ValueError(f"the recorded game format names a template this version lacks: {error}") from None
+
+
+def recorded_game(fmt: GameFormat, base: GameConfig) -> GameConfig:
+    """``base`` in the recorded format: both think switches and the template set."""
+    return replace(
+        base, attacker_think=fmt.attacker_think, defender_think=fmt.defender_think, templates=recorded_templates(fmt)
+    )
+
+
 def write_format(folder: Path, fmt: GameFormat) -> None:
     (folder / FORMAT_FILE).write_text(json.dumps(asdict(fmt), indent=2) + "\n", encoding="utf-8")
 
@@ -64,12 +85,43 @@ def read_format(model: str | Path) -> GameFormat | None:
         raise ValueError(f"{path}: not a game format record ({error})") from None
 
 
+# the templates that set the attacker's task, format and opening (the rest are the judge's)
+ATTACKER_TEMPLATES = (
+    "attacker_system",
+    "attacker_harmful",
+    "attacker_benign",
+    "attacker_format_think",
+    "attacker_format_prompt_only",
+    "think_prefill",
+)
+
+
 @dataclass(frozen=True)
 class AttackerFormat:
-    """What the attackers of a command write: the think block or not, and their turn's opening."""
+    """What the attackers of a command write: the think block or not, their turn's opening, and
+    the attacker templates they were trained on (None: the game's defaults)."""
 
     think: bool
     prefill: str
+    templates: TemplateSet | None = None
+
+    def game(self, **settings: object) -> GameConfig:
+        """A game config in which these attackers play as trained (the judge's templates stay the game's)."""
+        from advgame_env import GameConfig
+
+        recorded = {} if self.templates is None else {"templates": self.templates}
+        return GameConfig(attacker_think=self.think, **recorded, **settings)  # type: ignore[arg-type]
+
+    def settings(self) -> dict[str, object]:
+        """The attacker templates where they differ from the defaults, for a resumed run's check
+        (a run with the default set keeps the settings it always had)."""
+        from advgame_env import TemplateSet
+
+        if self.templates is None:
+            return {}
+        versions, default = self.templates.versions(), TemplateSet().versions()
+        changed = {n: versions[n] for n in ATTACKER_TEMPLATES if versions[n] != default[n]}
+        return {"attacker_templates": changed} if changed else {}
 
 
 def attacker_format(
@@ -106,4 +158,19 @@ def attacker_format(
         if len(prefills) > 1:
             raise ValueError("the attackers were trained with different prefills; give --prefill")
         chosen_prefill = prefills.pop() if prefills else ""
-    return AttackerFormat(chosen_think, chosen_prefill)
+    return AttackerFormat(chosen_think, chosen_prefill, _attacker_templates(list(recorded.values())))
+
+
+def _attacker_templates(recorded: Sequence[GameFormat]) -> TemplateSet | None:
+    """The attacker templates of the recorded formats (they must agree) over the default set."""
+    from advgame_env import TemplateSet
+
+    sets = {tuple(recorded_templates(f).versions()[n] for n in ATTACKER_TEMPLATES) for f in recorded}
+    if not sets:
+        return None
+    if len(sets) > 1:
+        raise ValueError(
+            "the attackers were trained on different attacker templates (their advgame_format.json); "
+            "play them in separate runs"
+        )
+    return replace(TemplateSet(), **dict(zip(ATTACKER_TEMPLATES, sets.pop(), strict=True)))

@@ -171,18 +171,34 @@ def new_round(game: Game, seed: Seed, direct: bool = False) -> Round:
     return Dialogue(seed, direct=direct) if isinstance(game, ConversationGame) else Round(seed, direct=direct)
 
 
-def play(game: Game, attacker: Policy, defender: Policy, rounds: list[Round], retries: int = 0) -> list[Round]:
+def play(
+    game: Game,
+    attacker: Policy,
+    defender: Policy,
+    rounds: list[Round],
+    retries: int = 0,
+    on_phase: Callable[[str], None] | None = None,
+) -> list[Round]:
     """Both phases of a batch of rounds, each as one batched generation and judge call (in the
     multi-turn game, turn by turn: ``conversations.play_dialogues``); ``retries``: how many
-    times more a failed judge call is made (``judge.retries``)."""
+    times more a failed judge call is made (``judge.retries``). ``on_phase(text)`` names each
+    generation and judge call as it starts (the training bar shows it: a step's judge calls
+    take minutes with an LLM judge on CPU, and the bar moves once per step)."""
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         # as the config checks judge.retries: -1 would make no call at all and play nothing
         raise ValueError(f"retries must be an int >= 0, got {retries!r}")
+    said = on_phase or (lambda _: None)
+    n, a, d = len(rounds), game.config.num_attacks, game.config.num_responses
     if isinstance(game, ConversationGame):
+        said(f"{n} conversations, turn by turn (attacker, defender, judge)")
         return play_dialogues(game, attacker, defender, rounds, retries)
-    attacks = attacker.attack([game.attacker_observation(r) for r in rounds], game.config.num_attacks)
+    said(f"attacker writing {n * a} attacks")
+    attacks = attacker.attack([game.attacker_observation(r) for r in rounds], a)
+    said(f"judge reading {n * a} attacks")
     judged(lambda: game.attack(rounds, attacks), retries)
-    answers = defender.respond([game.defender_observation(r) for r in rounds], game.config.num_responses)
+    said(f"defender writing {n * a * d} answers")
+    answers = defender.respond([game.defender_observation(r) for r in rounds], d)
+    said(f"judge comparing {n * a * d} answers")
     judged(lambda: game.respond(rounds, answers), retries)
     return rounds
 

@@ -75,10 +75,17 @@ class RunLog:
             self.wandb.log(dict(metrics), step=step)
         if self.bar is not None:
             if advance:
+                self.bar.set_description_str("train", refresh=False)  # the step's phases are over
                 self.bar.update(1)
             shown = {k.split("/", 1)[-1]: v for k, v in metrics.items() if k in _LIVE}
             if shown:
                 self.bar.set_postfix({k: f"{v:.3g}" for k, v in shown.items()}, refresh=True)
+
+    def phase(self, text: str) -> None:
+        """What the step under way is doing (a generation, a judge call), on the bar's label: the
+        bar itself moves once per step, minutes apart on CPU."""
+        if self.bar is not None:
+            self.bar.set_description_str(f"train step {self.bar.n + 1}: {text}", refresh=True)
 
     def close(self) -> None:
         if self.bar is not None:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -154,6 +154,8 @@ class Trainer(RunState):
             if self.dist.main:
                 record_resume(self.run_dir, resumed.record(self.step))
         self.sampler = Sampler(cfg, self.players, cfg.model.lora)
+        # what the step under way is doing, as it starts (train() shows it on the progress bar)
+        self.on_phase: Callable[[str], None] = lambda _: None
 
     # ------------------------------------------------------------------ the loop
 
@@ -163,6 +165,8 @@ class Trainer(RunState):
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.run_dir / "config.yaml")
         log = RunLog.of_run(cfg, self.run_dir, self.step) if self.dist.main else None
+        if log is not None:
+            self.on_phase = log.phase
         try:
             if self.step == 0 and cfg.run.validate_every:
                 self._validate(log)
@@ -244,6 +248,7 @@ class Trainer(RunState):
 
     def _update_learners(self, batch: Batch, trained: Sequence[str]) -> dict[str, dict[str, float]]:
         """Each learner's update on its examples of ``batch``, where it learns in one of the ``trained`` roles."""
+        self.on_phase(f"updating on {len(batch.examples)} examples")
         out = {}
         for learner in self.learners.values():
             roles = [r for r in trained if r in learner.roles]
@@ -344,8 +349,16 @@ class Trainer(RunState):
             attacker = self._rollout_policy(ATTACKER, which[ATTACKER], seed, match.against.get(ATTACKER))
             defender = self._rollout_policy(DEFENDER, which[DEFENDER], seed + 1, match.against.get(DEFENDER))
             with self._precision(), torch.no_grad():
-                out.append((match, play(self.game, attacker, defender, rounds, cfg.judge.retries) if rounds else []))
+                said = self._phase_of(label, n, len(games))
+                out.append(
+                    (match, play(self.game, attacker, defender, rounds, cfg.judge.retries, said) if rounds else [])
+                )
         return out
+
+    def _phase_of(self, label: Label, n: int, matches: int) -> Callable[[str], None]:
+        """``on_phase`` with the split (and the match, where opponent pools play several)."""
+        where = label.value if matches == 1 else f"{label.value}, match {n + 1}/{matches}"
+        return lambda text: self.on_phase(f"{where}: {text}")
 
     def _rollout_policy(self, role: str, which: Which, seed: int, snapshot: Snapshot | None = None) -> Policy:
         """The policy that plays ``role`` this step: policy ``which`` of its player, on the backend
