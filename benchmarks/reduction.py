@@ -3,7 +3,7 @@ with the backward, as ``parallel.sharding=none`` trains now; FSDP2's reduce-scat
 bucket per decoder layer) against the hand-written one DDP replaced (one all-reduce per tensor
 after the backward, the old ``Dist.sum_grads``).
 
-    python benchmarks/reduction.py [--json FILE]     # starts 2 gloo processes itself
+    python benchmarks/reduction.py [--json FILE] [--repeats 5]     # starts 2 gloo processes itself
 
 Both run on the bundled model's parameter shapes (its config, random weights: the values do
 not matter to a reduction), in the same processes, interleaved (A B A B ...):
@@ -39,7 +39,7 @@ REPEATS = 5
 TOKENS = 32
 
 
-def worker(out: Path) -> None:
+def worker(out: Path, repeats: int) -> None:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -96,7 +96,7 @@ def worker(out: Path) -> None:
     for fn in (per_tensor, ddp, ddp, engine):  # warm-up: FSDP2's lazy init, DDP's bucket rebuild, allocator
         fn()
     times: dict[str, list[tuple[float, float]]] = {"per_tensor": [], "ddp": [], "engine": []}
-    for _ in range(REPEATS):
+    for _ in range(repeats):
         times["per_tensor"].append(per_tensor())
         times["ddp"].append(ddp())
         times["engine"].append(engine())
@@ -130,16 +130,21 @@ def worker(out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--repeats", type=int, default=REPEATS, help="interleaved backwards of each kind")
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker(args.worker)
+        worker(args.worker, args.repeats)
         return
     out = args.json or Path("/tmp/advgame-reduction.json")
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
     launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": f"{ROOT}:{os.environ.get('PYTHONPATH', '')}"}
-    subprocess.run([*launch, str(Path(__file__).resolve()), "--worker", str(out)], check=True, env=env)
+    subprocess.run(
+        [*launch, str(Path(__file__).resolve()), "--worker", str(out), "--repeats", str(args.repeats)],
+        check=True,
+        env=env,
+    )
     result: dict[str, Any] = json.loads(out.read_text())
     print(
         f"gradient reduction, {result['tensors']} tensors ({result['parameters'] / 1e6:.1f}M parameters), "
