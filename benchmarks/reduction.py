@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -72,12 +73,22 @@ def worker(out: Path, repeats: int) -> None:
         end = time.perf_counter()
         return end - mid, end - start
 
+    buckets: list[int] = []  # the all-reduces of DDP's last backward (its comm hook calls all_reduce per bucket)
+    plain_all_reduce = torch.distributed.all_reduce
+
+    def counted(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        buckets.append(tensor.numel())
+        return plain_all_reduce(tensor, *args, **kwargs)
+
     def ddp() -> tuple[float, float]:
         replicated.zero_grad(set_to_none=True)
         dist.barrier()
+        buckets.clear()
+        torch.distributed.all_reduce = counted
         start = time.perf_counter()
         replica.backward(lambda: (replicated(ids, labels=ids).loss, None), last=True)
         end = time.perf_counter()
+        torch.distributed.all_reduce = plain_all_reduce
         return float("nan"), end - start
 
     def engine() -> tuple[float, float]:
@@ -102,8 +113,6 @@ def worker(out: Path, repeats: int) -> None:
         times["engine"].append(engine())
     # a process's figures; the slower process sets the pace of a collective
     mine = {k: [statistics.median(t[0] for t in v), statistics.median(t[1] for t in v)] for k, v in times.items()}
-    # DDP's own record of its buckets' bytes, comma-separated
-    buckets = len(str(replica.ddp._get_ddp_logging_data()["bucket_sizes"]).split(","))
     everyone = dist.gather([mine])
     if dist.main:
         worst = {k: [max(m[k][i] for m in everyone) for i in (0, 1)] for k in mine}
@@ -119,7 +128,7 @@ def worker(out: Path, repeats: int) -> None:
             "per_tensor_backward_s": worst["per_tensor"][1],
             "engine_backward_s": worst["engine"][1],
             "ddp_backward_s": worst["ddp"][1],
-            "ddp_buckets": buckets,
+            "ddp_buckets": len(buckets),  # after DDP rebuilt its buckets in the warm-up's second backward
         }
         result["ddp_ratio"] = result["ddp_backward_s"] / result["per_tensor_backward_s"]
         result["ratio"] = result["engine_reduce_s"] / result["per_tensor_reduce_s"]
@@ -139,6 +148,9 @@ def main() -> None:
     out = args.json or Path("/tmp/advgame-reduction.json")
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
     launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    with socket.socket() as s:  # a free port: accelerate's default one may be another group's
+        s.bind(("127.0.0.1", 0))
+        launch += ["--main_process_port", str(s.getsockname()[1])]
     env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": f"{ROOT}:{os.environ.get('PYTHONPATH', '')}"}
     subprocess.run(
         [*launch, str(Path(__file__).resolve()), "--worker", str(out), "--repeats", str(args.repeats)],
