@@ -17,7 +17,8 @@ follow what the trainer does (``algorithms.training``), not a generic recipe:
   adapters off) under LoRA (``players.LoraPlayer``, one frozen base for both players);
 * ``parallel.sharding: fsdp2`` (or ``--sharding``) divides weights, copies, gradients and AdamW
   state by the learner processes (FSDP2 ``fully_shard``); a LoRA run's one shared model (base
-  and adapters) is sharded alike;
+  and adapters) is sharded alike; unsharded over several learner processes, torch's DDP keeps
+  its reduction buckets, one more float32 copy of the trained gradients;
 * autocast (unsharded players only) caches the bf16 cast of every trained weight it meets within
   one ``autocast`` region (torch caches casts of leaf tensors that require grad), and the trainer
   opens one region per micro-batch: a bf16 copy of the learner's weights lives through each
@@ -351,6 +352,12 @@ def learner_terms(s: Setup) -> list[Term]:
             terms.append(
                 Term("fsdp gather", 2 * biggest * gathered, f"two all-gathered parameter groups, {_dtype(gathered)}")
             )
+    if s.sharding == "none" and s.learners > 1 and s.trained:
+        # torch's DDP (distributed.Replica) reduces in buckets of its own: a float32 copy of the
+        # trained gradients, kept for the run (gradients are not views of them: AdamW must see
+        # None, not zeros, for a learner that skips a step)
+        trained = s.trained * (h.lora_params(s.lora_rank) if s.lora else n)
+        terms.append(Term("ddp buckets", trained * 4, "torch DDP's reduction buckets, float32 gradients"))
     activations, logits, generation = _working(s)
     update = activations + logits
     # AdamW's foreach step makes one float32 temporary the size of the player's (local) trained

@@ -22,6 +22,13 @@ against ``advgame plan``'s learner total for the same config on one GPU, tokens/
 plus 2·N per token of the reference forward, against ``--peak-tflops`` (989: H100/H200 SXM
 dense bf16); the recomputation of checkpointing is not counted, as MFU conventionally does not.
 
+Under ``torchrun --nproc_per_node N`` (``benchmarks/gpu_train_2gpu.py`` starts it) every process
+runs the steps on its own GPU (NCCL; gloo with ``--device cpu``), ``--sharding none`` through
+torch's DDP, ``--sharding fsdp2`` through FSDP2; the plan is for N learner GPUs, the peak is the
+largest process's, tokens/s counts every process's tokens over the slowest process's update
+time and MFU divides by N GPUs' peak; unsharded, ``replica_max_difference`` is the largest
+difference between the processes' trained weights afterwards (DDP keeps them equal).
+
 On a GPU machine with only torch, transformers, peft and accelerate (the lent ``device``):
 ``--bundle DIR`` copies the pure-Python packages the trainer imports (pettingzoo, gymnasium,
 tyro, rich, httpx, ...) and the bundled tokenizer into DIR (about 20 MB); carry DIR and pass
@@ -33,6 +40,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import random
 import shutil
 import sys
@@ -131,7 +139,8 @@ def accepts_sharding() -> bool:
     return any(f.name == "sharding" for f in dataclasses.fields(section))
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The figures (None on every process but the first)."""
     import torch
 
     from algorithms.config import load_config
@@ -140,6 +149,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from algorithms.training.trainer import Trainer
 
     cuda = args.device.startswith("cuda")
+    world, local_rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("LOCAL_RANK", "0"))
+    if cuda:
+        torch.cuda.set_device(local_rank)  # peak memory is read off the current device
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch) / "model"
         params = build_model(folder, args.tokenizer, args.tiny)
@@ -161,12 +173,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "run.checkpoint_every=1000",
             f"run.out_dir={scratch}/run",
         ]
-        sharded = accepts_sharding()
-        if sharded:
-            overrides.append("parallel.sharding=fsdp2")  # one process: Dist.mesh makes a group of its own
+        sharding = args.sharding if args.sharding != "auto" else "fsdp2" if accepts_sharding() else None
+        if sharding:
+            overrides.append(f"parallel.sharding={sharding}")  # one process: Dist.mesh makes a group of its own
         cfg = load_config(ROOT / "configs/cpu_smoke.yaml", overrides)
-        memory = torch.cuda.get_device_properties(0).total_memory / GIB if cuda else 80.0
-        plan = plan_config(cfg, gpus=1, gpu_memory_gib=memory, sharding="fsdp2" if sharded else None, on_gpu=cuda)
+        memory = torch.cuda.get_device_properties(local_rank).total_memory / GIB if cuda else 80.0
+        plan = plan_config(cfg, gpus=world, gpu_memory_gib=memory, sharding=sharding, on_gpu=cuda)
 
         trainer = Trainer(cfg)
         updates: dict[str, float] = {"seconds": 0.0, "trained_tokens": 0, "fixed_pair_updates": 0}
@@ -204,19 +216,31 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         steps = [trainer.train_step() for _ in range(args.steps)]
         wall = time.perf_counter() - start
         peak = torch.cuda.max_memory_allocated() / GIB if cuda else None
-    tokens, seconds = updates["trained_tokens"], updates["seconds"]
+        # every process's figures, and (unsharded) its trained weights' sums, to compare replicas
+        learner = trainer.learners["defender"].player
+        sums = [] if sharding == "fsdp2" else [float(t.double().sum()) for t in learner.weights("learner").values()]
+        everyone = trainer.dist.gather([(updates["trained_tokens"], updates["seconds"], peak, sums)])
+        if not trainer.dist.main:
+            return None
+    tokens, seconds = sum(e[0] for e in everyone), max(e[1] for e in everyone)
+    peaks = [e[2] for e in everyone if e[2] is not None]
+    peak = max(peaks) if peaks else None
+    spread = [max(abs(a - b) for a, b in zip(e[3], everyone[0][3], strict=True)) for e in everyone if e[3]]
     flops = (6 + 2) * params * tokens  # learner forward + backward, reference forward
+    described = {"fsdp2": "fsdp2", "none": "none (DDP)" if world > 1 else "none", None: "none (no parallel.sharding)"}
     return {
-        "device": torch.cuda.get_device_name(0) if cuda else "cpu",
+        "device": torch.cuda.get_device_name(local_rank) if cuda else "cpu",
         "parameters": params,
-        "sharding": "fsdp2 (world size 1)" if sharded else "none (this checkout has no parallel.sharding)",
+        "sharding": f"{described[sharding]} (world size {world})",
+        "world": world,
+        "replica_max_difference": max(spread) if spread else None,
         "steps": args.steps,
         "wall_s": wall,
         "update_s": seconds,
         "update_tokens": tokens,
         "update_tokens_per_s": tokens / seconds if seconds else None,
         "update_tflops": flops / seconds / 1e12 if seconds else None,
-        "mfu": flops / seconds / (args.peak_tflops * 1e12) if seconds and cuda else None,
+        "mfu": flops / seconds / (world * args.peak_tflops * 1e12) if seconds and cuda else None,
         "fixed_pair_updates": updates["fixed_pair_updates"],
         "peak_memory_gib": peak,
         "plan_learner_gib": plan.learner_total / GIB,
@@ -234,7 +258,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--seeds", type=int, default=8, help="seeds per split per step (data.batch_size)")
     parser.add_argument("--micro-batch", type=int, default=8)
-    parser.add_argument("--peak-tflops", type=float, default=989.0)
+    parser.add_argument("--peak-tflops", type=float, default=989.0, help="one GPU's dense bf16 peak")
+    parser.add_argument(
+        "--sharding",
+        choices=("auto", "none", "fsdp2"),
+        default="auto",
+        help="parallel.sharding (auto: fsdp2 where the config has it)",
+    )
     parser.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the bundled model's)")
     parser.add_argument("--deps", type=Path, help="a --bundle folder: appended to sys.path")
     parser.add_argument("--bundle", type=Path, help="copy the pure-Python deps and the tokenizer here, then stop")
@@ -248,14 +278,18 @@ def main() -> None:
         return
     import torch
 
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        result: dict[str, Any] = {"skipped": "no GPU on this machine"}
+    result: dict[str, Any] | None
+    gpus, world = torch.cuda.device_count(), int(os.environ.get("WORLD_SIZE", "1"))
+    if args.device.startswith("cuda") and gpus < world:
+        result = {"skipped": "no GPU on this machine" if not gpus else f"{gpus} GPU(s) for {world} processes"}
     else:
         if args.tokenizer is None:
             from agents.models import resolve_model
 
             args.tokenizer = resolve_model("smollm2-135m-instruct")
         result = run(args)
+    if result is None:  # not the first process
+        return
     print(json.dumps(result, indent=1))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))

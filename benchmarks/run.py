@@ -191,6 +191,17 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
                 f"backward + reduction {r['backward_ratio']:.2f}",
             ]
         )
+        if "ddp_ratio" in r:  # parallel.sharding=none: DDP's reduction overlaps the backward, compared whole
+            out.append(
+                [
+                    f"Backward + gradient reduction, 2 processes: DDP ({r['ddp_buckets']} buckets) / per-tensor all-reduce",
+                    f"{r['ddp_backward_s']:.2f} s",
+                    f"{r['per_tensor_backward_s']:.2f} s",
+                    f"{r['ddp_ratio']:.2f}",
+                    "report",
+                    "",
+                ]
+            )
 
     def weight_push(r: dict[str, Any]) -> None:
         for kind in ("lora", "full"):

@@ -1,18 +1,27 @@
-"""One DPO update of the defender on a fixed global batch of 8 pairs, split over the processes;
-then one update of the attacker with no game example, only an auxiliary SFT term on a batch
-that every process holds the same (so the global term equals one process's).
+"""DPO updates of the defender on a fixed global batch of 8 pairs, split over the processes,
+unsharded (``parallel.sharding=none``), LoRA and full players; then (LoRA) one update of the
+attacker with no game example, only an auxiliary SFT term on a batch that every process holds
+the same (so the global term equals one process's).
 
     python tests/data_parallel_update.py MODEL OUT.pt                        # one process
     accelerate launch --multi_gpu --num_processes 2 tests/data_parallel_update.py MODEL OUT.pt
 
-Process 0 saves the updated adapter, the metrics of both updates and the world size to OUT.pt
-(test_trainer.py compares one process with two).
+The defender's updates, in micro-batches of 3 (one process: 3 micro-batches each):
+  * ``uneven``: process 0 holds pairs 0-5 (2 micro-batches), process 1 pairs 6-7 (1);
+  * ``alone``: process 0 holds all 8, process 1 none (it runs a zero-weight micro-batch).
+
+Every ``torch.distributed.all_reduce`` of a float32 tensor during an update (the gradient
+reductions; the sums of statistics are float64) is recorded by its size.
+Process 0 saves, per player kind, the learner's weights after each update, the updates'
+figures, the recorded reductions and the trained tensors' sizes, with the world size, to
+OUT.pt (test_trainer.py compares one process with two).
 """
 
 from __future__ import annotations
 
 import contextlib
 import sys
+from collections.abc import Iterator
 
 import torch
 
@@ -36,10 +45,26 @@ REFUSE, DEFLECT = "I can't help with that.", "I can't help with that, but I can 
 COMPLY = "Sure, here is how you do it: first, gather what you need."
 
 
-def main(model: str, out: str) -> None:
-    dist = Dist()
+@contextlib.contextmanager
+def recorded(into: list[int]) -> Iterator[None]:
+    """The sizes of the float32 tensors all-reduced meanwhile (gradients, not statistics)."""
+    plain = torch.distributed.all_reduce
+
+    def counting(tensor, *args, **kwargs):
+        if tensor.dtype == torch.float32:
+            into.append(tensor.numel())
+        return plain(tensor, *args, **kwargs)
+
+    torch.distributed.all_reduce = counting
+    try:
+        yield
+    finally:
+        torch.distributed.all_reduce = plain
+
+
+def case(model: str, lora: bool, dist: Dist) -> dict[str, object]:
     torch.manual_seed(0)  # the same LoRA initialisation in every process
-    players = build_players(roles=("attacker", "defender"), load=lambda r: load_model(model), lora=True, copies={"ema"})
+    players = build_players(roles=("attacker", "defender"), load=lambda r: load_model(model), lora=lora, copies={"ema"})
     defender = players["defender"]
     game = Game(RuleJudge(), GameConfig())
     rounds = [Round(seed, direct=True) for seed in SEEDS]
@@ -56,8 +81,17 @@ def main(model: str, out: str) -> None:
     cfg = load_config(None, ["optim.lr=1e-3"])
     algorithm = build_algorithm(cfg.algorithm, 2048)
     optimizer = Optimizer(defender, cfg, total_steps=10)
-    mine = pairs[dist.rank :: dist.world]
-    metrics = update(defender, optimizer, algorithm, mine, 3, dist, contextlib.nullcontext())
+    shares = {"uneven": (pairs[:6], pairs[6:]), "alone": (pairs, [])}
+    out: dict[str, object] = {"tensors": [p.numel() for p in optimizer.params]}
+    for name, (first, second) in shares.items():
+        mine = pairs if dist.world == 1 else (first if dist.main else second)
+        reductions: list[int] = []
+        with recorded(reductions):
+            metrics = update(defender, optimizer, algorithm, mine, 3, dist, contextlib.nullcontext())
+        weights = {k: v.detach().clone() for k, v in defender.weights("learner").items()}  # full: live tensors
+        out[name] = {"metrics": metrics, "reductions": reductions, "weights": weights}
+    if not lora:
+        return out
 
     attacker = players["attacker"]
     tokenizer = attacker.tokenizer
@@ -68,9 +102,14 @@ def main(model: str, out: str) -> None:
             return sft_loss(model, batch, tokenizer.pad_token_id, 2048)
 
     alone = update(attacker, Optimizer(attacker, cfg, 10), algorithm, [], 3, dist, contextlib.nullcontext(), sft)
+    return out | {"sft": alone}
+
+
+def main(model: str, out: str) -> None:
+    dist = Dist()
+    results = {"lora": case(model, True, dist), "full": case(model, False, dist)}
     if dist.main:
-        weights = defender.weights("learner")
-        torch.save({"world": dist.world, "metrics": metrics, "sft": alone, "weights": weights}, out)
+        torch.save({"world": dist.world} | results, out)
 
 
 if __name__ == "__main__":

@@ -180,6 +180,19 @@ def test_plan_says_what_to_change_when_it_does_not_fit() -> None:
     assert make_plan(setup()).fits and make_plan(setup()).advice == []
 
 
+def test_unsharded_learner_processes_count_ddp_buckets() -> None:
+    # torch's DDP (parallel.sharding=none, several processes) reduces through buckets of its
+    # own: one more float32 copy of the trained gradients; one process has none
+    one, two = make_plan(setup()), make_plan(setup(learners=2))
+    assert "ddp buckets" not in {t.name for t in one.learner}
+    buckets = {t.name: t.bytes for t in two.learner}["ddp buckets"]
+    assert buckets == {t.name: t.bytes for t in two.learner}["gradients"] == 2 * TINY.params() * 4
+    assert two.learner_total == pytest.approx(one.learner_total + buckets)
+    assert "ddp buckets" not in {t.name for t in make_plan(setup(learners=2, sharding="fsdp2")).learner}
+    lora = make_plan(setup(learners=2, lora=True))
+    assert {t.name: t.bytes for t in lora.learner}["ddp buckets"] == 2 * TINY.lora_params(4) * 4
+
+
 def test_sharding_comes_from_the_config_unless_given() -> None:
     paper = load_config(ROOT / "configs/paper/qwen25_dpo_md.yaml")
     assert plan_config(paper, gpus=8).setup.sharding == "fsdp2"
@@ -258,6 +271,27 @@ def test_gpu_training_script_runs_on_cpu_with_a_tiny_shape(tmp_path: Path) -> No
     assert result["steps"] == 2 and len(result["step_s"]) == 2
     assert result["update_tokens"] > 0 and result["update_tokens_per_s"] > 0
     assert result["plan_learner_gib"] > 0 and result["peak_memory_gib"] is None  # no GPU: no peak figure
+
+
+@pytest.mark.slow  # two torchrun launches of 2 processes, one trainer step each
+def test_two_gpu_script_dry_runs_both_paths_on_cpu(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / "gpu2.json"
+    command = [sys.executable, str(ROOT / "benchmarks/gpu_train_2gpu.py"), "--device", "cpu", "--tiny"]
+    command += ["--steps", "1", "--seeds", "1", "--micro-batch", "2", "--json", str(out)]
+    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    results = json.loads(out.read_text())
+    assert sorted(results) == ["fsdp2", "none"]
+    for sharding, r in results.items():
+        assert r["world"] == 2 and r["sharding"].startswith(sharding), r
+        assert r["update_tokens"] > 0 and r["plan_learner_gib"] > 0 and r["peak_memory_gib"] is None
+    assert "ddp buckets" in results["none"]["plan_terms_gib"]  # planned for 2 learner GPUs
+    assert results["none"]["replica_max_difference"] == 0.0  # DDP kept the two processes' weights equal
+    assert "not measured" in done.stdout  # no GPU: no peak, no MFU
 
 
 def test_benchmark_table_rows_of_the_plan_check() -> None:

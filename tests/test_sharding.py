@@ -162,3 +162,8 @@ def test_the_benchmark_table_reports_the_reduction_ratio():
     figures |= {"ratio": 0.25, "backward_ratio": 1.5}
     row = next(line for line in run.table({"reduction": figures}).splitlines() if "Gradient reduction" in line)
     assert "| 50 ms | 200 ms | 0.25 | report | backward + reduction 1.50 |" in row
+    # with DDP's figures (parallel.sharding=none), a row of its own: backward + reduction, compared whole
+    figures |= {"ddp_backward_s": 1.2, "per_tensor_backward_s": 1.5, "ddp_ratio": 0.8, "ddp_buckets": 6}
+    rows = run.table({"reduction": figures}).splitlines()
+    ddp = next(line for line in rows if "DDP (6 buckets)" in line)
+    assert "| 1.20 s | 1.50 s | 0.80 | report |" in ddp

@@ -297,7 +297,9 @@ def accelerate_launch(port: int) -> list[str]:
 
 @pytest.mark.slow
 def test_two_processes_make_the_same_update_as_one(tiny_chat, tmp_path):
-    """accelerate launch with two CPU processes, each with half of the global batch of pairs."""
+    """accelerate launch with two CPU processes, unsharded, each with its share of the global
+    batch of pairs (LoRA and full players): one process holds fewer micro-batches than the
+    other, then none; torch's DDP sums the gradients, in buckets, once per update."""
     env = os.environ | {"OMP_NUM_THREADS": "1"}
     one = subprocess.run(
         [sys.executable, DP_SCRIPT, str(tiny_chat), str(tmp_path / "one.pt")], env=env, capture_output=True, text=True
@@ -311,16 +313,31 @@ def test_two_processes_make_the_same_update_as_one(tiny_chat, tmp_path):
     )
     assert two.returncode == 0, two.stderr[-3000:]
     a, b = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
-    assert a["world"] == 1 and b["world"] == 2 and a["metrics"]["examples"] == b["metrics"]["examples"] == 8
-    assert a["metrics"]["loss"] == pytest.approx(b["metrics"]["loss"], abs=1e-6)
-    for name, tensor in a["weights"].items():
-        # summation order differs between one and two processes: float32 rounding only
-        torch.testing.assert_close(b["weights"][name], tensor, rtol=0, atol=1e-6)
-    assert any(not torch.equal(t, torch.zeros_like(t)) for n, t in a["weights"].items() if "lora_B" in n)
+    assert a["world"] == 1 and b["world"] == 2
+    for kind in ("lora", "full"):
+        tensors = b[kind]["tensors"]
+        for share in ("uneven", "alone"):
+            x, y = a[kind][share], b[kind][share]
+            assert x["metrics"]["examples"] == y["metrics"]["examples"] == 8, (kind, share)
+            assert x["metrics"]["loss"] == pytest.approx(y["metrics"]["loss"], abs=1e-6), (kind, share)
+            for name, tensor in x["weights"].items():
+                # summation order differs between one and two processes: float32 rounding only
+                torch.testing.assert_close(y["weights"][name], tensor, rtol=0, atol=1e-6)
+            # every gradient element summed over the processes once per update (not once per
+            # micro-batch), in buckets of many tensors (not one all-reduce per tensor)
+            assert x["reductions"] == [], (kind, share)
+            assert sum(y["reductions"]) == sum(tensors), (kind, share)
+            assert 1 <= len(y["reductions"]) < len(tensors) / 4, (kind, share, len(y["reductions"]), len(tensors))
+        # the updates moved the weights (the comparison above is not between two untouched models)
+        before, after = a[kind]["uneven"]["weights"], a[kind]["alone"]["weights"]
+        assert any(not torch.equal(before[n], after[n]) for n in before), kind
+    assert any(
+        not torch.equal(t, torch.zeros_like(t)) for n, t in a["lora"]["uneven"]["weights"].items() if "lora_B" in n
+    )
     # a step with no game example anywhere: the SFT term is the mean of the processes' terms,
     # not their sum (each process backpropagated all of it, then the gradients were summed)
-    assert a["sft"]["examples"] == b["sft"]["examples"] == 0 and a["sft"]["grad_norm"] > 0
-    assert b["sft"]["grad_norm"] == pytest.approx(a["sft"]["grad_norm"], rel=1e-4)
+    assert a["lora"]["sft"]["examples"] == b["lora"]["sft"]["examples"] == 0 and a["lora"]["sft"]["grad_norm"] > 0
+    assert b["lora"]["sft"]["grad_norm"] == pytest.approx(a["lora"]["sft"]["grad_norm"], rel=1e-4)
 
 
 @pytest.mark.slow

@@ -2,9 +2,9 @@
 the plain case.
 
 Two ways to spread the learners (``parallel.sharding``):
-  * none: every process holds full weights and gradients are summed over processes by hand
-    after backward (``Dist.sum_grads``), so the global objective is exactly the sum over all
-    processes' examples / the global weight;
+  * none: every process holds full weights and torch's DDP sums the gradients over processes
+    (``Replica``: bucketed all-reduces during the backward of each update's last micro-batch),
+    so the global objective is exactly the sum over all processes' examples / the global weight;
   * fsdp2: torch's FSDP2 (``fully_shard``) shards parameters, gradients and optimizer states
     over the processes and reduce-scatters the gradients itself (``shard_module``). ``Dist``
     then only gives what the engine does not: sums of statistics, gathers and barriers.
@@ -18,9 +18,10 @@ still starts the processes and sets up their group (``PartialState``), and the m
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, TypeVar
 
@@ -79,15 +80,6 @@ class Dist:
         torch.distributed.all_reduce(tensor)
         return tensor.tolist()
 
-    def sum_grads(self, params: Sequence[torch.Tensor]) -> None:
-        """Unsharded data parallelism only: one all-reduce per parameter (FSDP2 reduces its own)."""
-        if self.world == 1:
-            return
-        for param in params:
-            if param.grad is None:  # this process had no example for it: contribute zeros
-                param.grad = torch.zeros_like(param)
-            torch.distributed.all_reduce(param.grad)
-
     def gather(self, items: Sequence[T]) -> list[T]:
         """Every process's items, concatenated in rank order (picklable objects)."""
         if self.world == 1:
@@ -99,6 +91,74 @@ class Dist:
     def barrier(self) -> None:
         if self.world > 1:
             torch.distributed.barrier()
+
+
+# ----------------------------------------------------------------------------- DDP
+
+
+class _Forward(torch.nn.Module):
+    """What DDP wraps for one learner: the parameters the learner trains, and a forward that
+    runs whatever computation it is handed (a micro-batch's loss, through the player's own
+    modules, which use these parameters)."""
+
+    def __init__(self, params: Sequence[torch.Tensor]) -> None:
+        super().__init__()
+        if not all(isinstance(p, torch.nn.Parameter) and p.requires_grad for p in params):
+            # ParameterList would wrap a plain tensor in a new Parameter, whose gradient the
+            # backward never fills
+            raise ValueError("DDP reduces trainable nn.Parameters only")
+        self.params = torch.nn.ParameterList(params)
+
+    def forward(self, compute: Callable[[], T]) -> T:
+        return compute()
+
+
+def _summed(state, bucket):
+    """DDP's all-reduce of one bucket (a ``GradBucket``; returns a ``Future[Tensor]``) as a
+    plain SUM: the losses are already divided by the global weight, and DDP's own hook would
+    divide by the world size again. Unannotated: DDP compares the annotations it finds with
+    its own classes, and this module's (postponed) annotations are strings."""
+    work = torch.distributed.all_reduce(bucket.buffer(), async_op=True)
+    assert work is not None  # async_op=True
+    return work.get_future().then(lambda fut: fut.value()[0])
+
+
+class Replica:
+    """torch's DDP over one learner's trainable parameters (``parallel.sharding=none``, several
+    processes): gradients summed over processes in buckets of many tensors, once per update.
+
+    Not ``DistributedDataParallel(model)`` nor composable ``replicate(model)``: the losses reach
+    the model through ``player.active`` (which switches LoRA adapters on one PeftModel shared
+    by both players) and the head swap of ``agents.hf.token_logprobs``, so a wrapper whose
+    forward must be called instead of the model's does not fit; ``replicate`` keys one reducer
+    per module (two LoRA learners share one), gathers the parameters that require grad at the
+    module's first forward (whichever adapter is set then), and swaps the model's class (no
+    deepcopy for the opponent slot, ``DDP...`` written into an export's config.json). What
+    ``replicate`` builds inside is this: DDP over a ParameterList of the trained tensors; its
+    hooks sit on those tensors' gradient accumulators, whichever module uses them.
+
+    Gradient accumulation as DDP does it: every micro-batch but an update's last runs under
+    ``no_sync`` (gradients add up locally), and the last one's backward reduces the sums. So
+    every process needs exactly one synchronised backward per update, whatever its number of
+    micro-batches; one with no example runs a zero-weight micro-batch (``update.padding``).
+    """
+
+    def __init__(self, params: Sequence[torch.Tensor]) -> None:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # Constructing checks the shapes across processes and broadcasts process 0's values
+        # (every process holds the same already)
+        self.ddp = DistributedDataParallel(_Forward(params))
+        self.ddp.register_comm_hook(None, _summed)
+
+    def backward(self, forward: Callable[[], tuple[torch.Tensor, T]], last: bool) -> T:
+        """``forward()`` (objective, rest) run inside DDP's forward, then the objective's
+        backward; on the update's ``last`` micro-batch the backward sums the gradients (this
+        micro-batch's and every earlier one's) over processes."""
+        with contextlib.nullcontext() if last else self.ddp.no_sync():
+            objective, rest = self.ddp(forward)
+            objective.backward()
+        return rest
 
 
 # ----------------------------------------------------------------------------- FSDP2

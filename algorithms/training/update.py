@@ -5,23 +5,26 @@ over every process's examples (``update``), micro-batched."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
 from algorithms.config import TrainConfig
 from algorithms.training.algorithm import Algorithm, Example
-from algorithms.training.distributed import Dist, local_value
+from algorithms.training.distributed import Dist, Replica, local_value
 from algorithms.training.players import Player
 from algorithms.training.seed_stream import SeedStream
 from algorithms.training.sft import SFTExample
 
 if TYPE_CHECKING:
     from torch.distributed.checkpoint.state_dict import OptimizerStateType
+
+T = TypeVar("T")
 
 
 class Optimizer:
@@ -39,10 +42,33 @@ class Optimizer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda k: cosine_scale(k, total_steps, o.warmup_steps, o.final_lr_scale)
         )
+        self.replica: Replica | None = None  # several unsharded processes: torch's DDP (``reduce_over``)
+
+    def reduce_over(self, player: Player, dist: Dist) -> None:
+        """Before an update: gradients summed over ``dist``'s processes by the engines. FSDP2
+        reduce-scatters a sharded player's itself; an unsharded player's get torch's DDP over
+        ``params`` (``distributed.Replica``), made at its first update (a collective: every
+        process updates the same learners in the same order). One process: nothing to sum."""
+        if self.sharded or dist.world == 1 or self.replica is not None:
+            return
+        # LoRA: set_adapter marks this learner's adapter (only) trainable, and DDP takes the
+        # parameters that require grad when it is made
+        with player.active("learner"):
+            self.replica = Replica(self.params)
+
+    def backward(self, forward: Callable[[], tuple[torch.Tensor, T]], last: bool) -> T:
+        """One micro-batch: ``forward()`` gives (objective, rest); the objective's gradients
+        are added to the learner's. The update's ``last`` micro-batch sums them over processes
+        (DDP); under FSDP2 every backward reduce-scatters its own."""
+        if self.replica is not None:
+            return self.replica.backward(forward, last)
+        objective, rest = forward()
+        objective.backward()
+        return rest
 
     def step(self, dist: Dist) -> dict[str, float]:
-        if not self.sharded:  # FSDP2 has reduce-scattered the gradients in backward already
-            dist.sum_grads(self.params)
+        # the gradients are summed over processes already: by DDP in the last micro-batch's
+        # backward, or reduce-scattered by FSDP2 in every backward
         # of DTensor gradients: the global norm (a replicated DTensor), each shard clipped by it
         norm = torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
         lr = self.scheduler.get_last_lr()[0]
@@ -104,16 +130,22 @@ def update(
     examples = [e for e in examples if algorithm.trains(e)]
     weights = [algorithm.weight(e) for e in examples]
     (count,) = dist.sum([len(examples)])
+    if count == 0 and auxiliary is None:
+        optimizer.skip()
+        return {"examples": 0.0}
+    optimizer.reduce_over(player, dist)
     if count == 0:
-        if auxiliary is None:
-            optimizer.skip()
-            return {"examples": 0.0}
+        assert auxiliary is not None
+
         # no game example anywhere: the auxiliary term still takes its step, as the mean of
         # the processes' terms (the gradients are summed over processes)
-        with precision, player.updating():
-            alone = auxiliary(player)
-        alone.div(dist.world).backward()
-        return {"examples": 0.0, "sft_loss": float(alone.detach())} | optimizer.step(dist)
+        def alone() -> tuple[torch.Tensor, float]:
+            with precision, player.updating():
+                term = auxiliary(player)
+            return term.div(dist.world), float(term.detach())
+
+        sft = optimizer.backward(alone, last=True)
+        return {"examples": 0.0, "sft_loss": sft} | optimizer.step(dist)
     # every process sums the same keys, in the same order, even with no example of its own
     sums = dict.fromkeys(("loss", *algorithm.metric_names), 0.0)
     sft_loss = 0.0  # this process's weighted auxiliary term
@@ -122,21 +154,29 @@ def update(
         for start in range(0, len(examples), micro_batch_size)
     ]
     real = len(chunks)
-    if player.sharded:
-        chunks += padding(chunks, examples, dist)
-    for n, (chunk, chunk_weights) in enumerate(chunks):
-        w = torch.tensor(chunk_weights)
+    if dist.world > 1:
+        chunks += padding(chunks, examples, dist, equal=player.sharded)
+
+    def micro_batch(
+        chunk: list[Example], w: torch.Tensor
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, Mapping[str, float], float]]:
         with precision, player.updating():
             losses, metrics = algorithm.loss(player, chunk)
             objective = (losses * w.to(losses.device)).sum().div(total)
+            term = 0.0
             if auxiliary is not None:
                 share = float(w.sum()) / total
-                term = auxiliary(player)
-                objective = objective + term * share
-                sft_loss += float(term.detach()) * share
-        objective.backward()
+                extra = auxiliary(player)
+                objective = objective + extra * share
+                term = float(extra.detach()) * share
+        return objective, (losses, metrics, term)
+
+    for n, (chunk, chunk_weights) in enumerate(chunks):
+        w = torch.tensor(chunk_weights)
+        losses, metrics, term = optimizer.backward(functools.partial(micro_batch, chunk, w), n == len(chunks) - 1)
         if n >= real:  # a padding micro-batch: weight 0, no figures
             continue
+        sft_loss += term
         sums["loss"] += float((losses.detach().cpu() * w).sum())
         for key, value in metrics.items():
             sums[key] += value
@@ -149,17 +189,19 @@ def update(
 
 
 def padding(
-    chunks: Sequence[tuple[list[Example], list[float]]], examples: Sequence[Example], dist: Dist
+    chunks: Sequence[tuple[list[Example], list[float]]], examples: Sequence[Example], dist: Dist, equal: bool
 ) -> list[tuple[list[Example], list[float]]]:
-    """Zero-weight micro-batches that bring this process up to the most any process has.
+    """Zero-weight micro-batches: with ``equal`` (FSDP2), those that bring this process up to
+    the most any process has; otherwise (DDP) one, for a process that has none.
 
     Every forward and backward through an FSDP2 module is a collective (all-gather, then
     reduce-scatter), so every process must run the same number of them; processes hold
-    different numbers of examples. A padding micro-batch repeats a real example with weight 0:
-    its gradient is exactly zero and it adds nothing to the sums. A process with no example
-    borrows the first example of the first process that has one."""
+    different numbers of examples. DDP reduces once, in the backward of each process's last
+    micro-batch, so every process needs one. A padding micro-batch repeats a real example with
+    weight 0: its gradient is exactly zero and it adds nothing to the sums. A process with no
+    example borrows the first example of the first process that has one."""
     counts = dist.gather([len(chunks)])
-    missing = max(counts) - len(chunks)
+    missing = max(0, (max(counts) if equal else 1) - len(chunks))
     filler = list(examples[:1])
     if min(counts) == 0:  # some process has nothing to repeat: every process takes part in the gather
         everyone = dist.gather(list(examples[:1]))
