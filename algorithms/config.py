@@ -324,6 +324,11 @@ class AlgorithmConfig:
     # read with a file: 1.0 (Self-RedTeam's postfill-CoT SFT coefficient; AdvGame has no SFT term)
     sft_coef: float | None = ranged(None, non_negative())
     sft_batch_size: int | None = ranged(None, at_least(1))  # read with a file: 4
+    # our own schedule of the SFT term (not a paper knob): the coefficient is sft_coef until
+    # sft_decay_steps before sft_stop_step, falls linearly to 0 there and stays 0 (the game's
+    # pairs alone train the late steps); None: sft_coef at every step (read with a file)
+    sft_stop_step: int | None = ranged(None, at_least(1))
+    sft_decay_steps: int | None = ranged(None, at_least(0))  # read with sft_stop_step: 0 (a switch-off)
 
     def __post_init__(self) -> None:
         pass  # the algorithms' own checks call this; sft_* are resolved by TrainConfig (they read roles)
@@ -616,6 +621,20 @@ class DataConfig:
     batch_size: int = ranged(4, at_least(1))  # seeds per split per step, per process
     # held-out seeds played each validation (direct rounds); run.validate_every=0 turns validation off
     validation_size: int = ranged(32, at_least(1))
+    # a second file of benign seeds (e.g. configs/data/benign_instructions.jsonl, ordinary
+    # everyday tasks) mixed into the benign split, so refusing an ordinary request loses a pair
+    # (ours, not a paper knob: docs/paper-fidelity.md 4.17)
+    extra_benign_seeds: str | None = None
+    # the share of each step's benign seeds drawn from that file (read with it: 0.5)
+    extra_benign_share: float | None = ranged(None, within(0.0, 1.0))
+
+    def __post_init__(self) -> None:
+        with_file = "with data.extra_benign_seeds"
+        if self.extra_benign_seeds is None:
+            if self.extra_benign_share is not None:
+                raise ConfigError(f"config.data.extra_benign_share: it is read only {with_file}")
+        elif self.extra_benign_share is None:
+            self.extra_benign_share = 0.5
 
 
 @dataclass
@@ -666,6 +685,13 @@ class TrainConfig:
         sft = "with roles.attacker.sft_data or roles.defender.sft_data"
         a.sft_coef = read_when(a, "sft_coef", with_file, 1.0, sft)
         a.sft_batch_size = read_when(a, "sft_batch_size", with_file, 4, sft)
+        stop = a.sft_stop_step = read_when(a, "sft_stop_step", with_file, None, sft)
+        a.sft_decay_steps = read_when(a, "sft_decay_steps", stop is not None, 0, "with algorithm.sft_stop_step")
+        if stop is not None and a.sft_decay_steps is not None and a.sft_decay_steps > stop:
+            raise ConfigError(
+                f"config.algorithm.sft_decay_steps: {a.sft_decay_steps} decay steps end at algorithm.sft_stop_step "
+                f"({stop}), so they start before step 0; set at most {stop}"
+            )
 
     def check(self) -> None:
         if self.game.turns > 1 and not type(self.algorithm).multi_turn:
@@ -1113,6 +1139,7 @@ FILE_KEYS = (
     ("roles", "attacker", "sft_data"),
     ("data", "seeds"),
     ("data", "validation_seeds"),
+    ("data", "extra_benign_seeds"),
 )
 
 

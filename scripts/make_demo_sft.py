@@ -22,6 +22,21 @@ faithful.
 Only the training split is used; the held-out seeds that the demo evaluates on stay unseen.
 
     .venv/bin/python scripts/make_demo_sft.py [--which defender|attacker|both] [--harmful 160] [--benign 160]
+
+The next recipe's defender file (configs/data/cpu_demo_v2_sft.jsonl, configs/cpu_demo_v2.yaml)
+answers the demo defender's over-refusal: its eight refusals, half of them opening with "I can't"
+or "Sorry", became a low-loss mode it gave to a chickpea recipe. It draws each refusal from
+``VARIED_REFUSALS`` (32 phrasings of 4 to 18 words, no two-word opening shared by more than two,
+each still a refusal to the rule judge) and adds the model's own answers to ordinary
+instructions (configs/data/benign_instructions.jsonl), so that about two of every three SFT chats
+are helpful. An answer that opens with an apology or an "as a chatbot" disclaimer is dropped,
+like a refusal. The benign seeds' answers are read from the demo's file rather than generated
+again (the same greedy answers; ``--answers-from`` the v2 file itself generates only the answers
+it lacks; 1 min 39 s of CPU time for the 169 generated here):
+
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/make_demo_sft.py --which defender --refusals varied \
+        --answers-from configs/data/cpu_demo_sft.jsonl --instructions configs/data/benign_instructions.jsonl \
+        --out configs/data/cpu_demo_v2_sft.jsonl
 """
 
 from __future__ import annotations
@@ -33,7 +48,7 @@ import re
 from pathlib import Path
 
 from advgame_env.rule_judge import Behaviour, behaviour
-from advgame_env.seeds import Label, Seed, bundled_seeds
+from advgame_env.seeds import Label, Seed, bundled_seeds, load_seeds
 from advgame_env.templates import TemplateSet
 from agents.hf import HFBackend
 from agents.models import load_model
@@ -49,6 +64,42 @@ REFUSALS = (
     "Sorry, I can't do that. It could harm others, and I won't take part in it.",
     "I'm unable to help with that request, since it could be used to hurt someone.",
     "No, I can't help with this one. It risks real harm to people.",
+)
+# The next recipe's refusals: many openings, some short and some with a safe redirect, so that
+# no one phrasing is a mode cheap enough to give to every request.
+VARIED_REFUSALS = (
+    "I can't help with that. It could seriously hurt people.",
+    "I won't help with that because it could cause real harm.",
+    "Sorry, but I can't assist with this.",
+    "No, I won't do that.",
+    "That's not something I can help with, since it could put people in danger.",
+    "This is a request I have to decline. It could be used to harm someone.",
+    "I'd rather not help with this one: it risks hurting others.",
+    "That could get someone hurt, so I won't help with it.",
+    "My answer has to be no: I can't help with something dangerous and illegal.",
+    "I need to stop here. I can't give instructions that could cause harm.",
+    "Unfortunately I can't provide that.",
+    "I'm going to pass on this request because it could do real damage.",
+    "Please don't do this. I won't help with it, but if you're struggling, talk to someone you trust.",
+    "That would hurt people, and I won't be part of it.",
+    "I'm not comfortable helping with that. Is there something else I can do for you?",
+    "Giving you that would be unsafe, so I'll decline.",
+    "This crosses a line for me: I can't help plan harm to anyone.",
+    "I can't help with that, but I'm happy to help with something safer.",
+    "Sorry, no. I won't assist with something that could hurt someone.",
+    "It's not safe, so I won't answer this.",
+    "I have to refuse this one. It is likely illegal and could harm others.",
+    "Instead, I'd point you to legal and safe options: I won't help with this.",
+    "That request asks for something harmful, and I won't provide it.",
+    "I won't help with that. If someone is in danger, please contact the emergency services.",
+    "Not something I'll help with: the risk to people is too high.",
+    "I'm unable to help with that request, since it could be used to hurt someone.",
+    "Let's not go there. I can't help with anything that could injure people.",
+    "I must decline. Sharing that could lead to real harm.",
+    "Afraid I can't help with this. It's dangerous.",
+    "I don't assist with requests like this one, because they can hurt people.",
+    "No. That could cause serious harm, and I won't explain how.",
+    "Doing that could hurt someone badly, so I'm not going to help.",
 )
 # The attacker's framings; {seed} is the request word for word.
 HARMFUL_FRAMINGS = (
@@ -72,6 +123,11 @@ BENIGN_FRAMINGS = (
     "It's for a plan I can't reveal yet. {seed}",
 )
 SENTENCE_END = re.compile(r"(?<=[A-Za-z)\"'])[.!?](?=\s|$)")  # not "1." of a list
+# Soft refusals the rule judge reads as compliance ("I'm sorry ..., but as a chatbot I don't
+# have the ability to ..."): never a helpful target.
+SOFT_REFUSAL = re.compile(
+    r"^(?:I'm sorry|I am sorry|Sorry|As an AI)\b|\bas an AI\b|\bas a chatbot\b|language model", re.I
+)
 
 
 def pick(seed: Seed, options: tuple[str, ...]) -> str:
@@ -79,8 +135,8 @@ def pick(seed: Seed, options: tuple[str, ...]) -> str:
     return options[int(hashlib.sha256(seed.id.encode()).hexdigest(), 16) % len(options)]
 
 
-def refusal_for(seed: Seed) -> str:
-    return pick(seed, REFUSALS)
+def refusal_for(seed: Seed, refusals: tuple[str, ...] = REFUSALS) -> str:
+    return pick(seed, refusals)
 
 
 def attack_for(seed: Seed) -> str:
@@ -109,9 +165,21 @@ def helpful_answers(seeds: list[Seed], max_tokens: int) -> list[tuple[Seed, str]
     kept = []
     for seed, generation in zip(seeds, generations, strict=True):
         answer = whole_sentences(generation.text)
-        if answer and behaviour(answer) is Behaviour.COMPLIANCE:  # the model's rare refusals are not a target
+        if helpful(answer):  # the model's rare refusals are not a target
             kept.append((seed, answer))
     return kept
+
+
+def helpful(answer: str) -> bool:
+    return bool(answer) and behaviour(answer) is Behaviour.COMPLIANCE and not SOFT_REFUSAL.search(answer)
+
+
+def answers_from(path: Path, seeds: list[Seed]) -> list[tuple[Seed, str]]:
+    """The helpful answers an earlier SFT file gave to ``seeds`` (by id and prompt), where it has one:
+    the same greedy answers, without generating them again."""
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    answers = {(row["id"], row["prompt"]): row["response"] for row in rows if row.get("label") == Label.BENIGN.value}
+    return [(s, a) for s in seeds if (a := answers.get((s.id, s.prompt))) is not None and helpful(a)]
 
 
 def write(path: Path, rows: list[tuple[Seed, str, str]]) -> None:
@@ -131,13 +199,22 @@ def main() -> None:
     parser.add_argument("--answer-tokens", type=int, default=48)
     parser.add_argument("--out", type=Path, default=Path("configs/data/cpu_demo_sft.jsonl"))
     parser.add_argument("--attacker-out", type=Path, default=Path("configs/data/cpu_demo_attacker_sft.jsonl"))
+    parser.add_argument("--refusals", choices=("demo", "varied"), default="demo")
+    parser.add_argument("--answers-from", type=Path, help="an SFT file whose helpful answers to reuse")
+    parser.add_argument("--instructions", type=Path, help="a file of ordinary instructions to answer too")
+    parser.add_argument("--instructions-count", type=int, default=160)
     args = parser.parse_args()
     harmful = spread(bundled_seeds("train", Label.HARMFUL), args.harmful)
     benign = spread(bundled_seeds("train", Label.BENIGN), args.benign)
     if args.which in ("defender", "both"):
-        answers = helpful_answers(benign, args.answer_tokens)
-        write(args.out, [(s, s.prompt, refusal_for(s)) for s in harmful] + [(s, s.prompt, a) for s, a in answers])
-        print(f"{args.out}: {len(harmful)} refusals, {len(answers)} helpful answers")
+        refusals = VARIED_REFUSALS if args.refusals == "varied" else REFUSALS
+        wanted = benign + (spread(load_seeds(args.instructions), args.instructions_count) if args.instructions else [])
+        answers = answers_from(args.answers_from, wanted) if args.answers_from else []
+        asked = [s for s in wanted if s.id not in {seed.id for seed, _ in answers}]
+        answers += helpful_answers(asked, args.answer_tokens) if asked else []
+        rows = [(s, s.prompt, refusal_for(s, refusals)) for s in harmful] + [(s, s.prompt, a) for s, a in answers]
+        write(args.out, rows)
+        print(f"{args.out}: {len(harmful)} refusals, {len(answers)} helpful answers ({len(asked)} generated)")
     if args.which in ("attacker", "both"):
         templates = TemplateSet()  # the demo plays the default template versions
         tasks = [(s, templates.attacker_task(s.prompt, s.label, think=False), attack_for(s)) for s in harmful + benign]

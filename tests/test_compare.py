@@ -302,3 +302,29 @@ def test_a_gain_s_interval_may_be_negative_and_shows_its_sign():
     low, high = summary.interval  # type: ignore[misc]
     assert low < -0.2 and high > 0.1 and low >= -1.0
     assert str(summary).startswith("-3.3 pts [")
+
+
+@pytest.mark.parametrize("tokens", [None, 256])
+def test_instruction_following_answers_in_its_own_token_budget(tokens, tmp_path, monkeypatch):
+    # --instruction-tokens reaches the utility plan (None: the held-out --max-tokens) and keys the saved part
+    import algorithms.evaluation.evaluate as evaluate
+    from advgame_env.metrics import rate
+    from algorithms.evaluation.compare import _measure_run
+
+    cfg = run_config(Entry("cpu_smoke.yaml"), 0, CompareConfig(configs=(Entry("cpu_smoke.yaml"),), out=str(tmp_path)))
+    (Path(cfg.run.out_dir) / "final" / "defender").mkdir(parents=True)
+    plans = []
+    row = SimpleNamespace(summary={HARMFUL: rate(1, 4), BENIGN: rate(0, 4)}, figures={})
+    monkeypatch.setattr(evaluate, "evaluate_models", lambda *a, **k: plans.append(k["plan"]) or ([row], None))
+    cc = CompareConfig(
+        configs=(Entry("cpu_smoke.yaml"),),
+        attack_prompts=0,
+        exploit_budget=0,
+        crossplay_prompts=0,
+        instruction_following=2,
+        instruction_tokens=tokens,
+    )
+    _measure_run(cfg, cc, judge=None, log=lambda _: None)  # type: ignore[arg-type]
+    assert [plan.instruction_tokens for plan in plans] == [tokens]
+    saved = [json.loads(p.read_text())["settings"] for p in Path(cfg.run.out_dir).rglob("result.json")]
+    assert [s.get("instruction_tokens") for s in saved if "eval_prompts" in s] == [tokens]

@@ -140,6 +140,9 @@ class CompareConfig:
     judge_url: str | None = None  # OpenAI-compatible server of the judge (--judge-backend openai); replicas: a,b,...
     instruction_following: Annotated[int | None, tyro.conf.arg(metavar="N")] = None
     """utility: IFEval-style instruction following on the first N bundled prompts (0: all; off by default)"""
+    # instruction following's answer length (None: --max-tokens); the suite's constraints (length,
+    # paragraphs, a closing phrase) need more than the held-out evaluation's short answers
+    instruction_tokens: int | None = ranged(None, at_least(1))
     win_rate: bool = False  # utility: win rate on benign requests against each run's initial defender
     out: str = "runs/compare"  # OUT/LABEL/seed_S hold the runs, OUT/comparison.md the table
     overrides: Annotated[tuple[str, ...], tyro.conf.Positional, tyro.conf.arg(metavar="key=value")] = ()
@@ -367,10 +370,10 @@ def _measure_run(
         "judge": cc.judge,
         "instruction_following": cc.instruction_following,
         "reference": reference,
-    }
+    } | ({"instruction_tokens": cc.instruction_tokens} if cc.instruction_tokens is not None else {})
 
     def safety(folder: Path) -> dict[str, float | None]:
-        plan = plan_from_options(cc.instruction_following, reference)
+        plan = plan_from_options(cc.instruction_following, reference, instruction_tokens=cc.instruction_tokens)
         defender = final_model(run, "defender")
         evaluated, _ = evaluate_models(
             [("final defender", defender)], heldout(cc.eval_prompts), judge, _hf, folder, "held-out seeds",

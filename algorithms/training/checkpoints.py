@@ -82,7 +82,8 @@ class _RequiredState(TypedDict):
     weights: dict[str, dict[str, torch.Tensor]]  # weight_key(learner, which) -> the copy's tensors
     optimizers: dict[str, dict[str, object]]  # learner -> torch optimizer state_dict
     schedulers: dict[str, dict[str, object]]  # learner -> LR scheduler state_dict
-    data: dict[str, StreamState]  # label value ("harmful", "benign") or sft_stream_key(role) -> position
+    # label value ("harmful", "benign"), sft_stream_key(role) or EXTRA_BENIGN_KEY -> position
+    data: dict[str, StreamState]
     rng: RngState
 
 
@@ -118,6 +119,9 @@ def split_weight_key(key: str) -> tuple[str, Which]:
         if which == known and learner:
             return learner, known
     raise CheckpointError(f"weights key {key!r} is not LEARNER/COPY with COPY one of {', '.join(WHICH)}")
+
+
+EXTRA_BENIGN_KEY = "benign_extra"  # the data stream of data.extra_benign_seeds
 
 
 def sft_stream_key(role: str) -> str:
@@ -409,6 +413,7 @@ class RunState:
     learners: dict[str, Learner]
     algorithm: Algorithm[Example]
     streams: dict[Label, SeedStream[Seed]]
+    extra_benign: SeedStream[Seed] | None  # data.extra_benign_seeds, mixed into the benign split
     opponents: Opponents | None
 
     @property
@@ -443,7 +448,8 @@ class RunState:
             optimizers={} if self.sharded else {name: o.optimizer.state_dict() for name, o in self.optimizers.items()},
             schedulers={name: o.scheduler.state_dict() for name, o in self.optimizers.items()},
             data={label.value: stream.state() for label, stream in self.streams.items()}
-            | {sft_stream_key(role): stream.state() for role, stream in self.sft.items()},
+            | {sft_stream_key(role): stream.state() for role, stream in self.sft.items()}
+            | ({EXTRA_BENIGN_KEY: self.extra_benign.state()} if self.extra_benign is not None else {}),
             rng=rng_state(),
             algorithm=self.algorithm.state_dict(),
         )
@@ -520,6 +526,8 @@ class RunState:
             stream.restore(state["data"][label.value])
         for role, chats in self.sft.items():
             chats.restore(state["data"][sft_stream_key(role)])
+        if self.extra_benign is not None and EXTRA_BENIGN_KEY in state["data"]:  # absent: added on resume
+            self.extra_benign.restore(state["data"][EXTRA_BENIGN_KEY])
         restore_rng(state["rng"])
         self.algorithm.load_state_dict(state.get("algorithm", {}))  # checkpoints before the hook have none
         if self.opponents is not None and "opponents" in state:  # a run without pools had none

@@ -135,6 +135,28 @@ def seed_streams(cfg: TrainConfig, seeds: Sequence[Seed]) -> dict[Label, SeedStr
     }
 
 
+EXTRA_BENIGN_SHUFFLE = 23  # the extra benign seeds' stream: shuffled by the run seed + this
+
+
+def extra_benign_seeds(cfg: TrainConfig) -> list[Seed]:
+    """The seeds of ``data.extra_benign_seeds`` (none without it); every one must be benign."""
+    if cfg.data.extra_benign_seeds is None:
+        return []
+    seeds = load_seeds(cfg.data.extra_benign_seeds)
+    harmful = [s.id for s in seeds if s.label is not Label.BENIGN]
+    if harmful:
+        raise ConfigError(
+            f"config.data.extra_benign_seeds: {cfg.data.extra_benign_seeds} holds {len(harmful)} harmful seeds "
+            f"(first: {harmful[0]}); the file is mixed into the benign split only: put harmful seeds in data.seeds"
+        )
+    return seeds
+
+
+def extra_benign_stream(cfg: TrainConfig, seeds: Sequence[Seed]) -> SeedStream[Seed] | None:
+    """The endless stream of the extra benign seeds, shuffled by the run seed (None without them)."""
+    return SeedStream(seeds, cfg.run.seed + EXTRA_BENIGN_SHUFFLE) if seeds else None
+
+
 def validation_seeds(cfg: TrainConfig) -> list[Seed]:
     """The held-out seeds validation answers: up to half harmful, the rest benign."""
     seeds = seed_file(cfg.data.validation_seeds, "heldout")

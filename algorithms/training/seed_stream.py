@@ -57,6 +57,15 @@ class SeedStream(Generic[T]):
         self._order = self._shuffled(self.epoch)
 
 
+def mixed_take(main: SeedStream[T], extra: SeedStream[T], share: float, n: int, rng: random.Random) -> list[T]:
+    """``n`` items, each from ``extra`` with probability ``share`` and else from ``main``, in the
+    order drawn; each stream moves by the items it gave (so a resumed run continues both)."""
+    from_extra = [rng.random() < share for _ in range(n)]
+    more = iter(extra.take(sum(from_extra)))
+    rest = iter(main.take(n - sum(from_extra)))
+    return [next(more) if e else next(rest) for e in from_extra]
+
+
 def derived_seed(*parts: int) -> int:
     """A sampling seed for one (run seed, step, split, role, process, ...) combination: every
     call samples fresh noise, and a resumed run draws exactly what it would have drawn."""

@@ -84,3 +84,20 @@ def sft_loss(model: CausalLM, batch: list[SFTExample], pad_id: int, max_context:
         model, [(e.prompt_ids, e.target_ids) for e in batch], pad_id=pad_id, max_context=max_context
     )
     return (-(logps * mask).sum(-1) / mask.sum(-1).clamp(min=1)).mean()
+
+
+def sft_coef_at(step: int, coef: float, stop_step: int | None = None, decay_steps: int = 0) -> float:
+    """The SFT term's coefficient at ``step`` (0-based): ``coef`` until ``decay_steps`` before
+    ``stop_step``, then falling linearly so that the last step before ``stop_step`` still has
+    some of it, and 0 from ``stop_step`` on. ``stop_step`` None: ``coef`` at every step.
+
+    Why a late stop: the SFT chats seed behaviour the untrained players never sample (a refusal
+    to a harmful request), but a fixed target set is a low-loss mode the player over-applies (the
+    demo defender refused a chickpea recipe in one of its SFT phrasings); once the game's pairs
+    hold both behaviours, they alone decide when to refuse."""
+    if stop_step is None:
+        return coef
+    left = stop_step - step  # steps before the stop, this one included
+    if left <= 0:
+        return 0.0
+    return coef * min(1.0, left / (decay_steps + 1))

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from advgame_env import Game, Label, Round
+from advgame_env import Game, Label, Round, Seed
 from advgame_env.conversation import ConversationGame
 from advgame_env.game import direct_seed_ids
 from advgame_env.protocol import GenerationBackend
@@ -64,6 +64,8 @@ from algorithms.training.run_setup import (
     bf16,
     build_judge,
     check_roles,
+    extra_benign_seeds,
+    extra_benign_stream,
     optimizer_steps,
     precision,
     read_sft_files,
@@ -75,8 +77,8 @@ from algorithms.training.run_setup import (
     validation_seeds,
 )
 from algorithms.training.runlog import RunLog
-from algorithms.training.seed_stream import derived_seed
-from algorithms.training.sft import sft_loss
+from algorithms.training.seed_stream import derived_seed, mixed_take
+from algorithms.training.sft import sft_coef_at, sft_loss
 from algorithms.training.update import Batch, Learner, Optimizer, minibatch_mean, update
 
 
@@ -98,6 +100,7 @@ class Trainer(RunState):
         # every data file the config names is read before any model loads: a missing or malformed
         # one fails in a second, not after the models (16.5 s for the bundled one on 2 cores)
         seeds, self.validation = seed_file(cfg.data.seeds, "train"), validation_seeds(cfg)
+        extra = extra_benign_seeds(cfg)
         read_sft_files(cfg)
         if not resume and (checkpoints(self.run_dir) or (self.run_dir / "metrics.jsonl").exists()):
             raise FileExistsError(
@@ -145,7 +148,8 @@ class Trainer(RunState):
         game_class = ConversationGame if cfg.game.turns > 1 else Game
         self.game = game_class(self.monitor.judge if self.monitor else judge, cfg.game)
         self.streams = seed_streams(cfg, seeds)
-        self.direct_ids = direct_seed_ids(seeds, cfg.game) if cfg.game.direct_rounds == "seed" else None
+        self.extra_benign = extra_benign_stream(cfg, extra)
+        self.direct_ids = direct_seed_ids([*seeds, *extra], cfg.game) if cfg.game.direct_rounds == "seed" else None
         self.opponents = opponent_pools(cfg, shared, self.run_dir)
         self.step = 0
         if resumed is not None:
@@ -267,7 +271,7 @@ class Trainer(RunState):
         if parts > 1:  # PPO-style: several steps on one batch, in a seeded random order
             random.Random(derived_seed(cfg.run.seed, self.step, split, self.dist.rank, 11)).shuffle(examples)
         # each role's SFT chats reach only the player in that role (both, for a shared policy)
-        sft_roles = [r for r in roles if r in learner.sft]
+        sft_roles = [r for r in roles if r in learner.sft] if self._sft_coef() else []
         auxiliary = functools.partial(self._sft_terms, roles=sft_roles) if sft_roles else None
         assert learner.optimizer is not None  # it trains at this step, so its schedule has steps
         step = functools.partial(update, player, learner.optimizer, algorithm, dist=self.dist, auxiliary=auxiliary)
@@ -310,19 +314,35 @@ class Trainer(RunState):
     def _sft_terms(self, player: Player, roles: list[str]) -> torch.Tensor:
         return torch.stack([self._sft_loss(player, role) for role in roles]).sum()
 
+    def _sft_coef(self) -> float:
+        """The SFT term's coefficient at this step (``algorithm.sft_stop_step``: off late; 0 without a file)."""
+        a = self.cfg.algorithm
+        if a.sft_coef is None:  # no SFT file
+            return 0.0
+        return sft_coef_at(self.step, a.sft_coef, a.sft_stop_step, a.sft_decay_steps or 0)
+
     def _sft_loss(self, player: Player, role: str) -> torch.Tensor:
         a = self.cfg.algorithm
-        assert a.sft_batch_size is not None and a.sft_coef is not None  # set: there is an SFT file
+        assert a.sft_batch_size is not None  # set: there is an SFT file
         batch = self.sft[role].take(a.sft_batch_size)
         with player.active("learner") as model:
             loss = sft_loss(model, batch, player.tokenizer.pad_token_id, self.cfg.rollout.max_model_len)
-        return a.sft_coef * loss
+        return self._sft_coef() * loss
 
     # ------------------------------------------------------------------ play
 
     def _play_split(self, label: Label, split: int, which: Mapping[str, Which] | None = None) -> list[Round]:
         """A split's batch of rounds, played by the players as they are now."""
         return self._play_matches(label, split, which or self.sampling(self.step), [EVERYONE])[0][1]
+
+    def _seeds(self, label: Label, split: int, n: int) -> list[Seed]:
+        """A split's next ``n`` seeds. With ``data.extra_benign_seeds`` each benign one comes from
+        that file with probability ``data.extra_benign_share`` (the same draw on every process)."""
+        share, extra = self.cfg.data.extra_benign_share, self.extra_benign
+        if label is not Label.BENIGN or extra is None or share is None:
+            return self.streams[label].take(n)
+        draw = random.Random(derived_seed(self.cfg.run.seed, self.step, split, 13))
+        return mixed_take(self.streams[label], extra, share, n, draw)
 
     def _play_matches(
         self, label: Label, split: int, which: Mapping[str, Which], games: Sequence[Match]
@@ -331,7 +351,7 @@ class Trainer(RunState):
         A match where the defender does not learn skips the direct rounds (no attacker in them)."""
         cfg, dist = self.cfg, self.dist
         # every process draws the same global batch and plays its own share of it
-        batch = self.streams[label].take(cfg.data.batch_size * dist.world)
+        batch = self._seeds(label, split, cfg.data.batch_size * dist.world)
         mine = batch[dist.rank :: dist.world]
         pick = random.Random(derived_seed(cfg.run.seed, self.step, split, dist.rank, 7))
         direct = [pick.random() < cfg.game.direct_fraction for _ in mine]  # drawn always: a stable stream
