@@ -15,13 +15,11 @@ quick-demo: setup
 	.venv/bin/advgame demo --quick $(DEMO_ARGS)
 
 # The tests run on PYTEST_WORKERS processes (pytest-xdist), one thread each so that the workers
-# do not oversubscribe the cores; the tests that start a vLLM engine or server are meant to share
-# one worker (tests/conftest.py). docs/testing.md: the tiers, what each proves and what they take.
-# The fast tier runs on 2 workers. The whole suite runs in one process (0 workers) until the
-# grouping holds: on a clean clone with 2 workers, each worker started its own `vllm serve`
-# session server, the load average reached ~78 on 2 cores and the run stalled at 96%.
+# do not oversubscribe the cores; the tests that start a vLLM engine or server share one worker,
+# so one `vllm serve` session server starts (tests/xdist_groups.py, which also works around
+# pytest-xdist 3.8.0's group suffix that pytest 9.2 drops). PYTEST_WORKERS=0: one process.
+# docs/testing.md: the tiers, what each proves and what they take.
 PYTEST_WORKERS ?= 2
-SUITE_WORKERS ?= 0
 PYTEST = OMP_NUM_THREADS=1 .venv/bin/python -m pytest --dist loadgroup
 
 test: setup
@@ -30,7 +28,7 @@ test: setup
 	.venv/bin/mypy
 	.venv/bin/lint-imports
 	$(MKDOCS)
-	$(PYTEST) -n $(SUITE_WORKERS) --durations=25
+	$(PYTEST) -n $(PYTEST_WORKERS) --durations=25
 
 # The fast tier while working: no training loop, bundled model, engine or subprocess (3 min 28 s
 # from a fresh clone once set up, docs/setup.md); `make test` above stays the whole suite and CI's command.

@@ -2,6 +2,7 @@
 
     python benchmarks/gpu_train.py [--json FILE]                   # on a GPU, at most a few minutes
     python benchmarks/gpu_train.py --device cpu --tiny             # the same code path on a CPU, tiny shape
+    python benchmarks/gpu_train.py --device cpu --tiny --tokens 16 # ... with shorter turns (the test's run)
     python benchmarks/gpu_train.py --bundle DIR                    # here: what a bare GPU machine lacks
 
 A Llama-shaped model is built from a config (no weights to download: random init, the bundled
@@ -53,7 +54,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # ~0.47B parameters with the bundled tokenizer's 49,152-token vocabulary (tied embeddings)
 SHAPE = {"hidden_size": 1024, "intermediate_size": 4864, "num_hidden_layers": 24, "num_attention_heads": 16}
 TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4}
-TOKENS = 128  # each player's token budget per turn
+TOKENS = 128  # each player's token budget per turn (--tokens)
 PURE_PYTHON = (  # what the trainer imports beyond torch, transformers, peft, accelerate, numpy
     "pettingzoo",
     "gymnasium",
@@ -161,8 +162,8 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
             f"model.precision={'bf16' if cuda else 'fp32'}",
             "model.gradient_checkpointing=true",
             "rollout.backend=hf",
-            f"roles.attacker.max_tokens={TOKENS}",
-            f"roles.defender.max_tokens={TOKENS}",
+            f"roles.attacker.max_tokens={args.tokens}",
+            f"roles.defender.max_tokens={args.tokens}",
             "rollout.max_model_len=1024",
             f"optim.micro_batch_size={args.micro_batch}",
             f"data.batch_size={args.seeds}",
@@ -195,7 +196,7 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
                 vocab = len(learner.player.tokenizer)
                 ids = lambda n: [rng.randrange(3, vocab) for _ in range(n)]  # noqa: E731
                 examples = [
-                    PreferencePair(roles[0], ids(prompt_len), ids(TOKENS), ids(TOKENS), 1.0, 0.0)
+                    PreferencePair(roles[0], ids(prompt_len), ids(args.tokens), ids(args.tokens), 1.0, 0.0)
                     for _ in range(2 * args.micro_batch)
                 ]
                 updates["fixed_pair_updates"] += 1
@@ -235,6 +236,7 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
         "world": world,
         "replica_max_difference": max(spread) if spread else None,
         "steps": args.steps,
+        "tokens": args.tokens,
         "wall_s": wall,
         "update_s": seconds,
         "update_tokens": tokens,
@@ -258,6 +260,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--seeds", type=int, default=8, help="seeds per split per step (data.batch_size)")
     parser.add_argument("--micro-batch", type=int, default=8)
+    parser.add_argument("--tokens", type=int, default=TOKENS, help="each player's token budget per turn")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="one GPU's dense bf16 peak")
     parser.add_argument(
         "--sharding",

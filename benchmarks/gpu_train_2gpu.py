@@ -5,7 +5,7 @@
 
 Starts ``torchrun --standalone --nproc_per_node 2 benchmarks/gpu_train.py --sharding S`` for S =
 none, then fsdp2 (extra arguments go to ``gpu_train.py``: ``--steps``, ``--seeds``,
-``--micro-batch``, ``--peak-tflops``, ``--deps``, ``--tokenizer``), and prints, per path: peak
+``--micro-batch``, ``--tokens``, ``--peak-tflops``, ``--deps``, ``--tokenizer``), and prints, per path: peak
 GPU memory of the larger process against ``advgame plan``'s learner total for 2 learner GPUs,
 the update's tokens/s over both processes and its MFU over both GPUs' peak, and (unsharded)
 the largest difference between the two processes' trained weights afterwards (DDP keeps the

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from xdist_groups import assign_groups
 
 
 @pytest.fixture(scope="session")
@@ -84,11 +85,8 @@ def vllm_server() -> Iterator[str]:
         os.unlink(log.name)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+@pytest.hookimpl(trylast=True)  # after pytest-xdist's own hook, whose group suffix pytest 9.2 drops
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under pytest-xdist (``make test`` runs ``-n 2 --dist loadgroup``) the slow tests that start a
-    vLLM engine or server all go to one worker: two engines at once on 2 cores would each start
-    at half speed against their start timeouts, and the session's ``vllm_server`` starts once."""
-    for item in items:
-        engine = "vllm" in item.nodeid.lower() or "vllm_server" in getattr(item, "fixturenames", ())
-        if engine and item.get_closest_marker("slow"):
-            item.add_marker(pytest.mark.xdist_group("vllm"))
+    vLLM engine or server all go to one worker (``tests/xdist_groups.py`` says why and how)."""
+    assign_groups(config, items)

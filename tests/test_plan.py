@@ -261,14 +261,16 @@ def test_gpu_training_script_runs_on_cpu_with_a_tiny_shape(tmp_path: Path) -> No
 
     out = tmp_path / "gpu.json"
     command = [sys.executable, str(ROOT / "benchmarks/gpu_train.py"), "--device", "cpu", "--tiny"]
-    command += ["--steps", "2", "--seeds", "2", "--micro-batch", "2", "--json", str(out)]
+    # 16-token turns: the random-init model never stops, so each turn runs to the budget; the test
+    # checks the script's path (build, plan, steps, the JSON), which does not depend on its length
+    command += ["--steps", "2", "--seeds", "2", "--micro-batch", "2", "--tokens", "16", "--json", str(out)]
     # a plain one-process run, whatever launcher variables the test process was started with
     drop = {"MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK"}
     env = {k: v for k, v in os.environ.items() if k not in drop}
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.read_text())
-    assert result["steps"] == 2 and len(result["step_s"]) == 2
+    assert result["steps"] == 2 and len(result["step_s"]) == 2 and result["tokens"] == 16
     assert result["update_tokens"] > 0 and result["update_tokens_per_s"] > 0
     assert result["plan_learner_gib"] > 0 and result["peak_memory_gib"] is None  # no GPU: no peak figure
 
@@ -280,7 +282,7 @@ def test_two_gpu_script_dry_runs_both_paths_on_cpu(tmp_path: Path) -> None:
 
     out = tmp_path / "gpu2.json"
     command = [sys.executable, str(ROOT / "benchmarks/gpu_train_2gpu.py"), "--device", "cpu", "--tiny"]
-    command += ["--steps", "1", "--seeds", "1", "--micro-batch", "2", "--json", str(out)]
+    command += ["--steps", "1", "--seeds", "1", "--micro-batch", "2", "--tokens", "16", "--json", str(out)]
     env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]

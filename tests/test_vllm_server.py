@@ -176,9 +176,16 @@ def server(tmp_path_factory):
 
 
 def _smoke(tmp_path, *overrides):
+    # 8-token turns (the smoke config's are 32): what these tests check (the pushes, versions and
+    # probes of each step) happens once a step whatever the length of the samples
+    tokens = ("roles.attacker.max_tokens=8", "roles.defender.max_tokens=8")
     return load_config(
         "configs/cpu_smoke.yaml",
-        [f"run.out_dir={tmp_path}", "run.validate_every=0", "optim.lr=1e-2", "rollout.backend=vllm_server", *overrides],
+        [
+            *(f"run.out_dir={tmp_path}", "run.validate_every=0", "optim.lr=1e-2", "rollout.backend=vllm_server"),
+            *tokens,
+            *overrides,
+        ],
     )
 
 
