@@ -14,9 +14,18 @@ Where the objective is read (first found):
      else the whole text.
 A request without one is a 400 naming what is missing. A ``response_format`` asking for JSON (PyRIT
 asks its adversarial model for ``{"next_message", "rationale", "last_response_summary"}``) gets the
-attack under the schema's message key and empty strings elsewhere. The attacker was trained single-turn, so
-the turns after the system message are checked (their layout) but not yet shown to it: each call
-is a fresh rewrite of the objective (the multi-turn issue will feed them).
+attack under the schema's message key and empty strings elsewhere.
+
+The conversation so far. From the adversarial model's side a tool's dialogue is reversed: its own
+earlier attacks are the ``assistant`` turns (JSON-wrapped when JSON was asked for: the attack is
+read back from the message key), and the target's answer to each comes as the next ``user`` turn
+(PyRIT's ``RedTeamingAttack`` sends the answer as it came, or a "blocked" notice); ``user`` turns
+before the first attack are the tool's own instructions and are not shown. With no attack yet the
+attacker gets its opening task (the single-turn task, or the multi-turn game's opener when it was
+trained with ``turns > 1``); later it reads the multi-turn game's own view of the conversation
+(``ConversationGame.attacker_view``), so the next message depends on the target's answers. The
+oldest exchanges are dropped from that view past the game's ``max_conversation_chars``. The
+attacker cannot end a tool's conversation: an ``[END CONVERSATION]`` output is sampled again.
 
 Defender. A plain chat target: the conversation is sent as it came, its last turn (a user turn:
 the attack) written as the defender's trained task (the game's defender template), and the answer
@@ -40,8 +49,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from advgame_env.game import Game, GameConfig, Round
-from advgame_env.parsing import Parsed, parse_response
+from advgame_env.conversation import END_CONVERSATION, Conversation, ConversationGame, Dialogue, Turn
+from advgame_env.game import Game, GameConfig, Round, Sample
+from advgame_env.parsing import Failure, Parsed, parse_response
 from advgame_env.roles import ATTACKER, DEFENDER
 from advgame_env.rule_judge import RuleJudge
 from advgame_env.seeds import Label, Seed
@@ -126,12 +136,54 @@ def json_reply(response_format: object) -> JsonReply | None:
 
 
 @dataclass(frozen=True)
+class Exchange:
+    """One earlier turn of the tool's dialogue: the attack we wrote and the target's answer."""
+
+    attack: str
+    answer: str
+
+
+def attack_text(content: str, reply: JsonReply | None) -> str:
+    """The attack inside one of our earlier replies: the message key of a JSON reply, else the text."""
+    try:
+        value = json.loads(content)
+    except json.JSONDecodeError:
+        return content
+    if not isinstance(value, dict):
+        return content
+    keys = (reply.key, *ATTACK_KEYS) if reply is not None else ATTACK_KEYS
+    return next((value[k] for k in keys if isinstance(value.get(k), str)), content)
+
+
+def exchanges(conversation: tuple[Message, ...], reply: JsonReply | None) -> tuple[Exchange, ...]:
+    """The tool's dialogue as (our attack, the target's answer) pairs: each ``assistant`` turn
+    with the ``user`` turn after it; ``user`` turns with no attack before them are the tool's
+    instructions. A 400 for two attacks in a row or a dialogue that ends on our own attack."""
+    pairs, attack = [], None
+    for message in conversation:
+        if message.role == "assistant":
+            if attack is not None:
+                raise RequestError(
+                    400, "messages: two assistant (attacker) turns in a row; each is followed by the target's answer"
+                )
+            attack = attack_text(message.content, reply)
+        elif attack is not None:
+            pairs.append(Exchange(attack, message.content))
+            attack = None
+    if attack is not None:
+        raise RequestError(
+            400, "messages[-1]: the last turn is the attacker's own; send the target's answer after it as a user turn"
+        )
+    return tuple(pairs)
+
+
+@dataclass(frozen=True)
 class AttackRequest:
     """What the attacker needs from a tool's request."""
 
     objective: str
     label: Label
-    conversation: tuple[Message, ...]  # the turns after the system messages (checked, not yet used)
+    history: tuple[Exchange, ...] = ()  # the dialogue so far, oldest first
     reply: JsonReply | None = None  # a JSON object asked for (response_format), else the plain attack
     max_tokens: int | None = None
     temperature: float | None = None
@@ -230,11 +282,12 @@ def parse_request(body: object) -> AttackRequest:
             "no objective: send a system message stating it (or <objective>..</objective>, "
             "a line 'Objective: ..', or a top-level 'objective' field)",
         )
+    reply = json_reply(body.get("response_format"))
     return AttackRequest(
         objective=objective,
         label=Label(label),
-        conversation=tuple(m for m in request.messages if m.role not in ("system", "developer")),
-        reply=json_reply(body.get("response_format")),
+        history=exchanges(tuple(m for m in request.messages if m.role not in ("system", "developer")), reply),
+        reply=reply,
         max_tokens=request.max_tokens,
         temperature=request.temperature,
         seed=request.seed,
@@ -303,11 +356,41 @@ class AttackerService:
         self._game = Game(RuleJudge(), self.game)
 
     def task(self, request: AttackRequest) -> str:
-        return self._game.attacker_observation(Round(Seed("request", request.objective, request.label)))
+        """The attacker's prompt: its opening task, or the multi-turn game's view of the dialogue so far."""
+        seed = Seed("request", request.objective, request.label)
+        turn = len(request.history) + 1
+        # the multi-turn game's own observations (its checks need a pairwise judging config; no judge is called)
+        game = replace(self.game, turns=max(self.game.turns, turn), judging="pairwise")
+        if not request.history:
+            opener = ConversationGame(RuleJudge(), game) if self.game.turns > 1 else self._game
+            return opener.attacker_observation(Round(seed))
+        conversation = Conversation(
+            [Turn(Sample(e.attack, e.attack), Sample(e.answer, e.answer)) for e in self.recent(request.history)]
+        )
+        dialogue = Dialogue(seed, turn=turn, conversations=[[conversation]])
+        return ConversationGame(RuleJudge(), game).attacker_view(dialogue, conversation)
+
+    def recent(self, history: tuple[Exchange, ...]) -> tuple[Exchange, ...]:
+        """The latest exchanges within the game's ``max_conversation_chars`` (at least the last,
+        cut to it): a long tool dialogue cannot grow the prompt without bound."""
+        limit, kept, size = self.game.max_conversation_chars, [], 0
+        for exchange in reversed(history):
+            size += len(exchange.attack) + len(exchange.answer)
+            if size > limit:
+                break
+            kept.append(exchange)
+        if not kept:  # the last exchange alone is over the limit: half each, the answer's end kept
+            last, half = history[-1], limit // 2
+            return (Exchange(last.attack[:half], last.answer[-(limit - half) :]),)
+        return tuple(reversed(kept))
 
     def parse(self, generation: Generation) -> Parsed:
-        """The attacker's output parsed as the game parses it."""
-        return self._game.parse_attack(generation.text, generation.finish_reason)
+        """The attacker's output parsed as the game parses it; a tool's dialogue cannot be ended
+        by the attacker, so ``[END CONVERSATION]`` counts as a failed sample."""
+        parsed = self._game.parse_attack(generation.text, generation.finish_reason)
+        if parsed.public is not None and parsed.public.strip() == END_CONVERSATION:
+            return Parsed(None, parsed.reasoning, Failure.BAD_FORMAT)
+        return parsed
 
     def attack(self, request: AttackRequest) -> tuple[str, int]:
         """(the public attack prompt, tokens generated); a ``RequestError`` (502) when no sample parsed."""
