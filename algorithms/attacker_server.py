@@ -10,8 +10,8 @@ format, and answers with the public prompt only: the hidden reasoning never leav
 Where the objective is read (first found):
   1. a top-level ``"objective"`` string (an extension field; tools that allow extra body keys);
   2. the system messages' text: its ``<objective>..</objective>``, else the rest of the first line
-     after ``Objective:``,
-     else the whole text.
+     after ``Objective:`` (promptfoo's "the following behavior: '..'" first: its prompt has an
+     "OBJECTIVE:" line of its own), else the whole text.
 A request without one is a 400 naming what is missing. A ``response_format`` asking for JSON (PyRIT
 asks its adversarial model for ``{"next_message", "rationale", "last_response_summary"}``) gets the
 attack under the schema's message key and empty strings elsewhere.
@@ -68,6 +68,9 @@ ROLES = ("system", "developer", "user", "assistant")
 MAX_BODY_BYTES = 1 << 20  # 1 MiB: far above a red-teaming conversation, far below memory trouble
 _OBJECTIVE_TAG = re.compile(r"<objective>(.*?)</objective>", re.DOTALL | re.IGNORECASE)
 _OBJECTIVE_LINE = re.compile(r"\bobjective[ \t]*:[ \t]*(\S[^\n]*)", re.IGNORECASE)  # the rest of its line
+# promptfoo's attacker system prompts (jailbreak:iterative, jailbreak:tree) state the goal as
+# "... perform the following behavior: '{{goal}}' and ideally begin ..." / "...: '{{goal}}'. ..."
+_BEHAVIOR = re.compile(r"the following behavior: '(.+?)'(?=\.|\s+and ideally)", re.DOTALL | re.IGNORECASE)
 
 
 class RequestError(Exception):
@@ -209,7 +212,7 @@ def objective_of(system: str) -> str:
     tagged = _OBJECTIVE_TAG.search(system)
     if tagged:
         return tagged.group(1).strip()
-    line = _OBJECTIVE_LINE.search(system)
+    line = _BEHAVIOR.search(system) or _OBJECTIVE_LINE.search(system)
     return line.group(1).strip() if line else system.strip()
 
 
@@ -549,9 +552,12 @@ def run_config(source: Path) -> TrainConfig | None:
     return None
 
 
-def trained_policy(source: Path, role: str, which: Which = "learner") -> tuple[Policy, GameConfig]:
+def trained_policy(
+    source: Path, role: str, which: Which = "learner", config: TrainConfig | None = None
+) -> tuple[Policy, GameConfig]:
     """The ``role`` player of ``source`` (an export, a run folder or a checkpoint), loaded with the
-    HF backend, with its run's game and sampling settings where the run is known (the defaults of
+    HF backend, with its run's game and sampling settings where the run is known (``config``
+    overrides: e.g. a run's untrained base model playing with that run's settings; the defaults of
     a run config otherwise)."""
     from agents import HFBackend, load_model
     from algorithms.config import TrainConfig
@@ -559,7 +565,8 @@ def trained_policy(source: Path, role: str, which: Which = "learner") -> tuple[P
     from algorithms.training.game_format import read_format
     from algorithms.training.rollouts import prefills
 
-    cfg = run_config(source)  # first: a config that cannot load (a plugin not given) is the error to show
+    # first: a config that cannot load (a plugin not given) is the error to show
+    cfg = config if config is not None else run_config(source)
     folder = policy_folder(source, role, which)
     fmt = read_format(folder)
     if cfg is None:  # a lone export: the run config's defaults, in the format the export records

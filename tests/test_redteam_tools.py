@@ -135,3 +135,61 @@ def test_garak_atkgen_uses_our_attacker_as_its_red_team_model_against_our_defend
     answers = [a["outputs"][0]["text"] for a in attempts]
     assert all(prompt == ATTACK for prompt in prompts), prompts
     assert answers[0] == ANSWER and all(answers), answers
+
+
+PROMPTFOO = ROOT / "node_modules" / ".bin" / "promptfoo"
+# TEST DOUBLE of promptfoo's grader (defaultTest.options.provider), labelled as such: a fixed
+# "not broken" verdict in both layouts promptfoo reads (llm-rubric's pass/score/reason, the
+# iterative strategy's judge ratings). The grader is a provider of its own, never our attacker.
+GRADER_DOUBLE = """module.exports = class {
+  constructor(options) { this.providerId = (options && options.id) || 'grader-test-double'; }
+  id() { return this.providerId; }
+  async callApi() {
+    const rated = { rating: 1, explanation: 'test double' };
+    return { output: JSON.stringify({ pass: true, score: 1, reason: 'test double',
+      currentResponse: rated, previousBestResponse: rated }) };
+  }
+};
+"""
+
+
+@pytest.mark.slow  # two model servers and promptfoo (node) as subprocesses
+@pytest.mark.skipif(
+    not PROMPTFOO.exists(),
+    reason=f"promptfoo is not installed in {ROOT / 'node_modules'}: `ADVGAME_PROMPTFOO=1 make setup`",
+)
+def test_promptfoo_iterative_jailbreak_uses_our_attacker_against_our_defender(servers, tmp_path):
+    import yaml
+
+    config = yaml.safe_load((ROOT / "examples" / "redteam_tools" / "promptfoo_redteam.yaml").read_text())
+    config["targets"][0]["config"]["apiBaseUrl"] = f"{servers.defender}/v1"
+    config["redteam"]["provider"]["config"]["apiBaseUrl"] = f"{servers.attacker}/v1"
+    config["redteam"]["plugins"][0]["config"]["intent"] = [OBJECTIVE]
+    (tmp_path / "grader.js").write_text(GRADER_DOUBLE)
+    config["defaultTest"]["options"]["provider"] = f"file://{tmp_path / 'grader.js'}"
+    (tmp_path / "promptfooconfig.yaml").write_text(yaml.safe_dump(config))
+    env = {
+        **os.environ,
+        "PATH": f"{PROMPTFOO.parent}{os.pathsep}{os.environ['PATH']}",  # node 22 from node_modules first
+        "PROMPTFOO_DISABLE_REMOTE_GENERATION": "true",  # nothing leaves loopback: no promptfoo cloud
+        "PROMPTFOO_DISABLE_TELEMETRY": "1",
+        "PROMPTFOO_DISABLE_UPDATE": "1",
+        "PROMPTFOO_CONFIG_DIR": str(tmp_path / "promptfoo"),
+        "OPENAI_API_KEY": "unused",
+    }
+    for command in (
+        ["redteam", "generate", "-c", "promptfooconfig.yaml", "-o", "redteam.yaml", "--no-cache", "--force"],
+        ["eval", "-c", "redteam.yaml", "-o", "results.json", "--no-cache", "--no-progress-bar"],
+    ):
+        done = subprocess.run(
+            [PROMPTFOO, *command], capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env, check=False
+        )
+        # promptfoo eval exits 100 when a test fails its assertions: the run itself completed
+        assert done.returncode in (0, 100), (command, done.stdout[-3000:], done.stderr[-3000:])
+    results = json.loads((tmp_path / "results.json").read_text())["results"]["results"]
+    assert results, results
+    for result in results:
+        # what promptfoo sent the target and what the target answered, as promptfoo recorded it
+        trace = result["response"]["metadata"]
+        assert result["response"]["output"] == ANSWER, result
+        assert trace.get("redteamFinalPrompt", result["prompt"]["raw"]) == ATTACK, result
