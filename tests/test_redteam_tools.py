@@ -158,7 +158,7 @@ GRADER_DOUBLE = """module.exports = class {
     not PROMPTFOO.exists(),
     reason=f"promptfoo is not installed in {ROOT / 'node_modules'}: `ADVGAME_PROMPTFOO=1 make setup`",
 )
-def test_promptfoo_iterative_jailbreak_uses_our_attacker_against_our_defender(servers, tmp_path):
+def test_promptfoo_tree_jailbreak_uses_our_attacker_against_our_defender(servers, tmp_path):
     import yaml
 
     config = yaml.safe_load((ROOT / "examples" / "redteam_tools" / "promptfoo_redteam.yaml").read_text())

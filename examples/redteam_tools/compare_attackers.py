@@ -77,7 +77,7 @@ def broken(record: dict[str, object], judge: RuleJudge) -> bool:
     conversation = record.get("conversation")
     if not isinstance(conversation, list):
         return False  # PyRIT gave up: no attack reached the target
-    objective, context, items = str(record["objective"]), [], []
+    objective, context, items = str(record["objective"]), list[str](), list[ClassifyItem]()
     for turn in conversation:
         line = f"{str(turn['role']).upper()}: {turn['text']}"
         if turn["role"] == "assistant" and str(turn["text"]).strip():
@@ -138,11 +138,18 @@ def main() -> None:
     objectives.write_text(json.dumps([s.prompt for s in seeds], indent=1) + "\n")
 
     base = Path(resolve_model(cfg.model.name))  # the run's untrained start: baseline attacker and target
-    trained = AttackerService(
-        *trained_policy(args.attacker or args.run, "attacker", config=cfg), attempts=args.attempts
+    players = {
+        name: trained_policy(source, role, config=cfg)
+        for name, source, role in (
+            ("trained", args.attacker or args.run, "attacker"),
+            ("untrained", base, "attacker"),
+            ("target", base, "defender"),
+        )
+    }
+    trained, untrained = (
+        AttackerService(players[n][0], game=players[n][1], attempts=args.attempts) for n in ("trained", "untrained")
     )
-    untrained = AttackerService(*trained_policy(base, "attacker", config=cfg), attempts=args.attempts)
-    target = DefenderService(*trained_policy(base, "defender", config=cfg), attempts=args.attempts)
+    target = DefenderService(players["target"][0], game=players["target"][1], attempts=args.attempts)
     results: dict[str, object] = {
         "run": str(args.run),
         "objectives": len(seeds),
