@@ -20,7 +20,8 @@ The conversation so far. From the adversarial model's side a tool's dialogue is 
 earlier attacks are the ``assistant`` turns (JSON-wrapped when JSON was asked for: the attack is
 read back from the message key), and the target's answer to each comes as the next ``user`` turn
 (PyRIT's ``RedTeamingAttack`` sends the answer as it came, or a "blocked" notice); ``user`` turns
-before the first attack are the tool's own instructions and are not shown. With no attack yet the
+before the first attack are the tool's own instructions and are not shown, and so is a last attack
+not answered yet (promptfoo's tree search ends on the attack it wants refined). With no attack yet the
 attacker gets its opening task (the single-turn task, or the multi-turn game's opener when it was
 trained with ``turns > 1``); later it reads the multi-turn game's own view of the conversation
 (``ConversationGame.attacker_view``), so the next message depends on the target's answers. The
@@ -161,7 +162,7 @@ def attack_text(content: str, reply: JsonReply | None) -> str:
 def exchanges(conversation: tuple[Message, ...], reply: JsonReply | None) -> tuple[Exchange, ...]:
     """The tool's dialogue as (our attack, the target's answer) pairs: each ``assistant`` turn
     with the ``user`` turn after it; ``user`` turns with no attack before them are the tool's
-    instructions. A 400 for two attacks in a row or a dialogue that ends on our own attack."""
+    instructions; a last attack not answered yet is left out. A 400 for two attacks in a row."""
     pairs, attack = [], None
     for message in conversation:
         if message.role == "assistant":
@@ -173,10 +174,8 @@ def exchanges(conversation: tuple[Message, ...], reply: JsonReply | None) -> tup
         elif attack is not None:
             pairs.append(Exchange(attack, message.content))
             attack = None
-    if attack is not None:
-        raise RequestError(
-            400, "messages[-1]: the last turn is the attacker's own; send the target's answer after it as a user turn"
-        )
+    # a last attack with no answer after it is not shown: promptfoo's tree search ends its request
+    # with the attack it wants refined, which the target has not answered
     return tuple(pairs)
 
 

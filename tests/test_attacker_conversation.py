@@ -108,7 +108,6 @@ def test_a_long_dialogue_keeps_its_latest_exchanges_within_the_games_limit():
     ("messages", "names"),
     [
         ([SYSTEM, pyrit_reply("a"), pyrit_reply("b"), {"role": "user", "content": "r"}], "two assistant"),
-        ([SYSTEM, FIRST, pyrit_reply("a")], "messages[-1]"),
     ],
 )
 def test_a_dialogue_that_cannot_be_read_as_attacks_and_answers_is_a_400(messages, names):
@@ -149,3 +148,14 @@ def test_promptfoos_goal_is_the_objective_and_its_schema_gets_the_attack_under_p
         "improvement": "",
     }
     assert sent_prompt(backend) == GameConfig().templates.attacker_task(OBJECTIVE, Label.HARMFUL, True)
+
+
+def test_a_last_attack_not_answered_yet_is_left_out():
+    # promptfoo's tree search: its history, then the attack it wants refined as the last turn
+    backend = scripted(*["<think>t</think><prompt>p</prompt>"] * 2)
+    app = app_for(backend)
+    assert app.post(URL, json={"messages": [SYSTEM, FIRST, pyrit_reply("a draft")]}).status_code == 200
+    assert sent_prompt(backend) == GameConfig().templates.attacker_task(OBJECTIVE, Label.HARMFUL, True)
+    dialogue = [SYSTEM, pyrit_reply("first"), {"role": "user", "content": "answer"}, pyrit_reply("a draft")]
+    assert app.post(URL, json={"messages": dialogue}).status_code == 200
+    assert "USER: first\n\nASSISTANT: answer" in sent_prompt(backend) and "a draft" not in sent_prompt(backend)

@@ -156,7 +156,7 @@ GRADER_DOUBLE = """module.exports = class {
 @pytest.mark.slow  # two model servers and promptfoo (node) as subprocesses
 @pytest.mark.skipif(
     not PROMPTFOO.exists(),
-    reason=f"promptfoo is not installed in {ROOT / 'node_modules'}: `ADVGAME_PROMPTFOO=1 make setup`",
+    reason=f"promptfoo is not installed in {ROOT / 'node_modules'}: `make setup` installs it (npm ci)",
 )
 def test_promptfoo_tree_jailbreak_uses_our_attacker_against_our_defender(servers, tmp_path):
     import yaml
@@ -187,9 +187,11 @@ def test_promptfoo_tree_jailbreak_uses_our_attacker_against_our_defender(servers
         # promptfoo eval exits 100 when a test fails its assertions: the run itself completed
         assert done.returncode in (0, 100), (command, done.stdout[-3000:], done.stderr[-3000:])
     results = json.loads((tmp_path / "results.json").read_text())["results"]["results"]
-    assert results, results
-    for result in results:
-        # what promptfoo sent the target and what the target answered, as promptfoo recorded it
-        trace = result["response"]["metadata"]
-        assert result["response"]["output"] == ANSWER, result
-        assert trace.get("redteamFinalPrompt", result["prompt"]["raw"]) == ATTACK, result
+    # the tree strategy's test case (the intent plugin's plain one sends the objective as it is)
+    [tree] = [r for r in results if "redteamTreeHistory" in r["response"].get("metadata", {})]
+    trace = tree["response"]["metadata"]
+    # what promptfoo's tree search sent the target and what the target answered, as promptfoo recorded it
+    assert trace["redteamTreeHistory"], tree
+    for step in trace["redteamTreeHistory"]:
+        assert step["prompt"] == ATTACK and step["output"] == ANSWER, step
+    assert trace["redteamFinalPrompt"] == ATTACK and tree["response"]["output"] == ANSWER, tree
