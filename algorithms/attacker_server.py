@@ -19,7 +19,8 @@ attack under the schema's message key and empty strings elsewhere.
 The conversation so far. From the adversarial model's side a tool's dialogue is reversed: its own
 earlier attacks are the ``assistant`` turns (JSON-wrapped when JSON was asked for: the attack is
 read back from the message key), and the target's answer to each comes as the next ``user`` turn
-(PyRIT's ``RedTeamingAttack`` sends the answer as it came, or a "blocked" notice); ``user`` turns
+(PyRIT's ``RedTeamingAttack`` sends the answer as it came, or a "blocked" notice, followed by
+its JSON instructions, a "### Response format" section that is left out when JSON is asked for); ``user`` turns
 before the first attack are the tool's own instructions and are not shown, and so is a last attack
 not answered yet (promptfoo's tree search ends on the attack it wants refined). With no attack yet the
 attacker gets its opening task (the single-turn task, or the multi-turn game's opener when it was
@@ -159,6 +160,11 @@ def attack_text(content: str, reply: JsonReply | None) -> str:
     return next((value[k] for k in keys if isinstance(value.get(k), str)), content)
 
 
+# PyRIT appends its JSON instructions to every user turn it sends its adversarial model
+# ("### Response format" to the end): the tool's scaffolding, not the target's answer
+_FORMAT_SECTION = re.compile(r"\s*### Response format\n.*\Z", re.DOTALL)
+
+
 def exchanges(conversation: tuple[Message, ...], reply: JsonReply | None) -> tuple[Exchange, ...]:
     """The tool's dialogue as (our attack, the target's answer) pairs: each ``assistant`` turn
     with the ``user`` turn after it; ``user`` turns with no attack before them are the tool's
@@ -172,7 +178,8 @@ def exchanges(conversation: tuple[Message, ...], reply: JsonReply | None) -> tup
                 )
             attack = attack_text(message.content, reply)
         elif attack is not None:
-            pairs.append(Exchange(attack, message.content))
+            answer = message.content if reply is None else _FORMAT_SECTION.sub("", message.content)
+            pairs.append(Exchange(attack, answer))
             attack = None
     # a last attack with no answer after it is not shown: promptfoo's tree search ends its request
     # with the attack it wants refined, which the target has not answered

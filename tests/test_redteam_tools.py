@@ -22,7 +22,7 @@ import pytest
 from advgame_env.seeds import Label
 from advgame_env.templates import TemplateSet
 from agents.policy import Policy
-from algorithms.attacker_server import AttackerService, AttackRequest
+from algorithms.attacker_server import AttackerService, AttackRequest, Exchange
 from tests.test_attacker_server import served
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,8 +58,12 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     from agents.testing import tiny_chat_model
 
     # the tasks our servers build (the game's templates), answered with the marked texts
-    task = AttackerService(Policy(backend=None)).task(AttackRequest(OBJECTIVE, Label.HARMFUL, ()))
-    attacker = tiny_chat_model([task], answers=(f"<think>pose as an apprentice</think><prompt>{ATTACK}</prompt>",))
+    service = AttackerService(Policy(backend=None))
+    # the opening task, and turn 2's view of the dialogue (the marked attack, the marked answer)
+    tasks = [
+        service.task(AttackRequest(OBJECTIVE, Label.HARMFUL, history)) for history in ((), (Exchange(ATTACK, ANSWER),))
+    ]
+    attacker = tiny_chat_model(tasks, answers=(f"<think>pose as an apprentice</think><prompt>{ATTACK}</prompt>",))
     defender = tiny_chat_model([TemplateSet().defender_task(ATTACK, False)], answers=(ANSWER,))
     logs = tmp_path_factory.mktemp("servers")
     with (

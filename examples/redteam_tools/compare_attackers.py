@@ -96,10 +96,11 @@ def arm(
             *(str(args.pyrit_python), str(ROOT / "examples" / "redteam_tools" / "pyrit_redteam.py")),
             *("--attacker-url", attacker_url, "--target-url", target_url, "--objectives", str(objectives)),
             *("--max-turns", str(args.max_turns), "--success-substring", NEVER, "--out", str(out)),
+            *("--client-retries", "0"),
         ]
         started = time.monotonic()
-        # PyRIT's own retries (10, waits of 5-220 s) off: our server already resamples
-        # --attempts times before its 502, and a retried 502 would only repeat that
+        # PyRIT's own retries (10, waits of 5-220 s) and the openai client's (2) off: our server
+        # already resamples --attempts times before its 502, and a retried 502 would only repeat that
         retries = {"RETRY_MAX_NUM_ATTEMPTS": "1", "RETRY_WAIT_MIN_SECONDS": "0", "RETRY_WAIT_MAX_SECONDS": "1"}
         with (args.out / f"{name}.log").open("w") as log:
             done = subprocess.run(
