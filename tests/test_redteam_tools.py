@@ -94,7 +94,9 @@ def test_pyrit_red_teaming_attack_uses_our_attacker_against_our_defender(servers
     # user's turns, our defender's answers as the assistant's
     sent = [turn["text"] for turn in record["conversation"] if turn["role"] == "user"]
     answers = [turn["text"] for turn in record["conversation"] if turn["role"] == "assistant"]
-    assert sent and all(text == ATTACK for text in sent), record
+    # turn 1 is the marked attack; turn 2 was written from the dialogue so far (the tiny model's
+    # sample of that longer prompt need not be the marked text word for word)
+    assert sent and sent[0] == ATTACK and all(text.strip() for text in sent), record
     # the defender learned its answer for the first turn; a later turn carries the history
     assert answers and answers[0] == ANSWER and all(answers), record
     assert record["executed_turns"] in (1, 2)
