@@ -10,13 +10,24 @@ format, and answers with the public prompt only: the hidden reasoning never leav
 Where the objective is read (first found):
   1. a top-level ``"objective"`` string (an extension field; tools that allow extra body keys);
   2. the system messages' text: its ``<objective>..</objective>``, else the rest of the first line
-     after ``Objective:``,
-     else the whole text.
+     after ``Objective:`` (promptfoo's "the following behavior: '..'" first: its prompt has an
+     "OBJECTIVE:" line of its own), else the whole text.
 A request without one is a 400 naming what is missing. A ``response_format`` asking for JSON (PyRIT
 asks its adversarial model for ``{"next_message", "rationale", "last_response_summary"}``) gets the
-attack under the schema's message key and empty strings elsewhere. The attacker was trained single-turn, so
-the turns after the system message are checked (their layout) but not yet shown to it: each call
-is a fresh rewrite of the objective (the multi-turn issue will feed them).
+attack under the schema's message key and empty strings elsewhere.
+
+The conversation so far. From the adversarial model's side a tool's dialogue is reversed: its own
+earlier attacks are the ``assistant`` turns (JSON-wrapped when JSON was asked for: the attack is
+read back from the message key), and the target's answer to each comes as the next ``user`` turn
+(PyRIT's ``RedTeamingAttack`` sends the answer as it came, or a "blocked" notice, followed by
+its JSON instructions, a "### Response format" section that is left out when JSON is asked for); ``user`` turns
+before the first attack are the tool's own instructions and are not shown, and so is a last attack
+not answered yet (promptfoo's tree search ends on the attack it wants refined). With no attack yet the
+attacker gets its opening task (the single-turn task, or the multi-turn game's opener when it was
+trained with ``turns > 1``); later it reads the multi-turn game's own view of the conversation
+(``ConversationGame.attacker_view``), so the next message depends on the target's answers. The
+oldest exchanges are dropped from that view past the game's ``max_conversation_chars``. The
+attacker cannot end a tool's conversation: an ``[END CONVERSATION]`` output is sampled again.
 
 Defender. A plain chat target: the conversation is sent as it came, its last turn (a user turn:
 the attack) written as the defender's trained task (the game's defender template), and the answer
@@ -40,8 +51,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from advgame_env.game import Game, GameConfig, Round
-from advgame_env.parsing import Parsed, parse_response
+from advgame_env.conversation import END_CONVERSATION, Conversation, ConversationGame, Dialogue, Turn
+from advgame_env.game import Game, GameConfig, Round, Sample
+from advgame_env.parsing import Failure, Parsed, parse_response
 from advgame_env.roles import ATTACKER, DEFENDER
 from advgame_env.rule_judge import RuleJudge
 from advgame_env.seeds import Label, Seed
@@ -58,6 +70,9 @@ ROLES = ("system", "developer", "user", "assistant")
 MAX_BODY_BYTES = 1 << 20  # 1 MiB: far above a red-teaming conversation, far below memory trouble
 _OBJECTIVE_TAG = re.compile(r"<objective>(.*?)</objective>", re.DOTALL | re.IGNORECASE)
 _OBJECTIVE_LINE = re.compile(r"\bobjective[ \t]*:[ \t]*(\S[^\n]*)", re.IGNORECASE)  # the rest of its line
+# promptfoo's attacker system prompts (jailbreak:iterative, jailbreak:tree) state the goal as
+# "... perform the following behavior: '{{goal}}' and ideally begin ..." / "...: '{{goal}}'. ..."
+_BEHAVIOR = re.compile(r"the following behavior: '(.+?)'(?=\.|\s+and ideally)", re.DOTALL | re.IGNORECASE)
 
 
 class RequestError(Exception):
@@ -126,12 +141,58 @@ def json_reply(response_format: object) -> JsonReply | None:
 
 
 @dataclass(frozen=True)
+class Exchange:
+    """One earlier turn of the tool's dialogue: the attack we wrote and the target's answer."""
+
+    attack: str
+    answer: str
+
+
+def attack_text(content: str, reply: JsonReply | None) -> str:
+    """The attack inside one of our earlier replies: the message key of a JSON reply, else the text."""
+    try:
+        value = json.loads(content)
+    except json.JSONDecodeError:
+        return content
+    if not isinstance(value, dict):
+        return content
+    keys = (reply.key, *ATTACK_KEYS) if reply is not None else ATTACK_KEYS
+    return next((value[k] for k in keys if isinstance(value.get(k), str)), content)
+
+
+# PyRIT appends its JSON instructions to every user turn it sends its adversarial model
+# ("### Response format" to the end): the tool's scaffolding, not the target's answer
+_FORMAT_SECTION = re.compile(r"\s*### Response format\n.*\Z", re.DOTALL)
+
+
+def exchanges(conversation: tuple[Message, ...], reply: JsonReply | None) -> tuple[Exchange, ...]:
+    """The tool's dialogue as (our attack, the target's answer) pairs: each ``assistant`` turn
+    with the ``user`` turn after it; ``user`` turns with no attack before them are the tool's
+    instructions; a last attack not answered yet is left out. A 400 for two attacks in a row."""
+    pairs, attack = [], None
+    for message in conversation:
+        if message.role == "assistant":
+            if attack is not None:
+                raise RequestError(
+                    400, "messages: two assistant (attacker) turns in a row; each is followed by the target's answer"
+                )
+            attack = attack_text(message.content, reply)
+        elif attack is not None:
+            answer = message.content if reply is None else _FORMAT_SECTION.sub("", message.content)
+            pairs.append(Exchange(attack, answer))
+            attack = None
+    # a last attack with no answer after it is not shown: promptfoo's tree search ends its request
+    # with the attack it wants refined, which the target has not answered
+    return tuple(pairs)
+
+
+@dataclass(frozen=True)
 class AttackRequest:
     """What the attacker needs from a tool's request."""
 
     objective: str
     label: Label
-    conversation: tuple[Message, ...]  # the turns after the system messages (checked, not yet used)
+    history: tuple[Exchange, ...] = ()  # the dialogue so far, oldest first
     reply: JsonReply | None = None  # a JSON object asked for (response_format), else the plain attack
     max_tokens: int | None = None
     temperature: float | None = None
@@ -157,7 +218,7 @@ def objective_of(system: str) -> str:
     tagged = _OBJECTIVE_TAG.search(system)
     if tagged:
         return tagged.group(1).strip()
-    line = _OBJECTIVE_LINE.search(system)
+    line = _BEHAVIOR.search(system) or _OBJECTIVE_LINE.search(system)
     return line.group(1).strip() if line else system.strip()
 
 
@@ -230,11 +291,12 @@ def parse_request(body: object) -> AttackRequest:
             "no objective: send a system message stating it (or <objective>..</objective>, "
             "a line 'Objective: ..', or a top-level 'objective' field)",
         )
+    reply = json_reply(body.get("response_format"))
     return AttackRequest(
         objective=objective,
         label=Label(label),
-        conversation=tuple(m for m in request.messages if m.role not in ("system", "developer")),
-        reply=json_reply(body.get("response_format")),
+        history=exchanges(tuple(m for m in request.messages if m.role not in ("system", "developer")), reply),
+        reply=reply,
         max_tokens=request.max_tokens,
         temperature=request.temperature,
         seed=request.seed,
@@ -303,11 +365,41 @@ class AttackerService:
         self._game = Game(RuleJudge(), self.game)
 
     def task(self, request: AttackRequest) -> str:
-        return self._game.attacker_observation(Round(Seed("request", request.objective, request.label)))
+        """The attacker's prompt: its opening task, or the multi-turn game's view of the dialogue so far."""
+        seed = Seed("request", request.objective, request.label)
+        turn = len(request.history) + 1
+        # the multi-turn game's own observations (its checks need a pairwise judging config; no judge is called)
+        game = replace(self.game, turns=max(self.game.turns, turn), judging="pairwise")
+        if not request.history:
+            opener = ConversationGame(RuleJudge(), game) if self.game.turns > 1 else self._game
+            return opener.attacker_observation(Round(seed))
+        conversation = Conversation(
+            [Turn(Sample(e.attack, e.attack), Sample(e.answer, e.answer)) for e in self.recent(request.history)]
+        )
+        dialogue = Dialogue(seed, turn=turn, conversations=[[conversation]])
+        return ConversationGame(RuleJudge(), game).attacker_view(dialogue, conversation)
+
+    def recent(self, history: tuple[Exchange, ...]) -> tuple[Exchange, ...]:
+        """The latest exchanges within the game's ``max_conversation_chars`` (at least the last,
+        cut to it): a long tool dialogue cannot grow the prompt without bound."""
+        limit, kept, size = self.game.max_conversation_chars, [], 0
+        for exchange in reversed(history):
+            size += len(exchange.attack) + len(exchange.answer)
+            if size > limit:
+                break
+            kept.append(exchange)
+        if not kept:  # the last exchange alone is over the limit: half each, the answer's end kept
+            last, half = history[-1], limit // 2
+            return (Exchange(last.attack[:half], last.answer[-(limit - half) :]),)
+        return tuple(reversed(kept))
 
     def parse(self, generation: Generation) -> Parsed:
-        """The attacker's output parsed as the game parses it."""
-        return self._game.parse_attack(generation.text, generation.finish_reason)
+        """The attacker's output parsed as the game parses it; a tool's dialogue cannot be ended
+        by the attacker, so ``[END CONVERSATION]`` counts as a failed sample."""
+        parsed = self._game.parse_attack(generation.text, generation.finish_reason)
+        if parsed.public is not None and parsed.public.strip() == END_CONVERSATION:
+            return Parsed(None, parsed.reasoning, Failure.BAD_FORMAT)
+        return parsed
 
     def attack(self, request: AttackRequest) -> tuple[str, int]:
         """(the public attack prompt, tokens generated); a ``RequestError`` (502) when no sample parsed."""
@@ -466,9 +558,12 @@ def run_config(source: Path) -> TrainConfig | None:
     return None
 
 
-def trained_policy(source: Path, role: str, which: Which = "learner") -> tuple[Policy, GameConfig]:
+def trained_policy(
+    source: Path, role: str, which: Which = "learner", config: TrainConfig | None = None
+) -> tuple[Policy, GameConfig]:
     """The ``role`` player of ``source`` (an export, a run folder or a checkpoint), loaded with the
-    HF backend, with its run's game and sampling settings where the run is known (the defaults of
+    HF backend, with its run's game and sampling settings where the run is known (``config``
+    overrides: e.g. a run's untrained base model playing with that run's settings; the defaults of
     a run config otherwise)."""
     from agents import HFBackend, load_model
     from algorithms.config import TrainConfig
@@ -476,7 +571,8 @@ def trained_policy(source: Path, role: str, which: Which = "learner") -> tuple[P
     from algorithms.training.game_format import read_format
     from algorithms.training.rollouts import prefills
 
-    cfg = run_config(source)  # first: a config that cannot load (a plugin not given) is the error to show
+    # first: a config that cannot load (a plugin not given) is the error to show
+    cfg = config if config is not None else run_config(source)
     folder = policy_folder(source, role, which)
     fmt = read_format(folder)
     if cfg is None:  # a lone export: the run config's defaults, in the format the export records

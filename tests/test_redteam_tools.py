@@ -22,7 +22,7 @@ import pytest
 from advgame_env.seeds import Label
 from advgame_env.templates import TemplateSet
 from agents.policy import Policy
-from algorithms.attacker_server import AttackerService, AttackRequest
+from algorithms.attacker_server import AttackerService, AttackRequest, Exchange
 from tests.test_attacker_server import served
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,8 +58,12 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     from agents.testing import tiny_chat_model
 
     # the tasks our servers build (the game's templates), answered with the marked texts
-    task = AttackerService(Policy(backend=None)).task(AttackRequest(OBJECTIVE, Label.HARMFUL, ()))
-    attacker = tiny_chat_model([task], answers=(f"<think>pose as an apprentice</think><prompt>{ATTACK}</prompt>",))
+    service = AttackerService(Policy(backend=None))
+    # the opening task, and turn 2's view of the dialogue (the marked attack, the marked answer)
+    tasks = [
+        service.task(AttackRequest(OBJECTIVE, Label.HARMFUL, history)) for history in ((), (Exchange(ATTACK, ANSWER),))
+    ]
+    attacker = tiny_chat_model(tasks, answers=(f"<think>pose as an apprentice</think><prompt>{ATTACK}</prompt>",))
     defender = tiny_chat_model([TemplateSet().defender_task(ATTACK, False)], answers=(ANSWER,))
     logs = tmp_path_factory.mktemp("servers")
     with (
@@ -90,7 +94,9 @@ def test_pyrit_red_teaming_attack_uses_our_attacker_against_our_defender(servers
     # user's turns, our defender's answers as the assistant's
     sent = [turn["text"] for turn in record["conversation"] if turn["role"] == "user"]
     answers = [turn["text"] for turn in record["conversation"] if turn["role"] == "assistant"]
-    assert sent and all(text == ATTACK for text in sent), record
+    # turn 1 is the marked attack; turn 2 was written from the dialogue so far (the tiny model's
+    # sample of that longer prompt need not be the marked text word for word)
+    assert sent and sent[0] == ATTACK and all(text.strip() for text in sent), record
     # the defender learned its answer for the first turn; a later turn carries the history
     assert answers and answers[0] == ANSWER and all(answers), record
     assert record["executed_turns"] in (1, 2)
@@ -135,3 +141,63 @@ def test_garak_atkgen_uses_our_attacker_as_its_red_team_model_against_our_defend
     answers = [a["outputs"][0]["text"] for a in attempts]
     assert all(prompt == ATTACK for prompt in prompts), prompts
     assert answers[0] == ANSWER and all(answers), answers
+
+
+PROMPTFOO = ROOT / "node_modules" / ".bin" / "promptfoo"
+# TEST DOUBLE of promptfoo's grader (defaultTest.options.provider), labelled as such: a fixed
+# "not broken" verdict in both layouts promptfoo reads (llm-rubric's pass/score/reason, the
+# iterative strategy's judge ratings). The grader is a provider of its own, never our attacker.
+GRADER_DOUBLE = """module.exports = class {
+  constructor(options) { this.providerId = (options && options.id) || 'grader-test-double'; }
+  id() { return this.providerId; }
+  async callApi() {
+    const rated = { rating: 1, explanation: 'test double' };
+    return { output: JSON.stringify({ pass: true, score: 1, reason: 'test double',
+      currentResponse: rated, previousBestResponse: rated }) };
+  }
+};
+"""
+
+
+@pytest.mark.slow  # two model servers and promptfoo (node) as subprocesses
+@pytest.mark.skipif(
+    not PROMPTFOO.exists(),
+    reason=f"promptfoo is not installed in {ROOT / 'node_modules'}: `make setup` installs it (npm ci)",
+)
+def test_promptfoo_tree_jailbreak_uses_our_attacker_against_our_defender(servers, tmp_path):
+    import yaml
+
+    config = yaml.safe_load((ROOT / "examples" / "redteam_tools" / "promptfoo_redteam.yaml").read_text())
+    config["targets"][0]["config"]["apiBaseUrl"] = f"{servers.defender}/v1"
+    config["redteam"]["provider"]["config"]["apiBaseUrl"] = f"{servers.attacker}/v1"
+    config["redteam"]["plugins"][0]["config"]["intent"] = [OBJECTIVE]
+    (tmp_path / "grader.js").write_text(GRADER_DOUBLE)
+    config["defaultTest"]["options"]["provider"] = f"file://{tmp_path / 'grader.js'}"
+    (tmp_path / "promptfooconfig.yaml").write_text(yaml.safe_dump(config))
+    env = {
+        **os.environ,
+        "PATH": f"{PROMPTFOO.parent}{os.pathsep}{os.environ['PATH']}",  # node 22 from node_modules first
+        "PROMPTFOO_DISABLE_REMOTE_GENERATION": "true",  # nothing leaves loopback: no promptfoo cloud
+        "PROMPTFOO_DISABLE_TELEMETRY": "1",
+        "PROMPTFOO_DISABLE_UPDATE": "1",
+        "PROMPTFOO_CONFIG_DIR": str(tmp_path / "promptfoo"),
+        "OPENAI_API_KEY": "unused",
+    }
+    for command in (
+        ["redteam", "generate", "-c", "promptfooconfig.yaml", "-o", "redteam.yaml", "--no-cache", "--force"],
+        ["eval", "-c", "redteam.yaml", "-o", "results.json", "--no-cache", "--no-progress-bar"],
+    ):
+        done = subprocess.run(
+            [PROMPTFOO, *command], capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env, check=False
+        )
+        # promptfoo eval exits 100 when a test fails its assertions: the run itself completed
+        assert done.returncode in (0, 100), (command, done.stdout[-3000:], done.stderr[-3000:])
+    results = json.loads((tmp_path / "results.json").read_text())["results"]["results"]
+    # the tree strategy's test case (the intent plugin's plain one sends the objective as it is)
+    [tree] = [r for r in results if "redteamTreeHistory" in r["response"].get("metadata", {})]
+    trace = tree["response"]["metadata"]
+    # what promptfoo's tree search sent the target and what the target answered, as promptfoo recorded it
+    assert trace["redteamTreeHistory"], tree
+    for step in trace["redteamTreeHistory"]:
+        assert step["prompt"] == ATTACK and step["output"] == ANSWER, step
+    assert trace["redteamFinalPrompt"] == ATTACK and tree["response"]["output"] == ANSWER, tree
