@@ -18,8 +18,12 @@ quick-demo: setup
 # do not oversubscribe the cores; the tests that start a vLLM engine or server share one worker,
 # so one `vllm serve` session server starts (tests/xdist_groups.py, which also works around
 # pytest-xdist 3.8.0's group suffix that pytest 9.2 drops). PYTEST_WORKERS=0: one process.
-# docs/testing.md: the tiers, what each proves and what they take.
+# The whole suite (make test) runs on SUITE_WORKERS, one process by default: the vLLM group
+# holds up to three engines at once (~10 GiB) and the other worker's heaviest tests (the quick
+# demo, ~6 GiB) beside it came near the 24 GiB of the reference machine (clean clone,
+# 2026-12-06). docs/testing.md: the tiers, what each proves and what they take.
 PYTEST_WORKERS ?= 2
+SUITE_WORKERS ?= 0
 PYTEST = OMP_NUM_THREADS=1 .venv/bin/python -m pytest --dist loadgroup
 
 test: setup
@@ -28,7 +32,7 @@ test: setup
 	.venv/bin/mypy
 	.venv/bin/lint-imports
 	$(MKDOCS)
-	$(PYTEST) -n $(PYTEST_WORKERS) --durations=25
+	$(PYTEST) -n $(SUITE_WORKERS) --durations=25
 
 # The fast tier while working: no training loop, bundled model, engine or subprocess (3 min 28 s
 # from a fresh clone once set up, docs/setup.md); `make test` above stays the whole suite and CI's command.
