@@ -1,4 +1,4 @@
-"""Which tests share one pytest-xdist worker (``make test`` runs ``-n 2 --dist loadgroup``), and the
+"""Which tests share one pytest-xdist worker (``make test-fast`` and ``make test SUITE_WORKERS=2`` run ``-n 2 --dist loadgroup``), and the
 fix-up that makes pytest-xdist honour the group under pytest 9.2.
 
 The slow tests that start a vLLM engine or a ``vllm serve`` (their own, or the session's
