@@ -423,8 +423,9 @@ def _measure_run(
 
 def _attacker_templates(templates: TemplateSet) -> tuple[str, ...]:
     """The versions of the templates that set the attacker's task and format."""
-    names = ("attacker_system", "attacker_harmful", "attacker_benign", "attacker_format_think")
-    return tuple(templates.versions()[n] for n in (*names, "attacker_format_prompt_only", "think_prefill"))
+    from algorithms.training.game_format import ATTACKER_TEMPLATES
+
+    return tuple(templates.versions()[n] for n in ATTACKER_TEMPLATES)
 
 
 def _crossplay(
