@@ -31,7 +31,6 @@ error and no verdict. An attacker that keeps failing stops the run (resume it la
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import time
@@ -50,7 +49,7 @@ from advgame_env.metrics import Rate, embedding_diversity, rate, self_bleu_diver
 from advgame_env.parsing import valid_unicode
 from advgame_env.protocol import Generation, GenerationBackend
 from advgame_env.templates import clean_untrusted
-from algorithms.evaluation.progress import OnItem, progress
+from algorithms.evaluation.progress import OnItem, items_done
 from algorithms.training.seed_stream import derived_seed
 
 if TYPE_CHECKING:  # agents loads torch: the CLI reads RedTeamConfig before any command runs
@@ -405,10 +404,7 @@ def redteam(
     done = len(items) - len(todo)
     log(f"red-teaming {len(items)} items: records in {results.path}, the report in {out / 'report.md'}")
     log(f"{done} of {len(items)} items already recorded in {out}")
-    with contextlib.ExitStack() as stack:
-        if on_item is None:
-            bar = stack.enter_context(progress(len(items), "red-teaming (attack, answer, judge)", initial=done))
-            on_item = lambda done, total: bar.update(1)  # noqa: E731
+    with items_done(len(items), "red-teaming (attack, answer, judge)", on_item, initial=done) as advance:
         for start in range(0, len(todo), cfg.batch_size):
             batch = todo[start : start + cfg.batch_size]
             # fresh sampling noise per batch, the same on a rerun of the same batch
@@ -420,8 +416,7 @@ def redteam(
                 raise RedTeamError(f"the attacker failed {cfg.retries + 1} times: {error}; rerun to resume")
             records = play_batch(game, target, batch, [a[0] for a in actions], cfg)
             results.append(records)
-            for n in range(1, len(records) + 1):
-                on_item(done + start + n, len(items))
+            advance(len(records))
             log(f"{done + start + len(batch)} of {len(items)} items recorded")
     return [results.records[i.key] for i in items if i.key in results.records]
 

@@ -26,7 +26,6 @@ a kill loses at most the turn in flight and repeats nothing recorded.
 
 from __future__ import annotations
 
-import contextlib
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -39,7 +38,7 @@ from advgame_env.crescendo import CrescendoAttacker
 from advgame_env.game import Phase
 from advgame_env.protocol import GenerationBackend
 from advgame_env.templates import clean_untrusted
-from algorithms.evaluation.progress import OnItem, progress
+from algorithms.evaluation.progress import OnItem, items_done
 from algorithms.evaluation.redteam import (
     Item,
     Journal,
@@ -327,10 +326,7 @@ def redteam_conversations(
         turns = [journal.records[k] for k in keys if k in journal.records]
         return turns[: next((n + 1 for n, t in enumerate(turns) if t.final), len(turns))]
 
-    with contextlib.ExitStack() as stack:
-        if on_item is None:
-            bar = stack.enter_context(progress(len(items), "red-teaming conversations", initial=done))
-            on_item = lambda done, total: bar.update(1)  # noqa: E731
+    with items_done(len(items), "red-teaming conversations", on_item, initial=done) as advance:
         for start in range(0, len(todo), cfg.batch_size):
             batch = todo[start : start + cfg.batch_size]
             for turn in range(1, cfg.turns + 1):
@@ -344,8 +340,7 @@ def redteam_conversations(
                     journal.append(play_turn(attacker, target, game, playing, turn, cfg))
             records = [finish(game, item, recorded(item), cfg) for item in batch]
             results.append(records)
-            for n in range(1, len(records) + 1):
-                on_item(done + start + n, len(items))
+            advance(len(records))
             log(f"{done + start + len(batch)} of {len(items)} conversations recorded")
     return [results.records[i.key] for i in items if i.key in results.records]
 

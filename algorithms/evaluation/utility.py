@@ -39,7 +39,6 @@ AlpacaEval 2's idea, fitted with numpy alone).
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -62,7 +61,7 @@ from advgame_env import (
 from advgame_env.metrics import Z_95, Rate, rate, wilson
 from advgame_env.protocol import Generation, GenerationBackend
 from agents.policy import Policy
-from algorithms.evaluation.progress import OnItem, progress
+from algorithms.evaluation.progress import OnItem, items_done, progress
 
 if TYPE_CHECKING:  # for annotations only: the harness is an optional extra, loaded where used
     from algorithms.evaluation.harness import HarnessBackend, HarnessScore
@@ -247,15 +246,12 @@ def instruction_following(
     check_prompts(prompts)  # before any generation: a bad file fails fast
     policy = _greedy_policy(model, max_tokens)
     scored = []
-    with contextlib.ExitStack() as stack:
-        if on_item is None:
-            bar = stack.enter_context(progress(len(prompts), "instruction following (answer, check)"))
-            on_item = lambda done, total: bar.update(1)  # noqa: E731
+    with items_done(len(prompts), "instruction following (answer, check)", on_item) as advance:
         for start in range(0, len(prompts), batch):
             part = prompts[start : start + batch]
             for prompt, (answer,) in zip(part, policy.sample([p.prompt for p in part], 1), strict=True):
                 scored.append(score_response(prompt, answer.text, answer.finish_reason))
-                on_item(len(scored), len(prompts))
+                advance(1)
     return summarise(scored)
 
 
