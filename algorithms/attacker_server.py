@@ -568,7 +568,7 @@ def trained_policy(
     from agents import HFBackend, load_model
     from algorithms.config import TrainConfig
     from algorithms.export import policy_folder
-    from algorithms.training.game_format import read_format
+    from algorithms.training.game_format import read_format, recorded_game
     from algorithms.training.rollouts import prefills
 
     # first: a config that cannot load (a plugin not given) is the error to show
@@ -577,9 +577,8 @@ def trained_policy(
     fmt = read_format(folder)
     if cfg is None:  # a lone export: the run config's defaults, in the format the export records
         cfg = TrainConfig()
-        if fmt is not None:
-            think = {f"{r}_think": getattr(fmt, f"{r}_think") for r in (ATTACKER, DEFENDER)}
-            cfg = replace(cfg, game=replace(cfg.game, **think))
+        if fmt is not None:  # its think switches and template set (a Self-RedTeam attacker: its system turn)
+            cfg = replace(cfg, game=recorded_game(fmt, cfg.game))
     prefill = getattr(fmt, f"{role}_prefill") if fmt is not None else prefills(cfg)[role]
     model, tokenizer = load_model(folder)
     rollout, game = cfg.rollout, cfg.game

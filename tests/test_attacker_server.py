@@ -243,6 +243,12 @@ def test_a_run_folders_attacker_plays_with_the_runs_game_and_sampling_settings(t
     write_format(tmp_path / "lone", dataclasses.replace(recorded, attacker_prefill="<prompt>"))
     lone = attacker_service(tmp_path / "lone")
     assert (lone.game.attacker_think, lone.policy.prefill, lone.policy.max_tokens) == (False, "<prompt>", 256)
+    # and in its recorded template set: a Self-RedTeam export gets its revision task and system turn
+    srt = GameFormat.of(load_config("configs/cpu_self_redteam.yaml"))
+    write_format(tmp_path / "lone", srt)
+    lone = attacker_service(tmp_path / "lone")
+    assert lone.game.templates.versions() == srt.templates
+    assert lone.policy.system and lone.policy.system == lone.game.system_message("attacker")
 
 
 def test_a_source_that_is_no_attacker_is_one_line_and_exit_2(tmp_path, capsys):

@@ -109,7 +109,7 @@ def test_the_demo_trains_then_compares_the_defender_before_and_after(tiny_chat, 
     out = tmp_path / "demo"
     out.mkdir()  # a demo killed before its first checkpoint left a log line: it starts afresh
     (out / "metrics.jsonl").write_text('{"step": 0, "val/refusal_harmful": 0.125}\n')
-    small = ("--eval-size", "4", "--eval-tokens", "8", "--attack-prompts", "2")
+    small = ("--eval-prompts", "4", "--eval-tokens", "8", "--attack-prompts", "2")
     small += ("--instruction-following", "2", "--instruction-tokens", "8")  # the utility panel too
     tiny = (f"model.name={tiny_chat}", "roles.attacker.max_tokens=12", "roles.defender.max_tokens=12")
     assert main(_demo_args(out, small, *tiny)) == 0
@@ -146,7 +146,7 @@ def test_the_quick_demo_runs_on_the_bundled_model(tmp_path):
     """`advgame demo --quick` on the bundled model and its shipped config, every stage; the table is printed."""
     # the quick config's training as shipped; its evaluation shortened (what is measured, not how
     # much: the tiny-model demo test above checks the figures and the panel)
-    options = ("--eval-size", "4", "--eval-tokens", "16", "--attack-prompts", "2")
+    options = ("--eval-prompts", "4", "--eval-tokens", "16", "--attack-prompts", "2")
     options += ("--instruction-following", "2", "--instruction-tokens", "16")
     command = [sys.executable, "-m", "algorithms.cli", *_demo_args(tmp_path / "quick", options)]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)

@@ -119,6 +119,7 @@ def test_a_plugin_run_is_evaluated_resumed_and_exploited_with_plugin(tiny_chat, 
         (["compare", "--config", "cpu_smoke.yaml", "--exploit-seeds", "4"], "--exploit-seeds", "--exploit-prompts N"),
         (["compare", "--config", "x.yaml", "--crossplay-seeds", "0"], "--crossplay-seeds", "--crossplay-prompts N"),
         (["demo", "--quick", "--attack-seeds", "2"], "--attack-seeds", "--attack-prompts N"),
+        (["demo", "--quick", "--eval-size", "4"], "--eval-size", "--eval-prompts N"),
     ],
 )
 def test_an_old_flag_spelling_is_one_line_naming_the_new_flag(argv, old, new, capsys):

@@ -26,8 +26,8 @@ def test_every_command_is_a_dataclass_parsed_from_its_flags():
         "judge-audit",
     }
     assert all(dataclasses.is_dataclass(command) for command in COMMANDS.values())
-    command = parse_command(["demo", "--quick", "--eval-size", "4", "run.out_dir=x", "run.steps=2"])
-    assert (command.quick, command.eval_size, command.overrides) == (True, 4, ["run.out_dir=x", "run.steps=2"])
+    command = parse_command(["demo", "--quick", "--eval-prompts", "4", "run.out_dir=x", "run.steps=2"])
+    assert (command.quick, command.eval_prompts, command.overrides) == (True, 4, ["run.out_dir=x", "run.steps=2"])
 
 
 def test_eval_and_redteam_share_the_judge_options():

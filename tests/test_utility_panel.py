@@ -145,8 +145,8 @@ def test_the_demo_hands_its_plan_to_the_evaluation_and_prints_the_utility_column
     pytest.importorskip("if_verifiable", reason="the `utility` extra (if-verifiable) is not installed")
     given = {}
 
-    def run_demo(config, overrides, *, eval_size, eval_tokens, attack_prompts, plan):
-        given.update(eval_size=eval_size, plan=plan)
+    def run_demo(config, overrides, *, eval_prompts, eval_tokens, attack_prompts, plan):
+        given.update(eval_prompts=eval_prompts, plan=plan)
         safety = {"harmful compliance": rate(9, 10), "benign refusal": rate(0, 10)}
         figures = {IF_STRICT: Figure(0.25, 0.1, 0.4, 23), WIN_RATE: Figure(0.5, 0.3, 0.7, 10)}
         rows = [Evaluated("before (step 0)", safety, "run", None, None, figures)]
@@ -156,7 +156,7 @@ def test_the_demo_hands_its_plan_to_the_evaluation_and_prints_the_utility_column
     monkeypatch.setattr(algorithms.cli.demo, "run_demo", run_demo)
     assert main(["demo", "--quick", "--instruction-following", "4"]) == 0
     plan = given["plan"]
-    assert given["eval_size"] == 24 and len(plan.instruction_prompts) == 4 and plan.reference is not None
+    assert given["eval_prompts"] == 24 and len(plan.instruction_prompts) == 4 and plan.reference is not None
     # four measures side by side would pass 100 columns: the table turns, one measure a row
     header, *rows = [line for line in capsys.readouterr().out.splitlines() if line.strip()][:5]
     assert header.split() == ["before", "(step", "0)", "after", "(step", "2)"]

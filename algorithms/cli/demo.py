@@ -60,7 +60,7 @@ def run_demo(
     config: Path,
     overrides: list[str],
     *,
-    eval_size: int | None,
+    eval_prompts: int | None,
     eval_tokens: int,
     attack_prompts: int,
     plan: UtilityPlan | None = None,
@@ -78,7 +78,7 @@ def run_demo(
     print("evaluating the defender before and after on held-out seeds", flush=True)
     evaluated, _ = evaluate_models(
         [(names[n], m) for n, m in models],
-        heldout(eval_size),
+        heldout(eval_prompts),
         RuleJudge(),
         lambda model: HFBackend(*load_model(model)),
         run / "eval",

@@ -92,7 +92,10 @@ RENAMED: dict[str, dict[str, str]] = {
         "--exploit-seeds": "--exploit-prompts N (held-out requests per exploit curve point)",
         "--crossplay-seeds": "--crossplay-prompts N (requests of the cross-play)",
     },
-    "demo": {"--attack-seeds": "--attack-prompts N (held-out harmful requests the attackers rewrite)"},
+    "demo": {
+        "--attack-seeds": "--attack-prompts N (held-out harmful requests the attackers rewrite)",
+        "--eval-size": "--eval-prompts N (held-out requests the defenders answer)",
+    },
 }
 
 
@@ -178,7 +181,7 @@ class Demo:
 
     quick: bool = False  # configs/cpu_demo_quick.yaml: the pipeline in minutes
     config: str | None = None  # another demo config (e.g. configs/cpu_demo_llm_judge.yaml)
-    eval_size: int | None = None  # held-out seeds evaluated (default: all 169; quick: 24)
+    eval_prompts: int | None = None  # held-out requests the defenders answer (default: all 169; quick: 24)
     eval_tokens: int = 64  # answer length when evaluating
     attack_prompts: int | None = None  # held-out harmful requests the attackers rewrite (0: skip; default 24, quick: 4)
     instruction_following: Annotated[int | None, arg(metavar="N")] = None
@@ -199,14 +202,14 @@ class Demo:
         from algorithms.config import ConfigError
 
         config = Path(self.config) if self.config else QUICK if self.quick else DEMO
-        eval_size = self.eval_size if self.eval_size is not None else 24 if self.quick else None
+        eval_prompts = self.eval_prompts if self.eval_prompts is not None else 24 if self.quick else None
         attack_prompts = self.attack_prompts if self.attack_prompts is not None else 4 if self.quick else 24
         try:
             plan = self.plan(config)
             evaluated, comparison = run_demo(
                 config,
                 self.overrides,
-                eval_size=eval_size,
+                eval_prompts=eval_prompts,
                 eval_tokens=self.eval_tokens,
                 attack_prompts=attack_prompts,
                 plan=plan,

@@ -6,7 +6,8 @@ false`` writes ``<prompt>`` only, and read as a thinking attacker nearly all its
 ``advgame_format.json`` in each exported folder records the run's format; the commands that load
 a player (``redteam``, ``crossplay``, ``play``, ``exploit``, ``serve``, ``eval``) read it as their
 default and warn in one line when a flag overrides it; ``redteam`` and ``crossplay`` play the
-recorded attacker templates, ``eval`` the recorded defender format (``recorded_game``).
+recorded attacker templates, ``exploit`` each start's own templates (``ROLE_TEMPLATES``), ``serve``
+and ``eval`` the recorded format (``recorded_game``).
 """
 
 from __future__ import annotations
@@ -94,6 +95,13 @@ ATTACKER_TEMPLATES = (
     "attacker_format_prompt_only",
     "think_prefill",
 )
+
+# each role's own templates: its task, format and opening (``think_prefill`` opens either role's
+# hidden reasoning, so both share it)
+ROLE_TEMPLATES = {
+    "attacker": ATTACKER_TEMPLATES,
+    "defender": ("defender", "defender_think", "think_prefill"),
+}
 
 
 @dataclass(frozen=True)
