@@ -16,7 +16,9 @@ counts as not broken and is reported apart. ASR with 95 % Wilson intervals.
         --objectives 24 --max-turns 3 --out runs/cpu_demo/eval/pyrit_compare
 
 Runs in advgame's venv; PyRIT runs in ``.venv-redteam`` (``--pyrit-python``). Writes each arm's
-PyRIT records, ``summary.json`` and ``summary.md`` to ``--out``.
+PyRIT records, ``summary.json`` and ``summary.md`` to ``--out``; each objective's record lands in
+``ARM.jsonl`` as it ends, and the same command again resumes after the last one (more
+``--objectives`` extend it; other settings are refused: ``settings.json``).
 """
 
 from __future__ import annotations
@@ -96,7 +98,8 @@ def arm(
             *(str(args.pyrit_python), str(ROOT / "examples" / "redteam_tools" / "pyrit_redteam.py")),
             *("--attacker-url", attacker_url, "--target-url", target_url, "--objectives", str(objectives)),
             *("--max-turns", str(args.max_turns), "--success-substring", NEVER, "--out", str(out)),
-            *("--client-retries", "0"),
+            # each objective's record as it ends: a stopped comparison resumes there (same --out)
+            *("--client-retries", "0", "--records", str(args.out / f"{name}.jsonl")),
         ]
         started = time.monotonic()
         # PyRIT's own retries (10, waits of 5-220 s) and the openai client's (2) off: our server
@@ -134,6 +137,12 @@ def main() -> None:
     if cfg is None:
         raise SystemExit(f"{args.run}: not a run folder (no config.yaml)")
     args.out.mkdir(parents=True, exist_ok=True)
+    settings = {"run": str(args.run), "attacker": str(args.attacker), "max_turns": args.max_turns}
+    settings["attempts"] = args.attempts
+    recorded = args.out / "settings.json"
+    if recorded.is_file() and json.loads(recorded.read_text()) != settings:
+        raise SystemExit(f"{args.out} holds records of other settings ({recorded}); give a fresh --out")
+    recorded.write_text(json.dumps(settings, indent=1) + "\n")
     seeds = [s for s in bundled_seeds("heldout") if s.label is Label.HARMFUL][: args.objectives]
     objectives = args.out / "objectives.json"
     objectives.write_text(json.dumps([s.prompt for s in seeds], indent=1) + "\n")

@@ -14,7 +14,8 @@ Nothing leaves loopback: PyRIT keeps its memory in-process, and the objective is
 substring check (no scorer model). ``--out`` gets the conversation PyRIT recorded, each turn's
 role and text, and the attack's outcome; with ``--objectives FILE`` (a JSON list) one such record
 per objective, an attack PyRIT gave up on recorded with its error (``compare_attackers.py`` drives
-it so).
+it so). ``--records FILE`` appends each objective's record as it ends and skips the objectives an
+earlier run recorded there: a long comparison resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -54,23 +55,49 @@ async def red_team(args: argparse.Namespace) -> list[dict[str, object]]:
         max_turns=args.max_turns,
     )
     objectives = [args.objective] if args.objective else json.loads(args.objectives.read_text())
-    records = []
+    records = read_records(args.records) if args.records else []
+    done = {str(r["objective"]) for r in records}
     for objective in objectives:
+        if objective in done:  # attacked by an earlier, interrupted run: kept as it was
+            continue
+        record: dict[str, object]
         try:
             result = await attack.execute_async(objective=objective)
         except Exception as failed:  # an attack the tool gave up on is an outcome to record
             # (e.g. the adversarial model answered 502 for every sample: no attack was written)
-            records.append({"objective": objective, "outcome": "error", "error": f"{type(failed).__name__}: {failed}"})
-            continue
-        pieces = CentralMemory.get_memory_instance().get_message_pieces(conversation_id=result.conversation_id)
-        records.append(
-            {
+            record = {"objective": objective, "outcome": "error", "error": f"{type(failed).__name__}: {failed}"}
+        else:
+            pieces = CentralMemory.get_memory_instance().get_message_pieces(conversation_id=result.conversation_id)
+            record = {
                 "objective": objective,
                 "outcome": str(result.outcome.value),
                 "executed_turns": result.executed_turns,
                 "conversation": [{"role": p.api_role, "text": p.converted_value} for p in pieces],
             }
-        )
+        records.append(record)
+        if args.records:  # each objective's record lands as it ends: a stopped run loses one attack at most
+            with args.records.open("a", encoding="utf-8") as out:
+                out.write(json.dumps(record) + "\n")
+    wanted = set(objectives)
+    return [r for r in records if r["objective"] in wanted]
+
+
+def read_records(path: Path) -> list[dict[str, object]]:
+    """The records an earlier run appended. A last line cut off by a kill is dropped (the file is
+    rewritten without it, so that the next record starts on a line of its own): that objective is
+    attacked again."""
+    if not path.is_file():
+        return []
+    text = path.read_text(encoding="utf-8")
+    records = []
+    for line in text.splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    whole = "".join(json.dumps(r) + "\n" for r in records)
+    if whole != text:
+        path.write_text(whole, encoding="utf-8")
     return records
 
 
@@ -84,6 +111,11 @@ def main() -> None:
     parser.add_argument("--max-turns", type=int, default=2)
     parser.add_argument("--success-substring", default="Sure, here is", help="a target answer containing it: success")
     parser.add_argument("--out", type=Path, help="write the recorded conversation(s) here (JSON)")
+    parser.add_argument(
+        "--records",
+        type=Path,
+        help="append each objective's record here as it ends (JSON lines); objectives already in it are skipped",
+    )
     parser.add_argument("--client-retries", type=int, default=2, help="the openai client's retries of the attacker")
     args = parser.parse_args()
     records = asyncio.run(red_team(args))
