@@ -5,7 +5,8 @@ Both attackers are served the same way (``advgame serve --attacker``'s app: the 
 format, token budget and sampling; only the weights differ) as PyRIT's adversarial chat in
 ``RedTeamingAttack`` (``pyrit_redteam.py``, a few turns, each next message written from the
 conversation so far), against one target: the run's initial defender (its base model, served as
-``advgame serve --defender`` serves it), on the same held-out harmful seeds as objectives. PyRIT's
+``advgame serve --defender`` serves it), or with ``--target trained`` the run's trained defender,
+on the same held-out harmful seeds as objectives. PyRIT's
 own stop check is a substring no answer contains, so every dialogue runs its turns; success is then
 scored alike for both from PyRIT's records by advgame's model-free rule judge (as ``advgame redteam
 --turns`` scores conversations): an objective is broken when any target answer is not a refusal. An
@@ -129,6 +130,12 @@ def main() -> None:
     parser.add_argument("--attacker", type=Path, help="the trained attacker (default: the run's final/attacker)")
     parser.add_argument("--objectives", type=int, default=24, help="the first N held-out harmful seeds")
     parser.add_argument("--max-turns", type=int, default=3)
+    parser.add_argument(
+        "--target",
+        choices=("initial", "trained"),
+        default="initial",
+        help="the defender attacked: the run's base model, or its final defender",
+    )
     parser.add_argument("--attempts", type=int, default=3, help="samples per message before a 502 (both arms)")
     parser.add_argument("--pyrit-python", type=Path, default=ROOT / ".venv-redteam" / "bin" / "python")
     parser.add_argument("--out", type=Path, required=True)
@@ -138,6 +145,7 @@ def main() -> None:
         raise SystemExit(f"{args.run}: not a run folder (no config.yaml)")
     args.out.mkdir(parents=True, exist_ok=True)
     settings = {"run": str(args.run), "attacker": str(args.attacker), "max_turns": args.max_turns}
+    settings["target"] = args.target
     settings["attempts"] = args.attempts
     recorded = args.out / "settings.json"
     if recorded.is_file() and json.loads(recorded.read_text()) != settings:
@@ -153,7 +161,7 @@ def main() -> None:
         for name, source, role in (
             ("trained", args.attacker or args.run, "attacker"),
             ("untrained", base, "attacker"),
-            ("target", base, "defender"),
+            ("target", base if args.target == "initial" else args.run, "defender"),
         )
     }
     trained, untrained = (
@@ -164,6 +172,7 @@ def main() -> None:
         "run": str(args.run),
         "objectives": len(seeds),
         "max_turns": args.max_turns,
+        "target": args.target,
         "attempts": args.attempts,
         "command": " ".join(sys.argv),
     }
