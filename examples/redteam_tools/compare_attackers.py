@@ -144,9 +144,13 @@ def main() -> None:
     if cfg is None:
         raise SystemExit(f"{args.run}: not a run folder (no config.yaml)")
     args.out.mkdir(parents=True, exist_ok=True)
-    settings = {"run": str(args.run), "attacker": str(args.attacker), "max_turns": args.max_turns}
-    settings["target"] = args.target
-    settings["attempts"] = args.attempts
+    settings = {
+        "run": str(args.run),
+        "attacker": str(args.attacker),
+        "max_turns": args.max_turns,
+        "attempts": args.attempts,
+        "target": args.target,
+    }
     recorded = args.out / "settings.json"
     if recorded.is_file() and json.loads(recorded.read_text()) != settings:
         raise SystemExit(f"{args.out} holds records of other settings ({recorded}); give a fresh --out")
@@ -168,14 +172,7 @@ def main() -> None:
         AttackerService(players[n][0], game=players[n][1], attempts=args.attempts) for n in ("trained", "untrained")
     )
     target = DefenderService(players["target"][0], game=players["target"][1], attempts=args.attempts)
-    results: dict[str, object] = {
-        "run": str(args.run),
-        "objectives": len(seeds),
-        "max_turns": args.max_turns,
-        "target": args.target,
-        "attempts": args.attempts,
-        "command": " ".join(sys.argv),
-    }
+    results: dict[str, object] = {**settings, "objectives": len(seeds), "command": " ".join(sys.argv)}
     with served(target) as target_url:
         for name, attacker in (("trained", trained), ("untrained", untrained)):
             results[name] = arm(name, attacker, target_url, objectives, args)
