@@ -14,16 +14,17 @@ demo: setup
 quick-demo: setup
 	.venv/bin/advgame demo --quick $(DEMO_ARGS)
 
-# The tests run on PYTEST_WORKERS processes (pytest-xdist), one thread each so that the workers
-# do not oversubscribe the cores; the tests that start a vLLM engine or server share one worker,
-# so one `vllm serve` session server starts (tests/xdist_groups.py, which also works around
-# pytest-xdist 3.8.0's group suffix that pytest 9.2 drops). PYTEST_WORKERS=0: one process.
-# The whole suite (make test) runs on SUITE_WORKERS, one process by default: the vLLM group
-# holds up to three engines at once (~10 GiB) and the other worker's heaviest tests (the quick
-# demo, ~6 GiB) beside it came near the 24 GiB of the reference machine (clean clone,
-# 2026-12-06). docs/testing.md: the tiers, what each proves and what they take.
+# The tests run on pytest-xdist workers, one thread each so that the workers do not
+# oversubscribe the cores. The whole suite (make test, CI's command) runs in two pytest processes in
+# turn: every test but the vLLM ones on SUITE_WORKERS workers, then the slow tests that start a vLLM
+# engine or `vllm serve` (the `vllm` mark, tests/xdist_groups.py) in one process, so the session's
+# `vllm serve` starts once, two engines never load 2 cores at once, and the players the vLLM server
+# tests train in process (~10 GiB at their peak) never meet the other tests' heaviest beside them
+# (the 24 GiB reference machine; a single process over the whole suite was killed for memory in CI
+# while engines were not yet stopped on close). test-fast: PYTEST_WORKERS workers.
+# docs/testing.md: the tiers, what each proves and what they take.
 PYTEST_WORKERS ?= 2
-SUITE_WORKERS ?= 0
+SUITE_WORKERS ?= 2
 PYTEST = OMP_NUM_THREADS=1 .venv/bin/python -m pytest --dist loadgroup
 
 test: setup
@@ -32,7 +33,8 @@ test: setup
 	.venv/bin/mypy
 	.venv/bin/lint-imports
 	$(MKDOCS)
-	$(PYTEST) -n $(SUITE_WORKERS) --durations=25
+	$(PYTEST) -n $(SUITE_WORKERS) -m "not vllm" --durations=25
+	$(PYTEST) -n 0 -m vllm --durations=10
 
 # The fast tier while working: no training loop, bundled model, engine or subprocess (3 min 28 s
 # from a fresh clone once set up, docs/setup.md); `make test` above stays the whole suite and CI's command.

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from xdist_groups import assign_groups
+from xdist_groups import pytest_collection_modifyitems, pytest_itemcollected  # noqa: F401 (hooks)
 
 
 @pytest.fixture(scope="session")
@@ -83,10 +83,3 @@ def vllm_server() -> Iterator[str]:
                 process.wait(timeout=10)
         log.close()
         os.unlink(log.name)
-
-
-@pytest.hookimpl(trylast=True)  # after pytest-xdist's own hook, whose group suffix pytest 9.2 drops
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (``make test`` runs ``-n 2 --dist loadgroup``) the slow tests that start a
-    vLLM engine or server all go to one worker (``tests/xdist_groups.py`` says why and how)."""
-    assign_groups(config, items)

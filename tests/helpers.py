@@ -3,6 +3,8 @@ should repeat are compared, and the configs of the short runs on the tiny chat m
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,34 @@ def assert_same_generations(got: list[Generation], expected: list[Generation], *
     ]
     for a, b in zip(got, expected, strict=True):
         assert a.logprobs == pytest.approx(b.logprobs, abs=abs)
+
+
+def _engine_processes() -> dict[int, str]:
+    import psutil  # a vLLM dependency
+
+    found = {}
+    for child in psutil.Process().children(recursive=True):
+        try:
+            title = " ".join(child.cmdline())
+        except psutil.NoSuchProcess:
+            continue
+        if title.startswith("VLLM::"):  # vLLM titles its engine core and worker processes so
+            found[child.pid] = title
+    return found
+
+
+@contextmanager
+def engine_processes_stop(timeout: float = 60.0) -> Iterator[None]:
+    """Every vLLM engine process started inside the block has exited within ``timeout`` seconds
+    of its end: an engine left running holds ~5 GiB until the interpreter exits, and a few of them
+    in one test process were enough to get CI's pytest killed for memory."""
+    import psutil
+
+    before = _engine_processes()
+    yield
+    started = [psutil.Process(pid) for pid in _engine_processes().keys() - before.keys()]
+    _, alive = psutil.wait_procs(started, timeout=timeout)
+    assert not alive, f"engine processes still running after close: {[p.pid for p in alive]}"
 
 
 def tiny_run(model: Path, out: Path, *overrides: str) -> TrainConfig:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from agents import HFBackend, load_model, render_chat
-from tests.helpers import assert_same_generations
+from tests.helpers import assert_same_generations, engine_processes_stop
 
 pytestmark = pytest.mark.slow
 
@@ -29,9 +29,10 @@ LOGPROB_TOL = 2e-3
 def engine():
     from agents.vllm_backend import VLLMBackend
 
-    backend = VLLMBackend("smollm2-135m-instruct", dtype="float32", enable_lora=True, max_lora_rank=8, max_loras=4)
-    yield backend
-    backend.close()
+    with engine_processes_stop():  # close() stops the engine core and its worker, not interpreter exit
+        backend = VLLMBackend("smollm2-135m-instruct", dtype="float32", enable_lora=True, max_lora_rank=8, max_loras=4)
+        yield backend
+        backend.close()
 
 
 @pytest.fixture(scope="module")
@@ -232,16 +233,17 @@ def test_the_models_generation_config_adds_stop_ids_and_nothing_else(hf, tmp_pat
             (folder / path.name).symlink_to(path)
     gc = {"bos_token_id": 1, "eos_token_id": [2, other], "pad_token_id": 2, "repetition_penalty": 50.0, "top_k": 1}
     (folder / "generation_config.json").write_text(json.dumps(gc))
-    backend = VLLMBackend(folder, dtype="float32", kv_cache_gib=1)
-    try:
-        assert backend.stop_ids == {2, other}
-        (stopped,) = backend.generate(CHATS[:1], max_tokens=4, temperature=0)
-        assert (stopped.token_ids, stopped.finish_reason, stopped.stop_token_id) == ([], "stop", other)
-        # no repetition penalty: greedy tokens are those of the model without one
-        theirs = hf.generate(CHATS[1:3], max_tokens=16, temperature=0)
-        ours = backend.generate(CHATS[1:3], max_tokens=16, temperature=0)
-        for a, b in zip(ours, theirs, strict=True):
-            n = next((i for i, t in enumerate(b.token_ids) if t == other), len(b.token_ids))
-            assert a.token_ids == b.token_ids[:n]
-    finally:
-        backend.close()
+    with engine_processes_stop():  # and close() stops the engine's processes
+        backend = VLLMBackend(folder, dtype="float32", kv_cache_gib=1)
+        try:
+            assert backend.stop_ids == {2, other}
+            (stopped,) = backend.generate(CHATS[:1], max_tokens=4, temperature=0)
+            assert (stopped.token_ids, stopped.finish_reason, stopped.stop_token_id) == ([], "stop", other)
+            # no repetition penalty: greedy tokens are those of the model without one
+            theirs = hf.generate(CHATS[1:3], max_tokens=16, temperature=0)
+            ours = backend.generate(CHATS[1:3], max_tokens=16, temperature=0)
+            for a, b in zip(ours, theirs, strict=True):
+                n = next((i for i, t in enumerate(b.token_ids) if t == other), len(b.token_ids))
+                assert a.token_ids == b.token_ids[:n]
+        finally:
+            backend.close()

@@ -1,5 +1,6 @@
-"""Which tests share one pytest-xdist worker (``make test-fast`` and ``make test SUITE_WORKERS=2`` run ``-n 2 --dist loadgroup``), and the
-fix-up that makes pytest-xdist honour the group under pytest 9.2.
+"""Which tests share one pytest-xdist worker (``make test-fast`` runs ``-n 2 --dist loadgroup``),
+which run in a process of their own (``make test``, ``-m vllm``), and the fix-up that makes
+pytest-xdist honour the group under pytest 9.2.
 
 The slow tests that start a vLLM engine or a ``vllm serve`` (their own, or the session's
 ``vllm_server`` of ``tests/conftest.py``) form the group ``vllm``: on one worker they run one at a
@@ -47,10 +48,21 @@ def suffix_groups(items: list[pytest.Item]) -> None:
             item._nodeid = nodeid
 
 
-def assign_groups(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark the vLLM tests, then (on an xdist worker under ``--dist loadgroup``) suffix every group."""
-    for item in items:
-        if needs_vllm(item):
-            item.add_marker(pytest.mark.xdist_group(VLLM_GROUP))
+def mark_vllm(item: pytest.Item) -> None:
+    """Mark a vLLM test: its group puts every one on one worker under ``--dist loadgroup``, and
+    ``vllm`` lets ``make test`` run them in a process of their own (``-m vllm``)."""
+    if needs_vllm(item):
+        item.add_marker(pytest.mark.xdist_group(VLLM_GROUP))
+        item.add_marker(pytest.mark.vllm)
+
+
+# The two hooks, imported by tests/conftest.py (and by the suite test_parallel_workers.py builds).
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """Marked as each item is collected, before pytest's own ``-m`` selection reads the marks."""
+    mark_vllm(item)
+
+
+@pytest.hookimpl(trylast=True)  # after pytest-xdist's own hook, whose group suffix pytest 9.2 drops
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if getattr(config.option, "loadgroup", False):  # set by pytest-xdist on its workers only
         suffix_groups(items)
