@@ -49,8 +49,17 @@ def vllm_server() -> Iterator[str]:
         # measured here (2 busy cores): healthy after ~45 s eager, ~165-210 s with torch.compile,
         # whose cache vLLM 0.32 CPU fails to reload ("no attribute 'finalize_loading'")
         "--enforce-eager",
+        # what tests/test_vllm_server.py's training runs push (LoRA adapters, full weights through
+        # our file transport), so that they share this server: one server less at once (~5 GiB)
+        *("--enable-lora", "--max-lora-rank", "8", "--max-loras", "4"),
+        *("--weight-transfer-config", '{"backend": "advgame_file"}'),
     ]
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
+    root = str(Path(__file__).resolve().parents[1])  # its processes import our agents (the transport)
+    env = {
+        **os.environ,
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
+    }
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
 

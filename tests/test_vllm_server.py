@@ -1,15 +1,13 @@
 """Rollouts on ``vllm serve`` replicas fed through vLLM's weight-transfer API (agents.vllm_server).
 
 Fast: the config rules, the batch split across replicas, and the file transport's trainer side
-(what it writes is what the model holds). Slow: one real ``python -m agents.vllm_serve`` of the
-bundled model on loopback for the whole module (float32, LoRA on, the ``advgame_file``
-transport), against which the trainer runs two steps with LoRA adapters and two with full
+(what it writes is what the model holds). Slow: the session's real ``python -m agents.vllm_serve`` of
+the bundled model on loopback (``vllm_server`` of tests/conftest.py: float32, LoRA on, the
+``advgame_file`` transport), against which the trainer runs two steps with LoRA adapters and two with full
 weights, the served weights probe-checked after every push.
 """
 
 from __future__ import annotations
-
-import socket
 
 import httpx
 import pytest
@@ -153,26 +151,11 @@ def test_a_server_url_must_be_http():
 # ----------------------------------------------------------------------------- a real server
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    from agents.vllm_server import launch, stop, wait_ready
-
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = tmp_path_factory.mktemp("server") / "server.log"
-    extra = ("--max-model-len", "1024", "--enable-lora", "--max-lora-rank", "8", "--max-loras", "4")
-    process = launch("smollm2-135m-instruct", port, log, *extra)
-    try:
-        wait_ready(url, process, log)
-        yield url
-    finally:
-        stop(process)
+def server(vllm_server):
+    """The session's `vllm serve` (tests/conftest.py), started with LoRA and our weight transport;
+    every test here leaves the base model served, as it found it."""
+    return vllm_server
 
 
 def _smoke(tmp_path, *overrides):
