@@ -124,22 +124,31 @@ class VLLMBackend:
         # and log-probs are the model's own, before temperature and top-p, as the HF backend's.
         engine_kwargs.setdefault("generation_config", "vllm")
         engine_kwargs.setdefault("logprobs_mode", "raw_logprobs")
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))  # read by the CPU build only
         from vllm import LLM
 
         lora_args: dict[str, Any] = (
             {"enable_lora": True, "max_lora_rank": max_lora_rank, "max_loras": max_loras} if enable_lora else {}
         )
-        self.llm = LLM(
-            resolve_model(model),
-            dtype=dtype,
-            max_model_len=max_model_len,
-            seed=seed,
-            worker_extension_cls="agents.vllm_worker.WeightSyncExtension",
-            enforce_eager=enforce_eager,
-            **lora_args,
-            **engine_kwargs,
-        )
+        # The CPU build reads its KV-cache size from the environment, in the engine process it
+        # spawns here: set for this engine only (a value the user exported wins), so that a second
+        # engine in one process gets its own size rather than the first one's.
+        user_set = "VLLM_CPU_KVCACHE_SPACE" in os.environ
+        if not user_set:
+            os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(kv_cache_gib)
+        try:
+            self.llm = LLM(
+                resolve_model(model),
+                dtype=dtype,
+                max_model_len=max_model_len,
+                seed=seed,
+                worker_extension_cls="agents.vllm_worker.WeightSyncExtension",
+                enforce_eager=enforce_eager,
+                **lora_args,
+                **engine_kwargs,
+            )
+        finally:
+            if not user_set:
+                del os.environ["VLLM_CPU_KVCACHE_SPACE"]
         # vLLM's TokenizerLike protocol is narrower than what it returns: the transformers tokenizer it loaded
         self.tokenizer = cast("Tokenizer", self.llm.get_tokenizer())
         # the engine stops on the tokenizer's end-of-turn id and on every eos id of the model's

@@ -5,6 +5,7 @@ hand, and the ``vllm serve`` launcher is checked up to the command line it hands
 from __future__ import annotations
 
 import math
+import os
 import sys
 import types
 from types import SimpleNamespace
@@ -90,3 +91,33 @@ def test_the_serve_launcher_turns_off_the_models_sampling_defaults(monkeypatch, 
         assert argv[3 : 3 + len(given)] == given and "--generation-config" not in argv[3 + len(given) :]
     # the worker extension (weight pushes, the advgame_file transport) is added unless given
     assert argv[argv.index("--worker-extension-cls") + 1] == "agents.vllm_worker.WeightSyncExtension"
+
+
+def test_each_engine_starts_with_its_own_kv_cache_size_and_the_users_wins(monkeypatch):
+    """The CPU build reads ``VLLM_CPU_KVCACHE_SPACE`` when the engine starts: each engine gets its
+    own ``kv_cache_gib`` (not the first engine's, left in the environment), and a value the user
+    exported is what every engine gets and stays exported. vLLM's ``LLM`` is replaced by a
+    recorder of the environment it starts under."""
+    import vllm
+
+    from agents.vllm_backend import VLLMBackend
+
+    class Started(Exception):
+        pass
+
+    seen = []
+
+    def recorder(*args, **kwargs):
+        seen.append(os.environ.get("VLLM_CPU_KVCACHE_SPACE"))
+        raise Started
+
+    monkeypatch.setattr(vllm, "LLM", recorder)
+    monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
+    for gib in (2, 1):
+        with pytest.raises(Started):
+            VLLMBackend("smollm2-135m-instruct", kv_cache_gib=gib)
+    assert seen == ["2", "1"] and "VLLM_CPU_KVCACHE_SPACE" not in os.environ
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "3")
+    with pytest.raises(Started):
+        VLLMBackend("smollm2-135m-instruct", kv_cache_gib=1)
+    assert seen[-1] == "3" and os.environ["VLLM_CPU_KVCACHE_SPACE"] == "3"
