@@ -448,20 +448,29 @@ def _shared_root() -> str | None:
 
 
 def launch(
-    model: str, port: int, log: str | Path, *extra: str, transport: str = "advgame_file", dtype: str = "float32"
+    model: str,
+    port: int,
+    log: str | Path,
+    *extra: str,
+    transport: str = "advgame_file",
+    dtype: str = "float32",
+    new_session: bool = False,
 ) -> subprocess.Popen[bytes]:
     """Start ``python -m agents.vllm_serve MODEL`` on loopback with the RL routes and ``transport``
     (what a test, a benchmark or a CPU user runs; on GPUs start ``vllm serve`` as usual with
     ``--weight-transfer-config '{"backend": "nccl"}'`` and ``VLLM_SERVER_DEV_MODE=1``). The
     server's processes import this checkout's ``agents`` (``PYTHONPATH``), which registers the
-    transport. Stop it with ``terminate()``."""
+    transport. Stop it with ``terminate()``; ``new_session``: in a process group of its own, so
+    that the caller can signal the server and the engine processes it started together."""
     root = str(Path(__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB, read by the CPU build only
     command = [sys.executable, "-m", "agents.vllm_serve", model, "--host", "127.0.0.1", "--port", str(port)]
     command += ["--dtype", dtype, "--weight-transfer-config", f'{{"backend": "{transport}"}}', *extra]
     with open(log, "wb") as out:
-        return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=root)
+        return subprocess.Popen(
+            command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=root, start_new_session=new_session
+        )
 
 
 def wait_ready(url: str, process: subprocess.Popen[bytes], log: str | Path, seconds: float = 600) -> None:

@@ -11,13 +11,11 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from xdist_groups import pytest_collection_modifyitems, pytest_itemcollected  # noqa: F401 (hooks)
 
@@ -41,45 +39,29 @@ def vllm_server() -> Iterator[str]:
     with socket.socket() as s:  # a free port on loopback
         s.bind(("127.0.0.1", 0))
         port = int(s.getsockname()[1])
-    log = tempfile.NamedTemporaryFile(prefix="advgame-vllm-serve-", suffix=".log", delete=False)  # noqa: SIM115
-    command = [
-        *(sys.executable, "-m", "agents.vllm_serve", "smollm2-135m-instruct"),
-        *("--host", "127.0.0.1", "--port", str(port), "--served-model-name", "smollm2"),
-        *("--dtype", "float32", "--max-model-len", "2048", "--seed", "0"),
+    from agents.vllm_server import launch, wait_ready
+
+    handle, name = tempfile.mkstemp(prefix="advgame-vllm-serve-", suffix=".log")
+    os.close(handle)  # launch() writes the log through its own handle
+    log = Path(name)
+    flags = [
+        *("--served-model-name", "smollm2", "--max-model-len", "2048", "--seed", "0"),
         # measured here (2 busy cores): healthy after ~45 s eager, ~165-210 s with torch.compile,
         # whose cache vLLM 0.32 CPU fails to reload ("no attribute 'finalize_loading'")
         "--enforce-eager",
         # what tests/test_vllm_server.py's training runs push (LoRA adapters, full weights through
-        # our file transport), so that they share this server: one server less at once (~5 GiB)
+        # our file transport, which launch() configures), so that they share this server: one
+        # server less at once (~5 GiB)
         *("--enable-lora", "--max-lora-rank", "8", "--max-loras", "4"),
-        *("--weight-transfer-config", '{"backend": "advgame_file"}'),
     ]
-    root = str(Path(__file__).resolve().parents[1])  # its processes import our agents (the transport)
-    env = {
-        **os.environ,
-        "VLLM_CPU_KVCACHE_SPACE": "1",
-        "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
-    }
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    process = launch("smollm2-135m-instruct", port, log, *flags, new_session=True)
     url = f"http://127.0.0.1:{port}"
-
-    def tail() -> str:
-        with open(log.name, errors="replace") as f:
-            return "".join(f.readlines()[-40:])
-
     try:
         start = time.monotonic()
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"vllm serve exited with {process.returncode}; its log ends:\n{tail()}")
-            if time.monotonic() - start > SERVER_START_TIMEOUT:
-                pytest.fail(f"vllm serve was not healthy after {SERVER_START_TIMEOUT:.0f} s; its log ends:\n{tail()}")
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(1)
+        try:
+            wait_ready(url, process, log, seconds=SERVER_START_TIMEOUT)
+        except RuntimeError as error:  # the server died or was late; the message ends with its log
+            pytest.fail(str(error))
         print(f"\nvllm serve healthy after {time.monotonic() - start:.1f} s")
         yield url
     finally:
@@ -90,5 +72,4 @@ def vllm_server() -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(timeout=10)
-        log.close()
-        os.unlink(log.name)
+        log.unlink()

@@ -6,11 +6,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from agents import Generation
 from algorithms.config import TrainConfig, load_config
+
+if TYPE_CHECKING:
+    import psutil
 
 
 def assert_same_generations(got: list[Generation], expected: list[Generation], *, abs: float = 1e-4) -> None:
@@ -24,17 +28,17 @@ def assert_same_generations(got: list[Generation], expected: list[Generation], *
         assert a.logprobs == pytest.approx(b.logprobs, abs=abs)
 
 
-def _engine_processes() -> dict[int, str]:
+def _engine_processes() -> list[psutil.Process]:
     import psutil  # a vLLM dependency
 
-    found = {}
+    found = []
     for child in psutil.Process().children(recursive=True):
         try:
             title = " ".join(child.cmdline())
         except psutil.NoSuchProcess:
             continue
         if title.startswith("VLLM::"):  # vLLM titles its engine core and worker processes so
-            found[child.pid] = title
+            found.append(child)
     return found
 
 
@@ -45,9 +49,9 @@ def engine_processes_stop(timeout: float = 60.0) -> Iterator[None]:
     in one test process were enough to get CI's pytest killed for memory."""
     import psutil
 
-    before = _engine_processes()
+    before = {p.pid for p in _engine_processes()}
     yield
-    started = [psutil.Process(pid) for pid in _engine_processes().keys() - before.keys()]
+    started = [p for p in _engine_processes() if p.pid not in before]
     _, alive = psutil.wait_procs(started, timeout=timeout)
     assert not alive, f"engine processes still running after close: {[p.pid for p in alive]}"
 
