@@ -54,6 +54,23 @@ def test_copy_adapter_snapshots_a_role(players):
     )
 
 
+def test_copy_adapter_walks_the_parameters_a_fixed_number_of_times(players, monkeypatch):
+    """Not once per copied tensor: that made the copy quadratic in the adapter's size (the bundled
+    model's adapter has 420 tensors; the walks took half of a quick-demo run's training)."""
+    model, _, _ = players
+    copy_adapter(model, "attacker", "attacker_ema")  # creates the target (PEFT walks the model itself)
+    walks = []
+    named_parameters = torch.nn.Module.named_parameters
+
+    def counted(self, *args, **kwargs):
+        walks.append(self)
+        return named_parameters(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.Module, "named_parameters", counted)
+    copy_adapter(model, "defender", "attacker_ema")
+    assert len([w for w in walks if w is model]) == 2  # source and target, once each (was 1 + one per tensor: 29)
+
+
 def test_policies_pick_their_adapter(players):
     model, tokenizer, _ = players
     _train(model, tokenizer, "attacker")
