@@ -15,13 +15,13 @@ quick-demo: setup
 	.venv/bin/advgame demo --quick $(DEMO_ARGS)
 
 # The tests run on pytest-xdist workers, one thread each so that the workers do not
-# oversubscribe the cores. The whole suite (make test, CI's command) runs in two pytest processes in
-# turn: every test but the vLLM ones on SUITE_WORKERS workers, then the slow tests that start a vLLM
-# engine or `vllm serve` (the `vllm` mark, tests/xdist_groups.py) in one process, so the session's
-# `vllm serve` starts once, two engines never load 2 cores at once, and the players the vLLM server
-# tests train in process (~10 GiB at their peak) never meet the other tests' heaviest beside them
-# (the 24 GiB reference machine; a single process over the whole suite was killed for memory in CI
-# while engines were not yet stopped on close). test-fast: PYTEST_WORKERS workers.
+# oversubscribe the cores. The whole suite (make test, CI's command) is one pytest process on
+# SUITE_WORKERS workers: --dist loadgroup keeps the tests that start a vLLM engine or `vllm serve`
+# (the `vllm` mark and xdist group, tests/xdist_groups.py) on one worker, one after another, so the
+# session's `vllm serve` starts once and two engines never load the cores at once, while the other
+# worker runs the rest: an engine's test keeps about one core busy, and the other core no longer
+# idles beside it (two processes in turn took 32 min, one 22 min 32 s, peak 18.5 GiB of 24;
+# docs/testing.md). test-fast: PYTEST_WORKERS workers.
 # docs/testing.md: the tiers, what each proves and what they take.
 PYTEST_WORKERS ?= 2
 SUITE_WORKERS ?= 2
@@ -33,8 +33,7 @@ test: setup
 	.venv/bin/mypy
 	.venv/bin/lint-imports
 	$(MKDOCS)
-	$(PYTEST) -n $(SUITE_WORKERS) -m "not vllm" --durations=25
-	$(PYTEST) -n 0 -m vllm --durations=10
+	$(PYTEST) -n $(SUITE_WORKERS) --durations=30
 
 # The fast tier while working: no training loop, bundled model, engine or subprocess (3 min 28 s
 # from a fresh clone once set up, docs/setup.md); `make test` above stays the whole suite and CI's command.

@@ -50,19 +50,21 @@ def test_train_reports_a_bad_config_key_and_exits_2(capsys):
 
 
 @pytest.mark.slow
-def test_the_cpu_smoke_config_trains_end_to_end(tmp_path):
-    """The README's smoke run: bundled model, LoRA, DPO-MD, model-free judge (about 2 min here)."""
+def test_the_cpu_smoke_config_trains_end_to_end(tiny_chat, tmp_path):
+    """The README's smoke run as shipped but for its model: LoRA, DPO-MD, model-free judge, its schedule
+    of checkpoints, validations and logs. The tiny chat model stands in for the bundled one, which the
+    quick-demo test below trains through the same path (cpu_demo_quick.yaml is based on this file)."""
     from agents import load_model
     from algorithms.training.checkpoints import checkpoints
     from algorithms.training.runlog import read_metrics
 
     out = tmp_path / "smoke"
     command = [sys.executable, "-m", "algorithms.cli", "train", "--config", "configs/cpu_smoke.yaml"]
-    done = subprocess.run([*command, f"run.out_dir={out}"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    command += [f"run.out_dir={out}", f"model.name={tiny_chat}"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     lines = read_metrics(out)
     assert [m["step"] for m in lines] == [0, 1, 2, 3, 3]  # validation before and after, a line per step
-    assert sum(m.get("train/defender_examples", 0) for m in lines) > 0  # the defender did learn from pairs
     assert [p.name for p in checkpoints(out)] == ["step_0000002", "step_0000003"]
     assert (out / "config.yaml").exists() and any((out / "tensorboard").iterdir())
     model, _ = load_model(out / "final" / "defender")  # the trained defender loads like any model
@@ -143,17 +145,28 @@ def test_the_demo_names_a_missing_config(capsys):
 
 @pytest.mark.slow
 def test_the_quick_demo_runs_on_the_bundled_model(tmp_path):
-    """`advgame demo --quick` on the bundled model and its shipped config, every stage; the table is printed."""
-    # the quick config's training as shipped; its evaluation shortened (what is measured, not how
-    # much: the tiny-model demo test above checks the figures and the panel)
+    """`advgame demo --quick` on the bundled model and its shipped config, every stage; the table is printed.
+    It is also the suite's one training run of the bundled model (LoRA, DPO-MD, model-free judge)."""
+    from agents import load_model
+    from algorithms.training.runlog import read_metrics
+
+    # the quick config's recipe, with fewer seeds a step and a small evaluation: what is run end to
+    # end on the real model, not how much of it (the tiny-model demo test above checks the figures
+    # and the panel; the smoke test the schedule of checkpoints and logs)
     options = ("--eval-prompts", "4", "--eval-tokens", "16", "--attack-prompts", "2")
     options += ("--instruction-following", "2", "--instruction-tokens", "16")
-    command = [sys.executable, "-m", "algorithms.cli", *_demo_args(tmp_path / "quick", options)]
+    smaller = ("data.batch_size=2", "data.validation_size=4", "algorithm.sft_batch_size=2")
+    command = [sys.executable, "-m", "algorithms.cli", *_demo_args(tmp_path / "quick", options, *smaller)]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "before (step 0)" in done.stdout and "after (step 2)" in done.stdout
     assert "win rate" in done.stdout and "instruction" in done.stdout  # the utility columns
     assert (tmp_path / "quick" / "eval" / "comparison.html").exists()
+    lines = read_metrics(tmp_path / "quick")
+    assert [m["step"] for m in lines] == [0, 1, 2, 2]
+    assert sum(m.get("train/defender_examples", 0) for m in lines) > 0  # the defender did learn from pairs
+    model, _ = load_model(tmp_path / "quick" / "final" / "defender")  # the trained defender loads like any model
+    assert any("lora" in name for name, _ in model.named_parameters())
 
 
 # ----------------------------------------------------------------------------- hostile input: exit 2, no traceback

@@ -42,7 +42,7 @@ def test_every_test_that_asks_for_the_session_server_is_in_the_vllm_group() -> N
     outside = [i.nodeid for i in collected.items if xdist_groups.needs_vllm(i) and group_of(i) != VLLM_GROUP]
     unmarked = [i.nodeid for i in users if group_of(i) != VLLM_GROUP]
     assert not outside and not unmarked, f"vLLM tests outside the {VLLM_GROUP!r} group: {outside + unmarked}"
-    # and `make test` runs exactly the group in a process of its own by the mark (-m vllm)
+    # and the mark selects exactly the group (-m vllm)
     marked = {i.nodeid for i in collected.items if i.get_closest_marker("vllm")}
     assert marked == {i.nodeid for i in collected.items if group_of(i) == VLLM_GROUP}
 
@@ -129,7 +129,7 @@ def test_two_workers_run_the_vllm_group_on_one_worker_and_start_the_server_once(
     assert len(grouped) == 1 and all(n.endswith(f"@{VLLM_GROUP}") for n in ran if "test_other" not in n), run.stdout
     assert set(ran.values()) == {"gw0", "gw1"}, run.stdout
     assert starts.read_text().split() == list(grouped)
-    # `make test`'s two runs: -m vllm selects the group's 8 tests, -m "not vllm" the other 8
+    # -m vllm selects the group's 8 tests, -m "not vllm" the other 8
     for selection, want in (("vllm", "test_a_vllm_engine test_asks"), ("not vllm", "test_other")):
         listed = subprocess.run(
             [sys.executable, "-m", "pytest", "-m", selection, "--collect-only", "-q", "-p", "no:cacheprovider"],

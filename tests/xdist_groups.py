@@ -1,5 +1,5 @@
-"""Which tests share one pytest-xdist worker (``make test-fast`` runs ``-n 2 --dist loadgroup``),
-which run in a process of their own (``make test``, ``-m vllm``), and the fix-up that makes
+"""Which tests share one pytest-xdist worker (``make test`` and ``make test-fast`` run ``-n 2 --dist
+loadgroup``), the mark that selects the vLLM ones (``-m vllm``, ``-m "not vllm"``), and the fix-up that makes
 pytest-xdist honour the group under pytest 9.2.
 
 The slow tests that start a vLLM engine or a ``vllm serve`` (their own, or the session's
@@ -50,7 +50,7 @@ def suffix_groups(items: list[pytest.Item]) -> None:
 
 def mark_vllm(item: pytest.Item) -> None:
     """Mark a vLLM test: its group puts every one on one worker under ``--dist loadgroup``, and
-    ``vllm`` lets ``make test`` run them in a process of their own (``-m vllm``)."""
+    ``vllm`` selects them (``-m vllm``; ``-m "not vllm"`` on a machine without vLLM)."""
     if needs_vllm(item):
         item.add_marker(pytest.mark.xdist_group(VLLM_GROUP))
         item.add_marker(pytest.mark.vllm)
