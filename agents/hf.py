@@ -14,10 +14,12 @@ are recorded and that scoring (and training) computes.
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -153,12 +155,15 @@ def shared_prompt_cache(model: CausalLM, prompts: list[list[int]], pad_id: int) 
     device = next(model.parameters()).device
     ids, mask = (t.to(device) for t in pad_rows([list(p) for p in distinct], pad_id, left=True))
     positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)  # as generate() derives them
-    cache = model(
+    # the decoder alone: the cache is all that is wanted, and the head's projection of a
+    # last-position slice ran as a batched matmul over a copy of the head per prompt in bfloat16
+    # (3.3 s of the CPU demo's 25 s defender call)
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else model
+    cache = decoder(
         input_ids=ids[:, :-1],
         attention_mask=mask[:, :-1],
         position_ids=positions[:, :-1],
         use_cache=True,
-        logits_to_keep=1,
     ).past_key_values
     row = {p: i for i, p in enumerate(distinct)}
     cache.batch_select_indices(torch.tensor([row[tuple(p)] for p in prompts], device=device))
@@ -236,6 +241,73 @@ def finished_generation(tokenizer: Tokenizer, stop_ids: set[int], row: list[int]
     )
 
 
+def native_bfloat16() -> bool:
+    """Whether this machine multiplies bfloat16 in hardware: a CUDA GPU that supports it, or a CPU
+    with AVX512-BF16 or AMX that oneDNN runs bfloat16 matmuls on. There they run about twice as
+    fast as float32's (benchmarks/roofline.py: 216 against 99 GFLOP/s on the reference machine,
+    one thread); elsewhere torch emulates them, and on CPUs without AVX-512 they ran 0.04 times
+    as fast, so a rollout in bfloat16 would take many times as long."""
+    if torch.cuda.is_available():
+        return bool(torch.cuda.is_bf16_supported())
+    if not torch.backends.mkldnn.is_available() or not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return False
+    try:  # oneDNN's own check accepts AVX512-BW CPUs that only emulate bfloat16; the flags do not
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+class SamplingCopy:
+    """A copy of ``model`` in ``dtype`` (bfloat16) that sampling runs on, brought up to date with
+    ``model`` before each use (``current``).
+
+    The learner trains in float32; sampling in bfloat16 runs its matmuls at about twice the speed
+    on machines that multiply bfloat16 in hardware (``native_bfloat16``). Autocast would re-cast
+    every frozen weight at every decoded token; the copy casts each weight once, and afterwards
+    only the tensors that changed since its last use: torch's version counter of a tensor moves
+    with every in-place write (the optimizer's step, an EMA update, an adapter copy), so a LoRA
+    step copies the adapters' few MB and leaves the shared base as it is. A model that gained or
+    lost parameters (an adapter added) is copied anew. Buffers stay as they are (the rotary
+    frequencies in float32). What changes is the numerics of sampling only: the tokens are drawn
+    from the bfloat16 model's distribution and the recorded log-probs are its own; every update
+    recomputes the learner's log-probs in float32 (docs/paper-fidelity.md, "Sampling in
+    bfloat16")."""
+
+    def __init__(self, model: CausalLM, dtype: torch.dtype = torch.bfloat16) -> None:
+        self.model, self.dtype = model, dtype
+        self._copy_anew()
+
+    def _copy_anew(self) -> None:
+        self.copy: CausalLM = copy.deepcopy(self.model)
+        self.copy.eval()
+        for param in self.copy.parameters():
+            param.requires_grad_(False)
+            param.grad = None
+            param.data = param.data.to(self.dtype)  # one Parameter per tied group: cast once
+        self._targets = dict(self.copy.named_parameters())
+        self._stamps = {name: stamp(p) for name, p in self.model.named_parameters()}
+
+    def current(self) -> CausalLM:
+        """The copy, with every parameter of ``model`` written since the last call copied in."""
+        source: dict[str, torch.Tensor] = dict(self.model.named_parameters())
+        if source.keys() != self._targets.keys():
+            self._copy_anew()
+            return self.copy
+        with torch.no_grad():
+            for name, param in source.items():
+                now = stamp(param)
+                if self._stamps[name] != now:
+                    self._targets[name].copy_(param)
+                    self._stamps[name] = now
+        return self.copy
+
+
+def stamp(tensor: torch.Tensor) -> tuple[int, int]:
+    """Where a tensor's data lives and how often it was written in place: equal stamps, same values."""
+    return tensor.data_ptr(), tensor._version
+
+
 def check_sampling(max_tokens: int, temperature: float, top_p: float) -> None:
     if max_tokens < 1:
         raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
@@ -260,8 +332,14 @@ class HFBackend:
         batch_size: int = 16,
         max_context: int | None = None,
         share_prompts: bool = True,
+        sampling_copy: SamplingCopy | None = None,
     ) -> None:
+        """``sampling_copy``: a lower-precision copy of ``model`` that ``generate`` samples from
+        (scoring stays on ``model``)."""
+        if sampling_copy is not None and sampling_copy.model is not model:
+            raise ValueError("sampling_copy must be a copy of the backend's own model")
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+        self.sampling_copy = sampling_copy
         # encode a prompt that several rows of a batch share once (off: the benchmark's baseline)
         self.share_prompts = share_prompts
         self.gqa_in_kernel = True  # generate with _gqa_sdpa (off: the benchmark's baseline)
@@ -291,66 +369,50 @@ class HFBackend:
         adapter: str | None = None,
     ) -> list[Generation]:
         check_sampling(max_tokens, temperature, top_p)
-        self.use_adapter(adapter)
+        model = self.model if self.sampling_copy is None else self.sampling_copy.current()
+        self.use_adapter(adapter, model)
         prompts = prompt_ids(self.tokenizer, chats, self.max_context, max_tokens)
         if seed is not None:
             torch.manual_seed(seed)
         out: list[Generation] = []
         for start in range(0, len(prompts), self.batch_size):
-            out += self._generate_batch(prompts[start : start + self.batch_size], max_tokens, temperature, top_p)
+            out += self._generate_batch(model, prompts[start : start + self.batch_size], max_tokens, temperature, top_p)
         return out
 
     def _generate_batch(
-        self, prompts: list[list[int]], max_tokens: int, temperature: float, top_p: float
+        self, model: CausalLM, prompts: list[list[int]], max_tokens: int, temperature: float, top_p: float
     ) -> list[Generation]:
-        ids, mask = self._pad(prompts, left=True)
-        sample = temperature > 0
-        sampling = {
-            **neutral_generation_kwargs(self.model.generation_config),
-            "max_new_tokens": max_tokens,
-            "do_sample": sample,
-            "temperature": temperature if sample else None,
-            "top_p": top_p if sample else None,
-            "top_k": None,
-            "eos_token_id": sorted(self.stop_ids),
-            "pad_token_id": self.tokenizer.pad_token_id,
-            "suppress_tokens": self.padded_ids or None,
-        }
-        with gqa_attention(self.model) if self.gqa_in_kernel else contextlib.nullcontext():
-            cache = self._encoded_once(prompts)
-            result = self.model.generate(  # type: ignore[operator]  # GenerationMixin's, on every causal LM
-                input_ids=ids,
-                attention_mask=mask,
-                past_key_values=cache,
-                **sampling,
-                return_dict_in_generate=True,
-                output_logits=True,
-            )
-        new = result.sequences[:, ids.shape[1] :]
-        logits = torch.stack(result.logits, dim=1).float()
-        if self.padded_ids:  # the recorded log-probs are those of the masked distribution sampled
-            logits[..., self.padded_ids[0] :] = -math.inf
-        logprobs = logits.log_softmax(-1).gather(-1, new.unsqueeze(-1)).squeeze(-1)
-        return [
-            finished_generation(self.tokenizer, self.stop_ids, row, row_logprobs)
-            for row, row_logprobs in zip(new.tolist(), logprobs.tolist(), strict=True)
-        ]
+        cut = self.padded_ids[0] if self.padded_ids else None
 
-    def _encoded_once(self, prompts: list[list[int]]) -> Cache | None:
-        # a model that names its own cache class (static, hybrid) gets it from generate(), which
-        # refuses a cache passed in beside it: such models encode every row as before
-        own_cache = getattr(self.model.generation_config, "cache_implementation", None)
-        if not self.share_prompts or own_cache is not None:
-            return None
-        return shared_prompt_cache(self.model, prompts, self.tokenizer.pad_token_id)
+        def next_logprobs(logits: list[torch.Tensor]) -> torch.Tensor:
+            scores = logits[0].float()
+            if cut is not None:  # sampled and recorded from the masked distribution
+                scores[:, cut:] = -math.inf
+            return scores.log_softmax(-1)
 
-    def use_adapter(self, adapter: str | None) -> None:
-        """Activate a LoRA adapter of a PEFT model (``None``: leave the model as it is)."""
+        rows = decode(
+            [fixed(model)],
+            next_logprobs,
+            prompts,
+            pad_id=self.tokenizer.pad_token_id,
+            stop_ids=self.stop_ids,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            share_prompts=self.share_prompts,
+            gqa_in_kernel=self.gqa_in_kernel,
+        )
+        return [finished_generation(self.tokenizer, self.stop_ids, row, lp) for row, lp in rows]
+
+    def use_adapter(self, adapter: str | None, model: CausalLM | None = None) -> None:
+        """Activate a LoRA adapter of a PEFT model (default: the backend's; ``None``: leave the
+        model as it is)."""
+        model = self.model if model is None else model
         if adapter is None:
             return
-        if adapter not in getattr(self.model, "peft_config", {}):
+        if adapter not in getattr(model, "peft_config", {}):
             raise KeyError(f"the model has no adapter named {adapter!r}")
-        self.model.set_adapter(adapter)
+        model.set_adapter(adapter)
 
     @torch.no_grad()
     def score(self, chats: Sequence[Chat], continuations: Sequence[str], *, adapter: str | None = None) -> list[float]:
@@ -553,16 +615,103 @@ def mixture_logprobs(learner_logits: torch.Tensor, reference_logits: torch.Tenso
 
 def sample_token(logprobs: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
     """One token per row of ``logprobs`` [batch, vocab]: greedy at temperature 0, else from the
-    temperature-scaled distribution cut to its top-p nucleus (the most likely token always kept)."""
+    temperature-scaled distribution cut to its top-p nucleus (the most likely token always kept).
+
+    Drawn by inverting each row's cumulative distribution at one uniform number (summed in
+    float64: no rounding of a 49,152-term sum moves a token's share): ``torch.multinomial`` draws an exponential
+    number per vocabulary entry, 6.3M per step of a 128-row batch over 49,152 tokens, which took
+    a seventh of a CPU rollout. Same distribution, another random stream."""
     if temperature == 0:
         return logprobs.argmax(-1)
-    probs = (logprobs / temperature).softmax(-1)
+    probs = (logprobs if temperature == 1.0 else logprobs / temperature).softmax(-1)
     if top_p < 1.0:
         sorted_probs, order = probs.sort(-1, descending=True)
         outside = sorted_probs.cumsum(-1) - sorted_probs > top_p  # mass before the token already covers top_p
         sorted_probs = sorted_probs.masked_fill(outside, 0.0)
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
-    return torch.multinomial(probs, num_samples=1).squeeze(-1)
+    cumulative = probs.double().cumsum(-1)
+    drawn = torch.rand((len(probs), 1), dtype=torch.float64, device=probs.device) * cumulative[:, -1:]
+    # the first token whose cumulative mass exceeds the draw: never one of mass zero
+    return torch.searchsorted(cumulative, drawn, right=True).squeeze(-1).clamp(max=probs.shape[-1] - 1)
+
+
+def decode(
+    policies: Sequence[PolicyForward],
+    next_logprobs: Callable[[list[torch.Tensor]], torch.Tensor],
+    prompts: list[list[int]],
+    *,
+    pad_id: int,
+    stop_ids: set[int],
+    max_tokens: int,
+    temperature: float,
+    top_p: float,
+    share_prompts: bool = True,
+    gqa_in_kernel: bool = True,
+) -> list[tuple[list[int], list[float]]]:
+    """Up to ``max_tokens`` tokens after each prompt, each drawn (``sample_token``) from the
+    distribution ``next_logprobs`` makes of the policies' next-token logits (one policy: its own
+    log-softmax; Nash-MD: the geometric mixture of two); per row its tokens, the stop token
+    included, and their log-probs under that distribution before temperature and top-p.
+
+    The prompts are left-padded into one batch; a prompt that several rows share is encoded once
+    per policy (``shared_prompt_cache``). Written by hand, not with transformers' ``generate()``:
+    a mixture runs two models in step, one cached forward each per token, which no logits
+    processor can; the sampled token's log-prob is read as it is drawn, where ``generate()``
+    returns every step's full logits (24 x 128 x 49,152 floats for one batch of the CPU demo's
+    defender) to be normalised afterwards; and a row that has stopped leaves the batch, its
+    cache rows dropped, where ``generate()`` computes it to the end."""
+    with policies[0]() as first:
+        device = next(first.parameters()).device
+    ids, mask = (t.to(device) for t in pad_rows(prompts, pad_id, left=True))
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    attention = gqa_attention if gqa_in_kernel else (lambda _model: contextlib.nullcontext())
+    caches: list[Cache | None] = [None] * len(policies)
+    if share_prompts:
+        for k, policy in enumerate(policies):
+            with policy() as model, attention(model):
+                caches[k] = shared_prompt_cache(model, prompts, pad_id)
+        if caches[0] is not None:  # all or none: the same prompts
+            ids, positions = ids[:, -1:], positions[:, -1:]
+    stops = torch.tensor(sorted(stop_ids), device=device)
+    n = len(prompts)
+    tokens = torch.full((n, max_tokens), pad_id, dtype=torch.long)
+    logprobs = torch.zeros((n, max_tokens))
+    lengths = torch.zeros(n, dtype=torch.long)
+    alive = torch.arange(n)  # the prompt each row of the running batch answers
+    done = torch.zeros(n, dtype=torch.bool, device=device)  # per running row: its stop token drawn
+    selectable = True  # every cache can drop rows (DynamicCache can; checked once they exist)
+    for t in range(max_tokens):
+        logits = []
+        for k, policy in enumerate(policies):
+            with policy() as model, attention(model):
+                step = model(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    position_ids=positions,
+                    past_key_values=caches[k],
+                    use_cache=True,
+                    logits_to_keep=1,
+                )
+            caches[k] = step.past_key_values
+            logits.append(step.logits[:, -1])
+        dist = next_logprobs(logits)
+        token = sample_token(dist, temperature, top_p)
+        writing = alive[~done.cpu()]  # a stopped row that could not leave the batch is not written
+        tokens[writing, t] = token[~done].cpu()
+        logprobs[writing, t] = dist[~done].gather(-1, token[~done].unsqueeze(-1)).squeeze(-1).float().cpu()
+        lengths[writing] = t + 1
+        done |= torch.isin(token, stops)
+        if bool(done.all()):
+            break
+        ids, positions = token.unsqueeze(-1), positions[:, -1:] + 1
+        mask = torch.cat([mask, mask.new_ones((len(mask), 1))], dim=-1)
+        selectable = selectable and all(hasattr(c, "batch_select_indices") for c in caches)
+        if bool(done.any()) and selectable:
+            keep = (~done).nonzero().squeeze(-1)
+            alive, done, ids, positions, mask = alive[keep.cpu()], done[keep], ids[keep], positions[keep], mask[keep]
+            for cache in caches:
+                cache.batch_select_indices(keep)  # type: ignore[union-attr]  # checked just above
+    return [(tokens[i, : lengths[i]].tolist(), logprobs[i, : lengths[i]].tolist()) for i in range(n)]
 
 
 class MixtureBackend:
@@ -625,52 +774,26 @@ class MixtureBackend:
     def _generate_batch(
         self, prompts: list[list[int]], max_tokens: int, temperature: float, top_p: float
     ) -> list[Generation]:
-        pad = self.tokenizer.pad_token_id
-        ids, mask = (t.to(self.device) for t in pad_rows(prompts, pad, left=True))
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        caches: list[Cache | None] = [None, None]
-        if self.share_prompts:
-            for k, policy in enumerate((self.learner, self.reference)):
-                with policy() as model, gqa_attention(model):
-                    caches[k] = shared_prompt_cache(model, prompts, pad)
-            if caches[0] is not None:  # both or neither: the same prompts
-                ids, positions = ids[:, -1:], positions[:, -1:]
-        stops = torch.tensor(sorted(self.stop_ids), device=self.device)
-        done = torch.zeros(len(prompts), dtype=torch.bool, device=self.device)
-        tokens, logprobs = [], []
-        for _ in range(max_tokens):
-            logits = []
-            for k, policy in enumerate((self.learner, self.reference)):
-                with policy() as model, gqa_attention(model):
-                    step = model(
-                        input_ids=ids,
-                        attention_mask=mask,
-                        position_ids=positions,
-                        past_key_values=caches[k],
-                        use_cache=True,
-                        logits_to_keep=1,
-                    )
-                caches[k] = step.past_key_values
-                logits.append(step.logits[:, -1])
+        def next_logprobs(logits: list[torch.Tensor]) -> torch.Tensor:
             if logits[0].shape != logits[1].shape:
                 raise ValueError(
                     f"the learner's vocabulary has {logits[0].shape[-1]} tokens but the reference's "
                     f"{logits[1].shape[-1]}: a geometric mixture needs two policies over one vocabulary"
                 )
-            mixed = mixture_logprobs(logits[0], logits[1], self.beta)
-            token = sample_token(mixed, temperature, top_p).masked_fill(done, pad)
-            tokens.append(token)
-            logprobs.append(mixed.gather(-1, token.unsqueeze(-1)).squeeze(-1))
-            done |= torch.isin(token, stops)
-            if bool(done.all()):
-                break
-            ids, positions = token.unsqueeze(-1), positions[:, -1:] + 1
-            mask = torch.cat([mask, mask.new_ones((len(prompts), 1))], dim=-1)
-        rows, row_logprobs = torch.stack(tokens, 1).tolist(), torch.stack(logprobs, 1).tolist()
-        return [
-            finished_generation(self.tokenizer, self.stop_ids, row, lp)
-            for row, lp in zip(rows, row_logprobs, strict=True)
-        ]
+            return mixture_logprobs(logits[0], logits[1], self.beta)
+
+        rows = decode(
+            [self.learner, self.reference],
+            next_logprobs,
+            prompts,
+            pad_id=self.tokenizer.pad_token_id,
+            stop_ids=self.stop_ids,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            share_prompts=self.share_prompts,
+        )
+        return [finished_generation(self.tokenizer, self.stop_ids, row, lp) for row, lp in rows]
 
 
 def check_mixable(backend: object, name: str) -> HFBackend:

@@ -237,6 +237,12 @@ class RolloutConfig:
     # supports it (half the bytes of float32), float32 elsewhere: the CPU build, where pushed
     # weights are checked against the learner's log-probs to 5e-3 nats (bf16 would need ~0.5)
     engine_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    # rollout.backend hf: the dtype the players sample in. float32: the learners themselves;
+    # bfloat16: a bfloat16 copy of each, kept up to date (agents.hf.SamplingCopy), twice as fast
+    # where the machine multiplies bfloat16 in hardware; auto: bfloat16 there (a GPU, or a CPU
+    # with AVX512-BF16/AMX), float32 elsewhere. The updates stay float32 and recompute every
+    # log-prob they use (docs/paper-fidelity.md, "Sampling in bfloat16")
+    hf_dtype: Literal["auto", "float32", "bfloat16"] = "float32"
     temperature: float = ranged(0.6, non_negative())
     top_p: float = ranged(0.9, within(0, 1, open_low=True))
     max_model_len: int = ranged(2048, at_least(2))

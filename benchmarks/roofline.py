@@ -26,7 +26,6 @@ for the machine line (and move with other work on a shared machine).
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import statistics
 import sys
@@ -40,6 +39,7 @@ from common import chats, describe_machine
 from torch.utils.flop_counter import FlopCounterMode
 
 from agents import HFBackend, load_model
+from agents.hf import SamplingCopy
 from algorithms.algorithm_configs import DPOMDConfig
 from algorithms.training.preference import PreferenceOptimization
 
@@ -129,7 +129,8 @@ def rollout(model: Any, tokenizer: Any, peak: dict[str, float], batch: int, repe
     # torch emulates it and a rollout would take many times as long
     bf16_fast = peak["bfloat16"] > peak["float32"]
     if bf16_fast:
-        variants["bf16_shared"] = HFBackend(copy.deepcopy(model).to(torch.bfloat16), tokenizer, batch_size=batch)
+        # as rollout.hf_dtype bfloat16 samples: a bfloat16 copy of the float32 model
+        variants["bf16_shared"] = HFBackend(model, tokenizer, batch_size=batch, sampling_copy=SamplingCopy(model))
     for backend in variants.values():
         backend.generate(rows[:ANSWERS], max_tokens=2, seed=0)  # warm-up: first-call allocations
     # in turns (A B C A B C ...), so that a change of load on a shared machine hits every variant

@@ -128,6 +128,20 @@ def test_top_p_keeps_the_nucleus_only():
     assert int(sample_token(logprobs, 0.0, 1.0)) == 0
 
 
+def test_tokens_are_drawn_from_the_tempered_distribution_and_never_one_of_mass_zero():
+    probs = torch.tensor([0.5, 0.3, 0.15, 0.05, 0.0])
+    rows = torch.log(probs).expand(4000, -1)  # one draw per row: 4000 draws in one call
+    torch.manual_seed(0)
+    counts = torch.bincount(sample_token(rows, 1.0, 1.0), minlength=5).double()
+    assert counts[4] == 0
+    # within 4 standard deviations of each expected count
+    expected = 4000 * probs.double()
+    assert torch.all((counts - expected).abs() <= 4 * (expected * (1 - probs.double())).sqrt() + 1e-9)
+    tempered = torch.softmax(torch.log(probs[:4]) / 0.5, -1).double()  # temperature 0.5: p² renormalised
+    counts = torch.bincount(sample_token(torch.log(probs[:4]).expand(4000, -1), 0.5, 1.0), minlength=4).double()
+    assert torch.all((counts - 4000 * tempered).abs() <= 4 * (4000 * tempered * (1 - tempered)).sqrt())
+
+
 def test_servers_that_cannot_mix_are_refused_with_the_reason(models):
     learner, reference, tokenizer = models
 

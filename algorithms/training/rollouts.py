@@ -17,7 +17,7 @@ import torch
 from advgame_env import Game, JudgeError, Round, Seed
 from advgame_env.conversation import ConversationGame, Dialogue
 from advgame_env.roles import ATTACKER, ROLES
-from agents.hf import HFBackend
+from agents.hf import HFBackend, SamplingCopy, native_bfloat16
 from agents.models import resolve_model
 from agents.policy import Policy
 from algorithms.config import TrainConfig
@@ -58,6 +58,8 @@ class Sampler:
         """``engine``: a running LoRA-enabled VLLMBackend of the base model to use instead of
         starting one (notebooks, tests); it then serves both players' adapters."""
         self.cfg, self.players, self.lora = cfg, players, lora
+        self.low_precision = hf_sampling_dtype(cfg.rollout.hf_dtype, players) == "bfloat16"
+        self.copies: dict[int, SamplingCopy] = {}  # by id of the module copied
         self.engines: dict[str, VLLMBackend] = {}
         self.fleets: dict[str, ServerFleet] = {}
         if cfg.rollout.backend == "vllm":
@@ -118,14 +120,29 @@ class Sampler:
         else:
             module, adapter = source or self.players[role].sampling(which)
             backend = HFBackend(
-                module, self.players[role].tokenizer, batch_size=rollout.batch_size, max_context=rollout.max_model_len
+                module,
+                self.players[role].tokenizer,
+                batch_size=rollout.batch_size,
+                max_context=rollout.max_model_len,
+                sampling_copy=self.sampling_copy(module),
             )
         max_tokens = self.cfg.roles[role].max_tokens
         temperature = 0.0 if greedy else rollout.temperature
         system = self.cfg.game.system_message(role)
         return Policy(backend, max_tokens, temperature, rollout.top_p, seed, adapter, prefills(self.cfg)[role], system)
 
+    def sampling_copy(self, module: CausalLM) -> SamplingCopy | None:
+        """The bfloat16 copy HF sampling runs on (``rollout.hf_dtype``), one per module, made on
+        first use; ``None``: sample from the float32 module itself."""
+        if not self.low_precision or next(module.parameters()).dtype != torch.float32:
+            return None
+        made = self.copies.get(id(module))
+        if made is None or made.model is not module:  # an id is reused only after its module is gone
+            made = self.copies[id(module)] = SamplingCopy(module, torch.bfloat16)
+        return made
+
     def close(self) -> None:
+        self.copies.clear()
         engines: list[VLLMBackend | ServerFleet] = [*self.engines.values(), *self.fleets.values()]
         for engine in {id(e): e for e in engines}.values():
             engine.close()
@@ -137,6 +154,24 @@ def engine_dtype(setting: Literal["auto", "float32", "bfloat16"]) -> Literal["fl
     if setting != "auto":
         return setting
     return "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32"
+
+
+def hf_sampling_dtype(
+    setting: Literal["auto", "float32", "bfloat16"], players: Mapping[str, Player]
+) -> Literal["float32", "bfloat16"]:
+    """The dtype HF sampling runs in for ``rollout.hf_dtype`` (auto: bfloat16 where the machine
+    multiplies it in hardware). Sharded players sample from their gathered float32 modules: a
+    copy of a sharded module would hold every process's full weights twice."""
+    sharded = [role for role, p in players.items() if p.sharded]
+    if setting == "bfloat16" and sharded:
+        raise ValueError(
+            f"rollout.hf_dtype bfloat16 samples from a bfloat16 copy of each player, which sharded players "
+            f"({', '.join(sharded)}: parallel.sharding fsdp2) cannot have: set rollout.hf_dtype to auto or "
+            "float32, or sample with rollout.backend vllm"
+        )
+    if setting != "auto":
+        return setting
+    return "bfloat16" if native_bfloat16() and not sharded else "float32"
 
 
 def server_fleets(cfg: TrainConfig, players: dict[str, Player], lora: bool) -> dict[str, ServerFleet]:
