@@ -5,8 +5,8 @@ Batched chat generation with left padding, returning text, token ids, per-token 
 the finish reason; and summed log-probs of given continuations (right padding, so positions
 stay exact).
 
-Sampling applies only the temperature and top-p asked for: the model's ``generation_config``
-(Qwen2.5 ships repetition_penalty 1.05 and top_k 20) is overridden entry by entry, so at
+Sampling applies only the temperature and top-p asked for (``decode``, our loop): the model's
+``generation_config`` (Qwen2.5 ships repetition_penalty 1.05 and top_k 20) plays no part, so at
 temperature 1 and top-p 1 the tokens are drawn from exactly the distribution whose log-probs
 are recorded and that scoring (and training) computes.
 """
@@ -28,7 +28,7 @@ from torch.utils.checkpoint import checkpoint
 from advgame_types import Chat
 
 if TYPE_CHECKING:
-    from transformers import Cache, GenerationConfig
+    from transformers import Cache
 
     from agents.handles import CausalLM, Tokenizer
 
@@ -80,36 +80,6 @@ def continuation_pairs(
         (encode(tokenizer, render_chat(tokenizer, c)), encode(tokenizer, t))
         for c, t in zip(chats, continuations, strict=True)
     ]
-
-
-# generation_config entries that only name tokens or tune caching and bookkeeping; every other
-# entry (repetition_penalty, top_k, no_repeat_ngram_size, suppress_tokens, min_new_tokens, ...)
-# changes what generate() samples or where it stops.
-_NEUTRAL_GENERATION_KEYS = frozenset(
-    {
-        "bos_token_id",
-        "eos_token_id",
-        "pad_token_id",
-        "decoder_start_token_id",
-        "use_cache",
-        "cache_implementation",
-        "cache_config",
-        "output_attentions",
-        "output_hidden_states",
-        "transformers_version",
-    }
-)
-
-
-def neutral_generation_kwargs(generation_config: GenerationConfig | None) -> dict[str, None]:
-    """``None`` for every sampling-relevant entry a model's generation_config sets. Passed to
-    ``generate``, a keyword wins over both the model's value and transformers' global defaults
-    (its top_k=50 among them), and a processor whose setting is None is not built."""
-    if generation_config is None:
-        return {}
-    return {
-        key: None for key in generation_config.to_diff_dict() if key not in _NEUTRAL_GENERATION_KEYS and key[0] != "_"
-    }
 
 
 def stop_token_ids(model: CausalLM, tokenizer: Tokenizer) -> set[int]:
@@ -497,8 +467,10 @@ def token_logprobs(
     pad_id: int,
     max_context: int,
     chunk_logits: int | None = CHUNK_LOGITS,
+    share_prompts: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token log-probs of each continuation given its prompt, in one right-padded forward.
+    """Per-token log-probs of each continuation given its prompt, in one right-padded forward
+    (a prompt that several pairs share: ``shared_prompt_logprobs``; ``share_prompts=False`` never).
 
     Returns ``(logps, mask)`` of shape [batch, longest continuation]: row i holds continuation
     i's token log-probs from its first token on, ``mask`` is 1 on real tokens. Rows longer than
@@ -511,6 +483,8 @@ def token_logprobs(
     """
     if not pairs:
         raise ValueError("token_logprobs needs at least one (prompt, continuation) pair")
+    if share_prompts and chunk_logits is not None and prompts_shareable(model, pairs, max_context):
+        return shared_prompt_logprobs(model, pairs, pad_id=pad_id, chunk_logits=chunk_logits)
     rows = [(p + c)[-max_context:] for p, c in pairs]
     width = max(len(r) for r in rows)
     device = next(model.parameters()).device
@@ -547,6 +521,78 @@ def token_logprobs(
     for i, ((_, cont), n, (start, end)) in enumerate(zip(pairs, scored, spans, strict=True)):
         logps[i, len(cont) - n : len(cont)] = all_logps[i, start:end]
         mask[i, len(cont) - n : len(cont)] = 1.0
+    return logps, mask
+
+
+def prompts_shareable(model: CausalLM, pairs: Sequence[tuple[list[int], list[int]]], max_context: int) -> bool:
+    """Whether ``shared_prompt_logprobs`` applies: a prompt repeats, no row is cut to the context,
+    and the model is a plain (unsharded) decoder whose cache can carry gradients (no recomputed
+    layers, which run without a cache, and no logit post-processing)."""
+    prompts = [tuple(p) for p, _ in pairs]
+    if len(set(prompts)) == len(prompts) or min(len(p) for p in prompts) < 2:
+        return False
+    if any(len(p) + len(c) > max_context for p, c in pairs):
+        return False
+    if _post_processes_logits(model) or not hasattr(model, "get_decoder"):
+        return False
+    if any(getattr(m, "gradient_checkpointing", False) for m in model.modules()):
+        return False  # transformers turns the cache off in recomputed layers
+    if torch.distributed.is_available():  # FSDP2's sharded parameters run only in the model's own forward
+        from torch.distributed.tensor import DTensor
+
+        return not isinstance(next(model.parameters()), DTensor)
+    return True
+
+
+def shared_prompt_logprobs(
+    model: CausalLM, pairs: Sequence[tuple[list[int], list[int]]], *, pad_id: int, chunk_logits: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``token_logprobs`` with each distinct prompt encoded once: its KV cache (all but its last
+    token, with gradients when they are on) is copied to every pair that asks for it, and each
+    pair runs only its prompt's last token and its continuation on that cache.
+
+    A preference pair's chosen and rejected answers share their prompt, as do a GRPO group's
+    answers, and the prompt is most of each row (the CPU demo: a rewrite of a few hundred tokens,
+    answers of 24), so encoding it once per pair rather than once per row removes most of an
+    update's forward and backward work. The values are the one-forward path's up to float
+    summation order (tests/test_update_prompt_sharing.py)."""
+    distinct = list(dict.fromkeys(tuple(p) for p, _ in pairs))
+    index = {p: i for i, p in enumerate(distinct)}
+    device = next(model.parameters()).device
+    prefix, prefix_mask = (t.to(device) for t in pad_rows([list(p[:-1]) for p in distinct], pad_id, left=True))
+    cache = model.get_decoder()(
+        input_ids=prefix,
+        attention_mask=prefix_mask,
+        position_ids=(prefix_mask.cumsum(-1) - 1).clamp(min=0),
+        use_cache=True,
+    ).past_key_values
+    rows = torch.tensor([index[tuple(p)] for p, _ in pairs], device=device)
+    cache.batch_select_indices(rows)  # an index: the copies' gradients flow back to the one prompt
+    # each row: its prompt's last token, then its continuation (right-padded)
+    segments, segment_mask = (t.to(device) for t in pad_rows([[p[-1], *c] for p, c in pairs], pad_id, left=False))
+    width = segments.shape[1]
+    starts = torch.tensor([len(p) - 1 for p, _ in pairs], device=device)  # position of each prompt's last token
+    wanted = torch.zeros((len(pairs), width - 1), dtype=torch.bool)
+    for i, (_, c) in enumerate(pairs):
+        wanted[i, : len(c)] = True
+    head = model.get_output_embeddings()
+    model.set_output_embeddings(TargetLogprobs(head, segments[:, 1:], wanted.to(device), chunk_logits))
+    try:
+        scored = model(
+            input_ids=segments,
+            attention_mask=torch.cat([prefix_mask[rows], segment_mask], dim=-1),
+            position_ids=starts.unsqueeze(-1) + torch.arange(width, device=device),
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=width,
+        ).logits
+    finally:
+        model.set_output_embeddings(head)
+    longest = max(1, max(len(c) for _, c in pairs))
+    logps, mask = scored.new_zeros((len(pairs), longest)), scored.new_zeros((len(pairs), longest))
+    for i, (_, c) in enumerate(pairs):
+        logps[i, : len(c)] = scored[i, : len(c)]
+        mask[i, : len(c)] = 1.0
     return logps, mask
 
 

@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import torch
 from common import chats, describe_machine
@@ -208,9 +209,13 @@ def update_of(mode: str, peak: dict[str, float], n_pairs: int) -> dict[str, Any]
         with torch.no_grad():
             policy_logprobs(player, "ema", sequences, 2048)
 
+    def per_row() -> None:  # before 2026-12-07: every row encodes its own prompt
+        with mock.patch("agents.hf.prompts_shareable", return_value=False):
+            step()
+
     step()  # warm-up
     seconds, flops = {}, {}
-    for name, fn in (("step", step), ("reference", reference)):
+    for name, fn in (("step", step), ("reference", reference), ("per_row", per_row)):
         with FlopCounterMode(display=False) as counter:  # a few µs per op, against seconds per call
             start = time.perf_counter()
             fn()
@@ -230,6 +235,9 @@ def update_of(mode: str, peak: dict[str, float], n_pairs: int) -> dict[str, Any]
         # the step's work in forwards (reference + learner + backward): LoRA ~3, full ~4 (weight gradients)
         "flops_over_forward": flops["step"] / flops["reference"],
         "reference_share": seconds["reference"] / seconds["step"],
+        # each distinct prompt encoded once per forward (a pair's two answers share it) / per row
+        "shared_prompts_over_per_row_time": seconds["step"] / seconds["per_row"],
+        "per_row_flops_over_shared": flops["per_row"] / flops["step"],
     }
 
 

@@ -35,6 +35,7 @@ SCRIPTS = {
     "logprobs": "logprobs.py",
     "roofline": "roofline.py",
     "judge_audit": "judge_audit.py",
+    "demo_step": "demo_step.py",
 }
 # memory.py's comparisons: (LoRA variant, full variant)
 COMPARED = [("lora", "full"), ("lora", "full_6"), ("lora_gc", "full_gc"), ("lora_gc", "full_6_gc")]
@@ -364,6 +365,42 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
                     "",
                 ]
             )
+            if "shared_prompts_over_per_row_time" in u["lora"]:
+                x = u["lora"]
+                out.append(
+                    [
+                        "Update (lora): each distinct prompt encoded once / once per row (time)",
+                        f"{x['seconds']:.2f} s",
+                        f"{x['seconds'] / x['shared_prompts_over_per_row_time']:.2f} s",
+                        f"{x['shared_prompts_over_per_row_time']:.2f}",
+                        "report",
+                        f"per-row FLOPs {x['per_row_flops_over_shared']:.2f}x; same values to float summation order",
+                    ]
+                )
+
+    def demo_step(r: dict[str, Any]) -> None:
+        threads = f"{r['threads']} thread" + ("s" if r["threads"] > 1 else "")
+        if "skipped" in r:
+            out.append(
+                [f"CPU demo step, bfloat16 / float32 ({threads})", "not measured", r["skipped"], "", "report", ""]
+            )
+            return
+        fp32 = r["float32"]
+        for name, label in (
+            ("bf16_sampling", "bfloat16 sampling"),
+            ("bf16_sampling_updates", "bfloat16 sampling and updates"),
+        ):
+            ours, ratio = r[name], r[f"{name}_over_float32"]
+            out.append(
+                [
+                    f"CPU demo step ({threads}, median of {r['steps']}-step runs): {label} / float32",
+                    f"{ours['step']:.1f} s (play {ours['play']:.1f}, update {ours['update']:.1f})",
+                    f"{fp32['step']:.1f} s (play {fp32['play']:.1f}, update {fp32['update']:.1f})",
+                    f"{ratio['step']:.2f}",
+                    "report",
+                    f"play {ratio['play']:.2f}, update {ratio['update']:.2f}",
+                ]
+            )
 
     add: dict[str, Callable[[dict[str, Any]], None]] = {
         "orchestration": orchestration,
@@ -379,6 +416,7 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
         "logprobs": logprobs,
         "roofline": roofline,
         "judge_audit": judge_audit,
+        "demo_step": demo_step,
     }
     for name, result in results.items():
         if "error" in result:

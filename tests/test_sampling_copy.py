@@ -152,5 +152,5 @@ def test_hf_dtype_resolves_per_machine_and_refuses_sharded_players():
     assert hf_sampling_dtype("bfloat16", {"defender": plain}) == "bfloat16"
     assert hf_sampling_dtype("auto", {"defender": plain}) == ("bfloat16" if native_bfloat16() else "float32")
     assert hf_sampling_dtype("auto", {"defender": sharded}) == "float32"
-    with pytest.raises(ValueError, match="rollout.hf_dtype bfloat16.*defender"):
+    with pytest.raises(ValueError, match=r"rollout.hf_dtype bfloat16.*defender"):
         hf_sampling_dtype("bfloat16", {"defender": sharded})

@@ -124,7 +124,8 @@ class Sampler:
                 self.players[role].tokenizer,
                 batch_size=rollout.batch_size,
                 max_context=rollout.max_model_len,
-                sampling_copy=self.sampling_copy(module),
+                # a pool's snapshot (source) samples in float32: a copy kept per snapshot would grow with the pool
+                sampling_copy=self.sampling_copy(module) if source is None else None,
             )
         max_tokens = self.cfg.roles[role].max_tokens
         temperature = 0.0 if greedy else rollout.temperature
@@ -136,10 +137,9 @@ class Sampler:
         first use; ``None``: sample from the float32 module itself."""
         if not self.low_precision or next(module.parameters()).dtype != torch.float32:
             return None
-        made = self.copies.get(id(module))
-        if made is None or made.model is not module:  # an id is reused only after its module is gone
-            made = self.copies[id(module)] = SamplingCopy(module, torch.bfloat16)
-        return made
+        if id(module) not in self.copies:  # the copy holds its module: the id stays that module's
+            self.copies[id(module)] = SamplingCopy(module, torch.bfloat16)
+        return self.copies[id(module)]
 
     def close(self) -> None:
         self.copies.clear()

@@ -1,0 +1,75 @@
+"""An update's forwards encode a prompt that several pairs share once (issue 35): the log-probs
+and their gradients equal the one-forward path's up to float summation order."""
+
+import pytest
+import torch
+
+from agents import tiny_model
+from agents.hf import prompts_shareable, token_logprobs
+from agents.roles import shared_base_players
+
+
+def _pairs():
+    # a preference pair's two answers to one prompt, a third answer to it, prompts of different
+    # lengths (left padding of the shared part), an empty continuation and a prompt asked once
+    long, short, once = list(range(5, 40)), [7, 8, 9, 10], [3, 4, 5, 6, 7, 8]
+    return [(long, [11, 12, 13]), (short, [14]), (long, [15, 16]), (once, [17, 18]), (short, []), (long, [19] * 6)]
+
+
+def _both(model, pairs, **kw):
+    got = token_logprobs(model, pairs, pad_id=0, max_context=512, **kw)
+    want = token_logprobs(model, pairs, pad_id=0, max_context=512, share_prompts=False, **kw)
+    return got, want
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_shared_prompts_give_the_same_logprobs_and_gradients(lora):
+    model, _ = tiny_model(seed=0)
+    if lora:
+        model = shared_base_players(model, rank=4, alpha=8)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(0, 0.05, generator=torch.Generator().manual_seed(1))
+        model.set_adapter("defender")
+    pairs = _pairs()
+    assert prompts_shareable(model, pairs, 512)
+    grads = []
+    for share in (True, False):
+        model.zero_grad(set_to_none=True)
+        logps, mask = token_logprobs(model, pairs, pad_id=0, max_context=512, share_prompts=share)
+        ((logps * mask).sum() * 0.1).backward()
+        trained = [p for p in model.parameters() if p.requires_grad]
+        grads.append((logps.detach(), mask, torch.cat([p.grad.flatten() for p in trained if p.grad is not None])))
+    (got, got_mask, got_grad), (want, want_mask, want_grad) = grads
+    assert torch.equal(got_mask, want_mask)
+    assert torch.allclose(got, want, atol=1e-5)
+    assert got_grad.shape == want_grad.shape and torch.allclose(got_grad, want_grad, atol=1e-5, rtol=1e-4)
+
+
+def test_the_prompt_is_encoded_once_per_distinct_prompt():
+    model, _ = tiny_model(seed=0)
+    seen = []
+    hook = model.get_input_embeddings().register_forward_hook(lambda _m, args, _out: seen.append(tuple(args[0].shape)))
+    try:
+        with torch.no_grad():
+            token_logprobs(model, _pairs(), pad_id=0, max_context=512)
+    finally:
+        hook.remove()
+    assert seen == [(3, 34), (6, 7)]  # 3 distinct prompts but their last token; then 6 rows of 1 + 6 tokens
+
+
+def test_rows_cut_to_the_context_or_unique_prompts_take_the_one_forward_path():
+    model, _ = tiny_model(seed=0)
+    pairs = _pairs()
+    assert not prompts_shareable(model, pairs, 40)  # the long prompt's rows no longer fit
+    assert not prompts_shareable(model, [(p, c) for p, c in pairs[:2]], 512)  # no prompt repeats
+    with torch.no_grad():
+        (got, _), (want, _) = _both(model, pairs[:2])
+    assert torch.equal(got, want)
+
+
+def test_recomputed_layers_take_the_one_forward_path():
+    model, _ = tiny_model(seed=0)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    assert not prompts_shareable(model, _pairs(), 512)  # their layers run without a cache
