@@ -56,7 +56,8 @@ def train(overrides: list[str], steps: int, folder: Path) -> list[dict[str, floa
     ]
     subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     lines = (folder / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
-    return [{k[5:-2]: v for k, v in json.loads(line).items() if k.startswith("time/")} for line in lines]
+    steps = [{k[5:-2]: v for k, v in json.loads(line).items() if k.startswith("time/")} for line in lines]
+    return [s for s in steps if s]  # a validation line has no times
 
 
 def main() -> None:
