@@ -201,8 +201,10 @@ def test_the_command_serves_a_model_folder_on_loopback(tiny_chat, tmp_path):
         assert missing.status_code == 400 and "no objective" in missing.json()["error"]["message"]
         broken = httpx.post(f"{base}{URL}", content=b"{", timeout=60)
         assert broken.status_code == 400
-        with pytest.raises(httpx.ReadTimeout):  # the client hangs up while the attacker generates
-            httpx.post(f"{base}{URL}", json=request(temperature=1.0), timeout=httpx.Timeout(60, read=0.2))
+        # the client hangs up while the attacker generates: 1 ms, less than any generation takes
+        # (0.2 s was enough time for the tiny model's whole answer once decoding got faster)
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{base}{URL}", json=request(temperature=1.0), timeout=httpx.Timeout(60, read=0.001))
         # the tiny chat model never learned the attacker's format: a 502 naming the failures, or,
         # by chance, a valid attack; either way no hidden reasoning comes back and it keeps serving
         for _ in range(2):
