@@ -360,11 +360,11 @@ class HFBackend:
                 scores[:, cut:] = -math.inf
             return scores.log_softmax(-1)
 
-        rows = decode(
+        return decode(
             [fixed(model)],
             next_logprobs,
             prompts,
-            pad_id=self.tokenizer.pad_token_id,
+            self.tokenizer,
             stop_ids=self.stop_ids,
             max_tokens=max_tokens,
             temperature=temperature,
@@ -372,7 +372,6 @@ class HFBackend:
             share_prompts=self.share_prompts,
             gqa_in_kernel=self.gqa_in_kernel,
         )
-        return [finished_generation(self.tokenizer, self.stop_ids, row, lp) for row, lp in rows]
 
     def use_adapter(self, adapter: str | None, model: CausalLM | None = None) -> None:
         """Activate a LoRA adapter of a PEFT model (default: the backend's; ``None``: leave the
@@ -556,18 +555,12 @@ def shared_prompt_logprobs(
     answers of 24), so encoding it once per pair rather than once per row removes most of an
     update's forward and backward work. The values are the one-forward path's up to float
     summation order (tests/test_update_prompt_sharing.py)."""
-    distinct = list(dict.fromkeys(tuple(p) for p, _ in pairs))
-    index = {p: i for i, p in enumerate(distinct)}
     device = next(model.parameters()).device
-    prefix, prefix_mask = (t.to(device) for t in pad_rows([list(p[:-1]) for p in distinct], pad_id, left=True))
-    cache = model.get_decoder()(
-        input_ids=prefix,
-        attention_mask=prefix_mask,
-        position_ids=(prefix_mask.cumsum(-1) - 1).clamp(min=0),
-        use_cache=True,
-    ).past_key_values
-    rows = torch.tensor([index[tuple(p)] for p, _ in pairs], device=device)
-    cache.batch_select_indices(rows)  # an index: the copies' gradients flow back to the one prompt
+    prompts = [p for p, _ in pairs]
+    # an index copy, as in sampling: the rows' gradients flow back to the one encoded prompt
+    cache = shared_prompt_cache(model, prompts, pad_id)
+    assert cache is not None  # prompts_shareable: a prompt repeats and each has 2+ tokens
+    prefix_mask = pad_rows([p[:-1] for p in prompts], pad_id, left=True)[1].to(device)  # the cache's rows
     # each row: its prompt's last token, then its continuation (right-padded)
     segments, segment_mask = (t.to(device) for t in pad_rows([[p[-1], *c] for p, c in pairs], pad_id, left=False))
     width = segments.shape[1]
@@ -580,7 +573,7 @@ def shared_prompt_logprobs(
     try:
         scored = model(
             input_ids=segments,
-            attention_mask=torch.cat([prefix_mask[rows], segment_mask], dim=-1),
+            attention_mask=torch.cat([prefix_mask, segment_mask], dim=-1),
             position_ids=starts.unsqueeze(-1) + torch.arange(width, device=device),
             past_key_values=cache,
             use_cache=True,
@@ -685,19 +678,19 @@ def decode(
     policies: Sequence[PolicyForward],
     next_logprobs: Callable[[list[torch.Tensor]], torch.Tensor],
     prompts: list[list[int]],
+    tokenizer: Tokenizer,
     *,
-    pad_id: int,
     stop_ids: set[int],
     max_tokens: int,
     temperature: float,
     top_p: float,
     share_prompts: bool = True,
     gqa_in_kernel: bool = True,
-) -> list[tuple[list[int], list[float]]]:
+) -> list[Generation]:
     """Up to ``max_tokens`` tokens after each prompt, each drawn (``sample_token``) from the
     distribution ``next_logprobs`` makes of the policies' next-token logits (one policy: its own
-    log-softmax; Nash-MD: the geometric mixture of two); per row its tokens, the stop token
-    included, and their log-probs under that distribution before temperature and top-p.
+    log-softmax; Nash-MD: the geometric mixture of two), as generations cut at their stop token,
+    with their log-probs under that distribution before temperature and top-p.
 
     The prompts are left-padded into one batch; a prompt that several rows share is encoded once
     per policy (``shared_prompt_cache``). Written by hand, not with transformers' ``generate()``:
@@ -708,6 +701,7 @@ def decode(
     cache rows dropped, where ``generate()`` computes it to the end."""
     with policies[0]() as first:
         device = next(first.parameters()).device
+    pad_id = tokenizer.pad_token_id
     ids, mask = (t.to(device) for t in pad_rows(prompts, pad_id, left=True))
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     attention = gqa_attention if gqa_in_kernel else (lambda _model: contextlib.nullcontext())
@@ -757,7 +751,10 @@ def decode(
             alive, done, ids, positions, mask = alive[keep.cpu()], done[keep], ids[keep], positions[keep], mask[keep]
             for cache in caches:
                 cache.batch_select_indices(keep)  # type: ignore[union-attr]  # checked just above
-    return [(tokens[i, : lengths[i]].tolist(), logprobs[i, : lengths[i]].tolist()) for i in range(n)]
+    return [
+        finished_generation(tokenizer, stop_ids, tokens[i, : lengths[i]].tolist(), logprobs[i, : lengths[i]].tolist())
+        for i in range(n)
+    ]
 
 
 class MixtureBackend:
@@ -828,18 +825,17 @@ class MixtureBackend:
                 )
             return mixture_logprobs(logits[0], logits[1], self.beta)
 
-        rows = decode(
+        return decode(
             [self.learner, self.reference],
             next_logprobs,
             prompts,
-            pad_id=self.tokenizer.pad_token_id,
+            self.tokenizer,
             stop_ids=self.stop_ids,
             max_tokens=max_tokens,
             temperature=temperature,
             top_p=top_p,
             share_prompts=self.share_prompts,
         )
-        return [finished_generation(self.tokenizer, self.stop_ids, row, lp) for row, lp in rows]
 
 
 def check_mixable(backend: object, name: str) -> HFBackend:
