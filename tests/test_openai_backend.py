@@ -342,7 +342,7 @@ def test_the_deadline_must_be_positive():
 # slow tests: a real `vllm serve` of the bundled model on loopback (the vllm_server fixture, conftest.py)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def served(vllm_server: str) -> Iterator[OpenAIBackend]:
     with OpenAIBackend(vllm_server, "smollm2", timeout=120, concurrency=4) as backend:
         yield backend

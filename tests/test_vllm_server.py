@@ -151,7 +151,7 @@ def test_a_server_url_must_be_http():
 # ----------------------------------------------------------------------------- a real server
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def server(vllm_server):
     """The session's `vllm serve` (tests/conftest.py), started with LoRA and our weight transport;
     every test here leaves the base model served, as it found it."""
