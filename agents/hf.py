@@ -229,22 +229,52 @@ def native_bfloat16() -> bool:
 
 
 class SamplingCopy:
-    """A copy of ``model`` in ``dtype`` (bfloat16) that sampling runs on, brought up to date with
+    """Copies of ``model`` in ``dtype`` (bfloat16) that sampling runs on, brought up to date with
     ``model`` before each use (``current``).
 
     The learner trains in float32; sampling in bfloat16 runs its matmuls at about twice the speed
     on machines that multiply bfloat16 in hardware (``native_bfloat16``). Autocast would re-cast
-    every frozen weight at every decoded token; the copy casts each weight once, and afterwards
+    every frozen weight at every decoded token; a copy casts each weight once, and afterwards
     only the tensors that changed since its last use: torch's version counter of a tensor moves
     with every in-place write (the optimizer's step, an EMA update, an adapter copy), so a LoRA
-    step copies the adapters' few MB and leaves the shared base as it is. A model that gained or
-    lost parameters (an adapter added) is copied anew. Buffers stay as they are (the rotary
-    frequencies in float32). What changes is the numerics of sampling only: the tokens are drawn
-    from the bfloat16 model's distribution and the recorded log-probs are its own; every update
-    recomputes the learner's log-probs in float32 (docs/paper-fidelity.md, "Sampling in
-    bfloat16")."""
+    step touches the adapters and leaves the shared base as it is. Buffers stay as they are (the
+    rotary frequencies in float32). What changes is the numerics of sampling only: the tokens are
+    drawn from the bfloat16 model's distribution and the recorded log-probs are its own; every
+    update recomputes the learner's log-probs in float32 (docs/paper-fidelity.md, "Sampling in
+    bfloat16").
+
+    A PEFT model sampled as one of its LoRA adapters gets a plain copy of its base with that
+    adapter merged into the weights, W + s·B·A (``MergedCopy``), one per adapter: at decode, each
+    of the ~210 adapted linears of the bundled model is then one matmul instead of PEFT's three
+    and its bookkeeping (measured on the CPU demo's calls: 16 rows x 64 tokens 8.4 s -> 6.5 s,
+    128 rows x 24 tokens 10.2 s -> 9.0 s). Any other model, or an adapter PEFT cannot merge
+    linearly (DoRA, a LoRA on an embedding), gets a cast copy of the whole model (``CastCopy``)."""
 
     def __init__(self, model: CausalLM, dtype: torch.dtype = torch.bfloat16) -> None:
+        self.model, self.dtype = model, dtype
+        self.copies: dict[str | None, CastCopy | MergedCopy] = {}
+
+    def current(self, adapter: str | None = None) -> CausalLM:
+        """A copy that samples as ``model`` with ``adapter`` active (None: as ``model`` is), every
+        parameter of ``model`` written since its last use taken in."""
+        key = adapter if adapter is not None and mergeable(self.model, adapter) else None
+        if key not in self.copies:
+            merged = [c for c in self.copies.values() if isinstance(c, MergedCopy)]
+            self.copies[key] = (
+                CastCopy(self.model, self.dtype)
+                if key is None
+                else MergedCopy(self.model, key, self.dtype, like=merged[0] if merged else None)
+            )
+        model = self.copies[key].current()
+        if key is None and adapter is not None:
+            model.set_adapter(adapter)
+        return model
+
+
+class CastCopy:
+    """``model`` cast to ``dtype``, whole (a PEFT model with all its adapters)."""
+
+    def __init__(self, model: CausalLM, dtype: torch.dtype) -> None:
         self.model, self.dtype = model, dtype
         self._copy_anew()
 
@@ -259,9 +289,8 @@ class SamplingCopy:
         self._stamps = {name: stamp(p) for name, p in self.model.named_parameters()}
 
     def current(self) -> CausalLM:
-        """The copy, with every parameter of ``model`` written since the last call copied in."""
         source: dict[str, torch.Tensor] = dict(self.model.named_parameters())
-        if source.keys() != self._targets.keys():
+        if source.keys() != self._targets.keys():  # an adapter came or went: copy anew
             self._copy_anew()
             return self.copy
         with torch.no_grad():
@@ -270,6 +299,77 @@ class SamplingCopy:
                 if self._stamps[name] != now:
                     self._targets[name].copy_(param)
                     self._stamps[name] = now
+        return self.copy
+
+
+def check_adapter(model: CausalLM, adapter: str | None) -> None:
+    if adapter is not None and adapter not in getattr(model, "peft_config", {}):
+        raise KeyError(f"the model has no adapter named {adapter!r}")
+
+
+def lora_layers(model: CausalLM, adapter: str) -> dict[str, Any]:  # peft.tuners.lora.LoraLayer
+    """The LoRA layers of a PEFT model that carry ``adapter``, by their path in its base model."""
+    from peft.tuners.lora import LoraLayer
+
+    base: torch.nn.Module = model.get_base_model()  # type: ignore[operator]  # PeftModel's
+    return {path: m for path, m in base.named_modules() if isinstance(m, LoraLayer) and adapter in m.lora_A}
+
+
+def mergeable(model: CausalLM, adapter: str) -> bool:
+    """Whether ``adapter`` of ``model`` (a PEFT model) adds W + s·B·A to linears and nothing else."""
+    if adapter not in getattr(model, "peft_config", {}):
+        return False
+    from peft.tuners.lora import Linear
+
+    layers = lora_layers(model, adapter).values()
+    return all(isinstance(m, Linear) and not m.use_dora.get(adapter) and not m.fan_in_fan_out for m in layers)
+
+
+class MergedCopy:
+    """A plain copy of a PEFT model's base in ``dtype``, ``adapter`` merged into its weights; the
+    parameters no adapter touches (embeddings, norms) are shared with ``like``, another adapter's."""
+
+    def __init__(self, model: CausalLM, adapter: str, dtype: torch.dtype, like: MergedCopy | None) -> None:
+        self.model, self.adapter, self.dtype = model, adapter, dtype
+        self.shared: dict[str, torch.Tensor] = {}  # by name in the copy
+        self._copy_anew(like)
+
+    def _copy_anew(self, like: MergedCopy | None = None) -> None:
+        self.layers = lora_layers(self.model, self.adapter)
+        if like is not None and like.layers.keys() == self.layers.keys():
+            # deepcopy's memo maps each shared parameter to itself: only the merged ones are new
+            shared = {id(p): p for name, p in like.copy.named_parameters() if name in like.shared}
+            self.copy: CausalLM = copy.deepcopy(like.copy, memo=shared)
+        else:
+            self.copy = copy.deepcopy(self.model).unload()  # type: ignore[operator]  # the base, LoRA removed
+            for param in self.copy.parameters():
+                param.requires_grad_(False)
+                param.grad = None
+                param.data = param.data.to(self.dtype)
+        self.copy.eval()
+        targets = dict(self.copy.named_parameters())
+        self.merged = {path: targets[f"{path}.weight"] for path in self.layers}
+        merged = {f"{path}.weight" for path in self.layers}
+        self.shared = {name: p for name, p in targets.items() if name not in merged}  # biases included
+        self._stamps: dict[str, tuple[object, ...]] = {}
+
+    def current(self) -> CausalLM:
+        if lora_layers(self.model, self.adapter) != self.layers:  # layers came, went or were replaced
+            self._copy_anew()
+        source = dict(self.model.get_base_model().named_parameters())  # type: ignore[operator]
+        with torch.no_grad():
+            for name, target in self.shared.items():  # a LoRA layer's bias is its base layer's
+                path, leaf = name.rsplit(".", 1)
+                param = source[f"{path}.base_layer.{leaf}" if path in self.layers else name]
+                if self._stamps.get(name) != (now := stamp(param)):
+                    target.copy_(param)
+                    self._stamps[name] = now
+            for path, layer in self.layers.items():
+                parts = (layer.base_layer.weight, layer.lora_A[self.adapter].weight, layer.lora_B[self.adapter].weight)
+                now = (*(stamp(t) for t in parts), layer.scaling[self.adapter])
+                if self._stamps.get(path) != now:
+                    self.merged[path].copy_(parts[0] + layer.get_delta_weight(self.adapter))
+                    self._stamps[path] = now
         return self.copy
 
 
@@ -339,8 +439,12 @@ class HFBackend:
         adapter: str | None = None,
     ) -> list[Generation]:
         check_sampling(max_tokens, temperature, top_p)
-        model = self.model if self.sampling_copy is None else self.sampling_copy.current()
-        self.use_adapter(adapter, model)
+        if self.sampling_copy is None:
+            model = self.model
+            self.use_adapter(adapter, model)
+        else:
+            check_adapter(self.model, adapter)  # the copy samples as that adapter
+            model = self.sampling_copy.current(adapter)
         prompts = prompt_ids(self.tokenizer, chats, self.max_context, max_tokens)
         if seed is not None:
             torch.manual_seed(seed)
@@ -377,11 +481,9 @@ class HFBackend:
         """Activate a LoRA adapter of a PEFT model (default: the backend's; ``None``: leave the
         model as it is)."""
         model = self.model if model is None else model
-        if adapter is None:
-            return
-        if adapter not in getattr(model, "peft_config", {}):
-            raise KeyError(f"the model has no adapter named {adapter!r}")
-        model.set_adapter(adapter)
+        check_adapter(model, adapter)
+        if adapter is not None:
+            model.set_adapter(adapter)
 
     @torch.no_grad()
     def score(self, chats: Sequence[Chat], continuations: Sequence[str], *, adapter: str | None = None) -> list[float]:

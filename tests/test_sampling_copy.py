@@ -27,17 +27,19 @@ def _same(copy: torch.nn.Module, model: torch.nn.Module) -> bool:
 def test_the_copy_is_bfloat16_and_leaves_the_model_and_its_buffers_as_they_were():
     model, _ = _lora_players()
     made = SamplingCopy(model)
-    assert {p.dtype for p in made.current().parameters()} == {torch.bfloat16}
-    assert not any(p.requires_grad for p in made.copy.parameters())
+    for copy in (made.current(), made.current("defender")):  # the whole model; one adapter merged
+        assert {p.dtype for p in copy.parameters()} == {torch.bfloat16}
+        assert not any(p.requires_grad for p in copy.parameters())
+        # the rotary frequencies keep float32: rounded, every position's angle would move
+        assert {b.dtype for b in copy.buffers() if b.is_floating_point()} == {torch.float32}
     assert {p.dtype for p in model.parameters()} == {torch.float32}
-    # the rotary frequencies keep float32: rounded, every position's angle would move
-    assert {b.dtype for b in made.copy.buffers() if b.is_floating_point()} == {torch.float32}
-    assert _same(made.copy, model)
+    assert _same(made.current(), model)
 
 
 def test_an_optimizer_step_and_an_adapter_copy_reach_the_copy_and_nothing_else_is_copied():
     model, _ = _lora_players()
     made = SamplingCopy(model)
+    copied = made.current()
     trained = [p for name, p in model.named_parameters() if ".defender." in name and "lora_B" in name]
     optimizer = torch.optim.AdamW(trained, lr=0.1)
     for p in trained:
@@ -46,7 +48,7 @@ def test_an_optimizer_step_and_an_adapter_copy_reach_the_copy_and_nothing_else_i
     copy_adapter(model, "defender", "attacker")  # in place, as the EMA and snapshot copies write
     # a copied tensor that its source did not change since is left alone: mark one to see it stay
     base = next(name for name, _ in model.named_parameters() if "lora_" not in name)
-    marked = dict(made.copy.named_parameters())[base]
+    marked = dict(copied.named_parameters())[base]
     with torch.no_grad():
         marked.fill_(7.0)
     current = made.current()
@@ -60,11 +62,90 @@ def test_an_optimizer_step_and_an_adapter_copy_reach_the_copy_and_nothing_else_i
 def test_a_new_adapter_makes_a_new_copy():
     model, _ = _lora_players()
     made = SamplingCopy(model)
-    first = made.copy
+    first = made.current()
     copy_adapter(model, "defender", "defender_ema")  # adds an adapter: new parameters
-    assert made.current() is not first
-    assert "defender_ema" in made.copy.peft_config
-    assert _same(made.copy, model)
+    assert (now := made.current()) is not first
+    assert "defender_ema" in now.peft_config
+    assert _same(now, model)
+
+
+def _trained_adapters(model):
+    """Non-zero B matrices (a fresh adapter is the identity), so each adapter moves the model."""
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.05)
+
+
+def _merged_in(copy, model, adapter) -> bool:
+    """Every adapted weight of ``copy`` is bfloat16(W + s·B·A) of ``model``'s ``adapter``."""
+    from agents.hf import lora_layers
+
+    weights = dict(copy.named_parameters())
+    for path, layer in lora_layers(model, adapter).items():
+        a, b = layer.lora_A[adapter].weight, layer.lora_B[adapter].weight
+        want = (layer.base_layer.weight + layer.scaling[adapter] * (b @ a)).to(torch.bfloat16)
+        if not torch.equal(weights[f"{path}.weight"], want):
+            return False
+    return True
+
+
+def test_an_adapter_is_merged_into_a_plain_copy_that_samples_as_the_peft_model_does():
+    model, tokenizer = _lora_players()
+    _trained_adapters(model)
+    made = SamplingCopy(model)
+    merged = made.current("defender")
+    assert not hasattr(merged, "peft_config")  # one matmul per linear, no PEFT layers
+    assert _merged_in(merged, model, "defender")
+    ids = torch.tensor([tokenizer.encode("How do I bake bread?")])
+    model.set_adapter("defender")
+    with torch.no_grad():
+        want = model(input_ids=ids).logits
+        got = merged(input_ids=ids).logits.float()
+        other = model(input_ids=ids).logits if model.set_adapter("attacker") is None else None
+    assert (got - want).abs().max() < 0.05 * want.abs().max()  # bfloat16 rounding
+    assert (other - want).abs().max() > 10 * (got - want).abs().max()  # the adapters do differ
+
+
+def test_an_adapters_step_reaches_its_merged_copy_only_and_the_adapters_share_the_rest():
+    model, tokenizer = _lora_players()
+    _trained_adapters(model)
+    made = SamplingCopy(model)
+    defender, attacker = made.current("defender"), made.current("attacker")
+    shared = dict(attacker.named_parameters())
+    for name, param in defender.named_parameters():  # embeddings and norms: one tensor for both
+        assert (param.data_ptr() == shared[name].data_ptr()) == ("_proj" not in name)
+    before = {name: p.clone() for name, p in attacker.named_parameters()}
+    trained = [p for name, p in model.named_parameters() if ".defender." in name and "lora_A" in name]
+    with torch.no_grad():
+        for p in trained:
+            p.add_(0.1)
+    assert not _merged_in(made.copies["defender"].copy, model, "defender")  # until its next use
+    assert made.current("defender") is defender and _merged_in(defender, model, "defender")
+    assert made.current("attacker") is attacker
+    assert all(torch.equal(p, before[name]) for name, p in attacker.named_parameters())
+    # sampling as an adapter leaves the model's active adapter and its trainable set alone
+    model.set_adapter("attacker")
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    backend = HFBackend(model, tokenizer, batch_size=8, sampling_copy=made)
+    assert all(g.token_ids for g in backend.generate(CHATS, max_tokens=4, seed=0, adapter="defender"))
+    assert model.active_adapter == "attacker"
+    assert {name for name, p in model.named_parameters() if p.requires_grad} == trainable
+    with pytest.raises(KeyError, match="no adapter named 'judge'"):
+        backend.generate(CHATS, max_tokens=4, adapter="judge")
+
+
+def test_an_adapter_peft_cannot_merge_linearly_samples_from_a_cast_copy():
+    from peft import LoraConfig
+
+    model, _ = _lora_players()
+    model.add_adapter("dora", LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"], use_dora=True))
+    made = SamplingCopy(model)
+    copy = made.current("dora")
+    assert copy.peft_config and copy.active_adapter == "dora"
+    assert list(made.copies) == [None]  # the whole model, cast, with the adapter set
+    assert _same(copy, model)
 
 
 def test_the_backend_samples_from_the_copy_and_scores_with_the_model(tiny_chat):
@@ -122,23 +203,37 @@ def test_grpo_loss_from_bfloat16_samples_equals_the_float32_paths_within_toleran
     assert float((grad_bf16 - grad_fp32).norm() / grad_fp32.norm()) < 3e-2
 
 
-def test_a_training_run_samples_from_copies_of_the_weights_it_trains(tiny_chat, tmp_path):
+@pytest.mark.parametrize("lora", [False, True])
+def test_a_training_run_samples_from_copies_of_the_weights_it_trains(tiny_chat, tmp_path, lora):
     from algorithms.training.trainer import Trainer
     from tests.helpers import config
 
-    trainer = Trainer(config(tiny_chat, tmp_path, "rollout.hf_dtype=bfloat16", "run.validate_every=0", "optim.lr=1e-2"))
+    overrides = ("rollout.hf_dtype=bfloat16", "run.validate_every=0", "optim.lr=1e-2", f"model.lora={lora}")
+    trainer = Trainer(config(tiny_chat, tmp_path, *overrides))
     for _ in range(2):
         metrics = trainer.train_step()
         assert all(v == v for v in metrics.values() if isinstance(v, float))  # no NaN
     copies = list(trainer.sampler.copies.values())
     modules = {id(m) for player in trainer.players.values() for m in player.modules()}
     assert copies and all(id(made.model) in modules for made in copies)  # copies of what is trained
-    for made in copies:  # the update wrote after the step's sampling; the next use takes it in
-        assert not _same(made.copy, made.model)
-        assert _same(made.current(), made.model)
-    before = {id(c): c.copy for c in copies}
+    # the update wrote after the step's sampling (a player that found no pair may not have
+    # moved): a copy is behind until its next use takes the writes in
+    stale = []
+    for made in copies:
+        if not lora:
+            (kept,) = made.copies.values()  # full players: one cast copy of each module
+            stale.append(not _same(kept.copy, made.model))
+            assert _same(made.current(), made.model)
+            continue
+        assert set(made.copies) == {"attacker_ema", "defender_ema"}  # DPO-MD samples the EMAs
+        for adapter, kept in made.copies.items():
+            stale.append(not _merged_in(kept.copy, made.model, adapter))
+            assert _merged_in(made.current(adapter), made.model, adapter)
+    assert any(stale)
+    before = {id(c): [k.copy for k in c.copies.values()] for c in copies}
     trainer.train_step()
-    assert {id(c): c.copy for c in trainer.sampler.copies.values()} == before  # kept, not remade per call
+    after = {id(c): [k.copy for k in c.copies.values()] for c in trainer.sampler.copies.values()}
+    assert after == before  # kept, not remade per call
 
 
 def test_hf_dtype_resolves_per_machine_and_refuses_sharded_players():
