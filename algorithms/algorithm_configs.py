@@ -113,6 +113,7 @@ class GRPOConfig(AlgorithmConfig):
 
 @dataclass
 class SelfRedTeamConfig(AlgorithmConfig):
+    multi_turn: ClassVar[bool] = True  # whole-trajectory rollouts in conversations (game.turns > 1)
     name: str = "self_redteam"
     reward_kl_beta: float = ranged(0.01, non_negative())  # weight of the k1 KL to the initial model, in the reward
     clip: float = ranged(0.2, positive())  # PPO clip ε
@@ -121,6 +122,10 @@ class SelfRedTeamConfig(AlgorithmConfig):
     # the loss over a minibatch: "token" mean over all its tokens (the reference's packed runs)
     # or "sequence" (each sequence's token mean, then the mean over sequences)
     weighting: Literal["token", "sequence"] = "token"
+    # conversations (game.turns > 1): "trajectory" credits every own turn with the conversation's
+    # reward; "reward_to_go" credits turn t with the reward of turns t.. only (the Self-RedTeam
+    # rule's per-turn rewards); the KL penalty runs over all own turns either way; docs/multiturn.md
+    credit: Literal["trajectory", "reward_to_go"] = "trajectory"
 
 
 # ----------------------------------------------------------------------------- Nash-MD

@@ -393,3 +393,58 @@ def test_a_failed_judge_call_is_made_again_without_replaying_the_turn():
     r, defender = run(1)
     assert r.phase.value == "done" and r.defender_rewards == [[4.0, 4.0], [4.0, 4.0]]
     assert len(defender.seen) == 2 and all(len(c.turns) == 2 for row in r.conversations for c in row)
+
+
+def test_self_redteam_trains_on_trajectories_with_the_kl_over_every_own_turn(tiny):
+    from algorithms.algorithm_configs import SelfRedTeamConfig
+    from algorithms.training.distributed import Dist
+    from algorithms.training.self_redteam import PPOTrajectory, SelfRedTeam
+
+    model, tokenizer = tiny
+    player = FullPlayer("defender", model, tokenizer, {"initial"})
+    # one turn: a conversation that ends after its first turn gives the single-turn examples exactly
+    single = Game(RuleJudge(), GameConfig(reward_rule="self_redteam"))
+    one = Round(HARMFUL)
+    single.attack([one], [(OPEN_A, OPEN_B)])
+    single.respond([one], [FIRST])
+    game1 = ConversationGame(RuleJudge(), GameConfig(turns=2, reward_rule="self_redteam"))
+    d1 = Dialogue(HARMFUL)
+    game1.attack([d1], [((OPEN_A, OPEN_A), (OPEN_B, OPEN_B))])
+    game1.respond([d1], [FIRST])
+    game1.attack([d1], [((attack("[END CONVERSATION]", "done"),) * 2,) * 2])
+    srt = SelfRedTeam(SelfRedTeamConfig(reward_kl_beta=0.01), 4096)
+    flat, as_turns = srt.examples([one], single, tokenizer), srt.examples([d1], game1, tokenizer)
+    defender_flat = [e for e in flat if e.role == "defender"]
+    defender_turns = [e for e in as_turns if e.role == "defender"]
+    assert [e.reward for e in defender_turns] == [e.reward for e in defender_flat]
+    for batch in (defender_flat, defender_turns):
+        srt.prepare(player, batch, Dist(), chunk=3)
+    for a, b in zip(defender_flat, defender_turns, strict=True):
+        assert a.token_advantages == pytest.approx(b.token_advantages) and a.old_logprobs == b.old_logprobs
+    with torch.no_grad():
+        expected, _ = srt.loss(player, defender_flat)
+        got, _ = srt.loss(player, defender_turns)
+    assert torch.allclose(got, expected, atol=1e-6)
+    # two turns, defender turn rewards [[2, 2], [2, -2], [-2, 2], [2, 2]]: the conversation pays its worst
+    game, r = play(reward_rule="self_redteam")
+    for credit in ("trajectory", "reward_to_go"):
+        algorithm = SelfRedTeam(SelfRedTeamConfig(reward_kl_beta=0.01, credit=credit), 4096)
+        defender = [e for e in algorithm.examples([r], game, tokenizer) if e.role == "defender"]
+        assert all(isinstance(e, PPOTrajectory) and len(e.turns()) == 2 for e in defender)
+        algorithm.prepare(player, defender, Dist(), chunk=3)
+        third = defender[2]  # complied at turn 1, refused at turn 2
+        first_turn = len(third.segments[0].completion_ids)
+        assert len(third.old_logprobs) == first_turn + len(third.segments[1].completion_ids)
+        assert third.kl == 0.0  # learner == reference
+        # no KL yet: every token's return is its turn's credit, whitened over the defender's tokens
+        early, late = third.token_advantages[:first_turn], third.token_advantages[first_turn:]
+        assert max(early) - min(early) < 1e-6 and max(late) - min(late) < 1e-6
+        assert (late[0] > early[0] + 1) if credit == "reward_to_go" else late[0] == pytest.approx(early[0])
+        losses, metrics = algorithm.loss(player, defender)
+        assert losses.shape == (4,) and torch.isfinite(losses).all() and metrics["clip_fraction"] == 0.0
+        model.zero_grad()
+        losses.sum().backward()
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+        model.zero_grad()
+    weights = [algorithm.weight(e) for e in defender]  # token weighting: every own turn's tokens
+    assert weights == [float(sum(len(s.completion_ids) for s in e.segments)) for e in defender]

@@ -293,7 +293,7 @@ def test_dialogue_round_type():
 # ----------------------------------------------------------------------------- algorithms
 
 
-MULTI_TURN = {"advgame_dpo_md", "advgame_ipo_md", "dpo", "ipo", "grpo"}  # train on conversations
+MULTI_TURN = {"advgame_dpo_md", "advgame_ipo_md", "dpo", "ipo", "grpo", "self_redteam"}  # train on conversations
 
 
 def test_every_registered_algorithm_trains_on_or_refuses_turns_above_one_at_config_load(tmp_path):

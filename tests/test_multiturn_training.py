@@ -1,6 +1,6 @@
 """Two-turn training runs on the tiny chat model (see conftest): the preference update
-(AdvGame-DPO-MD) and a policy-gradient update (GRPO) each train the defender on whole
-two-turn conversations, against a scripted attacker (a test double of a generation backend
+(AdvGame-DPO-MD) and the policy-gradient updates (GRPO, Self-RedTeam's REINFORCE++) each train
+the defender on whole two-turn conversations, against a scripted attacker (a test double of a generation backend
 that writes a well-formed message every turn, so every conversation reaches turn 2)."""
 
 from __future__ import annotations
@@ -29,12 +29,20 @@ class ScriptedAttacker:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("algorithm", ["advgame_dpo_md", "grpo"])
+@pytest.mark.parametrize(
+    "algorithm",
+    [
+        ["algorithm.name=advgame_dpo_md"],
+        ["algorithm.name=grpo"],
+        ["algorithm.name=self_redteam", "game.reward_rule=self_redteam", "algorithm.credit=reward_to_go"],
+    ],
+    ids=lambda overrides: overrides[0].split("=")[1],
+)
 def test_two_turn_training_trains_the_defender_on_whole_conversations(tiny_chat, tmp_path, algorithm):
     cfg = config(
         tiny_chat,
         tmp_path / "run",
-        f"algorithm.name={algorithm}",
+        *algorithm,
         "game.turns=2",
         "game.attacker_think=false",
         "game.faithfulness_check=false",  # the scripted messages are not about each seed
@@ -54,6 +62,7 @@ def test_two_turn_training_trains_the_defender_on_whole_conversations(tiny_chat,
         return out
 
     trainer.algorithm.examples = recorded  # type: ignore[method-assign]
+    learner = "policy" if trainer.algorithm.shares_policy else "defender"  # Self-RedTeam: one policy
     before = [p.detach().clone() for p in trainer.players["defender"].trainable()]
     metrics = trainer.train_step()
     # turn 2 was played: the attacker read the conversation so far, answer included
@@ -66,6 +75,6 @@ def test_two_turn_training_trains_the_defender_on_whole_conversations(tiny_chat,
         if isinstance(e, TrajectoryPair | Trajectory)
     ]
     assert turns and max(turns) == 2
-    assert metrics["train/defender_examples"] > 0 and torch.isfinite(torch.tensor(metrics["train/defender_loss"]))
+    assert metrics[f"train/{learner}_examples"] > 0 and torch.isfinite(torch.tensor(metrics[f"train/{learner}_loss"]))
     after = trainer.players["defender"].trainable()
     assert any(not torch.equal(a, b) for a, b in zip(after, before, strict=True))  # the update moved it

@@ -342,3 +342,16 @@ def test_the_comparison_example_prints_one_table(tiny_chat, tmp_path):
     assert len(table) == 5 and "advgame_dpo_md" in table[2] and "self_redteam" in table[3] and "sequential" in table[4]
     assert "harmful compliance" in table[0] and "(n=1, interval undefined)" in table[2]
     assert (tmp_path / "comparison.md").exists() and (tmp_path / "self_redteam" / "seed_0" / "final").is_dir()
+
+
+def test_returns_over_turns_credit_each_turns_tokens_with_its_own_credit_and_every_later_kl():
+    from algorithms.training.losses import turn_returns
+
+    old, ref = torch.tensor([-1.0, -2.0, -3.0]), torch.tensor([-1.5, -2.0, -2.0])
+    # KL penalties with β = 0.5: [−0.25, 0, +0.5]; turns of 2 and 1 tokens credited 2 and 5
+    got = turn_returns(old, ref, [2.0, 5.0], [2, 1], 0.5)
+    torch.testing.assert_close(got, torch.tensor([-0.25 + 0 + 0.5 + 2.0, 0 + 0.5 + 2.0, 0.5 + 5.0]))
+    # one turn is reward_to_go's sequence, bit for bit; a turn without tokens credits nothing
+    assert torch.equal(turn_returns(old, ref, [2.0], [3], 0.5), reward_to_go(old, ref, 2.0, 0.5))
+    torch.testing.assert_close(turn_returns(old, ref, [7.0, 2.0, 5.0], [0, 2, 1], 0.5), got)
+    torch.testing.assert_close(turn_returns(old, ref, [2.0, 9.0, 5.0], [2, 0, 1], 0.5), got)

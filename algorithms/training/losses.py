@@ -155,9 +155,24 @@ def reward_to_go(old_logp: torch.Tensor, ref_logp: torch.Tensor, reward: float, 
     """Per-token returns of one sequence (γ = 1): the game reward sits on the last token and
     every token pays the k1 KL penalty −β·(log π_old − log π_ref); a token's return is the sum
     of the rewards from it to the end."""
+    return turn_returns(old_logp, ref_logp, [reward], [old_logp.numel()], kl_beta)
+
+
+def turn_returns(
+    old_logp: torch.Tensor, ref_logp: torch.Tensor, credits: Sequence[float], lengths: Sequence[int], kl_beta: float
+) -> torch.Tensor:
+    """Per-token returns (γ = 1) of a player's turns in one conversation, their tokens
+    concatenated (``lengths`` each): every token pays the k1 KL penalty, of its own turn and of
+    the later ones, and turn t's tokens are credited ``credits[t]`` (the conversation's reward,
+    or the reward of turns t.. only). The credit sits on each turn's last token as the step
+    G_t − G_{t+1}, so that the sum from any token to the end adds its own turn's G_t; one turn is
+    ``reward_to_go``'s sequence."""
     token_rewards = -kl_beta * (old_logp - ref_logp)
-    if token_rewards.numel():
-        token_rewards[-1] += reward
+    ends = torch.tensor(lengths).cumsum(0).tolist()
+    for t, end in enumerate(ends):
+        later = credits[t + 1] if t + 1 < len(credits) else 0.0
+        if end:  # a turn with no token before it has nothing to credit
+            token_rewards[end - 1] += credits[t] - later
     return token_rewards.flip(0).cumsum(0).flip(0)
 
 
