@@ -106,9 +106,11 @@ class ModelConfig:
     lora: bool = True  # LoRA adapters on one frozen shared base; False: full fine-tuning
     lora_rank: int = ranged(16, at_least(1))
     lora_alpha: int = ranged(32, at_least(1))
-    # auto: bf16 where the GPU supports it; bf16 compute is FSDP2's MixedPrecisionPolicy under
+    # auto: bf16 where the GPU supports it; native: also on a CPU that multiplies bf16 in
+    # hardware (AVX512-BF16, AMX; agents.hf.native_bfloat16), fp32 on any other CPU, where torch
+    # emulates bf16 many times slower. bf16 compute is FSDP2's MixedPrecisionPolicy under
     # parallel.sharding=fsdp2 (float32 master weights and gradient reduction), autocast otherwise
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    precision: Literal["auto", "native", "fp32", "bf16"] = "auto"
     # recompute activations in the backward pass (one layer's activations kept, not all): less
     # memory for about a third more update compute; the reference designs train this way
     gradient_checkpointing: bool = False

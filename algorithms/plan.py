@@ -554,7 +554,7 @@ def setup_of(
         learners=learners,
         sharding=chosen,  # type: ignore[arg-type]
         checkpointing=cfg.model.gradient_checkpointing if checkpointing is None else checkpointing,
-        bf16=cfg.model.precision == "bf16" or (cfg.model.precision == "auto" and on_gpu),
+        bf16=cfg.model.precision == "bf16" or (cfg.model.precision in ("auto", "native") and on_gpu),
         micro_batch=cfg.optim.micro_batch_size,
         sequences_per_example=2 if isinstance(algorithm, PreferenceOptimization) else 1,
         seq_len=seq_len,

@@ -9,9 +9,10 @@ at this machine's thread policy (``ADVGAME_THREADS``, default one thread), the v
 median over its steps of each phase's seconds (play, update, step; the trainer's ``time/*``
 figures). The recipe is the demo's; only the two dtypes differ:
 
-* ``float32``: ``rollout.hf_dtype=float32`` (the demo before 2026-12-07);
-* ``bf16_sampling``: ``rollout.hf_dtype=bfloat16`` (the demo's ``auto`` on a CPU with AVX512-BF16);
-* ``bf16_sampling_updates``: also ``model.precision=bf16`` (autocast in the updates).
+* ``float32``: ``rollout.hf_dtype=float32``, ``model.precision=fp32`` (the demo before 2026-12-07);
+* ``bf16_sampling``: ``rollout.hf_dtype=bfloat16``, updates in float32 (the demo until its updates went bf16);
+* ``bf16_sampling_updates``: also ``model.precision=bf16`` (autocast in the updates: the demo's
+  ``native`` on a CPU with AVX512-BF16).
 
 bfloat16 here only makes sense where the CPU multiplies it in hardware; elsewhere the row says so.
 """
@@ -31,8 +32,8 @@ from common import describe_machine
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = {
-    "float32": ["rollout.hf_dtype=float32"],
-    "bf16_sampling": ["rollout.hf_dtype=bfloat16"],
+    "float32": ["rollout.hf_dtype=float32", "model.precision=fp32"],
+    "bf16_sampling": ["rollout.hf_dtype=bfloat16", "model.precision=fp32"],
     "bf16_sampling_updates": ["rollout.hf_dtype=bfloat16", "model.precision=bf16"],
 }
 PHASES = ("play", "update", "step")

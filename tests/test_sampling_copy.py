@@ -249,3 +249,16 @@ def test_hf_dtype_resolves_per_machine_and_refuses_sharded_players():
     assert hf_sampling_dtype("auto", {"defender": sharded}) == "float32"
     with pytest.raises(ValueError, match=r"rollout.hf_dtype bfloat16.*defender"):
         hf_sampling_dtype("bfloat16", {"defender": sharded})
+
+
+def test_model_precision_native_trains_in_bfloat16_only_where_the_machine_multiplies_it():
+    from agents.hf import native_bfloat16
+    from algorithms.config import load_config
+    from algorithms.training.run_setup import bf16, precision
+
+    cpu = torch.device("cpu")
+    native = load_config(None, ["model.precision=native"])
+    assert bf16(native, cpu) == native_bfloat16()
+    assert isinstance(precision(native, cpu, sharded=False), torch.autocast) == native_bfloat16()
+    assert not bf16(load_config(None, ["model.precision=auto"]), cpu)  # auto: GPUs only, as before
+    assert bf16(load_config(None, ["model.precision=bf16"]), cpu)

@@ -191,8 +191,13 @@ def sft_streams(
 
 
 def bf16(cfg: TrainConfig, device: torch.device) -> bool:
-    """Whether the players compute in bf16 (``model.precision``; auto: where the GPU has it)."""
+    """Whether the players compute in bf16 (``model.precision``; auto: where the GPU has it;
+    native: where this machine multiplies bf16 in hardware, GPU or CPU)."""
     p = cfg.model.precision
+    if p == "native":
+        from agents.hf import native_bfloat16
+
+        return native_bfloat16() if device.type in ("cpu", "cuda") else False
     return p == "bf16" or (p == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
 
 
