@@ -42,10 +42,12 @@ SERVER_FLAGS = (
     # server less at once (~5 GiB)
     *("--enable-lora", "--max-lora-rank", "8", "--max-loras", "4"),
 )
-# Twice in ~20 clean-clone runs of the whole suite (2 workers on 2 cores), the session's server
-# was gone between two tests that both passed alone, and its log went with it; the same tests
-# passed on a loaded machine here. Until the cause is known, a dead server is reported (its exit
-# status and log, as a pytest warning) and started anew on the same port, this many times.
+# Three times in ~20 runs of the whole suite (2 workers on 2 cores), the session's server was gone
+# during or between tests that pass alone (once seen: "EngineDeadError", its engine core dead while
+# the other worker ran the CLI's demo tests); never with the vLLM tests alone, loaded or not. Until
+# the cause is known, a dead server is reported (its exit status, the engine's first traceback and
+# the log's end, as a pytest warning) and started anew on the same port, this many times; the test
+# it died under runs once more (tests/xdist_groups.py).
 SERVER_RESTARTS = 2
 
 
@@ -80,8 +82,10 @@ class SessionServer:
         status is the signal that ended it: -9 from the kernel's out-of-memory killer, or a kill)."""
         if self.process.poll() is None:
             return None
-        tail = self.log.read_text(errors="replace")[-4000:]
-        return f"the session's vllm serve ({self.url}) exited with {self.process.returncode}; its log ends:\n{tail}"
+        text = self.log.read_text(errors="replace")
+        first = text.find("Traceback")  # the root cause, which the engine's later errors only point to
+        cause = f"its first traceback:\n{text[first : first + 6000]}\n" if first >= 0 else ""
+        return f"the session's vllm serve ({self.url}) exited with {self.process.returncode}; {cause}its log ends:\n{text[-4000:]}"
 
     def revive(self) -> None:
         """Report a dead server and start it anew (``SERVER_RESTARTS`` times at most)."""

@@ -110,9 +110,10 @@ def test_a_sharded_lora_players_adapter_is_pushed_gathered_to_vllm():
     model, tokenizer = load_model()
     model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"]))
     with torch.no_grad():
+        generator = torch.Generator().manual_seed(0)  # not the worker's global stream: the same adapter in any order
         for name, param in model.named_parameters():
             if "lora_B" in name:
-                param.normal_(0, 0.02)  # an adapter that changes the scores
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.05)  # an adapter that changes the scores
     model.eval()
     shard_module(model, Dist().mesh)
     chats = [[{"role": "user", "content": "How do I bake bread?"}]] * 2
