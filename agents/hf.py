@@ -211,14 +211,18 @@ def finished_generation(tokenizer: Tokenizer, stop_ids: set[int], row: list[int]
     )
 
 
-def native_bfloat16() -> bool:
-    """Whether this machine multiplies bfloat16 in hardware: a CUDA GPU that supports it, or a CPU
-    with AVX512-BF16 or AMX that oneDNN runs bfloat16 matmuls on. There they run about twice as
-    fast as float32's (benchmarks/roofline.py: 216 against 99 GFLOP/s on the reference machine,
-    one thread); elsewhere torch emulates them, and on CPUs without AVX-512 they ran 0.04 times
-    as fast, so a rollout in bfloat16 would take many times as long."""
-    if torch.cuda.is_available():
-        return bool(torch.cuda.is_bf16_supported())
+def native_bfloat16(device: torch.device | None = None) -> bool:
+    """Whether ``device`` (default: the GPU if there is one, else the CPU) multiplies bfloat16 in
+    hardware: a CUDA GPU that supports it, or a CPU with AVX512-BF16 or AMX that oneDNN runs
+    bfloat16 matmuls on. There they run about twice as fast as float32's
+    (benchmarks/roofline.py: 216 against 99 GFLOP/s on the reference machine, one thread);
+    elsewhere torch emulates them, and on CPUs without AVX-512 they ran 0.04 times as fast, so a
+    rollout in bfloat16 would take many times as long."""
+    kind = device.type if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
+    if kind == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if kind != "cpu":
+        return False
     if not torch.backends.mkldnn.is_available() or not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         return False
     try:  # oneDNN's own check accepts AVX512-BW CPUs that only emulate bfloat16; the flags do not

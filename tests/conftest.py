@@ -78,8 +78,9 @@ class SessionServer:
         print(f"\nvllm serve healthy after {time.monotonic() - begun:.1f} s")
 
     def died(self) -> str | None:
-        """None while the server runs; else its exit status and the end of its log (a negative
-        status is the signal that ended it: -9 from the kernel's out-of-memory killer, or a kill)."""
+        """None while the server runs; else its exit status (a negative status is the signal that
+        ended it: -9 from the kernel's out-of-memory killer, or a kill), the log's first traceback
+        and the log's end."""
         if self.process.poll() is None:
             return None
         text = self.log.read_text(errors="replace")

@@ -197,7 +197,7 @@ def bf16(cfg: TrainConfig, device: torch.device) -> bool:
     if p == "native":
         from agents.hf import native_bfloat16
 
-        return native_bfloat16() if device.type in ("cpu", "cuda") else False
+        return native_bfloat16(device)
     return p == "bf16" or (p == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
 
 

@@ -150,9 +150,7 @@ class SelfRedTeam(Algorithm[PPOExample]):
         losses, clipped = ppo_clip_loss(logps, old, advantages, mask, self.config.clip)
         if len(sequences) > len(chunk):  # a trajectory's loss: the token mean over its turns
             tokens = mask.sum(-1).to(losses.dtype)
-            mean = sum_by_trajectory(losses * tokens, per_example) / sum_by_trajectory(tokens, per_example).clamp(min=1)
-            clipped = sum_by_trajectory(clipped * tokens, per_example) / sum_by_trajectory(tokens, per_example).clamp(
-                min=1
-            )
-            losses = mean
+            per_trajectory = sum_by_trajectory(tokens, per_example).clamp(min=1)
+            losses = sum_by_trajectory(losses * tokens, per_example) / per_trajectory
+            clipped = sum_by_trajectory(clipped * tokens, per_example) / per_trajectory
         return losses, {"kl": sum(r.kl for r in chunk), "clip_fraction": float(clipped.sum())}
