@@ -36,6 +36,7 @@ SCRIPTS = {
     "roofline": "roofline.py",
     "judge_audit": "judge_audit.py",
     "demo_step": "demo_step.py",
+    "decode_attention": "decode_attention.py",
 }
 # memory.py's comparisons: (LoRA variant, full variant)
 COMPARED = [("lora", "full"), ("lora", "full_6"), ("lora_gc", "full_gc"), ("lora_gc", "full_6_gc")]
@@ -402,6 +403,20 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
                 ]
             )
 
+    def decode_attention(r: dict[str, Any]) -> None:
+        for shape in r["shapes"]:
+            out.append(
+                [
+                    f"decode-step attention, {shape['dtype']}, {shape['rows']} rows x {shape['positions']} "
+                    f"cached positions ({r['threads']} threads): by hand / torch's SDPA kernel",
+                    f"{shape['by_hand_ms']:.3f} ms",
+                    f"{shape['kernel_ms']:.3f} ms",
+                    f"{shape['ratio']:.2f}",
+                    "report",
+                    "",
+                ]
+            )
+
     add: dict[str, Callable[[dict[str, Any]], None]] = {
         "orchestration": orchestration,
         "vllm": vllm,
@@ -417,6 +432,7 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
         "roofline": roofline,
         "judge_audit": judge_audit,
         "demo_step": demo_step,
+        "decode_attention": decode_attention,
     }
     for name, result in results.items():
         if "error" in result:

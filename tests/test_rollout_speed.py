@@ -113,3 +113,33 @@ def test_grouped_query_attention_in_the_kernel_samples_the_same_tokens(tiny_chat
     hook.remove()
     assert_same_generations(got[True], got[False], abs=1e-5)
     assert seen[0] == GQA_SDPA and seen[-1] == "sdpa" and model.config._attn_implementation == "sdpa"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("additive", [False, True])
+def test_one_position_attention_is_the_kernels_with_grouped_heads_and_padding(dtype, additive):
+    from agents.hf import _one_position_attention
+
+    g = torch.Generator().manual_seed(0)
+    rows, heads, kv_heads, positions, dim = 5, 9, 3, 37, 16
+    query = torch.randn(rows, heads, 1, dim, generator=g).to(dtype)
+    key, value = (torch.randn(rows, kv_heads, positions, dim, generator=g).to(dtype) for _ in range(2))
+    attends = torch.ones(rows, 1, 1, positions, dtype=torch.bool)
+    for r in range(rows):  # left padding, a different amount per row
+        attends[r, ..., : 3 * r] = False
+    mask = torch.zeros(attends.shape, dtype=dtype).masked_fill(~attends, float("-inf")) if additive else attends
+    kernel = torch.nn.functional.scaled_dot_product_attention
+    exact = kernel(query.float(), key.float(), value.float(), attn_mask=attends, enable_gqa=True, scale=0.3)
+    ours = _one_position_attention(query, key, value, mask, 0.3)
+    theirs = kernel(query, key, value, attn_mask=mask, enable_gqa=True, scale=0.3)
+    assert ours.dtype == dtype and ours.shape == exact.shape
+    if dtype == torch.float32:
+        torch.testing.assert_close(ours, exact, atol=1e-6, rtol=1e-5)
+    else:  # both within bfloat16's rounding of the exact result (its relative step is 2**-8)
+        for got in (ours, theirs):
+            torch.testing.assert_close(got.float(), exact, atol=2e-2, rtol=2**-7)
+    # a padded position takes no part (row 2 pads its first 6), an attended one does (row 0 pads none)
+    for row, changes in ((2, False), (0, True)):
+        key[row, :, :6], value[row, :, :6] = 99, 99
+        again = _one_position_attention(query, key, value, mask, 0.3)
+        assert torch.equal(again[row], ours[row]) != changes
