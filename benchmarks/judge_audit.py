@@ -1,9 +1,10 @@
 """The cost of ``judge.audit``: a short CPU run with the audit on / the same run without it.
 
-    python benchmarks/judge_audit.py [--steps 3] [--fraction 0.25] [--json FILE]
+    python benchmarks/judge_audit.py [--config cpu_smoke.yaml] [--steps 3] [--fraction 0.25] [--rounds 1] [--json FILE]
 
-Both runs are configs/cpu_smoke.yaml (rule judge, bundled 135M players, same seed, no validation),
-one after the other in this process; the audited one re-scores ``--fraction`` of each step's
+Both runs are ``--config`` (configs/cpu_smoke.yaml: rule judge, bundled 135M players; or the CPU
+demo's configs/cpu_demo.yaml), same seed, no validation, in turns in this process (plain, audited,
+``--rounds`` times; the medians are compared); the audited one re-scores ``--fraction`` of each step's
 verdicts with the bundled model as a log-prob LLM judge and mixes 2 master-key canaries into every
 judge call. Two ratios: wall time of the audited run / the plain run (both runs' load included),
 and inside the audited run, the re-scoring's seconds / the steps' seconds (immune to a neighbour's
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -22,14 +24,15 @@ from typing import Any
 
 from common import describe_machine
 
+from agents.threads import apply_thread_policy
 from algorithms.config import load_config
 from algorithms.training.runlog import read_metrics
 from algorithms.training.trainer import train
 
 
-def run(folder: Path, steps: int, audit: list[str]) -> tuple[float, list[dict[str, float]]]:
+def run(config: str, folder: Path, steps: int, audit: list[str]) -> tuple[float, list[dict[str, float]]]:
     cfg = load_config(
-        "cpu_smoke.yaml",
+        config,
         [f"run.out_dir={folder}", f"run.steps={steps}", "run.validate_every=0", "run.progress=false", *audit],
     )
     started = time.perf_counter()
@@ -37,7 +40,7 @@ def run(folder: Path, steps: int, audit: list[str]) -> tuple[float, list[dict[st
     return time.perf_counter() - started, read_metrics(folder)
 
 
-def measure(steps: int, fraction: float) -> dict[str, Any]:
+def measure(config: str, steps: int, fraction: float, rounds: int) -> dict[str, Any]:
     audit = [
         f"judge.audit.fraction={fraction}",
         "judge.audit.canaries=2",
@@ -45,13 +48,22 @@ def measure(steps: int, fraction: float) -> dict[str, Any]:
         "judge.audit.judge.kind=llm",
         "judge.audit.judge.mode=logprob",
     ]
+    plain: list[float] = []
+    audited: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
-        plain_s, _ = run(Path(tmp) / "plain", steps, [])
-        audited_s, lines = run(Path(tmp) / "audited", steps, audit)
+        for k in range(rounds):
+            plain.append(run(config, Path(tmp) / f"plain{k}", steps, [])[0])
+            seconds, lines = run(config, Path(tmp) / f"audited{k}", steps, audit)
+            audited.append(seconds)
+    plain_s, audited_s = statistics.median(plain), statistics.median(audited)
     step_s = sum(line["time/step_s"] for line in lines)
     audit_s = sum(line["time/audit_s"] for line in lines)
     last = lines[-1]
     return {
+        "config": config,
+        "rounds": rounds,
+        "plain_runs_s": plain,
+        "audited_runs_s": audited,
         "steps": steps,
         "fraction": fraction,
         "plain_s": plain_s,
@@ -68,11 +80,18 @@ def measure(steps: int, fraction: float) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="cpu_smoke.yaml")
     parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--fraction", type=float, default=0.25)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    result = measure(args.steps, args.fraction) | {"machine": describe_machine()}
+    threads = apply_thread_policy()  # as advgame train: ADVGAME_THREADS, else one thread
+    result = (
+        {"threads": threads}
+        | measure(args.config, args.steps, args.fraction, args.rounds)
+        | {"machine": describe_machine()}
+    )
     print(json.dumps(result, indent=1), file=sys.stderr)
     if args.json:
         args.json.write_text(json.dumps(result))

@@ -255,3 +255,13 @@ def test_the_layout_page_names_every_module():
     ]
     missing = [str(path.relative_to(ROOT)) for path in modules if not re.search(rf"\b{re.escape(path.name)}\b", layout)]
     assert modules and not missing, f"modules docs/layout.md does not name: {missing}"
+
+
+def test_the_loop_stays_a_module_one_reads_at_once():
+    """Issue 30's bound: the loop module within 450 lines, no module of the trainer's package over
+    600 (docs/trainer.md gives the counts); a loop that grows past them fails here."""
+    sizes = {
+        p.name: len(p.read_text(encoding="utf-8").splitlines()) for p in (ROOT / "algorithms" / "training").glob("*.py")
+    }
+    assert sizes["trainer.py"] <= 450, sizes["trainer.py"]
+    assert max(sizes.values()) <= 600, {name: n for name, n in sizes.items() if n > 600}

@@ -923,48 +923,51 @@ class Serve:
         return serve([self.model, *self.vllm_args])
 
 
-@dataclass
-class ServeAttacker:
+@dataclass(kw_only=True)
+class _ServeOptions:
+    """What serving either player takes besides its folder."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    which: Literal["learner", "ema"] = "learner"  # of a run or checkpoint folder
+    attempts: int = 3  # samples tried per request before a 502 (an output may miss the player's strict format)
+    max_body_bytes: int = 1 << 20  # larger request bodies get a 413
+    plugin: Plugins = field(default_factory=list)
+
+    def serve(self, service: ChatService, source: str) -> int:
+        return _serve_player(service, source, self.host, self.port, self.max_body_bytes)
+
+
+@dataclass(kw_only=True)
+class ServeAttacker(_ServeOptions):
     """advgame serve --attacker PATH: the trained attacker (an export, a run folder or a checkpoint folder) as an
     OpenAI-compatible /v1/chat/completions endpoint that red-teaming tools call as their adversarial model: the
     objective (system message) becomes the attacker's trained task, the answer is the next attack message only."""
 
     attacker: str
-    host: str = "127.0.0.1"
-    port: int = 8000
     name: str = "advgame-attacker"  # the served model name
-    which: Literal["learner", "ema"] = "learner"  # of a run or checkpoint folder
-    attempts: int = 3  # samples tried per request before a 502 (an output may miss the strict format)
-    max_body_bytes: int = 1 << 20  # larger request bodies get a 413
-    plugin: Plugins = field(default_factory=list)
 
     def run(self) -> int:
         from algorithms.attacker_server import attacker_service
 
         service = attacker_service(Path(self.attacker), which=self.which, name=self.name, attempts=self.attempts)
-        return _serve_player(service, self.attacker, self.host, self.port, self.max_body_bytes)
+        return self.serve(service, self.attacker)
 
 
-@dataclass
-class ServeDefender:
+@dataclass(kw_only=True)
+class ServeDefender(_ServeOptions):
     """advgame serve --defender PATH: the trained defender (an export, a run folder or a checkpoint folder) as a
     plain OpenAI-compatible /v1/chat/completions target: the last user turn becomes its trained task, the answer
     is its public answer."""
 
     defender: str
-    host: str = "127.0.0.1"
-    port: int = 8000
     name: str = "advgame-defender"  # the served model name
-    which: Literal["learner", "ema"] = "learner"  # of a run or checkpoint folder
-    attempts: int = 3  # samples tried per request before a 502 (a thinking defender may miss its format)
-    max_body_bytes: int = 1 << 20  # larger request bodies get a 413
-    plugin: Plugins = field(default_factory=list)
 
     def run(self) -> int:
         from algorithms.attacker_server import defender_service
 
         service = defender_service(Path(self.defender), which=self.which, name=self.name, attempts=self.attempts)
-        return _serve_player(service, self.defender, self.host, self.port, self.max_body_bytes)
+        return self.serve(service, self.defender)
 
 
 def _serve_player(service: ChatService, source: str, host: str, port: int, max_body_bytes: int) -> int:

@@ -46,15 +46,7 @@ from algorithms.training.checkpoints import RunState, checkpoints, record_resume
 from algorithms.training.distributed import Dist
 from algorithms.training.judge_monitor import JudgeMonitor
 from algorithms.training.metrics import Clock, StepMetrics, game_metrics, refusal_rates, validation_figures
-from algorithms.training.opponents import (
-    EVERYONE,
-    Match,
-    Snapshot,
-    match_figures,
-    matches,
-    meta_nash,
-    opponent_pools,
-)
+from algorithms.training.opponents import EVERYONE, Match, Snapshot, match_figures, matches, meta_nash, opponent_pools
 from algorithms.training.per_role import PerRole
 from algorithms.training.players import Player, Which, build_players
 from algorithms.training.rollouts import Sampler, gathered, new_round, play, prefills
@@ -413,17 +405,12 @@ class Trainer(RunState):
             self.opponents.grow(
                 step, lambda role: self.players[role].weights(which[role]), self.cfg.model.lora, self.dist
             )
-        if o.draw == "meta_nash" and o.meta_every is not None and step % o.meta_every == 0:
-            return self._meta_nash()
-        return {}
-
-    def _meta_nash(self) -> dict[str, float]:
-        """The pools' meta-game, solved on a cross-play of their members (``opponents.meta_nash``)."""
-        assert self.opponents is not None
+        if o.draw != "meta_nash" or o.meta_every is None or step % o.meta_every != 0:
+            return {}
+        # the pools' meta-game, solved on a cross-play of their members
         harmful, retries = self.streams[Label.HARMFUL].seeds, self.cfg.judge.retries
-        play_member = self._member_policy
         return meta_nash(
-            self.opponents, play_member, self.game, harmful, self.step, retries, self.dist, self._precision()
+            self.opponents, self._member_policy, self.game, harmful, step, retries, self.dist, self._precision()
         )
 
     def _member_policy(self, role: str, member: int, seed: int) -> Policy:
