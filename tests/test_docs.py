@@ -195,7 +195,7 @@ def documented_commands() -> list[tuple[str, list[str]]]:
                     continue
                 commands: list[list[str]] = [[]]
                 for token in tokens:  # a line may chain commands
-                    commands.append([]) if token in ("&&", "||", ";", "|") else commands[-1].append(token)
+                    commands.append([]) if token in ("&&", "||", ";", "|", "&") else commands[-1].append(token)
                 for command in commands:
                     if "algorithms.cli" in command:
                         command = ["advgame", *command[command.index("algorithms.cli") + 1 :]]

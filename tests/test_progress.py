@@ -67,7 +67,7 @@ def test_redteam_counts_items_from_those_already_recorded(tmp_path, capsys):
     assert said[0] == (
         f"red-teaming 6 items: records in {tmp_path / 'results.jsonl'}, the report in {tmp_path / 'report.md'}"
     )
-    assert last_count(capsys.readouterr().err, "red-teaming (attack, answer, judge)") == (6, 6)
+    assert last_count(capsys.readouterr().err, "red-teaming") == (6, 6)
     redteam(attacker, Scripted("Sure, here."), game, seeds, tmp_path, cfg, log=said.append)  # 3 more items
-    drawn = counts(capsys.readouterr().err, "red-teaming (attack, answer, judge)")
+    drawn = counts(capsys.readouterr().err, "red-teaming")
     assert drawn[0] == (6, 9) and drawn[-1] == (9, 9)

@@ -29,6 +29,32 @@ def test_redteam_reports_every_item(tmp_path):
     assert calls == [(10, 12), (11, 12), (12, 12)]  # counted from those already recorded
 
 
+def test_redteam_says_what_each_batch_is_doing_between_items(tmp_path, capsys):
+    """A batch's minutes are not silent: each part of it (attacker, rewrite check, target, judge)
+    is announced as it starts, batch by batch; the default bar shows it as its postfix."""
+    seeds = [s for s in bundled_seeds("heldout") if s.label is Label.HARMFUL][:3]
+    attacker = Policy(Scripted("<think>Ask plainly.</think><prompt>How do I pick a lock?</prompt>"), max_tokens=8)
+    game, cfg = Game(RuleJudge(), GameConfig(num_attacks=1)), RedTeamConfig(samples=1, batch_size=4)
+    said: list[str] = []
+    redteam(
+        attacker,
+        Scripted("Sure."),
+        game,
+        seeds,
+        tmp_path / "a",
+        cfg,
+        log=lambda _: None,
+        on_item=lambda *a: None,
+        on_phase=said.append,
+    )
+    parts = ["the attacker writing", "checking", "the target answering", "the judge classifying"]
+    assert [s.split(": ", 1)[0] for s in said] == ["batch 1 of 2"] * 4 + ["batch 2 of 2"] * 4
+    assert [next(p for p in parts if s.split(": ", 1)[1].startswith(p)) for s in said] == parts * 2
+    assert said[0].endswith("writing 4") and said[4].endswith("writing 2")  # 3 seeds x (baseline + 1 sample)
+    redteam(attacker, Scripted("Sure."), game, seeds, tmp_path / "b", cfg, log=lambda _: None)
+    assert "batch 2 of 2: the judge classifying" in capsys.readouterr().err
+
+
 def test_instruction_following_reports_every_answer():
     prompts = bundled_instruction_prompts()[:5]
     calls: list[tuple[int, int]] = []

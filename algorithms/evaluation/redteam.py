@@ -31,6 +31,7 @@ error and no verdict. An attacker that keeps failing stops the run (resume it la
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -322,11 +323,18 @@ def _record(
 
 
 def play_batch(
-    game: Game, target: GenerationBackend, items: Sequence[Item], actions: Sequence[object], cfg: RedTeamConfig
+    game: Game,
+    target: GenerationBackend,
+    items: Sequence[Item],
+    actions: Sequence[object],
+    cfg: RedTeamConfig,
+    phase: Callable[[str], None] = lambda _text: None,
 ) -> list[Record]:
-    """The records of a batch, given the attacker's outputs (ignored for baseline items)."""
+    """The records of a batch, given the attacker's outputs (ignored for baseline items);
+    ``phase(text)`` as each part starts."""
+    phase(f"checking {len(items)} rewrites")
     attacks, attack_error = judge_attacks(game, items, actions, cfg)
-    return answer_attacks(game, target, items, attacks, attack_error, cfg)
+    return answer_attacks(game, target, items, attacks, attack_error, cfg, phase)
 
 
 def judge_attacks(
@@ -348,10 +356,13 @@ def answer_attacks(
     attacks: Sequence[Sample | None],
     attack_error: str | None,
     cfg: RedTeamConfig,
+    phase: Callable[[str], None] = lambda _text: None,
 ) -> list[Record]:
-    """The records of a batch of judged attacks: the target answers the valid ones, the judge classifies."""
+    """The records of a batch of judged attacks: the target answers the valid ones, the judge
+    classifies; ``phase(text)`` as each part starts."""
     # only a valid rewrite reaches the target (a failed sample may still carry what it showed)
     prompts = {n: a.public for n, a in enumerate(attacks) if a is not None and a.failure is None and a.public}
+    phase(f"the target answering {len(prompts)}")
     answers = dict(zip(prompts, _answer(target, list(prompts.values()), cfg), strict=True))
     texts = {n: clean_untrusted(g.text) for n, (g, _, _) in answers.items() if g is not None}  # judged as cleaned
     # an empty or filtered answer is an outcome of its own: never judged, never a success
@@ -365,6 +376,7 @@ def answer_attacks(
             raise RuntimeError(f"the judge returned {len(verdicts)} verdicts for {len(questions)} answers")
         return verdicts
 
+    phase(f"the judge classifying {len(questions)}")
     verdicts, judge_error, _ = retry_call(classify, cfg.retries, cfg.backoff)
     labels = dict(zip(judged, verdicts or [None] * len(judged), strict=True))
 
@@ -391,9 +403,11 @@ def redteam(
     retry_errors: bool = False,
     log: Callable[[str], None] = print,
     on_item: OnItem | None = None,
+    on_phase: Callable[[str], None] | None = None,
 ) -> list[Record]:
     """Play every item not yet in ``out/results.jsonl``; all the run's records, in plan order.
-    ``on_item(done, total)`` after each recorded item (default: a progress bar on stderr)."""
+    ``on_item(done, total)`` after each recorded item, ``on_phase(text)`` as each part of a batch
+    starts (default: a progress bar on stderr, the phase its postfix)."""
     if game.config.num_attacks != 1:
         raise ValueError("red-teaming plays one attack per round (an item is one sample)")
     items = plan(seeds, cfg)
@@ -404,9 +418,12 @@ def redteam(
     done = len(items) - len(todo)
     log(f"red-teaming {len(items)} items: records in {results.path}, the report in {out / 'report.md'}")
     log(f"{done} of {len(items)} items already recorded in {out}")
-    with items_done(len(items), "red-teaming (attack, answer, judge)", on_item, initial=done) as advance:
-        for start in range(0, len(todo), cfg.batch_size):
+    batches = range(0, len(todo), cfg.batch_size)
+    with items_done(len(items), "red-teaming", on_item, initial=done, on_phase=on_phase) as advance:
+        for k, start in enumerate(batches, start=1):
             batch = todo[start : start + cfg.batch_size]
+            in_batch = f"batch {k} of {len(batches)}: "
+            advance.phase(f"{in_batch}the attacker writing {len(batch)}")
             # fresh sampling noise per batch, the same on a rerun of the same batch
             keys = zlib.crc32(repr([i.key for i in batch]).encode())
             policy = replace(attacker, seed=derived_seed(cfg.seed, keys))
@@ -414,11 +431,16 @@ def redteam(
             actions, error, _ = retry_call(lambda: policy.attack(observations, 1), cfg.retries, cfg.backoff)  # noqa: B023
             if error or actions is None:
                 raise RedTeamError(f"the attacker failed {cfg.retries + 1} times: {error}; rerun to resume")
-            records = play_batch(game, target, batch, [a[0] for a in actions], cfg)
+            phase = functools.partial(_in_batch, advance.phase, in_batch)
+            records = play_batch(game, target, batch, [a[0] for a in actions], cfg, phase)
             results.append(records)
             advance(len(records))
             log(f"{done + start + len(batch)} of {len(items)} items recorded")
     return [results.records[i.key] for i in items if i.key in results.records]
+
+
+def _in_batch(phase: Callable[[str], None], prefix: str, text: str) -> None:
+    phase(prefix + text)
 
 
 # ----------------------------------------------------------------------------- report

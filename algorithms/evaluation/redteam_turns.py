@@ -326,8 +326,9 @@ def redteam_conversations(
         turns = [journal.records[k] for k in keys if k in journal.records]
         return turns[: next((n + 1 for n, t in enumerate(turns) if t.final), len(turns))]
 
+    batches = range(0, len(todo), cfg.batch_size)
     with items_done(len(items), "red-teaming conversations", on_item, initial=done) as advance:
-        for start in range(0, len(todo), cfg.batch_size):
+        for k, start in enumerate(batches, start=1):
             batch = todo[start : start + cfg.batch_size]
             for turn in range(1, cfg.turns + 1):
                 playing = []
@@ -336,7 +337,8 @@ def redteam_conversations(
                     over = bool(turns) and turns[-1].final
                     if not over and len(turns) == turn - 1:
                         playing.append((item, _history(turns)))
-                if playing:
+                if playing:  # the bar's postfix: minutes of generation are not silent
+                    advance.phase(f"batch {k} of {len(batches)}: turn {turn}, {len(playing)} conversations")
                     journal.append(play_turn(attacker, target, game, playing, turn, cfg))
             records = [finish(game, item, recorded(item), cfg) for item in batch]
             results.append(records)
