@@ -1,10 +1,11 @@
 """The cost of ``judge.audit``: a short CPU run with the audit on / the same run without it.
 
-    python benchmarks/judge_audit.py [--config cpu_smoke.yaml] [--steps 3] [--fraction 0.25] [--rounds 1] [--json FILE]
+    python benchmarks/judge_audit.py [--config cpu_demo.yaml] [--steps 3] [--fraction 0.005] [--rounds 2] [--json FILE]
 
-Both runs are ``--config`` (configs/cpu_smoke.yaml: rule judge, bundled 135M players; or the CPU
-demo's configs/cpu_demo.yaml), same seed, no validation, in turns in this process (plain, audited,
-``--rounds`` times; the medians are compared); the audited one re-scores ``--fraction`` of each step's
+Both runs are ``--config`` (the CPU demo's configs/cpu_demo.yaml: the rule judge trains, bundled 135M
+players; or configs/cpu_smoke.yaml), same seed, no validation, in turns in this process (plain,
+audited, ``--rounds`` times; the medians are compared), at this machine's thread policy
+(``ADVGAME_THREADS``); the audited one re-scores ``--fraction`` of each step's
 verdicts with the bundled model as a log-prob LLM judge and mixes 2 master-key canaries into every
 judge call. Two ratios: wall time of the audited run / the plain run (both runs' load included),
 and inside the audited run, the re-scoring's seconds / the steps' seconds (immune to a neighbour's
@@ -80,10 +81,10 @@ def measure(config: str, steps: int, fraction: float, rounds: int) -> dict[str, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="cpu_smoke.yaml")
+    parser.add_argument("--config", default="cpu_demo.yaml")
     parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--fraction", type=float, default=0.25)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--fraction", type=float, default=0.005)  # the audited demo run's
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     threads = apply_thread_policy()  # as advgame train: ADVGAME_THREADS, else one thread

@@ -142,7 +142,9 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
     def judge_audit(r: dict[str, Any]) -> None:
         out.append(
             [
-                f"CPU smoke run, {r['steps']} steps: judge.audit on (LLM re-scores {r['fraction']:g}) / off",
+                f"{r.get('config', 'cpu_smoke.yaml')}, {r['steps']}-step runs"
+                f"{' (median of ' + str(r['rounds']) + ' in turns)' if r.get('rounds', 1) > 1 else ''}: "
+                f"judge.audit on (LLM re-scores {r['fraction']:g}) / off",
                 f"{r['audited_s']:.1f} s",
                 f"{r['plain_s']:.1f} s",
                 f"{r['wall_ratio']:.2f}",
