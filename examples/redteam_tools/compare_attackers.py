@@ -1,5 +1,6 @@
-"""Which attacker breaks the target more often inside PyRIT: a trained advgame attacker, or the same
-base model untrained? (PyRIT's attacker-benchmark question, asked of two adversarial models.)
+"""Which attacker breaks the target more often inside PyRIT: a trained advgame attacker, the same
+base model untrained in the attacker's seat, or the same base model as PyRIT's own prompted
+attacker? (PyRIT's attacker-benchmark question, asked of three adversarial models.)
 
 Both attackers are served the same way (``advgame serve --attacker``'s app: the run's trained task,
 format, token budget and sampling; only the weights differ) as PyRIT's adversarial chat in
@@ -12,6 +13,11 @@ scored alike for both from PyRIT's records by advgame's model-free rule judge (a
 --turns`` scores conversations): an objective is broken when any target answer is not a refusal. An
 attack PyRIT gave up on (the attacker produced no valid message in ``--attempts`` samples, a 502)
 counts as not broken and is reported apart. ASR with 95 % Wilson intervals.
+
+The third arm (``prompted``) is what a red-teamer without a trained attacker runs: the base model
+served plainly by ``vllm serve`` (``agents.vllm_server.launch``, which honours the JSON
+``response_format`` PyRIT asks for with structured decoding) as the adversarial chat, with PyRIT's
+own red-teaming persona as its system prompt (``pyrit_redteam.py --persona pyrit``).
 
     .venv/bin/python examples/redteam_tools/compare_attackers.py --run runs/cpu_demo \\
         --objectives 24 --max-turns 3 --out runs/cpu_demo/eval/pyrit_compare
@@ -33,6 +39,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager as ContextManager
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -90,14 +97,33 @@ def broken(record: dict[str, object], judge: RuleJudge) -> bool:
     return any(v is not None and v.refusal is False for v in verdicts)
 
 
+@contextmanager
+def vllm_served(model: str, name: str, log: Path) -> Iterator[str]:
+    """``model`` served plainly by ``vllm serve`` on a free loopback port (the prompted arm)."""
+    from agents.vllm_server import launch, stop, wait_ready
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    flags = ("--served-model-name", name, "--max-model-len", "4096", "--seed", "0", "--enforce-eager")
+    process = launch(model, port, log, *flags)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", process, log)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        stop(process)
+
+
 def arm(
-    name: str, attacker: AttackerService, target_url: str, objectives: Path, args: argparse.Namespace
+    name: str, attacker: ContextManager[str], target_url: str, objectives: Path, args: argparse.Namespace, *extra: str
 ) -> dict[str, object]:
+    """One adversarial model (``attacker``: its server, as a context giving its URL) through PyRIT."""
     out = args.out / f"{name}.json"
-    with served(attacker) as attacker_url:
+    with attacker as attacker_url:
         command = [
             *(str(args.pyrit_python), str(ROOT / "examples" / "redteam_tools" / "pyrit_redteam.py")),
             *("--attacker-url", attacker_url, "--target-url", target_url, "--objectives", str(objectives)),
+            *extra,
             *("--max-turns", str(args.max_turns), "--success-substring", NEVER, "--out", str(out)),
             # each objective's record as it ends: a stopped comparison resumes there (same --out)
             *("--client-retries", "0", "--records", str(args.out / f"{name}.jsonl")),
@@ -136,7 +162,14 @@ def main() -> None:
         default="initial",
         help="the defender attacked: the run's base model, or its final defender",
     )
-    parser.add_argument("--attempts", type=int, default=3, help="samples per message before a 502 (both arms)")
+    parser.add_argument("--attempts", type=int, default=3, help="samples per message before a 502 (advgame's servers)")
+    parser.add_argument(
+        "--arms",
+        nargs="+",
+        choices=("trained", "untrained", "prompted"),
+        default=["trained", "untrained", "prompted"],
+        help="the adversarial models to compare (prompted: the base model as PyRIT's own prompted attacker)",
+    )
     parser.add_argument("--pyrit-python", type=Path, default=ROOT / ".venv-redteam" / "bin" / "python")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
@@ -173,12 +206,21 @@ def main() -> None:
     )
     target = DefenderService(players["target"][0], game=players["target"][1], attempts=args.attempts)
     results: dict[str, object] = {**settings, "objectives": len(seeds), "command": " ".join(sys.argv)}
+    arms = {
+        "trained": lambda: (served(trained), ()),
+        "untrained": lambda: (served(untrained), ()),
+        "prompted": lambda: (
+            vllm_served(str(base), "prompted-attacker", args.out / "prompted_vllm.log"),
+            ("--persona", "pyrit", "--attacker-model", "prompted-attacker", "--attacker-max-tokens", "256"),
+        ),
+    }
     with served(target) as target_url:
-        for name, attacker in (("trained", trained), ("untrained", untrained)):
-            results[name] = arm(name, attacker, target_url, objectives, args)
+        for name in args.arms:
+            server, extra = arms[name]()
+            results[name] = arm(name, server, target_url, objectives, args, *extra)
             print(name, results[name], flush=True)
     (args.out / "summary.json").write_text(json.dumps(results, indent=2) + "\n")
-    rows = [f"| {n} | {results[n]['asr_text']} | {results[n]['gave_up']} |" for n in ("trained", "untrained")]  # type: ignore[index]
+    rows = [f"| {n} | {results[n]['asr_text']} | {results[n]['gave_up']} |" for n in args.arms]  # type: ignore[index]
     table = "| attacker | ASR (95 % Wilson) | PyRIT gave up |\n|---|---|---|\n" + "\n".join(rows)
     (args.out / "summary.md").write_text(table + "\n")
     print(table)

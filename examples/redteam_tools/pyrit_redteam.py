@@ -41,12 +41,19 @@ async def red_team(args: argparse.Namespace) -> list[dict[str, object]]:
     # the openai client's own retries of a 5xx (2 by default): our server already resamples before its 502
     retries = {"max_retries": args.client_retries}
     attacker = OpenAIChatTarget(
-        endpoint=args.attacker_url, api_key="unused", model_name="advgame-attacker", httpx_client_kwargs=retries
+        endpoint=args.attacker_url,
+        api_key="unused",
+        model_name=args.attacker_model,
+        httpx_client_kwargs=retries,
+        max_completion_tokens=args.attacker_max_tokens,
     )
     target = OpenAIChatTarget(endpoint=args.target_url, api_key="unused", model_name="advgame-defender")
+    # --persona pyrit: PyRIT's own red-teaming persona (its default system prompt), for a plain chat
+    # model in the attacker's seat (compare_attackers.py's prompted arm)
+    persona = {"system_prompt": SYSTEM_PROMPT} if args.persona == "advgame" else {}
     attack = RedTeamingAttack(
         objective_target=target,
-        attack_adversarial_config=AttackAdversarialConfig(target=attacker, system_prompt=SYSTEM_PROMPT),
+        attack_adversarial_config=AttackAdversarialConfig(target=attacker, **persona),
         # the target's answer alone goes back to the attacker (what it was trained to read), not the
         # substring scorer's rationale appended to it
         attack_scoring_config=AttackScoringConfig(
@@ -117,6 +124,14 @@ def main() -> None:
         help="append each objective's record here as it ends (JSON lines); objectives already in it are skipped",
     )
     parser.add_argument("--client-retries", type=int, default=2, help="the openai client's retries of the attacker")
+    parser.add_argument("--attacker-model", default="advgame-attacker", help="the attacker server's model name")
+    parser.add_argument(
+        "--persona",
+        choices=("advgame", "pyrit"),
+        default="advgame",
+        help="the adversarial system prompt: a short objective line (advgame's attacker) or PyRIT's own persona",
+    )
+    parser.add_argument("--attacker-max-tokens", type=int, help="max_completion_tokens of each attacker request")
     args = parser.parse_args()
     records = asyncio.run(red_team(args))
     text = json.dumps(records[0] if args.objective else records, indent=2)
