@@ -183,24 +183,25 @@ def _gqa_sdpa(
 def _one_position_attention(
     query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None, scaling: float | None
 ) -> torch.Tensor:
-    """Attention of one query position per row over the KV cache, as two batched matmuls with
-    the softmax in float32, the query heads grouped under the key/value head they share (no
-    copy of the cache).
+    """Attention of one query position per row over the KV cache, as two batched float32 matmuls
+    (the query heads grouped under the key/value head they share: no copy of the cache per head),
+    cast back to the query's dtype.
 
     Written by hand because torch's CPU SDPA kernel tiles over query positions and gains nothing
-    from a single one: in bfloat16 it took 5-13x as long as these two matmuls at the CPU demo's
-    decode shapes (16-128 rows, 9 query heads on 3 KV heads, 100-300 cached positions; 2.5 ms
-    against 0.24 ms at 16 rows x 300), 14.5 s of a 3-step demo profile's 137 s; in float32 the
-    two are about even. Results agree with the kernel's to float rounding: 1e-6 in float32, and
-    in bfloat16 within the rounding of its output (benchmarks/README.md, tests/test_rollout_speed.py)."""
+    from a single one: in bfloat16 it took 3.6-6x as long as this at the CPU demo's decode shapes
+    (16-128 rows, 9 query heads on 3 KV heads, 100-300 cached positions;
+    benchmarks/decode_attention.py), 14.5 s of a 3-step demo profile's 137 s. In float32, as the
+    kernel accumulates: with the scores rounded to bfloat16 the error was 6x the kernel's, and
+    GRPO's importance ratio over the sampler's log-probs noticed (tests/test_sampling_copy.py).
+    Results agree with the kernel's to float rounding (tests/test_rollout_speed.py)."""
     rows, heads, _, dim = query.shape
     kv_heads = key.shape[1]
-    grouped = query.reshape(rows, kv_heads, heads // kv_heads, dim)  # query head h reads KV head h // groups
-    scores = torch.matmul(grouped, key.transpose(-1, -2)) * (dim**-0.5 if scaling is None else scaling)
+    grouped = query.float().reshape(rows, kv_heads, heads // kv_heads, dim)  # query head h reads KV head h // groups
+    scores = torch.matmul(grouped, key.float().transpose(-1, -2)) * (dim**-0.5 if scaling is None else scaling)
     if mask is not None:  # (rows, 1, 1, positions): boolean (True attends) or additive
-        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
-    weights = scores.float().softmax(-1).to(value.dtype)
-    return torch.matmul(weights, value).reshape(rows, heads, 1, dim)
+        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask.float()
+    out = torch.matmul(scores.softmax(-1), value.float())
+    return out.to(query.dtype).reshape(rows, heads, 1, dim)
 
 
 @contextlib.contextmanager
