@@ -47,7 +47,6 @@ from algorithms.training.distributed import Dist
 from algorithms.training.judge_monitor import JudgeMonitor
 from algorithms.training.metrics import Clock, StepMetrics, game_metrics, refusal_rates, validation_figures
 from algorithms.training.opponents import EVERYONE, Match, Snapshot, match_figures, matches, meta_nash, opponent_pools
-from algorithms.training.per_role import PerRole
 from algorithms.training.players import Player, Which, build_players
 from algorithms.training.rollouts import Sampler, gathered, new_round, play, prefills
 from algorithms.training.run_setup import (
@@ -131,7 +130,7 @@ class Trainer(RunState):
                 learner.player.enable_recompute()
             steps = optimizer_steps(cfg, self.algorithm, learner.roles)  # none: the schedule never trains it
             learner.optimizer = Optimizer(learner.player, cfg, steps) if steps else None
-            learner.sft = sft_streams(cfg, learner.roles, learner.player.tokenizer, self.prefills)
+            learner.sft = sft_streams(cfg, learner.roles, learner.player.tokenizer, prefills(cfg))
         self.tokenizers = {role: player.tokenizer for role, player in self.players.items()}
         judge, audit = build_judge(cfg), cfg.judge.audit
         # judge.audit: a second judge re-scores a share of the verdicts; canaries ride in each call
@@ -232,7 +231,7 @@ class Trainer(RunState):
             for match, rounds in split_games:
                 everyone = self.dist.gather(rounds)  # the game figures of the global batch
                 figures |= match_figures(match, game_metrics(everyone) | refusal_rates(everyone), alone)
-                made = self.algorithm.examples(rounds, self.game, self.tokenizers, self.prefills, self.dist)
+                made = self.algorithm.examples(rounds, self.game, self.tokenizers, prefills(self.cfg), self.dist)
                 # a match trains only its learning roles (the other side was a snapshot, or it is
                 # trained in the match against the snapshot it drew)
                 examples += made if alone else [e for e in made if e.role in match.learners]
@@ -295,10 +294,6 @@ class Trainer(RunState):
         trained = self.trained_roles(step)
         learns = {role: any(r in lr.roles for r in trained) for lr in self.learners.values() for role in lr.roles}
         return {role: self.algorithm.sampler_of(role) if learns[role] else "learner" for role in ROLES}
-
-    @property
-    def prefills(self) -> PerRole[str]:
-        return prefills(self.cfg)
 
     def _precision(self) -> contextlib.AbstractContextManager[None]:
         return precision(self.cfg, self.dist.device, self.sharded)
@@ -405,12 +400,16 @@ class Trainer(RunState):
             self.opponents.grow(
                 step, lambda role: self.players[role].weights(which[role]), self.cfg.model.lora, self.dist
             )
-        if o.draw != "meta_nash" or o.meta_every is None or step % o.meta_every != 0:
-            return {}
-        # the pools' meta-game, solved on a cross-play of their members
+        if o.draw == "meta_nash" and o.meta_every is not None and step % o.meta_every == 0:
+            return self._meta_nash()
+        return {}
+
+    def _meta_nash(self) -> dict[str, float]:
+        """The pools' meta-game, solved on a cross-play of their members (``opponents.meta_nash``)."""
+        assert self.opponents is not None
         harmful, retries = self.streams[Label.HARMFUL].seeds, self.cfg.judge.retries
         return meta_nash(
-            self.opponents, self._member_policy, self.game, harmful, step, retries, self.dist, self._precision()
+            self.opponents, self._member_policy, self.game, harmful, self.step, retries, self.dist, self._precision()
         )
 
     def _member_policy(self, role: str, member: int, seed: int) -> Policy:
