@@ -142,8 +142,7 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
     def judge_audit(r: dict[str, Any]) -> None:
         out.append(
             [
-                f"{r.get('config', 'cpu_smoke.yaml')}, {r['steps']}-step runs"
-                f"{' (median of ' + str(r['rounds']) + ' in turns)' if r.get('rounds', 1) > 1 else ''}: "
+                f"{r['config']}, {r['steps']}-step runs (median of {r['rounds']}, in turns): "
                 f"judge.audit on (LLM re-scores {r['fraction']:g}) / off",
                 f"{r['audited_s']:.1f} s",
                 f"{r['plain_s']:.1f} s",

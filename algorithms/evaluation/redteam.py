@@ -31,7 +31,6 @@ error and no verdict. An attacker that keeps failing stops the run (resume it la
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import time
@@ -431,16 +430,12 @@ def redteam(
             actions, error, _ = retry_call(lambda: policy.attack(observations, 1), cfg.retries, cfg.backoff)  # noqa: B023
             if error or actions is None:
                 raise RedTeamError(f"the attacker failed {cfg.retries + 1} times: {error}; rerun to resume")
-            phase = functools.partial(_in_batch, advance.phase, in_batch)
+            phase = lambda text, prefix=in_batch: advance.phase(prefix + text)  # noqa: E731
             records = play_batch(game, target, batch, [a[0] for a in actions], cfg, phase)
             results.append(records)
             advance(len(records))
             log(f"{done + start + len(batch)} of {len(items)} items recorded")
     return [results.records[i.key] for i in items if i.key in results.records]
-
-
-def _in_batch(phase: Callable[[str], None], prefix: str, text: str) -> None:
-    phase(prefix + text)
 
 
 # ----------------------------------------------------------------------------- report

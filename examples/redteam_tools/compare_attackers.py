@@ -59,14 +59,18 @@ ROOT = Path(__file__).resolve().parents[2]
 NEVER = "<<advgame: PyRIT's own stop check never fires; the rule judge scores afterwards>>"
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 @contextmanager
 def served(service: ChatService) -> Iterator[str]:
     """The service on a free loopback port in a thread (the same app ``advgame serve`` runs)."""
     import uvicorn
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(build_app(service), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -102,9 +106,7 @@ def vllm_served(model: str, name: str, log: Path) -> Iterator[str]:
     """``model`` served plainly by ``vllm serve`` on a free loopback port (the prompted arm)."""
     from agents.vllm_server import launch, stop, wait_ready
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     flags = ("--served-model-name", name, "--max-model-len", "4096", "--seed", "0", "--enforce-eager")
     process = launch(model, port, log, *flags)
     try:
