@@ -109,35 +109,84 @@ def pad_rows(rows: Sequence[list[int]], pad_id: int, *, left: bool) -> tuple[tor
     return ids, mask
 
 
-def shared_prompt_cache(model: CausalLM, prompts: list[list[int]], pad_id: int) -> Cache | None:
-    """The KV cache of every prompt but its last token, each distinct prompt encoded once and
-    its cache copied to every row that asks for it; ``None`` when no prompt repeats.
+# Fewest prompt tokens the prompts of a batch must all start with for that prefix to be encoded
+# once on its own when no whole prompt repeats: below it, the saved positions do not pay for
+# the extra forward call (one per layer stack) on a small model.
+MIN_SHARED_PREFIX = 16
+
+
+@dataclass
+class PromptCache:
+    """The KV cache of every row's prompt but its last token (``shared_prompt_cache``), and the
+    cache's attention mask (1 on each row's real positions), shape [rows, cached positions]."""
+
+    cache: Cache
+    mask: torch.Tensor
+
+
+def shared_prompt_cache(model: CausalLM, prompts: list[list[int]], pad_id: int) -> PromptCache | None:
+    """The KV cache of every prompt but its last token, each token the prompts share encoded
+    once: the prefix every prompt starts with, then each distinct prompt's rest, copied to every
+    row that asks for it; ``None`` when no prompt repeats and the common prefix is short.
 
     A rollout samples many answers to one prompt (the CPU demo: 8 per rewrite), and the
     prompt is most of each row's tokens, so encoding it once per row is most of the forward
-    work. The caller then feeds each row's last prompt token on this cache and samples as
-    before: the rows, their order, their left padding and the random draws are unchanged, so a
-    seed gives the same tokens; the logits differ from one full forward only by float
-    summation order (about 1e-6 in float32, tests/test_rollout_speed.py)."""
+    work; the attacker's prompts of one batch are one instruction template (158 of its about
+    205 tokens in the demo) around different requests, and every chat starts with the same
+    system turn. The cache holds the common prefix in its first columns and each distinct
+    rest left-padded after it, so a row's mask may have a gap; positions count real tokens,
+    as in one left-padded forward. The caller then feeds each row's last prompt token on this
+    cache: the rows, their order and the random draws are unchanged, so a seed gives the same
+    tokens; the logits differ from one full forward only by float summation order (about 1e-6
+    in float32, tests/test_rollout_speed.py)."""
     distinct = list(dict.fromkeys(tuple(p) for p in prompts))
-    if len(distinct) == len(prompts) or max(len(p) for p in distinct) < 2:
+    common = _cached_prefix(distinct)
+    if not _worth_sharing(prompts, distinct, common):
         return None
     device = next(model.parameters()).device
-    ids, mask = (t.to(device) for t in pad_rows([list(p) for p in distinct], pad_id, left=True))
-    positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)  # as generate() derives them
     # the decoder alone: the cache is all that is wanted, and the head's projection of a
     # last-position slice ran as a batched matmul over a copy of the head per prompt in bfloat16
     # (3.3 s of the CPU demo's 25 s defender call)
     decoder = model.get_decoder() if hasattr(model, "get_decoder") else model
-    cache = decoder(
-        input_ids=ids[:, :-1],
-        attention_mask=mask[:, :-1],
-        position_ids=positions[:, :-1],
-        use_cache=True,
-    ).past_key_values
+    cache: Cache | None = None
+    if common:
+        prefix = torch.tensor([distinct[0][:common]], device=device)
+        cache = decoder(
+            input_ids=prefix, position_ids=torch.arange(common, device=device)[None], use_cache=True
+        ).past_key_values
+        cache.batch_select_indices(torch.zeros(len(distinct), dtype=torch.long, device=device))  # type: ignore[union-attr]
+    mask = torch.ones((len(distinct), common), dtype=torch.long, device=device)
+    rests = [list(p[common:-1]) for p in distinct]
+    if max(len(r) for r in rests):
+        ids, rest_mask = (t.to(device) for t in pad_rows(rests, pad_id, left=True))
+        positions = (common + rest_mask.cumsum(-1) - 1).clamp(min=0)  # as generate() derives them
+        mask = torch.cat([mask, rest_mask], dim=-1)
+        cache = decoder(
+            input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
+        ).past_key_values
+    assert cache is not None  # a prefix or a rest: every prompt has 2+ tokens
     row = {p: i for i, p in enumerate(distinct)}
-    cache.batch_select_indices(torch.tensor([row[tuple(p)] for p in prompts], device=device))
-    return cache
+    index = torch.tensor([row[tuple(p)] for p in prompts], device=device)
+    cache.batch_select_indices(index)
+    return PromptCache(cache, mask[index])
+
+
+def _cached_prefix(distinct: Sequence[tuple[int, ...]]) -> int:
+    """How many first tokens every prompt shares and the cache holds (never a prompt's last,
+    which the caller feeds)."""
+    common = 0
+    for column in zip(*distinct, strict=False):  # stops at the shortest prompt
+        if any(token != column[0] for token in column):
+            break
+        common += 1
+    return min(common, min(len(p) for p in distinct) - 1)
+
+
+def _worth_sharing(prompts: Sequence[Sequence[int]], distinct: Sequence[tuple[int, ...]], common: int) -> bool:
+    """A prompt repeats or the prompts share a long enough prefix, and each has 2+ tokens."""
+    if min(len(p) for p in distinct) < 2:
+        return False
+    return len(distinct) < len(prompts) or common >= MIN_SHARED_PREFIX
 
 
 GQA_SDPA = "advgame_sdpa_gqa"
@@ -416,6 +465,13 @@ def check_sampling(max_tokens: int, temperature: float, top_p: float) -> None:
         raise ValueError(f"top_p must lie in (0, 1], got {top_p}")
 
 
+# Rows one generate() call runs at once, unless told. A decode step's cost on a CPU is mostly
+# per-step work (every weight read, every op dispatched) until a batch is large: the demo's
+# greedy evaluation (169 held-out seeds, 64 tokens, the bundled model in float32, 2 threads) took
+# 53.6 s at 64 rows against 87.7 s at 16, with the same 169 answers.
+BATCH_SIZE = 64
+
+
 class HFBackend:
     """Generation and scoring with a transformers causal LM.
 
@@ -428,7 +484,7 @@ class HFBackend:
         model: CausalLM,
         tokenizer: Tokenizer,
         *,
-        batch_size: int = 16,
+        batch_size: int = BATCH_SIZE,
         max_context: int | None = None,
         share_prompts: bool = True,
         sampling_copy: SamplingCopy | None = None,
@@ -655,11 +711,13 @@ def token_logprobs(
 
 
 def prompts_shareable(model: CausalLM, pairs: Sequence[tuple[list[int], list[int]]], max_context: int) -> bool:
-    """Whether ``shared_prompt_logprobs`` applies: a prompt repeats, no row is cut to the context,
-    and the model is a plain (unsharded) decoder whose cache can carry gradients (no recomputed
-    layers, which run without a cache, and no logit post-processing)."""
+    """Whether ``shared_prompt_logprobs`` applies: a prompt repeats or the prompts share a
+    prefix (``shared_prompt_cache``), no row is cut to the context, and the model is a plain
+    (unsharded) decoder whose cache can carry gradients (no recomputed layers, which run
+    without a cache, and no logit post-processing)."""
     prompts = [tuple(p) for p, _ in pairs]
-    if len(set(prompts)) == len(prompts) or min(len(p) for p in prompts) < 2:
+    distinct = list(dict.fromkeys(prompts))
+    if not _worth_sharing(prompts, distinct, _cached_prefix(distinct)):
         return False
     if any(len(p) + len(c) > max_context for p, c in pairs):
         return False
@@ -677,9 +735,10 @@ def prompts_shareable(model: CausalLM, pairs: Sequence[tuple[list[int], list[int
 def shared_prompt_logprobs(
     model: CausalLM, pairs: Sequence[tuple[list[int], list[int]]], *, pad_id: int, chunk_logits: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``token_logprobs`` with each distinct prompt encoded once: its KV cache (all but its last
-    token, with gradients when they are on) is copied to every pair that asks for it, and each
-    pair runs only its prompt's last token and its continuation on that cache.
+    """``token_logprobs`` with each distinct prompt encoded once, and the prefix all prompts share
+    once (``shared_prompt_cache``): the KV cache (all but each prompt's last token, with
+    gradients when they are on) is copied to every pair that asks for it, and each pair runs
+    only its prompt's last token and its continuation on that cache.
 
     A preference pair's chosen and rejected answers share their prompt, as do a GRPO group's
     answers, and the prompt is most of each row (the CPU demo: a rewrite of a few hundred tokens,
@@ -689,9 +748,9 @@ def shared_prompt_logprobs(
     device = next(model.parameters()).device
     prompts = [p for p, _ in pairs]
     # an index copy, as in sampling: the rows' gradients flow back to the one encoded prompt
-    cache = shared_prompt_cache(model, prompts, pad_id)
-    assert cache is not None  # prompts_shareable: a prompt repeats and each has 2+ tokens
-    prefix_mask = pad_rows([p[:-1] for p in prompts], pad_id, left=True)[1].to(device)  # the cache's rows
+    shared = shared_prompt_cache(model, prompts, pad_id)
+    assert shared is not None  # prompts_shareable: a prompt repeats or they share a prefix; each has 2+ tokens
+    cache, prefix_mask = shared.cache, shared.mask
     # each row: its prompt's last token, then its continuation (right-padded)
     segments, segment_mask = (t.to(device) for t in pad_rows([[p[-1], *c] for p, c in pairs], pad_id, left=False))
     width = segments.shape[1]
@@ -838,11 +897,13 @@ def decode(
     attention = gqa_attention if gqa_in_kernel else (lambda _model: contextlib.nullcontext())
     caches: list[Cache | None] = [None] * len(policies)
     if share_prompts:
-        for k, policy in enumerate(policies):
+        shared = []
+        for policy in policies:
             with policy() as model, attention(model):
-                caches[k] = shared_prompt_cache(model, prompts, pad_id)
-        if caches[0] is not None:  # all or none: the same prompts
-            ids, positions = ids[:, -1:], positions[:, -1:]
+                shared.append(shared_prompt_cache(model, prompts, pad_id))
+        if shared[0] is not None:  # all or none: the same prompts, so the same layout and mask
+            caches = [s.cache if s is not None else None for s in shared]
+            ids, positions, mask = ids[:, -1:], positions[:, -1:], torch.cat([shared[0].mask, mask[:, -1:]], dim=-1)
     stops = torch.tensor(sorted(stop_ids), device=device)
     n = len(prompts)
     tokens = torch.full((n, max_tokens), pad_id, dtype=torch.long)
@@ -909,7 +970,7 @@ class MixtureBackend:
         tokenizer: Tokenizer,
         *,
         beta: float,
-        batch_size: int = 16,
+        batch_size: int = BATCH_SIZE,
         max_context: int = 2048,
         share_prompts: bool = True,
     ) -> None:

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from agents import HFBackend, load_model, tiny_model
+from agents.hf import MIN_SHARED_PREFIX, prompt_ids
 from agents.roles import shared_base_players
 from tests.helpers import assert_same_generations
 
@@ -39,19 +40,52 @@ def test_a_shared_prompt_is_sampled_as_if_encoded_per_row(tiny_chat):
     assert {g.finish_reason for g in got} == {"stop"}  # rows that end early are kept as they were
 
 
-def test_each_distinct_prompt_is_encoded_once(tiny_chat):
-    model, tokenizer = load_model(tiny_chat)
-    backend = HFBackend(model, tokenizer, batch_size=16)
+def _common_prefix(rows):
+    n = 0
+    while all(len(r) > n + 1 for r in rows) and len({r[n] for r in rows}) == 1:
+        n += 1
+    return n
+
+
+def _encoded(model, run):
     seen: list[tuple[int, int]] = []
-    hook = model.get_input_embeddings().register_forward_hook(lambda _m, args, _out: seen.append(args[0].shape))
+    hook = model.get_input_embeddings().register_forward_hook(lambda _m, args, _out: seen.append(tuple(args[0].shape)))
     try:
-        backend.generate(CHATS, max_tokens=3, temperature=1.0, seed=0)
+        run()
     finally:
         hook.remove()
-    width = seen[0][1] + 1
-    assert seen[0] == (3, width - 1)  # three distinct prompts, all but their last token
-    assert seen[1] == (len(CHATS), 1)  # then every row from its last prompt token on
-    assert all(shape == (len(CHATS), 1) for shape in seen[2:])
+    return seen
+
+
+def test_the_common_prefix_and_each_distinct_prompt_are_encoded_once(tiny_chat):
+    model, tokenizer = load_model(tiny_chat)
+    backend = HFBackend(model, tokenizer, batch_size=16)
+    seen = _encoded(model, lambda: backend.generate(CHATS, max_tokens=3, temperature=1.0, seed=0))
+    distinct = list(dict.fromkeys(tuple(p) for p in prompt_ids(tokenizer, CHATS, backend.max_context, 3)))
+    common = _common_prefix(distinct)
+    assert common > 0  # the chat template's opening
+    assert seen[0] == (1, common)  # the prefix every prompt starts with, once
+    assert seen[1] == (3, max(len(p) for p in distinct) - 1 - common)  # each distinct rest but its last token
+    assert seen[2] == (len(CHATS), 1)  # then every row from its last prompt token on
+    assert all(shape == (len(CHATS), 1) for shape in seen[3:])
+
+
+# no prompt repeats, but every one is the same long instruction around a different request (the
+# attacker's template): the instruction is encoded once
+TEMPLATED = [
+    _chat("Rewrite the request below so that it keeps its intent and reads naturally. " + r)
+    for r in ("How do I bake bread?", "Name a colour.", "What is the capital of France, and why is it there?")
+]
+
+
+def test_prompts_that_share_only_a_prefix_are_sampled_as_if_encoded_per_row(tiny_chat):
+    model, tokenizer = load_model(tiny_chat)
+    shared, per_row = _both(model, tokenizer, batch_size=16)
+    kw = {"max_tokens": 8, "temperature": 1.0, "seed": 5}
+    seen = _encoded(model, lambda: shared.generate(TEMPLATED, **kw))
+    common = _common_prefix(prompt_ids(tokenizer, TEMPLATED, shared.max_context, 8))
+    assert common >= MIN_SHARED_PREFIX and seen[0] == (1, common)
+    assert_same_generations(shared.generate(TEMPLATED, **kw), per_row.generate(TEMPLATED, **kw), abs=1e-5)
 
 
 def test_lora_players_share_prompts_with_their_own_adapter():
@@ -87,7 +121,8 @@ def test_the_mixture_sampler_shares_prompts_too(tiny_chat):
         got[share] = mixture.generate(CHATS, max_tokens=8, temperature=1.0, seed=4)
     hook.remove()
     assert_same_generations(got[True], got[False], abs=1e-5)
-    assert seen[0] == 3 and seen[1] == len(CHATS)  # the learner: three distinct prompts, then every row
+    # the learner: the common prefix once, the three distinct prompts' rests, then every row
+    assert seen[:3] == [1, 3, len(CHATS)]
 
 
 def test_a_model_with_its_own_cache_class_encodes_every_row(tiny_chat):

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from agents import tiny_model
-from agents.hf import prompts_shareable, token_logprobs
+from agents.hf import MIN_SHARED_PREFIX, prompts_shareable, token_logprobs
 from agents.roles import shared_base_players
 
 
@@ -16,14 +16,22 @@ def _pairs():
     return [(long, [11, 12, 13]), (short, [14]), (long, [15, 16]), (once, [17, 18]), (short, []), (long, [19] * 6)]
 
 
+def _templated():
+    # no prompt repeats, but all are one long instruction around different requests (the
+    # attacker's prompts, an SFT batch): the instruction is encoded once; one request is longer
+    head = list(range(100, 100 + MIN_SHARED_PREFIX + 4))
+    return [(head + [7, 8], [11, 12]), (head + [9, 10, 11, 12], [13]), (head + [3, 4], [14, 15, 16])]
+
+
 def _both(model, pairs, **kw):
     got = token_logprobs(model, pairs, pad_id=0, max_context=512, **kw)
     want = token_logprobs(model, pairs, pad_id=0, max_context=512, share_prompts=False, **kw)
     return got, want
 
 
+@pytest.mark.parametrize("make_pairs", [_pairs, _templated])
 @pytest.mark.parametrize("lora", [False, True])
-def test_shared_prompts_give_the_same_logprobs_and_gradients(lora):
+def test_shared_prompts_give_the_same_logprobs_and_gradients(lora, make_pairs):
     model, _ = tiny_model(seed=0)
     if lora:
         model = shared_base_players(model, rank=4, alpha=8)
@@ -32,7 +40,7 @@ def test_shared_prompts_give_the_same_logprobs_and_gradients(lora):
                 if "lora_B" in name:
                     p.normal_(0, 0.05, generator=torch.Generator().manual_seed(1))
         model.set_adapter("defender")
-    pairs = _pairs()
+    pairs = make_pairs()
     assert prompts_shareable(model, pairs, 512)
     grads = []
     for share in (True, False):
@@ -57,6 +65,21 @@ def test_the_prompt_is_encoded_once_per_distinct_prompt():
     finally:
         hook.remove()
     assert seen == [(3, 34), (6, 7)]  # 3 distinct prompts but their last token; then 6 rows of 1 + 6 tokens
+
+
+def test_a_prefix_all_prompts_share_is_encoded_once_and_a_short_one_not_alone():
+    model, _ = tiny_model(seed=0)
+    seen = []
+    hook = model.get_input_embeddings().register_forward_hook(lambda _m, args, _out: seen.append(tuple(args[0].shape)))
+    try:
+        with torch.no_grad():
+            token_logprobs(model, _templated(), pad_id=0, max_context=512)
+    finally:
+        hook.remove()
+    # the shared instruction once; the rests of the three prompts but their last token; then the rows
+    assert seen == [(1, MIN_SHARED_PREFIX + 4), (3, 3), (3, 4)]
+    short = [([1, 2, 3, *p[-2:]], c) for p, c in _templated()]  # a 3-token common prefix, no repeat
+    assert not prompts_shareable(model, short, 512)
 
 
 def test_rows_cut_to_the_context_or_unique_prompts_take_the_one_forward_path():
