@@ -109,10 +109,12 @@ def pad_rows(rows: Sequence[list[int]], pad_id: int, *, left: bool) -> tuple[tor
     return ids, mask
 
 
-# Fewest prompt tokens the prompts of a batch must all start with for that prefix to be encoded
-# once on its own when no whole prompt repeats: below it, the saved positions do not pay for
-# the extra forward call (one per layer stack) on a small model.
-MIN_SHARED_PREFIX = 16
+# Prompt positions that encoding the prompts' common prefix on its own must save (its length
+# times the distinct prompts but one) to pay for its extra forward (and backward) through every
+# layer. benchmarks/prefix_sharing.py, the demo's LoRA player in bfloat16, 2 threads: 7 x 24
+# saved positions (the defender's SFT batch: the system turn) cost 16% more time, 7 x 53 (the
+# attacker's SFT batch) broke even, 7 x 158 (one split's attacker pairs) took 0.71 of the time.
+MIN_SAVED_POSITIONS = 512
 
 
 @dataclass
@@ -127,7 +129,7 @@ class PromptCache:
 def shared_prompt_cache(model: CausalLM, prompts: list[list[int]], pad_id: int) -> PromptCache | None:
     """The KV cache of every prompt but its last token, each token the prompts share encoded
     once: the prefix every prompt starts with, then each distinct prompt's rest, copied to every
-    row that asks for it; ``None`` when no prompt repeats and the common prefix is short.
+    row that asks for it; ``None`` when no prompt repeats and the common prefix saves too little.
 
     A rollout samples many answers to one prompt (the CPU demo: 8 per rewrite), and the
     prompt is most of each row's tokens, so encoding it once per row is most of the forward
@@ -172,21 +174,20 @@ def shared_prompt_cache(model: CausalLM, prompts: list[list[int]], pad_id: int) 
 
 
 def _cached_prefix(distinct: Sequence[tuple[int, ...]]) -> int:
-    """How many first tokens every prompt shares and the cache holds (never a prompt's last,
-    which the caller feeds)."""
+    """How many first tokens every prompt shares, for the cache to encode once (never a prompt's
+    last, which the caller feeds); 0 when that saves too little (``MIN_SAVED_POSITIONS``)."""
     common = 0
     for column in zip(*distinct, strict=False):  # stops at the shortest prompt
         if any(token != column[0] for token in column):
             break
         common += 1
-    return min(common, min(len(p) for p in distinct) - 1)
+    common = min(common, min(len(p) for p in distinct) - 1)
+    return common if common * (len(distinct) - 1) >= MIN_SAVED_POSITIONS else 0
 
 
 def _worth_sharing(prompts: Sequence[Sequence[int]], distinct: Sequence[tuple[int, ...]], common: int) -> bool:
-    """A prompt repeats or the prompts share a long enough prefix, and each has 2+ tokens."""
-    if min(len(p) for p in distinct) < 2:
-        return False
-    return len(distinct) < len(prompts) or common >= MIN_SHARED_PREFIX
+    """A prompt repeats or the prompts share a prefix worth encoding once, and each has 2+ tokens."""
+    return min(len(p) for p in distinct) >= 2 and (len(distinct) < len(prompts) or common > 0)
 
 
 GQA_SDPA = "advgame_sdpa_gqa"

@@ -37,6 +37,8 @@ SCRIPTS = {
     "judge_audit": "judge_audit.py",
     "demo_step": "demo_step.py",
     "decode_attention": "decode_attention.py",
+    "prefix_sharing": "prefix_sharing.py",
+    "eval_batch": "eval_batch.py",
 }
 # memory.py's comparisons: (LoRA variant, full variant)
 COMPARED = [("lora", "full"), ("lora", "full_6"), ("lora_gc", "full_gc"), ("lora_gc", "full_6_gc")]
@@ -418,6 +420,33 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
                 ]
             )
 
+    def prefix_sharing(r: dict[str, Any]) -> None:
+        on, off, ratio = r["on"], r["off"], r["on_over_off"]
+        out.append(
+            [
+                f"CPU demo step ({r['threads']} threads, median of {r['steps']}-step runs): "
+                "shared-prefix cache / whole repeated prompts only",
+                f"{on['step']:.1f} s (play {on['play']:.1f}, update {on['update']:.1f})",
+                f"{off['step']:.1f} s (play {off['play']:.1f}, update {off['update']:.1f})",
+                f"{ratio['step']:.2f}",
+                "report",
+                f"play {ratio['play']:.2f}, update {ratio['update']:.2f}",
+            ]
+        )
+
+    def eval_batch(r: dict[str, Any]) -> None:
+        out.append(
+            [
+                f"CPU demo's greedy evaluation ({r['prompts']} held-out seeds, {r['tokens']} tokens, float32, "
+                f"{r['threads']} threads): batch {r['large']} / batch {r['small']}",
+                f"{r['large_s']:.1f} s",
+                f"{r['small_s']:.1f} s",
+                f"{r['large_s'] / r['small_s']:.2f}",
+                "report",
+                f"{r['same_answers']} of {r['prompts']} answers the same",
+            ]
+        )
+
     add: dict[str, Callable[[dict[str, Any]], None]] = {
         "orchestration": orchestration,
         "vllm": vllm,
@@ -434,6 +463,8 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
         "judge_audit": judge_audit,
         "demo_step": demo_step,
         "decode_attention": decode_attention,
+        "prefix_sharing": prefix_sharing,
+        "eval_batch": eval_batch,
     }
     for name, result in results.items():
         if "error" in result:

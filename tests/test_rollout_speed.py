@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from agents import HFBackend, load_model, tiny_model
-from agents.hf import MIN_SHARED_PREFIX, prompt_ids
+from agents.hf import prompt_ids
 from agents.roles import shared_base_players
 from tests.helpers import assert_same_generations
 
@@ -57,13 +57,25 @@ def _encoded(model, run):
     return seen
 
 
-def test_the_common_prefix_and_each_distinct_prompt_are_encoded_once(tiny_chat):
+def test_each_distinct_prompt_is_encoded_once(tiny_chat):
+    model, tokenizer = load_model(tiny_chat)
+    backend = HFBackend(model, tokenizer, batch_size=16)
+    seen = _encoded(model, lambda: backend.generate(CHATS, max_tokens=3, temperature=1.0, seed=0))
+    width = seen[0][1] + 1
+    # the chat template's opening saves too few positions to be encoded on its own
+    assert seen[0] == (3, width - 1)  # three distinct prompts, all but their last token
+    assert seen[1] == (len(CHATS), 1)  # then every row from its last prompt token on
+    assert all(shape == (len(CHATS), 1) for shape in seen[2:])
+
+
+def test_a_prefix_worth_encoding_alone_is_encoded_once(tiny_chat, monkeypatch):
+    monkeypatch.setattr("agents.hf.MIN_SAVED_POSITIONS", 4)  # the tiny chats' template opening now pays
     model, tokenizer = load_model(tiny_chat)
     backend = HFBackend(model, tokenizer, batch_size=16)
     seen = _encoded(model, lambda: backend.generate(CHATS, max_tokens=3, temperature=1.0, seed=0))
     distinct = list(dict.fromkeys(tuple(p) for p in prompt_ids(tokenizer, CHATS, backend.max_context, 3)))
     common = _common_prefix(distinct)
-    assert common > 0  # the chat template's opening
+    assert common >= 2
     assert seen[0] == (1, common)  # the prefix every prompt starts with, once
     assert seen[1] == (3, max(len(p) for p in distinct) - 1 - common)  # each distinct rest but its last token
     assert seen[2] == (len(CHATS), 1)  # then every row from its last prompt token on
@@ -78,13 +90,14 @@ TEMPLATED = [
 ]
 
 
-def test_prompts_that_share_only_a_prefix_are_sampled_as_if_encoded_per_row(tiny_chat):
+def test_prompts_that_share_only_a_prefix_are_sampled_as_if_encoded_per_row(tiny_chat, monkeypatch):
+    monkeypatch.setattr("agents.hf.MIN_SAVED_POSITIONS", 16)
     model, tokenizer = load_model(tiny_chat)
     shared, per_row = _both(model, tokenizer, batch_size=16)
     kw = {"max_tokens": 8, "temperature": 1.0, "seed": 5}
     seen = _encoded(model, lambda: shared.generate(TEMPLATED, **kw))
     common = _common_prefix(prompt_ids(tokenizer, TEMPLATED, shared.max_context, 8))
-    assert common >= MIN_SHARED_PREFIX and seen[0] == (1, common)
+    assert 2 * common >= 16 and seen[0] == (1, common)
     assert_same_generations(shared.generate(TEMPLATED, **kw), per_row.generate(TEMPLATED, **kw), abs=1e-5)
 
 
@@ -121,8 +134,7 @@ def test_the_mixture_sampler_shares_prompts_too(tiny_chat):
         got[share] = mixture.generate(CHATS, max_tokens=8, temperature=1.0, seed=4)
     hook.remove()
     assert_same_generations(got[True], got[False], abs=1e-5)
-    # the learner: the common prefix once, the three distinct prompts' rests, then every row
-    assert seen[:3] == [1, 3, len(CHATS)]
+    assert seen[0] == 3 and seen[1] == len(CHATS)  # the learner: three distinct prompts, then every row
 
 
 def test_a_model_with_its_own_cache_class_encodes_every_row(tiny_chat):

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from agents import tiny_model
-from agents.hf import MIN_SHARED_PREFIX, prompts_shareable, token_logprobs
+from agents.hf import prompts_shareable, token_logprobs
 from agents.roles import shared_base_players
 
 
@@ -16,11 +16,16 @@ def _pairs():
     return [(long, [11, 12, 13]), (short, [14]), (long, [15, 16]), (once, [17, 18]), (short, []), (long, [19] * 6)]
 
 
+# positions a common prefix must save to be encoded alone, in these tests (the library's is
+# sized for real prompts: agents.hf.MIN_SAVED_POSITIONS)
+SAVED = 8
+
+
 def _templated():
     # no prompt repeats, but all are one long instruction around different requests (the
     # attacker's prompts, an SFT batch): the instruction is encoded once; one request is longer
-    head = list(range(100, 100 + MIN_SHARED_PREFIX + 4))
-    return [(head + [7, 8], [11, 12]), (head + [9, 10, 11, 12], [13]), (head + [3, 4], [14, 15, 16])]
+    head = list(range(100, 120))
+    return [([*head, 7, 8], [11, 12]), ([*head, 9, 10, 11, 12], [13]), ([*head, 3, 4], [14, 15, 16])]
 
 
 def _both(model, pairs, **kw):
@@ -31,7 +36,8 @@ def _both(model, pairs, **kw):
 
 @pytest.mark.parametrize("make_pairs", [_pairs, _templated])
 @pytest.mark.parametrize("lora", [False, True])
-def test_shared_prompts_give_the_same_logprobs_and_gradients(lora, make_pairs):
+def test_shared_prompts_give_the_same_logprobs_and_gradients(lora, make_pairs, monkeypatch):
+    monkeypatch.setattr("agents.hf.MIN_SAVED_POSITIONS", SAVED)
     model, _ = tiny_model(seed=0)
     if lora:
         model = shared_base_players(model, rank=4, alpha=8)
@@ -67,8 +73,10 @@ def test_the_prompt_is_encoded_once_per_distinct_prompt():
     assert seen == [(3, 34), (6, 7)]  # 3 distinct prompts but their last token; then 6 rows of 1 + 6 tokens
 
 
-def test_a_prefix_all_prompts_share_is_encoded_once_and_a_short_one_not_alone():
+def test_a_prefix_all_prompts_share_is_encoded_once_and_a_short_one_not_alone(monkeypatch):
     model, _ = tiny_model(seed=0)
+    assert not prompts_shareable(model, _templated(), 512)  # 2 x 20 positions saved: not worth a forward
+    monkeypatch.setattr("agents.hf.MIN_SAVED_POSITIONS", SAVED)
     seen = []
     hook = model.get_input_embeddings().register_forward_hook(lambda _m, args, _out: seen.append(tuple(args[0].shape)))
     try:
@@ -77,8 +85,8 @@ def test_a_prefix_all_prompts_share_is_encoded_once_and_a_short_one_not_alone():
     finally:
         hook.remove()
     # the shared instruction once; the rests of the three prompts but their last token; then the rows
-    assert seen == [(1, MIN_SHARED_PREFIX + 4), (3, 3), (3, 4)]
-    short = [([1, 2, 3, *p[-2:]], c) for p, c in _templated()]  # a 3-token common prefix, no repeat
+    assert seen == [(1, 20), (3, 3), (3, 4)]
+    short = [([1, 2, 3, *p[-2:]], c) for p, c in _templated()]  # 2 x 3 positions saved, no repeat
     assert not prompts_shareable(model, short, 512)
 
 
