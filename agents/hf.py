@@ -109,11 +109,12 @@ def pad_rows(rows: Sequence[list[int]], pad_id: int, *, left: bool) -> tuple[tor
     return ids, mask
 
 
-# Prompt positions that encoding the prompts' common prefix on its own must save (its length
-# times the distinct prompts but one) to pay for its extra forward (and backward) through every
-# layer. benchmarks/prefix_sharing.py, the demo's LoRA player in bfloat16, 2 threads: 7 x 24
-# saved positions (the defender's SFT batch: the system turn) cost 16% more time, 7 x 53 (the
-# attacker's SFT batch) broke even, 7 x 158 (one split's attacker pairs) took 0.71 of the time.
+# Prompt positions a shared stage of the prompt cache (the prefix all prompts start with, or each
+# group's) must save (its length times its prompts but one) to pay for its extra forward (and
+# backward) through every layer. benchmarks/prefix_sharing.py, the demo's LoRA player in
+# bfloat16, 2 threads, the common prefix alone: 7 x 24 saved positions (the defender's SFT
+# batch: the system turn) cost 16% more time, 7 x 53 (the attacker's SFT batch, both templates)
+# broke even, 7 x 158 (one split's attacker pairs, one template) took 0.71 of the time.
 MIN_SAVED_POSITIONS = 512
 
 
@@ -128,22 +129,21 @@ class PromptCache:
 
 def shared_prompt_cache(model: CausalLM, prompts: list[list[int]], pad_id: int) -> PromptCache | None:
     """The KV cache of every prompt but its last token, each token the prompts share encoded
-    once: the prefix every prompt starts with, then each distinct prompt's rest, copied to every
-    row that asks for it; ``None`` when no prompt repeats and the common prefix saves too little.
+    once where that saves enough (``_prefix_stages``: the prefix all prompts start with, each
+    group's own prefix, each distinct prompt's rest), copied to every row that asks for it;
+    ``None`` when nothing is shared.
 
     A rollout samples many answers to one prompt (the CPU demo: 8 per rewrite), and the
     prompt is most of each row's tokens, so encoding it once per row is most of the forward
-    work; the attacker's prompts of one batch are one instruction template (158 of its about
-    205 tokens in the demo) around different requests, and every chat starts with the same
-    system turn. The cache holds the common prefix in its first columns and each distinct
-    rest left-padded after it, so a row's mask may have a gap; positions count real tokens,
-    as in one left-padded forward. The caller then feeds each row's last prompt token on this
-    cache: the rows, their order and the random draws are unchanged, so a seed gives the same
-    tokens; the logits differ from one full forward only by float summation order (about 1e-6
-    in float32, tests/test_rollout_speed.py)."""
-    distinct = list(dict.fromkeys(tuple(p) for p in prompts))
-    common = _cached_prefix(distinct)
-    if not _worth_sharing(prompts, distinct, common):
+    work; the attacker's prompts are one of two instruction templates (150-158 of their about
+    205 tokens in the demo) around different requests. Each stage's spans are left-padded
+    after the cache of the stage before, so a row's mask may have gaps; positions count real
+    tokens, as in one left-padded forward. The caller then feeds each row's last prompt token
+    on this cache: the rows, their order and the random draws are unchanged, so a seed gives
+    the same tokens; the logits differ from one full forward only by float summation order
+    (about 1e-6 in float32, tests/test_rollout_speed.py)."""
+    stages = _sharing(prompts)
+    if stages is None:
         return None
     device = next(model.parameters()).device
     # the decoder alone: the cache is all that is wanted, and the head's projection of a
@@ -151,43 +151,84 @@ def shared_prompt_cache(model: CausalLM, prompts: list[list[int]], pad_id: int) 
     # (3.3 s of the CPU demo's 25 s defender call)
     decoder = model.get_decoder() if hasattr(model, "get_decoder") else model
     cache: Cache | None = None
-    if common:
-        prefix = torch.tensor([distinct[0][:common]], device=device)
-        cache = decoder(
-            input_ids=prefix, position_ids=torch.arange(common, device=device)[None], use_cache=True
-        ).past_key_values
-        cache.batch_select_indices(torch.zeros(len(distinct), dtype=torch.long, device=device))  # type: ignore[union-attr]
-    mask = torch.ones((len(distinct), common), dtype=torch.long, device=device)
-    rests = [list(p[common:-1]) for p in distinct]
-    if max(len(r) for r in rests):
-        ids, rest_mask = (t.to(device) for t in pad_rows(rests, pad_id, left=True))
-        positions = (common + rest_mask.cumsum(-1) - 1).clamp(min=0)  # as generate() derives them
-        mask = torch.cat([mask, rest_mask], dim=-1)
+    mask = torch.zeros((1, 0), dtype=torch.long, device=device)
+    for stage in stages:
+        parent = torch.tensor(stage.parent, device=device)
+        mask = mask[parent]
+        if cache is not None:
+            cache.batch_select_indices(parent)  # an index copy: gradients flow back to the shared rows
+        if not any(stage.spans):
+            continue
+        ids, span_mask = (t.to(device) for t in pad_rows([list(span) for span in stage.spans], pad_id, left=True))
+        positions = (mask.sum(-1, keepdim=True) + span_mask.cumsum(-1) - 1).clamp(min=0)
+        mask = torch.cat([mask, span_mask], dim=-1)
         cache = decoder(
             input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
         ).past_key_values
-    assert cache is not None  # a prefix or a rest: every prompt has 2+ tokens
-    row = {p: i for i, p in enumerate(distinct)}
-    index = torch.tensor([row[tuple(p)] for p in prompts], device=device)
+    assert cache is not None  # every prompt has 2+ tokens, so some stage had one
+    distinct = {p: i for i, p in enumerate(dict.fromkeys(tuple(p) for p in prompts))}
+    index = torch.tensor([distinct[tuple(p)] for p in prompts], device=device)
     cache.batch_select_indices(index)
     return PromptCache(cache, mask[index])
 
 
-def _cached_prefix(distinct: Sequence[tuple[int, ...]]) -> int:
-    """How many first tokens every prompt shares, for the cache to encode once (never a prompt's
-    last, which the caller feeds); 0 when that saves too little (``MIN_SAVED_POSITIONS``)."""
+@dataclass
+class _Stage:
+    """One forward of ``shared_prompt_cache``: a span of tokens per node, each continuing the
+    cache of its ``parent`` node (an index into the stage before's nodes; 0 for the first)."""
+
+    spans: list[tuple[int, ...]]
+    parent: list[int]
+
+
+def _sharing(prompts: Sequence[Sequence[int]]) -> list[_Stage] | None:
+    """The stages that build the prompts' shared cache; ``None`` when no prompt repeats and no
+    prefix is worth encoding once, or a prompt has fewer than 2 tokens."""
+    distinct = list(dict.fromkeys(tuple(p) for p in prompts))
+    if min(len(p) for p in distinct) < 2:
+        return None
+    stages = _prefix_stages(distinct)
+    return None if len(distinct) == len(prompts) and len(stages) == 1 else stages
+
+
+def _prefix_stages(distinct: list[tuple[int, ...]]) -> list[_Stage]:
+    """The cache of the distinct prompts but their last tokens as stages: the prefix all share,
+    once; then, within each group of prompts that agree on the token after it, the group's own
+    prefix, once (the attacker's two templates in one SFT batch); then each prompt's rest.
+    A shared stage is kept only where it saves ``MIN_SAVED_POSITIONS``; the last stage always is.
+
+    Two levels rather than a whole prefix tree: every stage is one more forward (and backward)
+    through every layer, which on a small model costs about as much as a few hundred positions."""
+    stop = [len(p) - 1 for p in distinct]  # the caller feeds each prompt's last token
+    top = _common_length(distinct, min(stop))
+    shared = top if top * (len(distinct) - 1) >= MIN_SAVED_POSITIONS else 0
+    by_next: dict[int, list[int]] = {}
+    for i, p in enumerate(distinct):
+        by_next.setdefault(p[top] if top < stop[i] else -1, []).append(i)
+    groups = list(by_next.values())
+    heads = [_common_length([distinct[i] for i in g], min(stop[i] for i in g)) for g in groups]
+    saved = sum((len(g) - 1) * (head - shared) for g, head in zip(groups, heads, strict=True))
+    grouped = len(groups) > 1 and saved >= MIN_SAVED_POSITIONS
+    if not grouped:
+        groups, heads = [list(range(len(distinct)))], [shared]
+    stages = [_Stage([distinct[0][:shared]], [0])] if shared else []
+    if grouped:
+        stages.append(
+            _Stage([distinct[g[0]][shared:head] for g, head in zip(groups, heads, strict=True)], [0] * len(groups))
+        )
+    group_of = {i: k for k, g in enumerate(groups) for i in g}
+    rests = [p[heads[group_of[i]] : stop[i]] for i, p in enumerate(distinct)]
+    return [*stages, _Stage(rests, [group_of[i] for i in range(len(distinct))])]
+
+
+def _common_length(rows: Sequence[tuple[int, ...]], limit: int) -> int:
+    """How many first tokens all ``rows`` share, at most ``limit``."""
     common = 0
-    for column in zip(*distinct, strict=False):  # stops at the shortest prompt
-        if any(token != column[0] for token in column):
+    for column in zip(*rows, strict=False):  # stops at the shortest row
+        if common == limit or any(token != column[0] for token in column):
             break
         common += 1
-    common = min(common, min(len(p) for p in distinct) - 1)
-    return common if common * (len(distinct) - 1) >= MIN_SAVED_POSITIONS else 0
-
-
-def _worth_sharing(prompts: Sequence[Sequence[int]], distinct: Sequence[tuple[int, ...]], common: int) -> bool:
-    """A prompt repeats or the prompts share a prefix worth encoding once, and each has 2+ tokens."""
-    return min(len(p) for p in distinct) >= 2 and (len(distinct) < len(prompts) or common > 0)
+    return common
 
 
 GQA_SDPA = "advgame_sdpa_gqa"
@@ -716,9 +757,7 @@ def prompts_shareable(model: CausalLM, pairs: Sequence[tuple[list[int], list[int
     prefix (``shared_prompt_cache``), no row is cut to the context, and the model is a plain
     (unsharded) decoder whose cache can carry gradients (no recomputed layers, which run
     without a cache, and no logit post-processing)."""
-    prompts = [tuple(p) for p, _ in pairs]
-    distinct = list(dict.fromkeys(prompts))
-    if not _worth_sharing(prompts, distinct, _cached_prefix(distinct)):
+    if _sharing([p for p, _ in pairs]) is None:
         return False
     if any(len(p) + len(c) > max_context for p, c in pairs):
         return False

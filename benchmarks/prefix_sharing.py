@@ -3,10 +3,11 @@ by side, on the CPU demo's workloads.
 
     python benchmarks/prefix_sharing.py [--json FILE] [--repeats 5]
 
-``agents.hf.shared_prompt_cache`` encodes the tokens every prompt of a batch starts with once
-(the chat's system turn; the attacker's instruction template, 150-158 of its about 205 tokens),
-where before it encoded only whole prompts that repeat. ``off`` restores that (``_cached_prefix``
-gives no common prefix). The workloads are those of one demo update, built from the bundled SFT
+``agents.hf.shared_prompt_cache`` encodes once the tokens every prompt of a batch starts with,
+and those each group of prompts that agree on the next token starts with (the attacker's two
+instruction templates, 150-158 of their about 205 tokens), where that saves 512 positions or
+more, where before it encoded only whole prompts that repeat. ``off`` restores that
+(``MIN_SAVED_POSITIONS`` out of reach). The workloads are those of one demo update, built from the bundled SFT
 files so that they are the same every run (a demo step's pairs differ from run to run):
 
 * ``attacker_sft`` / ``defender_sft``: an SFT batch of 8 (``algorithm.sft_batch_size``), drawn
@@ -88,7 +89,7 @@ def main() -> None:
         run(rows)  # warm-up
         for _ in range(args.repeats):
             seconds["on"].append(run(rows))
-            with mock.patch("agents.hf._cached_prefix", return_value=0):
+            with mock.patch("agents.hf.MIN_SAVED_POSITIONS", 10**12):
                 seconds["off"].append(run(rows))
         on, off = statistics.median(seconds["on"]), statistics.median(seconds["off"])
         result[name] = {"rows": len(rows), "tokens": tokens, "on_s": on, "off_s": off, "ratio": on / off}

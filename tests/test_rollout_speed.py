@@ -90,15 +90,23 @@ TEMPLATED = [
 ]
 
 
-def test_prompts_that_share_only_a_prefix_are_sampled_as_if_encoded_per_row(tiny_chat, monkeypatch):
+# two such templates, as in the attacker's SFT batch (harmful and benign), and a lone request
+TWO_TEMPLATES = [
+    *TEMPLATED[:2],
+    *[_chat("Make the request below sound alarming while asking for the same thing. " + r) for r in ("Hi.", "Why?")],
+    _chat("Name a colour."),
+]
+
+
+@pytest.mark.parametrize("chats", [TEMPLATED, TWO_TEMPLATES], ids=["one template", "two templates"])
+def test_prompts_that_share_only_a_prefix_are_sampled_as_if_encoded_per_row(tiny_chat, monkeypatch, chats):
     monkeypatch.setattr("agents.hf.MIN_SAVED_POSITIONS", 16)
     model, tokenizer = load_model(tiny_chat)
     shared, per_row = _both(model, tokenizer, batch_size=16)
     kw = {"max_tokens": 8, "temperature": 1.0, "seed": 5}
-    seen = _encoded(model, lambda: shared.generate(TEMPLATED, **kw))
-    common = _common_prefix(prompt_ids(tokenizer, TEMPLATED, shared.max_context, 8))
-    assert 2 * common >= 16 and seen[0] == (1, common)
-    assert_same_generations(shared.generate(TEMPLATED, **kw), per_row.generate(TEMPLATED, **kw), abs=1e-5)
+    seen = _encoded(model, lambda: shared.generate(chats, **kw))
+    assert len(seen) > 1 and seen[0][0] < len(chats)  # a shared stage came first
+    assert_same_generations(shared.generate(chats, **kw), per_row.generate(chats, **kw), abs=1e-5)
 
 
 def test_lora_players_share_prompts_with_their_own_adapter():

@@ -28,13 +28,21 @@ def _templated():
     return [([*head, 7, 8], [11, 12]), ([*head, 9, 10, 11, 12], [13]), ([*head, 3, 4], [14, 15, 16])]
 
 
+def _two_templates():
+    # an SFT batch of the attacker: two templates (each shared by two prompts) after a common
+    # opening, and a prompt of neither; each template is encoded once, the opening once
+    a, b = list(range(100, 120)), list(range(200, 220))
+    prompts = [[1, 2, 3, *a, 7, 8], [1, 2, 3, *a, 9, 10, 11], [1, 2, 3, *b, 4, 5], [1, 2, 3, *b, 6], [1, 2, 3, 50, 51]]
+    return [(p, [30 + i, 31]) for i, p in enumerate(prompts)]
+
+
 def _both(model, pairs, **kw):
     got = token_logprobs(model, pairs, pad_id=0, max_context=512, **kw)
     want = token_logprobs(model, pairs, pad_id=0, max_context=512, share_prompts=False, **kw)
     return got, want
 
 
-@pytest.mark.parametrize("make_pairs", [_pairs, _templated])
+@pytest.mark.parametrize("make_pairs", [_pairs, _templated, _two_templates])
 @pytest.mark.parametrize("lora", [False, True])
 def test_shared_prompts_give_the_same_logprobs_and_gradients(lora, make_pairs, monkeypatch):
     monkeypatch.setattr("agents.hf.MIN_SAVED_POSITIONS", SAVED)
@@ -88,6 +96,23 @@ def test_a_prefix_all_prompts_share_is_encoded_once_and_a_short_one_not_alone(mo
     assert seen == [(1, 20), (3, 3), (3, 4)]
     short = [([1, 2, 3, *p[-2:]], c) for p, c in _templated()]  # 2 x 3 positions saved, no repeat
     assert not prompts_shareable(model, short, 512)
+
+
+def test_each_template_is_encoded_once_after_the_opening_they_share(monkeypatch):
+    monkeypatch.setattr("agents.hf.MIN_SAVED_POSITIONS", SAVED)
+    model, _ = tiny_model(seed=0)
+    seen = []
+    hook = model.get_input_embeddings().register_forward_hook(lambda _m, args, _out: seen.append(tuple(args[0].shape)))
+    try:
+        with torch.no_grad():
+            token_logprobs(model, _two_templates(), pad_id=0, max_context=512)
+    finally:
+        hook.remove()
+    # the opening (3 tokens x 4 saved); the two templates and the lone prompt's next token; the
+    # rests but their last tokens (at most 2); then the 5 rows: last prompt token + 2-token answer
+    assert seen == [(1, 3), (3, 20), (5, 2), (5, 3)]
+    monkeypatch.setattr("agents.hf.MIN_SAVED_POSITIONS", 47)  # each template alone saves 23: one forward of all
+    assert not prompts_shareable(model, _two_templates(), 512)
 
 
 def test_rows_cut_to_the_context_or_unique_prompts_take_the_one_forward_path():
