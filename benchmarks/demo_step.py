@@ -39,15 +39,12 @@ VARIANTS = {
 PHASES = ("play", "update", "step")
 
 
-def train(overrides: list[str], steps: int, folder: Path, prelude: str = "") -> list[dict[str, float]]:
-    """The ``time/*`` figures of each step of one short run of the demo's recipe; ``prelude``:
-    Python run in that process before the CLI (a benchmark's switch)."""
-    cli = ["-m", "algorithms.cli"]
-    if prelude:
-        cli = ["-c", f"{prelude}\nimport runpy\nrunpy.run_module('algorithms.cli', run_name='__main__')"]
+def train(overrides: list[str], steps: int, folder: Path) -> list[dict[str, float]]:
+    """The ``time/*`` figures of each step of one short run of the demo's recipe."""
     command = [
         sys.executable,
-        *cli,
+        "-m",
+        "algorithms.cli",
         "train",
         "--config",
         "configs/cpu_demo.yaml",

@@ -421,18 +421,23 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
             )
 
     def prefix_sharing(r: dict[str, Any]) -> None:
-        on, off, ratio = r["on"], r["off"], r["on_over_off"]
-        out.append(
-            [
-                f"CPU demo step ({r['threads']} threads, median of {r['steps']}-step runs): "
-                "shared-prefix cache / whole repeated prompts only",
-                f"{on['step']:.1f} s (play {on['play']:.1f}, update {on['update']:.1f})",
-                f"{off['step']:.1f} s (play {off['play']:.1f}, update {off['update']:.1f})",
-                f"{ratio['step']:.2f}",
-                "report",
-                f"play {ratio['play']:.2f}, update {ratio['update']:.2f}",
-            ]
-        )
+        for name, label in (
+            ("attacker_sft", "the attacker's SFT batch (8, two templates)"),
+            ("defender_sft", "the defender's SFT batch (8)"),
+            ("attacker_pairs", "one split's attacker pairs (8, one template)"),
+        ):
+            x = r[name]
+            out.append(
+                [
+                    f"CPU demo update, {label}, forward + backward ({r['threads']} threads): "
+                    "shared prompt prefixes / whole repeated prompts only",
+                    f"{x['on_s']:.2f} s",
+                    f"{x['off_s']:.2f} s",
+                    f"{x['ratio']:.2f}",
+                    "report",
+                    f"{x['tokens']} tokens in {x['rows']} rows",
+                ]
+            )
 
     def eval_batch(r: dict[str, Any]) -> None:
         out.append(
