@@ -510,7 +510,7 @@ def check_sampling(max_tokens: int, temperature: float, top_p: float) -> None:
 # Rows one generate() call runs at once, unless told. A decode step's cost on a CPU is mostly
 # per-step work (every weight read, every op dispatched) until a batch is large: the demo's
 # greedy evaluation (169 held-out seeds, 64 tokens, the bundled model in float32, 2 threads) took
-# 53.6 s at 64 rows against 87.7 s at 16, with the same 169 answers.
+# 53.6 s at 64 rows against 87.7 s at 16, with the same 169 answers (benchmarks/eval_batch.py).
 BATCH_SIZE = 64
 
 
@@ -775,8 +775,8 @@ def prompts_shareable(model: CausalLM, pairs: Sequence[tuple[list[int], list[int
 def shared_prompt_logprobs(
     model: CausalLM, pairs: Sequence[tuple[list[int], list[int]]], *, pad_id: int, chunk_logits: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``token_logprobs`` with each distinct prompt encoded once, and the prefix all prompts share
-    once (``shared_prompt_cache``): the KV cache (all but each prompt's last token, with
+    """``token_logprobs`` with each distinct prompt encoded once, and the prefixes prompts share
+    once where that pays (``shared_prompt_cache``): the KV cache (all but each prompt's last token, with
     gradients when they are on) is copied to every pair that asks for it, and each pair runs
     only its prompt's last token and its continuation on that cache.
 

@@ -36,6 +36,18 @@ def _two_templates():
     return [(p, [30 + i, 31]) for i, p in enumerate(prompts)]
 
 
+def _encoded(model, pairs):
+    """The [rows, positions] of every forward ``token_logprobs`` runs on ``pairs``."""
+    seen = []
+    hook = model.get_input_embeddings().register_forward_hook(lambda _m, args, _out: seen.append(tuple(args[0].shape)))
+    try:
+        with torch.no_grad():
+            token_logprobs(model, pairs, pad_id=0, max_context=512)
+    finally:
+        hook.remove()
+    return seen
+
+
 def _both(model, pairs, **kw):
     got = token_logprobs(model, pairs, pad_id=0, max_context=512, **kw)
     want = token_logprobs(model, pairs, pad_id=0, max_context=512, share_prompts=False, **kw)
@@ -71,13 +83,7 @@ def test_shared_prompts_give_the_same_logprobs_and_gradients(lora, make_pairs, m
 
 def test_the_prompt_is_encoded_once_per_distinct_prompt():
     model, _ = tiny_model(seed=0)
-    seen = []
-    hook = model.get_input_embeddings().register_forward_hook(lambda _m, args, _out: seen.append(tuple(args[0].shape)))
-    try:
-        with torch.no_grad():
-            token_logprobs(model, _pairs(), pad_id=0, max_context=512)
-    finally:
-        hook.remove()
+    seen = _encoded(model, _pairs())
     assert seen == [(3, 34), (6, 7)]  # 3 distinct prompts but their last token; then 6 rows of 1 + 6 tokens
 
 
@@ -85,13 +91,7 @@ def test_a_prefix_all_prompts_share_is_encoded_once_and_a_short_one_not_alone(mo
     model, _ = tiny_model(seed=0)
     assert not prompts_shareable(model, _templated(), 512)  # 2 x 20 positions saved: not worth a forward
     monkeypatch.setattr("agents.hf.MIN_SAVED_POSITIONS", SAVED)
-    seen = []
-    hook = model.get_input_embeddings().register_forward_hook(lambda _m, args, _out: seen.append(tuple(args[0].shape)))
-    try:
-        with torch.no_grad():
-            token_logprobs(model, _templated(), pad_id=0, max_context=512)
-    finally:
-        hook.remove()
+    seen = _encoded(model, _templated())
     # the shared instruction once; the rests of the three prompts but their last token; then the rows
     assert seen == [(1, 20), (3, 3), (3, 4)]
     short = [([1, 2, 3, *p[-2:]], c) for p, c in _templated()]  # 2 x 3 positions saved, no repeat
@@ -101,13 +101,7 @@ def test_a_prefix_all_prompts_share_is_encoded_once_and_a_short_one_not_alone(mo
 def test_each_template_is_encoded_once_after_the_opening_they_share(monkeypatch):
     monkeypatch.setattr("agents.hf.MIN_SAVED_POSITIONS", SAVED)
     model, _ = tiny_model(seed=0)
-    seen = []
-    hook = model.get_input_embeddings().register_forward_hook(lambda _m, args, _out: seen.append(tuple(args[0].shape)))
-    try:
-        with torch.no_grad():
-            token_logprobs(model, _two_templates(), pad_id=0, max_context=512)
-    finally:
-        hook.remove()
+    seen = _encoded(model, _two_templates())
     # the opening (3 tokens x 4 saved); the two templates and the lone prompt's next token; the
     # rests but their last tokens (at most 2); then the 5 rows: last prompt token + 2-token answer
     assert seen == [(1, 3), (3, 20), (5, 2), (5, 3)]
