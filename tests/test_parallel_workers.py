@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -141,3 +142,53 @@ def test_two_workers_run_the_vllm_group_on_one_worker_and_start_the_server_once(
         ).stdout
         names = re.findall(r"::(\w+)\[", listed)
         assert len(names) == 8 and all(n.startswith(tuple(want.split())) for n in names), listed
+
+
+# answers /health as a healthy `vllm serve` does (the session server's revival test below)
+HEALTHY = """
+import sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+class Health(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200 if self.path == "/health" else 404)
+        self.end_headers()
+
+HTTPServer(("127.0.0.1", int(sys.argv[1])), Health).serve_forever()
+"""
+
+
+def test_a_session_server_that_runs_but_no_longer_answers_is_stopped_and_started_anew(monkeypatch) -> None:
+    """A ``vllm serve`` whose engine died closes its port before its process exits: the session
+    fixture (``tests/conftest.py``) must not hand that server to the next test because its process
+    still runs. Its stand-ins: a process that holds no port, then one that answers ``/health``."""
+    import conftest
+    import httpx
+
+    monkeypatch.setattr(conftest, "HEALTH_WAIT", 2.0)
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(self: conftest.SessionServer) -> None:
+        code = ("-c", "import time; time.sleep(600)") if not started else ("-c", HEALTHY, str(self.port))
+        self.process = subprocess.Popen([sys.executable, *code], start_new_session=True)
+        started.append(self.process)
+        for _ in range(300):  # the real start() returns once /health answers, or fails
+            try:
+                if len(started) == 1 or httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise AssertionError("the stand-in server never answered")
+
+    monkeypatch.setattr(conftest.SessionServer, "start", start)
+    server = conftest.SessionServer()
+    try:
+        with pytest.warns(UserWarning, match=r"did not answer /health for 2 s, so it was stopped.* exited with -15"):
+            server.revive()
+        assert started[0].poll() == -15 and server.restarts == 1 and len(started) == 2
+        server.revive()  # the new one answers: kept as it is
+        assert len(started) == 2 and server.restarts == 1 and started[1].poll() is None
+    finally:
+        server.stop()
+        for log in server.log.parent.glob(f"{server.log.stem}*"):
+            log.unlink()
