@@ -2,9 +2,9 @@
 
     python benchmarks/orchestration.py [--rounds 256] [--json FILE] [--profile]
 
-A batch of rounds is collected exactly as the trainer does it (``Trainer._play_split`` for
-both splits: seeds, attacker and defender sampling, parsing, the game's rules, the judge,
-rewards; then ``algorithm.examples``: the preference pairs). The overhead ratio is the wall
+A batch of rounds is collected exactly as the trainer does it (``Trainer.play_splits``: both
+splits' seeds, attacker and defender sampling in one batched call per phase, parsing, the
+game's rules, the judge, rewards; then ``algorithm.examples``: the preference pairs). The overhead ratio is the wall
 time of that divided by the time spent inside the backend's ``generate`` calls.
 
 The players are the tiny test model (``agents.testing.tiny_chat_model`` on the bundled prompts: its answers
@@ -26,7 +26,7 @@ from typing import Any
 
 from common import describe_machine, exponent
 
-from advgame_env import Label, bundled_seeds
+from advgame_env import bundled_seeds
 from agents.hf import HFBackend
 from agents.testing import tiny_chat_model
 from algorithms.config import load_config
@@ -79,11 +79,8 @@ def trainer(rounds: int, folder: str) -> Trainer:
 
 def collect(t: Trainer) -> int:
     """Play one batch of both splits and build its training examples; the number of examples."""
-    examples = 0
-    for split, label in enumerate((Label.HARMFUL, Label.BENIGN)):
-        rounds = t._play_split(label, split)
-        examples += len(t.algorithm.examples(rounds, t.game, t.players["defender"].tokenizer, t.prefills))
-    return examples
+    tokenizer = t.players["defender"].tokenizer
+    return sum(len(t.algorithm.examples(rounds, t.game, tokenizer, t.prefills)) for rounds in t.play_splits().values())
 
 
 def overhead(rounds: int) -> dict[str, Any]:

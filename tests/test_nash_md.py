@@ -143,7 +143,7 @@ def test_two_steps_train_both_players_on_mixture_pairs(tiny_chat, tmp_path, lora
 
     trainer = Trainer(_config(tiny_chat, tmp_path / "run", f"model.lora={str(lora).lower()}"))
     before = {role: {k: v.clone() for k, v in trainer.players[role].weights("learner").items()} for role in ROLES}
-    rounds = trainer._play_split(Label.HARMFUL, 0)
+    rounds = trainer.play_splits()[Label.HARMFUL]
     # every answered prompt got a pair: one learner answer, one mixture answer
     answered = [row for r in rounds for row in r.responses if len(row) == 2]
     assert answered

@@ -125,7 +125,7 @@ def test_a_training_run_shows_its_judge_calls_on_the_bar(tiny_chat, tmp_path, ca
     cfg = config(tiny_chat, tmp_path / "run", "run.steps=1", "run.progress=true", "run.validate_every=0")
     Trainer(cfg).train()
     err = capsys.readouterr().err
-    assert "train step 1: harmful: judge comparing" in err and "train step 1: benign: judge reading" in err
+    assert "train step 1: judge reading" in err and "train step 1: judge comparing" in err  # both splits at once
     assert "train step 1: updating on" in err
 
 

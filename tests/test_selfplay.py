@@ -128,16 +128,16 @@ def test_one_shared_update_changes_the_policy_of_both_roles(tiny_chat, tmp_path)
     assert before[0] != after[0] and before[1] != after[1]
     # a batch holds samples of both roles, and the one update takes them together
     roles: set[str] = set()
-    for split, label in enumerate((Label.HARMFUL, Label.BENIGN, Label.HARMFUL, Label.BENIGN)):
-        played = trainer._play_split(label, split % 2)
-        roles |= {r.role for r in trainer.algorithm.examples(played, trainer.game, attacker.tokenizer)}
+    for _ in range(2):
+        for played in trainer.play_splits().values():
+            roles |= {r.role for r in trainer.algorithm.examples(played, trainer.game, attacker.tokenizer)}
     assert roles == {"attacker", "defender"}
 
 
 @pytest.mark.slow
 def test_more_than_one_sample_per_seed_works(tiny_chat, tmp_path):
     trainer = Trainer(srt_config(tiny_chat, tmp_path / "run", "game.num_attacks=2", "game.num_responses=3"))
-    rounds = trainer._play_split(Label.HARMFUL, 0)
+    rounds = trainer.play_splits()[Label.HARMFUL]
     out = rollouts(rounds, trainer.game, trainer.players["defender"].tokenizer)
     groups = {r.group for r in out if r.role == "defender"}
     assert out and all(len([r for r in out if r.group == g]) <= 3 for g in groups)

@@ -76,28 +76,54 @@ def test_both_splits_are_sampled_by_the_policy_of_the_steps_start(tiny_chat, tmp
     if engine == "snapshot":
         with_snapshot_engines(trainer)
     seen = record_generating_weights(monkeypatch)
-    benign: list[float] = []
-    play = trainer._play_split
+    benign: list[int] = []
+    play = trainer._play
 
-    def play_split(label, *args):
-        before = len(seen)
-        rounds = play(label, *args)
-        if label is Label.BENIGN:
-            benign.extend(seen[before:])
-        return rounds
+    def counted_play(*args):
+        played = play(*args)
+        benign.append(sum(len(rounds) for _, rounds in played[Label.BENIGN]))
+        return played
 
-    monkeypatch.setattr(trainer, "_play_split", play_split)
+    monkeypatch.setattr(trainer, "_play", counted_play)
     for _ in range(6):
         start = {role: fingerprint(p.learner_module()) for role, p in trainer.players.items()}
         seen.clear()
         benign.clear()
         metrics = trainer.train_step()
         trained = metrics.get("train_harmful/attacker_examples", 0) + metrics.get("train_harmful/defender_examples", 0)
-        if trained and benign:
+        if trained and benign[-1]:
             break
     else:
-        pytest.fail("no step trained on the harmful split and then sampled the benign one")
-    assert set(seen) <= set(start.values()), "a split was sampled by weights other than the step's start"
+        pytest.fail("no step trained on the harmful split and played the benign one")
+    assert seen and set(seen) <= set(start.values()), "a split was sampled by weights other than the step's start"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("direct", [0, 1], ids=["attacked", "direct"])
+def test_both_splits_are_played_in_one_generation_per_phase(tiny_chat, tmp_path, monkeypatch, direct):
+    """Each phase of a step is one batched generation over both splits' rounds (the attacker's
+    few rewrites per split cost about what twice as many do in one call): every round attacked,
+    the attacker's one call holds both splits' seeds; every round direct, the defender's one
+    call answers both splits' seeds."""
+    trainer = Trainer(config(tiny_chat, tmp_path / "run", "algorithm.name=dpo", f"game.direct_fraction={direct}"))
+    calls: list[list[str]] = []
+    generate = HFBackend.generate
+
+    def recorded(self, chats, **kwargs):
+        calls.append([chat[-1]["content"] for chat in chats])
+        return generate(self, chats, **kwargs)
+
+    monkeypatch.setattr(HFBackend, "generate", recorded)
+    played = trainer.play_splits()
+    n, game = trainer.cfg.data.batch_size, trainer.game.config
+    assert [len(rounds) for rounds in played.values()] == [n, n]
+    prompts = [r.seed.prompt for rounds in played.values() for r in rounds]
+    if direct:
+        each = game.num_attacks * game.num_responses  # a direct round puts its seed in every attack slot
+        assert len(calls) == 1 and sorted(calls[0]) == sorted(p for p in prompts for _ in range(each))
+    else:  # the attacker's task quotes its seed; the defender answers the valid rewrites, if any
+        assert 1 <= len(calls) <= 2 and len(calls[0]) == 2 * n * game.num_attacks
+        assert all(sum(p in asked for asked in calls[0]) == game.num_attacks for p in prompts)
 
 
 @pytest.mark.slow
@@ -140,11 +166,17 @@ def test_self_redteam_prepares_and_updates_once_on_both_splits_mixed(tiny_chat, 
     monkeypatch.setattr(
         trainer.algorithm, "prepare", lambda player, batch, *a: batches.append(len(batch)) or real(player, batch, *a)
     )
-    labels: list[Label] = []
-    play = trainer._play_split
-    monkeypatch.setattr(trainer, "_play_split", lambda label, *a: labels.append(label) or play(label, *a))
+    labels: list[list[Label]] = []
+    play = trainer._play
+
+    def labelled_play(*args):
+        played = play(*args)
+        labels.append(list(played))
+        return played
+
+    monkeypatch.setattr(trainer, "_play", labelled_play)
     metrics = trainer.train_step()
-    assert labels == [Label.HARMFUL, Label.BENIGN]
+    assert labels == [[Label.HARMFUL, Label.BENIGN]]
     assert batches == [metrics["train/policy_examples"]] and batches[0] > 0
     assert trainer.optimizers["policy"].scheduler.last_epoch == 2  # minibatches=2, once per step
 

@@ -2,8 +2,8 @@
 
     for step in steps:
         push the sampling weights (EMA or learner) to the rollout engine
-        for split in (harmful, benign):
-            play a batch of rounds (attacker, defender, judge)     -> rewards
+        play a batch of rounds of each split, both in one batched   -> rewards
+            call per phase (attacker, defender, judge)
         for split in (harmful, benign):                            # Self-RedTeam: both at once
             each trained player: examples -> loss -> optimizer step(s)
         EMA update; log; validate; checkpoint
@@ -11,6 +11,8 @@
 Both splits are played before any update, by the policies of the step's start, on every
 backend: as the reference, whose rollout engine is synced once per step (an in-process HF
 sampler would otherwise play the benign split with the weights after the harmful update).
+They are played together, a phase one generation over both splits' rounds: decoding a few rows
+is bound by reading the weights, so 8 rows cost about what 4 do (the CPU demo's attacker).
 As in the paper, each step gives each player one optimizer step per split and one EMA update;
 Self-RedTeam instead takes ``minibatches`` steps on the two splits' samples mixed, as its
 reference's replay buffer. Unlike the AdvGame reference code, the cosine schedule advances
@@ -208,17 +210,9 @@ class Trainer(RunState):
         metrics.seconds = clock.seconds()
         return metrics.flat()
 
-    def _play(self, which: Mapping[str, Which], games: list[Match]) -> dict[Label, list[tuple[Match, list[Round]]]]:
-        """Every split's rounds of each match, played by the same policies, those of the step's
-        start (see the top); sharded players are gathered for it, so each process samples as long
-        as it needs."""
-        with gathered(self.players.values()):
-            return {
-                label: [(EVERYONE, self._play_split(label, s, which))]
-                if games == [EVERYONE]
-                else self._play_matches(label, s, which, games)
-                for s, label in enumerate(SPLITS)
-            }
+    def play_splits(self) -> dict[Label, list[Round]]:
+        """Both splits' next rounds, played as a step without opponent pools plays them; nothing learnt."""
+        return {label: games[0][1] for label, games in self._play(self.sampling(self.step), [EVERYONE]).items()}
 
     def _examples(self, played: Mapping[Label, list[tuple[Match, list[Round]]]], metrics: StepMetrics) -> list[Batch]:
         """Each split's game figures (into ``metrics``) and its examples for the learners; one
@@ -318,10 +312,6 @@ class Trainer(RunState):
 
     # ------------------------------------------------------------------ play
 
-    def _play_split(self, label: Label, split: int, which: Mapping[str, Which] | None = None) -> list[Round]:
-        """A split's batch of rounds, played by the players as they are now."""
-        return self._play_matches(label, split, which or self.sampling(self.step), [EVERYONE])[0][1]
-
     def _seeds(self, label: Label, split: int, n: int) -> list[Seed]:
         """A split's next ``n`` seeds. With ``data.extra_benign_seeds`` each benign one comes from
         that file with probability ``data.extra_benign_share`` (the same draw on every process)."""
@@ -331,41 +321,46 @@ class Trainer(RunState):
         draw = random.Random(derived_seed(self.cfg.run.seed, self.step, split, 13))
         return mixed_take(self.streams[label], extra, share, n, draw)
 
-    def _play_matches(
-        self, label: Label, split: int, which: Mapping[str, Which], games: Sequence[Match]
-    ) -> list[tuple[Match, list[Round]]]:
-        """The rounds of each match on one batch of the split's seeds (the stream moves once).
-        A match where the defender does not learn skips the direct rounds (no attacker in them)."""
+    def _play(self, which: Mapping[str, Which], games: Sequence[Match]) -> dict[Label, list[tuple[Match, list[Round]]]]:
+        """The rounds of each match on one batch of each split's seeds (each stream moves once),
+        played by the policies of the step's start (see the top), both splits' rounds of a match
+        in one ``play`` call; sharded players are gathered for it, so each process samples as
+        long as it needs. A match where the defender does not learn skips the direct rounds."""
         cfg, dist = self.cfg, self.dist
-        # every process draws the same global batch and plays its own share of it
-        batch = self._seeds(label, split, cfg.data.batch_size * dist.world)
-        mine = batch[dist.rank :: dist.world]
-        pick = random.Random(derived_seed(cfg.run.seed, self.step, split, dist.rank, 7))
-        direct = [pick.random() < cfg.game.direct_fraction for _ in mine]  # drawn always: a stable stream
-        if self.direct_ids is not None:  # Self-RedTeam: fixed per seed row
-            direct = [s.id in self.direct_ids for s in mine]
-        out = []
-        for n, match in enumerate(games):
-            rounds = [
-                new_round(self.game, s, direct=d)
-                for s, d in zip(mine, direct, strict=True)
-                if DEFENDER in match.learners or not d
-            ]
-            # the first match samples as a run without pools does; the others with seeds of their own
-            seed = derived_seed(cfg.run.seed, self.step, split, dist.rank, *((31, n) if n else ()))
-            attacker = self._rollout_policy(ATTACKER, which[ATTACKER], seed, match.against.get(ATTACKER))
-            defender = self._rollout_policy(DEFENDER, which[DEFENDER], seed + 1, match.against.get(DEFENDER))
-            with self._precision(), torch.no_grad():
-                said = self._phase_of(label, n, len(games))
-                out.append(
-                    (match, play(self.game, attacker, defender, rounds, cfg.judge.retries, said) if rounds else [])
-                )
+        drawn = {}
+        for split, label in enumerate(SPLITS):
+            # every process draws the same global batch and plays its own share of it
+            batch = self._seeds(label, split, cfg.data.batch_size * dist.world)
+            mine = batch[dist.rank :: dist.world]
+            pick = random.Random(derived_seed(cfg.run.seed, self.step, split, dist.rank, 7))
+            direct = [pick.random() < cfg.game.direct_fraction for _ in mine]  # drawn always: a stable stream
+            if self.direct_ids is not None:  # Self-RedTeam: fixed per seed row
+                direct = [s.id in self.direct_ids for s in mine]
+            drawn[label] = list(zip(mine, direct, strict=True))
+        out: dict[Label, list[tuple[Match, list[Round]]]] = {label: [] for label in SPLITS}
+        with gathered(self.players.values()):
+            for n, match in enumerate(games):
+                rounds = {
+                    label: [new_round(self.game, s, direct=d) for s, d in pairs if DEFENDER in match.learners or not d]
+                    for label, pairs in drawn.items()
+                }
+                # the first match samples as a run without pools does; the others with seeds of their own
+                seed = derived_seed(cfg.run.seed, self.step, 0, dist.rank, *((31, n) if n else ()))
+                attacker = self._rollout_policy(ATTACKER, which[ATTACKER], seed, match.against.get(ATTACKER))
+                defender = self._rollout_policy(DEFENDER, which[DEFENDER], seed + 1, match.against.get(DEFENDER))
+                together = [r for label in SPLITS for r in rounds[label]]
+                if together:
+                    with self._precision(), torch.no_grad():
+                        play(self.game, attacker, defender, together, cfg.judge.retries, self._phase_of(n, len(games)))
+                for label in SPLITS:
+                    out[label].append((match, rounds[label]))
         return out
 
-    def _phase_of(self, label: Label, n: int, matches: int) -> Callable[[str], None]:
-        """``on_phase`` with the split (and the match, where opponent pools play several)."""
-        where = label.value if matches == 1 else f"{label.value}, match {n + 1}/{matches}"
-        return lambda text: self.on_phase(f"{where}: {text}")
+    def _phase_of(self, n: int, matches: int) -> Callable[[str], None]:
+        """``on_phase`` with the match, where opponent pools play several."""
+        if matches == 1:
+            return self.on_phase
+        return lambda text: self.on_phase(f"match {n + 1}/{matches}: {text}")
 
     def _rollout_policy(self, role: str, which: Which, seed: int, snapshot: Snapshot | None = None) -> Policy:
         """The policy that plays ``role`` this step: policy ``which`` of its player, on the backend
