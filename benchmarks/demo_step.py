@@ -108,12 +108,17 @@ def against(commit: str, steps: int, rounds: int) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT))
     from agents.threads import thread_count
 
-    result: dict[str, Any] = {"machine": describe_machine(), "threads": thread_count(), "steps": steps}
+    result: dict[str, Any] = {
+        "machine": describe_machine(),
+        "threads": thread_count(),
+        "steps": steps,
+        "rounds": rounds,
+    }
     with tempfile.TemporaryDirectory() as scratch:
         worktree = Path(scratch) / "against"
         subprocess.run(["git", "worktree", "add", "--detach", str(worktree), commit], cwd=ROOT, check=True)
         try:
-            result["against"] = subprocess.run(
+            result["against_commit"] = subprocess.run(
                 ["git", "rev-parse", "--short", "HEAD"], cwd=worktree, check=True, capture_output=True, text=True
             ).stdout.strip()
             trees = {"this_tree": ROOT, "against": worktree}

@@ -406,6 +406,20 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
                 ]
             )
 
+    def demo_step_against(r: dict[str, Any]) -> None:  # demo_step.py --against COMMIT: a change's measure
+        ours, theirs, ratio = r["this_tree"], r["against"], r["this_tree_over_against"]
+        out.append(
+            [
+                f"CPU demo step ({r['threads']} threads, median of {r['rounds']} x {r['steps']}-step runs): "
+                f"this tree / {r['against_commit']}",
+                f"{ours['step']:.1f} s (play {ours['play']:.1f}, update {ours['update']:.1f})",
+                f"{theirs['step']:.1f} s (play {theirs['play']:.1f}, update {theirs['update']:.1f})",
+                f"{ratio['step']:.2f}",
+                "report",
+                f"play {ratio['play']:.2f}, update {ratio['update']:.2f}",
+            ]
+        )
+
     def decode_attention(r: dict[str, Any]) -> None:
         for shape in r["shapes"]:
             out.append(
@@ -451,6 +465,18 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
                 f"{r['same_answers']} of {r['prompts']} answers the same",
             ]
         )
+        if "attacker_large_s" in r:
+            out.append(
+                [
+                    f"CPU demo's red-team attacker ({r['attacker_rewrites']} sampled rewrites, {r['tokens']} tokens, "
+                    f"float32, {r['threads']} threads): batch {r['large']} / batch {r['small']}",
+                    f"{r['attacker_large_s']:.1f} s",
+                    f"{r['attacker_small_s']:.1f} s",
+                    f"{r['attacker_large_s'] / r['attacker_small_s']:.2f}",
+                    "report",
+                    "the samples differ (the batch draws its random numbers together)",
+                ]
+            )
 
     add: dict[str, Callable[[dict[str, Any]], None]] = {
         "orchestration": orchestration,
@@ -467,6 +493,7 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
         "roofline": roofline,
         "judge_audit": judge_audit,
         "demo_step": demo_step,
+        "demo_step_against": demo_step_against,
         "decode_attention": decode_attention,
         "prefix_sharing": prefix_sharing,
         "eval_batch": eval_batch,

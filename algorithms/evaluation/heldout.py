@@ -10,6 +10,7 @@ from pathlib import Path
 from advgame_env import Game, Judge, Label, RuleJudge, Seed, bundled_seeds
 from advgame_env.metrics import Rate
 from agents import HFBackend, load_model
+from agents.hf import BATCH_SIZE
 from agents.policy import Policy
 from algorithms.config import TrainConfig
 from algorithms.evaluation.evaluate import checkpoint_models
@@ -51,7 +52,11 @@ def attacker_rows(
         )
         settings = {"attacker": model, "seeds": n_seeds}
         where = (folder or run / "eval") / f"redteam_{name.replace(' ', '_')}"
-        rc = RedTeamConfig(samples=2, target_max_tokens=cfg.roles.defender.max_tokens, baseline=False)
+        # one batch as large as the backend's (the demo's 24 seeds x 2 samples): decoding 16 rows
+        # costs most of what 48 do (benchmarks/eval_batch.py: the 48 rewrites 29.5 s -> 19.2 s)
+        rc = RedTeamConfig(
+            samples=2, target_max_tokens=cfg.roles.defender.max_tokens, baseline=False, batch_size=BATCH_SIZE
+        )
         records = redteam(policy, target, game, seeds, where, rc, settings=settings, log=lambda _: None)
         figures: dict[str, Rate | float] = {**summarise(records), **diversity(records)}
         rows.append((name, figures))
