@@ -405,20 +405,20 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
                     f"play {ratio['play']:.2f}, update {ratio['update']:.2f}",
                 ]
             )
-
-    def demo_step_against(r: dict[str, Any]) -> None:  # demo_step.py --against COMMIT: a change's measure
-        ours, theirs, ratio = r["this_tree"], r["against"], r["this_tree_over_against"]
-        out.append(
-            [
-                f"CPU demo step ({r['threads']} threads, median of {r['rounds']} x {r['steps']}-step runs): "
-                f"this tree / {r['against_commit']}",
-                f"{ours['step']:.1f} s (play {ours['play']:.1f}, update {ours['update']:.1f})",
-                f"{theirs['step']:.1f} s (play {theirs['play']:.1f}, update {theirs['update']:.1f})",
-                f"{ratio['step']:.2f}",
-                "report",
-                f"play {ratio['play']:.2f}, update {ratio['update']:.2f}",
-            ]
-        )
+        if "change" in r:  # demo_step.py --against COMMIT, kept beside the dtype rows by hand
+            c = r["change"]
+            ours, theirs, ratio = c["this_tree"], c["against"], c["this_tree_over_against"]
+            out.append(
+                [
+                    f"CPU demo step ({c['threads']} threads, median of {c['rounds']} x {c['steps']}-step runs): "
+                    f"{c['this_commit']} / {c['against_commit']} ({c['what']})",
+                    f"{ours['step']:.1f} s (play {ours['play']:.1f}, update {ours['update']:.1f})",
+                    f"{theirs['step']:.1f} s (play {theirs['play']:.1f}, update {theirs['update']:.1f})",
+                    f"{ratio['step']:.2f}",
+                    "report",
+                    f"play {ratio['play']:.2f}, update {ratio['update']:.2f}",
+                ]
+            )
 
     def decode_attention(r: dict[str, Any]) -> None:
         for shape in r["shapes"]:
@@ -493,7 +493,6 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
         "roofline": roofline,
         "judge_audit": judge_audit,
         "demo_step": demo_step,
-        "demo_step_against": demo_step_against,
         "decode_attention": decode_attention,
         "prefix_sharing": prefix_sharing,
         "eval_batch": eval_batch,
