@@ -1,6 +1,6 @@
 """The CPU alignment demo (``advgame demo``): train both players, then measure what changed.
 
-    advgame demo            configs/cpu_demo.yaml: AdvGame-DPO-MD on the bundled model (about 24 min on 2 idle cores with ADVGAME_THREADS=2)
+    advgame demo            configs/cpu_demo.yaml: AdvGame-DPO-MD on the bundled model (about 21 min on 2 idle cores with ADVGAME_THREADS=2)
     advgame demo --quick    configs/cpu_demo_quick.yaml: the same pipeline in a few minutes
 
 1. Train (or resume an interrupted run) with the demo config.

@@ -174,7 +174,7 @@ class JudgeOptions:
 
 @dataclass
 class Demo:
-    """The CPU alignment demo: AdvGame-DPO-MD on the bundled model (configs/cpu_demo.yaml, about 24 min on 2 idle cores with ADVGAME_THREADS=2),
+    """The CPU alignment demo: AdvGame-DPO-MD on the bundled model (configs/cpu_demo.yaml, about 21 min on 2 idle cores with ADVGAME_THREADS=2),
     then one before/after table of the defender on held-out seeds and a report with pictures in RUN/eval,
     with the after defender's win rate against the before one (and instruction following on request).
     An interrupted demo resumes."""
