@@ -33,4 +33,9 @@ def test_the_frozen_defender_of_a_shared_policy_plays_the_base(tiny_chat, tmp_pa
     as_base = replace(shared, backend=base, adapter=None)
     moved = shared
     assert greedy(as_defender) == greedy(as_base)  # the defender still plays the starting weights
-    assert greedy(moved) != greedy(as_base)  # while the shared policy did learn
+    # while the shared policy did learn: its log-probs of the base's answers moved (two small
+    # steps need not change a greedy answer; which ones do depends on the samples drawn)
+    chats, answers = [[{"role": "user", "content": p}] for p in PROMPTS], greedy(as_base)
+    start = base.score(chats, answers)
+    assert as_defender.backend.score(chats, answers, adapter=as_defender.adapter) == pytest.approx(start, abs=1e-4)
+    assert moved.backend.score(chats, answers, adapter=moved.adapter) != pytest.approx(start, abs=1e-4)

@@ -110,7 +110,8 @@ def test_the_demo_trains_then_compares_the_defender_before_and_after(tiny_chat, 
     """The demo's whole pipeline on the tiny chat model: train, evaluate both ends, red-team, report."""
     out = tmp_path / "demo"
     out.mkdir()  # a demo killed before its first checkpoint left a log line: it starts afresh
-    (out / "metrics.jsonl").write_text('{"step": 0, "val/refusal_harmful": 0.125}\n')
+    # a value no figure of this run can take (a rate over a few items), so its absence is the check
+    (out / "metrics.jsonl").write_text('{"step": 0, "val/refusal_harmful": 0.123456789}\n')
     small = ("--eval-prompts", "4", "--eval-tokens", "8", "--attack-prompts", "2")
     small += ("--instruction-following", "2", "--instruction-tokens", "8")  # the utility panel too
     tiny = (f"model.name={tiny_chat}", "roles.attacker.max_tokens=12", "roles.defender.max_tokens=12")
@@ -132,7 +133,7 @@ def test_the_demo_trains_then_compares_the_defender_before_and_after(tiny_chat, 
     with Image.open(out / "eval" / "pareto.png") as image:
         assert image.size[0] > 1200  # the safety-vs-utility panel beside the Pareto picture
     lines = (out / "metrics.jsonl").read_text()
-    assert [json.loads(line)["step"] for line in lines.splitlines()] == [0, 1, 2, 2] and "0.125" not in lines
+    assert [json.loads(line)["step"] for line in lines.splitlines()] == [0, 1, 2, 2] and "0.123456789" not in lines
     # a second call finds the finished run and only measures again: no second training
     assert main(_demo_args(out, small, *tiny)) == 0
     assert (out / "metrics.jsonl").read_text() == lines
