@@ -17,7 +17,6 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from xdist_groups import pytest_collection_modifyitems, pytest_itemcollected  # noqa: F401 (hooks)
 
@@ -85,15 +84,13 @@ class SessionServer:
 
     def answers(self) -> bool:
         """Whether the server answers ``/health`` within ``HEALTH_WAIT`` s while its process runs."""
-        deadline = time.monotonic() + HEALTH_WAIT
-        while self.process.poll() is None and time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/health", timeout=10).status_code == 200:
-                    return True
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
-        return False
+        from agents.vllm_server import wait_ready
+
+        try:
+            wait_ready(self.url, self.process, self.log, seconds=HEALTH_WAIT)
+        except RuntimeError:  # it exited, or did not answer in time
+            return False
+        return True
 
     def died(self) -> str | None:
         """None while the server runs; else its exit status (a negative status is the signal that
