@@ -52,14 +52,32 @@ def rss_mib() -> float:
     return float("nan")
 
 
-def one(case: str) -> dict[str, Any]:
+def live_peak_mib(profiler: Any) -> float:
+    """The most MiB of CPU tensors alive at once while ``profiler`` (``profile_memory=True``) ran:
+    its allocation and free events in time order, summed. This is what a GPU's
+    ``max_memory_allocated`` counts and what the plan models: tensors, not the allocator's kept
+    blocks nor the process's other objects. (torch's ``MemTracker`` counts the same but refuses a
+    module that runs twice in an iteration, as the policy and its reference forward do here.)"""
     import torch
 
+    cpu = torch._C._autograd.DeviceType.CPU
+    events = [e for e in profiler.profiler.kineto_results.events() if e.name() == "[memory]"]
+    live = peak = 0
+    for event in sorted(events, key=lambda e: e.start_ns()):
+        if event.device_type() == cpu:
+            live += event.nbytes()
+            peak = max(peak, live)
+    return peak / 2**20
+
+
+def one(case: str, measure: str) -> dict[str, Any]:
+    import contextlib
+
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
     from agents.models import tiny_model
-    from algorithms.config import load_config
     from algorithms.plan import GIB, learner_terms, setup_of
-    from algorithms.training.batches import PreferencePair
-    from algorithms.training.trainer import Trainer
 
     kind, overrides = CASES[case]
     torch.set_num_threads(2)
@@ -72,49 +90,66 @@ def one(case: str) -> dict[str, Any]:
             model = f"{folder}/tiny"
             del built
         baseline = rss_mib()  # imports done, nothing of the run built yet
-        base = [
-            "run.validate_every=0",
-            "run.tensorboard=false",
-            "run.progress=false",
-            f"optim.micro_batch_size={MICRO}",
-        ]
-        tokens = [f"roles.attacker.max_tokens={COMPLETION}", f"roles.defender.max_tokens={COMPLETION}"]
-        cfg = load_config(
-            ROOT / "configs/cpu_smoke.yaml",
-            [*base, *tokens, f"model.name={model}", f"run.out_dir={folder}/run", *overrides],
-        )
-        trainer = Trainer(cfg)
-        rng = random.Random(0)
-        for learner in trainer.learners.values():
-            vocab = len(learner.player.tokenizer)
-
-            def ids(n: int, vocab: int = vocab) -> list[int]:
-                return [rng.randrange(3, vocab) for _ in range(n)]
-
-            pairs = [
-                PreferencePair(role, ids(PROMPT), ids(COMPLETION), ids(COMPLETION), 1.0, 0.0) for role in learner.roles
-            ]
-            # two micro-batches, twice: the steady state the plan models (gradients accumulate
-            # while the next micro-batch's activations exist; every AdamW moment exists)
-            pairs = [pairs[i % len(pairs)] for i in range(2 * MICRO)]
-            for _ in range(2):
-                trainer._update(learner, list(learner.roles), pairs, 0)
-            learner.player.ema_update(0.5)
+        tracking = profile(activities=[ProfilerActivity.CPU], profile_memory=True) if measure == "live" else None
+        with tracking or contextlib.nullcontext():
+            cfg = train_two_steps(folder, model, overrides)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         setup = setup_of(cfg, gpus=1, gpu_memory_gib=24, on_gpu=False)
         setup = dataclasses.replace(setup, seq_len=PROMPT + COMPLETION, completion_len=COMPLETION, rollout_batch=0)
         terms = learner_terms(setup)
     planned = sum(t.bytes for t in terms) / 2**20
-    measured = peak - baseline
+    measured = live_peak_mib(tracking) if tracking is not None else peak - baseline
     return {
         "case": case,
+        "measure": measure,
         "parameters": setup.shape.params(),
         "planned_mib": planned,
         "measured_mib": measured,
         "plan_over_measured": planned / measured,
         "baseline_mib": baseline,
+        "peak_rss_above_imports_mib": peak - baseline,
         "terms_gib": {t.name: t.bytes / GIB for t in terms},
     }
+
+
+def train_two_steps(folder: str, model: str, overrides: list[str]) -> Any:
+    """Build the case's trainer and take its two optimizer steps per player and an EMA update; its config."""
+    from algorithms.config import load_config
+    from algorithms.training.batches import PreferencePair
+    from algorithms.training.trainer import Trainer
+
+    base = [
+        "run.validate_every=0",
+        "run.tensorboard=false",
+        "run.progress=false",
+        f"optim.micro_batch_size={MICRO}",
+    ]
+    tokens = [f"roles.attacker.max_tokens={COMPLETION}", f"roles.defender.max_tokens={COMPLETION}"]
+    cfg = load_config(
+        ROOT / "configs/cpu_smoke.yaml",
+        [*base, *tokens, f"model.name={model}", f"run.out_dir={folder}/run", *overrides],
+    )
+    trainer = Trainer(cfg)
+    rng = random.Random(0)
+    for learner in trainer.learners.values():
+        vocab = len(learner.player.tokenizer)
+
+        def ids(n: int, vocab: int = vocab) -> list[int]:
+            return [rng.randrange(3, vocab) for _ in range(n)]
+
+        # two micro-batches, twice: the steady state the plan models (gradients accumulate
+        # while the next micro-batch's activations exist; every AdamW moment exists). Every
+        # pair has its own prompt: the plan models rows that share nothing (a repeated prompt
+        # would be encoded once per micro-batch, agents.hf.shared_prompt_logprobs)
+        roles = learner.roles
+        pairs = [
+            PreferencePair(roles[i % len(roles)], ids(PROMPT), ids(COMPLETION), ids(COMPLETION), 1.0, 0.0)
+            for i in range(2 * MICRO)
+        ]
+        for _ in range(2):
+            trainer._update(learner, list(learner.roles), pairs, 0)
+        learner.player.ema_update(0.5)
+    return cfg
 
 
 def main() -> None:
@@ -127,10 +162,16 @@ def main() -> None:
         default="return",
         help="return: freed blocks go back to the OS (RSS follows live tensors); default: glibc as it comes",
     )
+    parser.add_argument(
+        "--measure",
+        choices=["live", "rss"],
+        default="live",
+        help="live: the peak of CPU tensors alive at once (torch's profiler); rss: the process's peak RSS above imports",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if args.case:
-        print(json.dumps(one(args.case)))
+        print(json.dumps(one(args.case, args.measure)))
         return
     from common import describe_machine
 
@@ -144,7 +185,11 @@ def main() -> None:
             # tensors, as max_memory_allocated does on a GPU
             env["MALLOC_MMAP_THRESHOLD_"] = "65536"
         done = subprocess.run(
-            [sys.executable, __file__, "--case", case], capture_output=True, text=True, check=True, env=env
+            [sys.executable, __file__, "--case", case, "--measure", args.measure],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=env,
         )
         rows[case] = json.loads(done.stdout.strip().splitlines()[-1])
         r = rows[case]
@@ -154,7 +199,7 @@ def main() -> None:
             file=sys.stderr,
             flush=True,
         )
-    result = {"machine": describe_machine(), "malloc": args.malloc, "rows": rows}
+    result = {"machine": describe_machine(), "malloc": args.malloc, "measure": args.measure, "rows": rows}
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
 

@@ -223,11 +223,12 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
             )
 
     def plan(r: dict[str, Any]) -> None:
+        measured = "peak of live CPU tensors" if r.get("measure") == "live" else "peak RSS above imports"
         for case, row in r["rows"].items():
             ratio = row["plan_over_measured"]
             out.append(
                 [
-                    f"`advgame plan` / measured peak RSS above imports, {case}",
+                    f"`advgame plan` / measured {measured}, {case}",
                     f"{row['planned_mib']:.0f} MiB",
                     f"{row['measured_mib']:.0f} MiB",
                     f"{ratio:.2f}",

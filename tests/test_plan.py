@@ -317,7 +317,11 @@ def test_benchmark_table_rows_of_the_plan_check() -> None:
 # Each paper's hardware: AdvGame trained on 2 nodes x 8 H100 (learners on one, rollout replicas
 # on the other, the judge served elsewhere), Self-RedTeam on 8 GPUs (rollouts colocated).
 def paper_layout(path: Path) -> dict[str, int]:
-    return {"gpus": 8} if path.name.startswith("selfredteam") else {"gpus": 8, "nodes": 2, "rollout_gpus": 8}
+    """The paper's hardware as the README and the sbatch lay it out: AdvGame on 2 x 8 (8 learners;
+    4 rollout and 4 judge GPUs on node 1), Self-RedTeam on one node of 8."""
+    if path.name.startswith("selfredteam"):
+        return {"gpus": 8}
+    return {"gpus": 8, "nodes": 2, "rollout_gpus": 4, "judge_gpus": 4}
 
 
 @pytest.mark.parametrize("path", [p for p in PAPER if p.parent.name == "paper"], ids=lambda p: p.name)
@@ -326,6 +330,25 @@ def test_each_paper_recipe_fits_its_papers_hardware_at_its_batch_sizes(path: Pat
     assert plan.fits, render(plan, path.name)
     names = {t.name for t in plan.learner}
     assert "autocast cache" not in names  # bf16 through FSDP2's MixedPrecisionPolicy
+
+
+def test_the_readmes_per_gpu_table_is_the_plans() -> None:
+    """Each paper config's row in the README's table: its GiB per learner GPU as `advgame plan`
+    gives it on the paper's hardware (configs that share a row are listed "a, b / c": the figures
+    in the same order, a and b equal)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    rows = [line for line in readme.splitlines() if line.startswith("| `") and line.rstrip().endswith("| yes |")]
+    shown: dict[str, str] = {}
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        groups, figures = cells[0].split(" / "), cells[2].split(" / ")
+        for group, figure in zip(groups, figures, strict=True):
+            shown |= {name.strip(" `"): figure for name in group.split(",")}
+    paper = {p.stem: p for p in PAPER if p.parent.name == "paper"}
+    assert set(shown) == set(paper), "the README's table lists every paper config, once"
+    for name, path in paper.items():
+        plan = plan_config(load_config(path), **paper_layout(path))
+        assert shown[name] == f"{plan.learner_total / GIB:.1f}", name
 
 
 def test_sharded_bf16_gathers_bf16_and_keeps_no_cast_cache() -> None:
