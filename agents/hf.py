@@ -882,6 +882,30 @@ def mixture_logprobs(learner_logits: torch.Tensor, reference_logits: torch.Tenso
     return ((1.0 - beta) * learner + beta * reference).log_softmax(-1)
 
 
+NUCLEUS_CANDIDATES = 256  # most likely tokens searched for each row's nucleus before a whole sort
+
+
+def nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Each row's top-p nucleus as a mask over ``probs`` [batch, vocab]: the most likely tokens,
+    each kept while the mass of the tokens ranked before it is at most ``top_p``.
+
+    The ranking is ``topk`` of the ``NUCLEUS_CANDIDATES`` most likely tokens; a row whose
+    candidates hold no more than ``top_p`` of its mass is ranked by a whole sort instead. A
+    whole sort of every row cost 12 times an untruncated draw at 128 rows x 49,152 tokens (300 ms
+    a decode step on the reference machine); the candidates' prefix sums are the whole sort's
+    first ones, so the nucleus is the same (tests/test_mixture_sampling.py)."""
+    k = min(NUCLEUS_CANDIDATES, probs.shape[-1])
+    top, order = probs.topk(k, dim=-1)  # descending
+    kept = torch.zeros_like(probs, dtype=torch.bool).scatter(-1, order, top.cumsum(-1) - top <= top_p)
+    short = top.sum(-1) <= top_p  # the nucleus may reach past the candidates: rank the whole row
+    if bool(short.any()):
+        ranked, ranking = probs[short].sort(-1, descending=True)
+        kept[short] = torch.zeros_like(ranked, dtype=torch.bool).scatter(
+            -1, ranking, ranked.cumsum(-1) - ranked <= top_p
+        )
+    return kept
+
+
 def sample_token(logprobs: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
     """One token per row of ``logprobs`` [batch, vocab]: greedy at temperature 0, else from the
     temperature-scaled distribution cut to its top-p nucleus (the most likely token always kept).
@@ -894,10 +918,7 @@ def sample_token(logprobs: torch.Tensor, temperature: float, top_p: float) -> to
         return logprobs.argmax(-1)
     probs = (logprobs if temperature == 1.0 else logprobs / temperature).softmax(-1)
     if top_p < 1.0:
-        sorted_probs, order = probs.sort(-1, descending=True)
-        outside = sorted_probs.cumsum(-1) - sorted_probs > top_p  # mass before the token already covers top_p
-        sorted_probs = sorted_probs.masked_fill(outside, 0.0)
-        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+        probs = probs.masked_fill(~nucleus(probs, top_p), 0.0)
     cumulative = probs.double().cumsum(-1)
     drawn = torch.rand((len(probs), 1), dtype=torch.float64, device=probs.device) * cumulative[:, -1:]
     # the first token whose cumulative mass exceeds the draw: never one of mass zero

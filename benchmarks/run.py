@@ -37,6 +37,7 @@ SCRIPTS = {
     "judge_audit": "judge_audit.py",
     "demo_step": "demo_step.py",
     "decode_attention": "decode_attention.py",
+    "sampling": "sampling.py",
     "prefix_sharing": "prefix_sharing.py",
     "eval_batch": "eval_batch.py",
 }
@@ -435,6 +436,21 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
                 ]
             )
 
+    def sampling(r: dict[str, Any]) -> None:
+        ms, shape = r["ms"], f"{r['rows']} rows x {r['vocab']:,} tokens, {r['threads']} threads"
+        same = "the same nucleus" if r["same_nucleus"] else "**another nucleus**"
+        out.append(
+            [
+                f"decode-step draw at temperature {r['temperature']}, top-p {r['top_p']} ({shape}): "
+                "nucleus among 256 candidates / whole sort",
+                f"{ms['candidates']:.1f} ms",
+                f"{ms['whole_sort']:.1f} ms",
+                f"{ms['candidates'] / ms['whole_sort']:.2f}",
+                "report",
+                f"{same}; untruncated draw {ms['untruncated']:.1f} ms",
+            ]
+        )
+
     def prefix_sharing(r: dict[str, Any]) -> None:
         for name, label in (
             ("attacker_sft", "the attacker's SFT batch (8, two templates)"),
@@ -495,6 +511,7 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
         "judge_audit": judge_audit,
         "demo_step": demo_step,
         "decode_attention": decode_attention,
+        "sampling": sampling,
         "prefix_sharing": prefix_sharing,
         "eval_batch": eval_batch,
     }

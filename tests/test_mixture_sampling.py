@@ -12,12 +12,14 @@ import pytest
 import torch
 
 from agents.hf import (
+    NUCLEUS_CANDIDATES,
     HFBackend,
     MixtureBackend,
     encode,
     fixed,
     mixture_backend,
     mixture_logprobs,
+    nucleus,
     render_chat,
     sample_token,
 )
@@ -126,6 +128,25 @@ def test_top_p_keeps_the_nucleus_only():
     drawn = {int(sample_token(logprobs, 1.0, 0.7)) for _ in range(200)}
     assert drawn == {0, 1}  # 0.6 alone is short of 0.7; 0.6 + 0.3 covers it
     assert int(sample_token(logprobs, 0.0, 1.0)) == 0
+
+
+def whole_sort_nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """The nucleus by sorting every row whole (sample_token's way before the candidates)."""
+    ranked, ranking = probs.sort(-1, descending=True)
+    return torch.zeros_like(probs, dtype=torch.bool).scatter(-1, ranking, ranked.cumsum(-1) - ranked <= top_p)
+
+
+def test_the_nucleus_from_the_candidates_is_the_whole_sorts():
+    generator = torch.Generator().manual_seed(0)
+    spread = torch.linspace(0.3, 3.0, 64).unsqueeze(-1)  # flat rows reach past the 256 candidates, peaked ones do not
+    probs = (torch.randn((64, 4096), generator=generator) * spread / 0.6).softmax(-1)
+    for top_p in (0.5, 0.9, 0.99):
+        kept = nucleus(probs, top_p)
+        assert torch.equal(kept, whole_sort_nucleus(probs, top_p))
+        assert bool(kept.any(-1).all())  # the most likely token is always kept
+        # both paths ran: rows ranked by the candidates and rows ranked by a whole sort
+        past = int((probs.topk(NUCLEUS_CANDIDATES, dim=-1).values.sum(-1) <= top_p).sum())
+        assert 0 < past < len(probs)
 
 
 def test_tokens_are_drawn_from_the_tempered_distribution_and_never_one_of_mass_zero():
