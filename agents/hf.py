@@ -891,9 +891,10 @@ def nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
 
     The ranking is ``topk`` of the ``NUCLEUS_CANDIDATES`` most likely tokens; a row whose
     candidates hold no more than ``top_p`` of its mass is ranked by a whole sort instead. A
-    whole sort of every row cost 12 times an untruncated draw at 128 rows x 49,152 tokens (300 ms
-    a decode step on the reference machine); the candidates' prefix sums are the whole sort's
-    first ones, so the nucleus is the same (tests/test_mixture_sampling.py)."""
+    whole sort of every row cost 9 times an untruncated draw at 128 rows x 49,152 tokens (333
+    against 37 ms a decode step; the candidates 64 ms: benchmarks/sampling.py); the candidates'
+    prefix sums are the whole sort's first ones, so the nucleus is the same
+    (tests/test_mixture_sampling.py)."""
     k = min(NUCLEUS_CANDIDATES, probs.shape[-1])
     top, order = probs.topk(k, dim=-1)  # descending
     kept = torch.zeros_like(probs, dtype=torch.bool).scatter(-1, order, top.cumsum(-1) - top <= top_p)
