@@ -7,13 +7,17 @@ Each case runs in a fresh process: it builds the trainer of ``configs/cpu_smoke.
 optimizer steps per player through the trainer's own update (``Trainer._update``), each on two
 micro-batches of fixed pairs of exactly the plan's lengths (prompt + completion tokens), and an
 EMA update: the steady state the plan models, where every copy and AdamW moment exists and
-gradients accumulate while the next micro-batch's activations are alive. Measured: the process's peak RSS above the RSS it had
-after its imports (Python, torch, transformers), which is what the plan models; the plan is
-``algorithms.plan.learner_terms`` for one CPU process (float32, no headroom), without the
-rollout's generation term (no rollout runs here). Target (issue 16): within 15%. By default the
-cases run with glibc told to return freed blocks (``--malloc return``, see ``main``), so RSS
-follows the live tensors; ``--malloc default`` measures glibc as it comes, whose RSS keeps
-every freed block and grows with each micro-batch.
+gradients accumulate while the next micro-batch's activations are alive; every pair has its own
+prompt, as the plan's rows share nothing. Measured (``--measure live``, the default): the peak of
+CPU tensors alive at once over the trainer's build and those steps (torch's profiler, its memory
+events: ``live_peak_mib``), which is what the plan models and what a GPU's
+``max_memory_allocated`` counts; ``--measure rss``: the process's peak RSS above the RSS it had
+after its imports, which also counts the allocator's kept blocks and the process's other objects.
+The plan is ``algorithms.plan.learner_terms`` for one CPU process (float32, no headroom), without
+the rollout's generation term (no rollout runs here). Target (issue 16, checked again for issue
+26): within 15%. For ``rss`` the cases run with glibc told to return freed blocks (``--malloc
+return``, see ``main``) by default; ``--malloc default`` measures glibc as it comes, whose RSS
+keeps every freed block and grows with each micro-batch.
 
 Cases: the bundled 135M model (LoRA and full fine-tuning, activation checkpointing off and
 on) and a tiny random-init Llama (full fine-tuning, saved with the bundled tokenizer).
