@@ -891,8 +891,8 @@ def nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
 
     The ranking is ``topk`` of the ``NUCLEUS_CANDIDATES`` most likely tokens; a row whose
     candidates hold no more than ``top_p`` of its mass is ranked by a whole sort instead. A
-    whole sort of every row cost 9 times an untruncated draw at 128 rows x 49,152 tokens (333
-    against 37 ms a decode step; the candidates 64 ms: benchmarks/sampling.py); the candidates'
+    whole sort of every row cost 11 times an untruncated draw at 128 rows x 49,152 tokens (279
+    against 24 ms a decode step; the candidates 48 ms: benchmarks/sampling.py); the candidates'
     prefix sums are the whole sort's first ones, so the nucleus is the same
     (tests/test_mixture_sampling.py)."""
     k = min(NUCLEUS_CANDIDATES, probs.shape[-1])

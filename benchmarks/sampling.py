@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import torch
 from common import chats, describe_machine
@@ -30,14 +31,16 @@ from agents.hf import encode, nucleus, pad_rows, render_chat, sample_token
 ROWS, ANSWERS, TEMPERATURE, TOP_P = 128, 8, 0.6, 0.9
 
 
-def whole_sort(logprobs: torch.Tensor) -> torch.Tensor:
-    """sample_token's draw as it was: the nucleus by a whole sort of every row."""
-    probs = (logprobs / TEMPERATURE).softmax(-1)
+def whole_sort_nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """The nucleus as ``sample_token`` found it before: a whole sort of every row."""
     ranked, ranking = probs.sort(-1, descending=True)
-    probs = torch.zeros_like(probs).scatter(-1, ranking, ranked.masked_fill(ranked.cumsum(-1) - ranked > TOP_P, 0.0))
-    cumulative = probs.double().cumsum(-1)
-    drawn = torch.rand((len(probs), 1), dtype=torch.float64) * cumulative[:, -1:]
-    return torch.searchsorted(cumulative, drawn, right=True).squeeze(-1).clamp(max=probs.shape[-1] - 1)
+    return torch.zeros_like(probs, dtype=torch.bool).scatter(-1, ranking, ranked.cumsum(-1) - ranked <= top_p)
+
+
+def whole_sort_draw(logprobs: torch.Tensor) -> torch.Tensor:
+    """``sample_token``'s draw with the whole-sort nucleus: the same draw, only the ranking differs."""
+    with mock.patch("agents.hf.nucleus", whole_sort_nucleus):
+        return sample_token(logprobs, TEMPERATURE, TOP_P)
 
 
 def demo_logprobs() -> torch.Tensor:
@@ -58,14 +61,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     logprobs = demo_logprobs()
     probs = (logprobs / TEMPERATURE).softmax(-1)
-    ranked, ranking = probs.sort(-1, descending=True)
-    same = torch.equal(
-        nucleus(probs, TOP_P),
-        torch.zeros_like(probs, dtype=torch.bool).scatter(-1, ranking, ranked.cumsum(-1) - ranked <= TOP_P),
-    )
+    same = torch.equal(nucleus(probs, TOP_P), whole_sort_nucleus(probs, TOP_P))
     variants = {
         "candidates": lambda: sample_token(logprobs, TEMPERATURE, TOP_P),
-        "whole_sort": lambda: whole_sort(logprobs),
+        "whole_sort": lambda: whole_sort_draw(logprobs),
         "untruncated": lambda: sample_token(logprobs, 1.0, 1.0),
     }
     times: dict[str, list[float]] = {name: [] for name in variants}

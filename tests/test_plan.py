@@ -314,8 +314,6 @@ def test_benchmark_table_rows_of_the_plan_check() -> None:
     assert "not measured" in next(line for line in lines if "DPO-MD steps" in line)
 
 
-# Each paper's hardware: AdvGame trained on 2 nodes x 8 H100 (learners on one, rollout replicas
-# on the other, the judge served elsewhere), Self-RedTeam on 8 GPUs (rollouts colocated).
 def paper_layout(path: Path) -> dict[str, int]:
     """The paper's hardware as the README and the sbatch lay it out: AdvGame on 2 x 8 (8 learners;
     4 rollout and 4 judge GPUs on node 1), Self-RedTeam on one node of 8."""
@@ -345,7 +343,7 @@ def test_the_readmes_per_gpu_table_is_the_plans() -> None:
         for group, figure in zip(groups, figures, strict=True):
             shown |= {name.strip(" `"): figure for name in group.split(",")}
     paper = {p.stem: p for p in PAPER if p.parent.name == "paper"}
-    assert set(shown) == set(paper), "the README's table lists every paper config, once"
+    assert set(shown) == set(paper), "the README's table lists every paper config"
     for name, path in paper.items():
         plan = plan_config(load_config(path), **paper_layout(path))
         assert shown[name] == f"{plan.learner_total / GIB:.1f}", name
